@@ -1,0 +1,57 @@
+"""durable_lab: Cloudflare Durable Objects, in process, made visible.
+
+    from durable_lab import Lab, DurableObject
+
+The public names mirror Cloudflare's Python Workers API (``DurableObject``, ``ctx.storage``,
+``ctx.blockConcurrencyWhile``, ``env.NS.idFromName``, ``getByName``...), so a class written here
+runs on Cloudflare with only its import line changed. See docs/architecture.md for how the
+runtime is built and docs/semantics.md for what it does (and deliberately does not do).
+"""
+
+from __future__ import annotations
+
+from . import events as events
+from .bus import EventBus as EventBus
+from .bus import Recorder as Recorder
+from .bus import Subscription as Subscription
+from .errors import DurableLabError as DurableLabError
+from .errors import DurableObjectError as DurableObjectError
+from .errors import DurableObjectResetError as DurableObjectResetError
+from .errors import OverloadedError as OverloadedError
+from .errors import StorageError as StorageError
+from .http import Headers as Headers
+from .http import Request as Request
+from .http import Response as Response
+from .ids import DurableObjectId as DurableObjectId
+from .lab import Env as Env
+from .lab import Lab as Lab
+from .namespace import DurableObjectNamespace as DurableObjectNamespace
+from .namespace import DurableObjectStub as DurableObjectStub
+from .objects import DurableObject as DurableObject
+from .objects import DurableObjectState as DurableObjectState
+from .storage import DurableObjectStorage as DurableObjectStorage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DurableLabError",
+    "DurableObject",
+    "DurableObjectError",
+    "DurableObjectId",
+    "DurableObjectNamespace",
+    "DurableObjectResetError",
+    "DurableObjectState",
+    "DurableObjectStorage",
+    "DurableObjectStub",
+    "Env",
+    "EventBus",
+    "Headers",
+    "Lab",
+    "OverloadedError",
+    "Recorder",
+    "Request",
+    "Response",
+    "StorageError",
+    "Subscription",
+    "events",
+]

@@ -1,0 +1,262 @@
+"""The storage cache: where ``put()`` really goes, and how writes are coalesced into one commit.
+
+Modelled on workerd's ActorCache (``src/workerd/io/actor-cache.h``):
+
+- Every key the object has read or written is remembered: its value (encoded bytes) or the fact
+  that it is absent. A read of a known key is a *hit* and completes at once, without I/O, so it
+  does not end the turn. A read of an unknown key is a *miss*: storage is read, and the input gate
+  stays locked until the code after the ``await`` has run.
+- ``put()`` and ``delete()`` change the cache synchronously and mark the key dirty. Nothing is
+  written yet: the caller goes on in the same turn.
+- The first dirty write schedules a *flush* for "after this turn" (``loop.call_soon``). The flush
+  takes every dirty key as one batch and commits it in one transaction: n writes in a turn, one
+  round trip. While a flush is in flight, later writes collect in the next batch; one flush runs
+  at a time, so commits land in order.
+- A batch with at least one *confirmed* write (no ``allowUnconfirmed``) locks the output gate
+  until it commits: replies sent after those writes wait for them.
+- If a commit fails, the object is reset (the caller is told, never falsely acknowledged).
+
+Deliberate simplifications (docs/semantics.md): no cache size limit or LRU eviction of clean
+entries (an instance's cache lives until the instance is reset or evicted); no backpressure at
+8 MiB of dirty data; ``list()`` always reads storage (merging the cache over the result) and does
+not remember the listed range.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .events import CommitDone, CommitFailed, FlushStarted
+
+if TYPE_CHECKING:
+    from ._backends import StorageBackend
+    from ._host import Instance
+
+__all__ = ["CacheStatistics", "StorageCache"]
+
+#: Marks a key known to be absent (deleted, or read and not found).
+ABSENT = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStatistics:
+    known_keys: int
+    dirty_keys: int  # written, waiting for the next flush
+    flushing_keys: int  # in the batch being committed now
+    flushes: int
+    commits: int
+    flush_in_flight: bool
+
+
+class StorageCache:
+    """The write-coalescing cache of one object instance."""
+
+    def __init__(self, instance: Instance, backend: StorageBackend,
+                 barrier: asyncio.Future[None] | None) -> None:
+        self.instance = instance
+        self.backend = backend
+        self.key = instance.storage_key
+        self.values: dict[str, bytes | None] = {}
+        self.dirty: dict[str, bytes | None] = {}
+        self.delete_all_pending = False
+        #: True after deleteAll(): every key not in ``values`` is known absent.
+        self.all_known = False
+        self.flushing: dict[str, bytes | None] = {}
+        self._next_flush: asyncio.Future[None] | None = None
+        self._next_gated = False
+        self._running_flush: asyncio.Future[None] | None = None
+        self._flush_task: asyncio.Task[None] | None = None
+        #: Reads in flight; a flush waits for them (workerd ``waitForPastReads``).
+        self.pending_reads: set[asyncio.Future[Any]] = set()
+        #: A commit of a previous instance that may still be landing: reads wait for it.
+        self._barrier = barrier
+        self.flush_count = 0
+        self.commit_count = 0
+        self.closed = False
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def lookup(self, key: str) -> tuple[bool, bytes | None]:
+        """(known, value) from the cache alone."""
+        if key in self.values:
+            return True, self.values[key]
+        if self.all_known:
+            return True, ABSENT
+        return False, ABSENT
+
+    async def read_missing(self, keys: list[str], *, remember: bool) -> dict[str, bytes]:
+        """Read ``keys`` from storage; remember what was found (and not found) unless told not to."""
+        if self._barrier is not None and not self._barrier.done():
+            await asyncio.wait((self._barrier,))
+        found = await self.backend.read(self.key, keys)
+        if remember and not self.closed:
+            for key in keys:
+                # A write made while the read was in flight (possible only with
+                # allowConcurrency) is newer than what storage returned: keep it.
+                if key not in self.values:
+                    self.values[key] = found.get(key, ABSENT)
+        return found
+
+    def snapshot_range(self, start: str | None, end: str | None) -> dict[str, bytes | None]:
+        """What the cache knows in [start, end) right now (taken when list() is called)."""
+        return {k: v for k, v in self.values.items()
+                if (start is None or k >= start) and (end is None or k < end)}
+
+    async def read_range(self, overlay: dict[str, bytes | None], *, start: str | None,
+                         end: str | None, reverse: bool, limit: int | None
+                         ) -> list[tuple[str, bytes]]:
+        """Storage rows in [start, end), with the cache's ``overlay`` (newer) merged over them."""
+        if self._barrier is not None and not self._barrier.done():
+            await asyncio.wait((self._barrier,))
+        rows: list[tuple[str, bytes]] = []
+        if not self.all_known:
+            # Keys the overlay deletes may hide storage rows: ask for enough rows that the
+            # result cannot come up short.
+            ask = None if limit is None else limit + len(overlay)
+            rows = await self.backend.list(self.key, start=start, end=end, reverse=reverse,
+                                           limit=ask)
+        merged = dict(rows)
+        for k, v in overlay.items():
+            if v is ABSENT:
+                merged.pop(k, None)
+            else:
+                merged[k] = v
+        items = sorted(merged.items(), reverse=reverse)
+        return items if limit is None else items[:limit]
+
+    def track_read(self, fut: asyncio.Future[Any]) -> None:
+        self.pending_reads.add(fut)
+        fut.add_done_callback(self.pending_reads.discard)
+
+    # -- writes --------------------------------------------------------------------------
+
+    def write(self, items: Iterable[tuple[str, bytes | None]], *, confirmed: bool) -> int:
+        """Apply writes to the cache now; schedule their commit. Returns how many changed."""
+        changed = 0
+        for key, data in items:
+            if key in self.values and self.values[key] == data:
+                continue  # the same value again, or deleting a known-absent key: a no-op
+            if data is ABSENT and self.all_known and key not in self.values:
+                continue
+            self.values[key] = data
+            self.dirty[key] = data
+            changed += 1
+        if changed:
+            self._schedule(confirmed)
+        return changed
+
+    def delete_all(self) -> None:
+        self.values.clear()
+        self.dirty.clear()
+        self.all_known = True
+        self.delete_all_pending = True
+        self._schedule(confirmed=True)
+
+    def _schedule(self, confirmed: bool) -> None:
+        if self._next_flush is None:
+            self._next_flush = asyncio.get_running_loop().create_future()
+            self._next_gated = False
+            if self._running_flush is None:
+                # "After this turn": callbacks run only once the current step of object code
+                # has returned to the event loop.
+                asyncio.get_running_loop().call_soon(self._start_flush)
+        if confirmed and not self._next_gated:
+            self._next_gated = True
+            self.instance.output_gate.lock_while(self._next_flush)
+
+    def _start_flush(self) -> None:
+        done = self._next_flush
+        if done is None or self.closed:
+            return
+        self._next_flush = None
+        batch, self.dirty = self.dirty, {}
+        delete_all, self.delete_all_pending = self.delete_all_pending, False
+        self.flushing = batch
+        self._running_flush = done
+        self.flush_count += 1
+        self._flush_task = asyncio.get_running_loop().create_task(
+            self._flush(self.flush_count, batch, delete_all, self._next_gated, done)
+        )
+
+    async def _flush(self, number: int, batch: dict[str, bytes | None], delete_all: bool,
+                     gated: bool, done: asyncio.Future[None]) -> None:
+        instance = self.instance
+        bus = instance.bus
+        if self.pending_reads:
+            await asyncio.wait(tuple(self.pending_reads))
+        puts = {k: v for k, v in batch.items() if v is not ABSENT}
+        deletes = [k for k, v in batch.items() if v is ABSENT]
+        if bus.active:
+            bus.emit(FlushStarted, object=instance.label, object_id=instance.object_id,
+                     batch=number, puts=tuple(puts), deletes=tuple(deletes),
+                     delete_all=delete_all, gated=gated)
+        clock = instance.lab.clock
+        started = clock.now()
+        try:
+            if instance.lab.commit_latency:
+                await asyncio.sleep(instance.lab.commit_latency)
+            injected = instance.lab._take_injected_commit_failure(instance)
+            if injected is not None:
+                raise injected
+            await self.backend.commit(self.key, delete_all=delete_all, puts=puts,
+                                      deletes=deletes, metadata={})
+        except asyncio.CancelledError:
+            if not done.done():
+                done.cancel()
+            raise
+        except Exception as exc:
+            self.flushing = {}
+            self._running_flush = None
+            if bus.active:
+                bus.emit(CommitFailed, object=instance.label, object_id=instance.object_id,
+                         batch=number, error=f"{type(exc).__name__}: {exc}",
+                         injected=getattr(exc, "injected", False))
+            error = instance.commit_failure_error(exc)
+            if not done.done():
+                done.set_exception(error)
+                done.exception()  # retrieved: the output gate and the reset report it
+            instance.reset(error, reason="outputGateBroken")
+            return
+        self.commit_count += 1
+        self.flushing = {}
+        self._running_flush = None
+        if bus.active:
+            bus.emit(CommitDone, object=instance.label, object_id=instance.object_id,
+                     batch=number, keys=len(batch), duration=clock.now() - started)
+        if not done.done():
+            done.set_result(None)
+        if self._next_flush is not None and not self.closed:
+            self._start_flush()
+
+    # -- sync, shutdown ------------------------------------------------------------------
+
+    def pending_commits(self) -> list[asyncio.Future[None]]:
+        """The commits scheduled or in flight now (what ``sync()`` waits for)."""
+        return [f for f in (self._running_flush, self._next_flush) if f is not None]
+
+    @property
+    def in_flight(self) -> asyncio.Task[None] | None:
+        """The commit that may still be landing in storage (a new instance waits for it)."""
+        task = self._flush_task
+        return task if task is not None and not task.done() else None
+
+    def close(self, error: BaseException) -> int:
+        """Drop the cache (the instance is being reset). Returns how many writes were lost."""
+        self.closed = True
+        lost = len(self.dirty)
+        if self._next_flush is not None and not self._next_flush.done():
+            self._next_flush.set_exception(error)
+            self._next_flush.exception()
+        self._next_flush = None
+        self.dirty = {}
+        return lost
+
+    def statistics(self) -> CacheStatistics:
+        return CacheStatistics(
+            known_keys=len(self.values), dirty_keys=len(self.dirty),
+            flushing_keys=len(self.flushing), flushes=self.flush_count,
+            commits=self.commit_count, flush_in_flight=self._running_flush is not None,
+        )

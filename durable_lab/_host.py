@@ -1,0 +1,423 @@
+"""Hosting one Durable Object: its instance, its mailbox of deliveries, its resets.
+
+An :class:`ObjectHost` exists per id the lab has seen. It owns at most one live
+:class:`Instance` at a time (the object constructed in memory, with its gates and its cache).
+When an instance is reset, the host drops it; the next delivery through a *new* stub constructs
+a fresh one, which sees exactly what was committed. Stubs taken before a failure stay broken
+(workerd ``ActorContainer::requireNotBroken``): the host remembers which *generation* each stub was
+taken in and which generations broke.
+
+A delivery (one RPC call or ``fetch``) is queued at the instance's input gate the moment the call
+is made (so calls are delivered in the order they were made), and runs in its own asyncio task
+through a :class:`~durable_lab._turns.Driver`. When its code finishes, the reply is held by the
+output gate until the writes made before it are committed, then handed to the caller as a copy.
+
+Resets (each with what the callers see, from the spec):
+
+======================  =====================================================  ==============
+cause                   error message                                          stubs broken
+======================  =====================================================  ==============
+blockConcurrencyWhile   the callback's own message                             yes
+callback raised
+commit failed           "Internal error in Durable Object storage write        yes
+                        caused object to be reset."
+``ctx.abort(reason)``   ``reason``                                             yes
+constructor raised      the constructor's message (``remote``)                 yes
+code updated (rebind)   "Durable Object reset because its code was updated."   no
+======================  =====================================================  ==============
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import values
+from ._cache import StorageCache
+from ._gates import InputGate, OutputGate
+from ._turns import Driver, current_driver
+from .errors import DurableObjectError, DurableObjectResetError, OverloadedError, mark_remote
+from .events import (
+    CriticalSectionEnded,
+    CriticalSectionStarted,
+    DeliveryFinished,
+    DeliveryQueued,
+    DeliveryRefused,
+    DeliveryStarted,
+    InstanceConstructed,
+    InstanceReset,
+    ReplyHeld,
+    ReplyReleased,
+)
+from .http import Request, Response
+from .objects import DurableObjectState, _Aborted
+from .storage import DurableObjectStorage
+
+if TYPE_CHECKING:
+    from .ids import DurableObjectId
+    from .lab import Lab
+    from .namespace import DurableObjectNamespace
+
+__all__ = ["CriticalSection", "Delivery", "Instance", "ObjectHost"]
+
+COMMIT_FAILED_MESSAGE = "Internal error in Durable Object storage write caused object to be reset."
+CODE_UPDATED_MESSAGE = "Durable Object reset because its code was updated."
+STORAGE_GONE_MESSAGE = "Durable Object storage is no longer accessible."
+
+
+def _fresh(error: BaseException) -> BaseException:
+    """A copy of a shared error, so that each caller raises its own (tracebacks differ)."""
+    try:
+        return copy.copy(error)
+    except Exception:
+        return error
+
+
+class Delivery:
+    """One call into an object: what to run, and the future its caller waits on."""
+
+    __slots__ = ("args", "id", "kind", "kwargs", "method", "reply")
+
+    def __init__(self, delivery_id: int, kind: str, method: str, args: tuple[Any, ...],
+                 kwargs: dict[str, Any], reply: asyncio.Future[Any]) -> None:
+        self.id = delivery_id
+        self.kind = kind
+        self.method = method
+        self.args = args
+        self.kwargs = kwargs
+        self.reply = reply
+
+    @property
+    def holder(self) -> str:
+        return f"delivery {self.id}"
+
+    def invoke(self, obj: Any) -> Any:
+        return getattr(obj, self.method)(*self.args, **self.kwargs)
+
+    def copy_result(self, result: Any) -> Any:
+        if self.kind == "fetch":
+            if not isinstance(result, Response):
+                raise TypeError(
+                    "Incorrect type for Promise: the Promise did not resolve to 'Response'. "
+                    f"fetch() returned {type(result).__name__}; return a durable_lab.Response"
+                )
+            return result._copy()
+        return values.clone(result, what=f"the result of {self.method}()")
+
+
+class ObjectHost:
+    """Everything the lab keeps about one id, across instances."""
+
+    def __init__(self, lab: Lab, namespace: DurableObjectNamespace, object_id: DurableObjectId) -> None:
+        self.lab = lab
+        self.namespace = namespace
+        self.id = object_id
+        self.object_id = object_id.toString()
+        name = object_id.name
+        self.label = f"{namespace.name}:{name if name is not None else object_id.toString()[:8]}"
+        self.storage_key = (namespace.name, self.object_id)
+        self.instance: Instance | None = None
+        self.incarnations = 0
+        #: Stubs taken in generation g fail with broken[g] once g broke.
+        self.generation = 0
+        self.broken: dict[int, BaseException] = {}
+        #: The commit of a reset instance that may still be landing; the next instance waits.
+        self._landing: asyncio.Future[None] | None = None
+
+    def check_stub(self, generation: int) -> None:
+        error = self.broken.get(generation)
+        if error is not None:
+            raise _fresh(error)
+
+    def ensure_instance(self) -> Instance:
+        inst = self.instance
+        if inst is None:
+            self.incarnations += 1
+            inst = Instance(self, self.incarnations, self._landing)
+            self.instance = inst
+        return inst
+
+    def deliver(self, kind: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                generation: int) -> asyncio.Future[Any]:
+        """Queue a delivery now; the returned future gets the reply (or the error)."""
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        broken = self.broken.get(generation)
+        if broken is not None:
+            reply.set_exception(_fresh(broken))
+            return reply
+        inst = self.ensure_instance()
+        lab = self.lab
+        delivery = Delivery(lab._next_delivery_id(), kind, method, args, kwargs, reply)
+        if inst.queued >= lab.max_queue:
+            if lab.bus.active:
+                lab.bus.emit(DeliveryRefused, object=self.label, object_id=self.object_id,
+                             delivery=delivery.id, method=method, reason="overloaded")
+            reply.set_exception(OverloadedError())
+            return reply
+        inst.queued += 1
+        if lab.bus.active:
+            lab.bus.emit(DeliveryQueued, object=self.label, object_id=self.object_id,
+                         delivery=delivery.id, kind_of_delivery=kind, method=method,
+                         queue_length=inst.queued)
+        admission = inst.gate.wait(delivery.holder)
+        inst.track(loop.create_task(inst.run_delivery(delivery, admission)))
+        return reply
+
+    def on_reset(self, inst: Instance, error: BaseException, stubs_broken: bool) -> None:
+        if self.instance is inst:
+            self.instance = None
+        if stubs_broken:
+            self.broken[self.generation] = error
+            self.generation += 1
+        self._landing = inst.cache.in_flight
+
+
+class CriticalSection:
+    """One ``blockConcurrencyWhile`` call: holds the parent gate, admits its own work inside."""
+
+    __slots__ = ("awaited_by", "delivery", "handback", "inner_gate", "instance", "parent_gate",
+                 "result")
+
+    def __init__(self, instance: Instance, parent: Driver) -> None:
+        self.instance = instance
+        self.parent_gate = parent.gate
+        self.delivery = parent.delivery
+        self.inner_gate = InputGate(instance.bus, instance.label, instance.object_id,
+                                    depth=parent.gate.depth + 1)
+        self.result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.awaited_by: Driver | None = None
+        self.handback: asyncio.Future[Any] | None = None
+
+    async def run(self, admission: asyncio.Future[Any], callback: Callable[[], Any]) -> None:
+        inst = self.instance
+        bus = inst.bus
+        depth = self.inner_gate.depth
+        outer_lock = await admission
+        if bus.active:
+            bus.emit(CriticalSectionStarted, object=inst.label, object_id=inst.object_id,
+                     delivery=self.delivery, depth=depth)
+        driver = Driver(inst, self.inner_gate, self.delivery, "critical section")
+        current_driver.set(driver)
+        try:
+            driver.lock = await self.inner_gate.wait(driver.holder)
+            outcome = callback()
+            if inspect.isawaitable(outcome):
+                outcome = await driver.drive(_as_coroutine(outcome))
+            else:
+                driver.release()
+        except _Aborted:
+            return
+        except asyncio.CancelledError:
+            if inst.broken is not None:
+                return
+            raise
+        except Exception as exc:
+            if inst.broken is not None:  # reset by something else meanwhile
+                return
+            if bus.active:
+                bus.emit(CriticalSectionEnded, object=inst.label, object_id=inst.object_id,
+                         delivery=self.delivery, depth=depth, ok=False,
+                         error=f"{type(exc).__name__}: {exc}")
+            # workerd: the input gate breaks and the object resets; callers see the message.
+            inst.reset(DurableObjectResetError(str(exc), reason="inputGateBroken"),
+                       reason="inputGateBroken")
+            return
+        finally:
+            driver.release()
+        if bus.active:
+            bus.emit(CriticalSectionEnded, object=inst.label, object_id=inst.object_id,
+                     delivery=self.delivery, depth=depth, ok=True)
+        if self.awaited_by is not None:
+            # Hand the gate straight back to the code that called blockConcurrencyWhile.
+            self.handback = self.parent_gate.wait(self.awaited_by.holder, priority=True,
+                                                  front=True)
+        inst.critical_sections.pop(self.result, None)
+        self.result.set_result(outcome)
+        outer_lock.release()
+
+
+async def _as_coroutine(awaitable: Any) -> Any:
+    if inspect.iscoroutine(awaitable):
+        return await awaitable
+    return await awaitable
+
+
+class Instance:
+    """One incarnation of an object in memory: the user's object, its gates, its cache."""
+
+    def __init__(self, host: ObjectHost, incarnation: int,
+                 landing: asyncio.Future[None] | None) -> None:
+        lab = host.lab
+        self.host = host
+        self.lab = lab
+        self.bus = lab.bus
+        self.label = host.label
+        self.object_id = host.object_id
+        self.storage_key = host.storage_key
+        self.incarnation = incarnation
+        self.cls = host.namespace.cls
+        self.gate = InputGate(self.bus, self.label, self.object_id)
+        self.output_gate = OutputGate()
+        self.cache = StorageCache(self, lab.backend, landing)
+        self.storage = DurableObjectStorage(self)
+        self.ctx = DurableObjectState(self, self.storage)
+        self.gate_holding_reads: set[asyncio.Future[Any]] = set()
+        self.critical_sections: dict[asyncio.Future[Any], CriticalSection] = {}
+        self.tasks: set[asyncio.Future[Any]] = set()
+        self.queued = 0
+        self.broken: BaseException | None = None
+        self.obj: Any = None
+        # The constructor is the first thing through the gate.
+        admission = self.gate.wait("constructor")
+        self.track(asyncio.get_running_loop().create_task(self._construct(admission)))
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def track(self, task: asyncio.Future[Any]) -> None:
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        self.lab._track(task)
+
+    def check_usable(self) -> None:
+        if self.broken is not None:
+            raise DurableObjectResetError(STORAGE_GONE_MESSAGE, reason="ignored", retryable=True)
+
+    def commit_failure_error(self, cause: BaseException) -> DurableObjectResetError:
+        error = DurableObjectResetError(COMMIT_FAILED_MESSAGE, reason="outputGateBroken")
+        error.__cause__ = cause
+        return error
+
+    # -- construction --------------------------------------------------------------------
+
+    async def _construct(self, admission: asyncio.Future[Any]) -> None:
+        driver = Driver(self, self.gate, 0, "constructor")
+        current_driver.set(driver)
+        driver.lock = await admission
+        try:
+            obj = self.cls.__new__(self.cls)
+            # Set before __init__, so a constructor that forgets super().__init__ still works.
+            obj.ctx = self.ctx
+            obj.env = self.lab.env
+            obj.__init__(self.ctx, self.lab.env)
+            self.obj = obj
+            if self.bus.active:
+                self.bus.emit(InstanceConstructed, object=self.label, object_id=self.object_id,
+                              class_name=self.cls.__qualname__, incarnation=self.incarnation)
+        except _Aborted:
+            return
+        except Exception as exc:
+            error = DurableObjectResetError(f"{type(exc).__name__}: {exc}",
+                                            reason="constructorFailed", remote=True)
+            error.__cause__ = exc
+            self.reset(error, reason="constructorFailed")
+            return
+        finally:
+            driver.release()
+
+    # -- deliveries ----------------------------------------------------------------------
+
+    async def run_delivery(self, delivery: Delivery, admission: asyncio.Future[Any]) -> None:
+        bus = self.bus
+        driver = Driver(self, self.gate, delivery.id, delivery.holder)
+        current_driver.set(driver)
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            try:
+                driver.lock = await admission
+            finally:
+                self.queued -= 1
+            if bus.active:
+                bus.emit(DeliveryStarted, object=self.label, object_id=self.object_id,
+                         delivery=delivery.id, method=delivery.method)
+            result = delivery.invoke(self.obj)
+            if inspect.iscoroutine(result):
+                result = await driver.drive(result)
+            else:
+                driver.release()
+            value = delivery.copy_result(result)
+        except _Aborted:
+            error = self.broken
+        except asyncio.CancelledError:
+            if self.broken is None:
+                raise
+            error = self.broken
+        except DurableObjectError as exc:
+            # A reset (ours, or a call to another object that failed): pass it on as it is.
+            error = self.broken if self.broken is not None else exc
+        except Exception as exc:
+            error = self.broken if self.broken is not None else mark_remote(exc)
+        finally:
+            driver.release()
+        if bus.active:
+            bus.emit(DeliveryFinished, object=self.label, object_id=self.object_id,
+                     delivery=delivery.id, ok=error is None,
+                     error="" if error is None else f"{type(error).__name__}: {error}")
+        await self._reply(delivery, value, error)
+
+    async def _reply(self, delivery: Delivery, value: Any, error: BaseException | None) -> None:
+        """Hand the outcome to the caller once the writes before it are durable."""
+        bus = self.bus
+        if self.broken is None:
+            pending = self.output_gate.wait()
+            if pending is not None:
+                if bus.active:
+                    bus.emit(ReplyHeld, object=self.label, object_id=self.object_id,
+                             delivery=delivery.id, waiting_for=self.output_gate.pending_commits)
+                try:
+                    await pending
+                except asyncio.CancelledError:
+                    if self.broken is None:
+                        raise
+                except BaseException:
+                    pass
+                if self.broken is not None:
+                    error = self.broken
+                if bus.active:
+                    bus.emit(ReplyReleased, object=self.label, object_id=self.object_id,
+                             delivery=delivery.id, ok=error is None)
+        else:
+            error = self.broken
+        reply = delivery.reply
+        if reply.done():  # the caller gave up (cancelled)
+            return
+        if error is not None:
+            reply.set_exception(_fresh(error) if error is self.broken else error)
+        else:
+            reply.set_result(value)
+
+    # -- critical sections ---------------------------------------------------------------
+
+    def start_critical_section(self, callback: Callable[[], Any], parent: Driver) -> asyncio.Future[Any]:
+        section = CriticalSection(self, parent)
+        admission = parent.gate.wait("critical section", priority=True)
+        self.critical_sections[section.result] = section
+        self.track(asyncio.get_running_loop().create_task(section.run(admission, callback)))
+        return section.result
+
+    # -- resets --------------------------------------------------------------------------
+
+    def reset(self, error: BaseException, *, reason: str, stubs_broken: bool = True) -> None:
+        """Drop this instance: fail everything in flight with ``error``, lose unflushed writes."""
+        if self.broken is not None:
+            return
+        self.broken = error
+        self.gate.break_(error)
+        for section in self.critical_sections.values():
+            section.inner_gate.break_(error)
+        self.output_gate.break_(error)
+        lost = self.cache.close(error)
+        self.host.on_reset(self, error, stubs_broken)
+        if self.bus.active:
+            self.bus.emit(InstanceReset, object=self.label, object_id=self.object_id,
+                          reason=reason, error=str(error), stubs_broken=stubs_broken,
+                          lost_writes=lost)
+        current = asyncio.current_task()
+        flush = self.cache._flush_task
+        for task in list(self.tasks):
+            if task is not current and task is not flush and not task.done():
+                task.cancel()

@@ -1,0 +1,129 @@
+"""Errors raised by durable_lab, and the flags Cloudflare puts on them.
+
+On Cloudflare, an error that reaches a caller from a Durable Object carries boolean properties
+that tell the caller what to do next (workerd `jsg/util.c++`, `decodeTunneledException`):
+
+- ``remote``: the error was thrown by the object's own code, on the other side of the stub;
+- ``retryable``: the call may be retried (the request may never have reached the object);
+- ``overloaded``: the object (or the account) is overloaded; do not retry at once;
+- ``durableObjectReset``: the object was reset (its in-memory state is gone, unflushed writes
+  are lost) and the stub that saw this error is broken for good: make a new stub.
+
+durable_lab mirrors those names. Runtime errors are subclasses of :class:`DurableObjectError`; an
+exception raised by the learner's own handler is re-raised in the caller as a copy of the same
+exception type, with the same four attributes set (``remote=True``), so ``except ValueError``
+keeps working across a stub.
+
+Hierarchy::
+
+    DurableLabError                  anything durable_lab raises on purpose
+    ├── DurableObjectError           an error a caller sees from an object (carries the flags)
+    │   ├── DurableObjectResetError  the object was reset; durableObjectReset=True
+    │   └── OverloadedError          too many deliveries queued; overloaded=True
+    └── StorageError                 the storage backend failed (wrapped sqlite3/aiosqlite error)
+
+Programmer errors (bad ids, bad keys, values of the wrong type) are builtins (``TypeError``,
+``ValueError``, ``RangeError``-like ``ValueError``) whose message states the rule that was broken
+and what is allowed, as Cloudflare's own messages do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DurableLabError",
+    "DurableObjectError",
+    "DurableObjectResetError",
+    "OverloadedError",
+    "StorageError",
+    "mark_remote",
+]
+
+
+class DurableLabError(Exception):
+    """Base class of every error durable_lab raises on purpose."""
+
+
+class DurableObjectError(DurableLabError):
+    """An error a caller receives from a Durable Object, with Cloudflare's flags.
+
+    The attribute names are Cloudflare's (camelCase), so code that inspects
+    ``err.durableObjectReset`` or ``err.retryable`` runs unchanged on Cloudflare.
+    """
+
+    remote: bool = False
+    retryable: bool = False
+    overloaded: bool = False
+    durableObjectReset: bool = False  # noqa: N815 - Cloudflare's name
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        remote: bool = False,
+        retryable: bool = False,
+        overloaded: bool = False,
+        durableObjectReset: bool = False,  # noqa: N803 - Cloudflare's name
+    ) -> None:
+        super().__init__(message)
+        self.remote = remote
+        self.retryable = retryable
+        self.overloaded = overloaded
+        self.durableObjectReset = durableObjectReset
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    @property
+    def durable_object_reset(self) -> bool:
+        """snake_case alias of ``durableObjectReset``."""
+        return self.durableObjectReset
+
+
+class DurableObjectResetError(DurableObjectError):
+    """The object was reset: in-memory state dropped, unflushed writes lost, stub broken.
+
+    ``reason`` names the cause in workerd's vocabulary: ``inputGateBroken`` (a
+    ``blockConcurrencyWhile`` callback failed), ``outputGateBroken`` (a commit failed, or the
+    object called ``ctx.abort()``), ``constructorFailed``, ``codeUpdated``, ``evicted``.
+    """
+
+    def __init__(self, message: str, *, reason: str, remote: bool = False,
+                 retryable: bool = False, overloaded: bool = False) -> None:
+        super().__init__(message, remote=remote, retryable=retryable, overloaded=overloaded,
+                         durableObjectReset=True)
+        self.reason = reason
+
+
+class OverloadedError(DurableObjectError):
+    """The object's queue of waiting deliveries is full; the call was refused, not queued."""
+
+    def __init__(self, message: str = "Durable Object is overloaded. Too many requests queued.") -> None:
+        super().__init__(message, overloaded=True)
+
+
+class StorageError(DurableLabError):
+    """The storage backend failed to read or commit. The cause is chained (``__cause__``)."""
+
+
+def mark_remote(exc: BaseException) -> BaseException:
+    """Return a copy of ``exc`` flagged as thrown by a Durable Object's own code.
+
+    The copy has the same type, arguments and traceback, plus Cloudflare's flags
+    (``remote=True``, the others False), so ``except ValueError`` still catches it in the caller
+    and ``err.remote`` tells the caller where it came from. The original is untouched: the object
+    may keep a reference to it.
+    """
+    import copy
+
+    try:
+        clone = copy.copy(exc)
+        clone.remote = True  # type: ignore[attr-defined]
+        for flag in ("retryable", "overloaded", "durableObjectReset"):
+            if not hasattr(clone, flag):
+                setattr(clone, flag, False)
+    except Exception:
+        # Exceptions without a __dict__ or with an exotic constructor cannot be copied: say
+        # what it was in a DurableObjectError instead of losing it.
+        clone = DurableObjectError(f"{type(exc).__name__}: {exc}", remote=True)
+    return clone.with_traceback(exc.__traceback__)

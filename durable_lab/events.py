@@ -1,0 +1,278 @@
+"""The lab's event stream: one typed, immutable record for every step the runtime takes.
+
+Everything the panels draw and the lessons point at comes from these records. They are frozen,
+slotted dataclasses named in the past tense; they hold ids, labels and numbers, never live
+objects, so a list of them can be stored, printed, compared and replayed.
+
+Every event has:
+
+- ``seq``: position in the lab's stream (1, 2, 3, ...), total order of everything that happened;
+- ``time``: the lab clock's time (epoch seconds) when it happened;
+- ``object``: a short label of the object it concerns (``"COUNTER:room-1"``, or the namespace and
+  the first hex digits of the id for unnamed objects), ``""`` for lab-wide events;
+- ``object_id``: the full 64-hex id (``""`` for lab-wide events).
+
+Deliveries (an RPC call, a ``fetch``, later alarms and WebSocket messages) are numbered by the
+lab: ``delivery`` fields name them, so a timeline can draw one lane per delivery.
+
+The vocabulary (see docs/events.md for a worked example):
+
+- a delivery is *queued* at the object's input gate, *started* when admitted, its *turn ends*
+  each time it awaits something pending, it is *resumed* when admitted again through the gate,
+  and it *finishes* (ok or with an error);
+- the input gate is *locked* for each holder it admits and *unlocked* when that holder releases;
+- storage operations say whether the cache answered (``hit``) or storage had to be read
+  (``miss``); writes only change the cache (``write``);
+- a *flush* takes every pending write as one batch and *commits* it in one transaction;
+- a reply (or an outgoing call) is *held* behind the output gate until the writes before it are
+  committed, then *released*;
+- an *instance* is constructed, and may be *reset* (in-memory state dropped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "CommitDone",
+    "CommitFailed",
+    "CriticalSectionEnded",
+    "CriticalSectionStarted",
+    "DeliveryFinished",
+    "DeliveryQueued",
+    "DeliveryRefused",
+    "DeliveryResumed",
+    "DeliveryStarted",
+    "FlushStarted",
+    "InputGateLocked",
+    "InputGateUnlocked",
+    "InstanceConstructed",
+    "InstanceReset",
+    "OutgoingCallHeld",
+    "OutgoingCallReleased",
+    "ReplyHeld",
+    "ReplyReleased",
+    "RuntimeEvent",
+    "StorageOp",
+    "TurnEnded",
+]
+
+_event = dataclass(frozen=True, slots=True, kw_only=True)
+
+
+@_event
+class RuntimeEvent:
+    """Base of every event on the stream."""
+
+    seq: int
+    time: float
+    object: str = ""
+    object_id: str = ""
+
+    @property
+    def kind(self) -> str:
+        """The event's type name, e.g. ``"FlushStarted"`` (handy for filters and tables)."""
+        return type(self).__name__
+
+
+# -- deliveries --------------------------------------------------------------------------------
+
+
+@_event
+class DeliveryQueued(RuntimeEvent):
+    """A delivery arrived at the object and waits at its input gate."""
+
+    delivery: int
+    kind_of_delivery: str  # "rpc", "fetch", "constructor"...
+    method: str
+    queue_length: int  # deliveries waiting to start at this object, this one included
+
+
+@_event
+class DeliveryRefused(RuntimeEvent):
+    """A delivery was refused without being queued (the object's queue was full)."""
+
+    delivery: int
+    method: str
+    reason: str
+
+
+@_event
+class DeliveryStarted(RuntimeEvent):
+    """The input gate admitted the delivery; the object's code starts running for it."""
+
+    delivery: int
+    method: str
+
+
+@_event
+class TurnEnded(RuntimeEvent):
+    """The delivery's code awaited something pending: its turn is over.
+
+    ``awaiting`` says what: ``"storage"`` (a read that needs I/O: the input gate stays locked),
+    ``"io"`` (a timer, another object, ``sync()``...: the gate opens and others may run),
+    ``"blockConcurrencyWhile"`` (a critical section runs next) or ``"yield"`` (``sleep(0)``).
+    """
+
+    delivery: int
+    awaiting: str
+    gate_held: bool
+
+
+@_event
+class DeliveryResumed(RuntimeEvent):
+    """What the delivery awaited is done and the input gate admitted its continuation."""
+
+    delivery: int
+
+
+@_event
+class DeliveryFinished(RuntimeEvent):
+    """The delivery's code is done (its reply may still be held by the output gate)."""
+
+    delivery: int
+    ok: bool
+    error: str = ""
+
+
+# -- input gate --------------------------------------------------------------------------------
+
+
+@_event
+class InputGateLocked(RuntimeEvent):
+    """The input gate admitted ``holder`` (``"delivery 7"``, ``"constructor"``, ...)."""
+
+    holder: str
+    waiting: int  # still queued behind it
+    depth: int = 0  # 0 = the object's gate, 1+ = inside nested critical sections
+
+
+@_event
+class InputGateUnlocked(RuntimeEvent):
+    """``holder`` released the input gate; the next waiter, if any, is admitted next."""
+
+    holder: str
+    waiting: int
+    depth: int = 0
+
+
+@_event
+class CriticalSectionStarted(RuntimeEvent):
+    """A ``blockConcurrencyWhile`` callback started: nothing else enters until it settles."""
+
+    delivery: int  # the delivery that called blockConcurrencyWhile (0: the constructor)
+    depth: int
+
+
+@_event
+class CriticalSectionEnded(RuntimeEvent):
+    """The critical section settled. ``ok=False`` means it raised: the object is reset."""
+
+    delivery: int
+    depth: int
+    ok: bool
+    error: str = ""
+
+
+# -- storage -----------------------------------------------------------------------------------
+
+
+@_event
+class StorageOp(RuntimeEvent):
+    """A storage call. ``cache`` is ``"hit"``, ``"miss"`` (needs I/O) or ``"write"``."""
+
+    delivery: int
+    op: str  # get, put, delete, list, deleteAll, sync
+    keys: tuple[str, ...]
+    cache: str
+
+
+@_event
+class FlushStarted(RuntimeEvent):
+    """A batch of pending writes left the cache for storage, as one transaction."""
+
+    batch: int
+    puts: tuple[str, ...]
+    deletes: tuple[str, ...]
+    delete_all: bool
+    gated: bool  # True if the output gate waits for it (some write was confirmed)
+
+
+@_event
+class CommitDone(RuntimeEvent):
+    """The batch is durable. ``keys`` is how many keys it wrote."""
+
+    batch: int
+    keys: int
+    duration: float
+
+
+@_event
+class CommitFailed(RuntimeEvent):
+    """The batch could not be committed: the output gate breaks and the object resets."""
+
+    batch: int
+    error: str
+    injected: bool = False
+
+
+# -- output gate -------------------------------------------------------------------------------
+
+
+@_event
+class ReplyHeld(RuntimeEvent):
+    """A reply is ready but waits for the writes made before it to commit."""
+
+    delivery: int
+    waiting_for: int  # number of commits still pending at the time
+
+
+@_event
+class ReplyReleased(RuntimeEvent):
+    """The writes before the reply are durable: the caller gets it now."""
+
+    delivery: int
+    ok: bool
+
+
+@_event
+class OutgoingCallHeld(RuntimeEvent):
+    """A call from this object to another waits for this object's pending writes."""
+
+    delivery: int
+    target: str
+
+
+@_event
+class OutgoingCallReleased(RuntimeEvent):
+    """The call left (or failed because the writes before it failed)."""
+
+    delivery: int
+    target: str
+    ok: bool
+
+
+# -- instances ---------------------------------------------------------------------------------
+
+
+@_event
+class InstanceConstructed(RuntimeEvent):
+    """A new instance of the class was made (first use, or after a reset or eviction)."""
+
+    class_name: str
+    incarnation: int
+
+
+@_event
+class InstanceReset(RuntimeEvent):
+    """The instance was dropped: in-memory state and unflushed writes are gone.
+
+    ``reason`` is workerd's word for it (``inputGateBroken``, ``outputGateBroken``,
+    ``constructorFailed``, ``codeUpdated``, ...); ``stubs_broken`` says whether stubs taken
+    before now keep failing (a failure) or keep working (a code update).
+    """
+
+    reason: str
+    error: str
+    stubs_broken: bool
+    lost_writes: int  # keys written but not yet committed, now lost

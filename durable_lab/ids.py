@@ -1,0 +1,112 @@
+"""Durable Object ids: 32 bytes that name exactly one object in one namespace.
+
+Every Durable Object is addressed by an id. Whoever holds the id can reach the one instance that
+owns the state behind it; that single owner is what makes coordination easy.
+
+The construction follows workerd (``src/workerd/server/actor-id-impl.c++``), with the namespace
+key being SHA-256 of ``"durable_lab:" + binding name``:
+
+- ``idFromName(name)`` is deterministic: ``HMAC(key, name)[:16] + HMAC(key, first16)[:16]``.
+  The same name in the same namespace always gives the same id (so the same stored state, also
+  after a kernel restart on the same folder); another namespace gives another id.
+- ``newUniqueId()`` is ``random16 + HMAC(key, random16)[:16]``; the random bytes come from the
+  lab's seeded ``random.Random``, so a seeded run makes the same ids every time.
+- ``idFromString(hex)`` accepts either kind and checks the MAC, so an id from another namespace
+  (or a typo) is refused with Cloudflare's error messages.
+
+An id prints as 64 lowercase hex digits. ``id.name`` is the name for ids made from a name
+(workerd keeps it for names up to 1024 bytes, also inside the object as ``ctx.id.name``) and
+``None`` otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+import re
+
+__all__ = ["DurableObjectId", "IdFactory"]
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_MAX_NAME_BYTES = 1024
+
+
+class DurableObjectId:
+    """The id of one Durable Object. Immutable; equal and hashed by its 32 bytes."""
+
+    __slots__ = ("_hex", "name", "namespace")
+    _durable_lab_by_reference = True  # may cross a stub as is (it is immutable)
+
+    def __init__(self, hex_id: str, *, namespace: str, name: str | None = None) -> None:
+        self._hex = hex_id
+        self.namespace = namespace
+        self.name = name
+
+    def toString(self) -> str:  # noqa: N802 - Cloudflare's name
+        """The id as 64 lowercase hex digits (what ``idFromString`` accepts)."""
+        return self._hex
+
+    to_string = toString
+
+    def equals(self, other: DurableObjectId) -> bool:
+        """True if ``other`` names the same object."""
+        return isinstance(other, DurableObjectId) and other._hex == self._hex
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DurableObjectId) and other._hex == self._hex
+
+    def __hash__(self) -> int:
+        return hash(self._hex)
+
+    def __str__(self) -> str:
+        return self._hex
+
+    def __repr__(self) -> str:
+        label = f" name={self.name!r}" if self.name is not None else ""
+        return f"<DurableObjectId {self.namespace}:{self._hex[:12]}…{label}>"
+
+    def __copy__(self) -> DurableObjectId:
+        return self
+
+    def __deepcopy__(self, memo: object) -> DurableObjectId:
+        return self
+
+
+class IdFactory:
+    """Makes and checks the ids of one namespace."""
+
+    __slots__ = ("_key", "_random", "namespace")
+
+    def __init__(self, namespace: str, rng: random.Random) -> None:
+        self.namespace = namespace
+        self._key = hashlib.sha256(f"durable_lab:{namespace}".encode()).digest()
+        self._random = rng
+
+    def _mac(self, data: bytes) -> bytes:
+        return hmac.new(self._key, data, hashlib.sha256).digest()[:16]
+
+    def from_name(self, name: str) -> DurableObjectId:
+        if not isinstance(name, str):
+            raise TypeError(f"idFromName() takes a str name, got {type(name).__name__}: {name!r}")
+        first = self._mac(name.encode())
+        hex_id = (first + self._mac(first)).hex()
+        kept_name = name if len(name.encode()) <= _MAX_NAME_BYTES else None
+        return DurableObjectId(hex_id, namespace=self.namespace, name=kept_name)
+
+    def new_unique(self) -> DurableObjectId:
+        first = self._random.getrandbits(128).to_bytes(16, "big")
+        return DurableObjectId((first + self._mac(first)).hex(), namespace=self.namespace)
+
+    def from_string(self, text: str) -> DurableObjectId:
+        if not isinstance(text, str) or not _HEX64.fullmatch(text):
+            raise TypeError(
+                f"Invalid Durable Object ID: must be 64 hex digits (got {text!r})"
+            )
+        raw = bytes.fromhex(text)
+        if not hmac.compare_digest(self._mac(raw[:16]), raw[16:]):
+            raise TypeError(
+                f"Durable Object ID is not valid for this namespace. ({text[:12]}… was not "
+                f"made by namespace {self.namespace!r})"
+            )
+        return DurableObjectId(text, namespace=self.namespace)

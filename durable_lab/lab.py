@@ -1,0 +1,277 @@
+"""``Lab``: the root of everything, the one handle a notebook keeps.
+
+A lab owns the clock, the event bus, the storage backend, the bindings (namespaces) and the
+hosts of every object it has seen. Two labs in one notebook never share anything. A lab needs no
+``async with``: make it in one cell, use it in the next ones, ``await lab.close()`` at the end (or
+``async with Lab() as lab:`` in a script). Its storage files live in ``path`` (kept across kernel
+restarts: a lesson reopens the same folder and finds its counters where they were) or in a fresh
+temporary folder that is removed when the lab closes or the interpreter exits.
+
+    lab = Lab()                                   # SQLite files in a temporary folder
+    COUNTER = lab.bind("COUNTER", Counter)        # also lab.env.COUNTER inside objects
+    stub = COUNTER.getByName("room-1")
+    await stub.increment()
+    await lab.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import shutil
+import tempfile
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._backends import MemoryBackend, SqliteBackend
+from ._host import CODE_UPDATED_MESSAGE, ObjectHost
+from .bus import EventBus, Recorder, Subscription
+from .clock import Clock, RealClock
+from .errors import DurableObjectError, DurableObjectResetError
+from .namespace import DurableObjectNamespace, DurableObjectStub
+from .objects import DurableObject
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._backends import StorageBackend
+    from .events import RuntimeEvent
+    from .ids import DurableObjectId
+
+__all__ = ["Env", "Lab", "LabStatistics"]
+
+
+class Env:
+    """``env``: the lab's bindings as attributes (``env.COUNTER``)."""
+
+    def __init__(self) -> None:
+        self._bindings: dict[str, DurableObjectNamespace] = {}
+
+    def __getattr__(self, name: str) -> DurableObjectNamespace:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self._bindings[name]
+        except KeyError:
+            known = ", ".join(sorted(self._bindings)) or "none yet"
+            raise AttributeError(
+                f"env has no binding {name!r} (bindings: {known}); "
+                f"add one with lab.bind({name!r}, YourClass)"
+            ) from None
+
+    def __dir__(self) -> list[str]:
+        return sorted(self._bindings)
+
+    def __repr__(self) -> str:
+        return f"<Env {', '.join(sorted(self._bindings)) or '(no bindings)'}>"
+
+
+@dataclass(frozen=True, slots=True)
+class LabStatistics:
+    bindings: int
+    objects_seen: int
+    live_instances: int
+    deliveries: int
+    commits: int
+
+
+class _InjectedCommitFailure(Exception):
+    """An injected storage failure (``lab.fail_next_commit``)."""
+
+    injected = True
+
+
+class Lab:
+    """A Durable Objects runtime in this process.
+
+    Args:
+        path: folder for the SQLite files (one per object). ``None``: a fresh temporary folder.
+        storage: ``"sqlite"`` (default; durable, through aiosqlite) or ``"memory"`` (fast,
+            nothing survives the lab).
+        seed: seeds the random generator behind ``newUniqueId()``.
+        commit_latency: seconds added to every commit, so the cost coalescing saves is visible
+            on a fast disk.
+        max_queue: deliveries that may wait at one object before calls are refused with an
+            ``overloaded`` error.
+        max_open_databases: SQLite connections (threads) kept open at once.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, storage: str = "sqlite",
+                 seed: int | None = None, commit_latency: float = 0.0, max_queue: int = 1000,
+                 max_open_databases: int = 64, clock: Clock | None = None) -> None:
+        if storage not in ("sqlite", "memory"):
+            raise ValueError(f"storage must be 'sqlite' or 'memory', got {storage!r}")
+        if storage == "memory" and path is not None:
+            raise ValueError("a path only makes sense with storage='sqlite'")
+        if not isinstance(commit_latency, (int, float)) or commit_latency < 0:
+            raise ValueError(f"commit_latency must be a number of seconds >= 0, got {commit_latency!r}")
+        if not isinstance(max_queue, int) or max_queue < 1:
+            raise ValueError(f"max_queue must be an int >= 1, got {max_queue!r}")
+        self.clock: Clock = clock or RealClock()
+        self.bus = EventBus(self.clock.now)
+        self.random = random.Random(seed)
+        self.seed = seed
+        self.commit_latency = float(commit_latency)
+        self.max_queue = max_queue
+        self.storage = storage
+        self.env = Env()
+        self._hosts: dict[tuple[str, str], ObjectHost] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._deliveries = 0
+        self._commit_failures: dict[str, list[Exception]] = {}
+        self._closed = False
+        self._tempdir: str | None = None
+        self.backend: StorageBackend
+        if storage == "memory":
+            self.path: Path | None = None
+            self.backend = MemoryBackend()
+        else:
+            if path is None:
+                self._tempdir = tempfile.mkdtemp(prefix="durable_lab-")
+                weakref.finalize(self, shutil.rmtree, self._tempdir, True)
+                path = self._tempdir
+            self.path = Path(path)
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.backend = SqliteBackend(self.path, max_open=max_open_databases)
+
+    # -- bindings ------------------------------------------------------------------------
+
+    def bind(self, name: str, cls: type) -> DurableObjectNamespace:
+        """Bind ``cls`` as ``name`` (``env.NAME``); returns its namespace.
+
+        Binding a name again with another class is a code update: live instances are reset
+        (calls in flight fail with "Durable Object reset because its code was updated.") and
+        the next call constructs the new class over the same stored state. Stubs keep working.
+        """
+        self._check_open()
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+            raise ValueError(
+                f"a binding name must be a Python identifier not starting with '_' "
+                f"(e.g. 'COUNTER'), got {name!r}"
+            )
+        if not (inspect.isclass(cls) and issubclass(cls, DurableObject)):
+            raise TypeError(
+                f"lab.bind() takes a class that subclasses durable_lab.DurableObject, got "
+                f"{cls!r}. Write: class {getattr(cls, '__name__', 'MyObject')}(DurableObject): ..."
+            )
+        namespace = self.env._bindings.get(name)
+        if namespace is None:
+            namespace = DurableObjectNamespace(self, name, cls)
+            self.env._bindings[name] = namespace
+            return namespace
+        namespace.cls = cls
+        for host in self._hosts.values():
+            if host.namespace is namespace and host.instance is not None:
+                error = DurableObjectResetError(CODE_UPDATED_MESSAGE, reason="codeUpdated")
+                host.instance.reset(error, reason="codeUpdated", stubs_broken=False)
+        return namespace
+
+    def _host(self, namespace: DurableObjectNamespace, object_id: DurableObjectId) -> ObjectHost:
+        key = (namespace.name, object_id.toString())
+        host = self._hosts.get(key)
+        if host is None:
+            self._check_open()
+            host = ObjectHost(self, namespace, object_id)
+            self._hosts[key] = host
+        return host
+
+    # -- observation ---------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[RuntimeEvent], None]) -> Subscription:
+        """Call ``callback(event)`` for every runtime event; ``.close()`` the result to stop."""
+        return self.bus.subscribe(callback)
+
+    def record(self, limit: int | None = None) -> Recorder:
+        """Start recording events into a list (``rec.events``); ``rec.close()`` to stop."""
+        return Recorder(self.bus, limit)
+
+    def statistics(self) -> LabStatistics:
+        live = [h.instance for h in self._hosts.values() if h.instance is not None]
+        return LabStatistics(
+            bindings=len(self.env._bindings),
+            objects_seen=len(self._hosts),
+            live_instances=len(live),
+            deliveries=self._deliveries,
+            commits=sum(i.cache.commit_count for i in live),
+        )
+
+    def _next_delivery_id(self) -> int:
+        self._deliveries += 1
+        return self._deliveries
+
+    # -- faults (the minimum the runtime's own tests need; lab controls add more) ----------
+
+    def fail_next_commit(self, target: DurableObjectStub | DurableObjectId,
+                         error: Exception | None = None) -> None:
+        """Make the next commit of ``target`` fail, as a storage failure would."""
+        object_id = target.id if isinstance(target, DurableObjectStub) else target
+        if not hasattr(object_id, "toString"):
+            raise TypeError(f"fail_next_commit() takes a stub or an id, got {type(target).__name__}")
+        failure = error or _InjectedCommitFailure("injected commit failure")
+        failure.injected = True  # type: ignore[attr-defined]
+        self._commit_failures.setdefault(object_id.toString(), []).append(failure)
+
+    def _take_injected_commit_failure(self, instance: Any) -> Exception | None:
+        queue = self._commit_failures.get(instance.object_id)
+        if queue:
+            return queue.pop(0)
+        return None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _track(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait_idle(self) -> None:
+        """Return once nothing is running: no delivery, no critical section, no commit."""
+        while True:
+            pending = [t for t in self._tasks if not t.done()]
+            scheduled = [f for h in self._hosts.values() if h.instance is not None
+                         for f in h.instance.cache.pending_commits() if not f.done()]
+            if not pending and not scheduled:
+                return
+            await asyncio.wait(pending + scheduled)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this lab is closed; make a new Lab()")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        """Let pending commits land, stop every object, close storage. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        # Writes already made are committed (their flushes are scheduled or running).
+        commits = [f for h in self._hosts.values() if h.instance is not None
+                   for f in h.instance.cache.pending_commits() if not f.done()]
+        if commits:
+            await asyncio.wait(commits)
+        closing = DurableObjectError("the lab was closed")
+        for host in self._hosts.values():
+            if host.instance is not None:
+                host.instance.reset(closing, reason="labClosed", stubs_broken=True)
+        leftover = [t for t in self._tasks if not t.done()]
+        if leftover:
+            await asyncio.wait(leftover)
+        await self.backend.aclose()
+        if self._tempdir is not None:
+            shutil.rmtree(self._tempdir, ignore_errors=True)
+
+    async def __aenter__(self) -> Lab:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        where = self.storage if self.path is None else f"sqlite at {self.path}"
+        state = "closed" if self._closed else f"{len(self._hosts)} objects"
+        return f"<Lab {where}, {state}>"

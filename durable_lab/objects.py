@@ -1,0 +1,127 @@
+"""What a learner subclasses (``DurableObject``) and what it gets as ``self.ctx``.
+
+These mirror Cloudflare's Python Workers API, so a class written in the lab runs on Cloudflare
+with only its import line changed::
+
+    from durable_lab import DurableObject      # on Cloudflare: from workers import DurableObject
+
+    class Counter(DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+
+        async def increment(self, by=1):
+            n = (await self.ctx.storage.get("n")) or 0
+            self.ctx.storage.put("n", n + by)
+            return n + by
+
+Any public method (a name not starting with ``_``) is callable through a stub. ``fetch`` is
+called by ``stub.fetch(request)``; the other handler names (``alarm``, ``webSocketMessage``, ...)
+are reserved and cannot be called over RPC, as on Cloudflare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from ._turns import current_driver
+from .errors import DurableObjectResetError
+
+if TYPE_CHECKING:
+    from ._host import Instance
+    from .ids import DurableObjectId
+    from .storage import DurableObjectStorage
+
+__all__ = ["DurableObject", "DurableObjectState"]
+
+#: workerd's limit on nested blockConcurrencyWhile calls.
+MAX_BLOCK_CONCURRENCY_WHILE_DEPTH = 64
+DEFAULT_ABORT_REASON = "Application called abort() to reset Durable Object."
+
+
+class DurableObject:
+    """Base class of every Durable Object class.
+
+    The runtime constructs it with ``(ctx, env)``: ``ctx`` is this object's
+    :class:`DurableObjectState`, ``env`` holds the lab's bindings (``env.COUNTER`` ...). The
+    constructor is synchronous; start async initialisation with
+    ``ctx.blockConcurrencyWhile(...)``.
+    """
+
+    ctx: DurableObjectState
+    env: Any
+
+    def __init__(self, ctx: DurableObjectState, env: Any) -> None:
+        self.ctx = ctx
+        self.env = env
+
+
+class _Aborted(BaseException):
+    """Unwinds object code after ``ctx.abort()``: the code after abort() never runs.
+
+    A BaseException so that ``except Exception`` in object code cannot swallow it.
+    """
+
+
+class DurableObjectState:
+    """``self.ctx``: the object's id, its storage, and its concurrency controls."""
+
+    __slots__ = ("_instance", "id", "storage")
+
+    def __init__(self, instance: Instance, storage: DurableObjectStorage) -> None:
+        self._instance = instance
+        self.id: DurableObjectId = instance.host.id
+        self.storage = storage
+
+    def blockConcurrencyWhile(self, callback: Callable[[], Awaitable[Any] | Any]  # noqa: N802
+                              ) -> asyncio.Future[Any]:
+        """Run ``callback`` with every other event kept out until it settles.
+
+        The callback starts when the current turn ends, ahead of everything queued. Nothing else
+        enters the object until it has finished *and* the code that called
+        ``blockConcurrencyWhile`` has resumed. Works without ``await`` in the constructor. If the
+        callback raises, the object is reset.
+        """
+        instance = self._instance
+        instance.check_usable()
+        driver = current_driver.get()
+        if driver is None or driver.instance is not instance:
+            raise RuntimeError(
+                "blockConcurrencyWhile() must be called from this object's own code "
+                "(its constructor or a handler), while it runs"
+            )
+        if not callable(callback):
+            raise TypeError(
+                f"blockConcurrencyWhile() takes a function (e.g. an async def), "
+                f"got {type(callback).__name__}"
+            )
+        if driver.gate.depth >= MAX_BLOCK_CONCURRENCY_WHILE_DEPTH:
+            raise RuntimeError("blockConcurrencyWhile() calls are nested too deeply.")
+        return instance.start_critical_section(callback, driver)
+
+    block_concurrency_while = blockConcurrencyWhile
+
+    def waitUntil(self, awaitable: Awaitable[Any]) -> None:  # noqa: N802
+        """Keep ``awaitable`` running after the reply. (In a Durable Object this is rarely
+        needed: the object stays alive while it has work.)"""
+        if not inspect.isawaitable(awaitable):
+            raise TypeError(f"waitUntil() takes an awaitable, got {type(awaitable).__name__}")
+        self._instance.track(asyncio.ensure_future(awaitable))
+
+    wait_until = waitUntil
+
+    def abort(self, reason: str | None = None) -> None:
+        """Reset the object now: unflushed writes are discarded and this call never returns.
+
+        Every delivery in flight fails with ``reason`` (``durableObjectReset=True``), and stubs
+        taken before now stay broken.
+        """
+        message = DEFAULT_ABORT_REASON if reason is None else str(reason)
+        error = DurableObjectResetError(message, reason="outputGateBroken")
+        self._instance.reset(error, reason="outputGateBroken")
+        raise _Aborted(message)
+
+    def __repr__(self) -> str:
+        return f"<DurableObjectState of {self._instance.label}>"

@@ -1,0 +1,201 @@
+"""Values that cross a stub or go into storage: a structured-clone-like codec without pickle.
+
+On Cloudflare, values passed to ``storage.put()`` and across RPC are copied with the
+*structured clone* algorithm: plain data is copied deeply, anything with behaviour is refused.
+A copy is the point: an object can never mutate a caller's value, and a caller can never mutate
+an object's memory through a returned value.
+
+durable_lab does the same for the Python types a learner would use:
+
+    None, bool, int (64-bit), float, str, bytes/bytearray, list, tuple, dict, set, frozenset,
+    datetime.datetime, datetime.date, and any nesting of these.
+
+Everything else (a class instance, a function, a generator, a subclass of dict...) is refused
+with a ``TypeError`` that names the type and lists what is allowed. Values are encoded
+with msgpack plus a few extension types; decoding never executes code, so a storage file from
+somewhere else cannot run anything when read (this is why pickle is not used).
+
+Deliberate simplifications (see docs/semantics.md):
+
+- ints must fit in 64 bits (JavaScript numbers are doubles anyway; BigInt has no Python twin);
+- shared references and cycles are not preserved: a value nested deeper than 256 levels (511 in
+  storage, msgpack's limit; a cycle becomes exactly that) is refused;
+- a bytearray comes back as bytes (JavaScript has one ArrayBuffer type).
+
+Across a stub (not into storage) a few live objects may also travel *by reference*, the way RPC
+stubs do on Cloudflare: ids, stubs and namespaces. ``clone(value, references=True)`` allows them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+import msgpack
+
+__all__ = ["MAX_DEPTH", "clone", "decode", "encode", "encoded_size"]
+
+#: How deep a value may nest. A cycle is refused by this limit.
+MAX_DEPTH = 256
+
+# msgpack extension type codes (stable: they are part of the storage file format).
+_EXT_TUPLE = 1
+_EXT_SET = 2
+_EXT_FROZENSET = 3
+_EXT_DATETIME = 4
+_EXT_DATE = 5
+
+_PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
+_ALLOWED = (
+    "None, bool, int, float, str, bytes, bytearray, list, tuple, dict, set, frozenset, "
+    "datetime.datetime, datetime.date"
+)
+
+
+def _describe(value: object) -> str:
+    kind = type(value)
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+
+
+class _Encoder:
+    """msgpack ``default`` hook: turns the non-msgpack types into extension values."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __call__(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is tuple:
+            return msgpack.ExtType(_EXT_TUPLE, _pack(list(value), self))
+        if kind is set or kind is frozenset:
+            # Sort where possible so equal sets encode equally (stable storage bytes).
+            items = list(value)
+            try:
+                items.sort()
+            except TypeError:
+                pass
+            code = _EXT_SET if kind is set else _EXT_FROZENSET
+            return msgpack.ExtType(code, _pack(items, self))
+        if kind is _dt.datetime:
+            return msgpack.ExtType(_EXT_DATETIME, value.isoformat().encode())
+        if kind is _dt.date:
+            return msgpack.ExtType(_EXT_DATE, value.isoformat().encode())
+        if kind is bytearray:
+            return bytes(value)
+        if kind is int:  # msgpack hands us only the ints it cannot pack
+            raise ValueError(
+                f"{self.what} cannot hold an int outside the 64-bit range "
+                "(-2**63 .. 2**64-1); store it as a str instead"
+            )
+        raise TypeError(
+            f"{self.what} cannot hold a value of type {_describe(value)}: "
+            f"only structured-clone-like data is allowed ({_ALLOWED}). "
+            "Convert it first, e.g. to a dict of its fields."
+        )
+
+
+def _pack(value: Any, encoder: _Encoder) -> bytes:
+    try:
+        return msgpack.packb(value, default=encoder, strict_types=True, use_bin_type=True)
+    except OverflowError:
+        raise ValueError(
+            f"{encoder.what} cannot hold an int outside the 64-bit range "
+            "(-2**63 .. 2**64-1); store it as a str instead"
+        ) from None
+    except ValueError as exc:
+        if "recursion" in str(exc) or "deep" in str(exc):
+            raise ValueError(
+                f"{encoder.what} is nested too deeply or contains a cycle "
+                "(at most 511 levels in storage; cycles are not supported)"
+            ) from None
+        raise
+
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == _EXT_TUPLE:
+        return tuple(_unpack(data, _ext_hook))
+    if code == _EXT_SET:
+        return set(_unpack(data, _ext_hook))
+    if code == _EXT_FROZENSET:
+        return frozenset(_unpack(data, _ext_hook))
+    if code == _EXT_DATETIME:
+        return _dt.datetime.fromisoformat(data.decode())
+    if code == _EXT_DATE:
+        return _dt.date.fromisoformat(data.decode())
+    raise ValueError(f"stored value has an unknown extension type {code}: not a durable_lab value")
+
+
+def _unpack(data: bytes, ext_hook: Any) -> Any:
+    return msgpack.unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=False,
+                           use_list=True)
+
+
+def encode(value: object, *, what: str = "a stored value") -> bytes:
+    """Encode ``value`` for storage. Raises TypeError/ValueError saying what is not allowed."""
+    return _pack(value, _Encoder(what))
+
+
+def decode(data: bytes) -> Any:
+    """Decode bytes made by :func:`encode`. Never runs code: only data types are built."""
+    return _unpack(data, _ext_hook)
+
+
+def encoded_size(value: object) -> int:
+    """Size in bytes of ``value`` once encoded (what the 128 KiB value limit is checked on)."""
+    return len(encode(value))
+
+
+def clone(value: object, *, what: str = "an RPC argument", references: bool = True) -> Any:
+    """A deep copy of ``value`` with structured-clone rules (what crosses a stub).
+
+    The same types as storage are allowed, checked the same way; ids, stubs and namespaces pass
+    by reference when ``references`` is true. Written as a direct recursive copy rather than an
+    encode/decode round trip because it runs on every RPC call and is several times faster for
+    the small arguments calls usually carry.
+    """
+    return _copy(value, what, references, 0)
+
+
+def _copy(value: Any, what: str, references: bool, depth: int) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None or kind is bytes:
+        if kind is int and not (-(2**63) <= value < 2**64):
+            raise ValueError(
+                f"{what} cannot hold an int outside the 64-bit range "
+                "(-2**63 .. 2**64-1); store it as a str instead"
+            )
+        return value
+    if depth >= MAX_DEPTH:
+        raise ValueError(
+            f"{what} is nested too deeply or contains a cycle "
+            f"(at most {MAX_DEPTH} levels; cycles are not supported)"
+        )
+    depth += 1
+    if kind is list:
+        return [_copy(item, what, references, depth) for item in value]
+    if kind is dict:
+        return {
+            _copy(k, what, references, depth): _copy(v, what, references, depth)
+            for k, v in value.items()
+        }
+    if kind is tuple:
+        return tuple([_copy(item, what, references, depth) for item in value])
+    if kind is set:
+        return {_copy(item, what, references, depth) for item in value}
+    if kind is frozenset:
+        return frozenset([_copy(item, what, references, depth) for item in value])
+    if kind is _dt.datetime or kind is _dt.date:
+        return value  # immutable
+    if kind is bytearray:
+        return bytes(value)
+    if references and getattr(kind, "_durable_lab_by_reference", False):
+        return value
+    raise TypeError(
+        f"{what} cannot hold a value of type {_describe(value)}: "
+        f"only structured-clone-like data is allowed ({_ALLOWED}). "
+        "Convert it first, e.g. to a dict of its fields."
+    )
