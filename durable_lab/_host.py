@@ -164,6 +164,7 @@ class ObjectHost:
                          delivery=delivery.id, kind_of_delivery=kind, method=method,
                          queue_length=inst.queued)
         admission = inst.gate.wait(delivery.holder)
+        inst.deliveries.add(delivery)
         inst.track(loop.create_task(inst.run_delivery(delivery, admission)))
         return reply
 
@@ -269,6 +270,8 @@ class Instance:
         self.critical_sections: dict[asyncio.Future[Any], CriticalSection] = {}
         self.tasks: set[asyncio.Future[Any]] = set()
         self.queued = 0
+        #: Deliveries not yet answered; a reset answers them all with its error.
+        self.deliveries: set[Delivery] = set()
         self.broken: BaseException | None = None
         self.obj: Any = None
         # The constructor is the first thing through the gate.
@@ -382,8 +385,9 @@ class Instance:
                              delivery=delivery.id, ok=error is None)
         else:
             error = self.broken
+        self.deliveries.discard(delivery)
         reply = delivery.reply
-        if reply.done():  # the caller gave up (cancelled)
+        if reply.done():  # the caller gave up, or a reset already answered
             return
         if error is not None:
             reply.set_exception(_fresh(error) if error is self.broken else error)
@@ -416,6 +420,11 @@ class Instance:
             self.bus.emit(InstanceReset, object=self.label, object_id=self.object_id,
                           reason=reason, error=str(error), stubs_broken=stubs_broken,
                           lost_writes=lost)
+        # Answer every caller now: a delivery task cancelled before it ever ran cannot.
+        for delivery in self.deliveries:
+            if not delivery.reply.done():
+                delivery.reply.set_exception(_fresh(error))
+        self.deliveries.clear()
         current = asyncio.current_task()
         flush = self.cache._flush_task
         for task in list(self.tasks):

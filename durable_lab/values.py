@@ -18,8 +18,8 @@ somewhere else cannot run anything when read (this is why pickle is not used).
 Deliberate simplifications (see docs/semantics.md):
 
 - ints must fit in 64 bits (JavaScript numbers are doubles anyway; BigInt has no Python twin);
-- shared references and cycles are not preserved: a value nested deeper than 256 levels (511 in
-  storage, msgpack's limit; a cycle becomes exactly that) is refused;
+- shared references and cycles are not preserved: a value nested deeper than 256 levels across a
+  stub (msgpack's own limit in storage; a cycle becomes exactly that) is refused;
 - a bytearray comes back as bytes (JavaScript has one ArrayBuffer type).
 
 Across a stub (not into storage) a few live objects may also travel *by reference*, the way RPC
@@ -39,11 +39,37 @@ __all__ = ["MAX_DEPTH", "clone", "decode", "encode", "encoded_size"]
 MAX_DEPTH = 256
 
 # msgpack extension type codes (stable: they are part of the storage file format).
+#
+# Containers (tuple, set, frozenset) are written as a one-entry map whose key is an empty
+# extension value of their code and whose value is the list of items: msgpack then packs the
+# items itself, in C, so nesting costs no Python stack (packing them into the extension's bytes
+# would recurse through Python once per level). No user dict can have that key: the extension
+# values are not storable types.
 _EXT_TUPLE = 1
 _EXT_SET = 2
 _EXT_FROZENSET = 3
 _EXT_DATETIME = 4
 _EXT_DATE = 5
+
+_TUPLE_KEY = msgpack.ExtType(_EXT_TUPLE, b"")
+_SET_KEY = msgpack.ExtType(_EXT_SET, b"")
+_FROZENSET_KEY = msgpack.ExtType(_EXT_FROZENSET, b"")
+
+
+class _ContainerMarker:
+    """What a container key decodes to, before ``_pairs_hook`` turns the map into the container."""
+
+    __slots__ = ("build",)
+
+    def __init__(self, build: Any) -> None:
+        self.build = build
+
+
+_MARKERS = {
+    _EXT_TUPLE: _ContainerMarker(tuple),
+    _EXT_SET: _ContainerMarker(set),
+    _EXT_FROZENSET: _ContainerMarker(frozenset),
+}
 
 _PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
 _ALLOWED = (
@@ -69,7 +95,7 @@ class _Encoder:
     def __call__(self, value: Any) -> Any:
         kind = type(value)
         if kind is tuple:
-            return msgpack.ExtType(_EXT_TUPLE, _pack(list(value), self))
+            return {_TUPLE_KEY: list(value)}
         if kind is set or kind is frozenset:
             # Sort where possible so equal sets encode equally (stable storage bytes).
             items = list(value)
@@ -77,8 +103,7 @@ class _Encoder:
                 items.sort()
             except TypeError:
                 pass
-            code = _EXT_SET if kind is set else _EXT_FROZENSET
-            return msgpack.ExtType(code, _pack(items, self))
+            return {_SET_KEY if kind is set else _FROZENSET_KEY: items}
         if kind is _dt.datetime:
             return msgpack.ExtType(_EXT_DATETIME, value.isoformat().encode())
         if kind is _dt.date:
@@ -109,19 +134,16 @@ def _pack(value: Any, encoder: _Encoder) -> bytes:
         if "recursion" in str(exc) or "deep" in str(exc):
             raise ValueError(
                 f"{encoder.what} is nested too deeply or contains a cycle "
-                "(at most 511 levels in storage; cycles are not supported)"
+                "(cycles are not supported)"
             ) from None
         raise
 
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
-    if code == _EXT_TUPLE:
-        return tuple(_unpack(data, _ext_hook))
-    if code == _EXT_SET:
-        return set(_unpack(data, _ext_hook))
-    if code == _EXT_FROZENSET:
-        return frozenset(_unpack(data, _ext_hook))
+    marker = _MARKERS.get(code)
+    if marker is not None and not data:
+        return marker
     if code == _EXT_DATETIME:
         return _dt.datetime.fromisoformat(data.decode())
     if code == _EXT_DATE:
@@ -129,9 +151,16 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise ValueError(f"stored value has an unknown extension type {code}: not a durable_lab value")
 
 
+def _pairs_hook(pairs: list[tuple[Any, Any]]) -> Any:
+    if len(pairs) == 1 and type(pairs[0][0]) is _ContainerMarker:
+        marker, items = pairs[0]
+        return marker.build(items)
+    return dict(pairs)
+
+
 def _unpack(data: bytes, ext_hook: Any) -> Any:
-    return msgpack.unpackb(data, ext_hook=ext_hook, raw=False, strict_map_key=False,
-                           use_list=True)
+    return msgpack.unpackb(data, ext_hook=ext_hook, object_pairs_hook=_pairs_hook, raw=False,
+                           strict_map_key=False, use_list=True)
 
 
 def encode(value: object, *, what: str = "a stored value") -> bytes:
