@@ -148,6 +148,16 @@ class StorageCache:
             self._schedule(confirmed)
         return changed
 
+    def write_one(self, key: str, data: bytes) -> None:
+        """``write`` for one confirmed put: the hot path of ``put(key, value)``."""
+        values = self.values
+        if key in values and values[key] == data:
+            return
+        values[key] = data
+        self.dirty[key] = data
+        if self._next_flush is None or not self._next_gated:
+            self._schedule(True)
+
     def delete_all(self) -> None:
         self.values.clear()
         self.dirty.clear()
@@ -177,22 +187,27 @@ class StorageCache:
         self.flushing = batch
         self._running_flush = done
         self.flush_count += 1
+        instance = self.instance
+        if instance.bus.active:
+            # The batch is formed now; its commit may first wait for reads in flight.
+            instance.bus.emit(
+                FlushStarted, object=instance.label, object_id=instance.object_id,
+                batch=self.flush_count, puts=tuple(k for k, v in batch.items() if v is not ABSENT),
+                deletes=tuple(k for k, v in batch.items() if v is ABSENT),
+                delete_all=delete_all, gated=self._next_gated,
+            )
         self._flush_task = asyncio.get_running_loop().create_task(
-            self._flush(self.flush_count, batch, delete_all, self._next_gated, done)
+            self._flush(self.flush_count, batch, delete_all, done)
         )
 
     async def _flush(self, number: int, batch: dict[str, bytes | None], delete_all: bool,
-                     gated: bool, done: asyncio.Future[None]) -> None:
+                     done: asyncio.Future[None]) -> None:
         instance = self.instance
         bus = instance.bus
         if self.pending_reads:
             await asyncio.wait(tuple(self.pending_reads))
         puts = {k: v for k, v in batch.items() if v is not ABSENT}
         deletes = [k for k, v in batch.items() if v is ABSENT]
-        if bus.active:
-            bus.emit(FlushStarted, object=instance.label, object_id=instance.object_id,
-                     batch=number, puts=tuple(puts), deletes=tuple(deletes),
-                     delete_all=delete_all, gated=gated)
         clock = instance.lab.clock
         started = clock.now()
         try:

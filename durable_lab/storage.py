@@ -49,7 +49,7 @@ def _done(value: Any) -> asyncio.Future[Any]:
 
 
 def _check_key(key: object) -> str:
-    if type(key) is not str:
+    if type(key) is not str:  # (a str key that is short enough is checked in two comparisons)
         raise TypeError(f"storage keys must be str, got {type(key).__name__}: {key!r}")
     if len(key) * 4 > MAX_KEY_SIZE and len(key.encode()) > MAX_KEY_SIZE:
         raise ValueError(
@@ -70,7 +70,7 @@ def _check_keys(keys: object, op: str) -> list[str]:
 
 
 def _encode(key: str, value: object) -> bytes:
-    data = values.encode(value, what=f"the value for key {key!r}")
+    data = values.encode_for_key(key, value)
     if len(data) > MAX_VALUE_SIZE:
         raise ValueError(
             f"Values cannot be larger than {MAX_VALUE_SIZE} bytes. "
@@ -92,11 +92,12 @@ def _prefix_end(prefix: str) -> str | None:
 class DurableObjectStorage:
     """The storage of one object instance (``self.ctx.storage``)."""
 
-    __slots__ = ("_cache", "_instance")
+    __slots__ = ("_cache", "_done", "_instance")
 
     def __init__(self, instance: Instance) -> None:
         self._instance = instance
         self._cache = instance.cache
+        self._done: asyncio.Future[None] | None = None
 
     def _emit(self, op: str, keys: Iterable[str], cache: str) -> None:
         inst = self._instance
@@ -166,7 +167,20 @@ class DurableObjectStorage:
             allowUnconfirmed: bool = False, allowConcurrency: bool = False,  # noqa: N803
             noCache: bool = False) -> asyncio.Future[None]:  # noqa: N803
         """Store ``value`` at ``key``, or every pair of a dict. Takes effect now, without await."""
-        self._instance.check_usable()
+        instance = self._instance
+        if instance.broken is not None:
+            instance.check_usable()
+        if type(key) is str and value is not _MISSING and not allowUnconfirmed:
+            # The common case, kept short: one key, one value, confirmed.
+            if len(key) * 4 > MAX_KEY_SIZE:
+                _check_key(key)
+            data = values.encode_for_key(key, value)
+            if len(data) > MAX_VALUE_SIZE:
+                _encode(key, value)
+            self._cache.write_one(key, data)
+            if instance.bus.active:
+                self._emit("put", (key,), "write")
+            return self._done_none()
         if isinstance(key, Mapping):
             if value is not _MISSING:
                 raise TypeError(
@@ -185,7 +199,15 @@ class DurableObjectStorage:
         self._cache.write(items, confirmed=not allowUnconfirmed)
         if self._instance.bus.active:
             self._emit("put", [k for k, _ in items], "write")
-        return _done(None)
+        return self._done_none()
+
+    def _done_none(self) -> asyncio.Future[None]:
+        # One finished future shared by every put() of this instance: awaiting a finished
+        # future is free and it can be awaited any number of times.
+        done = self._done
+        if done is None:
+            done = self._done = _done(None)
+        return done
 
     def delete(self, keys: str | list[str], *, allowUnconfirmed: bool = False,  # noqa: N803
                allowConcurrency: bool = False, noCache: bool = False  # noqa: N803

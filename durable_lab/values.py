@@ -33,7 +33,7 @@ from typing import Any
 
 import msgpack
 
-__all__ = ["MAX_DEPTH", "clone", "decode", "encode", "encoded_size"]
+__all__ = ["MAX_DEPTH", "clone", "decode", "encode", "encode_for_key", "encoded_size"]
 
 #: How deep a value may nest. A cycle is refused by this limit.
 MAX_DEPTH = 256
@@ -87,10 +87,17 @@ def _describe(value: object) -> str:
 class _Encoder:
     """msgpack ``default`` hook: turns the non-msgpack types into extension values."""
 
-    __slots__ = ("what",)
+    __slots__ = ("key", "label")
 
-    def __init__(self, what: str) -> None:
-        self.what = what
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.key: str | None = None
+
+    @property
+    def what(self) -> str:
+        # Built only when an error is reported: formatting it for every put would cost more
+        # than packing a small value.
+        return self.label if self.key is None else f"the value for key {self.key!r}"
 
     def __call__(self, value: Any) -> Any:
         kind = type(value)
@@ -122,8 +129,17 @@ class _Encoder:
         )
 
 
+# One packer, reused: constructing a Packer per call costs more than packing a small value.
+# The runtime is single-threaded per event loop, and packing never awaits, so sharing is safe;
+# msgpack resets the packer's buffer when a pack fails.
+_ENCODER = _Encoder("a stored value")
+_PACKER = msgpack.Packer(default=_ENCODER, strict_types=True, use_bin_type=True)
+
+
 def _pack(value: Any, encoder: _Encoder) -> bytes:
     try:
+        if encoder is _ENCODER:
+            return _PACKER.pack(value)
         return msgpack.packb(value, default=encoder, strict_types=True, use_bin_type=True)
     except OverflowError:
         raise ValueError(
@@ -165,7 +181,19 @@ def _unpack(data: bytes, ext_hook: Any) -> Any:
 
 def encode(value: object, *, what: str = "a stored value") -> bytes:
     """Encode ``value`` for storage. Raises TypeError/ValueError saying what is not allowed."""
+    if what == "a stored value":
+        _ENCODER.key = None
+        return _pack(value, _ENCODER)
     return _pack(value, _Encoder(what))
+
+
+def encode_for_key(key: str, value: object) -> bytes:
+    """``encode`` for ``storage.put(key, value)``: errors name the key."""
+    _ENCODER.key = key
+    try:
+        return _pack(value, _ENCODER)
+    finally:
+        _ENCODER.key = None
 
 
 def decode(data: bytes) -> Any:

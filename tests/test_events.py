@@ -1,0 +1,85 @@
+"""The event stream: typed, immutable, ordered, free when nobody listens, safe when a listener fails."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from durable_lab import DurableObject, Lab, events
+
+
+class Counter(DurableObject):
+    async def inc(self):
+        n = (await self.ctx.storage.get("n")) or 0
+        self.ctx.storage.put("n", n + 1)
+        return n + 1
+
+
+async def workload(lab):
+    ns = lab.bind("C", Counter)
+    stubs = [ns.getByName(f"c{i}") for i in range(3)]
+    await asyncio.gather(*(s.inc() for s in stubs for _ in range(3)))
+
+
+async def test_events_are_frozen_and_numbered_in_order(memory_lab):
+    rec = memory_lab.record()
+    await workload(memory_lab)
+    seqs = [e.seq for e in rec.events]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    event = rec.events[0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.seq = 0
+    assert all(isinstance(e, events.RuntimeEvent) for e in rec.events)
+
+
+async def test_no_subscriber_means_no_event_is_built(memory_lab, monkeypatch):
+    built = []
+    monkeypatch.setattr(memory_lab.bus, "emit", lambda *a, **k: built.append(a))
+    assert memory_lab.bus.active is False
+    await workload(memory_lab)
+    assert built == []
+
+
+async def test_a_failing_subscriber_does_not_break_the_runtime(memory_lab, caplog):
+    def broken(event):
+        raise RuntimeError("panel bug")
+
+    sub = memory_lab.subscribe(broken)
+    rec = memory_lab.record()
+    await workload(memory_lab)
+    assert len(memory_lab.bus.errors) > 0
+    assert rec.events  # other subscribers still got everything
+    sub.close()
+    assert sub.closed and memory_lab.bus.subscriber_count == 1
+    rec.close()
+    assert memory_lab.bus.active is False
+
+
+async def test_every_delivery_is_queued_started_and_finished(memory_lab):
+    rec = memory_lab.record()
+    await workload(memory_lab)
+    queued = {e.delivery for e in rec.of(events.DeliveryQueued)}
+    started = {e.delivery for e in rec.of(events.DeliveryStarted)}
+    finished = {e.delivery for e in rec.of(events.DeliveryFinished)}
+    assert len(queued) == 9 and queued == started == finished
+
+
+async def test_the_same_workload_gives_the_same_event_log():
+    logs = []
+    for _ in range(2):
+        lab = Lab(storage="memory", seed=7)
+        rec = lab.record()
+        await workload(lab)
+        await lab.close()
+        logs.append([(e.kind, e.object, getattr(e, "delivery", None)) for e in rec.events])
+    assert logs[0] == logs[1]
+
+
+async def test_every_event_type_is_documented():
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "events.md").read_text()
+    for name in events.__all__:
+        assert f"`{name}`" in doc, f"{name} is missing from docs/events.md"
