@@ -14,6 +14,10 @@ from . import events as events
 from .bus import EventBus as EventBus
 from .bus import Recorder as Recorder
 from .bus import Subscription as Subscription
+from .clock import AutoClock as AutoClock
+from .clock import ManualClock as ManualClock
+from .clock import RealClock as RealClock
+from .clock import sleep as sleep
 from .errors import DurableLabError as DurableLabError
 from .errors import DurableObjectError as DurableObjectError
 from .errors import DurableObjectResetError as DurableObjectResetError
@@ -34,6 +38,10 @@ from .storage import DurableObjectStorage as DurableObjectStorage
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoClock",
+    "ManualClock",
+    "RealClock",
+    "sleep",
     "DurableLabError",
     "DurableObject",
     "DurableObjectError",

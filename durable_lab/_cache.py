@@ -65,6 +65,13 @@ class StorageCache:
         #: True after deleteAll(): every key not in ``values`` is known absent.
         self.all_known = False
         self.flushing: dict[str, bytes | None] = {}
+        #: Metadata (the alarm time) known to this instance, and changes waiting for a flush.
+        #: ``metadata_loaded`` is False until storage was read once.
+        self.metadata: dict[str, bytes | None] = {}
+        self.metadata_loaded = False
+        self.dirty_metadata: dict[str, bytes | None] = {}
+        #: Called with the metadata of each batch once it is durable (the alarm scheduler).
+        self.on_commit: list[Any] = []
         self._next_flush: asyncio.Future[None] | None = None
         self._next_gated = False
         self._running_flush: asyncio.Future[None] | None = None
@@ -158,6 +165,26 @@ class StorageCache:
         if self._next_flush is None or not self._next_gated:
             self._schedule(True)
 
+    async def load_metadata(self) -> dict[str, bytes | None]:
+        """Read the object's metadata from storage once; later calls answer from memory."""
+        if not self.metadata_loaded:
+            if self._barrier is not None and not self._barrier.done():
+                await asyncio.wait((self._barrier,))
+            stored = await self.backend.read_metadata(self.key)
+            if not self.metadata_loaded:
+                for k, v in stored.items():
+                    self.metadata.setdefault(k, v)
+                self.metadata_loaded = True
+        return self.metadata
+
+    def set_metadata(self, key: str, data: bytes | None, *, confirmed: bool) -> None:
+        """Change a metadata entry (committed with the next batch, like a put)."""
+        if self.metadata_loaded and self.metadata.get(key) == data:
+            return
+        self.metadata[key] = data
+        self.dirty_metadata[key] = data
+        self._schedule(confirmed)
+
     def delete_all(self) -> None:
         self.values.clear()
         self.dirty.clear()
@@ -183,6 +210,7 @@ class StorageCache:
             return
         self._next_flush = None
         batch, self.dirty = self.dirty, {}
+        metadata, self.dirty_metadata = self.dirty_metadata, {}
         delete_all, self.delete_all_pending = self.delete_all_pending, False
         self.flushing = batch
         self._running_flush = done
@@ -197,10 +225,11 @@ class StorageCache:
                 delete_all=delete_all, gated=self._next_gated,
             )
         self._flush_task = asyncio.get_running_loop().create_task(
-            self._flush(self.flush_count, batch, delete_all, done)
+            self._flush(self.flush_count, batch, metadata, delete_all, done)
         )
 
-    async def _flush(self, number: int, batch: dict[str, bytes | None], delete_all: bool,
+    async def _flush(self, number: int, batch: dict[str, bytes | None],
+                     metadata: dict[str, bytes | None], delete_all: bool,
                      done: asyncio.Future[None]) -> None:
         instance = self.instance
         bus = instance.bus
@@ -212,12 +241,12 @@ class StorageCache:
         started = clock.now()
         try:
             if instance.lab.commit_latency:
-                await asyncio.sleep(instance.lab.commit_latency)
+                await instance.lab.clock.sleep(instance.lab.commit_latency)
             injected = instance.lab._take_injected_commit_failure(instance)
             if injected is not None:
                 raise injected
             await self.backend.commit(self.key, delete_all=delete_all, puts=puts,
-                                      deletes=deletes, metadata={})
+                                      deletes=deletes, metadata=metadata)
         except asyncio.CancelledError:
             if not done.done():
                 done.cancel()
@@ -243,6 +272,9 @@ class StorageCache:
                      batch=number, keys=len(batch), duration=clock.now() - started)
         if not done.done():
             done.set_result(None)
+        if metadata:
+            for callback in self.on_commit:
+                callback(metadata)
         if self._next_flush is not None and not self.closed:
             self._start_flush()
 
@@ -261,12 +293,13 @@ class StorageCache:
     def close(self, error: BaseException) -> int:
         """Drop the cache (the instance is being reset). Returns how many writes were lost."""
         self.closed = True
-        lost = len(self.dirty)
+        lost = len(self.dirty) + len(self.dirty_metadata)
         if self._next_flush is not None and not self._next_flush.done():
             self._next_flush.set_exception(error)
             self._next_flush.exception()
         self._next_flush = None
         self.dirty = {}
+        self.dirty_metadata = {}
         return lost
 
     def statistics(self) -> CacheStatistics:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ._backends import MemoryBackend, SqliteBackend
 from ._host import CODE_UPDATED_MESSAGE, ObjectHost
 from .bus import EventBus, Recorder, Subscription
-from .clock import Clock, RealClock
+from .clock import Clock, make_clock
 from .errors import DurableObjectError, DurableObjectResetError
 from .namespace import DurableObjectNamespace, DurableObjectStub
 from .objects import DurableObject
@@ -97,11 +97,15 @@ class Lab:
         max_queue: deliveries that may wait at one object before calls are refused with an
             ``overloaded`` error.
         max_open_databases: SQLite connections (threads) kept open at once.
+        clock: ``"real"`` (wall time), ``"manual"`` (moves only with ``lab.clock.advance(s)``),
+            ``"auto"`` (jumps to the next timer whenever nothing can run), or a clock object.
+        rate: with the real clock, how fast lab time runs (0.1 = ten times slower, to watch).
     """
 
     def __init__(self, path: str | Path | None = None, *, storage: str = "sqlite",
                  seed: int | None = None, commit_latency: float = 0.0, max_queue: int = 1000,
-                 max_open_databases: int = 64, clock: Clock | None = None) -> None:
+                 max_open_databases: int = 64, clock: str | Clock = "real",
+                 rate: float = 1.0) -> None:
         if storage not in ("sqlite", "memory"):
             raise ValueError(f"storage must be 'sqlite' or 'memory', got {storage!r}")
         if storage == "memory" and path is not None:
@@ -110,7 +114,7 @@ class Lab:
             raise ValueError(f"commit_latency must be a number of seconds >= 0, got {commit_latency!r}")
         if not isinstance(max_queue, int) or max_queue < 1:
             raise ValueError(f"max_queue must be an int >= 1, got {max_queue!r}")
-        self.clock: Clock = clock or RealClock()
+        self.clock: Clock = make_clock(clock, rate=rate)
         self.bus = EventBus(self.clock.now)
         self.random = random.Random(seed)
         self.seed = seed
@@ -139,8 +143,13 @@ class Lab:
 
     # -- bindings ------------------------------------------------------------------------
 
-    def bind(self, name: str, cls: type) -> DurableObjectNamespace:
+    def bind(self, name: str, cls: type, *, sql: bool = False) -> DurableObjectNamespace:
         """Bind ``cls`` as ``name`` (``env.NAME``); returns its namespace.
+
+        ``sql=True`` makes the class *SQLite-backed* (Cloudflare's ``new_sqlite_classes``):
+        ``ctx.storage.sql`` is available and every storage call is synchronous, as in workerd's
+        ActorSqlite. The default is a *KV-backed* class (ActorCache): reads that miss the cache
+        wait for storage with the input gate locked.
 
         Binding a name again with another class is a code update: live instances are reset
         (calls in flight fail with "Durable Object reset because its code was updated.") and
@@ -158,8 +167,13 @@ class Lab:
                 f"{cls!r}. Write: class {getattr(cls, '__name__', 'MyObject')}(DurableObject): ..."
             )
         namespace = self.env._bindings.get(name)
+        if namespace is not None and namespace.sql != bool(sql):
+            raise ValueError(
+                f"binding {name!r} is {'SQLite' if namespace.sql else 'KV'}-backed; a class "
+                "cannot change storage backend once bound (Cloudflare needs a migration too)"
+            )
         if namespace is None:
-            namespace = DurableObjectNamespace(self, name, cls)
+            namespace = DurableObjectNamespace(self, name, cls, sql=bool(sql))
             self.env._bindings[name] = namespace
             return namespace
         namespace.cls = cls

@@ -42,10 +42,12 @@ class DurableObjectNamespace:
 
     _durable_lab_by_reference = True
 
-    def __init__(self, lab: Lab, name: str, cls: type) -> None:
+    def __init__(self, lab: Lab, name: str, cls: type, *, sql: bool = False) -> None:
         self._lab = lab
         self.name = name
         self.cls = cls
+        #: True for a SQLite-backed class (ctx.storage.sql available, synchronous storage).
+        self.sql = sql
         self._ids = IdFactory(name, lab.random)
 
     def idFromName(self, name: str) -> DurableObjectId:  # noqa: N802
