@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import values
 from ._cache import StorageCache
+from .alarms import call_alarm_handler
 from ._gates import InputGate, OutputGate
 from ._turns import Driver, current_driver
 from .errors import DurableObjectError, DurableObjectResetError, OverloadedError, mark_remote
@@ -48,6 +49,7 @@ from .events import (
     DeliveryRefused,
     DeliveryStarted,
     InstanceConstructed,
+    InstanceEvicted,
     InstanceReset,
     ReplyHeld,
     ReplyReleased,
@@ -95,9 +97,13 @@ class Delivery:
         return f"delivery {self.id}"
 
     def invoke(self, obj: Any) -> Any:
+        if self.kind == "alarm":
+            return call_alarm_handler(obj, self.args[0])
         return getattr(obj, self.method)(*self.args, **self.kwargs)
 
     def copy_result(self, result: Any) -> Any:
+        if self.kind == "alarm":
+            return None
         if self.kind == "fetch":
             if not isinstance(result, Response):
                 raise TypeError(
@@ -124,6 +130,8 @@ class ObjectHost:
         #: Stubs taken in generation g fail with broken[g] once g broke.
         self.generation = 0
         self.broken: dict[int, BaseException] = {}
+        #: How the last instance ended: "", "evicted", or a reset reason.
+        self.last_end = ""
         #: The commit of a reset instance that may still be landing; the next instance waits.
         self._landing: asyncio.Future[None] | None = None
 
@@ -168,9 +176,11 @@ class ObjectHost:
         inst.track(loop.create_task(inst.run_delivery(delivery, admission)))
         return reply
 
-    def on_reset(self, inst: Instance, error: BaseException, stubs_broken: bool) -> None:
+    def on_reset(self, inst: Instance, error: BaseException | None, stubs_broken: bool,
+                 reason: str = "") -> None:
         if self.instance is inst:
             self.instance = None
+        self.last_end = reason
         if stubs_broken:
             self.broken[self.generation] = error
             self.generation += 1
@@ -273,7 +283,13 @@ class Instance:
         #: Deliveries not yet answered; a reset answers them all with its error.
         self.deliveries: set[Delivery] = set()
         self.broken: BaseException | None = None
+        self.evicted = False
         self.obj: Any = None
+        #: Alarm handler state: getAlarm() is None inside the handler unless it set a new one.
+        self.in_alarm_handler = False
+        self.alarm_set_in_handler = False
+        self.cache.on_commit.append(lambda metadata: lab.alarms.committed(host, metadata))
+        self._idle_timer: Any = None
         # The constructor is the first thing through the gate.
         admission = self.gate.wait("constructor")
         self.track(asyncio.get_running_loop().create_task(self._construct(admission)))
@@ -337,11 +353,23 @@ class Instance:
             if bus.active:
                 bus.emit(DeliveryStarted, object=self.label, object_id=self.object_id,
                          delivery=delivery.id, method=delivery.method)
-            result = delivery.invoke(self.obj)
-            if inspect.iscoroutine(result):
-                result = await driver.drive(result)
-            else:
-                driver.release()
+            is_alarm = delivery.kind == "alarm"
+            if is_alarm:
+                self.in_alarm_handler = True
+                self.alarm_set_in_handler = False
+            try:
+                result = delivery.invoke(self.obj)
+                if inspect.iscoroutine(result):
+                    result = await driver.drive(result)
+                else:
+                    driver.release()
+            finally:
+                if is_alarm:
+                    self.in_alarm_handler = False
+            if is_alarm and not self.alarm_set_in_handler and self.broken is None:
+                # The alarm is deleted once its handler succeeds, with the handler's writes.
+                from .alarms import ALARM_KEY
+                self.cache.set_metadata(ALARM_KEY, None, confirmed=True)
             value = delivery.copy_result(result)
         except _Aborted:
             error = self.broken
@@ -393,6 +421,7 @@ class Instance:
             reply.set_exception(_fresh(error) if error is self.broken else error)
         else:
             reply.set_result(value)
+        self.arm_idle_timer()
 
     # -- critical sections ---------------------------------------------------------------
 
@@ -402,6 +431,51 @@ class Instance:
         self.critical_sections[section.result] = section
         self.track(asyncio.get_running_loop().create_task(section.run(admission, callback)))
         return section.result
+
+    # -- idleness and eviction ------------------------------------------------------------
+
+    @property
+    def is_idle(self) -> bool:
+        """No delivery unanswered, no task running, no commit pending."""
+        return (not self.deliveries and self.queued == 0
+                and all(t.done() for t in self.tasks)
+                and not self.cache.pending_commits())
+
+    def arm_idle_timer(self) -> None:
+        """Evict this instance after ``lab.idle_timeout`` seconds of lab time without work."""
+        timeout = self.lab.idle_timeout
+        if timeout is None or self.broken is not None or self.evicted:
+            return
+        self._cancel_idle_timer()
+        self._idle_timer = self.lab.clock.call_at(self.lab.clock.now() + timeout,
+                                                  self._idle_check)
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        if self.broken is not None or self.evicted:
+            return
+        if self.is_idle:
+            self.evict(reason="idle")
+        else:
+            self.arm_idle_timer()
+
+    def evict(self, *, reason: str) -> None:
+        """Drop the idle instance from memory. Not a failure: stubs keep working, storage is
+        kept, and the next delivery constructs the object again."""
+        if self.broken is not None or self.evicted:
+            return
+        self.evicted = True
+        self._cancel_idle_timer()
+        self.cache.closed = True
+        self.host.on_reset(self, None, False, "evicted")
+        if self.bus.active:
+            self.bus.emit(InstanceEvicted, object=self.label, object_id=self.object_id,
+                          reason=reason)
 
     # -- resets --------------------------------------------------------------------------
 
@@ -415,7 +489,8 @@ class Instance:
             section.inner_gate.break_(error)
         self.output_gate.break_(error)
         lost = self.cache.close(error)
-        self.host.on_reset(self, error, stubs_broken)
+        self.host.on_reset(self, error, stubs_broken, reason)
+        self._cancel_idle_timer()
         if self.bus.active:
             self.bus.emit(InstanceReset, object=self.label, object_id=self.object_id,
                           reason=reason, error=str(error), stubs_broken=stubs_broken,
@@ -424,6 +499,8 @@ class Instance:
         for delivery in self.deliveries:
             if not delivery.reply.done():
                 delivery.reply.set_exception(_fresh(error))
+                if reason == "labClosed":
+                    delivery.reply.exception()  # closing is not news to unawaited callers
         self.deliveries.clear()
         current = asyncio.current_task()
         flush = self.cache._flush_task

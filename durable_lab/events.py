@@ -47,6 +47,7 @@ __all__ = [
     "InputGateLocked",
     "InputGateUnlocked",
     "InstanceConstructed",
+    "InstanceEvicted",
     "InstanceReset",
     "OutgoingCallHeld",
     "OutgoingCallReleased",
@@ -276,3 +277,13 @@ class InstanceReset(RuntimeEvent):
     error: str
     stubs_broken: bool
     lost_writes: int  # keys written but not yet committed, now lost
+
+
+@_event
+class InstanceEvicted(RuntimeEvent):
+    """An idle instance was dropped from memory (not a failure): in-memory fields are gone,
+    storage is kept, stubs keep working, and the next delivery runs the constructor again.
+    ``reason`` is ``"idle"`` (``Lab(idle_timeout=...)``), ``"requested"`` (``lab.evict``) or
+    ``"hibernation"``."""
+
+    reason: str

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import alarms as _alarms
 from ._backends import MemoryBackend, SqliteBackend
 from ._host import CODE_UPDATED_MESSAGE, ObjectHost
 from .bus import EventBus, Recorder, Subscription
@@ -33,6 +34,9 @@ from .clock import Clock, make_clock
 from .errors import DurableObjectError, DurableObjectResetError
 from .namespace import DurableObjectNamespace, DurableObjectStub
 from .objects import DurableObject
+from .storage import DurableObjectStorage
+
+_alarms.install(DurableObjectStorage)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -70,6 +74,23 @@ class Env:
 
 
 @dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One object as ``lab.objects()`` sees it (for lessons and panels)."""
+
+    namespace: str
+    name: str | None
+    id: str
+    label: str
+    state: str  # "live", "idle", "evicted", "broken", "reset", "not started"
+    incarnations: int
+    queue_length: int  # deliveries waiting at the input gate
+    in_flight: int  # deliveries admitted and not yet answered
+    pending_writes: int  # keys written and not yet committed
+    stored_bytes: int  # keys + values in storage
+    alarm: float | None  # committed alarm time, epoch ms
+
+
+@dataclass(frozen=True, slots=True)
 class LabStatistics:
     bindings: int
     objects_seen: int
@@ -100,12 +121,15 @@ class Lab:
         clock: ``"real"`` (wall time), ``"manual"`` (moves only with ``lab.clock.advance(s)``),
             ``"auto"`` (jumps to the next timer whenever nothing can run), or a clock object.
         rate: with the real clock, how fast lab time runs (0.1 = ten times slower, to watch).
+        idle_timeout: evict an instance after this many seconds (lab time) without work, as
+            Cloudflare does (workerd: 10 s; production: 70-140 s). ``None`` (default): only
+            ``lab.evict()`` evicts, so a notebook's objects stay put between cells.
     """
 
     def __init__(self, path: str | Path | None = None, *, storage: str = "sqlite",
                  seed: int | None = None, commit_latency: float = 0.0, max_queue: int = 1000,
                  max_open_databases: int = 64, clock: str | Clock = "real",
-                 rate: float = 1.0) -> None:
+                 rate: float = 1.0, idle_timeout: float | None = None) -> None:
         if storage not in ("sqlite", "memory"):
             raise ValueError(f"storage must be 'sqlite' or 'memory', got {storage!r}")
         if storage == "memory" and path is not None:
@@ -114,6 +138,10 @@ class Lab:
             raise ValueError(f"commit_latency must be a number of seconds >= 0, got {commit_latency!r}")
         if not isinstance(max_queue, int) or max_queue < 1:
             raise ValueError(f"max_queue must be an int >= 1, got {max_queue!r}")
+        if idle_timeout is not None and (not isinstance(idle_timeout, (int, float))
+                                         or idle_timeout <= 0):
+            raise ValueError(f"idle_timeout must be None or seconds > 0, got {idle_timeout!r}")
+        self.idle_timeout = idle_timeout
         self.clock: Clock = make_clock(clock, rate=rate)
         self.bus = EventBus(self.clock.now)
         self.random = random.Random(seed)
@@ -122,6 +150,7 @@ class Lab:
         self.max_queue = max_queue
         self.storage = storage
         self.env = Env()
+        self.alarms = _alarms.AlarmScheduler(self)
         self._hosts: dict[tuple[str, str], ObjectHost] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self._deliveries = 0
@@ -175,6 +204,7 @@ class Lab:
         if namespace is None:
             namespace = DurableObjectNamespace(self, name, cls, sql=bool(sql))
             self.env._bindings[name] = namespace
+            self._load_stored_alarms(namespace)
             return namespace
         namespace.cls = cls
         for host in self._hosts.values():
@@ -182,6 +212,21 @@ class Lab:
                 error = DurableObjectResetError(CODE_UPDATED_MESSAGE, reason="codeUpdated")
                 host.instance.reset(error, reason="codeUpdated", stubs_broken=False)
         return namespace
+
+    def _load_stored_alarms(self, namespace: DurableObjectNamespace) -> None:
+        """Arm the alarms that objects of ``namespace`` stored in an earlier session."""
+        stored = self.backend.stored_objects(namespace.name)
+        if not stored:
+            return
+        hosts = [self._host(namespace, namespace.idFromString(hex_id)) for hex_id in stored]
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "lab.bind() found stored objects but no running event loop to arm their alarms: "
+                "call bind() from async code (a notebook cell or an async function)"
+            ) from None
+        self._track(loop.create_task(self.alarms.load(hosts)))
 
     def _host(self, namespace: DurableObjectNamespace, object_id: DurableObjectId) -> ObjectHost:
         key = (namespace.name, object_id.toString())
@@ -215,6 +260,69 @@ class Lab:
     def _next_delivery_id(self) -> int:
         self._deliveries += 1
         return self._deliveries
+
+    # -- lifecycle of objects ------------------------------------------------------------
+
+    def _host_of(self, target: Any) -> ObjectHost:
+        if isinstance(target, DurableObjectStub):
+            return target._host
+        if hasattr(target, "toString") and hasattr(target, "namespace"):
+            namespace = self.env._bindings.get(target.namespace)
+            if namespace is None:
+                raise ValueError(f"no binding {target.namespace!r} in this lab")
+            return self._host(namespace, target)
+        raise TypeError(f"expected a stub or an id, got {type(target).__name__}: {target!r}")
+
+    async def evict(self, target: DurableObjectStub | DurableObjectId) -> bool:
+        """Evict the object from memory, as Cloudflare does with idle objects.
+
+        Waits until the object has no work in flight, then drops the instance: in-memory fields
+        are lost, storage is kept, stubs keep working, and the next call runs the constructor
+        again. Returns False if the object was not in memory.
+        """
+        host = self._host_of(target)
+        while host.instance is not None and not host.instance.is_idle:
+            instance = host.instance
+            pending = [t for t in instance.tasks if not t.done()]
+            pending += [f for f in instance.cache.pending_commits() if not f.done()]
+            pending += [d.reply for d in instance.deliveries if not d.reply.done()]
+            if pending:
+                await asyncio.wait(pending)
+            else:
+                await asyncio.sleep(0)
+        if host.instance is None:
+            return False
+        host.instance.evict(reason="requested")
+        return True
+
+    async def objects(self) -> list[ObjectInfo]:
+        """Every object this lab has seen, with its state, queue and storage size."""
+        infos = []
+        for host in self._hosts.values():
+            inst = host.instance
+            if inst is not None:
+                state = "idle" if inst.is_idle else "live"
+                stats = inst.cache.statistics()
+                pending = stats.dirty_keys + stats.flushing_keys
+                queued, in_flight = inst.queued, len(inst.deliveries) - inst.queued
+            else:
+                if host.incarnations == 0:
+                    state = "not started"
+                elif host.last_end == "evicted":
+                    state = "evicted"
+                elif host.last_end == "codeUpdated":
+                    state = "reset"  # waits for the next call to construct the new code
+                else:
+                    state = "broken"  # failed; old stubs stay broken, a new stub starts fresh
+                pending = queued = in_flight = 0
+            size = await self.backend.stored_size(host.storage_key) if not self._closed else 0
+            infos.append(ObjectInfo(
+                namespace=host.namespace.name, name=host.id.name, id=host.object_id,
+                label=host.label, state=state, incarnations=host.incarnations,
+                queue_length=queued, in_flight=max(0, in_flight), pending_writes=pending,
+                stored_bytes=size, alarm=self.alarms.scheduled.get(host.storage_key),
+            ))
+        return infos
 
     # -- faults (the minimum the runtime's own tests need; lab controls add more) ----------
 
@@ -263,6 +371,7 @@ class Lab:
         if self._closed:
             return
         self._closed = True
+        self.alarms.cancel_all()
         # Writes already made are committed (their flushes are scheduled or running).
         commits = [f for h in self._hosts.values() if h.instance is not None
                    for f in h.instance.cache.pending_commits() if not f.done()]

@@ -1,0 +1,274 @@
+"""Alarms: one wake-up call per object, durable, retried until it succeeds.
+
+An object sets its alarm with ``ctx.storage.setAlarm(when)`` (epoch milliseconds, or a
+``datetime``); at that time the runtime delivers ``alarm(alarm_info)`` to it, constructing it
+first if it is not in memory. What the lab mirrors (spec §5, workerd ``alarm-scheduler.c++``):
+
+- **One alarm per object.** A new ``setAlarm`` replaces the old one. Setting a time in the past
+  clamps it to now: it fires almost at once. ``deleteAlarm()`` cancels it.
+- **It is storage.** The alarm time is a write like ``put()``: coalesced with the turn's other
+  writes, committed in the same transaction (``_cf_METADATA``), output-gated. The scheduler only
+  learns about an alarm once it is committed, so an alarm set by a turn whose commit fails never
+  fires. It survives eviction and a restart of the lab on the same folder.
+- **Delivery is an ordinary event.** The handler waits at the input gate like any request and
+  requests may interleave at its non-storage awaits.
+- **Inside the handler** ``getAlarm()`` is None, unless the handler sets a new alarm. When the
+  handler succeeds the alarm is deleted (deferred to the end of the handler, committed with its
+  writes), unless it set a new one.
+- **Retries.** A handler that raises (or whose object resets) is retried after ``2 s << n`` plus up
+  to 25 % jitter, at most 6 times (7 attempts); then the alarm is abandoned (deleted).
+  ``alarm_info.retryCount`` counts the retries, ``alarm_info.isRetry`` is ``retryCount > 0``.
+  At-least-once: a handler may run again after a failure that came after its side effects.
+
+All times come from the lab clock, so a lesson can run the whole retry schedule (2, 4, 8, 16, 32,
+64 s) in an instant with ``Lab(clock="auto")`` or step through it with ``clock="manual"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import inspect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import values
+from ._turns import current_driver
+
+if TYPE_CHECKING:
+    from ._host import ObjectHost
+    from .lab import Lab
+    from .storage import DurableObjectStorage
+
+__all__ = ["ALARM_KEY", "AlarmInvocationInfo", "AlarmScheduler", "MAX_RETRIES"]
+
+ALARM_KEY = "alarm"
+MAX_RETRIES = 6  # counted retries: 7 attempts in all
+INITIAL_BACKOFF = 2.0  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmInvocationInfo:
+    """What ``alarm(alarm_info)`` receives (Cloudflare's names)."""
+
+    retryCount: int  # noqa: N815
+    isRetry: bool  # noqa: N815
+    scheduledTime: float  # noqa: N815 - epoch milliseconds
+
+    @property
+    def retry_count(self) -> int:
+        return self.retryCount
+
+    @property
+    def is_retry(self) -> bool:
+        return self.isRetry
+
+
+def _to_millis(when: Any) -> float:
+    if isinstance(when, _dt.datetime):
+        if when.tzinfo is None:
+            when = when.astimezone()  # a naive datetime is local time, as Date would read it
+        return when.timestamp() * 1000.0
+    if isinstance(when, bool) or not isinstance(when, (int, float)):
+        raise TypeError(
+            f"setAlarm() takes epoch milliseconds (int or float) or a datetime, "
+            f"got {type(when).__name__}: {when!r}"
+        )
+    return float(when)
+
+
+class AlarmScheduler:
+    """The lab's alarm clock: one timer per object with a committed alarm."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self._timers: dict[tuple[str, str], Any] = {}
+        #: Committed alarm time (ms) per object, as the scheduler knows it.
+        self.scheduled: dict[tuple[str, str], float] = {}
+        self._running: set[tuple[str, str]] = set()
+        self._retries: dict[tuple[str, str], int] = {}
+        self.fired = 0
+
+    # -- what storage tells us -------------------------------------------------------------
+
+    def committed(self, host: ObjectHost, metadata: dict[str, bytes | None]) -> None:
+        """A batch with an alarm change is durable: (re)arm or cancel the object's timer."""
+        if ALARM_KEY not in metadata:
+            return
+        data = metadata[ALARM_KEY]
+        when = None if data is None else float(values.decode(data))
+        self._arm(host, when)
+
+    def _arm(self, host: ObjectHost, when: float | None) -> None:
+        key = host.storage_key
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        if when is None:
+            self.scheduled.pop(key, None)
+            return
+        self.scheduled[key] = when
+        if key in self._running:
+            return  # armed again when the running handler finishes
+        self._timers[key] = self.lab.clock.call_at(when / 1000.0, lambda: self._fire(host))
+
+    async def load(self, hosts: list[ObjectHost]) -> None:
+        """Arm the alarms stored by objects not in memory (a lab reopened on its folder)."""
+        for host in hosts:
+            stored = await self.lab.backend.read_metadata(host.storage_key)
+            if stored.get(ALARM_KEY) is not None and host.storage_key not in self.scheduled:
+                self._arm(host, float(values.decode(stored[ALARM_KEY])))
+
+    # -- firing ----------------------------------------------------------------------------
+
+    def _fire(self, host: ObjectHost) -> None:
+        key = host.storage_key
+        self._timers.pop(key, None)
+        if self.lab.closed or key not in self.scheduled or key in self._running:
+            return
+        self._running.add(key)
+        retry = self._retries.get(key, 0)
+        info = AlarmInvocationInfo(retryCount=retry, isRetry=retry > 0,
+                                   scheduledTime=self.scheduled[key])
+        self.fired += 1
+        reply = host.deliver("alarm", "alarm", (info,), {}, host.generation)
+        self.lab._track(asyncio.ensure_future(self._after(host, reply, retry)))
+
+    async def _after(self, host: ObjectHost, reply: asyncio.Future[Any], retry: int) -> None:
+        key = host.storage_key
+        try:
+            await reply
+            ok = True
+        except Exception:
+            ok = False
+        self._running.discard(key)
+        if ok:
+            self._retries.pop(key, None)
+            # The handler's deferred delete (or its new alarm) was committed with its writes;
+            # ``committed`` already re-armed or cleared the timer. Arm a new time set meanwhile.
+            when = self.scheduled.get(key)
+            if when is not None and key not in self._timers:
+                self._arm(host, when)
+            return
+        if retry >= MAX_RETRIES or key not in self.scheduled:
+            # Abandoned after 7 attempts (or deleted meanwhile): forget it, durably.
+            self._retries.pop(key, None)
+            self.scheduled.pop(key, None)
+            self.lab._track(asyncio.ensure_future(self._abandon(host)))
+            return
+        self._retries[key] = retry + 1
+        delay = INITIAL_BACKOFF * (2 ** retry)
+        delay += self.lab.random.uniform(0, delay * 0.25)
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        self._timers[key] = self.lab.clock.call_at(self.lab.clock.now() + delay,
+                                                   lambda: self._fire(host))
+
+    async def _abandon(self, host: ObjectHost) -> None:
+        instance = host.instance
+        if instance is not None and instance.broken is None and not instance.evicted:
+            # Through the live instance, so its cache and storage agree.
+            instance.cache.set_metadata(ALARM_KEY, None, confirmed=True)
+            return
+        await self.lab.backend.commit(host.storage_key, delete_all=False, puts={}, deletes=(),
+                                      metadata={ALARM_KEY: None})
+
+    def is_running(self, host: ObjectHost) -> bool:
+        return host.storage_key in self._running
+
+    def pending(self) -> dict[tuple[str, str], float]:
+        """Committed alarm times (ms) by (namespace, id)."""
+        return dict(self.scheduled)
+
+    def cancel_all(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+
+# -- the storage API (attached to DurableObjectStorage) --------------------------------------
+
+
+def _done(value: Any) -> asyncio.Future[Any]:
+    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    fut.set_result(value)
+    return fut
+
+
+def getAlarm(self: DurableObjectStorage, *, allowConcurrency: bool = False  # noqa: N802, N803
+             ) -> asyncio.Future[float | None]:
+    """The alarm time in epoch milliseconds, or None. None inside ``alarm()`` unless re-set."""
+    instance = self._instance
+    instance.check_usable()
+    cache = instance.cache
+    if instance.in_alarm_handler and not instance.alarm_set_in_handler:
+        return _done(None)
+    if cache.metadata_loaded or ALARM_KEY in cache.metadata:
+        data = cache.metadata.get(ALARM_KEY)
+        return _done(None if data is None else float(values.decode(data)))
+
+    async def read() -> float | None:
+        metadata = await cache.load_metadata()
+        data = metadata.get(ALARM_KEY)
+        return None if data is None else float(values.decode(data))
+
+    return self._start_read(read(), allowConcurrency)
+
+
+def setAlarm(self: DurableObjectStorage, scheduledTime: Any, *,  # noqa: N802, N803
+             allowConcurrency: bool = False, allowUnconfirmed: bool = False  # noqa: N803
+             ) -> asyncio.Future[None]:
+    """Set the object's one alarm (epoch ms or datetime). Replaces any earlier alarm."""
+    instance = self._instance
+    instance.check_usable()
+    millis = _to_millis(scheduledTime)
+    if millis <= 0:
+        raise TypeError("setAlarm() cannot be called with an alarm time <= 0")
+    driver = current_driver.get()
+    in_constructor = driver is not None and driver.holder == "constructor"
+    handler = getattr(instance.cls, "alarm", None)
+    if not in_constructor and not callable(handler):
+        raise TypeError(
+            "Your Durable Object class must have an alarm() handler in order to call setAlarm()"
+        )
+    now = instance.lab.clock.now() * 1000.0
+    millis = max(millis, now)  # a past time fires (almost) at once
+    if instance.in_alarm_handler:
+        instance.alarm_set_in_handler = True
+    instance.cache.set_metadata(ALARM_KEY, values.encode(millis),
+                                confirmed=not allowUnconfirmed)
+    return _done(None)
+
+
+def deleteAlarm(self: DurableObjectStorage, *, allowConcurrency: bool = False,  # noqa: N802, N803
+                allowUnconfirmed: bool = False) -> asyncio.Future[None]:  # noqa: N803
+    """Cancel the alarm (a no-op if none is set). Does not stop a running handler."""
+    instance = self._instance
+    instance.check_usable()
+    if instance.in_alarm_handler:
+        instance.alarm_set_in_handler = False
+    instance.cache.set_metadata(ALARM_KEY, None, confirmed=not allowUnconfirmed)
+    return _done(None)
+
+
+def install(storage_class: type) -> None:
+    """Give ``DurableObjectStorage`` its alarm methods (and snake_case aliases)."""
+    for name, function in (("getAlarm", getAlarm), ("setAlarm", setAlarm),
+                           ("deleteAlarm", deleteAlarm)):
+        setattr(storage_class, name, function)
+    storage_class.get_alarm = getAlarm  # type: ignore[attr-defined]
+    storage_class.set_alarm = setAlarm  # type: ignore[attr-defined]
+    storage_class.delete_alarm = deleteAlarm  # type: ignore[attr-defined]
+
+
+def call_alarm_handler(obj: Any, info: AlarmInvocationInfo) -> Any:
+    """Call ``obj.alarm(info)``, or ``obj.alarm()`` if the handler takes no argument."""
+    handler = obj.alarm
+    try:
+        parameters = inspect.signature(handler).parameters
+    except (TypeError, ValueError):
+        return handler(info)
+    if not parameters:
+        return handler()
+    return handler(info)
