@@ -76,8 +76,11 @@ class InputLock:
 class InputGate:
     """A FIFO admission gate with a priority lane for critical sections."""
 
-    def __init__(self, bus: EventBus, label: str, object_id: str, depth: int = 0) -> None:
+    def __init__(self, bus: EventBus, label: str, object_id: str, depth: int = 0,
+                 *, enabled: bool = True) -> None:
         self._bus = bus
+        #: False under the "none" concurrency model: everyone is admitted at once, no order.
+        self.enabled = enabled
         self._label = label
         self._object_id = object_id
         self.depth = depth
@@ -117,6 +120,9 @@ class InputGate:
         fut: asyncio.Future[InputLock] = asyncio.get_running_loop().create_future()
         if self._broken is not None:
             fut.set_exception(self._broken)
+            return fut
+        if not self.enabled:
+            fut.set_result(InputLock(self, holder))  # no gate: admitted at once, never exclusive
             return fut
         if self._lock is None and not self._waiters and not self._priority:
             self._grant(fut, holder)
@@ -180,7 +186,9 @@ class InputGate:
 class OutputGate:
     """Holds replies and outgoing messages until the commits registered before them resolve."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, enabled: bool = True) -> None:
+        #: False under the "none" concurrency model: nothing is ever held.
+        self.enabled = enabled
         self._newest: asyncio.Future[None] | None = None
         self._pending = 0
         self._broken: BaseException | None = None
@@ -202,6 +210,8 @@ class OutputGate:
 
     def lock_while(self, commit: asyncio.Future[None]) -> None:
         """Hold every message sent from now on until ``commit`` resolves."""
+        if not self.enabled:
+            return
         self._newest = commit
         self._pending += 1
         commit.add_done_callback(self._on_commit_done)

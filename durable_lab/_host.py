@@ -198,7 +198,8 @@ class CriticalSection:
         self.parent_gate = parent.gate
         self.delivery = parent.delivery
         self.inner_gate = InputGate(instance.bus, instance.label, instance.object_id,
-                                    depth=parent.gate.depth + 1)
+                                    depth=parent.gate.depth + 1,
+                                    enabled=instance.lab.model != "none")
         self.result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.awaited_by: Driver | None = None
         self.handback: asyncio.Future[Any] | None = None
@@ -251,6 +252,15 @@ class CriticalSection:
         outer_lock.release()
 
 
+class _NoLock:
+    """Stands in for a parent-gate lock the section does not need (serial model)."""
+
+    released = False
+
+    def release(self) -> None:
+        self.released = True
+
+
 async def _as_coroutine(awaitable: Any) -> Any:
     if inspect.iscoroutine(awaitable):
         return await awaitable
@@ -271,10 +281,16 @@ class Instance:
         self.storage_key = host.storage_key
         self.incarnation = incarnation
         self.cls = host.namespace.cls
-        self.gate = InputGate(self.bus, self.label, self.object_id)
-        self.output_gate = OutputGate()
+        gates_on = lab.model != "none"
+        self.gate = InputGate(self.bus, self.label, self.object_id, enabled=gates_on)
+        self.output_gate = OutputGate(enabled=gates_on)
         self.cache = StorageCache(self, lab.backend, landing)
-        self.storage = DurableObjectStorage(self)
+        if lab.model == "none" and not host.namespace.sql:
+            from ._naive import NaiveStorage
+
+            self.storage: Any = NaiveStorage(self)
+        else:
+            self.storage = DurableObjectStorage(self)
         self.ctx = DurableObjectState(self, self.storage)
         self.gate_holding_reads: set[asyncio.Future[Any]] = set()
         self.critical_sections: dict[asyncio.Future[Any], CriticalSection] = {}
@@ -427,7 +443,13 @@ class Instance:
 
     def start_critical_section(self, callback: Callable[[], Any], parent: Driver) -> asyncio.Future[Any]:
         section = CriticalSection(self, parent)
-        admission = parent.gate.wait("critical section", priority=True)
+        if self.lab.model == "serial" and parent.holder != "constructor":
+            # Under "serial" the caller keeps the gate while it awaits, so the section cannot
+            # wait for it: it runs at once, and nothing else can enter anyway.
+            admission: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            admission.set_result(_NoLock())
+        else:
+            admission = parent.gate.wait("critical section", priority=True)
         self.critical_sections[section.result] = section
         self.track(asyncio.get_running_loop().create_task(section.run(admission, callback)))
         return section.result

@@ -70,6 +70,9 @@ class Driver:
         """Run ``coro`` to completion, turn by turn. ``self.lock`` must be held on entry."""
         instance = self.instance
         bus = instance.bus
+        # The "serial" model: one delivery at a time from start to finish, like an actor with a
+        # lock: the gate is kept across every await, not only storage reads.
+        serial = instance.lab.model == "serial"
         try:
             while True:
                 try:
@@ -92,12 +95,14 @@ class Driver:
                 yielded._asyncio_future_blocking = False
                 fut: asyncio.Future[Any] = yielded
 
-                if fut in instance.gate_holding_reads:
+                if serial or fut in instance.gate_holding_reads:
                     # A storage read: the turn is over but the gate stays locked until the
                     # code after the await has run (workerd awaitIoWithInputLock).
                     if bus.active:
                         bus.emit(TurnEnded, object=instance.label, object_id=instance.object_id,
-                                 delivery=self.delivery, awaiting="storage", gate_held=True)
+                                 delivery=self.delivery,
+                                 awaiting="storage" if fut in instance.gate_holding_reads
+                                 else "io", gate_held=True)
                     await self._wait(fut)
                     continue
 

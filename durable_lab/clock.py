@@ -114,6 +114,10 @@ class ManualClock:
 
     def call_at(self, when: float, callback: Callable[[], Any]) -> ClockTimer:
         timer = _ManualTimer(float(when), callback)
+        if timer.when <= self._now:
+            # Already due: fire on the next loop iteration rather than wait for an advance().
+            asyncio.get_running_loop().call_soon(lambda: timer.cancelled or timer.callback())
+            return timer
         heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
         self._timer_added()
         return timer

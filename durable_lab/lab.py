@@ -45,7 +45,10 @@ if TYPE_CHECKING:
     from .events import RuntimeEvent
     from .ids import DurableObjectId
 
-__all__ = ["Env", "Lab", "LabStatistics"]
+__all__ = ["MODELS", "Env", "Lab", "LabStatistics", "ObjectInfo"]
+
+#: The concurrency models a lab can run (see Lab's docstring).
+MODELS = ("gates", "none", "serial")
 
 
 class Env:
@@ -121,6 +124,10 @@ class Lab:
         clock: ``"real"`` (wall time), ``"manual"`` (moves only with ``lab.clock.advance(s)``),
             ``"auto"`` (jumps to the next timer whenever nothing can run), or a clock object.
         rate: with the real clock, how fast lab time runs (0.1 = ten times slower, to watch).
+        model: the concurrency model. ``"gates"``: Cloudflare's (input and output gates, write
+            coalescing). ``"none"``: plain asyncio, the naive model (no input gate, no output
+            gate; it loses updates and acknowledges writes that later fail). ``"serial"``: one
+            delivery at a time from start to finish, like an actor holding a lock.
         idle_timeout: evict an instance after this many seconds (lab time) without work, as
             Cloudflare does (workerd: 10 s; production: 70-140 s). ``None`` (default): only
             ``lab.evict()`` evicts, so a notebook's objects stay put between cells.
@@ -129,7 +136,8 @@ class Lab:
     def __init__(self, path: str | Path | None = None, *, storage: str = "sqlite",
                  seed: int | None = None, commit_latency: float = 0.0, max_queue: int = 1000,
                  max_open_databases: int = 64, clock: str | Clock = "real",
-                 rate: float = 1.0, idle_timeout: float | None = None) -> None:
+                 rate: float = 1.0, idle_timeout: float | None = None,
+                 model: str = "gates") -> None:
         if storage not in ("sqlite", "memory"):
             raise ValueError(f"storage must be 'sqlite' or 'memory', got {storage!r}")
         if storage == "memory" and path is not None:
@@ -142,6 +150,9 @@ class Lab:
                                          or idle_timeout <= 0):
             raise ValueError(f"idle_timeout must be None or seconds > 0, got {idle_timeout!r}")
         self.idle_timeout = idle_timeout
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(map(repr, MODELS))}, got {model!r}")
+        self.model = model
         self.clock: Clock = make_clock(clock, rate=rate)
         self.bus = EventBus(self.clock.now)
         self.random = random.Random(seed)
