@@ -135,11 +135,6 @@ class ObjectHost:
         #: The commit of a reset instance that may still be landing; the next instance waits.
         self._landing: asyncio.Future[None] | None = None
 
-    def check_stub(self, generation: int) -> None:
-        error = self.broken.get(generation)
-        if error is not None:
-            raise _fresh(error)
-
     def ensure_instance(self) -> Instance:
         inst = self.instance
         if inst is None:
@@ -157,8 +152,24 @@ class ObjectHost:
         if broken is not None:
             reply.set_exception(_fresh(broken))
             return reply
-        inst = self.ensure_instance()
+        if self.lab.closed:
+            reply.set_exception(DurableObjectError("the lab was closed"))
+            return reply
         lab = self.lab
+        faults = lab.faults
+        lost = faults.take_call_failure(self)
+        if lost is not None:
+            reply.set_exception(lost)
+            return reply
+        delay = faults.call_delay(self)
+        if delay:
+            async def later() -> None:
+                await lab.clock.sleep(delay)
+                inner = self.deliver(kind, method, args, kwargs, generation)
+                inner.add_done_callback(lambda f: _relay_outcome(f, reply))
+            lab._track(loop.create_task(later()))
+            return reply
+        inst = self.ensure_instance()
         delivery = Delivery(lab._next_delivery_id(), kind, method, args, kwargs, reply)
         if inst.queued >= lab.max_queue:
             if lab.bus.active:
@@ -185,6 +196,19 @@ class ObjectHost:
             self.broken[self.generation] = error
             self.generation += 1
         self._landing = inst.cache.in_flight
+
+
+def _relay_outcome(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
+    if target.done():
+        if not source.cancelled():
+            source.exception()
+        return
+    if source.cancelled():
+        target.cancel()
+    elif source.exception() is not None:
+        target.set_exception(source.exception())  # type: ignore[arg-type]
+    else:
+        target.set_result(source.result())
 
 
 class CriticalSection:
@@ -318,7 +342,7 @@ class Instance:
         self.lab._track(task)
 
     def check_usable(self) -> None:
-        if self.broken is not None:
+        if self.broken is not None or self.evicted:
             raise DurableObjectResetError(STORAGE_GONE_MESSAGE, reason="ignored", retryable=True)
 
     def commit_failure_error(self, cause: BaseException) -> DurableObjectResetError:
@@ -374,6 +398,10 @@ class Instance:
                 self.in_alarm_handler = True
                 self.alarm_set_in_handler = False
             try:
+                if is_alarm:
+                    injected = self.lab.faults.take_alarm_failure(self.host)
+                    if injected is not None:
+                        raise injected
                 result = delivery.invoke(self.obj)
                 if inspect.iscoroutine(result):
                     result = await driver.drive(result)

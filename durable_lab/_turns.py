@@ -73,10 +73,14 @@ class Driver:
         # The "serial" model: one delivery at a time from start to finish, like an actor with a
         # lock: the gate is kept across every await, not only storage reads.
         serial = instance.lab.model == "serial"
+        error: BaseException | None = None
         try:
             while True:
                 try:
-                    yielded = coro.send(None)
+                    if error is None:
+                        yielded = coro.send(None)
+                    else:
+                        yielded, error = coro.throw(error), None
                 except StopIteration as stop:
                     return stop.value
 
@@ -87,10 +91,10 @@ class Driver:
                     continue
 
                 if not getattr(yielded, "_asyncio_future_blocking", False):
-                    coro.throw(RuntimeError(
+                    error = RuntimeError(
                         f"object code yielded {yielded!r}, which is not an asyncio future: "
                         "only asyncio-compatible awaitables can be awaited in object code"
-                    ))
+                    )
                     continue
                 yielded._asyncio_future_blocking = False
                 fut: asyncio.Future[Any] = yielded

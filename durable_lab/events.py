@@ -43,6 +43,7 @@ __all__ = [
     "DeliveryRefused",
     "DeliveryResumed",
     "DeliveryStarted",
+    "FaultInjected",
     "FlushStarted",
     "InputGateLocked",
     "InputGateUnlocked",
@@ -84,7 +85,7 @@ class DeliveryQueued(RuntimeEvent):
     """A delivery arrived at the object and waits at its input gate."""
 
     delivery: int
-    kind_of_delivery: str  # "rpc", "fetch", "constructor"...
+    kind_of_delivery: str  # "rpc", "fetch", "alarm", "websocket"
     method: str
     queue_length: int  # deliveries waiting to start at this object, this one included
 
@@ -287,3 +288,16 @@ class InstanceEvicted(RuntimeEvent):
     ``"hibernation"``."""
 
     reason: str
+
+
+@_event
+class FaultInjected(RuntimeEvent):
+    """A fault was armed (or, for crash/evict/code update, carried out) through ``lab.faults``.
+
+    ``fault`` is the switch (``fail_commit``, ``fail_commits``, ``delay_commits``,
+    ``fail_calls``, ``delay_calls``, ``fail_alarm``, ``crash``, ``code_update``, ``evict``);
+    ``object`` is empty when it applies to every object.
+    """
+
+    fault: str
+    detail: str

@@ -32,6 +32,7 @@ from ._host import CODE_UPDATED_MESSAGE, ObjectHost
 from .bus import EventBus, Recorder, Subscription
 from .clock import Clock, make_clock
 from .errors import DurableObjectError, DurableObjectResetError
+from .faults import Faults
 from .namespace import DurableObjectNamespace, DurableObjectStub
 from .objects import DurableObject
 from .storage import DurableObjectStorage
@@ -102,12 +103,6 @@ class LabStatistics:
     commits: int
 
 
-class _InjectedCommitFailure(Exception):
-    """An injected storage failure (``lab.fail_next_commit``)."""
-
-    injected = True
-
-
 class Lab:
     """A Durable Objects runtime in this process.
 
@@ -162,6 +157,7 @@ class Lab:
         self.storage = storage
         self.env = Env()
         self.alarms = _alarms.AlarmScheduler(self)
+        self.faults = Faults(self)
         self._hosts: dict[tuple[str, str], ObjectHost] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self._deliveries = 0
@@ -205,6 +201,12 @@ class Lab:
             raise TypeError(
                 f"lab.bind() takes a class that subclasses durable_lab.DurableObject, got "
                 f"{cls!r}. Write: class {getattr(cls, '__name__', 'MyObject')}(DurableObject): ..."
+            )
+        if inspect.iscoroutinefunction(getattr(cls, "__init__", None)):
+            raise TypeError(
+                f"{cls.__qualname__}.__init__ is async: a Durable Object constructor must be "
+                "synchronous. Start async setup with ctx.blockConcurrencyWhile(self.load) "
+                "from the constructor instead."
             )
         namespace = self.env._bindings.get(name)
         if namespace is not None and namespace.sql != bool(sql):
@@ -337,21 +339,15 @@ class Lab:
 
     # -- faults (the minimum the runtime's own tests need; lab controls add more) ----------
 
-    def fail_next_commit(self, target: DurableObjectStub | DurableObjectId,
-                         error: Exception | None = None) -> None:
-        """Make the next commit of ``target`` fail, as a storage failure would."""
-        object_id = target.id if isinstance(target, DurableObjectStub) else target
-        if not hasattr(object_id, "toString"):
-            raise TypeError(f"fail_next_commit() takes a stub or an id, got {type(target).__name__}")
-        failure = error or _InjectedCommitFailure("injected commit failure")
-        failure.injected = True  # type: ignore[attr-defined]
-        self._commit_failures.setdefault(object_id.toString(), []).append(failure)
+    def fail_next_commit(self, target: DurableObjectStub | DurableObjectId | str) -> None:
+        """Make the next commit of ``target`` fail, as a storage failure would.
+
+        Shorthand for ``lab.faults.fail_next_commit(target)``.
+        """
+        self.faults.fail_next_commit(target)
 
     def _take_injected_commit_failure(self, instance: Any) -> Exception | None:
-        queue = self._commit_failures.get(instance.object_id)
-        if queue:
-            return queue.pop(0)
-        return None
+        return self.faults.take_commit_failure(instance)
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ stubs do on Cloudflare: ids, stubs and namespaces. ``clone(value, references=Tru
 from __future__ import annotations
 
 import datetime as _dt
+import threading
 from typing import Any
 
 import msgpack
@@ -129,17 +130,25 @@ class _Encoder:
         )
 
 
-# One packer, reused: constructing a Packer per call costs more than packing a small value.
-# The runtime is single-threaded per event loop, and packing never awaits, so sharing is safe;
-# msgpack resets the packer's buffer when a pack fails.
+# One packer per thread, reused: constructing a Packer per call costs more than packing a small
+# value. Packing never awaits, so within a thread (one event loop) sharing is safe; msgpack
+# resets the packer's buffer when a pack fails.
 _ENCODER = _Encoder("a stored value")
-_PACKER = msgpack.Packer(default=_ENCODER, strict_types=True, use_bin_type=True)
+_local = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = msgpack.Packer(default=_ENCODER, strict_types=True,
+                                                use_bin_type=True)
+    return packer
 
 
 def _pack(value: Any, encoder: _Encoder) -> bytes:
     try:
         if encoder is _ENCODER:
-            return _PACKER.pack(value)
+            return _packer().pack(value)
         return msgpack.packb(value, default=encoder, strict_types=True, use_bin_type=True)
     except OverflowError:
         raise ValueError(
