@@ -34,6 +34,11 @@ from .namespace import DurableObjectStub as DurableObjectStub
 from .objects import DurableObject as DurableObject
 from .objects import DurableObjectState as DurableObjectState
 from .storage import DurableObjectStorage as DurableObjectStorage
+from .websockets import ClientWebSocket as ClientWebSocket
+from .websockets import WebSocket as WebSocket
+from .websockets import WebSocketDisconnected as WebSocketDisconnected
+from .websockets import WebSocketPair as WebSocketPair
+from .websockets import WebSocketRequestResponsePair as WebSocketRequestResponsePair
 
 __version__ = "0.1.0"
 
@@ -61,5 +66,10 @@ __all__ = [
     "Response",
     "StorageError",
     "Subscription",
+    "ClientWebSocket",
+    "WebSocket",
+    "WebSocketDisconnected",
+    "WebSocketPair",
+    "WebSocketRequestResponsePair",
     "events",
 ]

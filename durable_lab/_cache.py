@@ -20,6 +20,20 @@ Deliberate simplifications (docs/semantics.md): no cache size limit or LRU evict
 entries (an instance's cache lives until the instance is reset or evicted); no backpressure at
 8 MiB of dirty data; ``list()`` always reads storage (merging the cache over the result) and does
 not remember the listed range.
+
+SQL API and transactions
+------------------------
+This cache is the engine of *KV-backed* classes only. A class bound with
+``lab.bind(NAME, Cls, sql=True)`` is SQLite-backed: constructing a ``StorageCache`` for one of
+its instances returns a ``_sql_engine.SqliteEngine`` instead (workerd ``ActorSqlite``: no cache,
+synchronous reads, writes in an implicit SQLite transaction committed after the turn). Both
+engines offer the same interface to the host, the lab and the alarm scheduler: ``close``,
+``pending_commits``, ``in_flight``, ``commit_count``, and the metadata seam ``load_metadata`` /
+``set_metadata`` / ``metadata`` / ``dirty_metadata`` / ``on_commit``.
+
+On this engine ``storage.transaction(closure)`` buffers the writes of ``txn`` in the transaction
+object and applies them to the cache in one step when the closure returns (so they land in one
+flush); ``ctx.storage.sql`` and ``transactionSync`` do not exist (they raise).
 """
 
 from __future__ import annotations
@@ -51,8 +65,26 @@ class CacheStatistics:
     flush_in_flight: bool
 
 
+def _is_sql_backed(instance: Instance) -> bool:
+    namespace = getattr(getattr(instance, "host", None), "namespace", None)
+    return bool(getattr(namespace, "sql", False))
+
+
 class StorageCache:
     """The write-coalescing cache of one object instance."""
+
+    #: False here; True on the SQLite engine (``_sql_engine.SqliteEngine``).
+    is_sqlite = False
+
+    def __new__(cls, instance: Instance, backend: StorageBackend,
+                barrier: asyncio.Future[None] | None) -> Any:
+        # A SQLite-backed namespace (``lab.bind(..., sql=True)``) gets the ActorSqlite engine
+        # instead; it offers the same interface (metadata seam, close, pending_commits...).
+        if cls is StorageCache and _is_sql_backed(instance):
+            from ._sql_engine import SqliteEngine
+
+            return SqliteEngine(instance, backend, barrier)
+        return super().__new__(cls)
 
     def __init__(self, instance: Instance, backend: StorageBackend,
                  barrier: asyncio.Future[None] | None) -> None:

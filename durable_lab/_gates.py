@@ -33,6 +33,7 @@ from .events import InputGateLocked, InputGateUnlocked
 
 if TYPE_CHECKING:
     from .bus import EventBus
+    from .scheduler import Scheduler
 
 __all__ = ["InputGate", "InputGateStatistics", "InputLock", "OutputGate", "OutputGateStatistics"]
 
@@ -49,6 +50,21 @@ class InputGateStatistics:
 class OutputGateStatistics:
     pending_commits: int
     broken: bool
+
+
+class _Waiter:
+    """One holder queued at a gate: ``kind`` is admit, resume, critical section or constructor."""
+
+    __slots__ = ("future", "holder", "kind", "seq")
+
+    def __init__(self, future: asyncio.Future[InputLock], holder: str, kind: str, seq: int) -> None:
+        self.future = future
+        self.holder = holder
+        self.kind = kind
+        self.seq = seq
+
+    def __repr__(self) -> str:
+        return f"<waiter {self.holder} ({self.kind})>"
 
 
 class InputLock:
@@ -77,16 +93,22 @@ class InputGate:
     """A FIFO admission gate with a priority lane for critical sections."""
 
     def __init__(self, bus: EventBus, label: str, object_id: str, depth: int = 0,
-                 *, enabled: bool = True) -> None:
+                 *, enabled: bool = True, scheduler: Scheduler | None = None) -> None:
         self._bus = bus
+        #: The lab's scheduler: while it is paused, the gate admits nobody on its own; the
+        #: learner (``lab.step()``/``lab.choose()``) picks who goes next.
+        self._scheduler = scheduler
+        if scheduler is not None:
+            scheduler.register_gate(self)
         #: False under the "none" concurrency model: everyone is admitted at once, no order.
         self.enabled = enabled
         self._label = label
         self._object_id = object_id
         self.depth = depth
         self._lock: InputLock | None = None
-        self._waiters: deque[tuple[asyncio.Future[InputLock], str]] = deque()
-        self._priority: deque[tuple[asyncio.Future[InputLock], str]] = deque()
+        self._waiters: deque[_Waiter] = deque()
+        self._priority: deque[_Waiter] = deque()
+        self._arrivals = 0
         self._broken: BaseException | None = None
 
     @property
@@ -109,7 +131,16 @@ class InputGate:
         state = f"locked by {self._lock.holder}" if self._lock else "open"
         return f"<InputGate {self._label} {state}, {len(self._waiters) + len(self._priority)} waiting>"
 
-    def wait(self, holder: str, *, priority: bool = False, front: bool = False) -> asyncio.Future[InputLock]:
+    @property
+    def label(self) -> str:
+        return self._label
+
+    @property
+    def object_id(self) -> str:
+        return self._object_id
+
+    def wait(self, holder: str, *, priority: bool = False, front: bool = False,
+             kind: str = "admit") -> asyncio.Future[InputLock]:
         """Queue ``holder`` for admission. The returned future resolves with its lock.
 
         Called synchronously, so arrival order is call order. If the gate is open and nobody
@@ -124,14 +155,22 @@ class InputGate:
         if not self.enabled:
             fut.set_result(InputLock(self, holder))  # no gate: admitted at once, never exclusive
             return fut
-        if self._lock is None and not self._waiters and not self._priority:
+        scheduler = self._scheduler
+        if scheduler is not None:
+            seq = scheduler.next_seq()
+        else:
+            self._arrivals += 1
+            seq = self._arrivals
+        waiter = _Waiter(fut, holder, kind, seq)
+        if (self._lock is None and not self._waiters and not self._priority
+                and (scheduler is None or not scheduler.holds_admission(self, waiter))):
             self._grant(fut, holder)
             return fut
         lane = self._priority if priority else self._waiters
         if front:
-            lane.appendleft((fut, holder))
+            lane.appendleft(waiter)
         else:
-            lane.append((fut, holder))
+            lane.append(waiter)
         return fut
 
     def _grant(self, fut: asyncio.Future[InputLock], holder: str) -> None:
@@ -158,15 +197,47 @@ class InputGate:
         self._admit_next()
 
     def _admit_next(self) -> None:
+        scheduler = self._scheduler
         while self._lock is None and self._broken is None:
-            if self._priority:
-                fut, holder = self._priority.popleft()
-            elif self._waiters:
-                fut, holder = self._waiters.popleft()
-            else:
+            lane = self._priority if self._priority else self._waiters
+            if not lane:
                 return
-            if not fut.cancelled():  # a waiter whose caller gave up is skipped
-                self._grant(fut, holder)
+            waiter = lane[0]
+            if waiter.future.cancelled():  # a waiter whose caller gave up is skipped
+                lane.popleft()
+                continue
+            if scheduler is not None and scheduler.holds_admission(self, waiter):
+                return  # paused: the learner chooses who goes next
+            lane.popleft()
+            self._grant(waiter.future, waiter.holder)
+
+    def waiting(self) -> list[_Waiter]:
+        """Who the gate's rules allow to be admitted now (empty while locked or broken).
+
+        Critical sections (and the code a finished one hands the gate back to) come first,
+        one at a time; the constructor comes before any delivery; the other waiters may go in
+        any order (that is the choice a paused lab offers the learner).
+        """
+        if self._lock is not None or self._broken is not None:
+            return []
+        priority = [w for w in self._priority if not w.future.cancelled()]
+        if priority:
+            return priority[:1]
+        waiters = [w for w in self._waiters if not w.future.cancelled()]
+        if waiters and waiters[0].kind == "constructor":
+            return waiters[:1]
+        return waiters
+
+    def admit(self, waiter: _Waiter) -> None:
+        """Admit this waiter now (the learner's choice). The gate must be open."""
+        if self._lock is not None:
+            raise RuntimeError(f"{self._label}'s input gate is locked by {self._lock.holder}")
+        for lane in (self._priority, self._waiters):
+            if waiter in lane:
+                lane.remove(waiter)
+                self._grant(waiter.future, waiter.holder)
+                return
+        raise RuntimeError(f"{waiter.holder} is not waiting at {self._label}'s input gate")
 
     def break_(self, error: BaseException) -> None:
         """Break the gate for good: every waiter, now and later, gets ``error``."""
@@ -176,7 +247,7 @@ class InputGate:
         self._lock = None
         for lane in (self._priority, self._waiters):
             while lane:
-                fut, _ = lane.popleft()
+                fut = lane.popleft().future
                 if not fut.done():
                     fut.set_exception(error)
                     # Nobody may be awaiting it any more (the delivery was cancelled).

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import values
+from . import websockets as _websockets
 from ._cache import StorageCache
 from .alarms import call_alarm_handler
 from ._gates import InputGate, OutputGate
@@ -99,10 +100,12 @@ class Delivery:
     def invoke(self, obj: Any) -> Any:
         if self.kind == "alarm":
             return call_alarm_handler(obj, self.args[0])
+        if self.kind == "websocket":  # webSocketMessage/Close/Error (websockets.py)
+            return _websockets.call_handler(obj, self.method, self.args)
         return getattr(obj, self.method)(*self.args, **self.kwargs)
 
     def copy_result(self, result: Any) -> Any:
-        if self.kind == "alarm":
+        if self.kind == "alarm" or self.kind == "websocket":
             return None
         if self.kind == "fetch":
             if not isinstance(result, Response):
@@ -134,6 +137,8 @@ class ObjectHost:
         self.last_end = ""
         #: The commit of a reset instance that may still be landing; the next instance waits.
         self._landing: asyncio.Future[None] | None = None
+        #: Accepted hibernatable WebSockets (websockets.HostSockets), kept across hibernation.
+        self.websockets: _websockets.HostSockets | None = None
 
     def ensure_instance(self) -> Instance:
         inst = self.instance
@@ -223,7 +228,8 @@ class CriticalSection:
         self.delivery = parent.delivery
         self.inner_gate = InputGate(instance.bus, instance.label, instance.object_id,
                                     depth=parent.gate.depth + 1,
-                                    enabled=instance.lab.model != "none")
+                                    enabled=instance.lab.model != "none",
+                                    scheduler=instance.lab.scheduler)
         self.result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.awaited_by: Driver | None = None
         self.handback: asyncio.Future[Any] | None = None
@@ -270,7 +276,7 @@ class CriticalSection:
         if self.awaited_by is not None:
             # Hand the gate straight back to the code that called blockConcurrencyWhile.
             self.handback = self.parent_gate.wait(self.awaited_by.holder, priority=True,
-                                                  front=True)
+                                                  front=True, kind="resume")
         inst.critical_sections.pop(self.result, None)
         self.result.set_result(outcome)
         outer_lock.release()
@@ -306,7 +312,8 @@ class Instance:
         self.incarnation = incarnation
         self.cls = host.namespace.cls
         gates_on = lab.model != "none"
-        self.gate = InputGate(self.bus, self.label, self.object_id, enabled=gates_on)
+        self.gate = InputGate(self.bus, self.label, self.object_id, enabled=gates_on,
+                              scheduler=lab.scheduler)
         self.output_gate = OutputGate(enabled=gates_on)
         self.cache = StorageCache(self, lab.backend, landing)
         if lab.model == "none" and not host.namespace.sql:
@@ -331,7 +338,7 @@ class Instance:
         self.cache.on_commit.append(lambda metadata: lab.alarms.committed(host, metadata))
         self._idle_timer: Any = None
         # The constructor is the first thing through the gate.
-        admission = self.gate.wait("constructor")
+        admission = self.gate.wait("constructor", kind="constructor")
         self.track(asyncio.get_running_loop().create_task(self._construct(admission)))
 
     # -- bookkeeping ---------------------------------------------------------------------
@@ -437,9 +444,11 @@ class Instance:
     async def _reply(self, delivery: Delivery, value: Any, error: BaseException | None) -> None:
         """Hand the outcome to the caller once the writes before it are durable."""
         bus = self.bus
+        held = False
         if self.broken is None:
             pending = self.output_gate.wait()
             if pending is not None:
+                held = True
                 if bus.active:
                     bus.emit(ReplyHeld, object=self.label, object_id=self.object_id,
                              delivery=delivery.id, waiting_for=self.output_gate.pending_commits)
@@ -450,13 +459,22 @@ class Instance:
                         raise
                 except BaseException:
                     pass
-                if self.broken is not None:
-                    error = self.broken
-                if bus.active:
-                    bus.emit(ReplyReleased, object=self.label, object_id=self.object_id,
-                             delivery=delivery.id, ok=error is None)
-        else:
+        if self.broken is None:
+            # While the lab is paused, the release is a step the learner takes.
+            permit = self.lab.scheduler.permit(
+                "reply", self.label, delivery.id,
+                f"release the reply to {delivery.holder} ({delivery.method}) of {self.label}")
+            if permit is not None:
+                try:
+                    await permit
+                except asyncio.CancelledError:
+                    if self.broken is None:
+                        raise
+        if self.broken is not None:
             error = self.broken
+        if held and bus.active:
+            bus.emit(ReplyReleased, object=self.label, object_id=self.object_id,
+                     delivery=delivery.id, ok=error is None)
         self.deliveries.discard(delivery)
         reply = delivery.reply
         if reply.done():  # the caller gave up, or a reset already answered
@@ -477,7 +495,8 @@ class Instance:
             admission: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             admission.set_result(_NoLock())
         else:
-            admission = parent.gate.wait("critical section", priority=True)
+            admission = parent.gate.wait("critical section", priority=True,
+                                         kind="critical section")
         self.critical_sections[section.result] = section
         self.track(asyncio.get_running_loop().create_task(section.run(admission, callback)))
         return section.result
@@ -492,8 +511,13 @@ class Instance:
                 and not self.cache.pending_commits())
 
     def arm_idle_timer(self) -> None:
-        """Evict this instance after ``lab.idle_timeout`` seconds of lab time without work."""
+        """Evict this instance after ``lab.idle_timeout`` seconds of lab time without work
+        (hibernate it after ``lab.hibernate_after`` if it has accepted WebSockets)."""
         timeout = self.lab.idle_timeout
+        if self._hibernatable():
+            hibernate_after = self.lab.hibernate_after
+            if hibernate_after is not None and (timeout is None or hibernate_after < timeout):
+                timeout = hibernate_after
         if timeout is None or self.broken is not None or self.evicted:
             return
         self._cancel_idle_timer()
@@ -510,9 +534,13 @@ class Instance:
         if self.broken is not None or self.evicted:
             return
         if self.is_idle:
-            self.evict(reason="idle")
+            self.evict(reason="hibernation" if self._hibernatable() else "idle")
         else:
             self.arm_idle_timer()
+
+    def _hibernatable(self) -> bool:
+        sockets = self.host.websockets
+        return sockets is not None and len(sockets) > 0
 
     def evict(self, *, reason: str) -> None:
         """Drop the idle instance from memory. Not a failure: stubs keep working, storage is
@@ -545,6 +573,8 @@ class Instance:
             self.bus.emit(InstanceReset, object=self.label, object_id=self.object_id,
                           reason=reason, error=str(error), stubs_broken=stubs_broken,
                           lost_writes=lost)
+        if self.host.websockets is not None and not self.evicted:
+            self.host.websockets.reset(reason, error)  # a reset disconnects the object's sockets
         # Answer every caller now: a delivery task cancelled before it ever ran cannot.
         for delivery in self.deliveries:
             if not delivery.reply.done():

@@ -52,11 +52,20 @@ __all__ = [
     "InstanceReset",
     "OutgoingCallHeld",
     "OutgoingCallReleased",
+    "Paused",
     "ReplyHeld",
     "ReplyReleased",
+    "Resumed",
     "RuntimeEvent",
+    "StepTaken",
     "StorageOp",
     "TurnEnded",
+    "WebSocketAccepted",
+    "WebSocketAutoResponse",
+    "WebSocketClosed",
+    "WebSocketMessageReceived",
+    "WebSocketMessageReleased",
+    "WebSocketMessageSent",
 ]
 
 _event = dataclass(frozen=True, slots=True, kw_only=True)
@@ -301,3 +310,96 @@ class FaultInjected(RuntimeEvent):
 
     fault: str
     detail: str
+
+
+# -- WebSockets (durable_lab/websockets.py) ------------------------------------------------------
+#
+# ``socket`` numbers the accepted sockets of one object: 1, 2, 3, ... (kept across hibernation).
+
+
+@_event
+class WebSocketAccepted(RuntimeEvent):
+    """The object accepted a hibernatable WebSocket (``ctx.acceptWebSocket``), with its tags."""
+
+    delivery: int  # the delivery that accepted it (usually a fetch)
+    socket: int
+    tags: tuple[str, ...]
+
+
+@_event
+class WebSocketMessageReceived(RuntimeEvent):
+    """A client sent a message; it is queued for ``webSocketMessage`` as delivery ``delivery``
+    (a ``DeliveryQueued`` with ``kind_of_delivery="websocket"`` follows), waking a hibernated
+    object."""
+
+    delivery: int
+    socket: int
+    size: int  # bytes (UTF-8 for text)
+    binary: bool
+
+
+@_event
+class WebSocketAutoResponse(RuntimeEvent):
+    """A client's message matched ``setWebSocketAutoResponse``: the runtime answered it without
+    running object code (a hibernated object stays hibernated)."""
+
+    socket: int
+
+
+@_event
+class WebSocketMessageSent(RuntimeEvent):
+    """The object called ``ws.send()``. ``held=True``: writes before it are not committed yet
+    (or an earlier message on the socket is held), so it waits behind the output gate; otherwise
+    the client has it now."""
+
+    delivery: int  # the sending delivery (0 outside object code or for an auto-response)
+    socket: int
+    size: int
+    binary: bool
+    held: bool
+
+
+@_event
+class WebSocketMessageReleased(RuntimeEvent):
+    """A held message left the output gate: delivered to the client (``ok=True``), or dropped
+    because a commit before it failed or the socket closed meanwhile (``ok=False``)."""
+
+    delivery: int
+    socket: int
+    ok: bool
+
+
+@_event
+class WebSocketClosed(RuntimeEvent):
+    """A socket closed. ``initiator`` is ``"client"`` (its close frame, a disconnect or an
+    error reached the object), ``"object"`` (the object's ``ws.close()`` reached the client) or
+    ``"runtime"`` (a reset: 1011, a code update: 1012, ``lab.close()``: 1001)."""
+
+    socket: int
+    code: int
+    reason: str
+    was_clean: bool
+    initiator: str
+
+
+# -- stepping ----------------------------------------------------------------------------------
+
+
+@_event
+class Paused(RuntimeEvent):
+    """The lab paused: transitions wait to be chosen (``reason``: requested, or a breakpoint)."""
+
+    reason: str
+
+
+@_event
+class Resumed(RuntimeEvent):
+    """The lab runs freely again."""
+
+
+@_event
+class StepTaken(RuntimeEvent):
+    """The learner (or ``lab.step()``) took one transition while paused."""
+
+    step_kind: str  # admit, resume, critical section, constructor, flush, commit, reply
+    description: str

@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import alarms as _alarms
+from . import websockets as _websockets
 from ._backends import MemoryBackend, SqliteBackend
 from ._host import CODE_UPDATED_MESSAGE, ObjectHost
 from .bus import EventBus, Recorder, Subscription
 from .clock import Clock, make_clock
 from .errors import DurableObjectError, DurableObjectResetError
 from .faults import Faults
+from .scheduler import Breakpoint, Choice, Scheduler
 from .namespace import DurableObjectNamespace, DurableObjectStub
 from .objects import DurableObject
 from .storage import DurableObjectStorage
@@ -103,6 +105,29 @@ class LabStatistics:
     commits: int
 
 
+class _CountingBackend:
+    """Wraps the storage backend to count calls in flight (for ``Scheduler.settle``)."""
+
+    def __init__(self, backend: Any, lab: Lab) -> None:
+        self._backend = backend
+        self._lab = lab
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._backend, name)
+        if name not in ("read", "list", "commit", "read_metadata", "stored_size"):
+            return attribute
+        lab = self._lab
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            lab._io_in_flight += 1
+            try:
+                return await attribute(*args, **kwargs)
+            finally:
+                lab._io_in_flight -= 1
+
+        return counted
+
+
 class Lab:
     """A Durable Objects runtime in this process.
 
@@ -126,13 +151,16 @@ class Lab:
         idle_timeout: evict an instance after this many seconds (lab time) without work, as
             Cloudflare does (workerd: 10 s; production: 70-140 s). ``None`` (default): only
             ``lab.evict()`` evicts, so a notebook's objects stay put between cells.
+        hibernate_after: an instance with accepted WebSockets hibernates after this many
+            seconds (lab time) without work, as in workerd (10 s); ``None``: only
+            ``lab.hibernate()`` hibernates. See ``durable_lab.websockets``.
     """
 
     def __init__(self, path: str | Path | None = None, *, storage: str = "sqlite",
                  seed: int | None = None, commit_latency: float = 0.0, max_queue: int = 1000,
                  max_open_databases: int = 64, clock: str | Clock = "real",
                  rate: float = 1.0, idle_timeout: float | None = None,
-                 model: str = "gates") -> None:
+                 model: str = "gates", hibernate_after: float | None = 10.0) -> None:
         if storage not in ("sqlite", "memory"):
             raise ValueError(f"storage must be 'sqlite' or 'memory', got {storage!r}")
         if storage == "memory" and path is not None:
@@ -145,6 +173,10 @@ class Lab:
                                          or idle_timeout <= 0):
             raise ValueError(f"idle_timeout must be None or seconds > 0, got {idle_timeout!r}")
         self.idle_timeout = idle_timeout
+        if hibernate_after is not None and (isinstance(hibernate_after, bool) or not isinstance(
+                hibernate_after, (int, float)) or hibernate_after <= 0):
+            raise ValueError(f"hibernate_after must be None or seconds > 0, got {hibernate_after!r}")
+        self.hibernate_after = hibernate_after
         if model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(map(repr, MODELS))}, got {model!r}")
         self.model = model
@@ -158,6 +190,9 @@ class Lab:
         self.env = Env()
         self.alarms = _alarms.AlarmScheduler(self)
         self.faults = Faults(self)
+        self.scheduler = Scheduler(self)
+        #: Storage calls on their way (the scheduler waits for them when it settles).
+        self._io_in_flight = 0
         self._hosts: dict[tuple[str, str], ObjectHost] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self._deliveries = 0
@@ -176,6 +211,7 @@ class Lab:
             self.path = Path(path)
             self.path.mkdir(parents=True, exist_ok=True)
             self.backend = SqliteBackend(self.path, max_open=max_open_databases)
+        self.backend = _CountingBackend(self.backend, self)
 
     # -- bindings ------------------------------------------------------------------------
 
@@ -224,6 +260,7 @@ class Lab:
             if host.namespace is namespace and host.instance is not None:
                 error = DurableObjectResetError(CODE_UPDATED_MESSAGE, reason="codeUpdated")
                 host.instance.reset(error, reason="codeUpdated", stubs_broken=False)
+        _websockets.code_updated(self, namespace)  # hibernated objects' sockets close too
         return namespace
 
     def _load_stored_alarms(self, namespace: DurableObjectNamespace) -> None:
@@ -274,6 +311,40 @@ class Lab:
         self._deliveries += 1
         return self._deliveries
 
+    # -- stepping (see scheduler.py) -------------------------------------------------------
+
+    def pause(self) -> None:
+        """Hold every transition until it is stepped or chosen (``lab.choices()``)."""
+        self.scheduler.pause()
+
+    def resume(self) -> None:
+        """Run freely again; held transitions happen in the order they became ready."""
+        self.scheduler.resume()
+
+    @property
+    def paused(self) -> bool:
+        return self.scheduler.paused
+
+    def choices(self) -> list[Choice]:
+        """The transitions that are legal now (only what the gates allow), oldest first."""
+        return self.scheduler.choices()
+
+    async def choose(self, index: int) -> Choice:
+        """Take ``choices()[index]`` and run to the next transitions."""
+        return await self.scheduler.choose(index)
+
+    async def step(self) -> Choice | None:
+        """Pause if needed, take the oldest transition, run to the next ones."""
+        return await self.scheduler.step()
+
+    async def step_until(self, condition: Any, *, max_steps: int = 10_000) -> RuntimeEvent | None:
+        """Step until an event of a type (or matching a predicate) is emitted."""
+        return await self.scheduler.step_until(condition, max_steps=max_steps)
+
+    def break_on(self, kind: str | None = None, object: str | None = None) -> Breakpoint:  # noqa: A002
+        """Pause before transitions of ``kind`` (e.g. "commit") at ``object`` ("C:room-1")."""
+        return self.scheduler.break_on(kind, object)
+
     # -- lifecycle of objects ------------------------------------------------------------
 
     def _host_of(self, target: Any) -> ObjectHost:
@@ -307,6 +378,21 @@ class Lab:
             return False
         host.instance.evict(reason="requested")
         return True
+
+    # -- WebSockets (durable_lab/websockets.py) -------------------------------------------
+
+    async def connect(self, stub: DurableObjectStub, path: str = "/", *,
+                      headers: dict[str, str] | None = None) -> _websockets.ClientWebSocket:
+        """Open a WebSocket to the object: ``stub.fetch`` of ``https://lab{path}`` with
+        ``Upgrade: websocket``, which must answer 101 with ``web_socket=client``. Returns the
+        client end (``await ws.send(m)``, ``await ws.receive()``, ``ws.messages``)."""
+        return await _websockets.connect(self, stub, path, headers=headers)
+
+    async def hibernate(self, target: DurableObjectStub | DurableObjectId) -> bool:
+        """Hibernate the object now: like ``evict`` (waits for work in flight; fields lost), but
+        its accepted WebSockets stay open and the next event on them wakes it. Returns False if
+        the object was not in memory."""
+        return await _websockets.hibernate(self, target)
 
     async def objects(self) -> list[ObjectInfo]:
         """Every object this lab has seen, with its state, queue and storage size."""
@@ -388,9 +474,13 @@ class Lab:
         for host in self._hosts.values():
             if host.instance is not None:
                 host.instance.reset(closing, reason="labClosed", stubs_broken=True)
+        _websockets.close_all(self)  # hibernated objects' sockets too (code 1001)
         leftover = [t for t in self._tasks if not t.done()]
         if leftover:
             await asyncio.wait(leftover)
+        self.scheduler.clear_breakpoints()
+        if self.scheduler.paused:
+            self.scheduler.resume()
         await self.backend.aclose()
         if self._tempdir is not None:
             shutil.rmtree(self._tempdir, ignore_errors=True)

@@ -26,6 +26,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from . import websockets as _websockets
 from ._turns import current_driver
 from .errors import DurableObjectResetError
 
@@ -122,6 +123,49 @@ class DurableObjectState:
         error = DurableObjectResetError(message, reason="outputGateBroken")
         self._instance.reset(error, reason="outputGateBroken")
         raise _Aborted(message)
+
+    # -- WebSocket Hibernation API (implemented in durable_lab/websockets.py) -------------
+
+    def acceptWebSocket(self, ws: Any, tags: list[str] | None = None) -> None:  # noqa: N802
+        """Accept the server end of a ``WebSocketPair`` as a hibernatable socket, with up to 10
+        tags (each up to 256 characters; duplicates dropped). Its events then arrive as
+        ``webSocketMessage``/``webSocketClose``/``webSocketError`` calls, even after the object
+        hibernated."""
+        _websockets.accept_web_socket(self._instance, ws, tags)
+
+    def getWebSockets(self, tag: str | None = None) -> list[Any]:  # noqa: N802
+        """The accepted sockets not yet closed (those with ``tag`` if given), in accept order."""
+        return _websockets.get_web_sockets(self._instance, tag)
+
+    def getTags(self, ws: Any) -> list[str]:  # noqa: N802
+        """The tags ``ws`` was accepted with."""
+        return _websockets.get_tags(ws)
+
+    def setWebSocketAutoResponse(self, pair: Any = None) -> None:  # noqa: N802
+        """Answer a text message equal to ``pair.request`` with ``pair.response`` without
+        running object code (a ``WebSocketRequestResponsePair``); no argument clears it."""
+        _websockets.set_auto_response(self._instance, pair)
+
+    def getWebSocketAutoResponse(self) -> Any:  # noqa: N802
+        """The ``WebSocketRequestResponsePair`` set, or None."""
+        return _websockets.get_auto_response(self._instance)
+
+    def getWebSocketAutoResponseTimestamp(self, ws: Any) -> Any:  # noqa: N802
+        """When the runtime last auto-responded on ``ws`` (a UTC datetime), or None."""
+        return _websockets.get_auto_response_timestamp(ws)
+
+    def setHibernatableWebSocketEventTimeout(self, timeout_ms: int | None = None  # noqa: N802
+                                             ) -> None:
+        """Store the handler time limit in ms (0 or nothing unsets; at most 604,800,000).
+        durable_lab records it but does not enforce it."""
+        _websockets.set_event_timeout(self._instance, timeout_ms)
+
+    def getHibernatableWebSocketEventTimeout(self) -> int | None:  # noqa: N802
+        return _websockets.get_event_timeout(self._instance)
+
+    accept_web_socket = acceptWebSocket
+    get_web_sockets = getWebSockets
+    get_tags = getTags
 
     def __repr__(self) -> str:
         return f"<DurableObjectState of {self._instance.label}>"

@@ -18,26 +18,68 @@ What each call costs in turns (the thing to learn):
 
 Deviation from Cloudflare (docs/semantics.md): validation errors are raised synchronously rather
 than as rejected promises, so that a bad ``put()`` without ``await`` is not silently lost.
+
+SQL API and transactions
+------------------------
+There are two storage engines, chosen per class when it is bound:
+
+- **KV-backed** (``lab.bind(NAME, Cls)``, workerd ActorCache): everything above. ``ctx.storage.sql``
+  raises ``RuntimeError("This Durable Object is not backed by SQLite storage, so the SQL API is
+  not available. ...")`` and ``transactionSync`` raises "Durable Object is not backed by SQL.".
+- **SQLite-backed** (``lab.bind(NAME, Cls, sql=True)``, workerd ActorSqlite;
+  :class:`SqlDurableObjectStorage`): the object owns a SQLite database. Every call is
+  synchronous: ``get``/``list`` of any key read the database at once (a *hit*: no turn
+  boundary, no gate held), writes join an implicit transaction that commits after the turn,
+  together with ``ctx.storage.sql.exec(...)`` statements (see ``durable_lab.sql``).
+  ``deleteAll()`` wipes the whole database, SQL tables included. ``transactionSync(fn)`` runs a
+  synchronous ``fn`` in a savepoint: released if it returns, rolled back if it raises.
+
+``await ctx.storage.transaction(closure)`` works on both engines. It runs ``closure(txn)`` under
+``blockConcurrencyWhile`` (nothing else enters the object meanwhile); ``txn`` has ``get``,
+``put``, ``delete``, ``list`` and ``rollback()`` (``deleteAll`` raises "Cannot call deleteAll()
+within a transaction"). If the closure raises, its writes are rolled back and the error is
+raised to the caller, and the object is *not* reset. On the KV engine the writes of ``txn`` are
+buffered in it (its reads see them) and reach the cache all at once when the closure returns,
+so they land in one flush; writes made through ``ctx.storage`` inside the closure are not part
+of the transaction. On SQLite the transaction is a savepoint and every storage call inside
+belongs to it.
+
+``deleteAll()`` also deletes the alarm on both engines (Cloudflare compatibility flag
+``delete_all_deletes_alarm``, the default from 2026-02-24).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+import inspect
+from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import values
-from .events import StorageOp
 from ._turns import current_driver
+from .events import StorageOp
+from .sql import NOT_SQL_MESSAGE, NOT_SQLITE_MESSAGE, SqlStorage
 
 if TYPE_CHECKING:
     from ._host import Instance
+    from ._sql_engine import SqliteEngine
 
-__all__ = ["MAX_KEYS", "MAX_KEY_SIZE", "MAX_VALUE_SIZE", "DurableObjectStorage"]
+__all__ = [
+    "MAX_KEYS",
+    "MAX_KEY_SIZE",
+    "MAX_SQLITE_ENTRY_SIZE",
+    "MAX_VALUE_SIZE",
+    "DurableObjectStorage",
+    "KvTransaction",
+    "SqlDurableObjectStorage",
+    "SqlTransaction",
+    "TransactionResult",
+]
 
 MAX_KEY_SIZE = 2048  # bytes of UTF-8
 MAX_VALUE_SIZE = 131072  # bytes, encoded
 MAX_KEYS = 128  # per get/put/delete call
+MAX_SQLITE_ENTRY_SIZE = 2 * 1024 * 1024  # key + value, SQLite-backed objects
 
 _MISSING: Any = object()
 
@@ -89,10 +131,101 @@ def _prefix_end(prefix: str) -> str | None:
     return None
 
 
+def _kv_put_items(key: object, value: Any) -> list[tuple[str, bytes]]:
+    """The (key, encoded value) pairs of a KV-engine ``put(key, value)`` or ``put(dict)``."""
+    if isinstance(key, Mapping):
+        if value is not _MISSING:
+            raise TypeError(
+                "put() takes either a key and a value, or one dict of entries, not both"
+            )
+        if len(key) > MAX_KEYS:
+            raise ValueError(
+                f"Maximum number of key value pairs is {MAX_KEYS}. "
+                f"{len(key)} pairs were provided."
+            )
+        return [(_check_key(k), _encode(k, v)) for k, v in key.items()]
+    if value is _MISSING:
+        raise TypeError("put() called with a key and no value: put(key, value)")
+    return [(_check_key(key), _encode(key, value))]
+
+
+def _check_sql_key(key: object) -> str:
+    """A key of SQLite-backed storage: any str SQLite can store (no 2 KiB limit there)."""
+    if type(key) is not str:
+        raise TypeError(f"storage keys must be str, got {type(key).__name__}: {key!r}")
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"storage key {key!r} is not valid Unicode text (it contains a lone surrogate)"
+        ) from None
+    return key
+
+
+def _check_sql_keys(keys: object, op: str) -> list[str]:
+    if not isinstance(keys, (list, tuple)):
+        raise TypeError(f"{op}() takes a key (str) or a list of keys, got {type(keys).__name__}")
+    return [_check_sql_key(k) for k in keys]
+
+
+def _sql_put_items(key: object, value: Any) -> list[tuple[str, bytes]]:
+    """``_kv_put_items`` for SQLite-backed storage: key + value up to 2 MiB, no count limit."""
+    if isinstance(key, Mapping):
+        if value is not _MISSING:
+            raise TypeError(
+                "put() takes either a key and a value, or one dict of entries, not both"
+            )
+        pairs = list(key.items())
+    else:
+        if value is _MISSING:
+            raise TypeError("put() called with a key and no value: put(key, value)")
+        pairs = [(key, value)]
+    items: list[tuple[str, bytes]] = []
+    for k, v in pairs:
+        k = _check_sql_key(k)
+        data = values.encode_for_key(k, v)
+        size = len(k.encode()) + len(data)
+        if size > MAX_SQLITE_ENTRY_SIZE:
+            raise ValueError(
+                f"Key and value together cannot be larger than {MAX_SQLITE_ENTRY_SIZE} bytes "
+                f"in SQLite-backed storage. An entry of size {size} was provided (key {k!r})."
+            )
+        items.append((k, data))
+    return items
+
+
+def _list_bounds(prefix: str | None, start: str | None, start_after: str | None,
+                 end: str | None, limit: int | None) -> tuple[str | None, str | None]:
+    """Check list() options; the [start, end) range they select."""
+    for name, bound in (("prefix", prefix), ("start", start), ("startAfter", start_after),
+                        ("end", end)):
+        if bound is not None and type(bound) is not str:
+            raise TypeError(f"list() option {name} must be a str, got {type(bound).__name__}")
+    if start is not None and start_after is not None:
+        raise TypeError("list() cannot be called with both start and startAfter values.")
+    if limit is not None and (type(limit) is not int or limit <= 0):
+        raise TypeError(f"List limit must be positive (got {limit!r}).")
+    if start_after is not None:
+        start = start_after + "\0"
+    if prefix:
+        if start is None or start < prefix:
+            start = prefix
+        upper = _prefix_end(prefix)
+        if upper is not None and (end is None or end > upper):
+            end = upper
+    return start, end
+
+
 class DurableObjectStorage:
     """The storage of one object instance (``self.ctx.storage``)."""
 
     __slots__ = ("_cache", "_done", "_instance")
+
+    def __new__(cls, instance: Instance) -> Any:
+        # The storage of a SQLite-backed object (its cache is the SQLite engine).
+        if cls is DurableObjectStorage and getattr(instance.cache, "is_sqlite", False):
+            return super().__new__(SqlDurableObjectStorage)
+        return super().__new__(cls)
 
     def __init__(self, instance: Instance) -> None:
         self._instance = instance
@@ -181,21 +314,7 @@ class DurableObjectStorage:
             if instance.bus.active:
                 self._emit("put", (key,), "write")
             return self._done_none()
-        if isinstance(key, Mapping):
-            if value is not _MISSING:
-                raise TypeError(
-                    "put() takes either a key and a value, or one dict of entries, not both"
-                )
-            if len(key) > MAX_KEYS:
-                raise ValueError(
-                    f"Maximum number of key value pairs is {MAX_KEYS}. "
-                    f"{len(key)} pairs were provided."
-                )
-            items = [(_check_key(k), _encode(k, v)) for k, v in key.items()]
-        else:
-            if value is _MISSING:
-                raise TypeError("put() called with a key and no value: put(key, value)")
-            items = [(_check_key(key), _encode(key, value))]
+        items = _kv_put_items(key, value)
         self._cache.write(items, confirmed=not allowUnconfirmed)
         if self._instance.bus.active:
             self._emit("put", [k for k, _ in items], "write")
@@ -251,6 +370,8 @@ class DurableObjectStorage:
         """Delete every key. Coalesced with the turn's other writes; always confirmed."""
         self._instance.check_usable()
         self._cache.delete_all()
+        # The alarm goes too (compat flag delete_all_deletes_alarm, default from 2026-02-24).
+        self._cache.set_metadata("alarm", None, confirmed=True)
         if self._instance.bus.active:
             self._emit("deleteAll", (), "write")
         return _done(None)
@@ -266,22 +387,7 @@ class DurableObjectStorage:
              ) -> asyncio.Future[dict[str, Any]]:
         """Keys and values in key order, as a dict: ``start`` inclusive, ``end`` exclusive."""
         self._instance.check_usable()
-        for name, bound in (("prefix", prefix), ("start", start), ("startAfter", startAfter),
-                            ("end", end)):
-            if bound is not None and type(bound) is not str:
-                raise TypeError(f"list() option {name} must be a str, got {type(bound).__name__}")
-        if start is not None and startAfter is not None:
-            raise TypeError("list() cannot be called with both start and startAfter values.")
-        if limit is not None and (type(limit) is not int or limit <= 0):
-            raise TypeError(f"List limit must be positive (got {limit!r}).")
-        if startAfter is not None:
-            start = startAfter + "\0"
-        if prefix:
-            if start is None or start < prefix:
-                start = prefix
-            upper = _prefix_end(prefix)
-            if upper is not None and (end is None or end > upper):
-                end = upper
+        start, end = _list_bounds(prefix, start, startAfter, end, limit)
         if self._instance.bus.active:
             self._emit("list", (), "miss")
         if start is not None and end is not None and start >= end:
@@ -324,5 +430,458 @@ class DurableObjectStorage:
         asyncio.get_running_loop().call_soon(settle)
         return fut
 
+    # -- SQL and transactions ------------------------------------------------------------
+
+    @property
+    def sql(self) -> SqlStorage:
+        """The SQL API: only on SQLite-backed classes (``lab.bind(NAME, Cls, sql=True)``)."""
+        raise RuntimeError(NOT_SQLITE_MESSAGE)
+
+    def transactionSync(self, fn: Callable[[], Any]) -> Any:  # noqa: N802
+        """Run ``fn()`` in a SQLite savepoint (SQLite-backed classes only)."""
+        raise RuntimeError(NOT_SQL_MESSAGE)
+
+    transaction_sync = transactionSync
+
+    def transaction(self, closure: Callable[[Any], Any]) -> TransactionResult:
+        """Run ``closure(txn)`` as one transaction, with every other event kept out meanwhile.
+
+        Built on ``blockConcurrencyWhile``. ``txn`` has ``get``/``put``/``delete``/``list``/
+        ``rollback``. If the closure raises, its writes are rolled back and the error is raised
+        here; the object is *not* reset. Returns (an awaitable of) the closure's value.
+        """
+        instance = self._instance
+        instance.check_usable()
+        if not callable(closure):
+            raise TypeError(
+                f"transaction() takes a function of one argument, the transaction "
+                f"(e.g. an async def), got {type(closure).__name__}"
+            )
+        driver = current_driver.get()
+        if driver is None or driver.instance is not instance:
+            raise RuntimeError(
+                "transaction() must be called from this object's own code (its constructor or "
+                "a handler), while it runs"
+            )
+        section = self._transaction_section(closure)
+        return TransactionResult(instance.ctx.blockConcurrencyWhile(section))
+
+    def _transaction_section(self, closure: Callable[[Any], Any]) -> Callable[[], Any]:
+        """The critical section of a transaction on the KV engine: buffer, then apply at once."""
+
+        async def section() -> tuple[bool, Any]:
+            txn = KvTransaction(self)
+            try:
+                result = closure(txn)
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:
+                # Packed into the result: the critical section succeeds, so no reset.
+                txn._finish(commit=False)
+                return False, exc
+            txn._finish(commit=True)
+            return True, result
+
+        return section
+
     def __repr__(self) -> str:
         return f"<DurableObjectStorage of {self._instance.label}>"
+
+
+
+# -- transactions --------------------------------------------------------------------------
+
+_OPEN, _ROLLED_BACK, _COMMITTED = 0, 1, 2
+
+
+class TransactionResult:
+    """What ``storage.transaction()`` returns: await it for the closure's value (or its error).
+
+    Awaiting it is awaiting the ``blockConcurrencyWhile`` underneath, so the code that started
+    the transaction resumes right after it, ahead of the events queued meanwhile.
+    """
+
+    __slots__ = ("_future",)
+
+    def __init__(self, future: asyncio.Future[tuple[bool, Any]]) -> None:
+        self._future = future
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        ok, value = yield from self._future.__await__()
+        if ok:
+            return value
+        raise value
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def __repr__(self) -> str:
+        return f"<TransactionResult {'done' if self._future.done() else 'pending'}>"
+
+
+class _Transaction:
+    """What ``txn`` of every engine shares: the state checks and the refused deleteAll()."""
+
+    __slots__ = ()
+    _state: int
+    _storage: DurableObjectStorage
+
+    def _check(self, op: str) -> None:
+        if self._state == _ROLLED_BACK:
+            raise RuntimeError(f"Cannot {op}() on rolled back transaction")
+        if self._state == _COMMITTED:
+            raise RuntimeError(
+                f"Cannot call {op}() on transaction that has already committed: did you move "
+                "`txn` outside of the closure?"
+            )
+        self._storage._instance.check_usable()
+
+    def deleteAll(self, **options: Any) -> asyncio.Future[None]:  # noqa: N802
+        self._check("deleteAll")
+        raise RuntimeError("Cannot call deleteAll() within a transaction")
+
+    delete_all = deleteAll
+
+    def _check_rollback(self) -> bool:
+        """True if there is something to roll back (rollback() is idempotent)."""
+        if self._state == _ROLLED_BACK:
+            return False
+        if self._state == _COMMITTED:
+            self._check("rollback")
+        self._storage._instance.check_usable()
+        return True
+
+
+class KvTransaction(_Transaction):
+    """``txn`` on the KV engine: writes are buffered here and reads see them over the cache;
+    when the closure returns they go into the cache in one step (one flush)."""
+
+    __slots__ = ("_confirmed", "_state", "_storage", "_writes")
+
+    def __init__(self, storage: DurableObjectStorage) -> None:
+        self._storage = storage
+        self._writes: dict[str, bytes | None] = {}
+        self._state = _OPEN
+        self._confirmed = False
+
+    def get(self, keys: str | list[str], *, allowConcurrency: bool = False,  # noqa: N803
+            noCache: bool = False) -> asyncio.Future[Any]:  # noqa: N803
+        self._check("get")
+        storage = self._storage
+        writes = self._writes
+        if isinstance(keys, str):
+            key = _check_key(keys)
+            if key in writes:
+                data = writes[key]
+                return _done(None if data is None else values.decode(data))
+            return storage.get(key, allowConcurrency=allowConcurrency, noCache=noCache)
+        wanted = sorted(set(_check_keys(keys, "get")))
+        local = {k: writes[k] for k in wanted if k in writes}
+        rest = [k for k in wanted if k not in local]
+        if not rest:
+            return _done(_merge_got(wanted, {}, local))
+        inner = storage.get(rest, allowConcurrency=allowConcurrency, noCache=noCache)
+        if inner.done():
+            return _done(_merge_got(wanted, inner.result(), local))
+        return storage._start_read(_merge_got_later(inner, wanted, local), allowConcurrency)
+
+    def put(self, key: str | Mapping[str, Any], value: Any = _MISSING, *,
+            allowUnconfirmed: bool = False, allowConcurrency: bool = False,  # noqa: N803
+            noCache: bool = False) -> asyncio.Future[None]:  # noqa: N803
+        self._check("put")
+        for k, data in _kv_put_items(key, value):
+            self._writes[k] = data
+        self._confirmed = self._confirmed or not allowUnconfirmed
+        return _done(None)
+
+    def delete(self, keys: str | list[str], *, allowUnconfirmed: bool = False,  # noqa: N803
+               allowConcurrency: bool = False, noCache: bool = False  # noqa: N803
+               ) -> asyncio.Future[Any]:
+        self._check("delete")
+        storage = self._storage
+        single = isinstance(keys, str)
+        names = [_check_key(keys)] if single else list(dict.fromkeys(_check_keys(keys, "delete")))
+        existed = 0
+        unknown: list[str] = []
+        for key in names:
+            if key in self._writes:
+                existed += self._writes[key] is not None
+                continue
+            known, data = storage._cache.lookup(key)
+            if known:
+                existed += data is not None
+            else:
+                unknown.append(key)
+        for key in names:
+            self._writes[key] = None
+        self._confirmed = self._confirmed or not allowUnconfirmed
+        if not unknown:
+            return _done(existed > 0 if single else existed)
+        read = storage._start_read(storage._cache.read_missing(unknown, remember=True),
+                                   allowConcurrency)
+        return storage._start_read(DurableObjectStorage._count_deleted(read, existed, single),
+                                   allowConcurrency)
+
+    def list(self, *, prefix: str | None = None, start: str | None = None,
+             startAfter: str | None = None, end: str | None = None,  # noqa: N803
+             reverse: bool = False, limit: int | None = None,
+             allowConcurrency: bool = False, noCache: bool = False  # noqa: N803
+             ) -> asyncio.Future[dict[str, Any]]:
+        self._check("list")
+        lo, hi = _list_bounds(prefix, start, startAfter, end, limit)
+        if lo is not None and hi is not None and lo >= hi:
+            return _done({})
+        overlay = {k: v for k, v in self._writes.items()
+                   if (lo is None or k >= lo) and (hi is None or k < hi)}
+        storage = self._storage
+        inner = storage.list(start=lo, end=hi, reverse=reverse,
+                             allowConcurrency=allowConcurrency)
+        if inner.done():
+            return _done(_merge_listed(inner.result(), overlay, bool(reverse), limit))
+        return storage._start_read(_merge_listed_later(inner, overlay, bool(reverse), limit),
+                                   allowConcurrency)
+
+    def rollback(self) -> None:
+        """Discard every write of the transaction; later ``txn`` calls raise."""
+        if self._check_rollback():
+            self._writes.clear()
+            self._state = _ROLLED_BACK
+
+    def _finish(self, *, commit: bool) -> None:
+        """The closure returned (commit) or raised: apply the writes to the cache, or drop them."""
+        storage = self._storage
+        if commit and self._state == _OPEN:
+            self._state = _COMMITTED
+            if self._writes and storage._instance.broken is None:
+                items = list(self._writes.items())
+                storage._cache.write(items, confirmed=self._confirmed)
+                if storage._instance.bus.active:
+                    storage._emit("transaction", [k for k, _ in items], "write")
+        elif self._state == _OPEN:
+            self._state = _ROLLED_BACK
+        self._writes = {}
+
+    def __repr__(self) -> str:
+        return f"<KvTransaction of {self._storage._instance.label}, {len(self._writes)} writes>"
+
+
+def _merge_got(wanted: list[str], found: dict[str, Any], local: dict[str, bytes | None]
+               ) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in wanted:
+        if key in local:
+            data = local[key]
+            if data is not None:
+                out[key] = values.decode(data)
+        elif key in found:
+            out[key] = found[key]
+    return out
+
+
+async def _merge_got_later(inner: asyncio.Future[dict[str, Any]], wanted: list[str],
+                           local: dict[str, bytes | None]) -> dict[str, Any]:
+    return _merge_got(wanted, await inner, local)
+
+
+def _merge_listed(listed: dict[str, Any], overlay: dict[str, bytes | None], reverse: bool,
+                  limit: int | None) -> dict[str, Any]:
+    merged = dict(listed)
+    for key, data in overlay.items():
+        if data is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = values.decode(data)
+    keys = sorted(merged, reverse=reverse)
+    if limit is not None:
+        keys = keys[:limit]
+    return {k: merged[k] for k in keys}
+
+
+async def _merge_listed_later(inner: asyncio.Future[dict[str, Any]],
+                              overlay: dict[str, bytes | None], reverse: bool,
+                              limit: int | None) -> dict[str, Any]:
+    return _merge_listed(await inner, overlay, reverse, limit)
+
+
+def _settled(fut: asyncio.Future[Any]) -> asyncio.Future[None]:
+    """A future that resolves (never fails) once ``fut`` is done."""
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    fut.add_done_callback(lambda _: waiter.done() or waiter.set_result(None))
+    return waiter
+
+
+# -- SQLite-backed storage -----------------------------------------------------------------
+
+
+class SqlDurableObjectStorage(DurableObjectStorage):
+    """``ctx.storage`` of a SQLite-backed object (``lab.bind(NAME, Cls, sql=True)``).
+
+    Every call is synchronous (workerd ActorSqlite): ``get``/``list`` read the database now and
+    return finished futures (a *hit*, whatever the key), writes go into the implicit
+    transaction. Limits are SQLite's: key + value up to 2 MiB, no 128-key limit.
+    ``allowConcurrency`` and ``noCache`` have no effect.
+    """
+
+    __slots__ = ("_sql",)
+    _cache: SqliteEngine  # type: ignore[assignment]
+
+    def __init__(self, instance: Instance) -> None:
+        super().__init__(instance)
+        self._sql: SqlStorage | None = None
+
+    def get(self, keys: str | list[str], *, allowConcurrency: bool = False,  # noqa: N803
+            noCache: bool = False) -> asyncio.Future[Any]:  # noqa: N803
+        self._instance.check_usable()
+        engine = self._cache
+        if isinstance(keys, str):
+            key = _check_sql_key(keys)
+            data = engine.kv_get(key)
+            if self._instance.bus.active:
+                self._emit("get", (key,), "hit")
+            return _done(None if data is None else values.decode(data))
+        wanted = sorted(set(_check_sql_keys(keys, "get")))
+        found = engine.kv_get_many(wanted)
+        if self._instance.bus.active:
+            self._emit("get", wanted, "hit")
+        return _done({k: values.decode(found[k]) for k in wanted if k in found})
+
+    def put(self, key: str | Mapping[str, Any], value: Any = _MISSING, *,
+            allowUnconfirmed: bool = False, allowConcurrency: bool = False,  # noqa: N803
+            noCache: bool = False) -> asyncio.Future[None]:  # noqa: N803
+        self._instance.check_usable()
+        items = _sql_put_items(key, value)
+        self._cache.kv_put(items, confirmed=not allowUnconfirmed)
+        if self._instance.bus.active:
+            self._emit("put", [k for k, _ in items], "write")
+        return self._done_none()
+
+    def delete(self, keys: str | list[str], *, allowUnconfirmed: bool = False,  # noqa: N803
+               allowConcurrency: bool = False, noCache: bool = False  # noqa: N803
+               ) -> asyncio.Future[Any]:
+        self._instance.check_usable()
+        single = isinstance(keys, str)
+        names = ([_check_sql_key(keys)] if single
+                 else list(dict.fromkeys(_check_sql_keys(keys, "delete"))))
+        deleted = self._cache.kv_delete(names, confirmed=not allowUnconfirmed)
+        if self._instance.bus.active:
+            self._emit("delete", names, "write")
+        return _done(deleted > 0 if single else deleted)
+
+    def deleteAll(self, *, allowUnconfirmed: bool = False,  # noqa: N802, N803
+                  allowConcurrency: bool = False, noCache: bool = False  # noqa: N803
+                  ) -> asyncio.Future[None]:
+        """Wipe the whole database: KV data, SQL tables, the alarm. Always confirmed."""
+        self._instance.check_usable()
+        self._cache.delete_all()
+        self._cache.set_metadata("alarm", None, confirmed=True)
+        if self._instance.bus.active:
+            self._emit("deleteAll", (), "write")
+        return _done(None)
+
+    delete_all = deleteAll
+
+    def list(self, *, prefix: str | None = None, start: str | None = None,
+             startAfter: str | None = None, end: str | None = None,  # noqa: N803
+             reverse: bool = False, limit: int | None = None,
+             allowConcurrency: bool = False, noCache: bool = False  # noqa: N803
+             ) -> asyncio.Future[dict[str, Any]]:
+        self._instance.check_usable()
+        start, end = _list_bounds(prefix, start, startAfter, end, limit)
+        if self._instance.bus.active:
+            self._emit("list", (), "hit")
+        if start is not None and end is not None and start >= end:
+            return _done({})
+        rows = self._cache.kv_list(start, end, bool(reverse), limit)
+        return _done({k: values.decode(v) for k, v in rows})
+
+    @property
+    def sql(self) -> SqlStorage:
+        """The SQL API of this object's database (see ``durable_lab.sql``)."""
+        sql = self._sql
+        if sql is None:
+            sql = self._sql = SqlStorage(self)
+        return sql
+
+    def transactionSync(self, fn: Callable[[], Any]) -> Any:  # noqa: N802
+        """Run ``fn()`` now inside ``SAVEPOINT``: released if it returns (its value is returned),
+        rolled back if it raises (the error propagates). Nestable. ``fn`` must not be async."""
+        self._instance.check_usable()
+        if not callable(fn):
+            raise TypeError(
+                f"transactionSync() takes a function (a plain def), got {type(fn).__name__}"
+            )
+        return self._cache.run_sync_transaction(fn)
+
+    transaction_sync = transactionSync
+
+    def _transaction_section(self, closure: Callable[[Any], Any]) -> Callable[[], Any]:
+        """On SQLite: ``SAVEPOINT _cf_savepoint_<depth>``; every storage call inside is in it."""
+        engine = self._cache
+
+        async def section() -> tuple[bool, Any]:
+            if engine.explicit_depth == 0:
+                # workerd first lets the open implicit transaction commit.
+                for fut in engine.pending_commits():
+                    if not fut.done():
+                        await _settled(fut)
+            depth = engine.explicit_begin()
+            txn = SqlTransaction(self, depth)
+            try:
+                result = closure(txn)
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:
+                txn._state = _ROLLED_BACK
+                engine.explicit_end(depth, rollback=True)
+                return False, exc
+            except BaseException:
+                engine.explicit_end(depth, rollback=True)
+                raise
+            if txn._state == _OPEN:
+                txn._state = _COMMITTED
+            engine.explicit_end(depth, rollback=False)
+            return True, result
+
+        return section
+
+    def __repr__(self) -> str:
+        return f"<DurableObjectStorage (SQLite) of {self._instance.label}>"
+
+
+class SqlTransaction(_Transaction):
+    """``txn`` on SQLite: a savepoint. Its calls are ``ctx.storage`` calls (which belong to the
+    transaction too); ``rollback()`` rolls back to the savepoint."""
+
+    __slots__ = ("_depth", "_state", "_storage")
+
+    def __init__(self, storage: SqlDurableObjectStorage, depth: int) -> None:
+        self._storage = storage
+        self._depth = depth
+        self._state = _OPEN
+
+    def get(self, keys: str | list[str], **options: Any) -> asyncio.Future[Any]:
+        self._check("get")
+        return self._storage.get(keys, **options)
+
+    def put(self, key: str | Mapping[str, Any], value: Any = _MISSING,
+            **options: Any) -> asyncio.Future[None]:
+        self._check("put")
+        return self._storage.put(key, value, **options)
+
+    def delete(self, keys: str | list[str], **options: Any) -> asyncio.Future[Any]:
+        self._check("delete")
+        return self._storage.delete(keys, **options)
+
+    def list(self, **options: Any) -> asyncio.Future[dict[str, Any]]:
+        self._check("list")
+        return self._storage.list(**options)
+
+    def rollback(self) -> None:
+        """Undo everything done since the transaction began; later ``txn`` calls raise."""
+        if self._check_rollback():
+            engine: SqliteEngine = self._storage._cache  # type: ignore[assignment]
+            engine.explicit_rollback(self._depth)
+            self._state = _ROLLED_BACK
+
+    def __repr__(self) -> str:
+        return f"<SqlTransaction depth {self._depth} of {self._storage._instance.label}>"

@@ -1,0 +1,839 @@
+"""The storage engine of SQLite-backed objects (workerd ``ActorSqlite``).
+
+SQL API and transactions: the two engines
+-----------------------------------------
+A KV-backed class (the default) keeps its data behind the write-coalescing cache of
+``_cache.py`` (workerd ``ActorCache``): reads that miss the cache wait for storage, writes are
+batched per turn and committed by the backend. A class bound with ``sql=True`` uses this
+engine instead, which is how Cloudflare runs SQLite-backed objects:
+
+- **One synchronous connection per live instance**, opened in the event-loop thread on the
+  object's own database (``<lab.path>/<NS>/<id>.sqlite``, WAL, ``synchronous=NORMAL``; the same
+  file and the same ``_cf_KV``/``_cf_METADATA`` tables as ``SqliteBackend``, so either can read
+  what the other wrote). With ``Lab(storage="memory")`` the database is an in-memory SQLite
+  database kept on the object's host, so it survives instance resets like a file would.
+- **Every storage call is synchronous.** ``get``/``list`` read the database directly and return
+  an already-finished future: no cache miss, no turn boundary, no input-gate hold.
+- **Implicit transaction.** The first write (KV ``put``/``delete``/``deleteAll``, alarm
+  metadata, or a ``sql.exec`` statement that writes) runs ``BEGIN``; the ``COMMIT`` is scheduled
+  for after the turn (``loop.call_soon``, then ``lab.commit_latency``). Writes made meanwhile,
+  even by other deliveries while the commit is in flight, join the same transaction and their
+  replies wait for the same commit (workerd merges them too). A confirmed write locks the output
+  gate until COMMIT; ``allowUnconfirmed`` skips the gate only if no write of the transaction was
+  confirmed.
+- **A failed COMMIT is a reset**: the transaction is rolled back and the instance is reset
+  (``outputGateBroken``). A constraint violated at COMMIT (a deferred foreign key) gives
+  Cloudflare's "rolled back to its last known good state" message.
+- **Savepoints.** ``transactionSync(fn)`` runs ``fn`` inside ``SAVEPOINT _cf_sync_savepoint_<n>``;
+  ``transaction(closure)`` (under ``blockConcurrencyWhile``) inside ``SAVEPOINT
+  _cf_savepoint_<n>``; both nest, and both live inside the implicit transaction (the commit
+  waits until no ``transaction()`` is open).
+- **Guard rails.** An authorizer refuses user statements on ``_cf_*`` objects, ATTACH, pragmas
+  outside Cloudflare's allow-list and transaction statements. The connection does not cache
+  prepared statements, so the authorizer sees every statement it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sqlite3
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._cache import CacheStatistics
+from .errors import DurableObjectResetError, StorageError
+from .events import CommitDone, CommitFailed, FlushStarted
+from .sql import (
+    MULTI_STATEMENT_BINDINGS_MESSAGE,
+    TRANSACTION_STATEMENT_MESSAGE,
+    SqlError,
+    SqlStorageCursor,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._host import Instance
+
+__all__ = ["CONSTRAINT_RESET_MESSAGE", "SqliteEngine", "split_statements"]
+
+LOG = logging.getLogger(__name__)
+
+CONSTRAINT_RESET_MESSAGE = (
+    "Durable Object was reset and rolled back to its last known good state because the "
+    "application left the database in a state where constraints were violated: "
+)
+ROLLED_BACK_MESSAGE = (
+    "Durable Object was reset because a SQL statement rolled back the open transaction "
+    "(for example RAISE(ROLLBACK) in a trigger): "
+)
+
+#: Where the in-memory database of an object lives (an attribute of its ObjectHost).
+_HOST_ATTR = "_durable_lab_sql_db"
+
+_SQL_CREATE_KV = (
+    "CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID"
+)
+_SQL_CREATE_METADATA = (
+    "CREATE TABLE IF NOT EXISTS _cf_METADATA (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID"
+)
+_SQL_GET_KV = "SELECT value FROM _cf_KV WHERE key = ?"
+_SQL_PUT_KV = (
+    "INSERT INTO _cf_KV (key, value) VALUES (?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+_SQL_DELETE_KV = "DELETE FROM _cf_KV WHERE key = ?"
+_SQL_GET_METADATA = "SELECT key, value FROM _cf_METADATA"
+_SQL_PUT_METADATA = (
+    "INSERT INTO _cf_METADATA (key, value) VALUES (?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+_SQL_DELETE_METADATA = "DELETE FROM _cf_METADATA WHERE key = ?"
+_SQL_USER_OBJECTS = (
+    "SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view') "
+    "AND name NOT LIKE '\\_cf\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+    "ORDER BY type = 'table', rowid LIMIT 1"
+)
+
+#: Pragmas user SQL may run (Cloudflare's allow-list, plus user_version used in its docs).
+_ALLOWED_PRAGMAS = frozenset({
+    "data_version", "page_size", "case_sensitive_like", "foreign_keys", "defer_foreign_keys",
+    "ignore_check_constraints", "legacy_alter_table", "recursive_triggers",
+    "reverse_unordered_selects", "foreign_key_check", "foreign_key_list", "index_info",
+    "index_list", "index_xinfo", "quick_check", "optimize", "table_list", "table_info",
+    "table_xinfo", "user_version",
+})
+_READ_ONLY_PRAGMAS = frozenset({"page_size", "data_version"})
+_ALLOWED_VTABLE_MODULES = frozenset({"fts5", "fts5vocab"})
+
+_A = sqlite3
+#: Authorizer actions that change the database (the statement is "not read-only").
+_WRITE_ACTIONS = frozenset({
+    _A.SQLITE_CREATE_INDEX, _A.SQLITE_CREATE_TABLE, _A.SQLITE_CREATE_TRIGGER,
+    _A.SQLITE_CREATE_VIEW, _A.SQLITE_DELETE, _A.SQLITE_DROP_INDEX, _A.SQLITE_DROP_TABLE,
+    _A.SQLITE_DROP_TRIGGER, _A.SQLITE_DROP_VIEW, _A.SQLITE_INSERT, _A.SQLITE_UPDATE,
+    _A.SQLITE_ALTER_TABLE, _A.SQLITE_REINDEX, _A.SQLITE_ANALYZE, _A.SQLITE_CREATE_VTABLE,
+    _A.SQLITE_DROP_VTABLE,
+})
+_TEMP_ACTIONS = frozenset({
+    _A.SQLITE_CREATE_TEMP_INDEX, _A.SQLITE_CREATE_TEMP_TABLE, _A.SQLITE_CREATE_TEMP_TRIGGER,
+    _A.SQLITE_CREATE_TEMP_VIEW, _A.SQLITE_DROP_TEMP_INDEX, _A.SQLITE_DROP_TEMP_TABLE,
+    _A.SQLITE_DROP_TEMP_TRIGGER, _A.SQLITE_DROP_TEMP_VIEW,
+})
+#: Actions whose second argument is a table name (index and trigger actions).
+_TABLE_IN_ARG2 = frozenset({
+    _A.SQLITE_CREATE_INDEX, _A.SQLITE_CREATE_TRIGGER, _A.SQLITE_DROP_INDEX,
+    _A.SQLITE_DROP_TRIGGER, _A.SQLITE_ALTER_TABLE,
+})
+
+_OK = sqlite3.SQLITE_OK
+_DENY = sqlite3.SQLITE_DENY
+
+# -- statement text ------------------------------------------------------------------------
+
+_LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.S)
+_WORD = re.compile(r"[A-Za-z_]+")
+#: Statements that never write: they run without opening a transaction.
+_NO_TXN_KEYWORDS = frozenset({"SELECT", "VALUES", "EXPLAIN"})
+_PRAGMA_ASSIGN = re.compile(r"PRAGMA\s+(?:\w+\s*\.\s*)?(\w+)\s*(=|\()", re.I)
+
+
+def _is_reserved(name: str | None) -> bool:
+    return name is not None and name[:4].lower() == "_cf_"
+
+
+def _leading_keyword(statement: str) -> str:
+    m = _WORD.match(statement, _LEADING_NOISE.match(statement).end())  # type: ignore[union-attr]
+    return m.group(0).upper() if m else ""
+
+
+def _strip_comments(text: str) -> str:
+    """``text`` without comments and whitespace (quoted strings kept), to spot empty statements."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in "'\"`[":
+            close = "]" if c == "[" else c
+            j = text.find(close, i + 1)
+            j = n if j < 0 else j + 1
+            out.append(text[i:j])
+            i = j
+        elif text.startswith("--", i):
+            j = text.find("\n", i)
+            i = n if j < 0 else j + 1
+        elif text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            i = n if j < 0 else j + 2
+        elif c.isspace() or c == ";":
+            i += 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def split_statements(query: str) -> list[str]:
+    """The non-empty statements of ``query``, split at the ``;`` that end complete statements."""
+    statements: list[str] = []
+    start = 0
+    pos = query.find(";")
+    while pos >= 0:
+        chunk = query[start : pos + 1]
+        if sqlite3.complete_statement(chunk):
+            if _strip_comments(chunk):
+                statements.append(chunk)
+            start = pos + 1
+        pos = query.find(";", pos + 1)
+    rest = query[start:]
+    if _strip_comments(rest):
+        statements.append(rest)
+    return statements
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _init_schema(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN")
+    try:
+        conn.execute(_SQL_CREATE_KV)
+        conn.execute(_SQL_CREATE_METADATA)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+class SqliteEngine:
+    """Storage of one SQLite-backed instance: the connection, the implicit transaction, the
+    savepoints. Offers the StorageCache interface the host, the lab and alarms use
+    (``close``, ``pending_commits``, ``in_flight``, ``load_metadata``/``set_metadata``/
+    ``on_commit``, ``statistics``...)."""
+
+    is_sqlite = True
+
+    def __init__(self, instance: Instance, backend: Any, barrier: Any = None) -> None:
+        self.instance = instance
+        self.lab = instance.lab
+        self.backend = backend
+        self.key = instance.storage_key
+        self.closed = False
+        #: Metadata (the alarm time) as the database holds it now, open transaction included.
+        self.metadata: dict[str, bytes | None] = {}
+        self.metadata_loaded = False
+        #: Metadata changed in the open transaction (handed to ``on_commit`` once durable).
+        self.dirty_metadata: dict[str, bytes | None] = {}
+        self.on_commit: list[Any] = []
+        self.flush_count = 0
+        self.commit_count = 0
+        self._flush_task: asyncio.Task[None] | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._owns_conn = False
+        # Authorizer state: internal statements bypass it; a user statement that writes is
+        # noticed while it is prepared.
+        self._internal = False
+        self._stmt_wrote = False
+        self._deny_reason: str | None = None
+        # The implicit transaction.
+        self._commit_fut: asyncio.Future[None] | None = None
+        self._gated = False
+        self._committing = False
+        self._txn_keys: dict[str, bool] = {}  # KV key -> True put / False delete
+        self._txn_delete_all = False
+        self._txn_writes = 0
+        # Savepoints.
+        self._explicit_depth = 0
+        self._explicit_confirmed = False
+        self._explicit_idle: asyncio.Future[None] | None = None
+        self._sync_depth = 0
+        self._cursors: weakref.WeakSet[SqlStorageCursor] = weakref.WeakSet()
+
+    # -- the connection ------------------------------------------------------------------
+
+    def _path(self) -> Path:
+        assert self.lab.path is not None
+        return Path(self.lab.path) / self.key[0] / f"{self.key[1]}.sqlite"
+
+    def _db(self, create: bool = True) -> sqlite3.Connection | None:
+        """The connection, opened on first use. None if ``create`` is false and the object has
+        no database file yet (reads of a never-written object leave no trace on disk)."""
+        conn = self._conn
+        if conn is not None:
+            return conn
+        self.instance.check_usable()
+        if self.lab.path is None:
+            host = self.instance.host
+            conn = getattr(host, _HOST_ATTR, None)
+            if conn is None:
+                conn = sqlite3.connect(":memory:", isolation_level=None, cached_statements=0)
+                _init_schema(conn)
+                setattr(host, _HOST_ATTR, conn)
+                weakref.finalize(host, conn.close)
+            owns = False
+        else:
+            path = self._path()
+            if not create and not path.exists():
+                return None
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(path, isolation_level=None, cached_statements=0,
+                                       timeout=1.0)
+            except (OSError, sqlite3.Error) as exc:
+                raise StorageError(f"cannot open the database {path}: {exc}") from exc
+            try:
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA journal_mode=WAL")
+                _init_schema(conn)
+            except sqlite3.Error as exc:
+                conn.close()
+                raise StorageError(f"cannot open the database {path}: {exc}") from exc
+            owns = True
+        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        conn.execute("PRAGMA foreign_keys=ON")  # Cloudflare enforces foreign keys
+        conn.set_authorizer(self._authorize)
+        self._conn = conn
+        self._owns_conn = owns
+        self._reload_metadata()
+        return conn
+
+    def _x(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        """Run one of the runtime's own statements (the authorizer lets it through)."""
+        conn = self._conn
+        assert conn is not None
+        self._internal = True
+        try:
+            return conn.execute(sql, params)
+        finally:
+            self._internal = False
+
+    def _authorize(self, action: int, arg1: str | None, arg2: str | None, db: str | None,
+                   trigger: str | None) -> int:
+        if self._internal:
+            return _OK
+        if action in _WRITE_ACTIONS:
+            self._stmt_wrote = True
+        if action == _A.SQLITE_TRANSACTION or action == _A.SQLITE_SAVEPOINT:
+            self._deny_reason = TRANSACTION_STATEMENT_MESSAGE
+            return _DENY
+        if action == _A.SQLITE_PRAGMA:
+            name = (arg1 or "").lower()
+            if name not in _ALLOWED_PRAGMAS or _is_reserved(arg2):
+                return _DENY
+            if arg2 is not None and name in _READ_ONLY_PRAGMAS:
+                return _DENY
+            if arg2 is not None and name == "user_version":
+                self._stmt_wrote = True
+            return _OK
+        if action == _A.SQLITE_ATTACH or action == _A.SQLITE_DETACH or action in _TEMP_ACTIONS:
+            return _DENY
+        if action == _A.SQLITE_CREATE_VTABLE or action == _A.SQLITE_DROP_VTABLE:
+            if (arg2 or "").lower() not in _ALLOWED_VTABLE_MODULES:
+                return _DENY
+        if _is_reserved(arg1) or (action in _TABLE_IN_ARG2 and _is_reserved(arg2)):
+            return _DENY
+        return _OK
+
+    # -- errors --------------------------------------------------------------------------
+
+    def sql_error(self, exc: BaseException) -> SqlError:
+        reason, self._deny_reason = self._deny_reason, None
+        if reason is not None:
+            return SqlError(reason)
+        name = getattr(exc, "sqlite_errorname", None)
+        text = str(exc)
+        return SqlError(f"{text}: {name}" if name else text)
+
+    def _critical(self, message: str, cause: BaseException) -> None:
+        """The open transaction was lost by SQLite itself: reset, as a failed commit does."""
+        error = DurableObjectResetError(message + str(cause), reason="outputGateBroken")
+        error.__cause__ = cause
+        fut = self._commit_fut
+        if fut is not None and not fut.done():
+            fut.set_exception(error)
+            fut.exception()
+        self.instance.reset(error, reason="outputGateBroken")
+
+    # -- the implicit transaction --------------------------------------------------------
+
+    def _begin(self) -> sqlite3.Connection:
+        conn = self._db(create=True)
+        assert conn is not None
+        if not conn.in_transaction:
+            self._x("BEGIN")
+        return conn
+
+    def _mark_write(self, confirmed: bool) -> None:
+        """A write joined the open transaction: make sure its commit is scheduled (and gated)."""
+        fut = self._commit_fut
+        if fut is None:
+            loop = asyncio.get_running_loop()
+            fut = self._commit_fut = loop.create_future()
+            self._gated = False
+            loop.call_soon(self._start_commit, fut)
+        if confirmed and not self._gated:
+            if self._explicit_depth:
+                # Inside transaction(): the gate is locked at the root's end (workerd locks it
+                # at the root commit), so an outgoing call inside cannot wait for itself.
+                self._explicit_confirmed = True
+            else:
+                self._gated = True
+                self.instance.output_gate.lock_while(fut)
+
+    def _end_unused_transaction(self) -> None:
+        """Close a transaction opened for reads only (nothing to commit, nobody inside)."""
+        conn = self._conn
+        if (conn is not None and conn.in_transaction and self._commit_fut is None
+                and not self._explicit_depth and not self._sync_depth):
+            self._x("COMMIT")
+
+    def _start_commit(self, fut: asyncio.Future[None]) -> None:
+        if self.closed or fut is not self._commit_fut or self._committing:
+            return
+        self._committing = True
+        self.flush_count += 1
+        instance = self.instance
+        if instance.bus.active:
+            instance.bus.emit(
+                FlushStarted, object=instance.label, object_id=instance.object_id,
+                batch=self.flush_count, puts=tuple(k for k, p in self._txn_keys.items() if p),
+                deletes=tuple(k for k, p in self._txn_keys.items() if not p),
+                delete_all=self._txn_delete_all, gated=self._gated,
+            )
+        self._flush_task = asyncio.get_running_loop().create_task(
+            self._commit(self.flush_count, fut)
+        )
+
+    async def _commit(self, number: int, fut: asyncio.Future[None]) -> None:
+        instance = self.instance
+        lab = self.lab
+        bus = instance.bus
+        started = lab.clock.now()
+        try:
+            if lab.commit_latency:
+                await lab.clock.sleep(lab.commit_latency)
+            while self._explicit_depth and not self.closed:
+                idle = self._explicit_idle
+                if idle is None:
+                    break
+                await idle
+            if self.closed or fut is not self._commit_fut:
+                return  # reset meanwhile: close() rolled back and answered the waiters
+            injected = lab._take_injected_commit_failure(instance)
+            if injected is not None:
+                raise injected
+            conn = self._conn
+            if conn is not None and conn.in_transaction:
+                self._x("COMMIT")
+        except asyncio.CancelledError:
+            if not fut.done():
+                fut.cancel()
+            raise
+        except Exception as exc:
+            self._rollback_quietly()
+            if bus.active:
+                bus.emit(CommitFailed, object=instance.label, object_id=instance.object_id,
+                         batch=number, error=f"{type(exc).__name__}: {exc}",
+                         injected=getattr(exc, "injected", False))
+            if isinstance(exc, sqlite3.IntegrityError):
+                error: BaseException = DurableObjectResetError(
+                    CONSTRAINT_RESET_MESSAGE + str(exc), reason="outputGateBroken")
+                error.__cause__ = exc
+            else:
+                error = instance.commit_failure_error(exc)
+            self._commit_fut = None
+            self._committing = False
+            if not fut.done():
+                fut.set_exception(error)
+                fut.exception()  # retrieved: the output gate and the reset report it
+            instance.reset(error, reason="outputGateBroken")
+            return
+        keys = len(self._txn_keys)
+        metadata, self.dirty_metadata = self.dirty_metadata, {}
+        self._commit_fut = None
+        self._committing = False
+        self._gated = False
+        self._txn_keys = {}
+        self._txn_delete_all = False
+        self._txn_writes = 0
+        self.commit_count += 1
+        if bus.active:
+            bus.emit(CommitDone, object=instance.label, object_id=instance.object_id,
+                     batch=number, keys=keys, duration=lab.clock.now() - started)
+        if not fut.done():
+            fut.set_result(None)
+        if metadata:
+            for callback in self.on_commit:
+                callback(metadata)
+
+    def _rollback_quietly(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            if conn.in_transaction:
+                self._x("ROLLBACK")
+        except sqlite3.Error:  # pragma: no cover - SQLite already rolled back
+            LOG.exception("ROLLBACK failed")
+
+    # -- KV ------------------------------------------------------------------------------
+
+    def kv_get(self, key: str) -> bytes | None:
+        if self._db(create=False) is None:
+            return None
+        row = self._x(_SQL_GET_KV, (key,)).fetchone()
+        return None if row is None else row[0]  # type: ignore[no-any-return]
+
+    def kv_get_many(self, keys: list[str]) -> dict[str, bytes]:
+        if self._db(create=False) is None:
+            return {}
+        found: dict[str, bytes] = {}
+        for key in keys:
+            row = self._x(_SQL_GET_KV, (key,)).fetchone()
+            if row is not None:
+                found[key] = row[0]
+        return found
+
+    def kv_list(self, start: str | None, end: str | None, reverse: bool,
+                limit: int | None) -> list[tuple[str, bytes]]:
+        if self._db(create=False) is None:
+            return []
+        where: list[str] = []
+        params: list[Any] = []
+        if start is not None:
+            where.append("key >= ?")
+            params.append(start)
+        if end is not None:
+            where.append("key < ?")
+            params.append(end)
+        sql = ("SELECT key, value FROM _cf_KV" + (" WHERE " + " AND ".join(where) if where else "")
+               + f" ORDER BY key {'DESC' if reverse else 'ASC'} LIMIT ?")
+        params.append(-1 if limit is None else limit)
+        return [(k, v) for k, v in self._x(sql, params).fetchall()]
+
+    def kv_put(self, items: list[tuple[str, bytes]], *, confirmed: bool) -> None:
+        self._begin()
+        self._internal = True
+        try:
+            self._conn.executemany(_SQL_PUT_KV, items)  # type: ignore[union-attr]
+        finally:
+            self._internal = False
+        keys = self._txn_keys
+        for key, _ in items:
+            keys[key] = True
+        self._txn_writes += len(items)
+        self._mark_write(confirmed)
+
+    def kv_delete(self, keys: list[str], *, confirmed: bool) -> int:
+        self._begin()
+        deleted = 0
+        txn_keys = self._txn_keys
+        for key in keys:
+            deleted += self._x(_SQL_DELETE_KV, (key,)).rowcount
+            txn_keys[key] = False
+        self._txn_writes += len(keys)
+        self._mark_write(confirmed)
+        return deleted
+
+    def delete_all(self) -> None:
+        """Wipe the database: KV data, user tables, views, triggers (the alarm: see storage)."""
+        if self._explicit_depth or self._sync_depth:
+            raise RuntimeError("Cannot call deleteAll() within a transaction")
+        conn = self._db(create=True)
+        assert conn is not None
+        self._invalidate_cursors("the database was wiped by deleteAll()")
+        if conn.in_transaction:
+            # Its writes would be deleted anyway (workerd rolls the implicit transaction back).
+            self._x("ROLLBACK")
+            self._reload_metadata()
+            self._txn_keys = {}
+        self._x("BEGIN")
+        deferred = self._x("PRAGMA defer_foreign_keys").fetchone()[0]
+        self._x("PRAGMA defer_foreign_keys=ON")  # dropping a parent table before its child
+        for _ in range(100_000):
+            row = self._x(_SQL_USER_OBJECTS).fetchone()
+            if row is None:
+                break
+            kind, name = row
+            self._x(f"DROP {'VIEW' if kind == 'view' else 'TABLE'} IF EXISTS {_quote(name)}")
+        self._x("DELETE FROM _cf_KV")
+        self._x("PRAGMA user_version=0")
+        if not deferred:
+            self._x("PRAGMA defer_foreign_keys=OFF")
+        self._txn_delete_all = True
+        self._txn_writes += 1
+        self._mark_write(True)
+
+    # -- metadata (the alarm) ------------------------------------------------------------
+
+    def _reload_metadata(self) -> None:
+        """Re-read the metadata mirror after the database changed under it (open, rollback)."""
+        conn = self._conn
+        stored = dict(self._x(_SQL_GET_METADATA).fetchall()) if conn is not None else {}
+        for key in list(self.metadata):
+            if key not in stored:
+                self.metadata[key] = None
+        self.metadata.update(stored)
+        for key in self.dirty_metadata:
+            self.dirty_metadata[key] = stored.get(key)
+        self.metadata_loaded = True
+
+    def _ensure_metadata(self) -> None:
+        if not self.metadata_loaded:
+            if self._db(create=False) is None:
+                self.metadata_loaded = True
+
+    async def load_metadata(self) -> dict[str, bytes | None]:
+        """The object's metadata (synchronous underneath; async for the StorageCache interface)."""
+        self._ensure_metadata()
+        return self.metadata
+
+    def set_metadata(self, key: str, data: bytes | None, *, confirmed: bool) -> None:
+        """Change a metadata entry inside the open transaction (committed with it)."""
+        self._ensure_metadata()
+        if self.metadata.get(key) == data:
+            return
+        self._begin()
+        if data is None:
+            self._x(_SQL_DELETE_METADATA, (key,))
+        else:
+            self._x(_SQL_PUT_METADATA, (key, data))
+        self.metadata[key] = data
+        self.dirty_metadata[key] = data
+        self._txn_writes += 1
+        self._mark_write(confirmed)
+
+    # -- SQL -----------------------------------------------------------------------------
+
+    def exec(self, query: str, params: tuple[Any, ...]) -> SqlStorageCursor:
+        statements = split_statements(query)
+        conn = self._db(create=True)
+        assert conn is not None
+        changes = conn.total_changes
+        rows_read = 0
+        wrote = False
+        cursor: sqlite3.Cursor | None = None
+        last = len(statements) - 1
+        for i, statement in enumerate(statements):
+            is_last = i == last
+            cursor, statement_wrote = self._run_user(
+                conn, statement, params if is_last else (), multi=last > 0 and not is_last)
+            wrote = wrote or statement_wrote
+            if not is_last:
+                try:
+                    rows_read += len(cursor.fetchall())
+                except sqlite3.Error as exc:
+                    raise self.sql_error(exc) from exc
+        result = SqlStorageCursor(self, cursor, rows_read, conn.total_changes - changes, wrote)
+        if not result._done:
+            self._cursors.add(result)
+        return result
+
+    def _run_user(self, conn: sqlite3.Connection, statement: str, params: tuple[Any, ...],
+                  multi: bool) -> tuple[sqlite3.Cursor, bool]:
+        began = False
+        if not conn.in_transaction:
+            keyword = _leading_keyword(statement)
+            needs_txn = keyword not in _NO_TXN_KEYWORDS
+            if keyword == "PRAGMA":
+                m = _PRAGMA_ASSIGN.match(statement, _LEADING_NOISE.match(statement).end())  # type: ignore[union-attr]
+                needs_txn = m is not None and m.group(1).lower() == "user_version"
+            if needs_txn:
+                self._x("BEGIN")
+                began = True
+        expected = conn.in_transaction
+        self._stmt_wrote = False
+        self._deny_reason = None
+        try:
+            cursor = conn.execute(statement, params)
+        except sqlite3.Error as exc:
+            if multi and isinstance(exc, sqlite3.ProgrammingError) and "bindings" in str(exc):
+                error = SqlError(MULTI_STATEMENT_BINDINGS_MESSAGE)
+            else:
+                error = self.sql_error(exc)
+            self._deny_reason = None
+            self._after_statement(conn, expected, exc)
+            if began and conn.in_transaction and self._commit_fut is None:
+                self._x("ROLLBACK")
+            raise error from exc
+        wrote = self._stmt_wrote
+        self._after_statement(conn, expected, None)
+        if wrote:
+            self._txn_writes += 1
+            self._mark_write(True)
+        elif began:
+            self._end_unused_transaction()
+        return cursor, wrote
+
+    def _after_statement(self, conn: sqlite3.Connection, expected: bool,
+                         exc: BaseException | None) -> None:
+        if expected and not conn.in_transaction and (
+                self._commit_fut is not None or self._explicit_depth or self._sync_depth):
+            cause = exc or SqlError("the transaction was rolled back")
+            self._critical(ROLLED_BACK_MESSAGE, cause)
+            self.instance.check_usable()
+
+    def database_size(self) -> int:
+        conn = self._db(create=True)
+        assert conn is not None
+        pages = self._x("PRAGMA page_count").fetchone()[0]
+        free = self._x("PRAGMA freelist_count").fetchone()[0]
+        size = self._x("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+
+    def _invalidate_cursors(self, why: str) -> None:
+        for cursor in list(self._cursors):
+            cursor._invalidate(why)
+        self._cursors = weakref.WeakSet()
+
+    # -- savepoints ----------------------------------------------------------------------
+
+    def run_sync_transaction(self, fn: Callable[[], Any]) -> Any:
+        """``transactionSync(fn)``: ``fn()`` inside a savepoint; rolled back if it raises."""
+        conn = self._begin()
+        name = f"_cf_sync_savepoint_{self._sync_depth}"
+        self._x(f"SAVEPOINT {name}")
+        self._sync_depth += 1
+        try:
+            result = fn()
+            if hasattr(result, "__await__"):
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+                raise TypeError(
+                    "transactionSync() takes a synchronous function (a plain def): its "
+                    "savepoint is released as soon as the function returns. For async code "
+                    "use `await ctx.storage.transaction(async_fn)`"
+                )
+        except BaseException:
+            self._sync_depth -= 1
+            if not self.closed and conn.in_transaction:
+                try:
+                    self._x(f"ROLLBACK TO {name}")
+                    self._x(f"RELEASE {name}")
+                except sqlite3.Error:  # the savepoint is gone already
+                    pass
+                self._reload_metadata()
+                self._end_unused_transaction()
+            raise
+        self._sync_depth -= 1
+        if not self.closed and conn.in_transaction:
+            self._x(f"RELEASE {name}")
+            self._end_unused_transaction()
+        return result
+
+    @property
+    def explicit_depth(self) -> int:
+        return self._explicit_depth
+
+    def explicit_begin(self) -> int:
+        """Open ``SAVEPOINT _cf_savepoint_<depth>`` for ``transaction()``; returns the depth."""
+        self._begin()
+        depth = self._explicit_depth
+        self._x(f"SAVEPOINT _cf_savepoint_{depth}")
+        self._explicit_depth = depth + 1
+        if depth == 0:
+            self._explicit_idle = asyncio.get_running_loop().create_future()
+        return depth
+
+    def explicit_rollback(self, depth: int) -> None:
+        """``txn.rollback()``: undo everything since the savepoint (which stays open)."""
+        if self._explicit_depth > depth + 1:
+            raise RuntimeError(
+                "Cannot roll back an outer transaction while a nested transaction is still "
+                "running."
+            )
+        self._x(f"ROLLBACK TO _cf_savepoint_{depth}")
+        self._reload_metadata()
+
+    def explicit_end(self, depth: int, *, rollback: bool) -> None:
+        """The closure of ``transaction()`` at ``depth`` finished: release (or roll back)."""
+        if self.closed:
+            return
+        self._explicit_depth = depth
+        name = f"_cf_savepoint_{depth}"
+        try:
+            if rollback:
+                self._x(f"ROLLBACK TO {name}")
+            self._x(f"RELEASE {name}")
+        except sqlite3.Error:  # the savepoint is gone already (a critical error reset us)
+            pass
+        if rollback:
+            self._reload_metadata()
+        if depth == 0:
+            confirmed, self._explicit_confirmed = self._explicit_confirmed, False
+            fut = self._commit_fut
+            if confirmed and not rollback and fut is not None and not self._gated:
+                self._gated = True
+                self.instance.output_gate.lock_while(fut)
+            idle, self._explicit_idle = self._explicit_idle, None
+            if idle is not None and not idle.done():
+                idle.set_result(None)
+            self._end_unused_transaction()
+
+    # -- the StorageCache interface ------------------------------------------------------
+
+    def pending_commits(self) -> list[asyncio.Future[None]]:
+        fut = self._commit_fut
+        return [] if fut is None else [fut]
+
+    @property
+    def in_flight(self) -> None:
+        """Nothing can still land after a reset: close() rolled the transaction back."""
+        return None
+
+    def close(self, error: BaseException) -> int:
+        """The instance is being reset: roll back the open transaction, close the database."""
+        if self.closed:
+            return 0
+        self.closed = True
+        lost = self._txn_writes
+        fut, self._commit_fut = self._commit_fut, None
+        if fut is not None and not fut.done():
+            fut.set_exception(error)
+            fut.exception()
+        self._explicit_depth = 0
+        self._sync_depth = 0
+        idle, self._explicit_idle = self._explicit_idle, None
+        if idle is not None and not idle.done():
+            idle.set_result(None)
+        self._invalidate_cursors("the Durable Object was reset")
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._internal = True
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:  # pragma: no cover
+                LOG.exception("ROLLBACK at reset failed")
+            finally:
+                self._internal = False
+            if self._owns_conn:
+                conn.close()
+            elif self.lab.closed:
+                conn.close()
+                try:
+                    delattr(self.instance.host, _HOST_ATTR)
+                except AttributeError:
+                    pass
+            else:
+                conn.set_authorizer(None)
+        self.dirty_metadata = {}
+        self._txn_keys = {}
+        return lost
+
+    def statistics(self) -> CacheStatistics:
+        pending = self._txn_writes
+        return CacheStatistics(
+            known_keys=0, dirty_keys=0 if self._committing else pending,
+            flushing_keys=pending if self._committing else 0, flushes=self.flush_count,
+            commits=self.commit_count, flush_in_flight=self._committing,
+        )
+
+    def __repr__(self) -> str:
+        return f"<SqliteEngine of {self.instance.label}>"

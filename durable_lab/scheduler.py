@@ -1,0 +1,308 @@
+"""Stepping: pause the runtime, see what could happen next, and choose.
+
+Normally every transition of the runtime happens as soon as it can. ``lab.pause()`` changes that:
+the runtime keeps running up to the next *transition* and waits there. A transition is one of:
+
+=====================  =====================================================================
+kind                   what happens when it is taken
+=====================  =====================================================================
+``admit``              a queued delivery is admitted by its object's input gate and starts
+``resume``             a delivery whose awaited I/O is done re-enters through the input gate
+``critical section``   a ``blockConcurrencyWhile`` callback starts
+``constructor``        the object's constructor runs
+``flush``              the pending writes of an object leave the cache as one batch
+``commit``             a batch's commit is reported durable (replies behind it may go)
+``reply``              a reply held by the output gate is released to its caller
+=====================  =====================================================================
+
+``lab.choices()`` lists the transitions that are legal *now*: only those the gates allow (a
+locked input gate offers nobody; an open one offers each of its waiters, in any order the learner
+likes). ``await lab.choose(i)`` takes one and lets the runtime run until it reaches the next
+transitions; ``await lab.step()`` takes the one that would have happened first. This is how a
+lesson lets a learner play scheduler and try to produce a lost update: with the gates on, no
+sequence of choices can interleave a read and a write of two deliveries.
+
+Breakpoints pause the lab by themselves: ``lab.break_on("commit", object="COUNTER:room-1")``
+stops before every commit of that object. While paused, the kernel stays free: cells run, stub
+calls can be made (they queue), widgets respond.
+
+Deliberately not transitions: storage reads and timers complete by themselves (time is the
+clock's business: ``lab.clock.advance()`` on a manual clock); object code between two awaits is
+one indivisible turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .events import Paused, Resumed, RuntimeEvent, StepTaken
+
+if TYPE_CHECKING:
+    from ._gates import InputGate, _Waiter
+    from .lab import Lab
+
+__all__ = ["Breakpoint", "Choice", "Scheduler", "TRANSITION_KINDS"]
+
+TRANSITION_KINDS = ("admit", "resume", "critical section", "constructor", "flush", "commit",
+                    "reply")
+
+
+class Choice:
+    """One transition the learner may take now (see ``lab.choices()``)."""
+
+    __slots__ = ("_take", "delivery", "description", "index", "kind", "object", "seq")
+
+    def __init__(self, kind: str, obj: str, delivery: int, description: str, seq: int,
+                 take: Callable[[], None]) -> None:
+        self.kind = kind
+        self.object = obj
+        self.delivery = delivery
+        self.description = description
+        self.seq = seq
+        self.index = -1
+        self._take = take
+
+    def __repr__(self) -> str:
+        return f"[{self.index}] {self.description}"
+
+
+@dataclass
+class Breakpoint:
+    """Pause before transitions of ``kind`` (any if None) at ``object`` (any if None)."""
+
+    kind: str | None
+    object: str | None
+    _scheduler: Scheduler | None = None
+
+    def matches(self, kind: str, obj: str) -> bool:
+        return (self.kind is None or self.kind == kind) and (self.object is None
+                                                              or self.object == obj)
+
+    def remove(self) -> None:
+        if self._scheduler is not None and self in self._scheduler._breakpoints:
+            self._scheduler._breakpoints.remove(self)
+
+
+class _Permit:
+    __slots__ = ("delivery", "description", "future", "kind", "object", "seq")
+
+    def __init__(self, kind: str, obj: str, delivery: int, description: str, seq: int,
+                 future: asyncio.Future[None]) -> None:
+        self.kind = kind
+        self.object = obj
+        self.delivery = delivery
+        self.description = description
+        self.seq = seq
+        self.future = future
+
+
+def _delivery_number(holder: str) -> int:
+    head, _, number = holder.rpartition(" ")
+    return int(number) if head == "delivery" and number.isdigit() else 0
+
+
+class Scheduler:
+    """The lab's transition scheduler (``lab.pause()``, ``lab.step()``, ``lab.choices()``)."""
+
+    def __init__(self, lab: Lab) -> None:
+        self._lab = lab
+        self.paused = False
+        self._gates: weakref.WeakSet[InputGate] = weakref.WeakSet()
+        self._permits: list[_Permit] = []
+        self._breakpoints: list[Breakpoint] = []
+        self._seq = itertools.count(1)
+        self.steps_taken = 0
+
+    def next_seq(self) -> int:
+        return next(self._seq)
+
+    # -- hooks the runtime calls -----------------------------------------------------------
+
+    def register_gate(self, gate: InputGate) -> None:
+        self._gates.add(gate)
+
+    def _should_hold(self, kind: str, obj: str) -> bool:
+        if self.paused:
+            return True
+        for point in self._breakpoints:
+            if point.matches(kind, obj):
+                self._pause(f"breakpoint: {kind} at {obj}")
+                return True
+        return False
+
+    def holds_admission(self, gate: InputGate, waiter: _Waiter) -> bool:
+        """Called by a gate before it admits ``waiter`` on its own."""
+        if not self.paused and not self._breakpoints:
+            return False
+        return self._should_hold(waiter.kind, gate.label)
+
+    def permit(self, kind: str, obj: str, delivery: int, description: str
+               ) -> asyncio.Future[None] | None:
+        """None to go ahead now; else a future to await until the learner takes this step."""
+        if not self.paused and not self._breakpoints:
+            return None
+        if not self._should_hold(kind, obj):
+            return None
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._permits.append(_Permit(kind, obj, delivery, description, self.next_seq(), fut))
+        return fut
+
+    # -- the learner's controls ------------------------------------------------------------
+
+    def _pause(self, reason: str) -> None:
+        if self.paused:
+            return
+        self.paused = True
+        bus = self._lab.bus
+        if bus.active:
+            bus.emit(Paused, reason=reason)
+
+    def pause(self) -> None:
+        self._pause("requested")
+
+    def resume(self) -> None:
+        """Run freely again: every held transition happens, in the order it became ready."""
+        if not self.paused:
+            return
+        self.paused = False
+        bus = self._lab.bus
+        if bus.active:
+            bus.emit(Resumed)
+        permits, self._permits = self._permits, []
+        for permit in sorted(permits, key=lambda p: p.seq):
+            if not permit.future.done():
+                permit.future.set_result(None)
+        for gate in sorted(self._gates, key=lambda g: min((w.seq for w in g.waiting()),
+                                                          default=0)):
+            gate._admit_next()
+
+    def choices(self) -> list[Choice]:
+        """The transitions that are legal now, oldest first."""
+        found: list[Choice] = []
+        for gate in list(self._gates):
+            for waiter in gate.waiting():
+                what = {"admit": "admit", "resume": "resume"}.get(waiter.kind, "start")
+                description = f"{what} {waiter.holder} at {gate.label}"
+                if waiter.kind in ("critical section", "constructor"):
+                    description = f"start the {waiter.kind} at {gate.label}"
+                found.append(Choice(waiter.kind, gate.label, _delivery_number(waiter.holder),
+                                    description, waiter.seq,
+                                    lambda g=gate, w=waiter: g.admit(w)))
+        for permit in self._permits:
+            if not permit.future.done():
+                found.append(Choice(permit.kind, permit.object, permit.delivery,
+                                    permit.description, permit.seq,
+                                    lambda p=permit: self._release(p)))
+        found.sort(key=lambda c: c.seq)
+        for index, choice in enumerate(found):
+            choice.index = index
+        return found
+
+    def _release(self, permit: _Permit) -> None:
+        if permit in self._permits:
+            self._permits.remove(permit)
+        if not permit.future.done():
+            permit.future.set_result(None)
+
+    async def choose(self, index: int) -> Choice:
+        """Take choice ``index`` of ``choices()``, then run until the next transitions."""
+        await self.settle()
+        options = self.choices()
+        if not isinstance(index, int) or not 0 <= index < len(options):
+            listing = "\n".join(f"  {c!r}" for c in options) or "  (none: nothing can happen)"
+            raise IndexError(f"no choice {index!r}; the choices now are:\n{listing}")
+        choice = options[index]
+        self._take(choice)
+        await self.settle()
+        return choice
+
+    def _take(self, choice: Choice) -> None:
+        self.steps_taken += 1
+        bus = self._lab.bus
+        if bus.active:
+            bus.emit(StepTaken, object=choice.object, step_kind=choice.kind,
+                     description=choice.description)
+        choice._take()
+
+    async def step(self) -> Choice | None:
+        """Take the transition that would have happened first; None if there is none."""
+        if not self.paused:
+            self.pause()
+        await self.settle()
+        options = self.choices()
+        if not options:
+            return None
+        self._take(options[0])
+        await self.settle()
+        return options[0]
+
+    async def step_until(self, condition: type[RuntimeEvent] | Callable[[RuntimeEvent], bool],
+                         *, max_steps: int = 10_000) -> RuntimeEvent | None:
+        """Step until an event matching ``condition`` (an event type or a predicate) appears.
+
+        Returns that event, or None if the runtime ran out of transitions first.
+        """
+        if isinstance(condition, type):
+            event_type = condition
+
+            def matches(event: RuntimeEvent) -> bool:
+                return isinstance(event, event_type)
+        else:
+            matches = condition
+        seen: list[RuntimeEvent] = []
+        subscription = self._lab.bus.subscribe(
+            lambda event: seen.append(event) if not seen and matches(event) else None)
+        try:
+            for _ in range(max_steps):
+                if seen:
+                    return seen[0]
+                if await self.step() is None:
+                    return seen[0] if seen else None
+            return seen[0] if seen else None
+        finally:
+            subscription.close()
+
+    def break_on(self, kind: str | None = None, object: str | None = None) -> Breakpoint:  # noqa: A002
+        """Pause before every transition of ``kind`` at ``object`` (a label like "C:room-1")."""
+        if kind is not None and kind not in TRANSITION_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(TRANSITION_KINDS)} (or None), "
+                             f"got {kind!r}")
+        point = Breakpoint(kind, object, self)
+        self._breakpoints.append(point)
+        return point
+
+    def clear_breakpoints(self) -> None:
+        self._breakpoints.clear()
+
+    async def settle(self, *, passes: int = 3, limit: float = 5.0) -> None:
+        """Let the event loop run until nothing is runnable but held transitions.
+
+        Storage I/O in flight (SQLite reads and commits on their threads) is waited for; timers
+        are not (time belongs to the clock).
+        """
+        loop = asyncio.get_running_loop()
+        quiet = 0
+        deadline = loop.time() + limit
+        while quiet < passes and loop.time() < deadline:
+            if self._lab._io_in_flight:
+                quiet = 0
+                await asyncio.sleep(0.0005)
+                continue
+            await asyncio.sleep(0)
+            ready = getattr(loop, "_ready", None)
+            quiet = quiet + 1 if ready is not None and len(ready) == 0 else 0
+
+    def __repr__(self) -> str:
+        state = "paused" if self.paused else "running"
+        return f"<Scheduler {state}, {len(self.choices())} choices>"
+
+
+def describe_choices(choices: list[Choice]) -> str:
+    """A printable list of choices, one per line."""
+    return "\n".join(repr(c) for c in choices) or "(no transition is possible now)"
+

@@ -1,0 +1,318 @@
+"""``ctx.storage.sql``: the SQL API of SQLite-backed Durable Objects, with Cloudflare's names.
+
+SQL API and transactions
+------------------------
+A class bound with ``lab.bind("NAME", Cls, sql=True)`` is *SQLite-backed* (Cloudflare's
+``new_sqlite_classes``): each object owns one SQLite database, and ``ctx.storage.sql`` runs
+statements on it directly::
+
+    sql = self.ctx.storage.sql
+    sql.exec("CREATE TABLE IF NOT EXISTS msgs(id INTEGER PRIMARY KEY, body TEXT)")
+    sql.exec("INSERT INTO msgs(body) VALUES (?)", body)        # bindings are SQL parameters
+    rows = sql.exec("SELECT id, body FROM msgs").toArray()     # [{"id": 1, "body": "hi"}, ...]
+    n = sql.exec("SELECT count(*) AS n FROM msgs").one().n     # one() gives attribute access
+
+What each call does (workerd ``SqlStorage``, spec section 4.3):
+
+- ``exec(query, *bindings)`` is **synchronous and eager**: it returns a
+  :class:`SqlStorageCursor` with the statement already run (an INSERT takes effect even if the
+  cursor is never read; rows of a SELECT after the first are read as you iterate). Several
+  statements separated by ``;`` run in order; only the last may have bindings, and the cursor
+  is for the last one.
+- Writes are never committed one by one: the first write of a turn opens a transaction that
+  commits after the turn, together with the turn's ``put()``/``delete()`` calls and the alarm.
+  Replies wait for that commit (the output gate). If the commit fails (for example a deferred
+  foreign key still violated at COMMIT), everything of that transaction is rolled back and the
+  object is reset.
+- Bindings are always SQL parameters, never pasted into the text: ``None``, ``int``, ``float``,
+  ``str``, ``bytes`` (``bool`` is stored as 0/1); any other type is a ``TypeError``.
+- ``BEGIN``/``COMMIT``/``ROLLBACK``/``SAVEPOINT``/``RELEASE`` are refused: use
+  ``ctx.storage.transactionSync(fn)`` (synchronous, SAVEPOINT-based) or
+  ``await ctx.storage.transaction(async_fn)``. Tables whose name starts with ``_cf_`` (the
+  key-value data and the runtime's metadata) cannot be read, written, created or inspected.
+- ``databaseSize``: bytes in use, ``(page_count - freelist_count) * page_size``.
+
+Rows are ``dict`` keyed by column name (duplicate names: the last wins, as with a JavaScript
+object); ``one()`` returns a :class:`Row`, a ``dict`` that also allows ``row.column``, as the
+Python examples in Cloudflare's docs use (``result.greeting``). Results are plain Python values:
+INTEGER -> int (not a double: no loss above 2**53), REAL -> float, TEXT -> str, BLOB -> bytes,
+NULL -> None.
+
+Deviations from Cloudflare (docs/semantics.md): ``rowsRead`` counts the rows the cursors of the
+call returned (Cloudflare counts rows SQLite scanned), ``rowsWritten`` counts rows changed
+(``sqlite3_total_changes``); SQL errors are :class:`SqlError` (Cloudflare: ``Error``) with
+SQLite's message and result code name (``"no such table: t: SQLITE_ERROR"``); the PRAGMA
+allow-list is Cloudflare's plus ``user_version``; virtual tables other than fts5 are refused.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from .errors import DurableLabError
+
+if TYPE_CHECKING:
+    from ._sql_engine import SqliteEngine
+    from .storage import DurableObjectStorage
+
+__all__ = ["Row", "SqlError", "SqlStorage", "SqlStorageCursor"]
+
+NOT_SQLITE_MESSAGE = (
+    "This Durable Object is not backed by SQLite storage, so the SQL API is not available. "
+    "SQL can be enabled on a new Durable Object class by using the `new_sqlite_classes` instead "
+    "of `new_classes` under `migrations` in your wrangler.toml (in durable_lab: "
+    "lab.bind(NAME, Cls, sql=True))."
+)
+NOT_SQL_MESSAGE = "Durable Object is not backed by SQL."
+TRANSACTION_STATEMENT_MESSAGE = (
+    "To execute a transaction, please use the state.storage.transaction() or "
+    "state.storage.transactionSync() APIs instead of the SQL BEGIN TRANSACTION or SAVEPOINT "
+    "statements. The JavaScript API is safer because it will automatically roll back on "
+    "exceptions, and because it interacts correctly with Durable Objects' automatic atomic "
+    "write coalescing."
+)
+MULTI_STATEMENT_BINDINGS_MESSAGE = (
+    "When executing multiple SQL statements in a single call, only the last statement can have "
+    "parameters."
+)
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**63 - 1
+
+
+class SqlError(DurableLabError):
+    """A SQL statement failed: SQLite's message (and result code name), as Cloudflare words it.
+
+    ``__cause__`` is the ``sqlite3`` exception, when there is one.
+    """
+
+
+class Row(dict):  # type: ignore[type-arg]
+    """A result row: a ``dict`` keyed by column name that also allows ``row.column``.
+
+    To pass it across a stub or store it with ``put()``, convert it: ``dict(row)``.
+    """
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(
+                f"the row has no column {name!r} (columns: {', '.join(map(str, self)) or 'none'})"
+            ) from None
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *(k for k in self if isinstance(k, str))})
+
+
+def check_bindings(bindings: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The bindings as SQLite parameters; TypeError/ValueError naming a value that is not one."""
+    out: list[Any] = []
+    for i, value in enumerate(bindings, 1):
+        kind = type(value)
+        if value is None or kind is str or kind is float or kind is bytes:
+            out.append(value)
+        elif kind is bool:
+            out.append(int(value))
+        elif isinstance(value, int):
+            if not _INT_MIN <= value <= _INT_MAX:
+                raise ValueError(
+                    f"SQL binding {i} ({value}) does not fit in SQLite's 64-bit INTEGER; "
+                    "bind it as a str instead"
+                )
+            out.append(int(value))
+        elif isinstance(value, (bytearray, memoryview)):
+            out.append(bytes(value))
+        else:
+            raise TypeError(
+                f"SQL binding {i} has type {kind.__name__}, which SQLite cannot store: "
+                "bindings must be None, int, float, str or bytes (bool is stored as 0/1)"
+            )
+    return tuple(out)
+
+
+class SqlStorageCursor:
+    """The result of ``sql.exec()``: iterate it (dict rows), or ``toArray()``, ``one()``,
+    ``raw()``. Rows after the first are read from SQLite as you go: consume a cursor before the
+    next ``await`` (Cloudflare: cursors that cross an await have no snapshot isolation)."""
+
+    __slots__ = ("__weakref__", "_cursor", "_done", "_engine", "_invalid", "_names",
+                 "_rows_read", "_rows_written", "wrote")
+
+    def __init__(self, engine: SqliteEngine, cursor: sqlite3.Cursor | None, rows_read: int,
+                 rows_written: int, wrote: bool) -> None:
+        self._engine = engine
+        self._cursor = cursor
+        description = cursor.description if cursor is not None else None
+        self._names: list[str] = [d[0] for d in description] if description else []
+        self._done = description is None
+        self._invalid: str | None = None
+        self._rows_read = rows_read
+        self._rows_written = rows_written
+        #: True if the call wrote to the database (it is part of the open transaction).
+        self.wrote = wrote
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _fetch(self) -> tuple[Any, ...] | None:
+        if self._done:
+            return None
+        if self._invalid is not None:
+            raise SqlError(self._invalid)
+        self._engine.instance.check_usable()
+        assert self._cursor is not None
+        try:
+            row = self._cursor.fetchone()
+        except sqlite3.Error as exc:
+            self._done = True
+            raise self._engine.sql_error(exc) from exc
+        if row is None:
+            self._done = True
+            return None
+        self._rows_read += 1
+        return row  # type: ignore[no-any-return]
+
+    def _invalidate(self, why: str) -> None:
+        """The database changed under this cursor (deleteAll, reset): further reads fail."""
+        if not self._done:
+            self._invalid = why
+        if self._cursor is not None:
+            try:
+                self._cursor.close()
+            except sqlite3.Error:  # pragma: no cover - closing never fails in practice
+                pass
+
+    def __iter__(self) -> SqlStorageCursor:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        row = self._fetch()
+        if row is None:
+            raise StopIteration
+        return dict(zip(self._names, row, strict=True))
+
+    def next(self) -> Row:
+        """Cloudflare's iterator protocol: ``{"done": bool, "value": row}`` (also ``.done``)."""
+        row = self._fetch()
+        if row is None:
+            return Row(done=True, value=None)
+        return Row(done=False, value=dict(zip(self._names, row, strict=True)))
+
+    def toArray(self) -> list[dict[str, Any]]:  # noqa: N802
+        """Every remaining row, as a list of dicts."""
+        return list(self)
+
+    to_array = toArray
+
+    def one(self) -> Row:
+        """The only row; raises if the query gave none or more than one."""
+        first = self._fetch()
+        if first is None:
+            raise SqlError("Expected exactly one result from SQL query, but got no results.")
+        if self._fetch() is not None:
+            self._done = True
+            if self._cursor is not None:
+                self._cursor.close()
+            raise SqlError("Expected exactly one result from SQL query, but got multiple results.")
+        return Row(zip(self._names, first, strict=True))
+
+    def raw(self) -> _RawIterator:
+        """The remaining rows as lists of values (same position as the row iterator)."""
+        return _RawIterator(self)
+
+    # -- metadata ------------------------------------------------------------------------
+
+    @property
+    def columnNames(self) -> list[str]:  # noqa: N802
+        return list(self._names)
+
+    column_names = columnNames
+
+    @property
+    def rowsRead(self) -> int:  # noqa: N802
+        """Rows returned so far by this call's statements (grows as you iterate)."""
+        return self._rows_read
+
+    rows_read = rowsRead
+
+    @property
+    def rowsWritten(self) -> int:  # noqa: N802
+        """Rows inserted, updated or deleted by this call's statements."""
+        return self._rows_written
+
+    rows_written = rowsWritten
+
+    def __repr__(self) -> str:
+        state = "finished" if self._done else "more rows"
+        return f"<SqlStorageCursor columns={self._names} ({state})>"
+
+
+class _RawIterator:
+    """``cursor.raw()``: rows as lists; ``toArray()`` and ``next()`` as on the cursor."""
+
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: SqlStorageCursor) -> None:
+        self._cursor = cursor
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        return self
+
+    def __next__(self) -> list[Any]:
+        row = self._cursor._fetch()
+        if row is None:
+            raise StopIteration
+        return list(row)
+
+    def next(self) -> Row:
+        row = self._cursor._fetch()
+        return Row(done=row is None, value=None if row is None else list(row))
+
+    def toArray(self) -> list[list[Any]]:  # noqa: N802
+        return list(self)
+
+    to_array = toArray
+
+    @property
+    def columnNames(self) -> list[str]:  # noqa: N802
+        return self._cursor.columnNames
+
+
+class SqlStorage:
+    """``ctx.storage.sql`` of a SQLite-backed object."""
+
+    __slots__ = ("_storage",)
+
+    def __init__(self, storage: DurableObjectStorage) -> None:
+        self._storage = storage
+
+    @property
+    def _engine(self) -> SqliteEngine:
+        return self._storage._cache  # type: ignore[return-value]
+
+    def exec(self, query: str, *bindings: Any) -> SqlStorageCursor:
+        """Run ``query`` now (``?`` placeholders take ``bindings``); returns its cursor."""
+        storage = self._storage
+        storage._instance.check_usable()
+        if type(query) is not str:
+            raise TypeError(f"exec() takes the SQL text as a str, got {type(query).__name__}")
+        params = check_bindings(bindings)
+        cursor = self._engine.exec(query, params)
+        if storage._instance.bus.active:
+            storage._emit("sql", (), "write" if cursor.wrote else "hit")
+        return cursor
+
+    @property
+    def databaseSize(self) -> int:  # noqa: N802
+        """Bytes of the database in use: (page_count - freelist_count) * page_size."""
+        self._storage._instance.check_usable()
+        return self._engine.database_size()
+
+    database_size = databaseSize
+
+    def __repr__(self) -> str:
+        return f"<SqlStorage of {self._storage._instance.label}>"

@@ -1,0 +1,447 @@
+"""Drive objects with many clients at once, and measure what happens.
+
+A *workload* is a crowd of clients calling one method on a set of objects. It is how a lesson
+shows the things one call cannot show: that one object is one queue (a hot object's latency
+grows while the others idle), that a get/sleep/put increment loses updates only when calls
+overlap, that an object refuses calls once its queue is full (``overloaded``).
+
+    result = await run_workload(lab.env.COUNTER, method="increment", clients=8, per_client=50,
+                                objects=4, distribution="hot", seed=1)
+    print(result.summary())          # throughput, latency percentiles, calls per object, errors
+    rows = result.to_rows()          # one dict per call, for pandas / matplotlib
+
+The knobs:
+
+- **clients**: how many callers run at once. Each client makes its calls one after the other,
+  waiting for each answer (a *closed loop*); ``open_loop=True`` makes clients fire on schedule
+  without waiting, which is how a real crowd overloads a server.
+- **calls** (total) or **per_client**: how many calls.
+- **rate**: calls per second *per client* (``None``: as fast as the answers come back).
+- **objects** and **distribution**: which object each call goes to. ``"uniform"`` spreads calls
+  evenly; ``"zipf"`` makes object ``k`` get a share proportional to ``1 / (k + 1) ** skew``
+  (a few popular objects, a long tail: skew defaults to 1.0); ``"hot"`` sends a ``skew`` share
+  (default 0.8) to ``obj-0`` and spreads the rest. Objects are named ``obj-0``, ``obj-1``, ...
+  (or pass ``names=[...]``).
+- **seed**: every choice (object, method, arguments) is drawn from ``random.Random(seed)``
+  *before* the run starts, so the same seed gives every client the same sequence of calls.
+- **history**: a :class:`durable_lab.check.History` to record every call into, to check the
+  run afterwards with :func:`~durable_lab.check.linearizable` and
+  :func:`~durable_lab.check.lost_updates`.
+
+Errors never stop a workload: each failed call is recorded with its kind (``overloaded``,
+``reset``, ``remote``, ``timeout``, ``local``), as a real client would log it and carry on.
+Times are wall-clock seconds (``time.perf_counter``), measured from the start of the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from .check import History, error_kind
+
+if TYPE_CHECKING:
+    from .namespace import DurableObjectNamespace
+
+__all__ = ["CallRecord", "PlannedCall", "WorkloadResult", "run_workload"]
+
+Distribution = Literal["uniform", "zipf", "hot"]
+ArgsSpec = tuple[Any, ...] | list[Any] | Callable[[int, random.Random], Sequence[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedCall:
+    """One call of the plan, drawn before the run: call number ``index`` is client
+    ``index % clients``'s call number ``seq``."""
+
+    index: int
+    client: int
+    seq: int
+    object: str
+    method: str
+    args: tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """What happened to one call. ``start``/``end`` are seconds since the run started."""
+
+    index: int
+    client: int
+    seq: int
+    object: str
+    method: str
+    args: tuple[Any, ...]
+    start: float
+    end: float
+    result: Any = None
+    error: BaseException | None = None
+    error_kind: str | None = None
+    op: int | None = None  # the call's id in the history, if one was recorded
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def latency(self) -> float:
+        return self.end - self.start
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "call": self.index,
+            "client": self.client,
+            "seq": self.seq,
+            "object": self.object,
+            "method": self.method,
+            "args": self.args,
+            "ok": self.ok,
+            "result": self.result,
+            "error": None if self.error is None else str(self.error),
+            "error_type": None if self.error is None else type(self.error).__name__,
+            "error_kind": self.error_kind,
+            "start": self.start,
+            "end": self.end,
+            "latency": self.latency,
+            "op": self.op,
+        }
+
+    def __str__(self) -> str:
+        args = ", ".join(repr(a) for a in self.args)
+        outcome = f"→ {self.result!r}" if self.ok else f"✗ {self.error_kind}: {self.error}"
+        return (f"call {self.index} (client {self.client} #{self.seq}) {self.object}."
+                f"{self.method}({args}) {outcome} in {self.latency * 1000:.2f} ms")
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (``q`` in 0..100) of an already sorted list."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.2f} ms"
+
+
+@dataclass
+class WorkloadResult:
+    """Everything a run measured. ``calls`` holds one :class:`CallRecord` per call, by number."""
+
+    method: str
+    clients: int
+    names: list[str]
+    distribution: str
+    duration: float
+    calls: list[CallRecord] = field(default_factory=list)
+    plan: list[PlannedCall] = field(default_factory=list)
+
+    # -- counts --
+
+    @property
+    def ok_calls(self) -> list[CallRecord]:
+        return [c for c in self.calls if c.ok]
+
+    @property
+    def failed_calls(self) -> list[CallRecord]:
+        return [c for c in self.calls if not c.ok]
+
+    @property
+    def throughput(self) -> float:
+        """Successful calls per second of the run."""
+        return len(self.ok_calls) / self.duration if self.duration > 0 else 0.0
+
+    @property
+    def per_object(self) -> dict[str, int]:
+        """Calls sent to each object (every object listed, in name order)."""
+        counts = Counter(c.object for c in self.calls)
+        return {name: counts.get(name, 0) for name in self.names}
+
+    @property
+    def hot_object(self) -> str | None:
+        """The object that received the most calls."""
+        counts = self.per_object
+        return max(counts, key=lambda name: counts[name]) if self.calls else None
+
+    @property
+    def errors(self) -> dict[str, int]:
+        """Failed calls by kind: ``overloaded``, ``reset``, ``remote``, ``timeout``, ``local``."""
+        return dict(Counter(c.error_kind for c in self.calls if c.error_kind is not None))
+
+    @property
+    def error_types(self) -> dict[str, int]:
+        """Failed calls by exception type name."""
+        return dict(Counter(type(c.error).__name__ for c in self.calls if c.error is not None))
+
+    def sequence(self, client: int) -> list[tuple[str, str, tuple[Any, ...]]]:
+        """Client ``client``'s calls in order, as ``(object, method, args)``."""
+        return [(p.object, p.method, p.args) for p in self.plan if p.client == client]
+
+    # -- latency --
+
+    def latencies(self, *, object: str | None = None) -> list[float]:
+        """Sorted latencies (seconds) of the successful calls (of one object, if given)."""
+        return sorted(c.latency for c in self.calls
+                      if c.ok and (object is None or c.object == object))
+
+    def percentile(self, q: float, *, object: str | None = None) -> float | None:
+        """Latency (seconds) below which ``q`` percent of the successful calls finished."""
+        return _percentile(self.latencies(object=object), q)
+
+    @property
+    def p50(self) -> float | None:
+        return self.percentile(50)
+
+    @property
+    def p90(self) -> float | None:
+        return self.percentile(90)
+
+    @property
+    def p99(self) -> float | None:
+        return self.percentile(99)
+
+    # -- output --
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """One dict per call (``pandas.DataFrame(result.to_rows())``)."""
+        return [c.to_row() for c in self.calls]
+
+    def summary(self) -> str:
+        ok, failed = len(self.ok_calls), len(self.failed_calls)
+        lines = [
+            f"Workload: {len(self.calls)} calls of {self.method} from {self.clients} client(s) "
+            f"on {len(self.names)} object(s) ({self.distribution}) in {self.duration:.3f} s",
+            f"  ok {ok}, failed {failed}"
+            + (" (" + ", ".join(f"{kind} {n}" for kind, n in sorted(self.errors.items())) + ")"
+               if failed else ""),
+            f"  throughput {self.throughput:.1f} calls/s; latency p50 {_ms(self.p50)}, "
+            f"p90 {_ms(self.p90)}, p99 {_ms(self.p99)}",
+        ]
+        counts = self.per_object
+        top = max(counts.values(), default=0)
+        shown = sorted(counts.items(), key=lambda kv: -kv[1])[:10]
+        lines.append("  calls per object:")
+        for name, n in shown:
+            bar = "█" * (round(30 * n / top) if top else 0)
+            lines.append(f"    {name:<12} {n:>6} {bar}")
+        if len(counts) > len(shown):
+            lines.append(f"    … {len(counts) - len(shown)} more")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def __repr__(self) -> str:
+        return (f"<WorkloadResult {len(self.calls)} calls, {len(self.failed_calls)} failed, "
+                f"{self.throughput:.1f} calls/s>")
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(self.summary())
+
+
+# -- planning ----------------------------------------------------------------------------------
+
+
+def _object_picker(distribution: str, count: int, skew: float | None
+                   ) -> Callable[[random.Random], int]:
+    if distribution == "uniform":
+        return lambda rng: rng.randrange(count)
+    if distribution == "zipf":
+        s = 1.0 if skew is None else float(skew)
+        if s < 0:
+            raise ValueError(f"zipf skew must be >= 0, got {skew!r}")
+        cumulative: list[float] = []
+        total = 0.0
+        for k in range(count):
+            total += 1.0 / (k + 1) ** s
+            cumulative.append(total)
+        return lambda rng: rng.choices(range(count), cum_weights=cumulative)[0]
+    if distribution == "hot":
+        share = 0.8 if skew is None else float(skew)
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"with distribution='hot', skew is the hot object's share of the "
+                             f"calls, between 0 and 1; got {skew!r}")
+        if count == 1:
+            return lambda rng: 0
+        return lambda rng: 0 if rng.random() < share else 1 + rng.randrange(count - 1)
+    raise ValueError(f"distribution must be 'uniform', 'zipf' or 'hot', got {distribution!r}")
+
+
+def _method_picker(method: str | Mapping[str, float]) -> Callable[[random.Random], str]:
+    if isinstance(method, str):
+        return lambda rng: method
+    names = list(method)
+    weights = [float(method[n]) for n in names]
+    if not names or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"method weights must be >= 0 with a positive total, got {method!r}")
+    return lambda rng: rng.choices(names, weights=weights)[0]
+
+
+def _args_for(spec: ArgsSpec | Mapping[str, ArgsSpec], method: str, i: int,
+              rng: random.Random) -> tuple[Any, ...]:
+    if isinstance(spec, Mapping):
+        spec = spec.get(method, ())
+    if callable(spec):
+        made = spec(i, rng)
+        if not isinstance(made, (tuple, list)):
+            raise TypeError(f"args(i, rng) must return a tuple of arguments, got "
+                            f"{type(made).__name__} {made!r} (write `return (x,)` for one)")
+        return tuple(made)
+    if isinstance(spec, (tuple, list)):
+        return tuple(spec)
+    raise TypeError(f"args must be a tuple, a function (i, rng) -> tuple, or a dict of those "
+                    f"by method; got {type(spec).__name__}")
+
+
+def _plan(*, clients: int, total: int, names: list[str], method: str | Mapping[str, float],
+          distribution: str, skew: float | None, args: ArgsSpec | Mapping[str, ArgsSpec],
+          seed: int | None) -> list[PlannedCall]:
+    rng = random.Random(seed)
+    pick_object = _object_picker(distribution, len(names), skew)
+    pick_method = _method_picker(method)
+    plan = []
+    for i in range(total):
+        chosen = pick_method(rng)
+        target = names[pick_object(rng)]
+        plan.append(PlannedCall(i, i % clients, i // clients, target, chosen,
+                                _args_for(args, chosen, i, rng)))
+    return plan
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # retrieved: a late answer nobody waits for any more
+
+
+async def run_workload(
+    namespace: DurableObjectNamespace,
+    *,
+    method: str | Mapping[str, float],
+    clients: int = 4,
+    calls: int | None = None,
+    per_client: int | None = None,
+    rate: float | None = None,
+    objects: int = 1,
+    names: Sequence[str] | None = None,
+    distribution: Distribution = "uniform",
+    skew: float | None = None,
+    args: ArgsSpec | Mapping[str, ArgsSpec] = (),
+    seed: int | None = 0,
+    history: History | None = None,
+    timeout: float | None = None,  # noqa: ASYNC109 - a per-call timeout, not the whole run's
+    open_loop: bool = False,
+) -> WorkloadResult:
+    """Run ``clients`` concurrent clients calling ``method`` on objects of ``namespace``.
+
+    Args:
+        method: the method to call, or ``{"increment": 0.9, "value": 0.1}`` to mix methods.
+        clients: concurrent clients (client ``c`` makes calls ``c``, ``c + clients``, ...).
+        calls: total number of calls, shared out round-robin; or ``per_client`` calls each.
+        rate: calls per second per client (``None``: as fast as possible).
+        objects: how many objects (``obj-0`` ... ``obj-{objects-1}``); or ``names=[...]``.
+        distribution: ``"uniform"``, ``"zipf"`` or ``"hot"``; ``skew`` tunes the last two.
+        args: the arguments of every call (a tuple), a function ``args(i, rng) -> tuple`` of
+            the call number and the workload's random generator, or a dict of those by method.
+        seed: seeds the generator every choice is drawn from (same seed, same calls).
+        history: record every call into this :class:`~durable_lab.check.History`.
+        timeout: seconds a client waits for an answer before giving up on that call (recorded
+            as a ``timeout`` error; the call may still take effect later).
+        open_loop: clients send on schedule without waiting for answers (needs ``rate``).
+
+    A fresh stub is taken for every call (as a Worker does per request), so a reset object is
+    reached again by the next call. Errors are recorded, never raised.
+    """
+    if not isinstance(clients, int) or clients < 1:
+        raise ValueError(f"clients must be an int >= 1, got {clients!r}")
+    if (calls is None) == (per_client is None):
+        raise ValueError("give exactly one of calls= (total) or per_client=")
+    total = calls if calls is not None else per_client * clients  # type: ignore[operator]
+    if not isinstance(total, int) or total < 0:
+        raise ValueError(f"the number of calls must be an int >= 0, got {total!r}")
+    if rate is not None and (not isinstance(rate, (int, float)) or rate <= 0):
+        raise ValueError(f"rate must be calls per second per client (> 0) or None, got {rate!r}")
+    if open_loop and rate is None:
+        raise ValueError("open_loop=True needs a rate= (calls per second per client)")
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+    if names is not None:
+        name_list = [str(n) for n in names]
+        if not name_list or len(set(name_list)) != len(name_list):
+            raise ValueError(f"names must be a non-empty list of distinct names, got {names!r}")
+    else:
+        if not isinstance(objects, int) or objects < 1:
+            raise ValueError(f"objects must be an int >= 1, got {objects!r}")
+        name_list = [f"obj-{k}" for k in range(objects)]
+    cls = namespace.cls
+    for name in ([method] if isinstance(method, str) else list(method)):
+        if name.startswith("_") or not callable(getattr(cls, name, None)):
+            raise TypeError(f"{cls.__qualname__} has no public method {name!r} to call")
+
+    plan = _plan(clients=clients, total=total, names=name_list, method=method,
+                 distribution=distribution, skew=skew, args=args, seed=seed)
+    ids = {name: namespace.idFromName(name) for name in name_list}
+    records: list[CallRecord | None] = [None] * total
+    t0 = time.perf_counter()
+
+    async def one_call(call: PlannedCall) -> None:
+        token = (history.invoke(call.client, call.object, call.method, call.args)
+                 if history is not None else None)
+        start = time.perf_counter() - t0
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            stub = namespace.get(ids[call.object])
+            reply = asyncio.ensure_future(getattr(stub, call.method)(*call.args))
+            if timeout is None:
+                result = await reply
+            else:
+                done, _ = await asyncio.wait({reply}, timeout=timeout)
+                if not done:
+                    reply.add_done_callback(_consume)
+                    raise TimeoutError(f"no answer from {call.object}.{call.method}() "
+                                       f"within {timeout} s")
+                result = reply.result()
+        except Exception as exc:
+            error = exc
+        end = time.perf_counter() - t0
+        if token is not None and history is not None:
+            if error is None:
+                history.complete(token, result)
+            else:
+                history.fail(token, error)
+        records[call.index] = CallRecord(
+            call.index, call.client, call.seq, call.object, call.method, call.args, start, end,
+            result, error, None if error is None else error_kind(error), token)
+
+    async def client(number: int) -> None:
+        mine = plan[number::clients]
+        in_flight: list[asyncio.Task[None]] = []
+        for k, call in enumerate(mine):
+            if rate is not None:
+                delay = t0 + k / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            if open_loop:
+                in_flight.append(asyncio.ensure_future(one_call(call)))
+            else:
+                await one_call(call)
+        if in_flight:
+            await asyncio.gather(*in_flight)
+
+    await asyncio.gather(*(client(c) for c in range(min(clients, max(total, 1)))))
+    duration = time.perf_counter() - t0
+    done = [r for r in records if r is not None]
+    return WorkloadResult(
+        method=method if isinstance(method, str) else "/".join(method),
+        clients=clients, names=name_list, distribution=distribution, duration=duration,
+        calls=done, plan=plan)
