@@ -164,7 +164,7 @@ class InputGate:
         waiter = _Waiter(fut, holder, kind, seq)
         if (self._lock is None and not self._waiters and not self._priority
                 and (scheduler is None or not scheduler.holds_admission(self, waiter))):
-            self._grant(fut, holder)
+            self._grant(fut, holder, kind)
             return fut
         lane = self._priority if priority else self._waiters
         if front:
@@ -173,10 +173,12 @@ class InputGate:
             lane.append(waiter)
         return fut
 
-    def _grant(self, fut: asyncio.Future[InputLock], holder: str) -> None:
+    def _grant(self, fut: asyncio.Future[InputLock], holder: str, kind: str = "admit") -> None:
         lock = InputLock(self, holder)
         self._lock = lock
         fut.set_result(lock)
+        if self._scheduler is not None and self._scheduler.recording:
+            self._scheduler.record(kind, self._label, holder)
         if self._bus.active:
             self._bus.emit(
                 InputGateLocked, object=self._label, object_id=self._object_id, holder=holder,
@@ -209,7 +211,7 @@ class InputGate:
             if scheduler is not None and scheduler.holds_admission(self, waiter):
                 return  # paused: the learner chooses who goes next
             lane.popleft()
-            self._grant(waiter.future, waiter.holder)
+            self._grant(waiter.future, waiter.holder, waiter.kind)
 
     def waiting(self) -> list[_Waiter]:
         """Who the gate's rules allow to be admitted now (empty while locked or broken).
@@ -235,7 +237,7 @@ class InputGate:
         for lane in (self._priority, self._waiters):
             if waiter in lane:
                 lane.remove(waiter)
-                self._grant(waiter.future, waiter.holder)
+                self._grant(waiter.future, waiter.holder, waiter.kind)
                 return
         raise RuntimeError(f"{waiter.holder} is not waiting at {self._label}'s input gate")
 

@@ -33,6 +33,7 @@ from ._host import CODE_UPDATED_MESSAGE, ObjectHost
 from .bus import EventBus, Recorder, Subscription
 from .clock import Clock, make_clock
 from .errors import DurableObjectError, DurableObjectResetError
+from .check import History
 from .faults import Faults
 from .scheduler import Breakpoint, Choice, Scheduler
 from .namespace import DurableObjectNamespace, DurableObjectStub
@@ -148,6 +149,9 @@ class Lab:
             coalescing). ``"none"``: plain asyncio, the naive model (no input gate, no output
             gate; it loses updates and acknowledges writes that later fail). ``"serial"``: one
             delivery at a time from start to finish, like an actor holding a lock.
+        record: keep every client call (``lab.history()``), every transition and every event
+            (``lab.trace()``), so the run can be checked and replayed. Off by default: it costs
+            time per call.
         idle_timeout: evict an instance after this many seconds (lab time) without work, as
             Cloudflare does (workerd: 10 s; production: 70-140 s). ``None`` (default): only
             ``lab.evict()`` evicts, so a notebook's objects stay put between cells.
@@ -160,7 +164,8 @@ class Lab:
                  seed: int | None = None, commit_latency: float = 0.0, max_queue: int = 1000,
                  max_open_databases: int = 64, clock: str | Clock = "real",
                  rate: float = 1.0, idle_timeout: float | None = None,
-                 model: str = "gates", hibernate_after: float | None = 10.0) -> None:
+                 model: str = "gates", hibernate_after: float | None = 10.0,
+                 record: bool = False) -> None:
         if storage not in ("sqlite", "memory"):
             raise ValueError(f"storage must be 'sqlite' or 'memory', got {storage!r}")
         if storage == "memory" and path is not None:
@@ -193,6 +198,11 @@ class Lab:
         self.scheduler = Scheduler(self)
         #: Storage calls on their way (the scheduler waits for them when it settles).
         self._io_in_flight = 0
+        self.recording = bool(record)
+        self.scheduler.recording = self.recording
+        self._history = History() if record else None
+        self._calls: list[dict[str, Any]] = []
+        self._events = Recorder(self.bus) if record else None
         self._hosts: dict[tuple[str, str], ObjectHost] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self._deliveries = 0
@@ -310,6 +320,82 @@ class Lab:
     def _next_delivery_id(self) -> int:
         self._deliveries += 1
         return self._deliveries
+
+    # -- history, traces, replay (see check.py and trace.py) --------------------------------
+
+    def history(self) -> History:
+        """Every client call so far (with ``Lab(record=True)``), for ``durable_lab.check``."""
+        if self._history is None:
+            raise RuntimeError(
+                "this lab does not record calls: make it with Lab(record=True) to get "
+                "lab.history() and lab.trace()"
+            )
+        return self._history
+
+    def _record_call(self, host: ObjectHost, kind: str, method: str, args: tuple[Any, ...],
+                     kwargs: dict[str, Any], send: Callable[[], asyncio.Future[Any]]
+                     ) -> asyncio.Future[Any]:
+        from . import trace as _trace
+
+        assert self._history is not None
+        task = asyncio.current_task()
+        client = task.get_name() if task is not None else "client"
+        record: dict[str, Any] = {
+            "index": len(self._calls) + 1,
+            "position": len(self.scheduler.transitions),
+            "binding": host.namespace.name, "name": host.id.name, "id": host.object_id,
+            "kind": kind, "method": method, "client": client,
+            **_trace.encode_call_args(kind, args, kwargs),
+        }
+        self._calls.append(record)
+        shown_args = args if kind != "fetch" else (getattr(args[0], "url", args[0]),)
+        op = self._history.invoke(client, host.label, method, shown_args, kwargs)
+        reply = send()
+
+        def done(fut: asyncio.Future[Any]) -> None:
+            record["outcome"] = _trace.encode_outcome(fut)
+            if fut.cancelled():
+                self._history.fail(op, "cancelled")  # type: ignore[union-attr]
+            elif fut.exception() is not None:
+                self._history.fail(op, fut.exception())  # type: ignore[union-attr, arg-type]
+            else:
+                self._history.complete(op, fut.result())  # type: ignore[union-attr]
+
+        reply.add_done_callback(done)
+        return reply
+
+    def trace(self) -> dict[str, Any]:
+        """The run so far as a JSON-serialisable dict (calls, transitions, events)."""
+        import dataclasses
+
+        from .trace import TRACE_VERSION
+
+        if not self.recording:
+            raise RuntimeError("this lab does not record: make it with Lab(record=True)")
+        events = []
+        for event in (self._events.events if self._events is not None else []):
+            row = dataclasses.asdict(event)
+            row["kind"] = event.kind
+            events.append({k: list(v) if isinstance(v, tuple) else v for k, v in row.items()})
+        return {
+            "version": TRACE_VERSION,
+            "seed": self.seed,
+            "model": self.model,
+            "storage": self.storage,
+            "bindings": {name: {"class": ns.cls.__qualname__, "sql": ns.sql}
+                         for name, ns in self.env._bindings.items()},
+            "calls": [dict(c) for c in self._calls],
+            "transitions": list(self.scheduler.transitions),
+            "events": events,
+        }
+
+    @staticmethod
+    async def replay(trace: dict[str, Any], bindings: dict[str, type], *,
+                     keep_lab: bool = False) -> Any:
+        """Run a trace again on these classes; the result says where it first diverged."""
+        from .trace import replay
+
+        return await replay(trace, bindings, keep_lab=keep_lab)
 
     # -- stepping (see scheduler.py) -------------------------------------------------------
 

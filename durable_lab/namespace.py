@@ -170,6 +170,10 @@ class DurableObjectStub:
             pending = driver.instance.output_gate.wait()
             if pending is not None:
                 return self._send_after(pending, driver, kind, method, args, kwargs)
+        elif driver is None and host.lab.recording:
+            return host.lab._record_call(
+                host, kind, method, args, kwargs,
+                lambda: host.deliver(kind, method, args, kwargs, self._generation))
         return host.deliver(kind, method, args, kwargs, self._generation)
 
     def _send_after(self, pending: asyncio.Future[None], driver: Any, kind: str, method: str,

@@ -38,7 +38,7 @@ import itertools
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .events import Paused, Resumed, RuntimeEvent, StepTaken
 
@@ -117,6 +117,13 @@ class Scheduler:
         self._breakpoints: list[Breakpoint] = []
         self._seq = itertools.count(1)
         self.steps_taken = 0
+        #: With ``Lab(record=True)``: every transition taken, in order (for lab.trace()).
+        self.recording = False
+        self.transitions: list[dict[str, Any]] = []
+
+    def record(self, kind: str, obj: str, holder: str) -> None:
+        """Note a transition that was taken (gate grants and released permits)."""
+        self.transitions.append({"kind": kind, "object": obj, "holder": holder})
 
     def next_seq(self) -> int:
         return next(self._seq)
@@ -144,9 +151,14 @@ class Scheduler:
     def permit(self, kind: str, obj: str, delivery: int, description: str
                ) -> asyncio.Future[None] | None:
         """None to go ahead now; else a future to await until the learner takes this step."""
+        holder = f"delivery {delivery}" if delivery else ""
         if not self.paused and not self._breakpoints:
+            if self.recording:
+                self.record(kind, obj, holder)
             return None
         if not self._should_hold(kind, obj):
+            if self.recording:
+                self.record(kind, obj, holder)
             return None
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._permits.append(_Permit(kind, obj, delivery, description, self.next_seq(), fut))
@@ -175,8 +187,7 @@ class Scheduler:
             bus.emit(Resumed)
         permits, self._permits = self._permits, []
         for permit in sorted(permits, key=lambda p: p.seq):
-            if not permit.future.done():
-                permit.future.set_result(None)
+            self._release(permit)
         for gate in sorted(self._gates, key=lambda g: min((w.seq for w in g.waiting()),
                                                           default=0)):
             gate._admit_next()
@@ -204,6 +215,9 @@ class Scheduler:
         return found
 
     def _release(self, permit: _Permit) -> None:
+        if self.recording:
+            self.record(permit.kind, permit.object,
+                        f"delivery {permit.delivery}" if permit.delivery else "")
         if permit in self._permits:
             self._permits.remove(permit)
         if not permit.future.done():
