@@ -247,8 +247,11 @@ class Scheduler:
         """Take the transition that would have happened first; None if there is none."""
         if not self.paused:
             self.pause()
-        await self.settle()
         options = self.choices()
+        if not options or self._lab._io_in_flight:
+            # Something may still be on its way to a transition: let it arrive first.
+            await self.settle()
+            options = self.choices()
         if not options:
             return None
         self._take(options[0])
@@ -293,7 +296,7 @@ class Scheduler:
     def clear_breakpoints(self) -> None:
         self._breakpoints.clear()
 
-    async def settle(self, *, passes: int = 3, limit: float = 5.0) -> None:
+    async def settle(self, *, passes: int = 2, limit: float = 5.0) -> None:
         """Let the event loop run until nothing is runnable but held transitions.
 
         Storage I/O in flight (SQLite reads and commits on their threads) is waited for; timers
