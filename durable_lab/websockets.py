@@ -260,7 +260,7 @@ class WebSocket:
     CLOSING = CLOSING
     CLOSED = CLOSED
 
-    __slots__ = ("_instance", "_peer", "_record", "__weakref__")
+    __slots__ = ("__weakref__", "_instance", "_peer", "_record")
 
     def __init__(self) -> None:
         self._peer: ClientWebSocket | None = None
@@ -511,7 +511,8 @@ class ClientWebSocket:
 
     def __repr__(self) -> str:
         state = ("CONNECTING", "OPEN", "CLOSING", "CLOSED")[self.readyState]
-        where = "" if self._record is None else f" {self._record.registry.host.label}#{self._record.id}"
+        record = self._record
+        where = "" if record is None else f" {record.registry.host.label}#{record.id}"
         return f"<ClientWebSocket{where} {state}, {len(self.messages)} received>"
 
 
@@ -608,7 +609,7 @@ class _Socket:
     def drop_outbox(self) -> None:
         bus = self.registry.host.lab.bus
         while self.outbox:
-            gate, item, delivery = self.outbox.popleft()
+            _gate, item, delivery = self.outbox.popleft()
             if item[0] == "message" and bus.active:
                 host = self.registry.host
                 bus.emit(WebSocketMessageReleased, object=host.label, object_id=host.object_id,

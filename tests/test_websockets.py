@@ -1,4 +1,5 @@
-"""WebSockets with hibernation: upgrade, broadcast, tags, attachments, auto-response, gates, limits."""
+"""WebSockets with hibernation: upgrade, broadcast, tags, attachments, auto-response, gates,
+limits."""
 
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ class ChatRoom(DurableObject):
         super().__init__(ctx, env)
         type(self).constructed += 1
         self.in_memory = 0
+        # Cloudflare's pattern: rebuild in-memory sessions from the sockets kept by the runtime.
+        self.sessions = {ws: ws.deserializeAttachment() for ws in ctx.getWebSockets()}
 
     async def fetch(self, request):
         client, server = WebSocketPair()
@@ -48,6 +51,7 @@ class ChatRoom(DurableObject):
         tags = [t for t in request.headers.get("x-tags", "").split(",") if t]
         self.ctx.acceptWebSocket(server, tags)
         server.serializeAttachment({"name": name})
+        self.sessions[server] = {"name": name}
         return Response(None, status=101, web_socket=client)
 
     async def webSocketMessage(self, ws, message):
@@ -57,6 +61,7 @@ class ChatRoom(DurableObject):
                 "name": ws.deserializeAttachment()["name"],
                 "tags": self.ctx.getTags(ws),
                 "in_memory": self.in_memory,
+                "session": self.sessions[ws]["name"],
             }))
             return
         if message == "bye":
@@ -107,6 +112,11 @@ def fresh():
     ChatRoom.errors = []
 
 
+def who(name, tags, in_memory):
+    """What ChatRoom answers to "whoami"."""
+    return repr({"name": name, "tags": tags, "in_memory": in_memory, "session": name})
+
+
 async def join(lab, stub, name, tags=()):
     return await lab.connect(stub, "/chat", headers={"x-name": name, "x-tags": ",".join(tags)})
 
@@ -155,7 +165,7 @@ async def test_tags_and_get_websockets_by_tag(memory_lab):
     assert await stub.names("green") == []
     assert [e.tags for e in rec.of(WebSocketAccepted)] == [("red", "blue"), ("blue",), ()]
     await cy.send("whoami")
-    assert await cy.receive(timeout=5) == repr({"name": "cy", "tags": [], "in_memory": 1})
+    assert await cy.receive(timeout=5) == who("cy", [], 1)
 
 
 async def test_attachments_and_tags_survive_hibernation(memory_lab):
@@ -163,15 +173,15 @@ async def test_attachments_and_tags_survive_hibernation(memory_lab):
     ann = await join(memory_lab, stub, "ann", ["vip"])
     await ann.send("whoami")
     await ann.send("whoami")
-    assert await ann.receive(timeout=5) == repr({"name": "ann", "tags": ["vip"], "in_memory": 1})
-    assert await ann.receive(timeout=5) == repr({"name": "ann", "tags": ["vip"], "in_memory": 2})
+    assert await ann.receive(timeout=5) == who("ann", ["vip"], 1)
+    assert await ann.receive(timeout=5) == who("ann", ["vip"], 2)
     rec = memory_lab.record()
     assert await memory_lab.hibernate(stub) is True
     assert [e.reason for e in rec.of(InstanceEvicted)] == ["hibernation"]
     assert ChatRoom.constructed == 1
     assert not ann.closed  # the socket stays connected while the object sleeps
     await ann.send("whoami")  # wakes it: constructor again, in-memory field reset
-    assert await ann.receive(timeout=5) == repr({"name": "ann", "tags": ["vip"], "in_memory": 1})
+    assert await ann.receive(timeout=5) == who("ann", ["vip"], 1)
     assert ChatRoom.constructed == 2
     assert [e.incarnation for e in rec.of(InstanceConstructed)] == [2]
     assert await memory_lab.hibernate(stub) is True
