@@ -17,6 +17,7 @@ from .bus import Subscription as Subscription
 from .clock import AutoClock as AutoClock
 from .clock import ManualClock as ManualClock
 from .clock import RealClock as RealClock
+from .clock import now as now
 from .clock import sleep as sleep
 from .errors import DurableLabError as DurableLabError
 from .errors import DurableObjectError as DurableObjectError
@@ -46,6 +47,7 @@ __all__ = [
     "AutoClock",
     "ManualClock",
     "RealClock",
+    "now",
     "sleep",
     "DurableLabError",
     "DurableObject",

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["AutoClock", "Clock", "ClockTimer", "ManualClock", "RealClock", "make_clock", "sleep"]
+__all__ = ["AutoClock", "Clock", "ClockTimer", "ManualClock", "RealClock", "make_clock", "now", "sleep"]
 
 
 class ClockTimer(Protocol):
@@ -246,3 +246,17 @@ def sleep(seconds: float) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.ensure_future(asyncio.sleep(seconds))
         return fut
     return driver.instance.lab.clock.sleep(seconds)
+
+
+def now() -> float:
+    """The lab clock's time (epoch seconds) when called from object code, else wall time.
+
+    ``setAlarm(now() * 1000 + 60_000)`` sets an alarm a minute from now in *lab* time, which is
+    what a manual or auto clock needs. On Cloudflare write ``time.time()`` (or JS ``Date.now()``).
+    """
+    from ._turns import current_driver
+
+    driver = current_driver.get()
+    if driver is None:
+        return time.time()
+    return driver.instance.lab.clock.now()
