@@ -236,10 +236,20 @@ class StorageCache:
             self._next_gated = True
             self.instance.output_gate.lock_while(self._next_flush)
 
-    def _start_flush(self) -> None:
+    def _start_flush(self, permitted: bool = False) -> None:
         done = self._next_flush
         if done is None or self.closed:
             return
+        if not permitted:
+            # While the lab is paused, starting a flush is a step the learner takes; writes
+            # made meanwhile join the batch.
+            label = self.instance.label
+            permit = self.instance.lab.scheduler.permit(
+                "flush", label, 0, f"start the flush of {label} (pending writes -> one batch)")
+            if permit is not None:
+                permit.add_done_callback(
+                    lambda f: None if f.cancelled() else self._start_flush(permitted=True))
+                return
         self._next_flush = None
         batch, self.dirty = self.dirty, {}
         metadata, self.dirty_metadata = self.dirty_metadata, {}
@@ -267,18 +277,23 @@ class StorageCache:
         bus = instance.bus
         if self.pending_reads:
             await asyncio.wait(tuple(self.pending_reads))
+        if self._barrier is not None and not self._barrier.done():
+            # A previous instance's last commit may still be landing: land after it.
+            await asyncio.wait((self._barrier,))
         puts = {k: v for k, v in batch.items() if v is not ABSENT}
         deletes = [k for k, v in batch.items() if v is ABSENT]
         clock = instance.lab.clock
         started = clock.now()
         try:
-            if instance.lab.commit_latency:
-                await instance.lab.clock.sleep(instance.lab.commit_latency)
-            injected = instance.lab._take_injected_commit_failure(instance)
+            injected = await instance.lab._before_commit(instance)
             if injected is not None:
                 raise injected
             await self.backend.commit(self.key, delete_all=delete_all, puts=puts,
                                       deletes=deletes, metadata=metadata)
+            permit = instance.lab.scheduler.permit(
+                "commit", instance.label, 0, f"finish commit #{number} of {instance.label}")
+            if permit is not None:
+                await permit
         except asyncio.CancelledError:
             if not done.done():
                 done.cancel()

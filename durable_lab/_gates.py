@@ -70,12 +70,24 @@ class _Waiter:
 class InputLock:
     """Admission through an :class:`InputGate`. Exactly one exists per gate at a time."""
 
-    __slots__ = ("gate", "holder", "released")
+    __slots__ = ("gate", "holder", "kind", "released")
 
-    def __init__(self, gate: InputGate, holder: str) -> None:
+    def __init__(self, gate: InputGate, holder: str, kind: str = "admit") -> None:
         self.gate = gate
         self.holder = holder
+        self.kind = kind
         self.released = False
+
+    def entered(self) -> InputLock:
+        """Called when the admitted code actually starts running: a recorded transition.
+
+        (Recorded here and not at the grant, because code runs one loop iteration after its
+        grant, and a replay must reproduce the order in which things took effect.)
+        """
+        scheduler = self.gate._scheduler
+        if scheduler is not None and scheduler.recording:
+            scheduler.record(self.kind, self.gate.label, self.holder)
+        return self
 
     def release(self) -> None:
         """Give the gate up; the next waiter (if any) is admitted."""
@@ -153,7 +165,7 @@ class InputGate:
             fut.set_exception(self._broken)
             return fut
         if not self.enabled:
-            fut.set_result(InputLock(self, holder))  # no gate: admitted at once, never exclusive
+            fut.set_result(InputLock(self, holder, kind))  # no gate: admitted at once, never exclusive
             return fut
         scheduler = self._scheduler
         if scheduler is not None:
@@ -174,11 +186,9 @@ class InputGate:
         return fut
 
     def _grant(self, fut: asyncio.Future[InputLock], holder: str, kind: str = "admit") -> None:
-        lock = InputLock(self, holder)
+        lock = InputLock(self, holder, kind)
         self._lock = lock
         fut.set_result(lock)
-        if self._scheduler is not None and self._scheduler.recording:
-            self._scheduler.record(kind, self._label, holder)
         if self._bus.active:
             self._bus.emit(
                 InputGateLocked, object=self._label, object_id=self._object_id, holder=holder,

@@ -238,7 +238,7 @@ class CriticalSection:
         inst = self.instance
         bus = inst.bus
         depth = self.inner_gate.depth
-        outer_lock = await admission
+        outer_lock = (await admission).entered()
         if bus.active:
             bus.emit(CriticalSectionStarted, object=inst.label, object_id=inst.object_id,
                      delivery=self.delivery, depth=depth)
@@ -289,6 +289,9 @@ class _NoLock:
 
     def release(self) -> None:
         self.released = True
+
+    def entered(self) -> _NoLock:
+        return self
 
 
 async def _as_coroutine(awaitable: Any) -> Any:
@@ -362,7 +365,7 @@ class Instance:
     async def _construct(self, admission: asyncio.Future[Any]) -> None:
         driver = Driver(self, self.gate, 0, "constructor")
         current_driver.set(driver)
-        driver.lock = await admission
+        driver.lock = (await admission).entered()
         try:
             obj = self.cls.__new__(self.cls)
             # Set before __init__, so a constructor that forgets super().__init__ still works.
@@ -394,7 +397,7 @@ class Instance:
         error: BaseException | None = None
         try:
             try:
-                driver.lock = await admission
+                driver.lock = (await admission).entered()
             finally:
                 self.queued -= 1
             if bus.active:

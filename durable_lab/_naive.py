@@ -70,9 +70,7 @@ class NaiveStorage:
                      gated=False)
         started = inst.lab.clock.now()
         try:
-            if inst.lab.commit_latency:
-                await inst.lab.clock.sleep(inst.lab.commit_latency)
-            injected = inst.lab._take_injected_commit_failure(inst)
+            injected = await inst.lab._before_commit(inst)
             if injected is not None:
                 raise injected
             await self._backend.commit(self._key, delete_all=delete_all, puts=puts,

@@ -134,7 +134,7 @@ class Driver:
                      delivery=self.delivery, awaiting=awaiting, gate_held=False)
 
     async def _reenter(self, admission: asyncio.Future[InputLock] | None = None) -> None:
-        self.lock = await (admission or self.gate.wait(self.holder, kind="resume"))
+        self.lock = (await (admission or self.gate.wait(self.holder, kind="resume"))).entered()
         bus = self.instance.bus
         if bus.active:
             bus.emit(DeliveryResumed, object=self.instance.label,

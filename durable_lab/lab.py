@@ -521,6 +521,14 @@ class Lab:
     def _take_injected_commit_failure(self, instance: Any) -> Exception | None:
         return self.faults.take_commit_failure(instance)
 
+    async def _before_commit(self, instance: Any) -> Exception | None:
+        """What the lab does to every commit before it reaches storage: the injected latency
+        (``commit_latency`` plus ``faults.delay_commits``), then maybe an injected failure."""
+        delay = self.commit_latency + self.faults.commit_delay(instance)
+        if delay:
+            await self.clock.sleep(delay)
+        return self.faults.take_commit_failure(instance)
+
     # -- lifecycle -----------------------------------------------------------------------
 
     def _track(self, task: asyncio.Future[Any]) -> None:
@@ -551,6 +559,10 @@ class Lab:
             return
         self._closed = True
         self.alarms.cancel_all()
+        # A paused lab would hold the commits we are about to wait for: let everything run.
+        self.scheduler.clear_breakpoints()
+        if self.scheduler.paused:
+            self.scheduler.resume()
         # Writes already made are committed (their flushes are scheduled or running).
         commits = [f for h in self._hosts.values() if h.instance is not None
                    for f in h.instance.cache.pending_commits() if not f.done()]

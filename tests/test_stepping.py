@@ -40,7 +40,7 @@ async def test_paused_lab_holds_deliveries_until_stepped(paused_lab):
         assert await paused_lab.step() is not None
         steps += 1
     assert call.result() == 1
-    assert steps >= 3  # constructor, admit, reply at least
+    assert steps == 5  # constructor, admit, flush, commit, reply
 
 
 async def test_the_gate_offers_only_one_holder_at_a_time(paused_lab):
@@ -54,8 +54,12 @@ async def test_the_gate_offers_only_one_holder_at_a_time(paused_lab):
     # Its read held the gate, so its whole get-then-put ran before anyone else got in; now
     # its reply waits and the other call may be admitted.
     after = paused_lab.choices()
-    assert sorted(c.kind for c in after) == ["admit", "reply"]
-    assert next(c for c in after if c.kind == "reply").delivery == second
+    assert sorted(c.kind for c in after) == ["admit", "flush"]
+    # Its reply is held behind its flush and commit, which are steps too.
+    while not any(c.kind == "reply" for c in paused_lab.choices()):
+        await paused_lab.choose(next(c.index for c in paused_lab.choices() if c.kind != "admit"))
+    reply = next(c for c in paused_lab.choices() if c.kind == "reply")
+    assert reply.delivery == second
     while not all(c.done() for c in calls):
         assert await paused_lab.step() is not None
     assert sorted(c.result() for c in calls) == [1, 2]  # no schedule can lose an update
