@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
     from ._host import Instance
 
-__all__ = ["CONSTRAINT_RESET_MESSAGE", "SqliteEngine", "split_statements"]
+__all__ = ["CONSTRAINT_RESET_MESSAGE", "SqliteEngine", "offline_set_metadata", "split_statements"]
 
 LOG = logging.getLogger(__name__)
 
@@ -198,6 +198,60 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _memory_db(host: Any, create: bool = True) -> sqlite3.Connection | None:
+    """The in-memory database of a SQLite-backed object of a memory lab (kept on its host)."""
+    conn = getattr(host, _HOST_ATTR, None)
+    if conn is None and create:
+        # Only ever used from the lab's event-loop thread; not checked so that the finalizer
+        # may close it from wherever the host is collected.
+        conn = sqlite3.connect(":memory:", isolation_level=None, cached_statements=0,
+                               check_same_thread=False)
+        _init_schema(conn)
+        setattr(host, _HOST_ATTR, conn)
+        weakref.finalize(host, conn.close)
+    return conn
+
+
+def _open_file(path: Path) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, cached_statements=0, timeout=1.0)
+    except (OSError, sqlite3.Error) as exc:
+        raise StorageError(f"cannot open the database {path}: {exc}") from exc
+    try:
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA journal_mode=WAL")
+        _init_schema(conn)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StorageError(f"cannot open the database {path}: {exc}") from exc
+    return conn
+
+
+def offline_set_metadata(lab: Any, host: Any, key: str, data: bytes | None) -> None:
+    """Write one metadata entry of a SQLite-backed object that has no live instance (e.g. the
+    alarm scheduler abandoning an alarm). With a live instance use ``cache.set_metadata``."""
+    if lab.path is None:
+        conn = _memory_db(host, create=data is not None)
+        if conn is None:
+            return
+        owned = False
+    else:
+        path = Path(lab.path) / host.storage_key[0] / f"{host.storage_key[1]}.sqlite"
+        if data is None and not path.exists():
+            return
+        conn = _open_file(path)
+        owned = True
+    try:
+        if data is None:
+            conn.execute(_SQL_DELETE_METADATA, (key,))
+        else:
+            conn.execute(_SQL_PUT_METADATA, (key, data))
+    finally:
+        if owned:
+            conn.close()
+
+
 def _init_schema(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN")
     try:
@@ -223,10 +277,10 @@ class SqliteEngine:
         self.lab = instance.lab
         self.backend = backend
         self.key = instance.storage_key
-        self.closed = False
+        self._closed = False
         #: Metadata (the alarm time) as the database holds it now, open transaction included.
         self.metadata: dict[str, bytes | None] = {}
-        self.metadata_loaded = False
+        self._metadata_loaded = False
         #: Metadata changed in the open transaction (handed to ``on_commit`` once durable).
         self.dirty_metadata: dict[str, bytes | None] = {}
         self.on_commit: list[Any] = []
@@ -254,6 +308,27 @@ class SqliteEngine:
         self._sync_depth = 0
         self._cursors: weakref.WeakSet[SqlStorageCursor] = weakref.WeakSet()
 
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        # Eviction (Instance.evict) only sets ``cache.closed = True`` on an idle instance:
+        # nothing is pending then, so just let go of the connection.
+        if value and not self._closed:
+            self._closed = True
+            self._release_connection()
+        self._closed = self._closed or value
+
+    @property
+    def metadata_loaded(self) -> bool:
+        """Always True once asked: the metadata is read synchronously, like everything here."""
+        self._ensure_metadata()
+        return self._metadata_loaded
+
     # -- the connection ------------------------------------------------------------------
 
     def _path(self) -> Path:
@@ -268,31 +343,13 @@ class SqliteEngine:
             return conn
         self.instance.check_usable()
         if self.lab.path is None:
-            host = self.instance.host
-            conn = getattr(host, _HOST_ATTR, None)
-            if conn is None:
-                conn = sqlite3.connect(":memory:", isolation_level=None, cached_statements=0)
-                _init_schema(conn)
-                setattr(host, _HOST_ATTR, conn)
-                weakref.finalize(host, conn.close)
+            conn = _memory_db(self.instance.host)
             owns = False
         else:
             path = self._path()
             if not create and not path.exists():
                 return None
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(path, isolation_level=None, cached_statements=0,
-                                       timeout=1.0)
-            except (OSError, sqlite3.Error) as exc:
-                raise StorageError(f"cannot open the database {path}: {exc}") from exc
-            try:
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA journal_mode=WAL")
-                _init_schema(conn)
-            except sqlite3.Error as exc:
-                conn.close()
-                raise StorageError(f"cannot open the database {path}: {exc}") from exc
+            conn = _open_file(path)
             owns = True
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         conn.execute("PRAGMA foreign_keys=ON")  # Cloudflare enforces foreign keys
@@ -392,9 +449,20 @@ class SqliteEngine:
                 and not self._explicit_depth and not self._sync_depth):
             self._x("COMMIT")
 
-    def _start_commit(self, fut: asyncio.Future[None]) -> None:
+    def _start_commit(self, fut: asyncio.Future[None], permitted: bool = False) -> None:
         if self.closed or fut is not self._commit_fut or self._committing:
             return
+        scheduler = getattr(self.lab, "scheduler", None)
+        if not permitted and scheduler is not None:
+            # While the lab is paused, starting the commit is a step the learner takes; writes
+            # made meanwhile join the open transaction.
+            label = self.instance.label
+            permit = scheduler.permit(
+                "flush", label, 0, f"start the commit of {label} (its open SQLite transaction)")
+            if permit is not None:
+                permit.add_done_callback(
+                    lambda f: None if f.cancelled() else self._start_commit(fut, permitted=True))
+                return
         self._committing = True
         self.flush_count += 1
         instance = self.instance
@@ -415,8 +483,15 @@ class SqliteEngine:
         bus = instance.bus
         started = lab.clock.now()
         try:
-            if lab.commit_latency:
-                await lab.clock.sleep(lab.commit_latency)
+            before_commit = getattr(lab, "_before_commit", None)
+            if before_commit is not None:
+                # The injected latency (commit_latency, faults.delay_commits), then maybe an
+                # injected failure: as for the KV engine's commits.
+                injected = await before_commit(instance)
+            else:  # pragma: no cover - a lab without the fault controls
+                if lab.commit_latency:
+                    await lab.clock.sleep(lab.commit_latency)
+                injected = lab._take_injected_commit_failure(instance)
             while self._explicit_depth and not self.closed:
                 idle = self._explicit_idle
                 if idle is None:
@@ -424,9 +499,15 @@ class SqliteEngine:
                 await idle
             if self.closed or fut is not self._commit_fut:
                 return  # reset meanwhile: close() rolled back and answered the waiters
-            injected = lab._take_injected_commit_failure(instance)
             if injected is not None:
                 raise injected
+            scheduler = getattr(lab, "scheduler", None)
+            permit = None if scheduler is None else scheduler.permit(
+                "commit", instance.label, 0, f"finish commit #{number} of {instance.label}")
+            if permit is not None:
+                await permit  # writes made meanwhile still join this transaction
+                if self.closed or fut is not self._commit_fut:
+                    return
             conn = self._conn
             if conn is not None and conn.in_transaction:
                 self._x("COMMIT")
@@ -581,12 +662,12 @@ class SqliteEngine:
         self.metadata.update(stored)
         for key in self.dirty_metadata:
             self.dirty_metadata[key] = stored.get(key)
-        self.metadata_loaded = True
+        self._metadata_loaded = True
 
     def _ensure_metadata(self) -> None:
-        if not self.metadata_loaded:
+        if not self._metadata_loaded and not self._closed:
             if self._db(create=False) is None:
-                self.metadata_loaded = True
+                self._metadata_loaded = True
 
     async def load_metadata(self) -> dict[str, bytes | None]:
         """The object's metadata (synchronous underneath; async for the StorageCache interface)."""
@@ -641,7 +722,8 @@ class SqliteEngine:
             keyword = _leading_keyword(statement)
             needs_txn = keyword not in _NO_TXN_KEYWORDS
             if keyword == "PRAGMA":
-                m = _PRAGMA_ASSIGN.match(statement, _LEADING_NOISE.match(statement).end())  # type: ignore[union-attr]
+                start = _LEADING_NOISE.match(statement).end()  # type: ignore[union-attr]
+                m = _PRAGMA_ASSIGN.match(statement, start)
                 needs_txn = m is not None and m.group(1).lower() == "user_version"
             if needs_txn:
                 self._x("BEGIN")
@@ -789,9 +871,9 @@ class SqliteEngine:
 
     def close(self, error: BaseException) -> int:
         """The instance is being reset: roll back the open transaction, close the database."""
-        if self.closed:
+        if self._closed:
             return 0
-        self.closed = True
+        self._closed = True
         lost = self._txn_writes
         fut, self._commit_fut = self._commit_fut, None
         if fut is not None and not fut.done():
@@ -802,30 +884,35 @@ class SqliteEngine:
         idle, self._explicit_idle = self._explicit_idle, None
         if idle is not None and not idle.done():
             idle.set_result(None)
-        self._invalidate_cursors("the Durable Object was reset")
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            self._internal = True
-            try:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            except sqlite3.Error:  # pragma: no cover
-                LOG.exception("ROLLBACK at reset failed")
-            finally:
-                self._internal = False
-            if self._owns_conn:
-                conn.close()
-            elif self.lab.closed:
-                conn.close()
-                try:
-                    delattr(self.instance.host, _HOST_ATTR)
-                except AttributeError:
-                    pass
-            else:
-                conn.set_authorizer(None)
+        self._release_connection()
         self.dirty_metadata = {}
         self._txn_keys = {}
         return lost
+
+    def _release_connection(self) -> None:
+        """Roll back whatever is open; close the file (the in-memory database stays)."""
+        self._invalidate_cursors("the Durable Object was reset")
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        self._internal = True
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:  # pragma: no cover
+            LOG.exception("ROLLBACK at reset failed")
+        finally:
+            self._internal = False
+        if self._owns_conn:
+            conn.close()
+        elif self.lab.closed:
+            conn.close()
+            try:
+                delattr(self.instance.host, _HOST_ATTR)
+            except AttributeError:
+                pass
+        else:
+            conn.set_authorizer(None)
 
     def statistics(self) -> CacheStatistics:
         pending = self._txn_writes

@@ -171,6 +171,12 @@ class AlarmScheduler:
             # Through the live instance, so its cache and storage agree.
             instance.cache.set_metadata(ALARM_KEY, None, confirmed=True)
             return
+        if host.namespace.sql:
+            # A SQLite-backed object's data lives in its own database, not the KV backend.
+            from ._sql_engine import offline_set_metadata
+
+            offline_set_metadata(self.lab, host, ALARM_KEY, None)
+            return
         await self.lab.backend.commit(host.storage_key, delete_all=False, puts={}, deletes=(),
                                       metadata={ALARM_KEY: None})
 

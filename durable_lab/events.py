@@ -190,10 +190,13 @@ class CriticalSectionEnded(RuntimeEvent):
 
 @_event
 class StorageOp(RuntimeEvent):
-    """A storage call. ``cache`` is ``"hit"``, ``"miss"`` (needs I/O) or ``"write"``."""
+    """A storage call. ``cache`` is ``"hit"``, ``"miss"`` (needs I/O) or ``"write"``.
+
+    On a SQLite-backed class every read is a ``"hit"`` (storage is synchronous there).
+    """
 
     delivery: int
-    op: str  # get, put, delete, list, deleteAll, sync
+    op: str  # get, put, delete, list, deleteAll, sync, sql, transaction
     keys: tuple[str, ...]
     cache: str
 

@@ -96,6 +96,8 @@ class Row(dict):  # type: ignore[type-arg]
     """
 
     __slots__ = ()
+    #: Asks ``values.clone`` to copy a Row as a plain dict (once it honours this flag).
+    _durable_lab_clone_as_dict = True
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -161,9 +163,9 @@ class SqlStorageCursor:
     def _fetch(self) -> tuple[Any, ...] | None:
         if self._done:
             return None
-        if self._invalid is not None:
-            raise SqlError(self._invalid)
         self._engine.instance.check_usable()
+        if self._invalid is not None:
+            raise SqlError(f"This cursor can no longer be read: {self._invalid}.")
         assert self._cursor is not None
         try:
             row = self._cursor.fetchone()

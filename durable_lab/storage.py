@@ -794,6 +794,18 @@ class SqlDurableObjectStorage(DurableObjectStorage):
         rows = self._cache.kv_list(start, end, bool(reverse), limit)
         return _done({k: values.decode(v) for k, v in rows})
 
+    def sync(self) -> asyncio.Future[None]:
+        """Wait for the commit pending now. Inside ``transaction()`` the open transaction cannot
+        commit before the closure ends, so there is nothing to wait for (still a turn boundary)."""
+        if self._cache.explicit_depth:
+            self._instance.check_usable()
+            if self._instance.bus.active:
+                self._emit("sync", (), "miss")
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(lambda: fut.done() or fut.set_result(None))
+            return fut
+        return super().sync()
+
     @property
     def sql(self) -> SqlStorage:
         """The SQL API of this object's database (see ``durable_lab.sql``)."""

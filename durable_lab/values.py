@@ -243,7 +243,8 @@ def _copy(value: Any, what: str, references: bool, depth: int) -> Any:
     depth += 1
     if kind is list:
         return [_copy(item, what, references, depth) for item in value]
-    if kind is dict:
+    if kind is dict or getattr(kind, "_durable_lab_clone_as_dict", False):
+        # (the second case: SQL result rows, a dict subclass that crosses a stub as a dict)
         return {
             _copy(k, what, references, depth): _copy(v, what, references, depth)
             for k, v in value.items()
