@@ -39,6 +39,7 @@ from . import values
 from . import websockets as _websockets
 from ._cache import StorageCache
 from .alarms import call_alarm_handler
+from ._futures import relay_outcome as _relay_outcome
 from ._gates import InputGate, OutputGate
 from ._turns import Driver, current_driver
 from .errors import DurableObjectError, DurableObjectResetError, OverloadedError, mark_remote
@@ -201,19 +202,6 @@ class ObjectHost:
             self.broken[self.generation] = error
             self.generation += 1
         self._landing = inst.cache.in_flight
-
-
-def _relay_outcome(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
-    if target.done():
-        if not source.cancelled():
-            source.exception()
-        return
-    if source.cancelled():
-        target.cancel()
-    elif source.exception() is not None:
-        target.set_exception(source.exception())  # type: ignore[arg-type]
-    else:
-        target.set_result(source.result())
 
 
 class CriticalSection:

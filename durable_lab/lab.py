@@ -450,7 +450,10 @@ class Lab:
         are lost, storage is kept, stubs keep working, and the next call runs the constructor
         again. Returns False if the object was not in memory.
         """
-        host = self._host_of(target)
+        return await self._evict_when_idle(self._host_of(target), "requested")
+
+    async def _evict_when_idle(self, host: ObjectHost, reason: str) -> bool:
+        """Wait until ``host``'s instance has no work in flight, then evict it for ``reason``."""
         while host.instance is not None and not host.instance.is_idle:
             instance = host.instance
             pending = [t for t in instance.tasks if not t.done()]
@@ -462,7 +465,7 @@ class Lab:
                 await asyncio.sleep(0)
         if host.instance is None:
             return False
-        host.instance.evict(reason="requested")
+        host.instance.evict(reason=reason)
         return True
 
     # -- WebSockets (durable_lab/websockets.py) -------------------------------------------

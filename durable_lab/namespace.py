@@ -19,6 +19,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from . import values
+from ._futures import relay_outcome as _relay
 from ._turns import current_driver
 from .events import OutgoingCallHeld, OutgoingCallReleased
 from .http import Request, Response
@@ -215,16 +216,3 @@ class DurableObjectStub:
 
     def __repr__(self) -> str:
         return f"<DurableObjectStub {self._host.label}>"
-
-
-def _relay(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
-    if target.done():
-        if not source.cancelled():
-            source.exception()  # retrieved: the caller gave up
-        return
-    if source.cancelled():
-        target.cancel()
-    elif source.exception() is not None:
-        target.set_exception(source.exception())  # type: ignore[arg-type]
-    else:
-        target.set_result(source.result())

@@ -926,20 +926,7 @@ async def connect(lab: Lab, stub: Any, path: str = "/", *,
 
 async def hibernate(lab: Lab, target: Any) -> bool:
     """Wait until the object has no work in flight, then hibernate it (its sockets stay)."""
-    host = lab._host_of(target)
-    while host.instance is not None and not host.instance.is_idle:
-        instance = host.instance
-        pending = [t for t in instance.tasks if not t.done()]
-        pending += [f for f in instance.cache.pending_commits() if not f.done()]
-        pending += [d.reply for d in instance.deliveries if not d.reply.done()]
-        if pending:
-            await asyncio.wait(pending)
-        else:
-            await asyncio.sleep(0)
-    if host.instance is None:
-        return False
-    host.instance.evict(reason="hibernation")
-    return True
+    return await lab._evict_when_idle(lab._host_of(target), "hibernation")
 
 
 def close_all(lab: Lab) -> None:
