@@ -63,7 +63,7 @@ async def rpc_rate(calls: int, bare: bool, record: bool = False) -> float:
 
 
 async def step_rate(calls: int) -> tuple[float, int]:
-    lab = Lab(storage="memory")
+    lab = Lab(storage="memory", max_queue=calls + 1)
     stub = lab.bind("C", Counter).getByName("x")
     lab.pause()
     futures = [stub.increment() for _ in range(calls)]

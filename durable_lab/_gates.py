@@ -240,6 +240,17 @@ class InputGate:
             return waiters[:1]
         return waiters
 
+    def waiting_head(self) -> _Waiter | None:
+        """The waiter the gate itself would admit next (None if locked, broken or empty)."""
+        if self._lock is not None or self._broken is not None:
+            return None
+        for lane in (self._priority, self._waiters):
+            while lane and lane[0].future.cancelled():
+                lane.popleft()
+            if lane:
+                return lane[0]
+        return None
+
     def admit(self, waiter: _Waiter) -> None:
         """Admit this waiter now (the learner's choice). The gate must be open."""
         if self._lock is not None:
