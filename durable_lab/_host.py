@@ -171,9 +171,22 @@ class ObjectHost:
         if delay:
             async def later() -> None:
                 await lab.clock.sleep(delay)
-                inner = self.deliver(kind, method, args, kwargs, generation)
+                inner = self._deliver_now(kind, method, args, kwargs, generation, loop)
                 inner.add_done_callback(lambda f: _relay_outcome(f, reply))
             lab._track(loop.create_task(later()))
+            return reply
+        return self._deliver_now(kind, method, args, kwargs, generation, loop, reply)
+
+    def _deliver_now(self, kind: str, method: str, args: tuple[Any, ...],
+                     kwargs: dict[str, Any], generation: int, loop: asyncio.AbstractEventLoop,
+                     reply: asyncio.Future[Any] | None = None) -> asyncio.Future[Any]:
+        """Queue the delivery at the instance's gate (faults already applied)."""
+        lab = self.lab
+        if reply is None:
+            reply = loop.create_future()
+        broken = self.broken.get(generation)
+        if broken is not None:
+            reply.set_exception(_fresh(broken))
             return reply
         inst = self.ensure_instance()
         delivery = Delivery(lab._next_delivery_id(), kind, method, args, kwargs, reply)

@@ -93,7 +93,7 @@ class ObjectInfo:
     queue_length: int  # deliveries waiting at the input gate
     in_flight: int  # deliveries admitted and not yet answered
     pending_writes: int  # keys written and not yet committed
-    stored_bytes: int  # keys + values in storage
+    stored_bytes: int  # keys + values of the KV data in storage (SQL tables not counted)
     alarm: float | None  # committed alarm time, epoch ms
 
 
@@ -134,14 +134,16 @@ class Lab:
 
     Args:
         path: folder for the SQLite files (one per object). ``None``: a fresh temporary folder.
-        storage: ``"sqlite"`` (default; durable, through aiosqlite) or ``"memory"`` (fast,
-            nothing survives the lab).
+        storage: ``"sqlite"`` (default; durable: KV-backed classes commit through aiosqlite,
+            SQLite-backed classes through their own synchronous connection) or ``"memory"``
+            (fast, nothing survives the lab).
         seed: seeds the random generator behind ``newUniqueId()``.
         commit_latency: seconds added to every commit, so the cost coalescing saves is visible
             on a fast disk.
         max_queue: deliveries that may wait at one object before calls are refused with an
             ``overloaded`` error.
-        max_open_databases: SQLite connections (threads) kept open at once.
+        max_open_databases: aiosqlite connections (threads) kept open at once for KV-backed
+            classes (each live SQLite-backed instance holds one more, synchronous, connection).
         clock: ``"real"`` (wall time), ``"manual"`` (moves only with ``lab.clock.advance(s)``),
             ``"auto"`` (jumps to the next timer whenever nothing can run), or a clock object.
         rate: with the real clock, how fast lab time runs (0.1 = ten times slower, to watch).

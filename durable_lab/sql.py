@@ -92,11 +92,11 @@ class SqlError(DurableLabError):
 class Row(dict):  # type: ignore[type-arg]
     """A result row: a ``dict`` keyed by column name that also allows ``row.column``.
 
-    To pass it across a stub or store it with ``put()``, convert it: ``dict(row)``.
+    It crosses a stub as a plain dict; to store it with ``put()``, convert it: ``dict(row)``.
     """
 
     __slots__ = ()
-    #: Asks ``values.clone`` to copy a Row as a plain dict (once it honours this flag).
+    #: Asks ``values.clone`` to copy a Row as a plain dict when it crosses a stub.
     _durable_lab_clone_as_dict = True
 
     def __getattr__(self, name: str) -> Any:
