@@ -384,7 +384,8 @@ class Lab:
             "seed": self.seed,
             "model": self.model,
             "storage": self.storage,
-            "bindings": {name: {"class": ns.cls.__qualname__, "sql": ns.sql}
+            "bindings": {name: {"class": ns.cls.__qualname__, "module": ns.cls.__module__,
+                                "sql": ns.sql}
                          for name, ns in self.env._bindings.items()},
             "calls": [dict(c) for c in self._calls],
             "transitions": list(self.scheduler.transitions),
@@ -392,9 +393,14 @@ class Lab:
         }
 
     @staticmethod
-    async def replay(trace: dict[str, Any], bindings: dict[str, type], *,
+    async def replay(trace: dict[str, Any], bindings: dict[str, type] | None = None, *,
                      keep_lab: bool = False) -> Any:
-        """Run a trace again on these classes; the result says where it first diverged."""
+        """Run a trace again; the result says where it first diverged.
+
+        ``bindings`` maps binding names to classes (e.g. the edited class); by default the
+        classes the trace names are looked up again by module and name, which finds the current
+        definition of a class defined in a notebook.
+        """
         from .trace import replay
 
         return await replay(trace, bindings, keep_lab=keep_lab)

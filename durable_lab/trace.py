@@ -114,10 +114,31 @@ def _matches(choice: Any, transition: dict[str, Any]) -> bool:
     return True
 
 
-async def replay(trace: dict[str, Any], bindings: dict[str, type], *,
+def _find_class(name: str, meta: dict[str, Any]) -> type:
+    import importlib
+
+    module_name, qualname = meta.get("module"), meta.get("class", "")
+    try:
+        target: Any = importlib.import_module(module_name) if module_name else None
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError, TypeError):
+        raise ValueError(
+            f"cannot find class {qualname!r} (module {module_name!r}) for binding {name!r}: "
+            f"pass it explicitly, e.g. Lab.replay(trace, {{{name!r}: {qualname.split('.')[-1]}}})"
+        ) from None
+    return target  # type: ignore[no-any-return]
+
+
+async def replay(trace: dict[str, Any], bindings: dict[str, type] | None = None, *,
                  keep_lab: bool = False) -> ReplayResult:
     """Run ``trace`` again on the classes in ``bindings``; report the first divergence."""
     from .lab import Lab
+
+    if bindings is None and isinstance(trace, dict):
+        bindings = {name: _find_class(name, meta)
+                    for name, meta in trace.get("bindings", {}).items()}
+    assert bindings is not None
 
     if not isinstance(trace, dict) or trace.get("version") != TRACE_VERSION:
         raise ValueError(f"not a durable_lab trace (version {TRACE_VERSION}): "

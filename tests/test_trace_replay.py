@@ -75,6 +75,13 @@ async def test_replay_of_unchanged_code_matches():
     assert result.calls_replayed == 9
 
 
+async def test_replay_finds_the_classes_by_name_when_not_given():
+    trace, _ = await recorded_run()
+    assert trace["bindings"]["C"]["class"] == "Counter"
+    result = await Lab.replay(trace)
+    assert result.ok, str(result)
+
+
 async def test_replay_reports_the_first_divergence_when_turns_change():
     trace, _ = await recorded_run()
     result = await Lab.replay(trace, {"C": SleepyCounter})
