@@ -405,6 +405,17 @@ class Lab:
 
         return await replay(trace, bindings, keep_lab=keep_lab)
 
+    # -- panels (widgets/, an optional extra) ----------------------------------------------
+
+    def dashboard(self, target: Any = None) -> Any:
+        """Open the live panels on this lab (``pip install durable_lab[widgets]``).
+
+        ``target`` (a stub, an id or a name) picks the object the object view shows first.
+        """
+        import widgets  # lazy: the core never imports UI packages
+
+        return widgets.dashboard(self, target)
+
     # -- stepping (see scheduler.py) -------------------------------------------------------
 
     def pause(self) -> None:

@@ -1,0 +1,213 @@
+"""Panels headless: real labs, real subscriptions; assert on widget traits and Bokeh data."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+import widgets
+from widgets import _feed
+from widgets.object_view import render_object_html
+from widgets._reducers import ObjectState
+
+from lab_fixtures import Counter  # noqa: F401
+
+
+def _attr(html: str, name: str) -> str:
+    m = re.search(rf'{name}="([^"]*)"', html)
+    assert m, f"{name} not in {html[:200]}"
+    return m.group(1)
+
+
+async def test_dashboard_draws_a_run_and_closing_unsubscribes(lab):
+    stub = lab.env.COUNTER.getByName("room-1")
+    d = widgets.dashboard(lab, stub)
+    assert lab.bus.subscriber_count == 1  # one feed for all seven panels
+    await asyncio.gather(*[stub.increment() for _ in range(5)])
+    d._feed.flush()
+    view = d.object_view.html.value
+    assert _attr(view, "data-object") == "COUNTER:room-1"
+    assert _attr(view, "data-gate") == "open"
+    assert "5 answered" in view
+    assert set(d.timeline.segments.data["kind"]) >= {"queued", "running", "reply held"}
+    assert d.timeline.markers.data["size"]  # commit markers with batch sizes
+    assert 'data-state="committed"' in d.storage.html.value
+    assert list(d.fleet.source.data["label"]) == ["COUNTER:room-1"]
+    assert "events: <b>" in d.controls.status.value
+    assert 'data-kind="ReplyReleased"' in d.event_log.html.value
+    assert [p.errors.outputs for p in d.panels] == [()] * 7
+    d.close()
+    assert lab.bus.subscriber_count == 0
+    assert d.closed and all(p.closed for p in d.panels)
+
+
+async def test_rerunning_a_cell_replaces_the_previous_panel(lab):
+    first = widgets.dashboard(lab)
+    second = widgets.dashboard(lab)
+    assert first.closed and not second.closed
+    log = widgets.event_log(lab)  # another kind: both stay open, still one subscription
+    assert not second.closed and lab.bus.subscriber_count == 1
+    assert set(widgets.open_panels(lab)) == {"dashboard", "event_log"}
+    second.close()
+    assert lab.bus.subscriber_count == 1
+    log.close()
+    assert lab.bus.subscriber_count == 0
+    assert widgets.open_panels(lab) == {}
+
+
+async def test_the_feed_flushes_by_itself_at_most_25_times_a_second(lab):
+    stub = lab.env.COUNTER.getByName("a")
+    view = widgets.object_view(lab, stub)
+    feed = view._feed
+    assert feed.interval == pytest.approx(0.04)
+    for _ in range(30):
+        await stub.increment()
+    await asyncio.sleep(0.12)
+    stats = feed.statistics()
+    assert stats.buffered == 0 and stats.events > 300
+    assert 1 <= stats.frames <= 4  # 300+ events, a handful of frames
+    assert "30 answered" in view.html.value
+    view.close()
+    assert feed.closed and not stats.dropped
+
+
+async def test_feed_buffer_is_bounded(lab):
+    feed = _feed.Feed(lab, max_buffer=10, autostart=False)
+    stub = lab.env.COUNTER.getByName("a")
+    await stub.increment()
+    s = feed.statistics()
+    assert s.buffered == 10 and s.dropped > 0
+    feed.close()
+    assert lab.bus.subscriber_count == 0
+
+
+async def test_step_button_takes_exactly_one_transition(lab):
+    stub = lab.env.COUNTER.getByName("room-1")
+    c = widgets.controls(lab, stub)
+    c.pause.click()
+    calls = [asyncio.ensure_future(stub.increment()) for _ in range(2)]
+    await asyncio.sleep(0)
+    before = lab.scheduler.steps_taken
+    c.step.click()
+    c.step.click()
+    await asyncio.sleep(0.05)
+    while c._tasks:
+        await asyncio.gather(*c._tasks, return_exceptions=True)
+    assert lab.scheduler.steps_taken == before + 2
+    c._feed.flush()
+    assert _attr(c.status.value, "data-steps") == str(before + 2)
+    assert 'class="dl-choices"' in c.next_steps.value
+    c.play.click()
+    await asyncio.gather(*calls)
+    assert not lab.paused
+    c.close()
+
+
+async def test_autoplay_steps_at_the_chosen_speed(lab):
+    stub = lab.env.COUNTER.getByName("slow")
+    c = widgets.controls(lab, stub)
+    c.speed.value = 20.0
+    c.play.click()
+    assert lab.paused
+    result = await asyncio.wait_for(stub.increment(), 5)
+    assert result == 1 and lab.scheduler.steps_taken >= 3
+    c.pause.click()
+    assert c._autoplay is None
+    c.speed.value = 0.0
+    c.play.click()
+    assert not lab.paused
+    c.close()
+
+
+async def test_fault_buttons_reset_the_object_and_the_view_shows_it(lab):
+    stub = lab.env.COUNTER.getByName("room-1")
+    d = widgets.dashboard(lab, stub)
+    await stub.increment()
+    d.controls.crash.click()
+    d._feed.flush()
+    view = d.object_view.html.value
+    assert _attr(view, "data-status") == "reset"
+    assert _attr(view, "data-resets") == "1"
+    assert "crashed" in _attr(view, "data-reason")
+    fresh = lab.env.COUNTER.getByName("room-1")
+    assert await fresh.increment() == 2
+    d.controls.fail_commit.click()
+    with pytest.raises(Exception, match="reset"):
+        await fresh.increment()
+    d.controls.evict.click()
+    await asyncio.sleep(0.01)
+    d._feed.flush()
+    assert _attr(d.object_view.html.value, "data-resets") == "2"
+    d.controls.code_update.click()
+    assert [p.errors.outputs for p in d.panels] == [()] * 7
+    d.close()
+
+
+async def test_callback_errors_show_in_the_panel(lab):
+    c = widgets.controls(lab)  # nothing selected yet: a fault button must say so
+    c.crash.click()
+    (out,) = c.errors.outputs
+    assert out["name"] == "stderr" and "no object selected" in out["text"]
+    c.close()
+
+
+async def test_selecting_another_object_refocuses_the_panels(lab):
+    ns = lab.env.COUNTER
+    d = widgets.dashboard(lab, ns.getByName("a"))
+    await ns.getByName("a").increment()
+    await ns.getByName("b").write_many(3)
+    d._feed.flush()
+    assert list(d.picker.options) == ["COUNTER:a", "COUNTER:b"]
+    d.picker.value = "COUNTER:b"
+    assert _attr(d.object_view.html.value, "data-object") == "COUNTER:b"
+    assert 'data-object="COUNTER:b"' in d.storage.html.value
+    assert d.controls.target == "COUNTER:b"
+    d.fleet.source.selected.indices = [0]  # a tap on the grid
+    assert d.target == "COUNTER:a"
+    d.close()
+
+
+async def test_metrics_stream_rows_with_rollover(lab):
+    m = widgets.metrics(lab)
+    m.sample = 0.0
+    m.rollover = 5
+    stub = lab.env.COUNTER.getByName("m")
+    for n in (1, 50):
+        await stub.write_many(n)
+        m._feed.flush(force=True)
+    for _ in range(10):
+        m._feed.flush(force=True)
+    assert len(m.rates.data["t"]) == 5
+    assert sorted(m.latency.data["writes"]) == [1, 50]
+    assert sum(m.batches.data["count"]) == 2
+    m.close()
+
+
+def test_object_html_shows_every_part_of_the_state():
+    s = ObjectState("C:x", status="live", incarnation=1, mailbox={3: "inc", 4: "inc"},
+                    gate_holder="delivery 2", running=2, methods={2: "inc"},
+                    awaiting={1: "io"}, dirty={"n": 2}, batches={1: ("a", "b")},
+                    held={1: 1}, last_batch=(1, 2, True))
+    html = render_object_html(s)
+    for part in ("#3 inc", "#4 inc", "CLOSED", "delivery 2", "#2 inc", "#1 awaits io",
+                 "n", "batch 1: a, b (2)", "#1 (waits for 1)", "batch 1 landed: 2 keys"):
+        assert part in html, part
+    assert _attr(html, "data-mailbox") == "2"
+    many = ObjectState("C:y", mailbox={i: "m" for i in range(40)})
+    assert "+30 more" in render_object_html(many)
+
+
+def test_panel_event_log_filter():
+    from durable_lab import events as ev
+    from durable_lab import Lab
+
+    lab = Lab(storage="memory")
+    log = widgets.EventLog(lab, register=False)
+    log.consume([ev.Paused(seq=1, time=0.0, reason="requested"),
+                 ev.CommitDone(seq=2, time=0.0, object="C:x", batch=1, keys=2, duration=0.0)])
+    log.filter.value = "commit"
+    assert [e.seq for e in log.matching()] == [2]
+    assert "commit #1 durable" in log.html.value
+    log.close()

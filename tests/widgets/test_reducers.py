@@ -1,0 +1,241 @@
+"""Reducers: events in, rows and state out. No widgets here."""
+
+from __future__ import annotations
+
+import asyncio
+
+from durable_lab import events as ev
+from widgets._reducers import (
+    FleetReducer,
+    MetricsReducer,
+    ObjectsReducer,
+    ObjectState,
+    StorageReducer,
+    TimelineReducer,
+    describe_event,
+    fold,
+)
+
+from lab_fixtures import Counter, two_increments
+
+OBJ = "COUNTER:room-1"
+
+
+def _states_along(events):
+    """The object view's state after each event (a copy of the fields a person sees)."""
+    state = ObjectState(OBJ)
+    seen = []
+    for e in events:
+        state.apply(e)
+        seen.append((e.seq, e.kind, list(state.mailbox), state.gate_holder, state.running,
+                     dict(state.awaiting), sorted(state.dirty), dict(state.batches),
+                     sorted(state.held)))
+    return seen
+
+
+async def test_object_state_follows_the_worked_example_step_by_step():
+    events = await two_increments()
+    assert [e.kind for e in events][:3] == ["InputGateLocked", "DeliveryQueued", "DeliveryQueued"]
+    seen = {seq: rest for seq, *rest in _states_along(events)}
+    # 3: both calls queued behind the constructor, which holds the gate
+    assert seen[3][1:3] == [[1, 2], "constructor"]
+    # 9: delivery 1 awaits a storage read with the gate held
+    assert seen[9][1:5] == [[2], "delivery 1", None, {1: "storage"}]
+    # 10: the put runs on after the read: running again, key n dirty
+    assert seen[10][3:6] == [1, {}, ["n"]]
+    # 14: reply 1 held behind the output gate; 15: the batch flies with n, dirty emptied
+    assert seen[14][7] == [1]
+    assert seen[15][5:7] == [[], {1: ("n",)}]
+    # 21: both replies held, batch 1 in flight, n dirty again for batch 2
+    assert seen[21][5:8] == [["n"], {1: ("n",)}, [1, 2]]
+    # the end: everything landed and released, gate open, mailbox empty
+    last = seen[26]
+    assert last[1:] == [[], "", None, {}, [], {}, []]
+
+
+async def test_objects_reducer_keeps_one_state_per_object_and_counts():
+    events = await two_increments()
+    r = fold(ObjectsReducer(), events)
+    s = r.get(OBJ)
+    assert (s.status, s.incarnation, s.finished, s.commits, s.last_batch) == (
+        "live", 1, 2, 2, (2, 1, True))
+    assert [d for d, _ok in s.released] == [1, 2]
+    assert r.get("COUNTER:nobody").status == "unknown"
+
+
+def test_objects_reducer_is_bounded():
+    r = ObjectsReducer(max_objects=3)
+    for i in range(10):
+        r.apply(ev.DeliveryQueued(seq=i + 1, time=0.0, object=f"C:{i}", delivery=i,
+                                  kind_of_delivery="rpc", method="m", queue_length=1))
+    assert list(r.objects) == ["C:7", "C:8", "C:9"]
+    assert r.objects.forgotten == 7
+
+
+async def test_reset_clears_the_instance_and_shows_a_banner(lab):
+    stub = lab.env.COUNTER.getByName("room-1")
+    await stub.increment()
+    rec = lab.record()
+    lab.faults.fail_next_commit(stub)
+    try:
+        await stub.increment()
+    except Exception:
+        pass
+    await lab.wait_idle()
+    rec.close()
+    s = fold(ObjectsReducer(), rec.events).get(OBJ)
+    assert s.status == "reset"
+    assert s.last_reset.startswith("outputGateBroken")
+    assert s.last_fault.startswith("fail_commit")
+    assert s.last_batch is not None and s.last_batch[2] is False
+    assert (s.mailbox, s.held, s.dirty, s.gate_holder) == ({}, {}, {}, "")
+
+
+async def test_stepping_is_counted(lab):
+    stub = lab.env.COUNTER.getByName("room-1")
+    rec = lab.record()
+    lab.pause()
+    call = asyncio.ensure_future(stub.increment())
+    await lab.step()
+    await lab.step()
+    lab.resume()
+    await call
+    rec.close()
+    r = fold(ObjectsReducer(), rec.events)
+    assert r.steps == 2
+    assert r.paused is False
+    assert "constructor" in r.last_step or "admit" in r.last_step
+
+
+async def test_timeline_lanes_and_commit_markers():
+    events = await two_increments()
+    tl = fold(TimelineReducer(only=OBJ), events)
+    segs, marks = tl.take()
+    lanes = {}
+    for d, kind, left, right in zip(segs["delivery"], segs["kind"], segs["left"],
+                                    segs["right"], strict=True):
+        lanes.setdefault(d, []).append((kind, left, right))
+        assert right > left
+    assert [k for k, *_ in lanes[1]] == ["queued", "running", "awaiting storage", "running",
+                                         "reply held"]
+    assert [k for k, *_ in lanes[2]] == ["queued", "running", "reply held"]
+    # delivery 2 was blocked at the input gate from seq 3 until it started at 16
+    assert lanes[2][0][1:] == (3, 16)
+    # one commit marker per batch, on the lane of the delivery whose write it carried
+    assert list(zip(marks["delivery"], marks["batch"], marks["size"], strict=True)) == [
+        (1, 1, 1), (2, 2, 1)]
+    assert tl.open == {}
+    assert tl.take() == ({k: [] for k in segs}, {k: [] for k in marks})
+
+
+async def test_timeline_open_rows_reach_the_latest_event():
+    events = await two_increments()
+    tl = fold(TimelineReducer(), events[:9])  # delivery 1 awaits storage, 2 queued
+    rows = tl.open_rows()
+    assert dict(zip(rows["delivery"], rows["kind"], strict=True)) == {
+        1: "awaiting storage", 2: "queued"}
+    assert all(r >= 9 for r in rows["right"])
+    other = fold(TimelineReducer(only="COUNTER:other"), events)
+    assert other.take()[0]["delivery"] == []
+
+
+async def test_storage_pending_flushing_committed(lab):
+    stub = lab.env.COUNTER.getByName("s")
+    rec = lab.record()
+    await stub.write_many(3)
+    rec.close()
+    sr = StorageReducer()
+    states = []
+    for e in rec.events:
+        sr.apply(e)
+        states.append(sr.counts("COUNTER:s"))
+    assert {"pending": 3} in states
+    assert {"flushing": 3} in states
+    assert states[-1] == {"committed": 3}
+    assert [k for k, _ in sr.rows("COUNTER:s")] == ["item:0", "item:1", "item:2"]
+
+
+def test_storage_deletes_losses_and_bounds():
+    sr = StorageReducer(max_keys=2)
+    o = "C:x"
+    def op(seq, op, *keys):
+        return ev.StorageOp(seq=seq, time=0.0, object=o, delivery=1, op=op, keys=keys,
+                            cache="write")
+    sr.apply(op(1, "put", "a"))
+    sr.apply(op(2, "delete", "b"))
+    sr.apply(ev.FlushStarted(seq=3, time=0.0, object=o, batch=1, puts=("a",), deletes=("b",),
+                             delete_all=False, gated=True))
+    sr.apply(ev.CommitDone(seq=4, time=0.0, object=o, batch=1, keys=2, duration=0.0))
+    assert {k: s.state for k, s in sr.rows(o)} == {"a": "committed", "b": "deleted"}
+    sr.apply(op(5, "put", "c"))  # bounded: "a" was touched least recently
+    assert [k for k, _ in sr.rows(o)] == ["c", "b"]
+    sr.apply(op(6, "put", "d"))
+    sr.apply(ev.FlushStarted(seq=7, time=0.0, object=o, batch=2, puts=("d",), deletes=(),
+                             delete_all=False, gated=True))
+    sr.apply(op(8, "put", "e"))
+    sr.apply(ev.InstanceReset(seq=9, time=0.0, object=o, reason="crashed", error="",
+                              stubs_broken=True, lost_writes=1))
+    assert sr.counts(o) == {"lost": 1, "flushing": 1}  # the flying batch may still land
+
+
+async def test_fleet_queue_and_load(lab):
+    ns = lab.env.COUNTER
+    rec = lab.record()
+    hot = ns.getByName("hot")
+    await asyncio.gather(*[hot.increment() for _ in range(20)],
+                         ns.getByName("cold").increment())
+    rec.close()
+    fleet = FleetReducer()
+    max_queue = 0
+    for e in rec.events:
+        fleet.apply(e)
+        row = fleet.rows.get("COUNTER:hot")
+        max_queue = max(max_queue, row.queue if row else 0)
+    fleet.tick(smoothing=1.0)
+    rows = {r.label: r for r in fleet.visible()}
+    assert max_queue == 20
+    assert (rows["COUNTER:hot"].done, rows["COUNTER:hot"].queue, rows["COUNTER:hot"].load) == (
+        20, 0, 20.0)
+    assert rows["COUNTER:cold"].done == 1
+    fleet.tick(smoothing=1.0)
+    assert rows["COUNTER:hot"].load == 0.0
+
+
+async def test_metrics_latency_vs_writes_and_batches(lab):
+    stub = lab.env.COUNTER.getByName("m")
+    rec = lab.record()
+    for n in (1, 10, 100):
+        await stub.write_many(n)
+    await stub.value()
+    rec.close()
+    m = fold(MetricsReducer(), rec.events)
+    m.apply(ev.Resumed(seq=10_000, time=0.0))  # flushes the last "finished, not held" call
+    points = m.take_points()
+    assert [(w, method) for w, _ms, method, _ in points] == [
+        (1, "write_many"), (10, "write_many"), (100, "write_many"), (0, "value")]
+    assert all(ms >= 0 for _, ms, _, _ in points)
+    assert m.batch_hist[0] == 1 and m.batch_hist[4] == 1 and m.batch_hist[6] == 1
+    snap = m.snapshot(0.5)
+    assert snap["calls_per_s"] == 8.0 and snap["queue_depth"] == 0.0
+    assert m.snapshot(0.5)["calls_per_s"] == 0.0
+
+
+async def test_describe_event_covers_every_event_type():
+    events = await two_increments()
+    texts = [describe_event(e) for e in events]
+    assert texts[1] == "call 1 (increment) queued, 1 waiting"
+    assert "holder='constructor'" in texts[0]
+    assert describe_event(ev.Resumed(seq=1, time=0.0)) == ""
+
+
+async def test_writing_the_same_value_again_is_not_left_pending(lab):
+    stub = lab.env.COUNTER.getByName("same")
+    await stub.write_many(3)
+    rec = lab.record()
+    await stub.write_many(3)  # the same values: the cache drops the writes
+    await stub.increment()  # the next batch forms
+    rec.close()
+    sr = fold(StorageReducer(), rec.events)
+    assert sr.counts("COUNTER:same") == {"committed": 1}  # n; the item:* no-ops dropped
+    s = fold(ObjectsReducer(), rec.events).get("COUNTER:same")
+    assert s.dirty == {}

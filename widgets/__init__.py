@@ -1,0 +1,91 @@
+"""Live panels for durable_lab: watch queues, gates and commit batches animate in Jupyter.
+
+    import widgets
+    widgets.dashboard(lab)                 # everything, focused on the first object seen
+    widgets.object_view(lab, stub)         # or one panel at a time, for a lesson
+
+Panels draw only from the lab's event stream (``lab.subscribe``), ``lab.objects()`` and public
+methods; they batch updates per frame (at most 25 a second) and keep bounded buffers.
+Opening a panel of a kind already open on the same lab closes the old one, and ``close()``
+unsubscribes. See docs/panels.md.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._feed import Feed, FeedStatistics, feed_for, open_panels
+from ._plots import LiveBokehModel, ensure_bokehjs
+from .controls import Controls
+from .dashboard import Dashboard, dashboard
+from .event_log import EventLog
+from .fleet import FleetView
+from .metrics import Metrics
+from .object_view import ObjectView
+from .storage_view import StorageInspector
+from .timeline import Timeline
+
+if TYPE_CHECKING:
+    from durable_lab import Lab
+
+__all__ = [
+    "Controls",
+    "Dashboard",
+    "EventLog",
+    "Feed",
+    "FeedStatistics",
+    "FleetView",
+    "LiveBokehModel",
+    "Metrics",
+    "ObjectView",
+    "StorageInspector",
+    "Timeline",
+    "controls",
+    "dashboard",
+    "event_log",
+    "feed_for",
+    "fleet",
+    "metrics",
+    "object_view",
+    "open_panels",
+    "storage",
+    "timeline",
+]
+
+
+def object_view(lab: Lab, target: Any = None) -> ObjectView:
+    """One object, large (``target``: a stub, an id or a label; None: the first seen)."""
+    return ObjectView(lab, target)
+
+
+def timeline(lab: Lab, target: Any = None) -> Timeline:
+    """One lane per delivery (of ``target`` only, or of every object)."""
+    ensure_bokehjs()
+    return Timeline(lab, target)
+
+
+def storage(lab: Lab, target: Any = None) -> StorageInspector:
+    """The keys of one object: pending, flushing, committed."""
+    return StorageInspector(lab, target)
+
+
+def fleet(lab: Lab) -> FleetView:
+    """Every object at once, coloured by queue length."""
+    ensure_bokehjs()
+    return FleetView(lab)
+
+
+def metrics(lab: Lab) -> Metrics:
+    """Throughput, queue depth, batch sizes, latency vs writes per call."""
+    ensure_bokehjs()
+    return Metrics(lab)
+
+
+def controls(lab: Lab, target: Any = None) -> Controls:
+    """Play / pause / step / speed and fault buttons."""
+    return Controls(lab, target)
+
+
+def event_log(lab: Lab) -> EventLog:
+    """The latest events in words, filterable."""
+    return EventLog(lab)

@@ -1,0 +1,140 @@
+"""The base of every panel: a ``VBox`` that listens to the lab's feed and renders per frame."""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+
+from . import _feed
+
+if TYPE_CHECKING:
+    from durable_lab import Lab
+    from durable_lab.events import RuntimeEvent
+
+__all__ = ["Panel"]
+
+
+class Panel(w.VBox):  # type: ignore[misc]
+    """A reducer plus a view. Subclasses implement ``apply(event)`` and ``draw()``.
+
+    ``consume`` folds a frame's events into the reducer and marks the panel dirty; ``render``
+    draws at most once per frame. Callback errors are shown in ``self.errors`` (an ``Output``
+    at the bottom of the panel), never swallowed. ``close()`` unsubscribes.
+    """
+
+    kind = "panel"
+    title = ""
+
+    def __init__(self, lab: Lab, *, feed: _feed.Feed | None = None, register: bool = True,
+                 **kwargs: Any) -> None:
+        self.lab = lab
+        self._dirty = True
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self.errors = w.Output(layout=w.Layout(max_height="160px", overflow="auto"))
+        self.errors.add_class("dl-errors")
+        self.error_count = 0
+        super().__init__(**kwargs)
+        self.add_class("dl-panel")
+        self.add_class(f"dl-{self.kind}")
+        self._feed = feed if feed is not None else _feed.feed_for(lab)
+        self._registered = register
+        self._closed = False
+        self._feed.add(self)
+        if register:
+            _feed.attach(lab, self.kind, self)
+
+    # -- the feed's side ------------------------------------------------------------------
+
+    def apply(self, event: RuntimeEvent) -> None:
+        raise NotImplementedError
+
+    def consume(self, events: list[RuntimeEvent]) -> None:
+        apply = self.apply
+        for event in events:
+            apply(event)
+        if events:
+            self._dirty = True
+
+    def render(self) -> None:
+        if not self._dirty or self._closed:
+            return
+        self._dirty = False
+        self.draw()
+
+    def draw(self) -> None:
+        raise NotImplementedError
+
+    def refresh(self) -> None:
+        """Render now, whether or not events came (after a control changed the view)."""
+        self._dirty = True
+        self.render()
+
+    # -- errors ---------------------------------------------------------------------------
+
+    def show_error(self, exc: BaseException) -> None:
+        self.error_count += 1
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.errors.append_stderr(text)
+
+    def guarded(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a widget callback so its errors show in this panel."""
+
+        def handler(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                self.show_error(exc)
+                return None
+
+        return handler
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Future[Any]:
+        """Run ``coro`` on the loop; its error (if any) shows in this panel."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Future[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                self.show_error(t.exception())  # type: ignore[arg-type]
+
+        task.add_done_callback(done)
+        return task
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        _feed.release(self.lab, self)
+        if self._registered:
+            _feed.detach(self.lab, self.kind, self)
+        for child in self._owned_widgets():
+            child.close()
+        super().close()
+
+    def _owned_widgets(self) -> list[w.Widget]:
+        out: list[w.Widget] = []
+        stack = list(self.children)
+        while stack:
+            child = stack.pop()
+            if isinstance(child, Panel):
+                out.append(child)
+                continue
+            out.append(child)
+            stack.extend(getattr(child, "children", ()))
+        return out
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {'closed' if self._closed else 'open'}>"

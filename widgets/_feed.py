@@ -1,0 +1,254 @@
+"""The feed: one subscription per lab, buffered, flushed to the panels a few dozen times a second.
+
+The lab calls subscribers synchronously inside every step (``lab.subscribe``), so the feed's
+subscriber does the least possible work: it appends the event to a bounded ``deque``. An asyncio
+task on the kernel's loop wakes every ``interval`` seconds (40 ms: at most 25 frames a second),
+takes the buffered events, hands them to each panel's ``consume(events)`` (the reducers), then
+asks each panel that changed to ``render()`` once (Bokeh ``stream``/``patch`` inside
+``Document.hold``, widget traits inside ``hold_sync``). So a burst of 10,000 events costs the
+runtime 10,000 ``deque.append`` calls and the front end at most 25 messages per panel per second.
+
+If the runtime outruns the panels by more than ``max_buffer`` events between two frames, the
+oldest are dropped and counted (``statistics().dropped``): the panels' state may then be off
+until the next reset or eviction; it never grows without bound.
+
+Registry: :func:`attach` keeps, per lab (weakly), one feed and, per kind of top-level panel, the
+panel last opened. Opening a panel of a kind already open on that lab closes the old one, so
+re-running a cell never leaves two subscriptions behind. The last panel closed closes the feed,
+which unsubscribes it from the lab.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from durable_lab import Lab
+    from durable_lab.events import RuntimeEvent
+
+__all__ = ["Feed", "FeedStatistics", "Listener", "attach", "feed_for", "open_panels"]
+
+#: Seconds between two frames: 25 frames a second at most.
+FRAME_INTERVAL = 0.04
+
+
+class Listener(Protocol):
+    def consume(self, events: list[RuntimeEvent]) -> None: ...
+
+    def render(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FeedStatistics:
+    events: int  # events received
+    dropped: int  # events dropped because the buffer was full
+    frames: int  # flushes that carried events or a forced render
+    buffered: int  # events waiting for the next frame
+    last_lag: float  # seconds from the oldest event of the last frame to its render's end
+    max_lag: float
+    last_frame_cost: float  # seconds the last flush (reduce + render) took
+    listeners: int
+    subscribed: bool
+
+
+class Feed:
+    """Buffers a lab's events and flushes them to listeners at most once per ``interval``."""
+
+    def __init__(self, lab: Lab, *, interval: float = FRAME_INTERVAL,
+                 max_buffer: int = 200_000, autostart: bool = True) -> None:
+        if interval <= 0:
+            raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
+        self.lab = lab
+        self.interval = interval
+        self._buffer: deque[RuntimeEvent] = deque(maxlen=max_buffer)
+        self._listeners: list[Listener] = []
+        self._events = 0
+        self._dropped = 0
+        self._frames = 0
+        self._first_at: float | None = None
+        self._last_lag = 0.0
+        self._max_lag = 0.0
+        self._last_cost = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.errors: deque[BaseException] = deque(maxlen=20)
+        self._subscription = lab.subscribe(self._on_event)
+        if autostart:
+            self.start()
+
+    # -- the subscriber: called by the runtime, inside its step ----------------------------
+
+    def _on_event(self, event: RuntimeEvent) -> None:
+        buffer = self._buffer
+        if not buffer:
+            self._first_at = time.perf_counter()
+        elif len(buffer) == buffer.maxlen:
+            self._dropped += 1
+        buffer.append(event)
+
+    # -- listeners ------------------------------------------------------------------------
+
+    def add(self, listener: Listener) -> None:
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+
+    def remove(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    @property
+    def listeners(self) -> list[Listener]:
+        return list(self._listeners)
+
+    # -- frames ---------------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Start the flush task on the running loop; False if no loop runs (flush by hand)."""
+        if self._task is not None and not self._task.done():
+            return True
+        if self._closed:
+            return False
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            try:  # ipykernel: a synchronous cell runs with the kernel's loop set but idle
+                loop = asyncio.get_event_loop_policy().get_event_loop()
+            except RuntimeError:
+                return False
+            if loop.is_closed():
+                return False
+        self._task = loop.create_task(self._run(), name="durable_lab-widgets-feed")
+        return True
+
+    async def _run(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.interval)
+            try:
+                self.flush(force=True)
+            except Exception as exc:  # shown by the panels' status line, never swallowed
+                self.errors.append(exc)
+
+    def flush(self, *, force: bool = False) -> int:
+        """Hand the buffered events to every listener, then let each render. Returns how many."""
+        buffer = self._buffer
+        if not buffer and not force:
+            return 0
+        t0 = time.perf_counter()
+        if not buffer:  # an idle frame: let panels that sample over time (metrics) draw
+            for listener in list(self._listeners):
+                try:
+                    listener.render()
+                except Exception as exc:
+                    self._report(listener, exc)
+            return 0
+        events = list(buffer)
+        buffer.clear()
+        first_at, self._first_at = self._first_at, None
+        self._events += len(events)
+        for listener in list(self._listeners):
+            try:
+                listener.consume(events)
+            except Exception as exc:
+                self._report(listener, exc)
+        for listener in list(self._listeners):
+            try:
+                listener.render()
+            except Exception as exc:
+                self._report(listener, exc)
+        end = time.perf_counter()
+        self._frames += 1
+        self._last_cost = end - t0
+        if first_at is not None:
+            self._last_lag = end - first_at
+            self._max_lag = max(self._max_lag, self._last_lag)
+        return len(events)
+
+    def _report(self, listener: Any, exc: BaseException) -> None:
+        self.errors.append(exc)
+        show = getattr(listener, "show_error", None)
+        if show is not None:
+            show(exc)
+
+    def reset_lag(self) -> None:
+        self._max_lag = 0.0
+
+    def statistics(self) -> FeedStatistics:
+        return FeedStatistics(
+            events=self._events, dropped=self._dropped, frames=self._frames,
+            buffered=len(self._buffer), last_lag=self._last_lag, max_lag=self._max_lag,
+            last_frame_cost=self._last_cost, listeners=len(self._listeners),
+            subscribed=not self._subscription.closed,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Unsubscribe from the lab and stop the flush task. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._subscription.close()
+        self._buffer.clear()
+        self._listeners.clear()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._task = None
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        state = "closed" if self._closed else f"{s.listeners} listeners"
+        return f"<Feed {state}, {s.events} events, {s.frames} frames>"
+
+
+# -- registry: one feed per lab, one top-level panel per kind per lab ---------------------------
+
+_feeds: weakref.WeakKeyDictionary[Any, Feed] = weakref.WeakKeyDictionary()
+_open: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def feed_for(lab: Lab, **options: Any) -> Feed:
+    """The lab's feed, made (and subscribed) on first use."""
+    feed = _feeds.get(lab)
+    if feed is None or feed.closed:
+        feed = _feeds[lab] = Feed(lab, **options)
+    return feed
+
+
+def attach(lab: Lab, kind: str, panel: Any) -> None:
+    """Register ``panel`` as the open panel of ``kind`` on ``lab``, closing the previous one."""
+    panels = _open.setdefault(lab, {})
+    previous = panels.get(kind)
+    if previous is not None and previous is not panel:
+        previous.close()
+    panels[kind] = panel
+
+
+def detach(lab: Lab, kind: str, panel: Any) -> None:
+    panels = _open.get(lab)
+    if panels is not None and panels.get(kind) is panel:
+        del panels[kind]
+
+
+def release(lab: Lab, listener: Listener) -> None:
+    """Remove ``listener`` from the lab's feed; close the feed when nobody listens anymore."""
+    feed = _feeds.get(lab)
+    if feed is None:
+        return
+    feed.remove(listener)
+    if not feed.listeners:
+        feed.close()
+        _feeds.pop(lab, None)
+
+
+def open_panels(lab: Lab) -> dict[str, Any]:
+    """The top-level panels open on ``lab``, by kind."""
+    return dict(_open.get(lab, {}))

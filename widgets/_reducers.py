@@ -1,0 +1,645 @@
+"""Reducers: from the lab's events to the state and rows the panels draw. No UI imports.
+
+Every panel is a reducer plus a view (house style, rule 21). The reducers here take
+``durable_lab.events`` records in stream order and keep just enough state to draw:
+
+- :class:`ObjectState` / :class:`ObjectsReducer`: what one object looks like *now* (mailbox
+  chips, input gate and its holder, the running turn, awaits in flight, dirty keys, batches
+  flying to storage, replies held by the output gate);
+- :class:`TimelineReducer`: closed segments (one lane per delivery) and commit markers, as
+  column rows ready for ``ColumnDataSource.stream``;
+- :class:`StorageReducer`: per object, each key's state (pending, flushing, committed, lost);
+- :class:`FleetReducer`: per object load, queue length and status;
+- :class:`MetricsReducer`: throughput, queue depth, batch sizes, latency against writes;
+- :func:`describe_event`: one line of plain words per event, for the event log.
+
+All of them are bounded: they keep per-object state for at most ``max_objects`` objects (least
+recently active dropped first) and per-object key tables of at most ``max_keys`` keys. They
+never read the runtime: events in, rows out, so they are tested with recorded or synthetic
+events and no widgets at all. They mutate their own state for speed (a dashboard folds about
+10,000 events a second); ``fold(reducer, events)`` is the pure-looking entry point for tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from durable_lab import events as ev
+from durable_lab.tour import describe as _describe
+
+__all__ = [
+    "BATCH_BINS",
+    "FleetReducer",
+    "MetricsReducer",
+    "ObjectState",
+    "ObjectsReducer",
+    "StorageReducer",
+    "TimelineReducer",
+    "describe_event",
+    "fold",
+]
+
+
+def fold(reducer: Any, events: Iterable[ev.RuntimeEvent]) -> Any:
+    """Apply ``events`` in order to ``reducer`` and return it (handy in tests and notebooks)."""
+    for event in events:
+        reducer.apply(event)
+    return reducer
+
+
+def _delivery_of(holder: str) -> int | None:
+    head, _, number = holder.rpartition(" ")
+    return int(number) if head == "delivery" and number.isdigit() else None
+
+
+class _Lru(OrderedDict[str, Any]):
+    """An ordered dict that forgets its least recently touched entries beyond ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.forgotten = 0
+
+    def touch(self, key: str, make: Any) -> Any:
+        value = self.get(key)
+        if value is None:
+            value = self[key] = make(key)
+            if len(self) > self.limit:
+                self.popitem(last=False)
+                self.forgotten += 1
+        else:
+            self.move_to_end(key)
+        return value
+
+
+# -- object view -----------------------------------------------------------------------------
+
+
+@dataclass
+class ObjectState:
+    """One object as the object view draws it. Every field is plain data."""
+
+    label: str
+    object_id: str = ""
+    status: str = "unknown"  # unknown, not started, live, idle, reset, evicted
+    incarnation: int = 0
+    #: Deliveries queued at the input gate, oldest first: delivery -> method.
+    mailbox: dict[int, str] = field(default_factory=dict)
+    gate_holder: str = ""  # "" = the gate is open
+    gate_waiting: int = 0
+    critical_section: bool = False
+    running: int | None = None  # the delivery whose turn runs now
+    methods: dict[int, str] = field(default_factory=dict)  # started, not yet answered
+    awaiting: dict[int, str] = field(default_factory=dict)  # delivery -> "storage", "io"...
+    dirty: dict[str, int] = field(default_factory=dict)  # key -> delivery that wrote it
+    batches: dict[int, tuple[str, ...]] = field(default_factory=dict)  # in flight
+    last_batch: tuple[int, int, bool] | None = None  # (batch, keys, ok) of the last to land
+    held: dict[int, int] = field(default_factory=dict)  # replies held: delivery -> waiting_for
+    released: deque[tuple[int, bool]] = field(default_factory=lambda: deque(maxlen=6))
+    last_reset: str = ""  # "outputGateBroken: ...", shown as a banner
+    reset_seq: int = 0
+    last_fault: str = ""
+    finished: int = 0
+    commits: int = 0
+    resets: int = 0
+    last_seq: int = 0
+
+    @property
+    def gate_open(self) -> bool:
+        return not self.gate_holder
+
+    def clear_instance(self) -> None:
+        self.mailbox.clear()
+        self.gate_holder = ""
+        self.gate_waiting = 0
+        self.critical_section = False
+        self.running = None
+        self.methods.clear()
+        self.awaiting.clear()
+        self.dirty.clear()
+        self.held.clear()
+
+    def apply(self, e: ev.RuntimeEvent) -> None:  # noqa: C901 - one branch per event type
+        self.last_seq = e.seq
+        if e.object_id:
+            self.object_id = e.object_id
+        t = type(e)
+        if t is ev.DeliveryQueued:
+            self.mailbox[e.delivery] = e.method
+        elif t is ev.DeliveryStarted:
+            self.mailbox.pop(e.delivery, None)
+            self.methods[e.delivery] = e.method
+            self.running = e.delivery
+            self.status = "live"
+        elif t is ev.TurnEnded:
+            self.awaiting[e.delivery] = e.awaiting
+            if self.running == e.delivery:
+                self.running = None
+        elif t is ev.DeliveryResumed:
+            self.awaiting.pop(e.delivery, None)
+            self.running = e.delivery
+        elif t is ev.StorageOp:
+            d = e.delivery
+            if d in self.awaiting:  # code after a storage read runs on, gate still held
+                del self.awaiting[d]
+                self.running = d
+            if e.cache == "write":
+                if e.op == "deleteAll":
+                    self.dirty["*"] = d
+                else:
+                    for key in e.keys:
+                        self.dirty[key] = d
+        elif t is ev.DeliveryFinished:
+            self.awaiting.pop(e.delivery, None)
+            self.methods.pop(e.delivery, None)
+            if self.running == e.delivery:
+                self.running = None
+            self.finished += 1
+        elif t is ev.InputGateLocked:
+            if e.depth == 0:
+                self.gate_holder = e.holder
+                self.gate_waiting = e.waiting
+                self.critical_section = e.holder == "critical section"
+        elif t is ev.InputGateUnlocked:
+            if e.depth == 0:
+                self.gate_holder = ""
+                self.gate_waiting = e.waiting
+                self.critical_section = False
+        elif t is ev.FlushStarted:
+            keys = e.puts + e.deletes + (("*",) if e.delete_all else ())
+            self.batches[e.batch] = keys
+            # A batch takes every pending write; a key left out was a no-op write (the same
+            # value again), which the cache drops.
+            self.dirty.clear()
+        elif t is ev.CommitDone:
+            self.batches.pop(e.batch, None)
+            self.last_batch = (e.batch, e.keys, True)
+            self.commits += 1
+        elif t is ev.CommitFailed:
+            keys = self.batches.pop(e.batch, ())
+            self.last_batch = (e.batch, len(keys), False)
+        elif t is ev.ReplyHeld:
+            self.held[e.delivery] = e.waiting_for
+        elif t is ev.ReplyReleased:
+            self.held.pop(e.delivery, None)
+            self.released.append((e.delivery, e.ok))
+        elif t is ev.InstanceConstructed:
+            self.incarnation = e.incarnation
+            self.status = "live"
+            self.batches.clear()
+        elif t is ev.InstanceReset:
+            self.clear_instance()
+            self.status = "reset"
+            self.resets += 1
+            self.reset_seq = e.seq
+            self.last_reset = f"{e.reason}: {e.lost_writes} unflushed write(s) lost"
+        elif t is ev.InstanceEvicted:
+            self.clear_instance()
+            self.status = "evicted"
+        elif t is ev.FaultInjected:
+            self.last_fault = f"{e.fault} ({e.detail})" if e.detail else e.fault
+
+
+class ObjectsReducer:
+    """An :class:`ObjectState` for each object seen (at most ``max_objects``)."""
+
+    def __init__(self, max_objects: int = 500) -> None:
+        self.objects: _Lru = _Lru(max_objects)
+        self.seq = 0
+        self.steps = 0
+        self.last_step = ""
+        self.paused = False
+
+    def apply(self, e: ev.RuntimeEvent) -> None:
+        self.seq = e.seq
+        if e.object:
+            self.objects.touch(e.object, ObjectState).apply(e)
+        t = type(e)
+        if t is ev.StepTaken:
+            self.steps += 1
+            self.last_step = e.description
+        elif t is ev.Paused:
+            self.paused = True
+        elif t is ev.Resumed:
+            self.paused = False
+
+    def get(self, label: str) -> ObjectState:
+        return self.objects.get(label) or ObjectState(label)
+
+
+# -- timeline --------------------------------------------------------------------------------
+
+#: Segment kinds of the timeline, in drawing order, with their colours (see _theme).
+SEGMENT_KINDS = ("queued", "running", "awaiting storage", "awaiting io", "reply held")
+
+
+def _columns(*names: str) -> dict[str, list[Any]]:
+    return {name: [] for name in names}
+
+
+SEGMENT_COLUMNS = ("delivery", "left", "right", "kind", "object", "method", "detail")
+MARKER_COLUMNS = ("delivery", "x", "batch", "size", "ok", "object", "label")
+
+
+class TimelineReducer:
+    """Lanes per delivery: closed segments and commit markers, as rows to stream.
+
+    The x axis is the event's ``seq`` (the order of everything that happened), so a run on a
+    memory backend, where everything takes microseconds, still spreads out readably; ``time``
+    is kept for the hover. ``only`` restricts the lanes to one object's deliveries.
+    """
+
+    def __init__(self, only: str | None = None) -> None:
+        self.only = only
+        #: delivery -> (kind, start seq, object, method)
+        self.open: dict[int, tuple[str, int, str, str]] = {}
+        self.methods: dict[int, str] = {}
+        self.segments = _columns(*SEGMENT_COLUMNS)
+        self.markers = _columns(*MARKER_COLUMNS)
+        #: per object: key -> delivery that wrote it last (who a commit belongs to)
+        self._writers: dict[str, dict[str, int]] = {}
+        self._batch_writers: dict[tuple[str, int], set[int]] = {}
+        self.last_x = 0
+
+    def _close(self, delivery: int, x: int) -> None:
+        seg = self.open.pop(delivery, None)
+        if seg is None:
+            return
+        kind, start, obj, method = seg
+        s = self.segments
+        s["delivery"].append(delivery)
+        s["left"].append(start)
+        s["right"].append(max(x, start + 0.6))
+        s["kind"].append(kind)
+        s["object"].append(obj)
+        s["method"].append(method)
+        s["detail"].append(f"{kind}: events {start}-{x}")
+
+    def _open(self, delivery: int, kind: str, x: int, obj: str) -> None:
+        self._close(delivery, x)
+        self.open[delivery] = (kind, x, obj, self.methods.get(delivery, ""))
+
+    def apply(self, e: ev.RuntimeEvent) -> None:  # noqa: C901
+        if self.only is not None and e.object != self.only:
+            return
+        x = e.seq
+        self.last_x = x
+        t = type(e)
+        if t is ev.DeliveryQueued:
+            self.methods[e.delivery] = e.method
+            self._open(e.delivery, "queued", x, e.object)
+        elif t is ev.DeliveryStarted or t is ev.DeliveryResumed:
+            self._open(e.delivery, "running", x, e.object)
+        elif t is ev.TurnEnded:
+            kind = "awaiting storage" if e.gate_held else "awaiting io"
+            self._open(e.delivery, kind, x, e.object)
+        elif t is ev.StorageOp:
+            d = e.delivery
+            seg = self.open.get(d)
+            if seg is not None and seg[0] == "awaiting storage":
+                self._open(d, "running", x, e.object)
+            if e.cache == "write":
+                writers = self._writers.setdefault(e.object, {})
+                for key in e.keys or ("*",):
+                    writers[key] = d
+        elif t is ev.DeliveryFinished:
+            self._close(e.delivery, x)
+            self.methods.pop(e.delivery, None)
+        elif t is ev.ReplyHeld:
+            self.methods.setdefault(e.delivery, "")
+            self._open(e.delivery, "reply held", x, e.object)
+        elif t is ev.ReplyReleased:
+            self._close(e.delivery, x)
+            self.methods.pop(e.delivery, None)
+        elif t is ev.FlushStarted:
+            writers = self._writers.get(e.object, {})
+            owners = {writers[k] for k in e.puts + e.deletes if k in writers}
+            if e.delete_all and "*" in writers:
+                owners.add(writers["*"])
+            writers.clear()  # the batch took every pending write (the rest were no-ops)
+            self._batch_writers[(e.object, e.batch)] = owners
+        elif t is ev.CommitDone or t is ev.CommitFailed:
+            owners = self._batch_writers.pop((e.object, e.batch), set()) or {0}
+            ok = t is ev.CommitDone
+            size = e.keys if ok else 0
+            m = self.markers
+            for d in sorted(owners):
+                m["delivery"].append(d)
+                m["x"].append(x)
+                m["batch"].append(e.batch)
+                m["size"].append(size)
+                m["ok"].append(ok)
+                m["object"].append(e.object)
+                m["label"].append(str(size) if ok else "✗")
+        elif t is ev.InstanceReset or t is ev.InstanceEvicted:
+            for d in [d for d, seg in self.open.items() if seg[2] == e.object]:
+                self._close(d, x)
+            self._writers.pop(e.object, None)
+            for key in [k for k in self._batch_writers if k[0] == e.object]:
+                if t is ev.InstanceReset:
+                    del self._batch_writers[key]
+
+    def take(self) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+        """The rows closed since the last call (segments, markers), then forget them."""
+        segments, markers = self.segments, self.markers
+        self.segments = _columns(*SEGMENT_COLUMNS)
+        self.markers = _columns(*MARKER_COLUMNS)
+        return segments, markers
+
+    def open_rows(self) -> dict[str, list[Any]]:
+        """The segments still open, drawn up to the latest event (replaced once per frame)."""
+        rows = _columns(*SEGMENT_COLUMNS)
+        end = self.last_x + 0.6
+        for d, (kind, start, obj, method) in self.open.items():
+            rows["delivery"].append(d)
+            rows["left"].append(start)
+            rows["right"].append(max(end, start + 0.6))
+            rows["kind"].append(kind)
+            rows["object"].append(obj)
+            rows["method"].append(method)
+            rows["detail"].append(f"{kind} since event {start}")
+        return rows
+
+
+# -- storage inspector ----------------------------------------------------------------------
+
+
+@dataclass
+class KeyState:
+    state: str  # "pending", "flushing", "committed", "deleted", "lost", "failed"
+    batch: int = 0
+    delivery: int = 0
+    seq: int = 0
+    before: str = ""  # the state before a pending write (restored if the write was a no-op)
+
+
+class StorageReducer:
+    """Per object, the state of every key seen written: pending vs flushing vs committed."""
+
+    def __init__(self, max_objects: int = 200, max_keys: int = 500) -> None:
+        self.objects: _Lru = _Lru(max_objects)
+        self.max_keys = max_keys
+        self._deletes: dict[tuple[str, int], set[str]] = {}
+
+    def _keys(self, label: str) -> OrderedDict[str, KeyState]:
+        return self.objects.touch(label, lambda _: OrderedDict())
+
+    def _set(self, table: OrderedDict[str, KeyState], key: str, ks: KeyState) -> None:
+        table[key] = ks
+        table.move_to_end(key)
+        while len(table) > self.max_keys:
+            table.popitem(last=False)
+
+    def apply(self, e: ev.RuntimeEvent) -> None:
+        t = type(e)
+        if t is ev.StorageOp:
+            if e.cache != "write":
+                return
+            table = self._keys(e.object)
+            if e.op == "deleteAll":
+                for ks in table.values():
+                    if ks.state == "committed":
+                        ks.state, ks.seq = "pending", e.seq
+                self._set(table, "*", KeyState("pending", 0, e.delivery, e.seq))
+                return
+            for key in e.keys:
+                old = table.get(key)
+                before = "" if old is None else (old.before if old.state == "pending"
+                                                 else old.state)
+                self._set(table, key, KeyState("pending", old.batch if old else 0, e.delivery,
+                                               e.seq, before))
+        elif t is ev.FlushStarted:
+            table = self._keys(e.object)
+            batch = set(e.puts + e.deletes + (("*",) if e.delete_all else ()))
+            for key, ks in list(table.items()):
+                if ks.state == "pending" and key not in batch:  # a no-op write: dropped
+                    if ks.before:
+                        ks.state = ks.before
+                    else:
+                        del table[key]
+            for key in e.puts + e.deletes + (("*",) if e.delete_all else ()):
+                ks = table.get(key)
+                if ks is None:
+                    ks = KeyState("pending")
+                    self._set(table, key, ks)
+                ks.state, ks.batch, ks.seq = "flushing", e.batch, e.seq
+            self._deletes[(e.object, e.batch)] = set(e.deletes)
+        elif t is ev.CommitDone or t is ev.CommitFailed:
+            table = self._keys(e.object)
+            deletes = self._deletes.pop((e.object, e.batch), set())
+            ok = t is ev.CommitDone
+            for key, ks in list(table.items()):
+                if ks.state == "flushing" and ks.batch == e.batch:
+                    if not ok:
+                        ks.state = "failed"
+                    elif key == "*":
+                        del table[key]
+                        for other in table.values():
+                            if other.state == "pending" and other.batch == 0 and other.seq < ks.seq:
+                                other.state = "deleted"
+                    else:
+                        ks.state = "deleted" if key in deletes else "committed"
+                    ks.seq = e.seq
+        elif t is ev.InstanceReset:
+            table = self._keys(e.object)
+            for ks in table.values():
+                if ks.state == "pending":  # a batch already flying may still land
+                    ks.state, ks.seq = "lost", e.seq
+
+    def rows(self, label: str) -> list[tuple[str, KeyState]]:
+        """(key, state) for ``label``: pending and flushing first, then committed, by key."""
+        table = self.objects.get(label) or {}
+        order = {"pending": 0, "flushing": 1, "failed": 2, "lost": 3, "committed": 4,
+                 "deleted": 5}
+        return sorted(table.items(), key=lambda kv: (order.get(kv[1].state, 9), kv[0]))
+
+    def counts(self, label: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for ks in (self.objects.get(label) or {}).values():
+            out[ks.state] = out.get(ks.state, 0) + 1
+        return out
+
+
+# -- fleet -----------------------------------------------------------------------------------
+
+
+@dataclass
+class FleetRow:
+    label: str
+    queue: int = 0  # waiting at the input gate
+    in_flight: int = 0  # admitted, not answered
+    done: int = 0  # answered since the panel opened
+    load: float = 0.0  # deliveries answered per frame, smoothed
+    status: str = "unknown"
+    resets: int = 0
+    _done_at_last_tick: int = 0
+
+
+class FleetReducer:
+    """Per object: queue length, calls in flight, load, status (for the grid / heat map)."""
+
+    def __init__(self, max_objects: int = 400) -> None:
+        self.rows: _Lru = _Lru(max_objects)
+        self.order: list[str] = []  # first-seen order, for stable grid positions
+        self._known: set[str] = set()
+
+    def _row(self, label: str) -> FleetRow:
+        if label not in self._known:
+            self._known.add(label)
+            self.order.append(label)
+        return self.rows.touch(label, FleetRow)
+
+    def apply(self, e: ev.RuntimeEvent) -> None:
+        if not e.object:
+            return
+        t = type(e)
+        if t is ev.DeliveryQueued:
+            r = self._row(e.object)
+            r.queue = e.queue_length
+            if r.status not in ("live",):
+                r.status = "live"
+        elif t is ev.DeliveryStarted:
+            r = self._row(e.object)
+            r.queue = max(0, r.queue - 1)
+            r.in_flight += 1
+        elif t is ev.DeliveryFinished:
+            r = self._row(e.object)
+            r.in_flight = max(0, r.in_flight - 1)
+            r.done += 1
+        elif t is ev.InstanceConstructed:
+            self._row(e.object).status = "live"
+        elif t is ev.InstanceReset:
+            r = self._row(e.object)
+            r.status, r.queue, r.in_flight = "reset", 0, 0
+            r.resets += 1
+        elif t is ev.InstanceEvicted:
+            r = self._row(e.object)
+            r.status, r.queue, r.in_flight = "evicted", 0, 0
+
+    def seed(self, label: str, *, queue: int, in_flight: int, status: str) -> None:
+        """Start from ``lab.objects()`` (what happened before the panel opened)."""
+        r = self._row(label)
+        r.queue, r.in_flight, r.status = queue, in_flight, status
+
+    def tick(self, smoothing: float = 0.3) -> None:
+        """Once per frame: fold the deliveries answered since the last tick into ``load``."""
+        for r in self.rows.values():
+            delta = r.done - r._done_at_last_tick
+            r._done_at_last_tick = r.done
+            r.load = r.load * (1 - smoothing) + delta * smoothing
+
+    def visible(self) -> list[FleetRow]:
+        rows = [self.rows[label] for label in self.order if label in self.rows]
+        if len(self.order) > 2 * len(self.rows):
+            self.order = [label for label in self.order if label in self.rows]
+            self._known = set(self.order)
+        return rows
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+#: Commit batch-size histogram bins: (label, lowest size, highest size).
+BATCH_BINS = (("1", 1, 1), ("2", 2, 2), ("3-4", 3, 4), ("5-8", 5, 8), ("9-16", 9, 16),
+              ("17-64", 17, 64), ("65+", 65, 1 << 62))
+
+
+def _bin(size: int) -> int:
+    for i, (_, lo, hi) in enumerate(BATCH_BINS):
+        if lo <= size <= hi:
+            return i
+    return 0
+
+
+class MetricsReducer:
+    """Counters for throughput, queue depth, batch sizes, and latency vs writes per call."""
+
+    def __init__(self, max_points: int = 5000) -> None:
+        self.events = 0
+        self.answered = 0
+        self.commits = 0
+        self.writes = 0
+        self.batch_hist = [0] * len(BATCH_BINS)
+        self.queues: dict[str, int] = {}
+        self._queued_at: dict[int, tuple[float, str]] = {}
+        self._writes_of: dict[int, int] = {}
+        self._finished: int | None = None  # a delivery whose reply may be held next
+        self._finished_at = 0.0
+        #: (writes, latency ms, method, object) per answered call, since the last take().
+        self.points: list[tuple[int, float, str, str]] = []
+        self.max_points = max_points
+        self._last = (0, 0, 0)  # events, answered, commits at the last snapshot
+
+    def _answer(self, d: int, t: float) -> None:
+        start = self._queued_at.pop(d, None)
+        writes = self._writes_of.pop(d, 0)
+        self.answered += 1
+        if start is not None and len(self.points) < self.max_points:
+            self.points.append((writes, (t - start[0]) * 1000.0, start[1], ""))
+
+    def apply(self, e: ev.RuntimeEvent) -> None:
+        self.events += 1
+        t = type(e)
+        if self._finished is not None:
+            d, self._finished = self._finished, None
+            if not (t is ev.ReplyHeld and e.delivery == d):
+                self._answer(d, self._finished_at)
+        if t is ev.DeliveryQueued:
+            self._queued_at[e.delivery] = (e.time, e.method)
+            self.queues[e.object] = e.queue_length
+        elif t is ev.DeliveryStarted:
+            q = self.queues.get(e.object, 0)
+            self.queues[e.object] = q - 1 if q > 0 else 0
+        elif t is ev.StorageOp:
+            if e.cache == "write":
+                n = len(e.keys) or 1
+                self._writes_of[e.delivery] = self._writes_of.get(e.delivery, 0) + n
+                self.writes += n
+        elif t is ev.DeliveryFinished:
+            self._finished, self._finished_at = e.delivery, e.time
+        elif t is ev.ReplyReleased:
+            self._answer(e.delivery, e.time)
+        elif t is ev.CommitDone:
+            self.commits += 1
+            self.batch_hist[_bin(e.keys)] += 1
+        elif t is ev.InstanceReset or t is ev.InstanceEvicted:
+            self.queues[e.object] = 0
+        if len(self._queued_at) > 100_000:  # calls that never answered (lab closed...)
+            for d in list(self._queued_at)[:50_000]:
+                self._queued_at.pop(d, None)
+                self._writes_of.pop(d, None)
+
+    def snapshot(self, dt: float) -> dict[str, float]:
+        """Rates over the last ``dt`` seconds (one frame) and the current queue depth."""
+        events, answered, commits = self._last
+        self._last = (self.events, self.answered, self.commits)
+        dt = dt if dt > 0 else 1.0
+        depth = sum(self.queues.values())
+        return {
+            "events_per_s": (self.events - events) / dt,
+            "calls_per_s": (self.answered - answered) / dt,
+            "commits_per_s": (self.commits - commits) / dt,
+            "queue_depth": float(depth),
+            "max_queue": float(max(self.queues.values(), default=0)),
+        }
+
+    def take_points(self) -> list[tuple[int, float, str, str]]:
+        points, self.points = self.points, []
+        return points
+
+
+# -- event log -------------------------------------------------------------------------------
+
+_HIDDEN = frozenset({"seq", "time", "object", "object_id"})
+
+
+def describe_event(e: ev.RuntimeEvent) -> str:
+    """Plain words for the log: the tour's sentence if it has one, else the fields."""
+    text = _describe(e)
+    if text is not None:
+        return text
+    return ", ".join(f"{f.name}={getattr(e, f.name)!r}" for f in dataclasses.fields(e)
+                     if f.name not in _HIDDEN)

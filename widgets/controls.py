@@ -1,0 +1,198 @@
+"""Controls: play / pause / step / speed, seed and model, and fault buttons.
+
+Every button calls the lab's public API (``lab.pause()``, ``lab.step()``, ``lab.faults``...).
+Errors raised by a callback are shown in the panel (``self.errors``), never swallowed.
+
+Speed: "full speed" resumes the lab. A slower speed keeps the lab paused and takes the oldest
+transition ``n`` times a second (``await lab.step()``), so a person can follow every change.
+Seed and concurrency model are fixed when the ``Lab`` is made; the panel shows them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+
+from ._base import Panel
+from ._reducers import ObjectsReducer
+from ._targets import label_of, target_for
+from ._theme import COLORS, esc
+
+if TYPE_CHECKING:
+    from durable_lab import Lab
+    from durable_lab.events import RuntimeEvent
+
+__all__ = ["Controls"]
+
+SPEEDS = (("full speed", 0.0), ("20 steps/s", 20.0), ("5 steps/s", 5.0), ("2 steps/s", 2.0),
+          ("1 step/s", 1.0))
+
+
+def _button(description: str, style: str = "", tooltip: str = "", width: str = "auto"
+            ) -> w.Button:
+    b = w.Button(description=description, button_style=style, tooltip=tooltip,
+                 layout=w.Layout(width=width))
+    return b
+
+
+class Controls(Panel):
+    """Run controls and fault buttons for the lab (faults act on the selected object)."""
+
+    kind = "controls"
+
+    def __init__(self, lab: Lab, target: Any = None, *, reducer: ObjectsReducer | None = None,
+                 **kwargs: Any) -> None:
+        self.reducer = reducer if reducer is not None else ObjectsReducer()
+        self._shared = reducer is not None
+        self.target = label_of(target)
+        self._step_lock = asyncio.Lock()
+        self._autoplay: asyncio.Future[Any] | None = None
+        self.play = _button("▶ Play", "success", "run (at the chosen speed)")
+        self.pause = _button("Pause", "warning", "hold every transition")
+        self.step = _button("Step +1", "info", "take the oldest transition, exactly one")
+        self.speed = w.Dropdown(options=SPEEDS, value=0.0, description="speed",
+                                layout=w.Layout(width="190px"))
+        self.seed = w.Text(value=str(lab.seed), description="seed", disabled=True,
+                           layout=w.Layout(width="130px"),
+                           tooltip="fixed when the Lab is made: Lab(seed=...)")
+        self.model = w.Dropdown(options=["gates", "none", "serial"], value=lab.model,
+                                description="model", disabled=True,
+                                layout=w.Layout(width="170px"))
+        self.fail_commit = _button("Fail next commit", "danger", "its next commit fails")
+        self.evict = _button("Evict", "", "drop it from memory (not a failure)")
+        self.crash = _button("Crash", "danger", "reset it now, unflushed writes lost")
+        self.code_update = _button("Code update", "", "reset as a deploy does")
+        self.status = w.HTML()
+        self.next_steps = w.HTML()
+        super().__init__(lab, **kwargs)
+        self.play.on_click(self.guarded(self._on_play))
+        self.pause.on_click(self.guarded(self._on_pause))
+        self.step.on_click(self.guarded(self._on_step))
+        self.speed.observe(self.guarded(self._on_speed), names=["value"])
+        self.fail_commit.on_click(self.guarded(
+            lambda _b: self.lab.faults.fail_next_commit(self._target())))
+        self.crash.on_click(self.guarded(lambda _b: self.lab.faults.crash(self._target())))
+        self.code_update.on_click(self.guarded(
+            lambda _b: self.lab.faults.code_update(self._target())))
+        self.evict.on_click(self.guarded(
+            lambda _b: self.spawn(self.lab.faults.evict(self._target()))))
+        run = w.HBox([self.play, self.pause, self.step, self.speed, self.seed, self.model],
+                     layout=w.Layout(flex_flow="row wrap", align_items="center"))
+        faults = w.HBox([w.HTML('<b style="font:13px sans-serif">Faults on the selected object:'
+                                '</b>'), self.fail_commit, self.evict, self.crash,
+                         self.code_update],
+                        layout=w.Layout(flex_flow="row wrap", align_items="center"))
+        self.children = (run, self.status, faults, self.next_steps, self.errors)
+        self.refresh()
+
+    # -- actions --------------------------------------------------------------------------
+
+    def _target(self) -> Any:
+        if not self.target:
+            raise ValueError("no object selected yet: call an object first, or pick one")
+        state = self.reducer.objects.get(self.target)
+        return target_for(self.lab, self.target, state.object_id if state else "")
+
+    def _stop_autoplay(self) -> None:
+        if self._autoplay is not None and not self._autoplay.done():
+            self._autoplay.cancel()
+        self._autoplay = None
+
+    def _on_play(self, _b: Any = None) -> None:
+        self._stop_autoplay()
+        rate = self.speed.value
+        if not rate:
+            self.lab.resume()
+        else:
+            self.lab.pause()
+            self._autoplay = self.spawn(self._autoplay_loop(rate))
+        self.refresh()
+
+    def _on_pause(self, _b: Any = None) -> None:
+        self._stop_autoplay()
+        self.lab.pause()
+        self.refresh()
+
+    def _on_speed(self, _change: Any) -> None:
+        if self._autoplay is not None or (self.speed.value and not self.lab.paused):
+            self._on_play()
+
+    def _on_step(self, _b: Any = None) -> None:
+        self._stop_autoplay()
+        self.spawn(self.step_once())
+
+    async def step_once(self) -> Any:
+        """Take exactly one transition (clicks queue up: N clicks, N steps)."""
+        async with self._step_lock:
+            choice = await self.lab.step()
+        self.refresh()
+        return choice
+
+    async def _autoplay_loop(self, rate: float) -> None:
+        while True:
+            async with self._step_lock:
+                await self.lab.step()
+            self._dirty = True
+            await asyncio.sleep(1.0 / rate)
+
+    # -- view -----------------------------------------------------------------------------
+
+    def select(self, target: Any) -> None:
+        self.target = label_of(target)
+        self.refresh()
+
+    def apply(self, event: RuntimeEvent) -> None:
+        if not self._shared:
+            self.reducer.apply(event)
+
+    def consume(self, events: list[RuntimeEvent]) -> None:
+        if not self._shared:
+            super().consume(events)
+        if self.target is None:
+            for e in events:
+                if e.object:
+                    self.target = e.object
+                    break
+        self._dirty = True
+
+    def render(self) -> None:
+        # While paused, the choices change without events (a held reply becomes releasable):
+        # redraw every frame, it is one lab.choices() call.
+        if self.lab.paused:
+            self._dirty = True
+        super().render()
+
+    def draw(self) -> None:
+        lab = self.lab
+        paused = lab.paused
+        steps = lab.scheduler.steps_taken
+        mode = ("paused" if paused and self._autoplay is None else
+                f"playing at {self.speed.label}" if self._autoplay is not None else "running")
+        color = {"paused": "#b45309", "running": COLORS["ok"]}.get(mode, "#1d4ed8")
+        self.status.value = (
+            f'<div class="dl-runstate" data-paused="{str(paused).lower()}" data-steps="{steps}" '
+            f'data-seq="{self.reducer.seq}" style="font:13px sans-serif;margin:2px 0">'
+            f'<b style="color:{color}">{mode.upper()}</b> · '
+            f'<span class="dl-steps">steps taken: <b>{steps}</b></span> · '
+            f'events: <b>{self.reducer.seq}</b> · selected: '
+            f'<b class="dl-selected">{esc(self.target or "(none yet)")}</b>'
+            + (f" · last step: <i>{esc(self.reducer.last_step)}</i>" if self.reducer.last_step
+               else "") + "</div>")
+        if paused:
+            choices = lab.choices()
+            items = "".join(f"<li>{esc(repr(c))}</li>" for c in choices[:6])
+            more = f"<li>... {len(choices) - 6} more</li>" if len(choices) > 6 else ""
+            self.next_steps.value = (
+                f'<div class="dl-choices" data-count="{len(choices)}" style="font:12px '
+                f'monospace;margin:0 0 4px"><b>Next possible transitions</b> (Step takes [0]):'
+                f'<ol start="0" style="margin:2px 0 0 0">{items}{more}</ol></div>'
+                if choices else '<div class="dl-choices" data-count="0" style="font:12px '
+                'monospace">No transition possible now.</div>')
+        else:
+            self.next_steps.value = ""
+
+    def close(self) -> None:
+        self._stop_autoplay()
+        super().close()

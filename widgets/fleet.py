@@ -1,0 +1,117 @@
+"""Fleet view: many objects at once, a grid coloured by queue length and sized by load."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+from bokeh.models import ColumnDataSource, HoverTool, LinearColorMapper, TapTool
+from bokeh.palettes import OrRd9
+from bokeh.plotting import figure
+
+from ._base import Panel
+from ._plots import LiveBokehModel
+from ._reducers import FleetReducer
+
+if TYPE_CHECKING:
+    from durable_lab import Lab
+    from durable_lab.events import RuntimeEvent
+
+__all__ = ["FleetView"]
+
+COLUMNS = ("x", "y", "label", "short", "queue", "in_flight", "load", "status", "resets",
+           "line", "text")
+STATUS_LINE = {"live": "#334155", "reset": "#d62728", "evicted": "#94a3b8",
+               "unknown": "#94a3b8", "not started": "#94a3b8", "idle": "#334155"}
+
+
+class FleetView(Panel):
+    """A cell per object: fill = queue length, outline = status; click one to open it."""
+
+    kind = "fleet"
+
+    def __init__(self, lab: Lab, *, on_select: Callable[[str], None] | None = None,
+                 width: int = 420, height: int = 300, **kwargs: Any) -> None:
+        self.reducer = FleetReducer()
+        self.on_select = on_select
+        self.source = ColumnDataSource({c: [] for c in COLUMNS}, name="fleet_source")
+        self.mapper = LinearColorMapper(palette=("#f8fafc", *OrRd9[::-1][2:]), low=0, high=8)
+        self.figure = fig = figure(width=width, height=height, title="Fleet: queue length per object",
+                                   tools="tap,reset", x_axis_type=None, y_axis_type=None,
+                                   match_aspect=True, name="fleet_fig")
+        fig.grid.visible = False
+        cells = fig.rect(x="x", y="y", width=0.92, height=0.92, source=self.source,
+                         fill_color={"field": "queue", "transform": self.mapper},
+                         line_color="line", line_width=2)
+        fig.text(x="x", y="y", text="text", source=self.source, text_align="center",
+                 text_baseline="middle", text_font_size="10px")
+        fig.add_tools(HoverTool(renderers=[cells], tooltips=[
+            ("object", "@label"), ("status", "@status"), ("queued", "@queue"),
+            ("in flight", "@in_flight"), ("load", "@load{0.0} calls/frame"),
+            ("resets", "@resets")]))
+        fig.select_one(TapTool).renderers = [cells]
+        fig.toolbar.logo = None
+        self.source.selected.on_change("indices", self._tapped)
+        self.plot = LiveBokehModel(fig)
+        self.summary = w.HTML()
+        super().__init__(lab, **kwargs)
+        self.children = (self.summary, self.plot, self.errors)
+        self._labels: list[str] = []
+
+    def _tapped(self, _attr: str, _old: Any, new: list[int]) -> None:
+        try:
+            if new and self.on_select is not None and new[0] < len(self._labels):
+                self.on_select(self._labels[new[0]])
+        except Exception as exc:
+            self.show_error(exc)
+
+    def seed(self, infos: list[Any]) -> None:
+        """Start from ``await lab.objects()`` (objects seen before the panel opened)."""
+        for info in infos:
+            self.reducer.seed(info.label, queue=info.queue_length, in_flight=info.in_flight,
+                              status=info.state)
+        self.refresh()
+
+    def apply(self, event: RuntimeEvent) -> None:
+        self.reducer.apply(event)
+
+    def render(self) -> None:
+        self.reducer.tick()
+        super().render()
+
+    def draw(self) -> None:
+        rows = self.reducer.visible()
+        n = len(rows)
+        cols = max(1, math.ceil(math.sqrt(n)))
+        data: dict[str, list[Any]] = {c: [] for c in COLUMNS}
+        for i, r in enumerate(rows):
+            data["x"].append(i % cols)
+            data["y"].append(-(i // cols))
+            data["label"].append(r.label)
+            short = r.label.partition(":")[2] or r.label
+            data["short"].append(short)
+            data["queue"].append(r.queue)
+            data["in_flight"].append(r.in_flight)
+            data["load"].append(round(r.load, 2))
+            data["status"].append(r.status)
+            data["resets"].append(r.resets)
+            data["line"].append(STATUS_LINE.get(r.status, "#334155"))
+            data["text"].append(f"{short[:10]}\n{r.queue}" if n <= 64 else "")
+        self._labels = data["label"]
+        doc = self.figure.document
+        doc.hold("combine")
+        try:
+            self.mapper.high = max(8, max(data["queue"], default=0))
+            if data != dict(self.source.data):
+                self.source.data = data
+        finally:
+            doc.unhold()
+        total_q = sum(data["queue"])
+        hot = max(rows, key=lambda r: r.queue, default=None)
+        self.summary.value = (
+            f'<div class="dl-fleet" data-objects="{n}" data-queued="{total_q}" style="font:12px '
+            f'sans-serif">{n} objects · {total_q} calls queued'
+            + (f" · hottest: <b>{hot.label}</b> ({hot.queue} queued)" if hot and hot.queue else "")
+            + "</div>")
