@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set everything up (.venv with durable_lab, the panels and JupyterLab) and open the course on
+# the five-minute tour. Extra arguments go to `jupyter lab` (e.g. --no-browser --port 8890).
+set -euo pipefail
+source "$(dirname "$0")/_venv.sh"
+extra=()
+if [ "$(id -u)" -eq 0 ]; then
+    extra+=(--allow-root)  # containers and workshop VMs often run as root
+fi
+exec jupyter lab notebooks/00_tour.ipynb "${extra[@]}" "$@"
