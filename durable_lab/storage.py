@@ -422,6 +422,9 @@ class DurableObjectStorage:
             for commit in pending:
                 if not commit.cancelled() and commit.exception() is not None:
                     fut.set_exception(commit.exception())  # type: ignore[arg-type]
+                    # The object is being reset and its code may never resume to read this:
+                    # mark it read, so asyncio does not log it as forgotten.
+                    fut.exception()
                     return
             fut.set_result(None)
 

@@ -1,0 +1,104 @@
+"""Exercise 04: save many items in one atomic commit (write coalescing)."""
+
+from __future__ import annotations
+
+from ..errors import DurableObjectError
+from ..events import CommitDone
+from ..lab import Lab
+from ._core import CheckResult, Fail, Scenario, run_check, source_of
+
+__all__ = ["check_bulk_save"]
+
+AWAIT_HINT = (
+    "Every write made in one turn goes out as ONE batch: one commit, all or nothing. Something "
+    "in your loop ends the turn after each item ({what}), so each item becomes its own commit. "
+    "Remove it: put() needs no await at all, and the output gate already holds the reply until "
+    "the whole batch is durable.")
+
+
+def _items(n: int, tag: str = "v") -> dict[str, str]:
+    return {f"item:{i:03}": f"{tag}{i}" for i in range(n)}
+
+
+def _what_ends_the_turn(cls: type) -> str:
+    source = source_of(cls)
+    for needle, what in (("sync()", "await self.ctx.storage.sync()"),
+                         ("sleep(", "a sleep"), ("getByName", "a call to another object")):
+        if needle in source:
+            return what
+    return "an await of something that is not a storage read"
+
+
+async def _round_trip(cls: type) -> None:
+    async with Lab(storage="memory", seed=1) as lab:
+        stub = lab.bind("STORE", cls).getByName("s")
+        items = _items(5)
+        got = await stub.save_all(items)
+        loaded = await stub.load_all()
+        if got != 5 or loaded != items:
+            raise Fail(f"save_all() of 5 items returned {got!r}, then load_all() returned "
+                       f"{loaded!r}.",
+                       "save_all(items) stores every key/value of the dict and returns how many; "
+                       "load_all() returns them all as a dict (self.ctx.storage.list() does).")
+
+
+async def _one_commit(cls: type) -> str:
+    async with Lab(storage="memory", seed=1, commit_latency=0.01, clock="auto") as lab:
+        stub = lab.bind("STORE", cls).getByName("s")
+        await stub.load_all()  # construct it first
+        rec = lab.record()
+        start = lab.clock.now()
+        await stub.save_all(_items(50))
+        elapsed = lab.clock.now() - start
+        rec.close()
+        commits = len(rec.of(CommitDone))
+        if commits != 1:
+            raise Fail(f"saving 50 items took {commits} commits and {elapsed * 1000:.0f} ms "
+                       "of lab time (each commit costs 10 ms here).",
+                       AWAIT_HINT.format(what=_what_ends_the_turn(cls)))
+        return f"50 items, 1 commit, {elapsed * 1000:.0f} ms of lab time."
+
+
+async def _all_or_nothing(cls: type) -> None:
+    async with Lab(storage="memory", seed=1) as lab:
+        ns = lab.bind("STORE", cls)
+        stub = ns.getByName("s")
+        await stub.save_all(_items(10, "old"))
+        state = {"commits": 0}
+
+        def fail_the_second_commit(event: object) -> None:
+            if isinstance(event, CommitDone) and event.object == "STORE:s":
+                state["commits"] += 1
+                if state["commits"] == 1:
+                    lab.faults.fail_next_commit("STORE:s")
+
+        sub = lab.subscribe(fail_the_second_commit)
+        failed = False
+        try:
+            await stub.save_all(_items(10, "new"))
+        except DurableObjectError:
+            failed = True
+        finally:
+            sub.close()
+            lab.faults.clear()
+        if state["commits"] == 0 and not failed:
+            return  # one commit that happened to be the failing one: nothing to judge
+        loaded = await ns.getByName("s").load_all()
+        new = sorted(k for k, v in loaded.items() if str(v).startswith("new"))
+        if new and len(new) != 10:
+            raise Fail(f"a storage failure struck in the middle of save_all(): afterwards "
+                       f"{len(new)} of the 10 items {'is' if len(new) == 1 else 'are'} new and "
+                       f"{10 - len(new)} old: a half-saved batch.",
+                       AWAIT_HINT.format(what=_what_ends_the_turn(cls)))
+
+
+async def check_bulk_save(cls: type) -> CheckResult:
+    """Exercise 04: ``save_all(items)`` stores a dict atomically in one commit; ``load_all()``."""
+    return await run_check(
+        "04", "n writes, one commit", cls,
+        [Scenario("what is saved can be loaded", _round_trip),
+         Scenario("50 items are one commit", _one_commit),
+         Scenario("a failure mid-save leaves all old or all new, never a mix", _all_or_nothing)],
+        methods=("save_all", "load_all"),
+        praise="Your writes coalesce: one commit, atomic, and the reply waits for it. That is "
+               "also why you almost never need to await a put().")

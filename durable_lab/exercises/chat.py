@@ -1,0 +1,105 @@
+"""Exercise 08: a chat room on hibernatable WebSockets."""
+
+from __future__ import annotations
+
+from ..lab import Lab
+from ._core import CheckResult, Fail, Scenario, run_check, settle, source_of
+
+__all__ = ["check_chat_room"]
+
+SOCKETS_HINT = (
+    "After hibernation the object is constructed again and its fields start empty, but the "
+    "runtime kept the sockets: broadcast to `self.ctx.getWebSockets()`, not to a list you "
+    "keep in a field.")
+NAME_HINT = (
+    "Keep per-socket data ON the socket: `server.serializeAttachment({'name': name})` when you "
+    "accept it, `ws.deserializeAttachment()['name']` when a message arrives. A dict of names in "
+    "a field is empty after hibernation.")
+
+
+def _lab() -> Lab:
+    return Lab(storage="memory", seed=1, clock="manual", hibernate_after=None)
+
+
+async def _join(lab: Lab, stub: object, name: str):  # type: ignore[no-untyped-def]
+    ws = await lab.connect(stub, f"/?name={name}")  # type: ignore[arg-type]
+    await settle(lab)
+    return ws
+
+
+async def _say(lab: Lab, ws, text: str) -> None:  # type: ignore[no-untyped-def]
+    await ws.send(text)
+    await settle(lab)
+
+
+def _chat_lines(ws) -> list[str]:  # type: ignore[no-untyped-def]
+    return [m for m in ws.messages if isinstance(m, str) and ": " in m]
+
+
+async def _broadcast(cls: type) -> None:
+    lab = _lab()
+    async with lab:
+        room = lab.bind("ROOM", cls).getByName("lobby")
+        ann, bob = await _join(lab, room, "ann"), await _join(lab, room, "bob")
+        await _say(lab, ann, "hi bob")
+        for who, ws in (("ann", ann), ("bob", bob)):
+            if "ann: hi bob" not in _chat_lines(ws):
+                raise Fail(f"ann sent 'hi bob'; {who} received {ws.messages}, without "
+                           "'ann: hi bob'.",
+                           "In webSocketMessage(ws, message), send f'{name}: {message}' to every "
+                           "socket of the room, the sender included: "
+                           "`for other in self.ctx.getWebSockets(): other.send(line)`.")
+
+
+async def _hibernation(cls: type) -> None:
+    lab = _lab()
+    async with lab:
+        room = lab.bind("ROOM", cls).getByName("lobby")
+        ann, bob = await _join(lab, room, "ann"), await _join(lab, room, "bob")
+        await lab.hibernate(room)
+        await _say(lab, bob, "still here?")
+        got = _chat_lines(ann)
+        if "bob: still here?" not in got:
+            source = source_of(cls)
+            wrong_name = [m for m in got if m.endswith(": still here?")]
+            if wrong_name:
+                raise Fail(f"after the room hibernated, bob said 'still here?' and ann "
+                           f"received {wrong_name[0]!r}: the sender's name was lost.", NAME_HINT)
+            raise Fail("the room hibernated (its instance was dropped, the sockets stayed "
+                       "open); then bob said 'still here?' and ann received nothing "
+                       f"({ann.messages}).",
+                       SOCKETS_HINT if "getWebSockets" not in source else
+                       "Your handler ran after hibernation but did not reach ann: " +
+                       SOCKETS_HINT)
+
+
+async def _history(cls: type) -> None:
+    lab = _lab()
+    async with lab:
+        room = lab.bind("ROOM", cls).getByName("lobby")
+        ann = await _join(lab, room, "ann")
+        for i in range(3):
+            await _say(lab, ann, f"message {i}")
+        await lab.hibernate(room)
+        await lab.evict(room)
+        got = await room.history()
+        want = ["ann: message 0", "ann: message 1", "ann: message 2"]
+        if got != want:
+            raise Fail(f"ann sent three messages, the room was evicted, and history() then "
+                       f"returned {got!r}.",
+                       "Store each line in storage as it is sent (e.g. one key per message, "
+                       "msg:000001), and have history() return the stored lines in order, "
+                       "at most the last 50.")
+
+
+async def check_chat_room(cls: type) -> CheckResult:
+    """Exercise 08: a chat room: ``fetch`` accepts ``/?name=ann``, ``webSocketMessage``
+    broadcasts ``"ann: text"`` to everyone, ``history()`` returns the stored lines."""
+    return await run_check(
+        "08", "a chat room that hibernates", cls,
+        [Scenario("a message reaches everyone in the room", _broadcast),
+         Scenario("after hibernation, messages still reach everyone, with names", _hibernation),
+         Scenario("the history survives an eviction", _history)],
+        methods=("fetch", "webSocketMessage", "history"),
+        praise="Sockets from ctx.getWebSockets(), names in attachments, lines in storage: your "
+               "room can hibernate between every message and nobody notices.")

@@ -1,0 +1,98 @@
+"""Exercise 03: a ledger that never acknowledges a deposit it might lose (the output gate)."""
+
+from __future__ import annotations
+
+from ..check import CounterModel, History, linearizable
+from ..errors import DurableObjectError
+from ..lab import Lab
+from ..workload import run_workload
+from ._core import CheckResult, Fail, Scenario, first_lines, run_check, source_of
+
+__all__ = ["check_ledger"]
+
+UNCONFIRMED_HINT = (
+    "allowUnconfirmed=True lets the reply leave before the write is durable: fast, but if the "
+    "commit then fails the caller was already told 'done'. A ledger's callers rely on that "
+    "answer, so drop allowUnconfirmed: the output gate then holds the reply until the commit "
+    "lands, and a failed commit turns the reply into an error instead of a lie.")
+
+
+async def _adds_up(cls: type) -> None:
+    async with Lab(storage="memory", seed=1) as lab:
+        stub = lab.bind("LEDGER", cls).getByName("acct-1")
+        got = [await stub.deposit(10), await stub.deposit(5)]
+        balance = await stub.balance()
+        if got != [10, 15] or balance != 15:
+            raise Fail(f"deposit(10) then deposit(5) returned {got} and balance() {balance!r}; "
+                       "expected [10, 15] and 15.",
+                       "deposit(amount) adds to the stored balance and returns the new "
+                       "balance; balance() returns it (0 for a new account).")
+
+
+async def _no_false_ack(cls: type) -> None:
+    async with Lab(storage="memory", seed=1) as lab:
+        ns = lab.bind("LEDGER", cls)
+        stub = ns.getByName("acct-1")
+        await stub.deposit(10)
+        await lab.wait_idle()  # deposit(10) is committed, whatever the class does
+        lab.faults.fail_next_commit(stub)
+        try:
+            answer = await stub.deposit(5)
+        except DurableObjectError:
+            answer = None
+        except Exception as exc:
+            answer = exc
+        await lab.wait_idle()  # let the failed commit and the reset happen
+        balance = await ns.getByName("acct-1").balance()  # a fresh stub: the old one is broken
+        if answer is not None and not isinstance(answer, Exception) and balance != 15:
+            raise Fail(f"the commit of deposit(5) failed, yet the caller was answered "
+                       f"{answer!r}, and a fresh stub then reads balance() = {balance!r}: "
+                       "a false acknowledgment.",
+                       UNCONFIRMED_HINT if "allowUnconfirmed" in source_of(cls) else
+                       "The reply left before the write was committed. Does your class write "
+                       "somewhere other than ctx.storage (a field, a class attribute), or "
+                       "pass allowUnconfirmed=True?")
+        if balance != 10 and answer is None:
+            raise Fail(f"deposit(5)'s commit failed and the caller got an error (good), but "
+                       f"the balance is now {balance!r} instead of 10.",
+                       "After a failed commit the object restarts from what was committed. "
+                       "Keep the balance only in storage, not in fields.")
+
+
+async def _chaos(cls: type) -> str:
+    async with Lab(storage="memory", seed=7, record=False) as lab:
+        ns = lab.bind("LEDGER", cls)
+        lab.faults.fail_commits(probability=0.2)
+        history = History()
+        result = await run_workload(ns, method="deposit", clients=3, calls=40, objects=2,
+                                    args=lambda i, rng: (rng.choice([1, 2, 5, 10]),), seed=3,
+                                    history=history)
+        lab.faults.clear()
+        for name in result.names:
+            token = history.invoke("auditor", name, "balance")
+            history.complete(token, await ns.getByName(name).balance())
+        verdict = linearizable(history, CounterModel(increment={"deposit"}, read={"balance"}))
+        if verdict.status == "violation":
+            raise Fail(
+                "40 deposits from 3 clients while 1 commit in 5 fails: the answers the clients "
+                "got cannot all be true.\n" + first_lines(verdict.explain(), 6),
+                UNCONFIRMED_HINT if "allowUnconfirmed" in source_of(cls) else
+                "Some client was told a balance that storage never held. Read and write the "
+                "balance only through ctx.storage, with no other await in between.")
+        failed = len(result.failed_calls)
+        if not verdict.ok:  # "unknown": too many failed calls to decide; no violation found
+            return f"{failed} of 40 deposits failed; the history checker found no violation."
+        return (f"{failed} of 40 deposits failed with an error, and every answer the clients "
+                "got is consistent with one ledger (the history checker agrees).")
+
+
+async def check_ledger(cls: type) -> CheckResult:
+    """Exercise 03: ``deposit(amount)`` returns the new balance only once it is durable."""
+    return await run_check(
+        "03", "no false acknowledgments", cls,
+        [Scenario("deposits add up", _adds_up),
+         Scenario("a commit fails: the caller hears an error, not 'done'", _no_false_ack),
+         Scenario("40 deposits while 20% of commits fail", _chaos)],
+        methods=("deposit", "balance"),
+        praise="Every 'done' your ledger says is durable. That is the output gate's promise, "
+               "and it is why you rarely want allowUnconfirmed for money.")

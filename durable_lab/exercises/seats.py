@@ -1,0 +1,158 @@
+"""Exercise 02: sell one seat, with a payment call in the middle (the input gate's limits)."""
+
+from __future__ import annotations
+
+from ..errors import DurableObjectError
+from ..lab import Lab
+from ._core import CheckResult, Fail, Scenario, drive, explore, gather_outcomes, run_check
+from .helpers import Payments
+
+__all__ = ["check_seat"]
+
+PRICE = 10
+
+DOUBLE_HINT = (
+    "Your claim reads 'the seat is free', then awaits the payment call, then writes the owner. "
+    "Awaiting another object (like a fetch or a timer) OPENS the input gate: a second claim "
+    "runs in that gap, also reads 'free', and also pays. Two fixes: (1) reserve first: write "
+    "the owner BEFORE you await the payment (storage writes need no await, the gate stays "
+    "closed from the read to the write); or (2) wrap read-pay-write in "
+    "`await self.ctx.blockConcurrencyWhile(fn)`, which keeps everyone else out, at the cost "
+    "of making every other request wait for the payment.")
+
+
+def _lab(cls: type, seed: int = 1) -> tuple[Lab, object, object]:
+    lab = Lab(storage="memory", seed=seed, clock="manual")
+    lab.bind("PAYMENTS", Payments)
+    seats = lab.bind("SEATS", cls)
+    return lab, seats, lab.env.PAYMENTS.getByName("bank")
+
+
+async def _run(lab: Lab, call):  # type: ignore[no-untyped-def]
+    return await drive(lab, call)
+
+
+async def _one_claim(cls: type) -> None:
+    lab, seats, bank = _lab(cls)
+    async with lab:
+        seat = seats.getByName("A1")  # type: ignore[attr-defined]
+        got = await _run(lab, seat.claim("ann"))
+        if got is not True:
+            raise Fail(f"the first claim of a free seat returned {got!r}, not True.",
+                       "claim(user) returns True when the user got the seat, False otherwise.")
+        charges = await _run(lab, bank.charges())  # type: ignore[attr-defined]
+        if charges != [["ann", PRICE]]:
+            raise Fail(f"after ann's claim the payment service holds {charges!r}; expected "
+                       f"one charge [['ann', {PRICE}]].",
+                       f"Charge the winner once: `await self.env.PAYMENTS.getByName('bank')"
+                       f".charge(user, {PRICE})`.")
+        owner = await _run(lab, seat.owner())
+        if owner != "ann":
+            raise Fail(f"owner() returned {owner!r} after ann's claim.",
+                       "owner() returns the user who holds the seat, or None.")
+        again = await _run(lab, seat.claim("bob"))
+        charges = await _run(lab, bank.charges())  # type: ignore[attr-defined]
+        if again is not False or len(charges) != 1:
+            raise Fail(f"a second claim (bob's) of the taken seat returned {again!r} and the "
+                       f"payment service now holds {charges!r}.",
+                       "When the seat is taken, return False and charge nobody.")
+
+
+def _judge(results: list[tuple[bool, object]], users: list[str], owner: object,
+           charges: list[list[object]]) -> str | None:
+    """None if the outcome is acceptable, else what went wrong."""
+    winners = [u for u, (ok, v) in zip(users, results, strict=True) if ok and v is True]
+    failed = [u for u, (ok, _) in zip(users, results, strict=True) if not ok]
+    paid = [c[0] for c in charges]
+    if len(winners) > 1:
+        who = (f"both {winners[0]} and {winners[1]}" if len(winners) == 2
+               else f"all of {', '.join(winners)}")
+        return (f"{who} were told they got the seat (owner() says "
+                f"{owner!r}); the payment service charged {paid}.")
+    if len(paid) != len(set(paid)) or any(p not in winners for p in paid):
+        return (f"the winner(s) {winners} but the payment service charged {paid}: someone paid "
+                "without getting the seat, or paid twice.")
+    if winners and owner != winners[0]:
+        return f"{winners[0]} was told they got the seat, but owner() says {owner!r}."
+    if not winners and not failed:
+        return f"nobody got the free seat (every claim returned False; owner() = {owner!r})."
+    return None
+
+
+async def _two_at_once(cls: type) -> None:
+    lab, seats, bank = _lab(cls)
+    async with lab:
+        seat = seats.getByName("A1")  # type: ignore[attr-defined]
+        users = ["ann", "bob"]
+        results = await _run(lab, gather_outcomes(*(seat.claim(u) for u in users)))
+        owner = await _run(lab, seats.getByName("A1").owner())  # type: ignore[attr-defined]
+        charges = await _run(lab, bank.charges())  # type: ignore[attr-defined]
+        problem = _judge(results, users, owner, charges)
+        if problem:
+            raise Fail("ann and bob claimed seat A1 at the same time: " + problem, DOUBLE_HINT)
+
+
+async def _adversarial(cls: type) -> str:
+    users = ["ann", "bob", "cat"]
+    for seed in range(25):
+        lab, seats, bank = _lab(cls, seed)
+        async with lab:
+            seat = seats.getByName("A1")  # type: ignore[attr-defined]
+            run = await explore(lab, lambda s=seat: [s.claim(u) for u in users], seed)
+            fresh = seats.getByName("A1")  # type: ignore[attr-defined]
+            owner = await _run(lab, fresh.owner())
+            charges = await _run(lab, bank.charges())  # type: ignore[attr-defined]
+            problem = _judge(run.outcomes, users, owner, charges)
+            if problem:
+                raise Fail(
+                    f"the check played scheduler (seed {seed}): it paused the lab, sent three "
+                    f"claims, and took legal transitions at random:\n{run.schedule_text()}\n"
+                    f"Result: {problem}",
+                    DOUBLE_HINT + " To watch this schedule, run lab.pause(), send the claims, "
+                    "and take the same choices with lab.choose(i).")
+    return "25 random schedules of three claims: never two winners, never a double charge."
+
+
+async def _payment_fails(cls: type) -> None:
+    lab, seats, bank = _lab(cls)
+    async with lab:
+        seat = seats.getByName("A1")  # type: ignore[attr-defined]
+        lab.faults.fail_calls(bank, times=1)
+        first = (await _run(lab, gather_outcomes(seat.claim("ann"))))[0]
+        charges = await _run(lab, bank.charges())  # type: ignore[attr-defined]
+        if first[0] and first[1] is True:
+            raise Fail("the payment call failed (the network lost it), yet claim('ann') "
+                       f"returned True; the payment service holds {charges!r}.",
+                       "If the payment fails, the claim must fail too: let the error propagate "
+                       "(or return False) instead of catching it and carrying on.")
+        retry = seats.getByName("A1")  # type: ignore[attr-defined]  (a fresh stub)
+        second = (await _run(lab, gather_outcomes(retry.claim("bob"))))[0]
+        owner = await _run(lab, seats.getByName("A1").owner())  # type: ignore[attr-defined]
+        if not (second[0] and second[1] is True and owner == "bob"):
+            how = second[1] if second[0] else f"raised {second[1]!r}"
+            raise Fail(f"ann's payment failed, so the seat should be free again; but bob's "
+                       f"claim then returned {how} and owner() says {owner!r}.",
+                       "If you reserve the seat before paying, undo the reservation when the "
+                       "payment fails: `try: await ...charge(...) except Exception: "
+                       "self.ctx.storage.delete('owner'); raise`.")
+        if isinstance(first[1], DurableObjectError) and first[1].durableObjectReset:
+            return ("ann's claim failed with a reset (blockConcurrencyWhile's callback raised, "
+                    "so the object was reset) and the seat stayed free: correct, if heavy-handed.")
+    return ""
+
+
+async def check_seat(cls: type) -> CheckResult:
+    """Exercise 02: ``claim(user)`` sells the one seat exactly once; ``owner()``.
+
+    The winner is charged with ``await self.env.PAYMENTS.getByName("bank").charge(user, 10)``.
+    """
+    return await run_check(
+        "02", "one seat, one payment", cls,
+        [Scenario("one claim: the seat is sold and paid once", _one_claim),
+         Scenario("two claims at the same time", _two_at_once),
+         Scenario("you are not the scheduler any more: 25 adversarial schedules", _adversarial),
+         Scenario("the payment call fails", _payment_fails)],
+        methods=("claim", "owner"),
+        praise="No schedule sells the seat twice, and a failed payment leaves it free. You now "
+               "know exactly what the input gate covers (storage) and what it does not "
+               "(everything else you await).")

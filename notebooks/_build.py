@@ -1,0 +1,1776 @@
+"""Writes the lesson notebooks and their solutions from the text below.
+
+Run ``python notebooks/_build.py`` (``--check`` only reports notebooks that are out of date).
+
+The notebooks are committed without outputs; this script is their source. Each lesson is a
+list of cells: ``md(...)`` for text, ``code(...)`` for code. ``STARTERS`` and ``SOLUTIONS``
+hold each exercise's starter class (shipped in the lesson, deliberately wrong or incomplete) and
+its solution (in ``notebooks/solutions/``); ``tests/test_exercises.py`` runs every check against
+both, so the shipped solutions are known to pass and the starters known to fail.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+# Cells are plain tuples until they are written, so that tests can import STARTERS and
+# SOLUTIONS from this file without nbformat installed.
+Cell = tuple[str, str, tuple[str, ...]]
+
+
+def md(text: str) -> Cell:
+    return ("markdown", textwrap.dedent(text).strip(), ())
+
+
+def code(text: str, *tags: str) -> Cell:
+    return ("code", textwrap.dedent(text).strip(), tags)
+
+
+SHOW = '''
+from durable_lab.tour import describe
+
+def show(events, *, only=None):
+    """Print the events in plain words, one per line (gate bookkeeping left out)."""
+    for e in events:
+        line = describe(e)
+        if line and (only is None or e.object in only):
+            print(f"{e.object:<18} {line}")
+'''
+
+# ---------------------------------------------------------------------------------------------
+# Starters (shipped in the lessons) and solutions (notebooks/solutions), per exercise.
+# ---------------------------------------------------------------------------------------------
+
+STARTERS: dict[str, str] = {}
+SOLUTIONS: dict[str, str] = {}
+
+STARTERS["00"] = '''
+class MyCounter(DurableObject):
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        self.count = 0                      # <- lives in memory only
+
+    async def increment(self, by=1):
+        self.count += by
+        return self.count
+
+    async def value(self):
+        return self.count
+'''
+SOLUTIONS["00"] = '''
+class MyCounter(DurableObject):
+    async def increment(self, by=1):
+        n = (await self.ctx.storage.get("n")) or 0    # a read: the input gate stays closed
+        self.ctx.storage.put("n", n + by)             # no await needed; committed after the turn
+        return n + by                                 # the reply waits for that commit
+
+    async def value(self):
+        return (await self.ctx.storage.get("n")) or 0
+'''
+
+STARTERS["01"] = '''
+class LockedCounter(DurableObject):
+    async def increment(self, by=1):
+        n = (await self.ctx.storage.get("n")) or 0
+        await self.ctx.storage.put("n", n + by)
+        return n + by
+
+    async def value(self):
+        return (await self.ctx.storage.get("n")) or 0
+'''
+SOLUTIONS["01"] = '''
+class LockedCounter(DurableObject):
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        self.lock = asyncio.Lock()      # one lock per object: every call for this id comes here
+
+    async def increment(self, by=1):
+        async with self.lock:           # what the input gate does for you under model="gates"
+            n = (await self.ctx.storage.get("n")) or 0
+            await self.ctx.storage.put("n", n + by)   # without gates, wait for the write
+            return n + by
+
+    async def value(self):
+        return (await self.ctx.storage.get("n")) or 0
+'''
+
+STARTERS["02"] = '''
+class Seat(DurableObject):
+    async def claim(self, user):
+        owner = await self.ctx.storage.get("owner")
+        if owner is not None:
+            return False
+        # Awaiting another object: the input gate opens.
+        await self.env.PAYMENTS.getByName("bank").charge(user, 10)
+        self.ctx.storage.put("owner", user)
+        return True
+
+    async def owner(self):
+        return await self.ctx.storage.get("owner")
+'''
+SOLUTIONS["02"] = '''
+class Seat(DurableObject):
+    async def claim(self, user):
+        if await self.ctx.storage.get("owner") is not None:
+            return False
+        self.ctx.storage.put("owner", user)          # reserve first: read and write in one turn
+        try:
+            await self.env.PAYMENTS.getByName("bank").charge(user, 10)
+        except Exception:
+            self.ctx.storage.delete("owner")         # the payment failed: free the seat again
+            raise
+        return True
+
+    async def owner(self):
+        return await self.ctx.storage.get("owner")
+'''
+
+STARTERS["03"] = '''
+class Ledger(DurableObject):
+    async def deposit(self, amount):
+        balance = (await self.ctx.storage.get("balance")) or 0
+        # "allowUnconfirmed makes it faster" -- but what does the caller hear if the commit fails?
+        self.ctx.storage.put("balance", balance + amount, allowUnconfirmed=True)
+        return balance + amount
+
+    async def balance(self):
+        return (await self.ctx.storage.get("balance")) or 0
+'''
+SOLUTIONS["03"] = '''
+class Ledger(DurableObject):
+    async def deposit(self, amount):
+        balance = (await self.ctx.storage.get("balance")) or 0
+        self.ctx.storage.put("balance", balance + amount)   # confirmed: the reply waits for it
+        return balance + amount
+
+    async def balance(self):
+        return (await self.ctx.storage.get("balance")) or 0
+'''
+
+STARTERS["04"] = '''
+class Store(DurableObject):
+    async def save_all(self, items):
+        for key, value in items.items():
+            self.ctx.storage.put(key, value)
+            await self.ctx.storage.sync()      # "make sure each one is saved"
+        return len(items)
+
+    async def load_all(self):
+        return dict(await self.ctx.storage.list())
+'''
+SOLUTIONS["04"] = '''
+class Store(DurableObject):
+    async def save_all(self, items):
+        for key, value in items.items():
+            self.ctx.storage.put(key, value)   # all in one turn: one batch, one commit
+        return len(items)                      # the reply waits for that commit
+
+    async def load_all(self):
+        return dict(await self.ctx.storage.list())
+'''
+
+STARTERS["05"] = '''
+class Batcher(DurableObject):
+    async def add(self, item):
+        pending = (await self.ctx.storage.get("pending")) or []
+        pending.append(item)
+        self.ctx.storage.put("pending", pending)
+        self.ctx.storage.setAlarm(durable_lab.now() * 1000 + 10_000)    # 10 s from now
+        return len(pending)
+
+    async def alarm(self, alarm_info):
+        pending = (await self.ctx.storage.get("pending")) or []
+        if not pending:
+            return
+        self.ctx.storage.delete("pending")
+        await self.env.OUTBOX.getByName("outbox").deliver(pending)
+'''
+SOLUTIONS["05"] = '''
+class Batcher(DurableObject):
+    async def add(self, item):
+        seq = (await self.ctx.storage.get("seq")) or 0
+        self.ctx.storage.put("seq", seq + 1)
+        self.ctx.storage.put(f"item:{seq:06}", item)           # one key per item
+        if await self.ctx.storage.getAlarm() is None:          # ONE alarm: set it only once
+            self.ctx.storage.setAlarm(durable_lab.now() * 1000 + 10_000)
+        return seq + 1
+
+    async def alarm(self, alarm_info):
+        inflight = await self.ctx.storage.get("inflight")
+        if inflight is None:                                   # a new batch (not a retry)
+            items = await self.ctx.storage.list(prefix="item:", limit=100)
+            if not items:
+                return
+            batch = (await self.ctx.storage.get("batch")) or 1
+            inflight = {"id": batch, "keys": list(items), "items": list(items.values())}
+            self.ctx.storage.put("inflight", inflight)         # stored before the send
+            self.ctx.storage.put("batch", batch + 1)
+        # The same batch_id on a retry: the outbox drops the duplicate (idempotent send).
+        await self.env.OUTBOX.getByName("outbox").deliver(inflight["items"],
+                                                          batch_id=inflight["id"])
+        self.ctx.storage.delete(inflight["keys"])              # only what was sent
+        self.ctx.storage.delete("inflight")
+        rest = await self.ctx.storage.list(prefix="item:", limit=1)
+        if rest and await self.ctx.storage.getAlarm() is None:  # items added during the send
+            self.ctx.storage.setAlarm(durable_lab.now() * 1000 + 10_000)
+'''
+
+STARTERS["06a"] = '''
+class Profile(DurableObject):
+    async def update(self, field, value):
+        self.ctx.storage.put(f"field:{field}", value)
+
+    async def get(self):
+        rows = await self.ctx.storage.list(prefix="field:")
+        return {key.removeprefix("field:"): value for key, value in rows.items()}
+
+    async def export(self):
+        async def snapshot_and_upload():        # "keep everyone out while we export, to be safe"
+            snapshot = await self.get()
+            await self.env.EXPORTER.getByName("x").upload(snapshot)
+        await self.ctx.blockConcurrencyWhile(snapshot_and_upload)
+        return "exported"
+'''
+SOLUTIONS["06a"] = '''
+class Profile(DurableObject):
+    async def update(self, field, value):
+        self.ctx.storage.put(f"field:{field}", value)
+
+    async def get(self):
+        rows = await self.ctx.storage.list(prefix="field:")
+        return {key.removeprefix("field:"): value for key, value in rows.items()}
+
+    async def export(self):
+        snapshot = await self.get()          # one read: a consistent snapshot, gate closed
+        await self.env.EXPORTER.getByName("x").upload(snapshot)   # slow: the gate is open
+        return "exported"
+'''
+
+STARTERS["06b"] = '''
+def route(env, room, user):
+    return env.ROOMS.getByName("global")     # one object for the whole chat service
+'''
+SOLUTIONS["06b"] = '''
+def route(env, room, user):
+    return env.ROOMS.getByName(room)         # one object per room: the unit of consistency
+'''
+
+STARTERS["07"] = '''
+class Leaderboard(DurableObject):
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        self.sql = ctx.storage.sql
+        self.sql.exec("CREATE TABLE IF NOT EXISTS scores(player TEXT PRIMARY KEY, total INTEGER)")
+
+    async def add_score(self, player, points):
+        rows = self.sql.exec(f"SELECT total FROM scores WHERE player = '{player}'").toArray()
+        total = (rows[0]["total"] if rows else 0) + points
+        self.sql.exec(f"INSERT OR REPLACE INTO scores VALUES ('{player}', {total})")
+        return total
+
+    async def top(self, n):
+        rows = self.sql.exec("SELECT player, total FROM scores").toArray()
+        return rows[:n]
+'''
+SOLUTIONS["07"] = '''
+class Leaderboard(DurableObject):
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        self.sql = ctx.storage.sql
+        self.sql.exec("CREATE TABLE IF NOT EXISTS scores(player TEXT PRIMARY KEY, total INTEGER)")
+
+    async def add_score(self, player, points):
+        self.sql.exec(
+            "INSERT INTO scores(player, total) VALUES (?, ?) "
+            "ON CONFLICT(player) DO UPDATE SET total = total + excluded.total",
+            player, points)
+        return self.sql.exec("SELECT total FROM scores WHERE player = ?", player).one().total
+
+    async def top(self, n):
+        return self.sql.exec(
+            "SELECT player, total FROM scores ORDER BY total DESC, player LIMIT ?", n).toArray()
+'''
+
+STARTERS["08"] = '''
+class ChatRoom(DurableObject):
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        self.sockets = []          # <- who is in the room, kept in memory
+        self.names = {}
+
+    async def fetch(self, request):
+        name = parse_qs(urlparse(request.url).query).get("name", ["anon"])[0]
+        client, server = WebSocketPair()
+        self.ctx.acceptWebSocket(server)
+        self.sockets.append(server)
+        self.names[server] = name
+        return Response(None, status=101, web_socket=client)
+
+    async def webSocketMessage(self, ws, message):
+        line = f"{self.names.get(ws, '?')}: {message}"
+        for other in self.sockets:
+            other.send(line)
+
+    async def history(self):
+        return []
+'''
+SOLUTIONS["08"] = '''
+class ChatRoom(DurableObject):
+    async def fetch(self, request):
+        name = parse_qs(urlparse(request.url).query).get("name", ["anon"])[0]
+        client, server = WebSocketPair()
+        self.ctx.acceptWebSocket(server)
+        server.serializeAttachment({"name": name})       # survives hibernation with the socket
+        return Response(None, status=101, web_socket=client)
+
+    async def webSocketMessage(self, ws, message):
+        line = f"{ws.deserializeAttachment()['name']}: {message}"
+        count = (await self.ctx.storage.get("count")) or 0
+        self.ctx.storage.put("count", count + 1)
+        self.ctx.storage.put(f"msg:{count:06}", line)
+        for other in self.ctx.getWebSockets():          # the runtime keeps the sockets
+            other.send(line)                             # held until the line is committed
+
+    async def history(self):
+        rows = await self.ctx.storage.list(prefix="msg:", reverse=True, limit=50)
+        return list(reversed(list(rows.values())))
+'''
+
+STARTERS["09"] = '''
+class RateLimiter(DurableObject):
+    LIMIT = 5          # calls ...
+    WINDOW = 60        # ... per sliding 60 seconds
+
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        self.calls = 0
+
+    async def allow(self):
+        self.calls += 1
+        return self.calls <= self.LIMIT
+'''
+SOLUTIONS["09"] = '''
+class RateLimiter(DurableObject):
+    LIMIT = 5
+    WINDOW = 60
+
+    async def allow(self):
+        now = durable_lab.now()                          # lab time (on Cloudflare: time.time())
+        times = (await self.ctx.storage.get("times")) or []
+        recent = [t for t in times if t > now - self.WINDOW]   # drop what left the window
+        allowed = len(recent) < self.LIMIT
+        if allowed:
+            recent.append(now)
+        if recent != times:
+            self.ctx.storage.put("times", recent)        # confirmed: True is durable when sent
+        return allowed
+'''
+
+CHECK_OF = {"00": "check_counter", "01": "check_locked_counter", "02": "check_seat",
+            "03": "check_ledger", "04": "check_bulk_save", "05": "check_batcher",
+            "06a": "check_profile", "06b": "check_router", "07": "check_leaderboard",
+            "08": "check_chat_room", "09": "check_rate_limiter"}
+SUBJECT_OF = {"00": "MyCounter", "01": "LockedCounter", "02": "Seat", "03": "Ledger",
+              "04": "Store", "05": "Batcher", "06a": "Profile", "06b": "route",
+              "07": "Leaderboard", "08": "ChatRoom", "09": "RateLimiter"}
+IMPORTS = '''
+import asyncio
+from urllib.parse import parse_qs, urlparse
+
+import durable_lab
+from durable_lab import DurableObject, Lab, Response, WebSocketPair
+'''
+
+
+def exercise_cells(key: str, intro: str) -> list[Cell]:
+    """The exercise block of a lesson: the task, the starter class, the check."""
+    return [
+        md(intro),
+        code(STARTERS[key].strip() + f"\n\n\nfrom durable_lab.exercises import {CHECK_OF[key]}\n"
+             f"await {CHECK_OF[key]}({SUBJECT_OF[key]})"),
+    ]
+
+# ---------------------------------------------------------------------------------------------
+# 00 · the five-minute tour
+# ---------------------------------------------------------------------------------------------
+
+L00 = [
+    md("""
+    # 00 · A five-minute tour of Durable Objects
+
+    **Covers:** what a Durable Object is (one instance per id, its own storage), the input gate,
+    write coalescing and the output gate, each shown on a counter.
+    **You will be able to:** write a Durable Object class, call it through a stub, and read
+    the runtime's event timeline to see what it did.
+    **Scenario:** a page-view counter, in an in-memory lab (`Lab(storage="memory", seed=1)`),
+    so every run prints the same timeline.
+
+    Each section asks you to **predict** first. Write your guess down (or say it out loud),
+    then run the cell.
+    """),
+    code(IMPORTS + SHOW),
+    md("""
+    ## A Durable Object is a class, and every name gets exactly one instance
+
+    `lab.bind("COUNTER", Counter)` makes a *binding* (on Cloudflare: `env.COUNTER`).
+    `getByName("page-1")` gives a *stub*: a handle on the one object called `page-1`. Calls
+    through the stub are messages to that object; it runs them one at a time, with its own
+    storage.
+    """),
+    code('''
+    class Counter(DurableObject):
+        async def increment(self, by=1):
+            n = (await self.ctx.storage.get("n")) or 0
+            self.ctx.storage.put("n", n + by)
+            return n + by
+
+        async def value(self):
+            return (await self.ctx.storage.get("n")) or 0
+
+
+    lab = Lab(storage="memory", seed=1)
+    COUNTER = lab.bind("COUNTER", Counter)
+    page = COUNTER.getByName("page-1")
+    print(await page.increment(), await page.increment(), await page.value())
+    '''),
+    md("""
+    ## 1. Two increments at the same time
+
+    **Predict:** two clients call `increment()` at the same moment. Each reads `n`, then writes
+    `n + 1`. What do they get back: `[1, 1]` or `[1, 2]`?
+    """),
+    code('''
+    page2 = COUNTER.getByName("page-2")          # a fresh counter: its first read goes to storage
+    rec = lab.record()
+    print(await asyncio.gather(page2.increment(), page2.increment()))
+    rec.close()
+    show(rec.events)
+    '''),
+    md("""
+    `[1, 2]`: no update is lost. Look for *"awaits storage: gate
+    stays LOCKED"*: while call 1 waits for its read, the **input gate** keeps call 2 out, so
+    read and write of one call are never split by another call.
+    """),
+    md("""
+    ## 2. A timer between read and write
+
+    **Predict:** the same counter, but it waits 10 ms (lab time) between the read and the write,
+    as code that calls an API would. Two calls at once: `[1, 2]` again?
+    """),
+    code('''
+    class SlowCounter(Counter):
+        async def increment(self, by=1):
+            n = (await self.ctx.storage.get("n")) or 0
+            await durable_lab.sleep(0.01)    # a non-storage await: a timer, a fetch, an object
+            self.ctx.storage.put("n", n + by)
+            return n + by
+
+
+    slow = lab.bind("SLOW", SlowCounter).getByName("page-1")
+    rec = lab.record()
+    print(await asyncio.gather(slow.increment(), slow.increment()))
+    rec.close()
+    show(rec.events)
+    print("value:", await slow.value())
+    '''),
+    md("""
+    `[1, 1]`: one increment is **lost**. *"awaits io: gate OPENS"*: awaiting anything that is
+    not storage lets the next call in. "Single-threaded" does not mean "no races". Lesson 02 is
+    all about this.
+    """),
+    md("""
+    ## 3. A hundred writes in one call
+
+    **Predict:** a call does 100 `put()`s in a loop, each one awaited. How many commits
+    (transactions) reach storage: 100, or fewer?
+    """),
+    code('''
+    class Bulk(DurableObject):
+        async def write_many(self, count):
+            for i in range(count):
+                await self.ctx.storage.put(f"item:{i}", i)
+            return count
+
+
+    bulk = lab.bind("BULK", Bulk).getByName("b")
+    rec = lab.record()
+    await bulk.write_many(100)
+    rec.close()
+    print("commits:", sum(e.kind == "CommitDone" for e in rec.events))
+    '''),
+    md("""
+    **One.** Writes made in the same turn are *coalesced* into one atomic batch; `await put()`
+    does not even end the turn. Lesson 04 measures what that saves.
+    """),
+    md("""
+    ## 4. A commit that fails
+
+    **Predict:** we make the next commit of `page-1` fail, then call `increment()`. Does the
+    caller get a number back (the write "happened"), or an error?
+    """),
+    code('''
+    lab.faults.fail_next_commit(page)
+    rec = lab.record()
+    try:
+        print("reply:", await page.increment())
+    except Exception as exc:
+        print("the caller got an error:", exc)
+    rec.close()
+    show(rec.events)
+    fresh = COUNTER.getByName("page-1")          # the old stub is broken after a reset
+    print("a new stub reads:", await fresh.value())
+    '''),
+    md("""
+    The reply was **held** by the output gate until the commit, the commit failed, and the
+    caller got an error instead of a false "done". The object restarted from what was committed.
+    Lesson 03 is about this promise.
+    """),
+    md("""
+    ## Optional: the panels
+
+    If the course panels are installed (`pip install durable_lab[widgets]`), this shows a live
+    dashboard of the lab: gates, queues, commits. Without them the cell just says so; everything
+    in the lessons works without it.
+    """),
+    code('''
+    try:
+        import widgets
+    except ImportError:
+        print("The panels are not installed: the lessons print timelines instead.")
+        widgets = None
+    if widgets is not None and hasattr(widgets, "dashboard"):
+        display(widgets.dashboard(lab))
+    '''),
+    *exercise_cells("00", """
+    ## Exercise 00 · a counter that remembers
+
+    `MyCounter` below keeps its count in a field (`self.count`). Run the cell: the check runs
+    your class through hidden scenarios (two names, an eviction, concurrent calls) and says what
+    happens. Then fix the class so that every scenario passes: the count must live in
+    `self.ctx.storage`, per object.
+    """),
+    code("await lab.close()"),
+    md("""
+    **Next:** [01 · ownership, ids and stubs](01_ownership_ids_stubs.ipynb): why one owner per
+    id is the whole trick.
+    """),
+]
+# ---------------------------------------------------------------------------------------------
+# 01 · ownership, ids and stubs
+# ---------------------------------------------------------------------------------------------
+
+L01 = [
+    md("""
+    # 01 · Ownership, ids and stubs
+
+    **Covers:** ids (`idFromName`, `newUniqueId`, `idFromString`), stubs, the one-owner rule,
+    and what goes wrong without it: the same counter run "sync everywhere" (`model="none"`:
+    a plain asyncio key-value client, no gates) loses updates, and the history checker
+    (`durable_lab.check`) proves it.
+    **You will be able to:** get a stub for an object, explain why all calls for one id reach
+    one instance, and use `lost_updates` / `linearizable` to judge a run.
+    **Scenario:** a counter hit by ten clients at once, in three memory labs with `seed=1`.
+    """),
+    code(IMPORTS + '''
+from durable_lab.check import linearizable, lost_updates
+
+
+class Counter(DurableObject):
+    async def increment(self, by=1):
+        n = (await self.ctx.storage.get("n")) or 0
+        await self.ctx.storage.put("n", n + by)
+        return n + by
+
+    async def value(self):
+        return (await self.ctx.storage.get("n")) or 0
+'''),
+    md("""
+    ## Ids: a name always means the same object
+
+    **Predict:** `idFromName("room-1")` twice: the same id or two ids? And in a *second* lab?
+    """),
+    code('''
+    lab = Lab(storage="memory", seed=1)
+    COUNTER = lab.bind("COUNTER", Counter)
+    a, b = COUNTER.idFromName("room-1"), COUNTER.idFromName("room-1")
+    print(a == b, str(a)[:16], "...")
+
+    other = Lab(storage="memory", seed=1)
+    print("another lab, same name:", other.bind("COUNTER", Counter).idFromName("room-1") == a)
+    await other.close()
+
+    u = COUNTER.newUniqueId()
+    print("a unique id has no name:", u.name, "| it prints as", len(str(u)), "hex digits")
+    print("and parses back:", COUNTER.idFromString(str(u)) == u)
+    '''),
+    md("""
+    Ids made from a name are derived from it (an HMAC, as in workerd), so every Worker anywhere
+    computes the same id for `room-1` and reaches the same object.
+
+    ## A stub does not start the object; the first call does
+
+    **Predict:** after `COUNTER.get(id)` but before any call, is there a live instance?
+    """),
+    code('''
+    stub = COUNTER.get(a)
+    print([(o.label, o.state) for o in await lab.objects()])
+    await stub.increment()
+    print([(o.label, o.state, o.incarnations) for o in await lab.objects()])
+    '''),
+    md("""
+    ## Ten clients, one counter, three runtimes
+
+    `Lab(model=...)` runs the *same class* under different rules:
+
+    - `"gates"`: Cloudflare's (input gate, output gate, coalescing);
+    - `"none"`: "sync everywhere": every `get` is a round trip to storage, every `put` its own
+      commit, nothing keeps requests apart. This is what a fleet of stateless workers talking to
+      a shared key-value store looks like;
+    - `"serial"`: one request at a time, start to finish.
+
+    **Predict:** ten `increment()` calls at once under each model. Where does the counter end?
+    """),
+    code('''
+    for model in ("gates", "none", "serial"):
+        run = Lab(storage="memory", seed=1, model=model, record=True)
+        counter = run.bind("COUNTER", Counter).getByName("x")
+        results = await asyncio.gather(*(counter.increment() for _ in range(10)))
+        print(f"{model:>6}: replies {sorted(results)} -> value {await counter.value()}")
+        await run.close()
+    '''),
+    md("""
+    Without gates, most increments read the same old value and overwrite each other.
+
+    ## The history checker
+
+    `Lab(record=True)` keeps every client call; `lost_updates` finds increments that returned
+    the same value, and `linearizable` asks: *could one copy of the counter, answering one call
+    at a time, have given these answers?*
+    """),
+    code('''
+    run = Lab(storage="memory", seed=1, model="none", record=True)
+    counter = run.bind("COUNTER", Counter).getByName("x")
+    await asyncio.gather(*(counter.increment() for _ in range(10)))
+    print(lost_updates(run.history()))
+    print()
+    print(linearizable(run.history()))
+    await run.close()
+    '''),
+    code('''
+    run = Lab(storage="memory", seed=1, model="gates", record=True)
+    counter = run.bind("COUNTER", Counter).getByName("x")
+    await asyncio.gather(*(counter.increment() for _ in range(10)))
+    print(linearizable(run.history()))
+    await run.close()
+    '''),
+    md("""
+    **Why it works with gates:** every call for `x` reaches **one** instance, in one place, so
+    that instance can decide the order. A stateless Worker fleet has no such place: the
+    key-value store sees interleaved reads and writes from many machines.
+    """),
+    *exercise_cells("01", """
+    ## Exercise 01 · a counter without gates
+
+    Make `LockedCounter` lose no update **even under `model="none"`**. There is no input gate
+    there, so you have to build one: an `asyncio.Lock` per object, held from the read to the
+    write. (This works only because all calls for one id reach one instance: the one-owner
+    rule at work.)
+    """),
+    code("await lab.close()"),
+    md("**Next:** [02 · the input gate](02_input_gate.ipynb): what it blocks, and what not."),
+]
+# ---------------------------------------------------------------------------------------------
+# 02 · the input gate
+# ---------------------------------------------------------------------------------------------
+
+L02 = [
+    md("""
+    # 02 · The input gate: what it blocks, and what it does not
+
+    **Covers:** turns; storage reads keep the gate closed; awaits of timers and of other objects
+    open it; you as the scheduler (`lab.pause()`, `lab.choices()`, `lab.choose(i)`);
+    `blockConcurrencyWhile` and its cost.
+    **You will be able to:** predict where another request can slip into your handler, find a
+    schedule that breaks a handler, and fix it by ordering writes or with
+    `blockConcurrencyWhile`.
+    **Scenario:** counters and a one-seat ticket sale, on memory labs with a manual clock
+    (`clock="manual"`): lab time moves only when we say so.
+    """),
+    code(IMPORTS + SHOW + '''
+
+class Counter(DurableObject):
+    async def increment(self):
+        n = (await self.ctx.storage.get("n")) or 0       # storage read: gate stays closed
+        self.ctx.storage.put("n", n + 1)
+        return n + 1
+
+    async def increment_after_io(self):
+        n = (await self.ctx.storage.get("n")) or 0
+        await durable_lab.sleep(1)                       # a timer: the gate opens
+        self.ctx.storage.put("n", n + 1)
+        return n + 1
+
+    async def value(self):
+        return (await self.ctx.storage.get("n")) or 0
+'''),
+    md("""
+    ## Be the scheduler
+
+    `lab.pause()` stops the runtime before every *transition* (a call admitted by the gate, a
+    continuation resuming, a flush, a commit, a reply). `lab.choices()` lists the ones the gates
+    allow **now**; `await lab.choose(i)` takes one.
+
+    **Predict:** two `increment()` calls are queued on a paused lab. After the constructor runs,
+    how many calls may the gate admit? And once you admit one, can you squeeze the other in
+    between its read and its write?
+    """),
+    code('''
+    lab = Lab(storage="memory", seed=1, clock="manual")
+    COUNTER = lab.bind("COUNTER", Counter)
+    stub = COUNTER.getByName("a")
+
+    lab.pause()
+    calls = [asyncio.ensure_future(stub.increment()) for _ in range(2)]
+    await lab.step()                    # the constructor
+    print(lab.choices())
+    '''),
+    code('''
+    await lab.choose(1)                 # admit the second call first
+    print(lab.choices())
+    '''),
+    md("""
+    The second call ran its whole read-then-write in one go: while its read was in flight the
+    gate offered **nobody** else. Take the remaining steps in any order you like; the answer is
+    always `[1, 2]` in some order.
+    """),
+    code('''
+    while not all(c.done() for c in calls):
+        options = lab.choices()
+        print("taking", options[-1])
+        await lab.choose(len(options) - 1)    # always the newest option: try 0 instead
+    lab.resume()
+    print([c.result() for c in calls])
+    '''),
+    md("""
+    ## Now with a timer between read and write
+
+    **Predict:** the same game with `increment_after_io()`, which awaits `durable_lab.sleep(1)`
+    between its read and its write. Can you make both calls return 1?
+    """),
+    code('''
+    other = COUNTER.getByName("b")
+    lab.pause()
+    calls = [asyncio.ensure_future(other.increment_after_io()) for _ in range(2)]
+    await lab.step()                          # constructor
+    await lab.choose(0)                       # call 1 reads 0, then sleeps: the gate opens
+    print(lab.choices())                      # call 2 may be admitted now (deliveries are
+                                              # numbered across the whole lab)
+    await lab.choose(0)                       # call 2 reads 0 too, then sleeps
+    lab.clock.advance(1)                      # both timers fire
+    lab.resume()
+    print(await asyncio.gather(*calls), "value:", await other.value())
+    '''),
+    md("""
+    Both returned 1: a lost update, produced on purpose. The gate holds only while the object
+    waits for **its own storage**; a timer, a `fetch`, a call to another object or
+    `storage.sync()` all let the next request in.
+
+    ## `blockConcurrencyWhile`: close the gate across any await
+
+    **Predict:** wrapping read-sleep-write in `blockConcurrencyWhile` fixes the counter. What
+    does it cost when 5 calls arrive at once and each sleeps 1 s (lab time)?
+    """),
+    code('''
+    class BlockingCounter(Counter):
+        async def increment_after_io(self):
+            async def critical():
+                n = (await self.ctx.storage.get("n")) or 0
+                await durable_lab.sleep(1)
+                self.ctx.storage.put("n", n + 1)
+                return n + 1
+            return await self.ctx.blockConcurrencyWhile(critical)
+
+
+    for cls in (Counter, BlockingCounter):
+        timed = Lab(storage="memory", seed=1, clock="auto")     # auto: jumps to the next timer
+        s = timed.bind("C", cls).getByName("x")
+        start = timed.clock.now()
+        results = await asyncio.gather(*(s.increment_after_io() for _ in range(5)))
+        print(f"{cls.__name__:>15}: {sorted(results)}, value {await s.value()}, "
+              f"took {timed.clock.now() - start:.0f} s of lab time")
+        await timed.close()
+    '''),
+    md("""
+    Correct, but five times slower: nothing else enters the object while the critical section
+    waits. Usually the better fix is to **order your code**: do the read and the write in one
+    turn (no non-storage await in between), and the slow I/O before or after.
+
+    ## A real case: selling the last seat
+
+    `Payments` is a ready-made object standing for a payment API; `charge()` takes 50 ms of lab
+    time. **Predict:** ann and bob claim seat A1 at the same moment with the class below. Who
+    gets it, and who pays?
+    """),
+    code('''
+    from durable_lab.exercises import Payments
+
+    class NaiveSeat(DurableObject):
+        async def claim(self, user):
+            if await self.ctx.storage.get("owner") is not None:
+                return False
+            await self.env.PAYMENTS.getByName("bank").charge(user, 10)
+            self.ctx.storage.put("owner", user)
+            return True
+
+    shop = Lab(storage="memory", seed=1, clock="auto")
+    shop.bind("PAYMENTS", Payments)
+    seat = shop.bind("SEATS", NaiveSeat).getByName("A1")
+    print(await asyncio.gather(seat.claim("ann"), seat.claim("bob")))
+    print("charged:", await shop.env.PAYMENTS.getByName("bank").charges())
+    await shop.close()
+    '''),
+    *exercise_cells("02", """
+    ## Exercise 02 · one seat, one payment
+
+    Fix `Seat` so that the seat is sold once and only the winner pays, whatever the schedule.
+    The check also plays scheduler (25 random legal schedules of three claims) and makes the
+    payment call fail once: a failed payment must leave the seat free for the next buyer.
+    """),
+    code("await lab.close()"),
+    md("**Next:** [03 · the output gate](03_output_gate.ipynb): no false acknowledgments."),
+]
+# ---------------------------------------------------------------------------------------------
+# 03 · the output gate
+# ---------------------------------------------------------------------------------------------
+
+L03 = [
+    md("""
+    # 03 · The output gate: no false acknowledgments
+
+    **Covers:** replies held until the writes before them are committed; a failed commit turns
+    the held reply into an error and resets the object; the naive model acknowledging writes it
+    then loses; `allowUnconfirmed` and what it trades away.
+    **You will be able to:** say when a caller hears "done", inject a storage failure with
+    `lab.faults`, and decide when `allowUnconfirmed` is acceptable.
+    **Scenario:** a bank account, on memory labs with `seed=1`.
+    """),
+    code(IMPORTS + SHOW + '''
+
+class Account(DurableObject):
+    async def deposit(self, amount):
+        balance = (await self.ctx.storage.get("balance")) or 0
+        self.ctx.storage.put("balance", balance + amount)
+        return balance + amount
+
+    async def deposit_fast(self, amount):
+        balance = (await self.ctx.storage.get("balance")) or 0
+        self.ctx.storage.put("balance", balance + amount, allowUnconfirmed=True)
+        return balance + amount
+
+    async def balance(self):
+        return (await self.ctx.storage.get("balance")) or 0
+'''),
+    md("""
+    ## When does the caller hear "done"?
+
+    **Predict:** the handler returns right after an un-awaited `put()`. Does the reply reach the
+    caller before the commit, or after?
+    """),
+    code('''
+    lab = Lab(storage="memory", seed=1)
+    ACCOUNTS = lab.bind("ACCOUNTS", Account)
+    acct = ACCOUNTS.getByName("alice")
+    rec = lab.record()
+    print(await acct.deposit(100))
+    rec.close()
+    show(rec.events)
+    '''),
+    md("""
+    *finished → reply HELD → commit durable → reply released.* The handler was done before the
+    commit, but the caller only hears about it once the write is durable.
+
+    ## Break the storage
+
+    **Predict:** we make the next commit fail and deposit 50. What does the caller get, and what
+    is the balance afterwards?
+    """),
+    code('''
+    lab.faults.fail_next_commit(acct)
+    rec = lab.record()
+    try:
+        print("reply:", await acct.deposit(50))
+    except Exception as exc:
+        print(f"the caller got {type(exc).__name__}: {exc}")
+        print("durableObjectReset =", exc.durableObjectReset)
+    rec.close()
+    show(rec.events)
+    '''),
+    code('''
+    try:
+        await acct.balance()
+    except Exception as exc:
+        print("the old stub is broken:", exc)
+    acct = ACCOUNTS.getByName("alice")            # a new stub reaches a fresh instance
+    print("balance:", await acct.balance())
+    '''),
+    md("""
+    No false "done": the held reply became an error, the object reset to what was committed
+    (100), and the stub that saw the reset is broken for good (make a new one).
+
+    ## The same failure without gates
+
+    **Predict:** the same class, the same failure, under `model="none"`.
+    """),
+    code('''
+    naive = Lab(storage="memory", seed=1, model="none")
+    n_acct = naive.bind("ACCOUNTS", Account).getByName("alice")
+    await n_acct.deposit(100)
+    naive.faults.fail_next_commit(n_acct)
+    print("reply:", await n_acct.deposit(50))
+    await naive.wait_idle()
+    print("balance:", await n_acct.balance())
+    await naive.close()
+    '''),
+    md("""
+    The caller was told 150; storage says 100. That is a **false acknowledgment**, and the
+    output gate exists to make it impossible.
+
+    ## `allowUnconfirmed=True`: opting out
+
+    **Predict:** `deposit_fast` passes `allowUnconfirmed=True`. With the same failure, what does
+    the caller hear?
+    """),
+    code('''
+    fast = ACCOUNTS.getByName("bob")
+    await fast.deposit_fast(100)
+    await lab.wait_idle()
+    lab.faults.fail_next_commit(fast)
+    print("reply:", await fast.deposit_fast(50))
+    await lab.wait_idle()
+    print("balance:", await ACCOUNTS.getByName("bob").balance())
+    '''),
+    md("""
+    Fast, and wrong when storage fails: the object still resets, but the caller has already been
+    told 150. Use it only for writes whose loss nobody acts on (a "last seen" timestamp, a
+    cache), never for money, tickets or rate limits.
+    """),
+    *exercise_cells("03", """
+    ## Exercise 03 · no false acknowledgments
+
+    `Ledger` was "optimised" with `allowUnconfirmed`. The check fails a commit and then runs 60
+    deposits from 4 clients while 1 commit in 5 fails, and asks the history checker whether the
+    balances the clients were told can all be true. Fix it.
+    """),
+    code("await lab.close()"),
+    md("**Next:** [04 · write coalescing](04_write_coalescing.ipynb): n writes, one commit."),
+]
+
+# ---------------------------------------------------------------------------------------------
+# 04 · write coalescing
+# ---------------------------------------------------------------------------------------------
+
+L04 = [
+    md("""
+    # 04 · Write coalescing: n writes, one commit
+
+    **Covers:** writes of one turn form one atomic batch; `await put()` does not end the turn;
+    `sync()` does; what each commit costs (`Lab(commit_latency=...)`), measured with
+    `lab.record()`.
+    **You will be able to:** predict how many commits a handler makes, measure it, and write
+    bulk updates that are atomic and fast.
+    **Scenario:** a handler writing n keys, with each commit costing 5 ms of lab time
+    (`commit_latency=0.005`, `clock="auto"`), so the numbers are the same on every machine.
+    """),
+    code(IMPORTS + '''
+
+class Writer(DurableObject):
+    async def one_turn(self, n):
+        for i in range(n):
+            self.ctx.storage.put(f"k{i}", i)         # all in one turn
+        return n
+
+    async def awaited_puts(self, n):
+        for i in range(n):
+            await self.ctx.storage.put(f"k{i}", i)   # await put(): still the same turn
+        return n
+
+    async def sync_each(self, n):
+        for i in range(n):
+            self.ctx.storage.put(f"k{i}", i)
+            await self.ctx.storage.sync()            # wait for the commit: ends the turn
+        return n
+
+
+async def measure(method, n):
+    """Commits and lab-time latency of one call of Writer.<method>(n)."""
+    lab = Lab(storage="memory", seed=1, clock="auto", commit_latency=0.005)
+    stub = lab.bind("W", Writer).getByName("w")
+    await stub.one_turn(0)                            # construct it first
+    rec = lab.record()
+    start = lab.clock.now()
+    await getattr(stub, method)(n)
+    elapsed = lab.clock.now() - start
+    rec.close()
+    commits = sum(e.kind == "CommitDone" for e in rec.events)
+    await lab.close()
+    return commits, elapsed
+'''),
+    md("""
+    **Predict:** for n = 10, how many commits does each method make?
+    `one_turn`: ___ `awaited_puts`: ___ `sync_each`: ___
+    """),
+    code('''
+    for method in ("one_turn", "awaited_puts", "sync_each"):
+        commits, elapsed = await measure(method, 10)
+        print(f"{method:>13}: {commits:>2} commits, {elapsed * 1000:5.0f} ms")
+    '''),
+    md("""
+    A `put()` changes the in-memory cache at once and returns an already-finished awaitable, so
+    awaiting it does not end the turn. `sync()` waits for storage: the turn ends, the batch is
+    committed, and the next write starts a new batch.
+
+    ## Latency against n
+
+    **Predict:** how does the latency of each method grow with n?
+    """),
+    code('''
+    print(f"{'n':>5} | {'one_turn':>14} | {'sync_each':>16}")
+    print("-" * 43)
+    for n in (1, 10, 50, 100):
+        c1, t1 = await measure("one_turn", n)
+        c2, t2 = await measure("sync_each", n)
+        print(f"{n:>5} | {c1:>3} commit {t1 * 1000:4.0f} ms | {c2:>3} commits {t2 * 1000:4.0f} ms")
+    '''),
+    md("""
+    Flat against linear: the whole turn costs one commit. And the batch is **atomic**: either
+    all n keys are stored or none, which `sync_each` gives up as well (a failure after key 3
+    leaves a half-written state).
+
+    **Predict:** does the *reply* of `one_turn` wait for the commit, even though the handler
+    never awaited anything? (Lesson 03 says ...)
+    """),
+    code('''
+    lab = Lab(storage="memory", seed=1, clock="auto", commit_latency=0.005)
+    stub = lab.bind("W", Writer).getByName("w")
+    rec = lab.record()
+    await stub.one_turn(3)
+    rec.close()
+    print([e.kind for e in rec.events if e.kind in ("DeliveryFinished", "ReplyHeld",
+                                                     "CommitDone", "ReplyReleased")])
+    '''),
+    *exercise_cells("04", """
+    ## Exercise 04 · n writes, one commit
+
+    `Store.save_all(items)` must store a whole dict atomically, in one commit. The starter
+    "makes sure" each item is saved. Run the check, read what it measured, and fix it.
+    """),
+    code("await lab.close()"),
+    md("**Next:** [05 · alarms and the object lifecycle](05_alarms_lifecycle.ipynb)."),
+]
+# ---------------------------------------------------------------------------------------------
+# 05 · alarms and the object lifecycle
+# ---------------------------------------------------------------------------------------------
+
+L05 = [
+    md("""
+    # 05 · Alarms and the object lifecycle
+
+    **Covers:** eviction (`lab.evict`, `Lab(idle_timeout=...)`): the constructor runs again and
+    fields start over, storage stays; alarms (`setAlarm`, one per object, durable); retries with
+    backoff when the handler fails (`lab.faults.fail_next_alarm`); at-least-once delivery.
+    **You will be able to:** tell in-memory state from durable state, schedule work with an
+    alarm, and write an alarm handler that is safe to run twice.
+    **Scenario:** a session object and a reminder, on memory labs with a manual clock
+    (`clock="manual"`, time moves with `lab.clock.advance(s)`) or an auto clock
+    (`clock="auto"`: jumps to the next timer, so a minute of retries takes no time).
+    """),
+    code(IMPORTS + SHOW),
+    md("""
+    ## Eviction: memory is a cache, storage is the truth
+
+    Cloudflare evicts objects that have been idle for a while (70-140 s in production, 10 s in
+    local workerd). **Predict:** `visit()` counts in a field *and* in storage. After an eviction,
+    what do the two counts say?
+    """),
+    code('''
+    class Session(DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            self.in_memory = 0
+            print("  constructor runs")
+
+        async def visit(self):
+            self.in_memory += 1
+            stored = (await self.ctx.storage.get("visits")) or 0
+            self.ctx.storage.put("visits", stored + 1)
+            return {"in_memory": self.in_memory, "stored": stored + 1}
+
+
+    lab = Lab(storage="memory", seed=1, clock="manual", idle_timeout=10)
+    session = lab.bind("SESSIONS", Session).getByName("ada")
+    print(await session.visit())
+    print(await session.visit())
+    await lab.evict(session)
+    print("-- evicted --")
+    print(await session.visit())
+    '''),
+    md("""
+    **Predict:** with `idle_timeout=10`, does the object survive 5 s of silence? 15 s?
+    """),
+    code('''
+    rec = lab.record()
+    lab.clock.advance(5)
+    await lab.wait_idle()
+    print(await session.visit())
+    lab.clock.advance(15)
+    await lab.wait_idle()
+    print(await session.visit())
+    rec.close()
+    print([e.reason for e in rec.events if e.kind == "InstanceEvicted"])
+    print([(o.label, o.state, o.incarnations) for o in await lab.objects()])
+    '''),
+    md("""
+    ## Alarms: one wake-up call per object
+
+    `self.ctx.storage.setAlarm(ms)` asks the runtime to call `alarm(alarm_info)` at that time
+    (epoch milliseconds; `durable_lab.now()` is the lab clock in seconds). The alarm is written
+    like any other storage write: durable, committed with the turn.
+
+    **Predict:** we set an alarm 30 s ahead, then evict the object. Does the alarm still fire?
+    """),
+    code('''
+    class Reminder(DurableObject):
+        async def remind_in(self, seconds, text):
+            self.ctx.storage.put("text", text)
+            self.ctx.storage.setAlarm(durable_lab.now() * 1000 + seconds * 1000)
+
+        async def alarm(self, alarm_info):
+            text = await self.ctx.storage.get("text")
+            print(f"  t={durable_lab.now() - T0:5.1f}s  alarm! {text!r} "
+                  f"(retryCount={alarm_info.retryCount})")
+            self.ctx.storage.put("fired", True)
+
+
+    T0 = lab.clock.now()
+    reminder = lab.bind("REMINDERS", Reminder).getByName("ada")
+    await reminder.remind_in(30, "stand up")
+    await lab.evict(reminder)
+    for _ in range(4):
+        lab.clock.advance(10)
+        await lab.wait_idle()
+        print(f"t={lab.clock.now() - T0:4.0f}s")
+    '''),
+    md("""
+    It fired at t=30 s, on a fresh instance. An object has **one** alarm: `setAlarm` again
+    *replaces* it (remember that for the exercise).
+
+    ## When the handler fails: retries
+
+    **Predict:** the alarm handler throws twice. When does it run again, and how many times?
+    """),
+    code('''
+    auto = Lab(storage="memory", seed=1, clock="auto")
+    T0 = auto.clock.now()
+    r = auto.bind("REMINDERS", Reminder).getByName("bob")
+    auto.faults.fail_next_alarm(r, times=2)
+    rec = auto.record()
+    await r.remind_in(0, "retry me")
+    def alarm_runs():
+        alarms = {e.delivery for e in rec.events
+                  if e.kind == "DeliveryQueued" and e.kind_of_delivery == "alarm"}
+        return [e for e in rec.events if e.kind == "DeliveryFinished" and e.delivery in alarms]
+
+    for _ in range(100):                       # the auto clock skips ahead to each retry
+        await asyncio.sleep(0.01)
+        if any(run.ok for run in alarm_runs()):
+            break
+    rec.close()
+    for run in alarm_runs():
+        print(f"t={run.time - T0:5.2f}s  alarm handler "
+              + ("succeeded" if run.ok else f"FAILED: {run.error}"))
+    await auto.close()
+    '''),
+    md("""
+    Retries back off: 2 s, then 4 s (plus up to 25 % jitter), up to 6 retries. Delivery is
+    **at least once**: a handler can run again after its side effects already happened (a
+    message sent, an email mailed). Handlers must be safe to repeat.
+    """),
+    *exercise_cells("05", """
+    ## Exercise 05 · a batcher on an alarm
+
+    `add(item)` collects items; `BATCH_SECONDS = 10` s after the first item of a batch, `alarm()`
+    sends them all in one call to `env.OUTBOX.getByName("outbox").deliver(items, batch_id=...)`
+    (a ready-made object that ignores a `batch_id` it has already seen). The check adds items
+    in a trickle, evicts the batcher, makes the outbox unreachable once, adds an item in the
+    middle of a send, and makes a commit fail right after a send. The starter has four classic
+    bugs; the check finds them one by one.
+    """),
+    code("await lab.close()"),
+    md("**Next:** [06 · contention and sharding](06_contention_sharding.ipynb)."),
+]
+
+# ---------------------------------------------------------------------------------------------
+# 06 · contention and sharding
+# ---------------------------------------------------------------------------------------------
+
+L06 = [
+    md("""
+    # 06 · Contention and sharding
+
+    **Covers:** one object is one queue; a hot object against a sharded design
+    (`durable_lab.workload.run_workload` with `distribution="hot"`); long requests
+    (`blockConcurrencyWhile` around slow I/O) blocking everything behind them; choosing the
+    shard key (the unit of consistency).
+    **You will be able to:** measure throughput and latency of a workload, spot a hot object,
+    and shard by room/user without losing consistency.
+    **Scenario:** counters with slow commits (`commit_latency=0.002`, real clock) driven by 8
+    clients (`seed=1`), and a profile exporter on a manual clock.
+    """),
+    code(IMPORTS + '''
+from durable_lab.workload import run_workload
+
+
+class Counter(DurableObject):
+    async def increment(self, by=1):
+        n = (await self.ctx.storage.get("n")) or 0
+        self.ctx.storage.put("n", n + by)
+        return n + by
+'''),
+    md("""
+    ## One hot object
+
+    Each commit takes 2 ms. One object commits one batch at a time, so everything sent to it
+    queues behind its commits. **Predict:** 8 clients make 400 increments, (a) almost all to one
+    object (`distribution="hot"`), (b) spread evenly over 8 objects. Which has the higher
+    throughput? The lower p99 latency?
+    """),
+    code('''
+    for distribution in ("hot", "uniform"):
+        lab = Lab(storage="memory", seed=1, commit_latency=0.002)
+        ns = lab.bind("COUNTER", Counter)
+        result = await run_workload(ns, method="increment", clients=8, calls=400, objects=8,
+                                    distribution=distribution, skew=0.9, seed=1)
+        print(result.summary())
+        print()
+        await lab.close()
+    '''),
+    md("""
+    (Numbers are wall-clock and vary by machine; the shape does not.) Coalescing helps the hot
+    object (many increments share one commit), but all of them still wait in one queue. Cloudflare
+    puts a soft limit of about 1,000 requests per second on one object; past its queue limit an
+    object answers `overloaded`.
+
+    ## One long request blocks everyone
+
+    **Predict:** a report takes 5 s of lab time (an external call) inside
+    `blockConcurrencyWhile`. A quick `ping()` arrives 1 s later. When does it answer?
+    """),
+    code('''
+    class Report(DurableObject):
+        async def slow_report(self, locked):
+            async def work():
+                await durable_lab.sleep(5)           # an external call
+                return "report"
+            if locked:
+                return await self.ctx.blockConcurrencyWhile(work)
+            return await work()
+
+        async def ping(self):
+            return "pong"
+
+
+    for locked in (True, False):
+        lab = Lab(storage="memory", seed=1, clock="manual")
+        stub = lab.bind("REPORT", Report).getByName("r")
+        start = lab.clock.now()
+        report = asyncio.ensure_future(stub.slow_report(locked))
+        await lab.scheduler.settle()
+        lab.clock.advance(1)
+        ping = asyncio.ensure_future(stub.ping())
+        await lab.scheduler.settle()
+        answered = "at once (t=1 s)" if ping.done() else "not yet"
+        lab.clock.advance(4)
+        await asyncio.gather(report, ping)
+        print(f"blockConcurrencyWhile={locked}: ping answered {answered}")
+        await lab.close()
+    '''),
+    md("""
+    The critical section kept the gate closed for 5 s: one slow request stalled the whole
+    object. Hold the gate only around what must not interleave (a storage read and write), and
+    do slow I/O outside it.
+    """),
+    *exercise_cells("06a", """
+    ## Exercise 06a · no head-of-line blocking
+
+    `Profile.export()` uploads a snapshot to a slow exporter (5 s of lab time,
+    `env.EXPORTER.getByName("x").upload(snapshot)`). The starter plays it safe with
+    `blockConcurrencyWhile`, and every update waits. Make updates and reads go on while an export
+    is in flight, and keep the snapshot consistent.
+    """),
+    md("""
+    ## Sharding: by what?
+
+    A chat service: **Predict:** route every message to one object `"global"`, or one object per
+    user, or one object per room: which design keeps each room's history consistent and still
+    spreads the load?
+    """),
+    *exercise_cells("06b", """
+    ## Exercise 06b · shard by the unit of consistency
+
+    Write `route(env, room, user)`, returning the stub a message for `room` from `user` goes to
+    (`env.ROOMS` is a ready-made room object with `post(user, text)` and `messages()`). The check
+    posts to many rooms from many users and reads the rooms back.
+    """),
+    md("**Next:** [07 · the SQL API](07_sql_api.ipynb)."),
+]
+
+# ---------------------------------------------------------------------------------------------
+# 08 · WebSockets and hibernation
+# ---------------------------------------------------------------------------------------------
+
+L08 = [
+    md("""
+    # 08 · WebSockets and hibernation: a chat room
+
+    **Covers:** upgrading a request to a WebSocket (`WebSocketPair`, `ctx.acceptWebSocket`),
+    `webSocketMessage`, broadcasting with `ctx.getWebSockets()`, hibernation (the instance goes,
+    the sockets stay), `serializeAttachment`, sends held by the output gate, auto-responses.
+    **You will be able to:** build a chat room that survives hibernation between any two
+    messages.
+    **Scenario:** a room with two clients connected through `lab.connect(stub, "/?name=ann")`,
+    on a memory lab with a manual clock and `hibernate_after=10`.
+    """),
+    code(IMPORTS + SHOW + '''
+from durable_lab import WebSocketRequestResponsePair
+
+
+class Room(DurableObject):
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        print("  Room constructed")
+
+    async def fetch(self, request):
+        name = parse_qs(urlparse(request.url).query).get("name", ["anon"])[0]
+        client, server = WebSocketPair()
+        self.ctx.acceptWebSocket(server)              # the runtime owns it from now on
+        server.serializeAttachment({"name": name})     # kept with the socket
+        self.ctx.setWebSocketAutoResponse(WebSocketRequestResponsePair("ping", "pong"))
+        return Response(None, status=101, web_socket=client)
+
+    async def webSocketMessage(self, ws, message):
+        line = f"{ws.deserializeAttachment()['name']}: {message}"
+        count = (await self.ctx.storage.get("count")) or 0
+        self.ctx.storage.put("count", count + 1)
+        for other in self.ctx.getWebSockets():
+            other.send(line)
+
+
+lab = Lab(storage="memory", seed=1, clock="manual", hibernate_after=10)
+ROOMS = lab.bind("ROOMS", Room)
+room = ROOMS.getByName("lobby")
+'''),
+    md("""
+    ## Two clients
+
+    **Predict:** ann sends "hi". Who receives `"ann: hi"`?
+    """),
+    code('''
+    ann = await lab.connect(room, "/?name=ann")
+    bob = await lab.connect(room, "/?name=bob")
+    await ann.send("hi")
+    await lab.wait_idle()
+    print("ann got:", ann.messages)
+    print("bob got:", bob.messages)
+    '''),
+    md("""
+    ## Hibernation
+
+    After `hibernate_after` seconds without events the instance is dropped, but the sockets stay
+    open, held by the runtime. **Predict:** 11 s later bob sends a message. Does the room answer?
+    Is the constructor called again? Does it still know bob's name?
+    """),
+    code('''
+    rec = lab.record()
+    lab.clock.advance(11)
+    await lab.wait_idle()
+    await bob.send("anyone there?")
+    await lab.wait_idle()
+    rec.close()
+    print([e.reason for e in rec.events if e.kind == "InstanceEvicted"])
+    print("ann got:", ann.messages[-1])
+    '''),
+    md("""
+    A new instance was constructed for bob's message; `getWebSockets()` found both sockets and
+    the attachment still held bob's name. Anything kept in fields would have been lost.
+
+    ## Sends wait for the output gate
+
+    **Predict:** the handler writes `count`, then sends. If that write's commit fails, do the
+    clients receive the message?
+    """),
+    code('''
+    lab.faults.fail_next_commit(room)
+    rec = lab.record()
+    await ann.send("will this arrive?")
+    await lab.wait_idle()
+    rec.close()
+    print("bob's last message:", bob.messages[-1])
+    print("ann's socket closed with code", ann.close_code)
+    print([e.kind for e in rec.events if e.kind.startswith("WebSocket")])
+    '''),
+    md("""
+    The message was held behind the commit and dropped when it failed; the reset closed the
+    sockets with 1011. Clients reconnect (a new `lab.connect`), exactly as browsers do.
+
+    ## Auto-responses: answering pings without waking up
+
+    `fetch` above also set `ctx.setWebSocketAutoResponse(WebSocketRequestResponsePair("ping",
+    "pong"))`. **Predict:** carol pings a hibernated room. Is the object constructed to answer?
+    """),
+    code('''
+    room2 = ROOMS.getByName("quiet")
+    carol = await lab.connect(room2, "/?name=carol")
+    await lab.hibernate(room2)
+    rec = lab.record()
+    await carol.send("ping")
+    await lab.wait_idle()
+    rec.close()
+    print("constructed:", sum(e.kind == "InstanceConstructed" for e in rec.events),
+          "| carol got:", carol.messages[-1:])
+    '''),
+    *exercise_cells("08", """
+    ## Exercise 08 · a chat room that hibernates
+
+    `ChatRoom` keeps its sockets and names in fields. The check connects ann and bob, hibernates
+    the room, and talks again; it also asks `history()` for the stored lines after an eviction.
+    Make every line reach everyone, with the right name, and keep the history in storage.
+    """),
+    code("await lab.close()"),
+    md("**Next:** [09 · capstone](09_capstone.ipynb)."),
+]
+# ---------------------------------------------------------------------------------------------
+# 07 · the SQL API
+# ---------------------------------------------------------------------------------------------
+
+L07 = [
+    md("""
+    # 07 · The SQL API
+
+    **Covers:** SQLite-backed objects (`lab.bind(NAME, Cls, sql=True)`, Cloudflare's
+    `new_sqlite_classes`); `ctx.storage.sql.exec(query, *bindings)` with `toArray()`, `one()`,
+    iteration; writes committed after the turn with the key-value writes; `transactionSync`;
+    tables created in the constructor; why bindings and never f-strings.
+    **You will be able to:** model an object's state as tables, query it with bindings, and keep
+    multi-statement updates atomic.
+    **Scenario:** a notes table and a game leaderboard, on memory labs (each object gets its own
+    in-memory SQLite database).
+    """),
+    code(IMPORTS + SHOW),
+    md("""
+    ## A table per object
+
+    **Predict:** the constructor creates a table. The object is evicted and constructed again:
+    does `CREATE TABLE IF NOT EXISTS` wipe the notes?
+    """),
+    code('''
+    class Notes(DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            self.sql = ctx.storage.sql
+            self.sql.exec("CREATE TABLE IF NOT EXISTS notes(id INTEGER PRIMARY KEY, body TEXT)")
+
+        async def add(self, body):
+            self.sql.exec("INSERT INTO notes(body) VALUES (?)", body)    # ? = a binding
+            return self.sql.exec("SELECT count(*) AS n FROM notes").one().n
+
+        async def all(self):
+            return self.sql.exec("SELECT id, body FROM notes ORDER BY id").toArray()
+
+
+    lab = Lab(storage="memory", seed=1)
+    NOTES = lab.bind("NOTES", Notes, sql=True)
+    notes = NOTES.getByName("ada")
+    print(await notes.add("buy milk"), await notes.add("call Bob"))
+    await lab.evict(notes)
+    print(await notes.all())
+    '''),
+    md("""
+    ## Every call is synchronous
+
+    On a SQLite-backed object, `exec()` runs at once, with no `await`, and even `get()` /
+    `put()` of the key-value API are synchronous underneath. Writes of one turn, SQL and
+    key-value together, commit as one transaction after the turn, and the reply waits for it.
+
+    **Predict:** a handler inserts a note and puts a key; the commit fails. What survives?
+    """),
+    code('''
+    class Both(Notes):
+        async def add_both(self, body):
+            self.sql.exec("INSERT INTO notes(body) VALUES (?)", body)
+            self.ctx.storage.put("last", body)
+            return "ok"
+
+        async def last(self):
+            return await self.ctx.storage.get("last")
+
+
+    BOTH = lab.bind("BOTH", Both, sql=True)
+    both = BOTH.getByName("x")
+    await both.add_both("first")
+    lab.faults.fail_next_commit(both)
+    try:
+        await both.add_both("second")
+    except Exception as exc:
+        print("caller:", exc)
+    fresh = BOTH.getByName("x")
+    print(await fresh.all(), await fresh.last())
+    '''),
+    md("""
+    Neither the row nor the key of the failed turn survived: one transaction.
+
+    ## `transactionSync`: all or nothing inside a turn
+
+    **Predict:** a transfer moves points between two rows and raises in the middle. With
+    `transactionSync`, what is left?
+    """),
+    code('''
+    class Wallets(DurableObject):
+        def __init__(self, ctx, env):
+            super().__init__(ctx, env)
+            self.sql = ctx.storage.sql
+            self.sql.exec("CREATE TABLE IF NOT EXISTS w(name TEXT PRIMARY KEY, points INTEGER)")
+
+        async def seed(self):
+            self.sql.exec("INSERT OR REPLACE INTO w VALUES ('ann', 10), ('bob', 0)")
+
+        async def transfer(self, amount):
+            def move():
+                self.sql.exec("UPDATE w SET points = points - ? WHERE name = 'ann'", amount)
+                if amount > 10:
+                    raise ValueError("not enough points")
+                self.sql.exec("UPDATE w SET points = points + ? WHERE name = 'bob'", amount)
+            try:
+                self.ctx.storage.transactionSync(move)
+            except ValueError as exc:
+                return f"refused: {exc}"
+            return "moved"
+
+        async def balances(self):
+            return self.sql.exec("SELECT name, points FROM w ORDER BY name").toArray()
+
+
+    wallets = lab.bind("WALLETS", Wallets, sql=True).getByName("w")
+    await wallets.seed()
+    print(await wallets.transfer(4), await wallets.balances())
+    print(await wallets.transfer(50), await wallets.balances())
+    '''),
+    md("""
+    ## Bindings, always
+
+    **Predict:** what does this f-string query do with the name `O'Brien`?
+    """),
+    code('''
+    class Unsafe(Notes):
+        async def find(self, name):
+            return self.sql.exec(f"SELECT * FROM notes WHERE body = '{name}'").toArray()
+
+    unsafe = lab.bind("UNSAFE", Unsafe, sql=True).getByName("u")
+    try:
+        print(await unsafe.find("O'Brien"))
+    except Exception as exc:
+        print(type(exc).__name__, exc)
+    '''),
+    *exercise_cells("07", """
+    ## Exercise 07 · a leaderboard in SQL
+
+    `add_score(player, points)` returns the player's new total; `top(n)` returns the n best as
+    `[{"player": ..., "total": ...}, ...]`, best first. The starter pastes values into SQL and
+    sorts nothing. The check bound your class with `sql=True` and tries quotes, a name that is
+    SQL, evictions and ordering.
+    """),
+    code("await lab.close()"),
+    md("**Next:** [08 · WebSockets and hibernation](08_websockets_hibernation.ipynb)."),
+]
+
+# ---------------------------------------------------------------------------------------------
+# 09 · capstone
+# ---------------------------------------------------------------------------------------------
+
+L09 = [
+    md("""
+    # 09 · Capstone: design a rate limiter, then prove it
+
+    **Covers:** everything: choosing the object (one per user), durable state, the input gate
+    around read-check-write, the output gate making every "yes" durable, lab time, bounded
+    storage; then proving it with a workload, the history of calls, adversarial schedules and
+    injected faults.
+    **You will be able to:** design a small Durable Objects system from a spec and show, not
+    just claim, that it holds under concurrency and failure.
+    **Scenario:** an API that allows each user `LIMIT = 5` calls per sliding `WINDOW = 60`
+    seconds, on memory labs with a manual clock (`seed=1`).
+
+    ## The spec
+
+    - `RATE_LIMITER.getByName(user).allow()` returns `True` if fewer than `LIMIT` calls of that
+      user were allowed in the last `WINDOW` seconds (a *sliding* window), else `False`.
+    - A `True` must never be forgotten: not after an eviction, not after a failed commit.
+    - No schedule of concurrent calls may allow more than `LIMIT`.
+    - Storage stays small however long the limiter runs.
+
+    ## Design questions (answer before you code)
+
+    1. Which object owns the state: one per user, one per API key, one for everything? Why?
+    2. What exactly do you store? (Hint: times of allowed calls.) When do you prune it?
+    3. Where is the read-check-write, and what must not happen inside it?
+    4. When may the caller hear `True`? What would `allowUnconfirmed` break?
+    5. Which clock do you read? (`durable_lab.now()` is the lab clock; on Cloudflare you would
+       write `time.time()`.)
+    """),
+    code(IMPORTS + SHOW + '''
+from durable_lab.check import History
+from durable_lab.workload import run_workload
+'''),
+    md("""
+    ## Try a first design by hand
+
+    **Predict:** the starter below counts calls in a field. Which requirement does it break
+    first?
+    """),
+    code(STARTERS["09"].strip() + '''
+
+
+lab = Lab(storage="memory", seed=1, clock="manual")
+LIMITER = lab.bind("RATE_LIMITER", RateLimiter)
+user = LIMITER.getByName("ada")
+print([await user.allow() for _ in range(7)])
+lab.clock.advance(61)
+print("a minute later:", await user.allow())
+await lab.evict(user)
+print("after an eviction:", [await user.allow() for _ in range(3)])
+'''),
+    md("""
+    ## Your limiter
+
+    Write `RateLimiter` in the cell below (keep the name, `LIMIT` and `WINDOW`), then run the
+    check. It runs seven scenarios: the basics, the sliding window on the lab clock, eviction, a
+    burst, 15 adversarial schedules (the check plays scheduler with `lab.pause()` /
+    `lab.choose()`), every other commit failing, and 100 calls over 25 minutes for the storage
+    bound.
+    """),
+    *exercise_cells("09", """
+    ## Exercise 09 · the rate limiter
+
+    Replace the starter class with your design. Each ✗ comes with what happened and a hint.
+    """),
+    md("""
+    ## Prove it yourself
+
+    A passing check is a good sign, not a proof. Run your own experiment: 8 clients hammer 3
+    users at once; count, per user, how many calls were allowed. **Predict** the numbers first.
+    """),
+    code('''
+    proof = Lab(storage="memory", seed=1, clock="manual")
+    ns = proof.bind("RATE_LIMITER", RateLimiter)
+    history = History()
+    result = await run_workload(ns, method="allow", clients=8, calls=60,
+                                names=["ann", "bob", "cat"], seed=1, history=history)
+    allowed = {}
+    for call in result.calls:
+        if call.ok and call.result is True:
+            allowed[call.object] = allowed.get(call.object, 0) + 1
+    print("allowed per user:", allowed, "| errors:", result.errors)
+    await proof.close()
+    '''),
+    md("""
+    ## Going further
+
+    - **Faults:** repeat the experiment with `proof.faults.fail_commits(probability=0.3)`. Do the
+      numbers change? Why is "allowed" never above `LIMIT`?
+    - **Clean-up:** a user who never comes back leaves data behind. Add an alarm that deletes the
+      object's storage (`deleteAll()`) one `WINDOW` after the last call.
+    - **Another capstone:** a collaborative document: one object per document, `edit(version,
+      op)` refuses stale versions, every editor connected over a WebSocket receives each accepted
+      op in order. Prove it with two clients editing at once under `lab.pause()`.
+    """),
+    code("await lab.close()"),
+]
+# ---------------------------------------------------------------------------------------------
+# writing the files
+# ---------------------------------------------------------------------------------------------
+
+LESSONS = {
+    "00_tour": (L00, ["00"]),
+    "01_ownership_ids_stubs": (L01, ["01"]),
+    "02_input_gate": (L02, ["02"]),
+    "03_output_gate": (L03, ["03"]),
+    "04_write_coalescing": (L04, ["04"]),
+    "05_alarms_lifecycle": (L05, ["05"]),
+    "06_contention_sharding": (L06, ["06a", "06b"]),
+    "07_sql_api": (L07, ["07"]),
+    "08_websockets_hibernation": (L08, ["08"]),
+    "09_capstone": (L09, ["09"]),
+}
+
+KERNEL = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+          "language_info": {"name": "python"}}
+
+
+def notebook(cells: list[Cell]) -> Any:
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    made = []
+    for i, (kind, source, tags) in enumerate(cells):
+        cell = new_markdown_cell(source) if kind == "markdown" else new_code_cell(source)
+        if tags:
+            cell.metadata["tags"] = list(tags)
+        cell["id"] = f"cell-{i:02}"
+        made.append(cell)
+    return new_notebook(cells=made, metadata=dict(KERNEL))
+
+
+def solution_notebook(name: str, keys: list[str]) -> Any:
+    cells = [md(f"""
+    # Solutions · {name}
+
+    For instructors (hand out after the exercise). Each cell is a class that passes every
+    scenario of its check, with comments on *why*. Other correct answers exist: the check,
+    not this file, is the judge.
+    """), code(IMPORTS)]
+    for key in keys:
+        cells.append(md(f"## Exercise {key}"))
+        cells.append(code(SOLUTIONS[key].strip() + f"\n\n\nfrom durable_lab.exercises import "
+                          f"{CHECK_OF[key]}\nawait {CHECK_OF[key]}({SUBJECT_OF[key]})"))
+    return notebook(cells)
+
+
+def main(argv: list[str]) -> int:
+    import nbformat
+
+    check_only = "--check" in argv
+    stale = []
+    for name, (cells, keys) in LESSONS.items():
+        outputs = {HERE / f"{name}.ipynb": notebook(cells),
+                   HERE / "solutions" / f"{name}_solutions.ipynb": solution_notebook(name, keys)}
+        for path, nb in outputs.items():
+            text = nbformat.writes(nb) + "\n"
+            if path.exists() and path.read_text() == text:
+                continue
+            stale.append(path)
+            if not check_only:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+    if check_only and stale:
+        print("out of date (run python notebooks/_build.py):",
+              ", ".join(str(p.relative_to(HERE)) for p in stale))
+        return 1
+    print(f"{'would write' if check_only else 'wrote'} {len(stale)} notebook(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
