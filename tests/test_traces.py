@@ -261,7 +261,9 @@ class Breaks(DurableObject):
         self.log.append("never")
 
     async def slow(self):
-        await asyncio.sleep(0.01)
+        # Long enough to still be in flight when the critical section throws, even when the
+        # SQLite commit that sync() waits for is slow on a loaded machine (the reset cancels it).
+        await asyncio.sleep(2)
         return "slow"
 
     async def read(self, key):
