@@ -2,6 +2,7 @@
 
     python bench/bench_panels.py            # full: 3 x 5 s throughput pairs, 60 s memory run
     python bench/bench_panels.py --quick    # 3 x 2 s pairs, 10 s memory run
+    python bench/bench_panels.py --memory-only --memory-seconds 600   # the 10-minute check
 
 Headless (ipywidgets' DummyComm swallows the messages), but with everything real: the lab's
 subscription, the feed's 25 fps flush task on the loop, every reducer, every Bokeh
@@ -120,13 +121,31 @@ async def throughput(seconds: float, watch: str) -> dict[str, float]:
     return out
 
 
+def _buffer_sizes(board: widgets.Dashboard) -> dict[str, int]:
+    """Rows held by the dashboard's rollover buffers (their caps in parentheses in the output)."""
+    tl, m = board.timeline, board.metrics
+    return {"timeline": len(tl.segments.data["delivery"]),
+            "markers": len(tl.markers.data["delivery"]),
+            "rates": len(m.rates.data["t"]), "latency": len(m.latency.data["ms"]),
+            "log": len(board.event_log.events)}
+
+
+def _caps(board: widgets.Dashboard) -> dict[str, int]:
+    tl, m = board.timeline, board.metrics
+    return {"timeline": tl.rollover, "markers": tl.rollover, "rates": m.rollover,
+            "latency": m.max_points, "log": board.event_log.events.maxlen or 0}
+
+
 async def memory(seconds: float, sample_every: float = 5.0) -> dict[str, object]:
     lab = Lab(storage="memory", seed=1)
     lab.bind("COUNTER", Counter)
     board = widgets.dashboard(lab)
     proc = psutil.Process(os.getpid())
     tracemalloc.start()
-    samples: list[tuple[float, float, float, int]] = []
+    samples: list[tuple[float, float, float, int, dict[str, int]]] = []
+    caps = _caps(board)
+    capped_at = None
+    print("   buffers (rows held / cap): " + ", ".join(f"{k}/{v}" for k, v in caps.items()))
     t0 = time.perf_counter()
     # ~15 events per call: 680 calls/s ~ 10,000 events/s
     load = asyncio.ensure_future(_load(lab, seconds, clients=16, objects=8, pace=680))
@@ -135,7 +154,13 @@ async def memory(seconds: float, sample_every: float = 5.0) -> dict[str, object]
         gc.collect()
         traced, _peak = tracemalloc.get_traced_memory()
         samples.append((round(time.perf_counter() - t0, 1), proc.memory_info().rss / 2**20,
-                        traced / 2**20, board._feed.statistics().events))
+                        traced / 2**20, board._feed.statistics().events, _buffer_sizes(board)))
+        t, rss, traced_mb, n, sizes = samples[-1]
+        held = " ".join(f"{k}={v}" for k, v in sizes.items())
+        print(f"   t={t:6.1f} s  RSS {rss:7.1f} MiB  traced {traced_mb:6.1f} MiB  events {n:>9}"
+              f"  [{held}]", flush=True)
+        if capped_at is None and all(sizes[k] >= caps[k] for k in caps):
+            capped_at = samples[-1][0]
     calls, events = await load
     stats = board._feed.statistics()
     tracemalloc.stop()
@@ -145,18 +170,26 @@ async def memory(seconds: float, sample_every: float = 5.0) -> dict[str, object]
     first, last = samples[1] if len(samples) > 2 else samples[0], samples[-1]
     return {"events_per_s": events / elapsed, "calls": calls, "samples": samples,
             "rss_growth_mb": last[1] - first[1], "traced_growth_mb": last[2] - first[2],
-            "max_lag": stats.max_lag, "dropped": stats.dropped}
+            "max_lag": stats.max_lag, "dropped": stats.dropped, "caps": caps,
+            "capped_at": capped_at}
 
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--memory-seconds", type=float, default=None)
+    parser.add_argument("--memory-only", action="store_true", help="skip 1a/1b (throughput)")
     args = parser.parse_args()
     seconds = 2.0 if args.quick else 5.0
     mem_seconds = args.memory_seconds or (10.0 if args.quick else 60.0)
     ok = True
+    if not args.memory_only:
+        ok &= await _throughput_checks(seconds)
+    ok &= await _memory_check(mem_seconds)
+    return 0 if ok else 1
 
+
+async def _throughput_checks(seconds: float) -> bool:
     print(f"1a. saturated: trivial increments, memory lab, 16 clients x 8 objects, "
           f"{seconds:.0f} s per run (not the target case: shows the cost per event)")
     base = await throughput(seconds, "none")
@@ -193,23 +226,29 @@ async def main() -> int:
     print(f"   events/s with the dashboard open: {statistics.median(eps):.0f}")
     print(f"   worst display lag: {lag * 1000:.0f} ms (target < 1000 ms) "
           f"{'OK' if lag < 1.0 else 'FAIL'}")
-    ok &= ratio >= 0.75 and lag < 1.0
+    return ratio >= 0.75 and lag < 1.0
 
+
+async def _memory_check(mem_seconds: float) -> bool:
     print(f"3. memory: paced ~10,000 events/s with a dashboard, {mem_seconds:.0f} s "
-          f"(scaled down from the issue's 10 minutes unless --memory-seconds 600)")
+          f"(scaled down from the issue's 10 minutes unless --memory-seconds 600)", flush=True)
     WORK[0] = 0
     mem = await memory(mem_seconds)
-    for t, rss, traced, n in mem["samples"]:  # type: ignore[union-attr]
-        print(f"   t={t:6.1f} s  RSS {rss:7.1f} MiB  traced {traced:6.1f} MiB  events {n}")
     growth = mem["rss_growth_mb"]
     first_rss = mem["samples"][0][1]  # type: ignore[index]
     flat = growth < 20 and growth < 0.10 * first_rss
+    capped_at = mem["capped_at"]
+    if capped_at is not None:
+        after = [s for s in mem["samples"] if s[0] >= capped_at]  # type: ignore[union-attr]
+        print(f"   every buffer at its cap from t={capped_at:.0f} s; from then to the end: RSS "
+              f"{after[-1][1] - after[0][1]:+.1f} MiB, traced {after[-1][2] - after[0][2]:+.1f} MiB")
+    else:
+        print("   not every buffer reached its cap during the run")
     print(f"   achieved {mem['events_per_s']:.0f} events/s; RSS growth after warm-up "
           f"{growth:+.1f} MiB, traced {mem['traced_growth_mb']:+.1f} MiB; max lag "
           f"{mem['max_lag'] * 1000:.0f} ms; dropped {mem['dropped']} -> "
           f"{'flat OK' if flat else 'GROWING'}")
-    ok &= flat
-    return 0 if ok else 1
+    return flat
 
 
 if __name__ == "__main__":

@@ -535,7 +535,10 @@ L00 = [
 
     If the course panels are installed (`pip install durable_lab[widgets]`), this shows a live
     dashboard of the lab: gates, queues, commits. Without them the cell just says so; everything
-    in the lessons works without it.
+    in the lessons works without it. The next cell then sends a few seconds of traffic (four
+    clients, mostly to one hot counter) so there is something to watch: mailbox chips, the gate
+    opening and closing, batches flying to storage, replies held and released. Try **Pause** and
+    **Step +1** while it runs.
     """),
     code('''
     try:
@@ -544,7 +547,15 @@ L00 = [
         print("The panels are not installed: the lessons print timelines instead.")
         widgets = None
     if widgets is not None and hasattr(widgets, "dashboard"):
-        display(widgets.dashboard(lab))
+        display(lab.dashboard(COUNTER.getByName("hot")))
+    '''),
+    code('''
+    from durable_lab.workload import run_workload
+
+    result = await run_workload(COUNTER, method="increment", clients=4, per_client=30, rate=10,
+                                objects=3, names=["hot", "warm", "cold"], distribution="hot",
+                                seed=1)
+    print(result.summary())
     '''),
     *exercise_cells("00", """
     ## Exercise 00 · a counter that remembers

@@ -37,6 +37,7 @@ class Panel(w.VBox):  # type: ignore[misc]
         self.errors = w.Output(layout=w.Layout(max_height="160px", overflow="auto"))
         self.errors.add_class("dl-errors")
         self.error_count = 0
+        self._last_error = ("", 0)  # text of the last error shown, times in a row
         super().__init__(**kwargs)
         self.add_class("dl-panel")
         self.add_class(f"dl-{self.kind}")
@@ -75,9 +76,26 @@ class Panel(w.VBox):  # type: ignore[misc]
 
     # -- errors ---------------------------------------------------------------------------
 
+    #: Errors kept in the panel's error output (the oldest go first).
+    max_errors_shown = 20
+
     def show_error(self, exc: BaseException) -> None:
+        """Show ``exc`` in the panel. The same error again (e.g. every frame) updates a count
+        instead of adding a copy; at most ``max_errors_shown`` are kept, so the output (and the
+        kernel's memory) stays bounded however long a failure repeats."""
         self.error_count += 1
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        outputs = self.errors.outputs
+        last, times = self._last_error
+        if text == last and outputs:
+            times += 1
+            self._last_error = (text, times)
+            repeated = {**outputs[-1], "text": f"{text}(the same error {times} times in a row)\n"}
+            self.errors.outputs = (*outputs[:-1], repeated)
+            return
+        self._last_error = (text, 1)
+        if len(outputs) >= self.max_errors_shown:
+            self.errors.outputs = outputs[len(outputs) - self.max_errors_shown + 1:]
         self.errors.append_stderr(text)
 
     def guarded(self, fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -55,6 +55,7 @@ class Dashboard(Panel):
         self.event_log = EventLog(lab, **sub)
         self.picker = w.Dropdown(options=[label] if label else [], value=label,
                                  description="object", layout=w.Layout(width="320px"))
+        self._syncing_picker = False  # True while the code (not a user) sets the picker
         self.picker.observe(self.guarded(self._picked), names=["value"])
         # Order matters: the shared reducer must see a frame's events before its readers.
         feed.remove(self)
@@ -96,19 +97,26 @@ class Dashboard(Panel):
         self._update_picker()
 
     def _picked(self, change: Any) -> None:
-        if change["new"]:
+        if change["new"] and not self._syncing_picker:
             self.select(change["new"])
 
     def _update_picker(self) -> None:
         labels = [r.label for r in self.fleet.reducer.visible()]
         if self.target and self.target not in labels:
             labels.insert(0, self.target)
-        if tuple(labels) != tuple(self.picker.options):
-            with self.picker.hold_trait_notifications():
+        # Options first, then the value, without hold_trait_notifications: under a hold the
+        # Dropdown validates the new value against its *old* options and raises "Invalid
+        # selection" when the target is new (then again every frame). Setting the options
+        # may move the value to the first option: that is not a user's pick, so _picked
+        # ignores it.
+        self._syncing_picker = True
+        try:
+            if tuple(labels) != tuple(self.picker.options):
                 self.picker.options = labels
+            if self.picker.value != self.target:
                 self.picker.value = self.target
-        elif self.picker.value != self.target:
-            self.picker.value = self.target
+        finally:
+            self._syncing_picker = False
 
     def apply(self, event: RuntimeEvent) -> None:
         self.objects.apply(event)

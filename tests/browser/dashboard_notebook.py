@@ -66,8 +66,17 @@ PHASE = '''\
 await asyncio.sleep(3)
 print("PHASE 1 DONE", lab.statistics().deliveries > 20)'''
 
+# What the page can read about subscriptions: the bus's subscriber count, the feed's listeners
+# (a dashboard and its seven panels: 8), the open top-level panels, and the kernel's pid (it
+# changes on a restart).
+COUNT = '''\
+import os
+print(f"SUBSCRIBERS {lab.bus.subscriber_count} LISTENERS {board._feed.statistics().listeners} "
+      f"OPEN {','.join(sorted(widgets.open_panels(lab)))} PID {os.getpid()}")'''
 
-def build() -> nbformat.NotebookNode:
+
+def build(*, count: bool = False) -> nbformat.NotebookNode:
+    """The notebook; ``count=True`` adds a last cell printing the subscription counts."""
     nb = new_notebook()
     nb.cells = [
         new_markdown_cell("# Dashboard browser test\nA lab, its dashboard, six clients."),
@@ -76,6 +85,8 @@ def build() -> nbformat.NotebookNode:
         new_code_cell(WORKLOAD),
         new_code_cell(PHASE),
     ]
+    if count:
+        nb.cells.append(new_code_cell(COUNT))
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
                                  "language": "python"}
     return nb

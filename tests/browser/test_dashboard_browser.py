@@ -57,19 +57,23 @@ def _free_port() -> int:
 
 
 class JupyterLab:
-    """``jupyter lab`` in the background; stopped by its REST shutdown, then by PID."""
+    """``jupyter lab`` (or ``app="notebook"``: Notebook 7) in the background; stopped by its
+    REST shutdown, then by PID."""
 
-    def __init__(self, root: pathlib.Path, log_path: pathlib.Path) -> None:
+    def __init__(self, root: pathlib.Path, log_path: pathlib.Path, app: str = "jupyterlab") -> None:
         self.port, self.token = _free_port(), secrets.token_hex(16)
+        self.app = app
         cfg = root / ".lab-state"
         news = cfg / "settings" / "@jupyterlab" / "apputils-extension"
         news.mkdir(parents=True, exist_ok=True)
         (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
-        cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={self.port}",
+        app_class = {"jupyterlab": "LabApp", "notebook": "JupyterNotebookApp"}[app]
+        cmd = [sys.executable, "-m", app, "--no-browser", f"--port={self.port}",
                "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0",
                "--ServerApp.allow_root=True", f"--IdentityProvider.token={self.token}",
-               f"--ServerApp.root_dir={root}", f"--LabApp.workspaces_dir={cfg / 'workspaces'}",
-               f"--LabApp.user_settings_dir={cfg / 'settings'}"]
+               f"--ServerApp.root_dir={root}",
+               f"--{app_class}.workspaces_dir={cfg / 'workspaces'}",
+               f"--{app_class}.user_settings_dir={cfg / 'settings'}"]
         path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
         env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(cfg / "runtime"), PYTHONPATH=path,
                    BOKEH_RESOURCES=os.environ.get("BOKEH_RESOURCES", "inline"))
@@ -81,7 +85,7 @@ class JupyterLab:
         while True:
             if self.proc.poll() is not None:
                 self.stop()
-                raise RuntimeError(f"jupyter lab exited with {self.proc.returncode}; see {log_path}")
+                raise RuntimeError(f"{app} exited with {self.proc.returncode}; see {log_path}")
             try:
                 with urllib.request.urlopen(url, timeout=2) as r:
                     if r.status == 200:
@@ -90,7 +94,7 @@ class JupyterLab:
                 pass
             if time.monotonic() > deadline:
                 self.stop()
-                raise TimeoutError("jupyter lab did not start in 90 s")
+                raise TimeoutError(f"{app} did not start in 90 s")
             time.sleep(0.2)
 
     def stop(self) -> None:

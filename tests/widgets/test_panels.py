@@ -211,3 +211,52 @@ def test_panel_event_log_filter():
     assert [e.seq for e in log.matching()] == [2]
     assert "commit #1 durable" in log.html.value
     log.close()
+
+
+async def test_building_the_dashboard_twice_leaves_one_subscription(lab):
+    """A re-run cell: the second dashboard replaces the first; events reach only the new one."""
+    stub = lab.env.COUNTER.getByName("room-1")
+    first = widgets.dashboard(lab, stub)
+    await stub.increment()
+    first._feed.flush()
+    second = widgets.dashboard(lab, stub)
+    assert first.closed and all(p.closed for p in first.panels)
+    assert lab.bus.subscriber_count == 1
+    assert second._feed is first._feed  # the same feed, still subscribed
+    # the new dashboard and its seven panels, none of the old ones
+    assert second._feed.statistics().listeners == 8
+    assert set(second._feed.listeners) == {second, *second.panels}
+    assert widgets.open_panels(lab) == {"dashboard": second}
+    await asyncio.gather(*[stub.increment() for _ in range(3)])
+    second._feed.flush()
+    assert "3 answered" in second.object_view.html.value  # counts from its own start
+    assert [p.errors.outputs for p in (second, *second.panels)] == [()] * 8
+    second.close()
+    assert lab.bus.subscriber_count == 0
+
+
+async def test_dashboard_without_target_follows_the_first_object_without_errors(lab):
+    ns = lab.env.COUNTER
+    d = widgets.dashboard(lab)  # no target: the picker starts empty
+    await ns.getByName("a").increment()
+    d._feed.flush()
+    await ns.getByName("b").increment()
+    await ns.getByName("c").write_many(2)
+    d._feed.flush()
+    d._feed.flush(force=True)
+    assert d.target == "COUNTER:a" and d.picker.value == "COUNTER:a"
+    assert set(d.picker.options) == {"COUNTER:a", "COUNTER:b", "COUNTER:c"}
+    assert d.error_count == 0 and d.errors.outputs == ()
+    d.close()
+
+
+def test_repeated_errors_do_not_grow_the_error_output(lab):
+    c = widgets.controls(lab)
+    for _ in range(500):
+        c.show_error(ValueError("the same error every frame"))
+    for i in range(100):
+        c.show_error(ValueError(f"error {i}"))
+    assert c.error_count == 600
+    assert len(c.errors.outputs) <= 21
+    assert "error 99" in c.errors.outputs[-1]["text"]
+    c.close()

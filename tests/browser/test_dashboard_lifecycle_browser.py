@@ -1,0 +1,268 @@
+"""Re-running cells and restarting the kernel, in real JupyterLab and headless Chromium.
+
+The notebook (dashboard_notebook.build(count=True)) builds a lab and its dashboard, starts six
+clients, and ends with a cell that prints what the page cannot see by itself:
+``SUBSCRIBERS <lab.bus.subscriber_count> LISTENERS <feed listeners> OPEN <kinds> PID <pid>``.
+The test runs it with Run > Run All Cells, then:
+
+1. re-runs the dashboard cell (Ctrl+Enter on it), then the count cell;
+2. copies the dashboard cell further down (c / v), runs the copy, then the count cell: the old
+   dashboard's widgets close, so its output empties;
+
+and after each: exactly one ``.dl-dashboard`` in the page, one subscriber on the bus, eight
+listeners on the feed (a dashboard and its seven panels), and the visible dashboard updating.
+
+3. Kernel > Restart Kernel and Run All Cells: a new kernel (another pid), the panels render
+   again, one set, one subscriber, and they update.
+
+No browser console errors at any point. Helpers (server, attributes) come from
+test_dashboard_browser.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import sys
+import tempfile
+import time
+
+import pytest
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from test_dashboard_browser import (  # noqa: E402
+    CHROME_ARGS,
+    CHROMIUM,
+    KERNEL_IDLE_JS,
+    JupyterLab,
+    _attr,
+)
+
+pytestmark = [
+    pytest.mark.browser,
+    # Same policy as test_dashboard_browser.py: a real browser has timing noise.
+    pytest.mark.flaky(reruns=2, reruns_delay=2),
+    pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                       reason=f"Chromium not installed at {CHROMIUM} (apt-get install chromium)"),
+]
+
+COUNT_RE = re.compile(r"SUBSCRIBERS (\d+) LISTENERS (\d+) OPEN (\S*) PID (\d+)")
+STDERR = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+
+
+def _code_cell(page, index: int):
+    return page.locator(".jp-Notebook .jp-CodeCell").nth(index)
+
+
+def _prompt(cell) -> str:
+    return cell.locator(".jp-InputPrompt").first.inner_text().strip()
+
+
+def _run_cell(page, index: int, timeout: float = 30.0) -> None:
+    """Select code cell ``index`` (command mode) and run it in place; wait for its new prompt."""
+    cell = _code_cell(page, index)
+    before = _prompt(cell)
+    cell.locator(".jp-InputPrompt").first.click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+Enter")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = _prompt(cell)
+        if now != before and re.fullmatch(r"\[\d+\]:", now):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"code cell {index} did not run: prompt {before!r} -> {_prompt(cell)!r}")
+
+
+def _count(page, index: int) -> dict:
+    text = _code_cell(page, index).locator(".jp-OutputArea-output").first.inner_text()
+    m = COUNT_RE.search(text)
+    assert m, f"count cell printed {text!r}"
+    return {"subscribers": int(m[1]), "listeners": int(m[2]), "open": m[3], "pid": int(m[4])}
+
+
+def _updates(page, seconds: float = 3.0) -> list[int]:
+    """The visible dashboard's last event number, sampled; it must grow (the panels update)."""
+    seqs = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        v = _attr(page, ".dl-dashboard .dl-runstate", "data-seq")
+        if v is not None and (not seqs or int(v) != seqs[-1]):
+            seqs.append(int(v))
+        time.sleep(0.1)
+    return seqs
+
+
+def _state(page, index: int) -> dict:
+    """One snapshot after a (re-)run: counts printed by the kernel and what the page shows."""
+    page.locator(".dl-dashboard .dl-objectview").first.wait_for(timeout=30_000)
+    page.locator(".dl-dashboard canvas").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(500)  # closed widgets leave the page asynchronously
+    out = _count(page, index)
+    out["dashboards"] = page.locator(".dl-dashboard").count()
+    out["objectviews"] = page.locator(".dl-objectview").count()
+    out["canvases"] = page.locator(".dl-dashboard canvas").count()
+    out["seq"] = _updates(page)
+    out["stderr"] = page.locator(STDERR).count()
+    out["panel_errors"] = page.locator(".dl-errors .jp-OutputArea-output").count()
+    return out
+
+
+def run(shots: pathlib.Path) -> dict:
+    from dashboard_notebook import build
+    import nbformat
+    from playwright.sync_api import expect, sync_playwright
+
+    shots.mkdir(parents=True, exist_ok=True)
+    report: dict = {"states": {}, "console_errors": [], "timings_s": {}}
+    root = pathlib.Path(tempfile.mkdtemp(prefix="dl-lifecycle-"))
+    nbformat.write(build(count=True), root / "dashboard.ipynb")
+    server = JupyterLab(root, root / "jupyterlab.log")
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                         args=CHROME_ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 2500})
+            errors = report["console_errors"]
+            phase = report.setdefault("phase", ["open"])
+            page.on("console", lambda m: m.type == "error" and errors.append(
+                f"[{phase[0]}] {m.text}"))
+            page.on("pageerror", lambda e: errors.append(
+                f"[{phase[0]}] pageerror: {e} {(e.stack or '')[:3000]}"))
+            try:
+                _drive(page, expect, f"http://127.0.0.1:{server.port}/lab/tree/dashboard.ipynb"
+                       f"?token={server.token}", shots, report)
+            except Exception:
+                page.screenshot(path=shots / "99-lifecycle-failure.png")
+                (shots / "99-lifecycle-failure-report.json").write_text(
+                    json.dumps(report, indent=2))
+                raise
+            finally:
+                browser.close()
+    finally:
+        server.stop()
+        report["server_log_tail"] = (root / "jupyterlab.log").read_text(errors="replace")[-1500:]
+        shutil.rmtree(root, ignore_errors=True)
+    return report
+
+
+def _drive(page, expect, url: str, shots: pathlib.Path, report: dict) -> None:
+    states, T = report["states"], report["timings_s"]
+    t0 = time.monotonic()
+    page.add_init_script("Error.stackTraceLimit = 40;")  # whole stacks in the report
+    page.goto(url)
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+    page.wait_for_function(KERNEL_IDLE_JS, timeout=60_000, polling=100)
+    page.locator(".lm-MenuBar-itemLabel:text-is('Run')").click()
+    page.locator(".lm-Menu-itemLabel:text-is('Run All Cells')").click()
+    expect(page.locator(".jp-CodeCell .jp-InputPrompt").first).not_to_have_text("[ ]:",
+                                                                               timeout=10_000)
+    # code cells: 0 setup, 1 dashboard, 2 workload, 3 phase (awaits 3 s), 4 count
+    count_cell = 4
+    expect(_code_cell(page, count_cell).locator(".jp-OutputArea-output", has_text="SUBSCRIBERS")
+           .or_(page.locator(STDERR)).first).to_be_visible(timeout=60_000)
+    states["run_all"] = _state(page, count_cell)
+    T["run_all"] = round(time.monotonic() - t0, 1)
+
+    # 1. re-run the dashboard cell in place
+    report["phase"][0] = "rerun_cell"
+    t1 = time.monotonic()
+    _run_cell(page, 1)
+    _run_cell(page, count_cell)
+    states["rerun_cell"] = _state(page, count_cell)
+    T["rerun_cell"] = round(time.monotonic() - t1, 1)
+
+    # 2. copy the dashboard cell below the phase cell and run the copy: two cells, one dashboard
+    report["phase"][0] = "copied_cell"
+    t1 = time.monotonic()
+    _code_cell(page, 1).locator(".jp-InputPrompt").first.click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("c")
+    _code_cell(page, 3).locator(".jp-InputPrompt").first.click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("v")
+    expect(page.locator(".jp-Notebook .jp-CodeCell")).to_have_count(6, timeout=10_000)
+    count_cell = 5  # the copy is code cell 4 now
+    _run_cell(page, 4)
+    _run_cell(page, count_cell)
+    states["copied_cell"] = _state(page, count_cell)
+    # the original dashboard cell's output no longer shows a dashboard
+    states["copied_cell"]["original_cell_dashboards"] = _code_cell(page, 1).locator(
+        ".dl-dashboard").count()
+    T["copied_cell"] = round(time.monotonic() - t1, 1)
+
+    # 3. Kernel > Restart Kernel and Run All Cells...
+    report["phase"][0] = "restart"
+    t1 = time.monotonic()
+    old_pid = states["copied_cell"]["pid"]
+    page.locator(".lm-MenuBar-itemLabel:text-is('Kernel')").click()
+    page.locator(".lm-Menu-itemLabel", has_text="Restart Kernel and Run All Cells").click()
+    page.locator(".jp-Dialog .jp-mod-accept").click()
+    deadline = time.monotonic() + 90
+    while True:
+        out = _code_cell(page, count_cell).locator(".jp-OutputArea-output")
+        text = out.first.inner_text() if out.count() else ""
+        m = COUNT_RE.search(text)
+        if m and int(m[4]) != old_pid:
+            break
+        if page.locator(STDERR).count():
+            raise AssertionError("a cell wrote to stderr: "
+                                 + page.locator(STDERR).first.inner_text()[-800:])
+        if time.monotonic() > deadline:
+            raise AssertionError(f"notebook did not run again after the restart: {text!r}")
+        time.sleep(0.2)
+    states["restarted"] = _state(page, count_cell)
+    T["restart_and_run_all"] = round(time.monotonic() - t1, 1)
+    page.locator(".dl-dashboard").first.screenshot(path=shots / "dashboard-after-restart.png")
+    T["total"] = round(time.monotonic() - t0, 1)
+
+
+def assert_report(r: dict) -> None:
+    s = r["states"]
+    assert set(s) == {"run_all", "rerun_cell", "copied_cell", "restarted"}, r
+    for name, st in s.items():
+        assert st["subscribers"] == 1, (name, st)  # one subscription on the bus
+        assert st["listeners"] == 8, (name, st)  # dashboard + 7 panels, no stale ones
+        assert st["open"] == "dashboard", (name, st)
+        assert st["dashboards"] == 1 and st["objectviews"] == 1, (name, st)  # one set visible
+        assert st["canvases"] >= 3, (name, st)
+        assert len(st["seq"]) >= 2 and st["seq"][-1] > st["seq"][0], (name, st)  # updating
+        assert st["stderr"] == 0 and st["panel_errors"] == 0, (name, st)
+    assert s["copied_cell"]["original_cell_dashboards"] == 0, s["copied_cell"]
+    assert s["restarted"]["pid"] != s["copied_cell"]["pid"], s  # a new kernel
+    assert len({s[k]["pid"] for k in ("run_all", "rerun_cell", "copied_cell")}) == 1, s
+    unexpected = [e for e in r["console_errors"] if not _known_restart_error(e)]
+    assert not unexpected, unexpected
+
+
+def _known_restart_error(text: str) -> bool:
+    """jupyter_bokeh 4.1 upstream bug, met only while the kernel restarts: the *old* kernel's
+    plots get a resize as their outputs are cleared, BokehJS pushes the new layout sizes, and
+    jupyter_bokeh sends them on a comm whose kernel is gone ("Error: Cannot send", uncaught,
+    stack: ResizeObserver -> after_layout -> setv -> jupyter_bokeh _change_event -> _send).
+    Harmless (the plots being cleared are dead) and not ours to fix; allowed in that phase only,
+    with exactly that stack. Listed in docs/panels.md, Known issues."""
+    return (text.startswith("[restart] pageerror: Cannot send") and "jupyter_bokeh" in text
+            and "_change_event" in text)
+
+
+def test_dashboard_survives_rerun_and_kernel_restart():
+    shots = pathlib.Path(os.environ.get("SHOTS_DIR", HERE.parents[1] / "docs" / "img"))
+    report = run(shots)
+    report["known_restart_errors"] = sum(map(_known_restart_error, report["console_errors"]))
+    shown = {k: v for k, v in report.items() if k != "server_log_tail"}
+    shown["console_errors"] = [e[:300] for e in report["console_errors"]]
+    print(json.dumps(shown, indent=2))
+    assert_report(report)
+
+
+if __name__ == "__main__":
+    r = run(pathlib.Path(os.environ.get("SHOTS_DIR", HERE.parents[1] / "docs" / "img")))
+    print(json.dumps(r, indent=2))
+    assert_report(r)
+    print("OK")
