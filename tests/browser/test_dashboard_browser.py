@@ -9,7 +9,7 @@ a lab and its dashboard and starts six clients; runs it with Run > Run All Cells
 - Crash produces a reset that the object view shows, and Play brings the object back;
 - no browser console errors.
 
-Screenshots go to docs/img/ (the best ones are used in docs/panels.md) unless SHOTS_DIR says
+Screenshots go to build/screenshots/ (SHOTS_DIR=docs/img refreshes the ones in docs/) unless SHOTS_DIR says
 otherwise. Skipped only when Chromium is not installed (CI installs it: apt-get install chromium).
 Recipe and pitfalls: ../shared/reference/browser-testing.md (BokehJS inline, stream echo, idle).
 """
@@ -273,7 +273,7 @@ def assert_report(r: dict) -> None:
 
 def test_dashboard_in_jupyterlab():
     sys.path.insert(0, str(HERE))
-    shots = pathlib.Path(os.environ.get("SHOTS_DIR", ROOT / "docs" / "img"))
+    shots = pathlib.Path(os.environ.get("SHOTS_DIR", ROOT / "build" / "screenshots"))
     report = run(shots)
     print(json.dumps({k: v for k, v in report.items() if k != "server_log_tail"}, indent=2))
     assert_report(report)
@@ -281,7 +281,7 @@ def test_dashboard_in_jupyterlab():
 
 if __name__ == "__main__":
     sys.path.insert(0, str(HERE))
-    r = run(pathlib.Path(os.environ.get("SHOTS_DIR", ROOT / "docs" / "img")))
+    r = run(pathlib.Path(os.environ.get("SHOTS_DIR", ROOT / "build" / "screenshots")))
     print(json.dumps(r, indent=2))
     assert_report(r)
     print("OK")

@@ -252,7 +252,7 @@ def _known_restart_error(text: str) -> bool:
 
 
 def test_dashboard_survives_rerun_and_kernel_restart():
-    shots = pathlib.Path(os.environ.get("SHOTS_DIR", HERE.parents[1] / "docs" / "img"))
+    shots = pathlib.Path(os.environ.get("SHOTS_DIR", HERE.parents[1] / "build" / "screenshots"))
     report = run(shots)
     report["known_restart_errors"] = sum(map(_known_restart_error, report["console_errors"]))
     shown = {k: v for k, v in report.items() if k != "server_log_tail"}
@@ -262,7 +262,7 @@ def test_dashboard_survives_rerun_and_kernel_restart():
 
 
 if __name__ == "__main__":
-    r = run(pathlib.Path(os.environ.get("SHOTS_DIR", HERE.parents[1] / "docs" / "img")))
+    r = run(pathlib.Path(os.environ.get("SHOTS_DIR", HERE.parents[1] / "build" / "screenshots")))
     print(json.dumps(r, indent=2))
     assert_report(r)
     print("OK")

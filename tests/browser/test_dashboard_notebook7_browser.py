@@ -155,14 +155,14 @@ def _known_load_error(text: str) -> bool:
 
 
 def test_dashboard_in_notebook7():
-    shots = pathlib.Path(os.environ.get("SHOTS_DIR", HERE.parents[1] / "docs" / "img"))
+    shots = pathlib.Path(os.environ.get("SHOTS_DIR", HERE.parents[1] / "build" / "screenshots"))
     report = run(shots)
     print(json.dumps({k: v for k, v in report.items() if k != "server_log_tail"}, indent=2))
     assert_report(report)
 
 
 if __name__ == "__main__":
-    r = run(pathlib.Path(os.environ.get("SHOTS_DIR", HERE.parents[1] / "docs" / "img")))
+    r = run(pathlib.Path(os.environ.get("SHOTS_DIR", HERE.parents[1] / "build" / "screenshots")))
     print(json.dumps(r, indent=2))
     assert_report(r)
     print("OK")

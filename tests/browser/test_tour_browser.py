@@ -88,7 +88,7 @@ def run_tour(shots: pathlib.Path) -> dict:
 
 
 def test_tour_notebook_runs_in_jupyterlab():
-    shots = pathlib.Path(os.environ.get("SHOTS_DIR", ROOT / "docs" / "img"))
+    shots = pathlib.Path(os.environ.get("SHOTS_DIR", ROOT / "build" / "screenshots"))
     report = run_tour(shots)
     prompts = report["prompts"]
     shown = [p.strip() for p in prompts if p.strip()]
