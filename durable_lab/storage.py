@@ -367,7 +367,8 @@ class DurableObjectStorage:
     def deleteAll(self, *, allowUnconfirmed: bool = False,  # noqa: N802, N803
                   allowConcurrency: bool = False, noCache: bool = False  # noqa: N803
                   ) -> asyncio.Future[None]:
-        """Delete every key. Coalesced with the turn's other writes; always confirmed."""
+        """Delete every key, and the alarm. Coalesced with the turn's other writes; always
+        confirmed. On a SQLite-backed class it wipes the whole database, SQL tables included."""
         self._instance.check_usable()
         self._cache.delete_all()
         # The alarm goes too (compat flag delete_all_deletes_alarm, default from 2026-02-24).
@@ -770,18 +771,8 @@ class SqlDurableObjectStorage(DurableObjectStorage):
             self._emit("delete", names, "write")
         return _done(deleted > 0 if single else deleted)
 
-    def deleteAll(self, *, allowUnconfirmed: bool = False,  # noqa: N802, N803
-                  allowConcurrency: bool = False, noCache: bool = False  # noqa: N803
-                  ) -> asyncio.Future[None]:
-        """Wipe the whole database: KV data, SQL tables, the alarm. Always confirmed."""
-        self._instance.check_usable()
-        self._cache.delete_all()
-        self._cache.set_metadata("alarm", None, confirmed=True)
-        if self._instance.bus.active:
-            self._emit("deleteAll", (), "write")
-        return _done(None)
-
-    delete_all = deleteAll
+    # deleteAll() is inherited: on this engine the cache's delete_all() wipes the whole
+    # database (KV data and SQL tables), and the alarm goes with it as on the KV engine.
 
     def list(self, *, prefix: str | None = None, start: str | None = None,
              startAfter: str | None = None, end: str | None = None,  # noqa: N803

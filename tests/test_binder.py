@@ -53,8 +53,8 @@ def test_binder_files_are_what_repo2docker_reads():
 
 
 def test_a_fresh_binder_environment_runs_the_tour(tmp_path):
-    if sys.version_info[:2] != (3, 11):
-        pytest.skip("runtime.txt asks for Python 3.11")
+    # Binder builds with the Python of runtime.txt (3.11, as CI has); on another local Python
+    # this still checks the closest thing this machine allows: the same files, a fresh venv.
     repo = tmp_path / "repo"
     shutil.copytree(ROOT, repo, ignore=SKIP)
     venv = tmp_path / "venv"
