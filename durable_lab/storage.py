@@ -390,12 +390,20 @@ class DurableObjectStorage:
         self._instance.check_usable()
         start, end = _list_bounds(prefix, start, startAfter, end, limit)
         if self._instance.bus.active:
-            self._emit("list", (), "miss")
+            self._emit("list", (), self._LIST_CACHE)
         if start is not None and end is not None and start >= end:
             return _done({})
+        return self._list_range(start, end, bool(reverse), limit, allowConcurrency)
+
+    #: How a list() shows on the event stream: on this engine it always reads storage.
+    _LIST_CACHE = "miss"
+
+    def _list_range(self, start: str | None, end: str | None, reverse: bool,
+                    limit: int | None, allow_concurrency: bool) -> asyncio.Future[dict[str, Any]]:
+        """The rows of a non-empty range (the one step the two storage engines do differently)."""
         overlay = self._cache.snapshot_range(start, end)
-        return self._start_read(self._list(overlay, start, end, bool(reverse), limit),
-                                allowConcurrency)
+        return self._start_read(self._list(overlay, start, end, reverse, limit),
+                                allow_concurrency)
 
     async def _list(self, overlay: dict[str, bytes | None], start: str | None, end: str | None,
                     reverse: bool, limit: int | None) -> dict[str, Any]:
@@ -774,18 +782,12 @@ class SqlDurableObjectStorage(DurableObjectStorage):
     # deleteAll() is inherited: on this engine the cache's delete_all() wipes the whole
     # database (KV data and SQL tables), and the alarm goes with it as on the KV engine.
 
-    def list(self, *, prefix: str | None = None, start: str | None = None,
-             startAfter: str | None = None, end: str | None = None,  # noqa: N803
-             reverse: bool = False, limit: int | None = None,
-             allowConcurrency: bool = False, noCache: bool = False  # noqa: N803
-             ) -> asyncio.Future[dict[str, Any]]:
-        self._instance.check_usable()
-        start, end = _list_bounds(prefix, start, startAfter, end, limit)
-        if self._instance.bus.active:
-            self._emit("list", (), "hit")
-        if start is not None and end is not None and start >= end:
-            return _done({})
-        rows = self._cache.kv_list(start, end, bool(reverse), limit)
+    # list() is inherited; only reading the range differs: synchronous, no I/O, a "hit".
+    _LIST_CACHE = "hit"
+
+    def _list_range(self, start: str | None, end: str | None, reverse: bool,
+                    limit: int | None, allow_concurrency: bool) -> asyncio.Future[dict[str, Any]]:
+        rows = self._cache.kv_list(start, end, reverse, limit)
         return _done({k: values.decode(v) for k, v in rows})
 
     def sync(self) -> asyncio.Future[None]:
