@@ -436,8 +436,9 @@ class Lab:
         """The transitions that are legal now (only what the gates allow), oldest first."""
         return self.scheduler.choices()
 
-    async def choose(self, index: int) -> Choice:
-        """Take ``choices()[index]`` and run to the next transitions."""
+    async def choose(self, index: int | Choice) -> Choice:
+        """Take ``choices()[index]`` (or a ``Choice`` from an earlier ``choices()``, if it is
+        still legal) and run to the next transitions."""
         return await self.scheduler.choose(index)
 
     async def step(self) -> Choice | None:

@@ -67,6 +67,10 @@ class Choice:
         self.index = -1
         self._take = take
 
+    def _key(self) -> tuple[str, str, int, int]:
+        """What identifies this transition across two calls of ``choices()``."""
+        return (self.kind, self.object, self.delivery, self.seq)
+
     def __repr__(self) -> str:
         return f"[{self.index}] {self.description}"
 
@@ -217,10 +221,19 @@ class Scheduler:
         if not permit.future.done():
             permit.future.set_result(None)
 
-    async def choose(self, index: int) -> Choice:
-        """Take choice ``index`` of ``choices()``, then run until the next transitions."""
+    async def choose(self, index: int | Choice) -> Choice:
+        """Take choice ``index`` of ``choices()`` (or that ``Choice`` itself, if it is still
+        legal), then run until the next transitions."""
         await self.settle()
         options = self.choices()
+        if isinstance(index, Choice):
+            wanted = index._key()
+            found = [c for c in options if c._key() == wanted]
+            if not found:
+                listing = "\n".join(f"  {c!r}" for c in options) or "  (none: nothing can happen)"
+                raise LookupError(f"{index.description!r} is no longer possible; the choices "
+                                  f"now are:\n{listing}")
+            index = found[0].index
         if not isinstance(index, int) or not 0 <= index < len(options):
             listing = "\n".join(f"  {c!r}" for c in options) or "  (none: nothing can happen)"
             raise IndexError(f"no choice {index!r}; the choices now are:\n{listing}")

@@ -22,8 +22,10 @@ from .event_log import EventLog
 from .fleet import FleetView
 from .metrics import Metrics
 from .object_view import ObjectView
+from .scheduler_panel import SchedulerPanel
 from .storage_view import StorageInspector
 from .timeline import Timeline
+from .watch import Watch
 
 if TYPE_CHECKING:
     from durable_lab import Lab
@@ -38,8 +40,10 @@ __all__ = [
     "LiveBokehModel",
     "Metrics",
     "ObjectView",
+    "SchedulerPanel",
     "StorageInspector",
     "Timeline",
+    "Watch",
     "controls",
     "dashboard",
     "event_log",
@@ -48,20 +52,39 @@ __all__ = [
     "metrics",
     "object_view",
     "open_panels",
+    "scheduler",
     "storage",
     "timeline",
+    "watch",
 ]
 
 
-def object_view(lab: Lab, target: Any = None) -> ObjectView:
+def object_view(lab: Lab, target: Any = None, *, scale: float = 1.0) -> ObjectView:
     """One object, large (``target``: a stub, an id or a label; None: the first seen)."""
-    return ObjectView(lab, target)
+    return ObjectView(lab, target, scale=scale)
 
 
-def timeline(lab: Lab, target: Any = None) -> Timeline:
-    """One lane per delivery (of ``target`` only, or of every object)."""
+def watch(lab: Lab, target: Any = None, *, timeline: bool = True, scheduler: bool = False,
+          storage: bool = False, controls: bool = True, speed: float | None = None,
+          scale: float = 1.0) -> Watch:
+    """A lesson's panel: the object view and its timeline with the gate lanes; optionally the
+    clickable scheduler (``scheduler=True``), the storage inspector, and slow motion
+    (``speed=3``: three transitions a second; ``.full_speed()`` ends it)."""
+    if timeline:
+        ensure_bokehjs()
+    return Watch(lab, target, timeline=timeline, scheduler=scheduler, storage=storage,
+                 controls=controls, speed=speed, scale=scale)
+
+
+def scheduler(lab: Lab, target: Any = None) -> SchedulerPanel:
+    """The next legal transitions as buttons: pause the lab, then click to take one."""
+    return SchedulerPanel(lab, target)
+
+
+def timeline(lab: Lab, target: Any = None, *, scale: float = 1.0) -> Timeline:
+    """The gate lanes and one lane per delivery (of ``target`` only, or of every object)."""
     ensure_bokehjs()
-    return Timeline(lab, target)
+    return Timeline(lab, target, scale=scale)
 
 
 def storage(lab: Lab, target: Any = None) -> StorageInspector:
