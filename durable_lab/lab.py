@@ -407,16 +407,17 @@ class Lab:
 
     # -- panels (widgets/, an optional extra) ----------------------------------------------
 
-    def dashboard(self, target: Any = None) -> Any:
+    def dashboard(self, target: Any = None, *, scale: float = 1.0) -> Any:
         """Open the live panels on this lab (``pip install durable_lab[widgets]``).
 
-        ``target`` (a stub, an id or a name) picks the object the object view shows first.
+        ``target`` (a stub, an id or a name) picks the object the object view shows first;
+        ``scale=1.5`` enlarges everything for a projector.
         """
         import importlib
 
         # Imported here, on demand, by name: the core itself never imports a UI package.
         panels = importlib.import_module("widgets")
-        return panels.dashboard(self, target)
+        return panels.dashboard(self, target, scale=scale)
 
     # -- stepping (see scheduler.py) -------------------------------------------------------
 

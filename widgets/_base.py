@@ -130,7 +130,9 @@ class Panel(w.VBox):  # type: ignore[misc]
         return self._closed
 
     def close(self) -> None:
-        if self._closed:
+        # A panel whose __init__ refused its arguments has no state yet (Widget.__del__ still
+        # calls close): nothing to undo.
+        if getattr(self, "_closed", True):
             return
         self._closed = True
         for task in list(self._tasks):

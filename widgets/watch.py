@@ -106,6 +106,8 @@ class Watch(Panel):
         pass
 
     def close(self) -> None:
+        if getattr(self, "_closed", True):  # closed already, or never made (bad arguments)
+            return
         for panel in self.panels:
             panel.close()
         super().close()

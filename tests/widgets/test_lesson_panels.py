@@ -224,3 +224,68 @@ def test_projector_scale_enlarges_the_object_view():
 class Notes(DurableObject):
     async def add(self, n: int) -> int:
         return n
+
+
+def test_fleet_labels_name_the_binding_and_fit_a_cell():
+    from widgets.fleet import short_label
+    assert short_label("PAGES:page-1") == "PAGES:page-1"
+    assert short_label("BOOKS:page-1") != short_label("PAGES:page-1")
+    assert len(short_label("VERYLONGBINDING:some-long-object-name")) <= 14
+
+
+async def test_one_object_is_one_cell_of_the_fleet_not_the_whole_plot(lab):
+    stub = lab.env.COUNTER.getByName("a")
+    fleet = widgets.fleet(lab)
+    await stub.increment()
+    fleet._feed.flush()
+    x, y = fleet.figure.x_range, fleet.figure.y_range
+    assert (x.end - x.start) >= 4 and (y.end - y.start) >= 4  # a 4x4 grid at least
+    assert list(fleet.source.data["text"])[0].startswith("COUNTER:a")
+    fleet.close()
+
+
+def test_latency_axis_follows_the_99th_percentile_not_an_outlier():
+    from widgets.metrics import latency_axis_top
+    values = [5.0] * 300 + [25_000.0]
+    top, above = latency_axis_top(values)
+    assert top < 100 and above == 1
+    assert latency_axis_top([]) == (1.0, 0)
+
+
+async def test_metrics_start_readable_and_use_a_log_scale_for_batches(lab):
+    m = widgets.metrics(lab)
+    f1, f3 = m._f1, m._f3
+    assert (f1.y_range.start, f1.y_range.end) == (0, 1)  # not -1..1 while empty
+    assert all(note.visible for note in m._empty)
+    assert type(f3.y_scale).__name__ == "LogScale"
+    stub = lab.env.COUNTER.getByName("a")
+    for _ in range(3):
+        await stub.increment()
+    await stub.write_many(40)
+    m._last_sample = 0.0
+    m._feed.flush()
+    m._last_sample = 0.0
+    m.render()
+    counts = list(m.batches.data["count"])
+    assert counts[0] == 3 and sum(counts) == 4
+    assert list(m.batches.data["top"])[0] == 3 and min(m.batches.data["top"]) > 0
+    assert not m._empty[2].visible
+    legends = [r for r in f1.above if type(r).__name__ == "Legend"]
+    assert legends and not f1.legend[0] in f1.center
+    m.close()
+
+
+async def test_dashboard_scale_enlarges_plots_and_text(lab):
+    small = widgets.dashboard(lab)
+    w1, font1 = small.timeline.figure.width, small.timeline.figure.title.text_font_size
+    big = widgets.dashboard(lab, scale=1.5)
+    assert big.timeline.figure.width == round(w1 * 1.5)
+    assert int(big.timeline.figure.title.text_font_size[:-2]) > int(font1[:-2])
+    assert "zoom:1.5" in big.object_view.html.value
+    big.close()
+    try:
+        widgets.dashboard(lab, scale=10)
+    except ValueError as exc:
+        assert "scale" in str(exc)
+    else:
+        raise AssertionError("scale=10 was accepted")
