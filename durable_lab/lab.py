@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import alarms as _alarms
+from . import inspect as _inspect
 from . import websockets as _websockets
 from ._backends import MemoryBackend, SqliteBackend
 from ._host import CODE_UPDATED_MESSAGE, ObjectHost
@@ -534,6 +535,15 @@ class Lab:
                 stored_bytes=size, alarm=self.alarms.scheduled.get(host.storage_key),
             ))
         return infos
+
+    async def peek(self, target: Any, *, limit: int = 500) -> dict[str, Any]:
+        """What ``target``'s key-value storage holds now, pending writes included: read from
+        outside, nothing delivered to the object, no gate touched (``durable_lab.inspect``)."""
+        return await _inspect.kv_snapshot(self, target, limit=limit)
+
+    def tables(self, target: Any, *, rows: int = 20) -> list[_inspect.TableSnapshot]:
+        """The SQL tables of a SQLite-backed object now: columns, row count, first ``rows``."""
+        return _inspect.sql_snapshot(self, target, rows=rows)
 
     # -- faults (the minimum the runtime's own tests need; lab controls add more) ----------
 

@@ -23,9 +23,11 @@ from .fleet import FleetView
 from .metrics import Metrics
 from .object_view import ObjectView
 from .scheduler_panel import SchedulerPanel
+from .sql_view import SqlTables
 from .storage_view import StorageInspector
 from .timeline import Timeline
 from .watch import Watch
+from .websockets_view import WebSocketsView
 
 if TYPE_CHECKING:
     from durable_lab import Lab
@@ -41,9 +43,11 @@ __all__ = [
     "Metrics",
     "ObjectView",
     "SchedulerPanel",
+    "SqlTables",
     "StorageInspector",
     "Timeline",
     "Watch",
+    "WebSocketsView",
     "controls",
     "dashboard",
     "event_log",
@@ -53,9 +57,12 @@ __all__ = [
     "object_view",
     "open_panels",
     "scheduler",
+    "side_by_side",
+    "sql_tables",
     "storage",
     "timeline",
     "watch",
+    "websockets",
 ]
 
 
@@ -112,3 +119,20 @@ def controls(lab: Lab, target: Any = None) -> Controls:
 def event_log(lab: Lab) -> EventLog:
     """The latest events in words, filterable."""
     return EventLog(lab)
+
+
+def sql_tables(lab: Lab, target: Any = None) -> SqlTables:
+    """The tables and first rows of a SQLite-backed object (``sql=True``), live."""
+    return SqlTables(lab, target)
+
+
+def websockets(lab: Lab, target: Any = None) -> WebSocketsView:
+    """An object's WebSockets: tags, awake or hibernated, messages held by the output gate."""
+    return WebSocketsView(lab, target)
+
+
+def side_by_side(*panels: Any) -> Any:
+    """Show panels next to each other (an ``ipywidgets.HBox`` that wraps when narrow)."""
+    import ipywidgets
+
+    return ipywidgets.HBox(list(panels), layout=ipywidgets.Layout(flex_flow="row wrap"))

@@ -31,6 +31,7 @@ KEY_COLORS = {
     "deleted": "#7f7f7f",
     "lost": "#d62728",
     "failed": "#d62728",
+    "stored": "#15803d",  # in storage before the panel opened
 }
 
 COLORS = {
