@@ -45,8 +45,13 @@ class Panel(w.VBox):  # type: ignore[misc]
         self._registered = register
         self._closed = False
         self._feed.add(self)
+        #: Re-opening a panel with the same key on the same lab replaces it (one per cell).
+        self.registry_key = self._registry_key()
         if register:
-            _feed.attach(lab, self.kind, self)
+            _feed.attach(lab, self.registry_key, self)
+
+    def _registry_key(self) -> str:
+        return self.kind
 
     # -- the feed's side ------------------------------------------------------------------
 
@@ -139,7 +144,7 @@ class Panel(w.VBox):  # type: ignore[misc]
             task.cancel()
         _feed.release(self.lab, self)
         if self._registered:
-            _feed.detach(self.lab, self.kind, self)
+            _feed.detach(self.lab, self.registry_key, self)
         for child in self._owned_widgets():
             child.close()
         super().close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+import ipywidgets as w
 from bokeh.layouts import gridplot
 from bokeh.models import ColumnDataSource, Label, Legend, Range1d
 from bokeh.plotting import figure
@@ -102,8 +103,11 @@ class Metrics(Panel):
             self._empty.append(note)
         self.figure = gridplot([[f1, f2], [f3, f4]], toolbar_location="right", merge_tools=True)
         self.plot = LiveBokehModel(self.figure)
+        self.percentiles = w.HTML()
+        self._scale = scale
         super().__init__(lab, **kwargs)
-        self.children = (self.plot, self.errors)
+        self.children = (self.percentiles, self.plot, self.errors)
+        self._show_percentiles()
 
     def apply(self, event: RuntimeEvent) -> None:
         self.reducer.apply(event)
@@ -157,7 +161,22 @@ class Metrics(Panel):
         self._empty[0].visible = not seen
         self._empty[1].visible = not (seen or any(data["queue_depth"]))
 
+    def _show_percentiles(self) -> None:
+        values = sorted(self._latencies)
+        if values:
+            def pct(q: float) -> str:
+                return f"{values[min(len(values) - 1, int(q * len(values)))]:.1f}"
+            text = (f"latency of {len(values)} recent calls (ms): p50 <b>{pct(0.5)}</b> · "
+                    f"p95 <b>{pct(0.95)}</b> · p99 <b>{pct(0.99)}</b> · max <b>{values[-1]:.1f}"
+                    f"</b>")
+        else:
+            text = "latency: no call answered yet"
+        self.percentiles.value = (f'<div class="dl-percentiles" data-calls="{len(values)}" '
+                                  f'style="font:{px(14, self._scale)} sans-serif;margin:2px 4px">'
+                                  f'{text}</div>')
+
     def _follow_latency(self, writes: int) -> None:
+        self._show_percentiles()
         top, above = latency_axis_top(self._latencies)
         self._f4.y_range.update(start=0, end=top)
         most = max(max(self.latency.data["writes"], default=0), writes)

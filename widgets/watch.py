@@ -37,6 +37,7 @@ class Watch(Panel):
     def __init__(self, lab: Lab, target: Any = None, *, timeline: bool = True,
                  scheduler: bool = False, storage: bool = False, controls: bool = True,
                  speed: float | None = None, scale: float = 1.0, **kwargs: Any) -> None:
+        self.target = label_of(target)
         super().__init__(lab, **kwargs)
         feed = self._feed
         self.objects = ObjectsReducer()
@@ -64,6 +65,11 @@ class Watch(Panel):
         self.children = tuple(x for x in (self.controls, *middle, self.timeline, self.storage,
                                           self.errors) if x is not None)
         self.add_class("dl-watch")
+
+    def _registry_key(self) -> str:
+        # One watch per object and lab: a lesson may watch two objects of one lab in two
+        # cells; re-running a cell replaces only its own panel.
+        return f"watch:{self.target}"
 
     @property
     def panels(self) -> tuple[Panel, ...]:
