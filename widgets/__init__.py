@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._feed import Feed, FeedStatistics, feed_for, open_panels
+from ._feed import Feed, FeedStatistics, feed_for, live_feeds, open_panels
 from ._plots import LiveBokehModel, ensure_bokehjs
 from .controls import Controls
 from .dashboard import Dashboard, dashboard
@@ -53,6 +53,7 @@ __all__ = [
     "event_log",
     "feed_for",
     "fleet",
+    "live_feeds",
     "metrics",
     "object_view",
     "open_panels",

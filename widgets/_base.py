@@ -49,6 +49,7 @@ class Panel(w.VBox):  # type: ignore[misc]
         self.registry_key = self._registry_key()
         if register:
             _feed.attach(lab, self.registry_key, self)
+            _feed.claim_for_cell(self)
 
     def _registry_key(self) -> str:
         return self.kind

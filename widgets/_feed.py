@@ -294,6 +294,54 @@ def release(lab: Lab, listener: Listener) -> None:
         _feeds.pop(lab, None)
 
 
+def _current_cell() -> tuple[str, int] | None:
+    """(cell id, execution count) of the notebook cell running now, if the front end said
+    (JupyterLab and Notebook 7 send ``cellId`` with every execute request); None elsewhere."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    kernel = getattr(shell, "kernel", None)
+    if kernel is None:
+        return None
+    try:
+        parent = kernel.get_parent()
+    except Exception:
+        return None
+    cell = (parent or {}).get("metadata", {}).get("cellId")
+    return (cell, shell.execution_count) if cell else None
+
+
+#: cell id -> (execution count, panels made by that execution)
+_by_cell: dict[str, tuple[int, list[weakref.ref[Any]]]] = {}
+
+
+def claim_for_cell(panel: Any, cell: tuple[str, int] | None = None) -> None:
+    """Remember that the running cell made ``panel``; when that cell runs again, the panels of
+    its previous run are closed, whatever lab they watched. So re-running a lesson from the top
+    (which makes new labs) leaves no old subscription behind."""
+    cell = cell if cell is not None else _current_cell()
+    if cell is None:
+        return
+    cell_id, count = cell
+    previous = _by_cell.get(cell_id)
+    if previous is not None and previous[0] != count:
+        for ref in previous[1]:
+            old = ref()
+            if old is not None and old is not panel:
+                old.close()
+        previous = None
+    if previous is None:
+        previous = _by_cell[cell_id] = (count, [])
+    previous[1].append(weakref.ref(panel))
+
+
+def live_feeds() -> int:
+    """How many labs have a feed subscribed right now (one per lab with an open panel)."""
+    return sum(1 for feed in list(_feeds.values()) if not feed.closed)
+
+
 def open_panels(lab: Lab) -> dict[str, Any]:
     """The top-level panels open on ``lab``, by kind."""
     return dict(_open.get(lab, {}))

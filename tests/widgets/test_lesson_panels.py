@@ -289,3 +289,23 @@ async def test_dashboard_scale_enlarges_plots_and_text(lab):
         assert "scale" in str(exc)
     else:
         raise AssertionError("scale=10 was accepted")
+
+
+async def test_running_a_cell_again_closes_the_panels_its_last_run_made():
+    from widgets import _feed
+    first_lab = Lab(storage="memory", seed=1)
+    first = widgets.object_view(first_lab)
+    _feed.claim_for_cell(first, ("cell-7", 1))
+    other = widgets.fleet(first_lab)
+    _feed.claim_for_cell(other, ("cell-7", 1))  # the same run made two panels: both stay
+    assert not first.closed and not other.closed
+    # The learner runs the lesson again: a new Lab, the same cell, a new execution count.
+    second_lab = Lab(storage="memory", seed=1)
+    again = widgets.object_view(second_lab)
+    _feed.claim_for_cell(again, ("cell-7", 2))
+    assert first.closed and other.closed and not again.closed
+    assert first_lab.bus.subscriber_count == 0 and second_lab.bus.subscriber_count == 1
+    assert widgets.live_feeds() >= 1
+    again.close()
+    await first_lab.close()
+    await second_lab.close()
