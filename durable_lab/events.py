@@ -50,6 +50,7 @@ __all__ = [
     "InstanceConstructed",
     "InstanceEvicted",
     "InstanceReset",
+    "LabClosed",
     "OutgoingCallHeld",
     "OutgoingCallReleased",
     "Paused",
@@ -383,6 +384,21 @@ class WebSocketClosed(RuntimeEvent):
     reason: str
     was_clean: bool
     initiator: str
+
+
+@_event
+class LabClosed(RuntimeEvent):
+    """``lab.close()`` began: from now on the lab refuses calls (``LabClosedError``).
+
+    Lab-wide (``object`` is ``""``). Emitted once, before anything else ``close()`` does: a
+    ``Resumed`` if the lab was paused, the commits already under way landing
+    (``FlushStarted``/``CommitDone``), then one ``InstanceReset`` with ``reason="labClosed"`` per
+    live instance (``instances`` of them; their unflushed writes are lost), with the
+    ``DeliveryFinished``/``ReplyReleased`` (``ok=False``) of calls still in flight and
+    ``WebSocketClosed`` (1001) of open sockets. Nothing follows those.
+    """
+
+    instances: int  # live instances close() is about to reset
 
 
 # -- stepping ----------------------------------------------------------------------------------
