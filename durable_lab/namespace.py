@@ -171,6 +171,8 @@ class DurableObjectStub:
             # At once, not in the reply: a cell re-run after "Run All" closed the lab says so.
             raise LabClosedError()
         driver = current_driver.get()
+        if driver is None and host.lab.scheduler.paused:
+            host.lab.scheduler.note_call(host.label, method)  # "the lab is paused: ..."
         if driver is not None and not driver.instance.broken:
             # An outgoing call from an object waits for that object's pending writes.
             pending = driver.instance.output_gate.wait()
