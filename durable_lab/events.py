@@ -191,7 +191,9 @@ class CriticalSectionEnded(RuntimeEvent):
 
 @_event
 class StorageOp(RuntimeEvent):
-    """A storage call. ``cache`` is ``"hit"``, ``"miss"`` (needs I/O) or ``"write"``.
+    """A storage call. ``cache`` is ``"hit"``, ``"miss"`` (needs I/O), ``"write"`` (the cache
+    changed: a commit will follow) or ``"unchanged"`` (a write that changed nothing, e.g. the
+    same value again: nothing is flushed or committed for it).
 
     On a SQLite-backed class every read is a ``"hit"`` (storage is synchronous there).
     """
