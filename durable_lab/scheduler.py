@@ -132,6 +132,9 @@ class Scheduler:
         self.steps_taken = 0
         #: Whether this pause already told the learner that calls wait (once per pause).
         self._told_paused = False
+        #: Log "the lab is paused: ... waits" at the first call of a pause. Code that pauses a
+        #: lab of its own to play scheduler (the exercise checks, trace replay) turns it off.
+        self.note_paused_calls = True
         #: With ``Lab(record=True)``: every transition taken, in order (for lab.trace()).
         self.recording = False
         self.transitions: list[dict[str, Any]] = []
@@ -181,7 +184,7 @@ class Scheduler:
 
     def note_call(self, target: str, method: str) -> None:
         """A client called ``target.method()``: while paused, say once that it waits."""
-        if self.paused and not self._told_paused:
+        if self.paused and not self._told_paused and self.note_paused_calls:
             self._told_paused = True
             log.warning(PAUSED_CALL_MESSAGE, target, method)
 

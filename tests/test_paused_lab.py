@@ -124,3 +124,35 @@ async def test_running_freely_a_sleep_resumes_as_before():
         assert rec.kinds()[-1] == "TurnEnded"  # nothing queued at the gate inside advance()
         assert await call == 1
         assert "DeliveryResumed" in rec.kinds()
+
+
+async def test_code_that_pauses_its_own_lab_to_play_scheduler_can_keep_quiet(caplog):
+    caplog.set_level(logging.WARNING, logger="durable_lab")
+    async with Lab(storage="memory") as lab:
+        stub = lab.bind("NAP", Napper).getByName("a")
+        lab.scheduler.note_paused_calls = False
+        lab.pause()
+        reply = stub.ping()
+        lab.resume()
+        assert await reply == "pong"
+    assert paused_notes(caplog) == []
+
+
+async def test_an_exercise_check_playing_scheduler_prints_no_paused_note(caplog):
+    from durable_lab.exercises import check_seat
+
+    class Seat(DurableObject):
+        async def claim(self, user):
+            if await self.ctx.storage.get("owner") is not None:
+                return False
+            self.ctx.storage.put("owner", user)
+            await self.env.PAYMENTS.getByName("bank").charge(user, 10)
+            return True
+
+        async def owner(self):
+            return await self.ctx.storage.get("owner")
+
+    caplog.set_level(logging.WARNING, logger="durable_lab")
+    result = await check_seat(Seat)
+    assert any("adversarial" in o.name for o in result.outcomes)
+    assert paused_notes(caplog) == []
