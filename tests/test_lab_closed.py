@@ -111,3 +111,11 @@ async def test_lab_closed_comes_first_then_the_resets_of_each_live_object():
     assert len(rec.of(LabClosed)) == 1
     await lab.close()  # idempotent: no second LabClosed
     assert "LabClosed" in durable_lab.events.__all__
+
+
+def test_the_event_log_says_the_lab_closed_in_words():
+    from durable_lab.tour import describe
+
+    event = LabClosed(seq=1, time=0.0, instances=2)
+    assert describe(event) == ("the lab is CLOSED (lab.close()): 2 live object(s) closing, "
+                               "calls refused from now on")

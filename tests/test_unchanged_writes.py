@@ -68,3 +68,11 @@ async def test_a_put_where_only_some_keys_change_is_a_write_of_those_keys(lab):
     assert [(e.keys, e.cache) for e in rec.of(StorageOp)] == [(("a", "b"), "write")]
     assert [e.puts for e in rec.of(FlushStarted)] == [("b",)]  # "a" was left out
     assert await stub.read("b") == 3
+
+
+def test_the_event_log_says_an_unchanged_put_commits_nothing():
+    from durable_lab.tour import describe
+
+    event = StorageOp(seq=1, time=0.0, delivery=3, op="put", keys=("n",), cache="unchanged")
+    assert describe(event) == ("call 3: put(n) -> unchanged (the same as the cache holds: "
+                               "nothing to commit)")
