@@ -32,8 +32,9 @@ from . import websockets as _websockets
 from ._backends import MemoryBackend, SqliteBackend
 from ._host import CODE_UPDATED_MESSAGE, ObjectHost
 from .bus import EventBus, Recorder, Subscription
+from .events import LabClosed
 from .clock import Clock, make_clock
-from .errors import DurableObjectError, DurableObjectResetError
+from .errors import DurableObjectResetError, LabClosedError
 from .check import History
 from .faults import Faults
 from .scheduler import Breakpoint, Choice, Scheduler
@@ -583,7 +584,7 @@ class Lab:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("this lab is closed; make a new Lab()")
+            raise LabClosedError()
 
     @property
     def closed(self) -> bool:
@@ -594,6 +595,11 @@ class Lab:
         if self._closed:
             return
         self._closed = True
+        if self.bus.active:
+            # First, so a panel can show "lab closed" and read the labClosed resets below as
+            # part of it (docs/events.md gives the order).
+            self.bus.emit(LabClosed, instances=sum(1 for h in self._hosts.values()
+                                                   if h.instance is not None))
         self.alarms.cancel_all()
         # A paused lab would hold the commits we are about to wait for: let everything run.
         self.scheduler.clear_breakpoints()
@@ -604,7 +610,7 @@ class Lab:
                    for f in h.instance.cache.pending_commits() if not f.done()]
         if commits:
             await asyncio.wait(commits)
-        closing = DurableObjectError("the lab was closed")
+        closing = LabClosedError()
         for host in self._hosts.values():
             if host.instance is not None:
                 host.instance.reset(closing, reason="labClosed", stubs_broken=True)

@@ -927,7 +927,7 @@ class Counter(DurableObject):
     ## Exercise 02 · one seat, one payment
 
     Fix `Seat` so that the seat is sold once and only the winner pays, whatever the schedule.
-    The check also plays scheduler (25 random legal schedules of three claims) and makes the
+    The check also plays scheduler (25 random legal schedules of 3 claims) and makes the
     payment call fail once: a failed payment must leave the seat free for the next buyer.
     """),
     code("await lab.close()"),
@@ -1059,9 +1059,9 @@ class Account(DurableObject):
     *exercise_cells("03", """
     ## Exercise 03 · no false acknowledgments
 
-    `Ledger` was "optimised" with `allowUnconfirmed`. The check fails a commit and then runs 60
-    deposits from 4 clients while 1 commit in 5 fails, and asks the history checker whether the
-    balances the clients were told can all be true. Fix it.
+    `Ledger` was "optimised" with `allowUnconfirmed`. The check fails a commit and then runs 40
+    deposits from 3 clients while 1 commit in 5 fails (over 2 accounts), and asks the history
+    checker whether the balances the clients were told can all be true. Fix it.
     """),
     code("await lab.close()"),
     md("**Next:** [04 · write coalescing](04_write_coalescing.ipynb): n writes, one commit."),

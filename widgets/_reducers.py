@@ -554,15 +554,13 @@ class StorageReducer:
         elif t is ev.InstanceReset:
             table = self._keys(e.object)
             for key, ks in list(table.items()):
-                if ks.state != "pending":  # a batch already flying may still land
-                    continue
-                if e.lost_writes == 0:  # nothing was lost: the pending write was a no-op
-                    if ks.before:
+                if ks.state == "pending":  # a batch already flying may still land
+                    if e.lost_writes:
+                        ks.state, ks.seq = "lost", e.seq
+                    elif ks.before:  # the runtime lost nothing: it was a no-op write
                         ks.state = ks.before
                     else:
                         del table[key]
-                else:
-                    ks.state, ks.seq = "lost", e.seq
 
     def rows(self, label: str) -> list[tuple[str, KeyState]]:
         """(key, state) for ``label``: pending and flushing first, then committed, by key."""
@@ -712,7 +710,8 @@ class MetricsReducer:
             q = self.queues.get(e.object, 0)
             self.queues[e.object] = q - 1 if q > 0 else 0
         elif t is ev.StorageOp:
-            if e.cache == "write":
+            # Writes the code made, skipped ones ("unchanged": the same value again) included.
+            if e.cache == "write" or e.cache == "unchanged":
                 n = len(e.keys) or 1
                 self._writes_of[e.delivery] = self._writes_of.get(e.delivery, 0) + n
                 self.writes += n
