@@ -55,6 +55,7 @@ class Controls(Panel):
         self.target = label_of(target)
         self._step_lock = asyncio.Lock()
         self._autoplay: asyncio.Future[Any] | None = None
+        self._told_paused = lab.scheduler.note_paused_calls
         self.play = _button("▶ Play", "success", "run (at the chosen speed)")
         self.pause = _button("Pause", "warning", "hold every transition")
         self.step = _button("Step +1", "info", "take the oldest transition, exactly one")
@@ -108,6 +109,9 @@ class Controls(Panel):
     def _stop_autoplay(self) -> None:
         if self._autoplay is not None and not self._autoplay.done():
             self._autoplay.cancel()
+            # Undo now what the loop's ``finally`` undoes once the cancellation lands.
+            self._feed.play_slowly(None)
+            self.lab.scheduler.note_paused_calls = self._told_paused
         self._autoplay = None
 
     def play_at(self, rate: float) -> None:
@@ -156,6 +160,11 @@ class Controls(Panel):
         (so the gate is *seen* closing and opening), then the next step."""
         feed = self._feed
         interval = 1.0 / rate
+        scheduler = self.lab.scheduler
+        # Calls made during slow motion do move on (one step at a time): the "the lab is
+        # paused, press Play or Step" note would be wrong.
+        told = self._told_paused = scheduler.note_paused_calls
+        scheduler.note_paused_calls = False
         try:
             while True:
                 if not self.lab.paused or self.lab.closed:
@@ -177,6 +186,7 @@ class Controls(Panel):
                 await asyncio.sleep(max(0.0, interval - spent))
         finally:
             feed.play_slowly(None)
+            scheduler.note_paused_calls = told
 
     # -- view -----------------------------------------------------------------------------
 

@@ -309,3 +309,15 @@ async def test_running_a_cell_again_closes_the_panels_its_last_run_made():
     again.close()
     await first_lab.close()
     await second_lab.close()
+
+
+async def test_slow_motion_does_not_tell_the_learner_the_lab_is_paused(lab, caplog):
+    stub = lab.env.COUNTER.getByName("a")
+    view = widgets.watch(lab, stub, speed=20, timeline=False)
+    await asyncio.sleep(0.05)
+    with caplog.at_level("WARNING", logger="durable_lab"):
+        assert await stub.increment() == 1
+    assert "paused" not in caplog.text
+    view.full_speed()
+    view.close()
+    assert lab.scheduler.note_paused_calls  # restored
