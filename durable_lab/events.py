@@ -392,12 +392,13 @@ class WebSocketClosed(RuntimeEvent):
 class LabClosed(RuntimeEvent):
     """``lab.close()`` began: from now on the lab refuses calls (``LabClosedError``).
 
-    Lab-wide (``object`` is ``""``). Emitted once, before anything else ``close()`` does: a
-    ``Resumed`` if the lab was paused, the commits already under way landing
-    (``FlushStarted``/``CommitDone``), then one ``InstanceReset`` with ``reason="labClosed"`` per
-    live instance (``instances`` of them; their unflushed writes are lost), with the
-    ``DeliveryFinished``/``ReplyReleased`` (``ok=False``) of calls still in flight and
-    ``WebSocketClosed`` (1001) of open sockets. Nothing follows those.
+    Lab-wide (``object`` is ``""``). Emitted once, before anything else ``close()`` does; then
+    a ``Resumed`` if the lab was paused, the commits already under way landing (deliveries
+    already queued may still run meanwhile), one ``InstanceReset`` with
+    ``reason="labClosed"`` per live instance (``instances`` of them; their unflushed writes are
+    lost), the ``DeliveryFinished``/``ReplyReleased`` (``ok=False``) of calls still in flight
+    and ``WebSocketClosed`` (1001) of open sockets. Nothing is emitted after ``close()``
+    returns. docs/events.md, "The lab", has the exact order.
     """
 
     instances: int  # live instances close() is about to reset

@@ -616,6 +616,10 @@ class Lab:
                 host.instance.reset(closing, reason="labClosed", stubs_broken=True)
         _websockets.close_all(self)  # hibernated objects' sockets too (code 1001)
         leftover = [t for t in self._tasks if not t.done()]
+        # A batch that started flying while we closed (a delivery still running wrote it) lands
+        # now, not on a closed backend after close() returned: nothing is emitted after close().
+        leftover += [h._landing for h in self._hosts.values()
+                     if h._landing is not None and not h._landing.done()]
         if leftover:
             await asyncio.wait(leftover)
         self.scheduler.clear_breakpoints()
