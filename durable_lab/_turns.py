@@ -35,6 +35,7 @@ import contextvars
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from .clock import Sleep
 from .events import DeliveryResumed, TurnEnded
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ current_driver: contextvars.ContextVar[Driver | None] = contextvars.ContextVar(
 class Driver:
     """Runs one delivery's (or one critical section's) code through one input gate."""
 
-    __slots__ = ("delivery", "gate", "holder", "instance", "lock")
+    __slots__ = ("delivery", "gate", "holder", "instance", "lock", "woken")
 
     def __init__(self, instance: Instance, gate: InputGate, delivery: int, holder: str) -> None:
         self.instance = instance
@@ -60,6 +61,8 @@ class Driver:
         self.delivery = delivery
         self.holder = holder
         self.lock: InputLock | None = None
+        #: The gate admission queued by a lab-clock sleep's wake-up (see _queue_on_wake).
+        self.woken: asyncio.Future[InputLock] | None = None
 
     def release(self) -> None:
         lock, self.lock = self.lock, None
@@ -116,15 +119,30 @@ class Driver:
                     continue
 
                 self._end_turn("io")
+                if type(fut) is Sleep and not fut.done():
+                    fut.on_wake = self._queue_on_wake
                 await self._wait(fut)
-                await self._reenter()
+                woken, self.woken = self.woken, None
+                await self._reenter(woken)
         except BaseException:
             # Cancelled (the object was reset) or the code raised: the coroutine is finished
             # either way; close it so its finally blocks run now and not at garbage collection.
+            if self.woken is not None and not self.woken.done():
+                self.woken.cancel()  # the gate skips a cancelled waiter
             coro.close()
             raise
         finally:
             self.release()
+
+    def _queue_on_wake(self) -> None:
+        """The lab-clock sleep this code awaits just fired (inside ``lab.clock.advance()``).
+
+        While the lab is paused, queue the continuation at the gate now rather than one loop
+        pass later, so ``lab.choices()`` lists what ``lab.step()`` would take. Running freely,
+        nothing changes: the continuation queues when the task wakes, as for any other I/O.
+        """
+        if self.instance.lab.scheduler.paused and self.instance.broken is None:
+            self.woken = self.gate.wait(self.holder, kind="resume")
 
     def _end_turn(self, awaiting: str) -> None:
         self.release()
