@@ -383,6 +383,19 @@ def wait_all_cells_ran(page: Any, timeout: float = 120.0, tick: Any = None) -> l
     return prompts
 
 
+def log_console_text(page: Any) -> str:
+    """The text of JupyterLab's log console for the open notebook (View > Show Log Console),
+    where kernel output that belongs to no cell lands (e.g. the kernel's warnings while it
+    handles a widget's message). The console is closed again afterwards."""
+    menu(page, "View", "Show Log Console")
+    panel = page.locator(".jp-LogConsolePanel").first
+    panel.wait_for(timeout=10_000)
+    page.wait_for_timeout(500)  # entries render asynchronously
+    text = panel.inner_text()
+    menu(page, "View", "Show Log Console")  # a toggle: closes it
+    return text
+
+
 def attr(page: Any, selector: str, name: str) -> str | None:
     """Attribute ``name`` of the first element matching ``selector`` (None if none)."""
     loc = page.locator(selector)
