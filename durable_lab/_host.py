@@ -40,8 +40,8 @@ from . import websockets as _websockets
 from ._cache import StorageCache
 from .alarms import call_alarm_handler
 from ._futures import relay_outcome as _relay_outcome
-from ._gates import InputGate, OutputGate
-from ._turns import Driver, current_driver
+from ._gates import OUTPUT_GATE_TIMEOUT_MESSAGE, InputGate, OutputGate
+from ._turns import Driver, current_driver, install_task_factory, spawn
 from .errors import DurableObjectError, DurableObjectResetError, OverloadedError, mark_remote
 from .events import (
     CriticalSectionEnded,
@@ -68,6 +68,13 @@ if TYPE_CHECKING:
 __all__ = ["CriticalSection", "Delivery", "Instance", "ObjectHost"]
 
 COMMIT_FAILED_MESSAGE = "Internal error in Durable Object storage write caused object to be reset."
+#: workerd ``io-context.h`` (``blockConcurrencyWhileImpl``): a critical section still running
+#: BLOCK_CONCURRENCY_WHILE_TIMEOUT lab seconds after it started resets the object, overloaded.
+BLOCK_CONCURRENCY_WHILE_TIMEOUT = 30.0
+BLOCK_CONCURRENCY_WHILE_TIMEOUT_MESSAGE = (
+    "A call to blockConcurrencyWhile() in a Durable Object waited for too long. The call was "
+    "canceled and the Durable Object was reset."
+)
 CODE_UPDATED_MESSAGE = "Durable Object reset because its code was updated."
 STORAGE_GONE_MESSAGE = "Durable Object storage is no longer accessible."
 
@@ -173,7 +180,7 @@ class ObjectHost:
                 await lab.clock.sleep(delay)
                 inner = self._deliver_now(kind, method, args, kwargs, generation, loop)
                 inner.add_done_callback(lambda f: _relay_outcome(f, reply))
-            lab._track(loop.create_task(later()))
+            lab._track(spawn(later()))
             return reply
         return self._deliver_now(kind, method, args, kwargs, generation, loop, reply)
 
@@ -203,7 +210,7 @@ class ObjectHost:
                          queue_length=inst.queued)
         admission = inst.gate.wait(delivery.holder)
         inst.deliveries.add(delivery)
-        inst.track(loop.create_task(inst.run_delivery(delivery, admission)))
+        inst.track(spawn(inst.run_delivery(delivery, admission)))
         return reply
 
     def on_reset(self, inst: Instance, error: BaseException | None, stubs_broken: bool,
@@ -245,6 +252,10 @@ class CriticalSection:
                      delivery=self.delivery, depth=depth)
         driver = Driver(inst, self.inner_gate, self.delivery, "critical section")
         current_driver.set(driver)
+        clock = inst.lab.clock
+        # The 30-second limit, on the lab clock: a section still running then resets the
+        # object (the reset cancels this task, so the callback never sees it succeed).
+        timer = clock.call_at(clock.now() + BLOCK_CONCURRENCY_WHILE_TIMEOUT, self._timed_out)
         try:
             driver.lock = await self.inner_gate.wait(driver.holder)
             outcome = callback()
@@ -270,6 +281,7 @@ class CriticalSection:
                        reason="inputGateBroken")
             return
         finally:
+            timer.cancel()
             driver.release()
         if bus.active:
             bus.emit(CriticalSectionEnded, object=inst.label, object_id=inst.object_id,
@@ -281,6 +293,18 @@ class CriticalSection:
         inst.critical_sections.pop(self.result, None)
         self.result.set_result(outcome)
         outer_lock.release()
+
+    def _timed_out(self) -> None:
+        inst = self.instance
+        if self.result.done() or inst.broken is not None:
+            return
+        if inst.bus.active:
+            inst.bus.emit(CriticalSectionEnded, object=inst.label, object_id=inst.object_id,
+                          delivery=self.delivery, depth=self.inner_gate.depth, ok=False,
+                          error=BLOCK_CONCURRENCY_WHILE_TIMEOUT_MESSAGE)
+        inst.reset(DurableObjectResetError(BLOCK_CONCURRENCY_WHILE_TIMEOUT_MESSAGE,
+                                           reason="inputGateBroken", overloaded=True),
+                   reason="inputGateBroken")
 
 
 class _NoLock:
@@ -318,7 +342,13 @@ class Instance:
         gates_on = lab.model != "none"
         self.gate = InputGate(self.bus, self.label, self.object_id, enabled=gates_on,
                               scheduler=lab.scheduler)
-        self.output_gate = OutputGate(enabled=gates_on)
+        self.output_gate = OutputGate(enabled=gates_on, clock=lab.clock,
+                                      on_timeout=self._output_gate_timed_out)
+        #: Tasks created by this object's code are strands of it (the "gates" model only).
+        self.adopts_tasks = lab.model == "gates"
+        self.tasks_started = 0
+        if self.adopts_tasks:
+            install_task_factory(asyncio.get_running_loop(), lab)
         self.cache = StorageCache(self, lab.backend, landing)
         if lab.model == "none" and not host.namespace.sql:
             from ._naive import NaiveStorage
@@ -343,7 +373,7 @@ class Instance:
         self._idle_timer: Any = None
         # The constructor is the first thing through the gate.
         admission = self.gate.wait("constructor", kind="constructor")
-        self.track(asyncio.get_running_loop().create_task(self._construct(admission)))
+        self.track(spawn(self._construct(admission)))
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -355,6 +385,13 @@ class Instance:
     def check_usable(self) -> None:
         if self.broken is not None or self.evicted:
             raise DurableObjectResetError(STORAGE_GONE_MESSAGE, reason="ignored", retryable=True)
+
+    def _output_gate_timed_out(self) -> None:
+        """A commit held the output gate for 30 lab seconds (workerd resets the object)."""
+        if self.broken is None:
+            self.reset(DurableObjectResetError(OUTPUT_GATE_TIMEOUT_MESSAGE,
+                                               reason="outputGateBroken", overloaded=True),
+                       reason="outputGateBroken")
 
     def commit_failure_error(self, cause: BaseException) -> DurableObjectResetError:
         error = DurableObjectResetError(COMMIT_FAILED_MESSAGE, reason="outputGateBroken")
@@ -446,10 +483,18 @@ class Instance:
         await self._reply(delivery, value, error)
 
     async def _reply(self, delivery: Delivery, value: Any, error: BaseException | None) -> None:
-        """Hand the outcome to the caller once the writes before it are durable."""
+        """Hand the outcome to the caller once the writes before it are durable.
+
+        A handler's error is not held: it reaches an RPC caller at once, as recorded on
+        workerd (the write it made is still committed or, if that fails, the object resets
+        and the caller's stub breaks). A ``fetch`` handler's error waits, as workerd's
+        ``worker-entrypoint.c++`` makes it ("do not allow the exception to escape the isolate
+        without waiting for the output gate to open").
+        """
         bus = self.bus
         held = False
-        if self.broken is None:
+        gate_error: BaseException | None = None
+        if self.broken is None and (error is None or delivery.kind == "fetch"):
             pending = self.output_gate.wait()
             if pending is not None:
                 held = True
@@ -461,8 +506,10 @@ class Instance:
                 except asyncio.CancelledError:
                     if self.broken is None:
                         raise
-                except BaseException:
-                    pass
+                except BaseException as exc:
+                    # A commit before this reply failed: the reply is never sent (the reset
+                    # may land a moment later; the caller sees the commit's error either way).
+                    gate_error = exc
         if self.broken is None:
             # While the lab is paused, the release is a step the learner takes.
             permit = self.lab.scheduler.permit(
@@ -476,6 +523,8 @@ class Instance:
                         raise
         if self.broken is not None:
             error = self.broken
+        elif gate_error is not None:
+            error = gate_error
         if held and bus.active:
             bus.emit(ReplyReleased, object=self.label, object_id=self.object_id,
                      delivery=delivery.id, ok=error is None)
@@ -484,7 +533,8 @@ class Instance:
         if reply.done():  # the caller gave up, or a reset already answered
             return
         if error is not None:
-            reply.set_exception(_fresh(error) if error is self.broken else error)
+            reply.set_exception(_fresh(error) if error is self.broken or error is gate_error
+                                else error)
         else:
             reply.set_result(value)
         self.arm_idle_timer()
@@ -502,7 +552,7 @@ class Instance:
             admission = parent.gate.wait("critical section", priority=True,
                                          kind="critical section")
         self.critical_sections[section.result] = section
-        self.track(asyncio.get_running_loop().create_task(section.run(admission, callback)))
+        self.track(spawn(section.run(admission, callback)))
         return section.result
 
     # -- idleness and eviction ------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import values
 from ._futures import relay_outcome as _relay
-from ._turns import current_driver
+from ._turns import current_driver, mark_io, spawn
 from .events import OutgoingCallHeld, OutgoingCallReleased
 from .http import Request, Response
 from .ids import DurableObjectId, IdFactory
@@ -167,10 +167,12 @@ class DurableObjectStub:
         host = self._host
         driver = current_driver.get()
         if driver is not None and not driver.instance.broken:
-            # An outgoing call from an object waits for that object's pending writes.
+            # An outgoing call from an object waits for that object's pending writes. Its
+            # reply is I/O for the caller: the caller's code comes back through its gate.
             pending = driver.instance.output_gate.wait()
             if pending is not None:
-                return self._send_after(pending, driver, kind, method, args, kwargs)
+                return mark_io(self._send_after(pending, driver, kind, method, args, kwargs))
+            return mark_io(host.deliver(kind, method, args, kwargs, self._generation))
         elif driver is None and host.lab.recording:
             return host.lab._record_call(
                 host, kind, method, args, kwargs,
@@ -211,7 +213,7 @@ class DurableObjectStub:
                 return
             inner.add_done_callback(lambda f: _relay(f, reply))
 
-        caller.track(loop.create_task(send()))
+        caller.track(spawn(send()))
         return reply
 
     def __repr__(self) -> str:
