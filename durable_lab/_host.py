@@ -90,7 +90,7 @@ def _fresh(error: BaseException) -> BaseException:
 class Delivery:
     """One call into an object: what to run, and the future its caller waits on."""
 
-    __slots__ = ("args", "id", "kind", "kwargs", "method", "reply")
+    __slots__ = ("args", "id", "kind", "kwargs", "method", "reply", "task", "waiting_for")
 
     def __init__(self, delivery_id: int, kind: str, method: str, args: tuple[Any, ...],
                  kwargs: dict[str, Any], reply: asyncio.Future[Any]) -> None:
@@ -100,6 +100,9 @@ class Delivery:
         self.args = args
         self.kwargs = kwargs
         self.reply = reply
+        self.task: asyncio.Future[Any] | None = None
+        #: Once its code is done: the output-gate wait its reply is held by (see reset()).
+        self.waiting_for: asyncio.Future[None] | None = None
 
     @property
     def holder(self) -> str:
@@ -210,7 +213,8 @@ class ObjectHost:
                          queue_length=inst.queued)
         admission = inst.gate.wait(delivery.holder)
         inst.deliveries.add(delivery)
-        inst.track(spawn(inst.run_delivery(delivery, admission)))
+        delivery.task = spawn(inst.run_delivery(delivery, admission))
+        inst.track(delivery.task)
         return reply
 
     def on_reset(self, inst: Instance, error: BaseException | None, stubs_broken: bool,
@@ -498,6 +502,7 @@ class Instance:
             pending = self.output_gate.wait()
             if pending is not None:
                 held = True
+                delivery.waiting_for = pending
                 if bus.active:
                     bus.emit(ReplyHeld, object=self.label, object_id=self.object_id,
                              delivery=delivery.id, waiting_for=self.output_gate.pending_commits)
@@ -521,10 +526,13 @@ class Instance:
                 except asyncio.CancelledError:
                     if self.broken is None:
                         raise
-        if self.broken is not None:
+        if gate_error is not None:
+            error = self.broken if self.broken is not None else gate_error
+        elif self.broken is not None and not (held and pending.done()):
+            # (A reply that waited only for commits made before the failing one, and saw them
+            # succeed, is still sent: workerd's OutputGate resolves waits registered before a
+            # failed lock.)
             error = self.broken
-        elif gate_error is not None:
-            error = gate_error
         if held and bus.active:
             bus.emit(ReplyReleased, object=self.label, object_id=self.object_id,
                      delivery=delivery.id, ok=error is None)
@@ -611,8 +619,13 @@ class Instance:
 
     # -- resets --------------------------------------------------------------------------
 
-    def reset(self, error: BaseException, *, reason: str, stubs_broken: bool = True) -> None:
-        """Drop this instance: fail everything in flight with ``error``, lose unflushed writes."""
+    def reset(self, error: BaseException, *, reason: str, stubs_broken: bool = True,
+              spare_held_replies: bool = False) -> None:
+        """Drop this instance: fail everything in flight with ``error``, lose unflushed writes.
+
+        ``spare_held_replies``: replies held only by commits made before the failing one are
+        left to land (a failed SQLite COMMIT: the commits before it are already local).
+        """
         if self.broken is not None:
             return
         self.broken = error
@@ -629,8 +642,15 @@ class Instance:
                           lost_writes=lost)
         if self.host.websockets is not None and not self.evicted:
             self.host.websockets.reset(reason, error)  # a reset disconnects the object's sockets
-        # Answer every caller now: a delivery task cancelled before it ever ran cannot.
+        # Answer every caller now: a delivery task cancelled before it ever ran cannot. A reply
+        # held only by commits made before the failure is left to land (their outcome decides).
+        spared: set[asyncio.Future[Any]] = set()
         for delivery in self.deliveries:
+            waiting_for = delivery.waiting_for
+            if (spare_held_replies and waiting_for is not None and not waiting_for.done()
+                    and delivery.task is not None):
+                spared.add(delivery.task)
+                continue
             if not delivery.reply.done():
                 delivery.reply.set_exception(_fresh(error))
                 if reason == "labClosed":
@@ -639,5 +659,6 @@ class Instance:
         current = asyncio.current_task()
         flush = self.cache._flush_task
         for task in list(self.tasks):
-            if task is not current and task is not flush and not task.done():
+            if (task is not current and task is not flush and task not in spared
+                    and not task.done()):
                 task.cancel()

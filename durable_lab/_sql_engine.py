@@ -610,7 +610,7 @@ class SqliteEngine:
             if gate.is_locked:
                 gate.on_quiet(reset)
             else:
-                instance.reset(error, reason="outputGateBroken")
+                instance.reset(error, reason="outputGateBroken", spare_held_replies=True)
 
         asyncio.get_running_loop().call_soon(reset)
 
