@@ -368,7 +368,9 @@ class Driver:
         self.tasks_started += 1
         instance.tasks_started += 1
         gate = self.gate
-        holder = f"{self.holder} task {instance.tasks_started}"
+        # Named after the delivery whose code started it (the constructor's: "constructor").
+        base = f"delivery {self.delivery}" if self.delivery else self.holder.split(" task ")[0]
+        holder = f"{base} task {instance.tasks_started}"
         strand = Driver(instance, gate, self.delivery, holder)
         admission = gate.wait(holder, kind="task",
                               micro=self.lock is not None or gate.chain_active)

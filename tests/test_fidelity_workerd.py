@@ -482,3 +482,150 @@ async def test_failing_statement_has_workerds_text(lab):
         "UNIQUE constraint failed: t.id: SQLITE_CONSTRAINT (extended: "
         "SQLITE_CONSTRAINT_PRIMARYKEY)")
     assert await stub.parents() == []  # a failed statement is not a reset
+
+
+# -- what adopting tasks means for the rest of asyncio -------------------------------------------
+
+
+class Tasks(DurableObject):
+    log: list[str] = []
+
+    async def spawn_and_join(self):
+        async def child(name):
+            self.log.append(f"{name}:start")
+            await asyncio.sleep(0)
+            self.log.append(f"{name}:end")
+            return name
+
+        return list(await asyncio.gather(child("x"), child("y")))
+
+    async def timeout_inside(self):
+        try:
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(5)
+        except TimeoutError:
+            return "timed out"
+        return "no timeout"
+
+    async def wait_for_times_out(self):
+        try:
+            await asyncio.wait_for(asyncio.sleep(5), 0.01)
+        except TimeoutError:
+            return "timed out"
+        return "no timeout"
+
+    async def cancel_a_task(self):
+        async def forever():
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                self.log.append("child saw CancelledError")
+                raise
+
+        task = asyncio.create_task(forever())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return task.cancelled()
+        return "not cancelled"
+
+    async def task_group_error(self):
+        async def bad():
+            await asyncio.sleep(0)
+            raise ValueError("bad child")
+
+        async def slow():
+            try:
+                await asyncio.sleep(5)
+            finally:
+                self.log.append("slow cleaned up")
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(slow())
+                group.create_task(bad())
+        except ExceptionGroup as eg:
+            return [str(e) for e in eg.exceptions]
+        return "no error"
+
+
+@pytest.fixture
+def tasks_log():
+    Tasks.log = []
+    return Tasks.log
+
+
+async def test_tasks_of_an_object_are_steps_in_a_paused_lab(tasks_log):
+    """The tasks an object starts go through its gate: a paused lab offers their start and
+    their continuations as choices (kind "task", then "resume")."""
+    lab = Lab(storage="memory", seed=1)
+    try:
+        stub = lab.bind("TASKS", Tasks).getByName("t")
+        lab.pause()
+        call = asyncio.ensure_future(stub.spawn_and_join())
+        kinds = []
+        while not call.done():
+            await lab.scheduler.settle()
+            if call.done():
+                break
+            choices = lab.choices()
+            kinds.append(choices[0].kind)
+            if choices[0].kind == "task":
+                assert choices[0].delivery == 1  # named after the delivery that started it
+                assert "task" in choices[0].description
+            assert await lab.step() is not None
+        lab.resume()
+        assert await call == ["x", "y"]
+        assert kinds.count("task") == 2
+        assert kinds.index("task") > kinds.index("admit")
+        assert tasks_log == ["x:start", "y:start", "x:end", "y:end"]
+    finally:
+        await lab.close()
+
+
+@pytest.mark.parametrize("method", ["timeout_inside", "wait_for_times_out"])
+async def test_timeouts_inside_object_code_raise_timeout_error(lab, method):
+    """``asyncio.timeout`` and ``wait_for`` cancel the object's own code as asyncio does, and
+    the cancellation comes back in through the gate as a TimeoutError."""
+    stub = lab.bind("TASKS", Tasks).getByName("t")
+    assert await getattr(stub, method)() == "timed out"
+
+
+async def test_cancelling_an_object_task_throws_cancelled_error_into_it(lab, tasks_log):
+    stub = lab.bind("TASKS", Tasks).getByName("t")
+    assert await stub.cancel_a_task() is True
+    assert tasks_log == ["child saw CancelledError"]
+
+
+async def test_task_group_failure_cancels_the_siblings(lab, tasks_log):
+    stub = lab.bind("TASKS", Tasks).getByName("t")
+    assert await stub.task_group_error() == ["bad child"]
+    assert tasks_log == ["slow cleaned up"]
+
+
+async def test_tasks_outside_object_code_are_not_adopted_and_the_factory_is_restored():
+    """The lab's task factory only adopts tasks created by object code, chains to the factory
+    that was there before, and is removed when the last lab on the loop closes."""
+    loop = asyncio.get_running_loop()
+    made = []
+
+    def factory(loop, coro, **kwargs):
+        made.append(coro)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(factory)
+    try:
+        lab = Lab(storage="memory", seed=1)
+        stub = lab.bind("TASKS", Tasks).getByName("t")
+        assert await stub.spawn_and_join() == ["x", "y"]
+        assert loop.get_task_factory() is not factory  # ours, chained to it
+        made.clear()
+        outside = asyncio.ensure_future(asyncio.sleep(0, "plain"))
+        assert await outside == "plain"
+        assert made and getattr(made[0], "__name__", "") == "sleep"  # passed through as is
+        await lab.close()
+        assert loop.get_task_factory() is factory
+    finally:
+        loop.set_task_factory(None)
