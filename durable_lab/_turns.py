@@ -257,43 +257,47 @@ class Driver:
             bus.emit(TurnEnded, object=self.instance.label, object_id=self.instance.object_id,
                      delivery=self.delivery, awaiting=awaiting, gate_held=gate_held)
 
+    async def _admitted(self, admission: asyncio.Future[InputLock]
+                        ) -> tuple[InputLock | None, BaseException | None]:
+        """Await ``admission``: (the lock, None), or (None or the lock, a CancelledError) if
+        this strand was cancelled meanwhile (not by a reset, which raises). A lock granted
+        just before the cancellation arrived is kept: dropping it would leave the gate
+        locked by nobody."""
+        try:
+            return await admission, None
+        except asyncio.CancelledError:
+            if self.instance.broken is not None:
+                raise
+            if (admission.done() and not admission.cancelled()
+                    and admission.exception() is None):
+                return admission.result(), asyncio.CancelledError()
+            return None, asyncio.CancelledError()
+
     async def _reenter(self, admission: asyncio.Future[InputLock] | None = None,
-                       micro: bool = False) -> BaseException | None:
+                       micro: bool = False, event: bool = True) -> BaseException | None:
         """Come back in through the gate (behind everything queued, or in the turn lane if
         ``micro``). Returns a CancelledError to throw into the object's code if this strand
-        was cancelled meanwhile (not by a reset)."""
+        was cancelled meanwhile (not by a reset): asyncio delivers a cancellation by
+        throwing it into the code, so the code must be back in first."""
         cancelled: BaseException | None = None
         while True:
             if admission is None:
                 admission = self.gate.wait(self.holder, kind="resume", micro=micro)
-            try:
-                self.lock = (await admission).entered()
+            lock, cancel = await self._admitted(admission)
+            cancelled = cancelled or cancel
+            if lock is not None:
+                self.lock = lock.entered()
                 break
-            except asyncio.CancelledError:
-                if self.instance.broken is not None:
-                    raise
-                # The strand itself was cancelled (task.cancel(), a timeout, a TaskGroup):
-                # deliver that to its code, once it is back in.
-                cancelled = asyncio.CancelledError()
-                admission = None
+            admission = None  # cancelled while queued: queue again, then deliver it
         bus = self.instance.bus
-        if bus.active:
+        if event and bus.active:
             bus.emit(DeliveryResumed, object=self.instance.label,
                      object_id=self.instance.object_id, delivery=self.delivery)
         return cancelled
 
     async def _reenter_quietly(self, admission: asyncio.Future[InputLock]) -> BaseException | None:
         """Back in after letting the turn's other code run (no event: the turn goes on)."""
-        cancelled: BaseException | None = None
-        while True:
-            try:
-                self.lock = (await admission).entered()
-                return cancelled
-            except asyncio.CancelledError:
-                if self.instance.broken is not None:
-                    raise
-                cancelled = asyncio.CancelledError()
-                admission = self.gate.wait(self.holder, kind="resume", micro=True)
+        return await self._reenter(admission, micro=True, event=False)
 
     async def _wait_and_reenter(self, fut: asyncio.Future[Any]) -> BaseException | None:
         """Wait for ``fut`` without taking its outcome (the coroutine reads it), then come back
@@ -321,8 +325,12 @@ class Driver:
                 raise
             # Cancelled by object code or a timeout, as asyncio.Task.cancel() does: cancel what
             # is awaited, come back in, and throw CancelledError into the code.
-            fut.cancel()
-            await self._reenter(micro=gate.chain_active)
+            if waiter.done() and not waiter.cancelled():
+                pending: asyncio.Future[InputLock] | None = waiter.result()  # already queued
+            else:
+                pending = None
+                fut.cancel()
+            await self._reenter(pending, micro=gate.chain_active)
             return asyncio.CancelledError()
         return await self._reenter(admission)
 
@@ -380,12 +388,18 @@ class Driver:
                         admission: asyncio.Future[InputLock]) -> Any:
         current_driver.set(self)
         try:
-            self.lock = (await admission).entered()
+            lock, cancelled = await self._admitted(admission)
         except BaseException:
-            # Cancelled (or the object reset) before it ever ran: like an asyncio task
-            # cancelled before its first step, the coroutine never runs.
-            coro.close()
+            coro.close()  # the object was reset before the task ever ran
             raise
+        if cancelled is not None:
+            # Cancelled before it ever ran: like an asyncio task cancelled before its first
+            # step, the coroutine never runs.
+            coro.close()
+            if lock is not None:
+                lock.release()
+            raise cancelled
+        self.lock = lock.entered()  # type: ignore[union-attr]
         return await self.drive(coro)
 
 
