@@ -8,9 +8,10 @@ Modelled on workerd's ActorCache (``src/workerd/io/actor-cache.h``):
   stays locked until the code after the ``await`` has run.
 - ``put()`` and ``delete()`` change the cache synchronously and mark the key dirty. Nothing is
   written yet: the caller goes on in the same turn.
-- The first dirty write schedules a *flush* for "after this turn" (``loop.call_soon``). The flush
-  takes every dirty key as one batch and commits it in one transaction: n writes in a turn, one
-  round trip. While a flush is in flight, later writes collect in the next batch; one flush runs
+- The first dirty write schedules a *flush* for "after this turn" (``_turns.after_turn``: when
+  the turn and the code it made runnable are over, before anything else is admitted). The
+  flush takes every dirty key as one batch and commits it in one transaction: n writes in a
+  turn, one round trip. While a flush is in flight, later writes collect in the next batch; one flush runs
   at a time, so commits land in order.
 - A batch with at least one *confirmed* write (no ``allowUnconfirmed``) locks the output gate
   until it commits: replies sent after those writes wait for them.

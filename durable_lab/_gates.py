@@ -31,10 +31,10 @@ workerd's "after the turn"), then the next queued delivery or continuation is ad
 few passes would be taken for the turn's own work, the approximation this model makes.)
 
 Here a holder owns an :class:`InputLock`; ``lock.release()`` admits the next waiter. Unlike
-workerd's ref-counted locks, a lock has one owner: a storage read simply keeps its delivery's lock
-instead of adding a reference. A *critical section* (``blockConcurrencyWhile``) holds its parent
-gate for as long as it runs and admits its own work through a child gate of its own; see
-``_host.py``.
+workerd's ref-counted locks, a lock has one owner (the strand whose turn is running); storage
+reads are counted separately (``hold_for``), which is what workerd's extra references do. A
+*critical section* (``blockConcurrencyWhile``) holds its parent gate for as long as it runs and
+admits its own work through a child gate of its own; see ``_host.py``.
 
 **Output gate** (workerd ``OutputGate``). Every reply and every outgoing message waits until the
 writes made *before* it are durable. ``lock_while(commit)`` registers a pending commit;

@@ -24,7 +24,14 @@ commit failed           "Internal error in Durable Object storage write        y
 ``ctx.abort(reason)``   ``reason``                                             yes
 constructor raised      the constructor's message (``remote``)                 yes
 code updated (rebind)   "Durable Object reset because its code was updated."   no
+critical section ran    "A call to blockConcurrencyWhile() in a Durable        yes
+30 s (lab clock)        Object waited for too long. ..." (``overloaded``)
+commit held the output  "Durable Object storage operation exceeded timeout     yes
+gate 30 s               which caused object to be reset." (``overloaded``)
 ======================  =====================================================  ==============
+
+A handler's error reaches an RPC caller at once (it is not held by the output gate, as recorded
+on workerd); a value, and a ``fetch`` handler's error, wait for the commits before them.
 """
 
 from __future__ import annotations

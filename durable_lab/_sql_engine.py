@@ -15,15 +15,18 @@ engine instead, which is how Cloudflare runs SQLite-backed objects:
 - **Every storage call is synchronous.** ``get``/``list`` read the database directly and return
   an already-finished future: no cache miss, no turn boundary, no input-gate hold.
 - **Implicit transaction.** The first write (KV ``put``/``delete``/``deleteAll``, alarm
-  metadata, or a ``sql.exec`` statement that writes) runs ``BEGIN``; the ``COMMIT`` is scheduled
-  for after the turn (``loop.call_soon``, then ``lab.commit_latency``). Writes made meanwhile,
-  even by other deliveries while the commit is in flight, join the same transaction and their
-  replies wait for the same commit (workerd merges them too). A confirmed write locks the output
-  gate until COMMIT; ``allowUnconfirmed`` skips the gate only if no write of the transaction was
-  confirmed.
+  metadata, or a ``sql.exec`` statement that writes) runs ``BEGIN``; the ``COMMIT`` runs at the
+  end of the turn (``_turns.after_turn``), before the next queued delivery is admitted, so one
+  delivery's writes never join (or break) another's transaction. ``lab.commit_latency`` models
+  what follows the local commit (replication in production): the transaction's future, which a
+  confirmed write locks the output gate with, resolves after it. ``allowUnconfirmed`` skips
+  the gate only if no write of the transaction was confirmed.
 - **A failed COMMIT is a reset**: the transaction is rolled back and the instance is reset
-  (``outputGateBroken``). A constraint violated at COMMIT (a deferred foreign key) gives
-  Cloudflare's "rolled back to its last known good state" message.
+  (``outputGateBroken``) once the next queued delivery has had its first turn on the
+  rolled-back state (its reply fails), as recorded on workerd. A constraint violated at COMMIT
+  (a deferred foreign key) gives Cloudflare's "rolled back to its last known good state"
+  message, without ``durableObjectReset``. SQL errors read as workerd words them:
+  ``"<message>: SQLITE_CONSTRAINT (extended: SQLITE_CONSTRAINT_PRIMARYKEY)"``.
 - **Savepoints.** ``transactionSync(fn)`` runs ``fn`` inside ``SAVEPOINT _cf_sync_savepoint_<n>``;
   ``transaction(closure)`` (under ``blockConcurrencyWhile``) inside ``SAVEPOINT
   _cf_savepoint_<n>``; both nest, and both live inside the implicit transaction (the commit

@@ -122,11 +122,14 @@ def mark_io(fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
 
 def spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
     """Start a runtime-internal task: outside any object's context, so it is never adopted by
-    an object (and neither is anything it starts)."""
+    an object (and neither is anything it starts). Built directly, not through the loop's task
+    factory: the runtime's own tasks need no factory, and this is on every call's path."""
+    loop = asyncio.get_running_loop()
+    if current_driver.get() is None:
+        return asyncio.Task(coro, loop=loop)
     context = contextvars.copy_context()
-    if context.get(current_driver) is not None:
-        context.run(current_driver.set, None)
-    return asyncio.get_running_loop().create_task(coro, context=context)
+    context.run(current_driver.set, None)
+    return asyncio.Task(coro, loop=loop, context=context)
 
 
 def after_turn(callback: Callable[[], Any]) -> None:
