@@ -22,6 +22,7 @@ from .clock import sleep as sleep
 from .errors import DurableLabError as DurableLabError
 from .errors import DurableObjectError as DurableObjectError
 from .errors import DurableObjectResetError as DurableObjectResetError
+from .errors import LabClosedError as LabClosedError
 from .errors import OverloadedError as OverloadedError
 from .errors import StorageError as StorageError
 from .http import Headers as Headers
@@ -62,6 +63,7 @@ __all__ = [
     "EventBus",
     "Headers",
     "Lab",
+    "LabClosedError",
     "OverloadedError",
     "Recorder",
     "Request",

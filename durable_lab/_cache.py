@@ -189,15 +189,17 @@ class StorageCache:
             self._schedule(confirmed)
         return changed
 
-    def write_one(self, key: str, data: bytes) -> None:
-        """``write`` for one confirmed put: the hot path of ``put(key, value)``."""
+    def write_one(self, key: str, data: bytes) -> bool:
+        """``write`` for one confirmed put: the hot path of ``put(key, value)``. Returns
+        whether the cache changed (False: the same value again, nothing to commit)."""
         values = self.values
         if key in values and values[key] == data:
-            return
+            return False
         values[key] = data
         self.dirty[key] = data
         if self._next_flush is None or not self._next_gated:
             self._schedule(True)
+        return True
 
     async def load_metadata(self) -> dict[str, bytes | None]:
         """Read the object's metadata from storage once; later calls answer from memory."""

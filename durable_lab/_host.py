@@ -49,7 +49,13 @@ from .alarms import call_alarm_handler
 from ._futures import relay_outcome as _relay_outcome
 from ._gates import OUTPUT_GATE_TIMEOUT_MESSAGE, InputGate, OutputGate
 from ._turns import Driver, current_driver, install_task_factory, spawn
-from .errors import DurableObjectError, DurableObjectResetError, OverloadedError, mark_remote
+from .errors import (
+    DurableObjectError,
+    DurableObjectResetError,
+    LabClosedError,
+    OverloadedError,
+    mark_remote,
+)
 from .events import (
     CriticalSectionEnded,
     CriticalSectionStarted,
@@ -176,7 +182,7 @@ class ObjectHost:
             reply.set_exception(_fresh(broken))
             return reply
         if self.lab.closed:
-            reply.set_exception(DurableObjectError("the lab was closed"))
+            reply.set_exception(LabClosedError())
             return reply
         lab = self.lab
         faults = lab.faults

@@ -53,6 +53,7 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from .clock import Sleep
 from .events import DeliveryResumed, TurnEnded
 
 if TYPE_CHECKING:
@@ -319,6 +320,18 @@ class Driver:
                 micro = gate.chain_active and fut not in _io_futures
                 waiter.set_result(gate.wait(holder, kind="resume", micro=micro))
 
+        if type(fut) is Sleep and not fut.done():
+            # A lab-clock sleep: while the lab is paused, queue the continuation the moment
+            # the timer fires (inside lab.clock.advance()), not a loop pass later, so that
+            # lab.choices() in the same cell lists what lab.step() would take.
+            instance = self.instance
+
+            def on_wake() -> None:
+                if (instance.lab.scheduler.paused and instance.broken is None
+                        and not waiter.done()):
+                    waiter.set_result(gate.wait(holder, kind="resume"))  # a timer: I/O
+
+            fut.on_wake = on_wake
         fut.add_done_callback(wake)
         try:
             admission = await waiter

@@ -32,7 +32,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["AutoClock", "Clock", "ClockTimer", "ManualClock", "RealClock", "make_clock", "now", "sleep"]
+__all__ = ["AutoClock", "Clock", "ClockTimer", "ManualClock", "RealClock", "Sleep", "make_clock",
+           "now", "sleep"]
 
 
 class ClockTimer(Protocol):
@@ -55,9 +56,30 @@ class Clock(Protocol):
         ...
 
 
+class Sleep(asyncio.Future):  # type: ignore[type-arg]
+    """A sleep on the lab clock (what ``durable_lab.sleep`` returns inside an object).
+
+    ``on_wake`` (set by the turn driver while a delivery awaits the sleep) runs synchronously
+    when the timer fires, before the future's done-callbacks, which asyncio only runs at the
+    loop's next pass. That is how the delivery's continuation is queued at its input gate at
+    the moment ``lab.clock.advance()`` fires the timer, so ``lab.choices()`` in the same cell
+    already lists it (and agrees with ``lab.step()``).
+    """
+
+    on_wake: Callable[[], None] | None = None
+
+
+def _sleep_future() -> Sleep:
+    return Sleep(loop=asyncio.get_running_loop())
+
+
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+        wake = getattr(fut, "on_wake", None)
+        if wake is not None:
+            fut.on_wake = None  # type: ignore[attr-defined]
+            wake()
 
 
 class RealClock:
@@ -80,7 +102,7 @@ class RealClock:
         return asyncio.get_running_loop().call_later(delay, callback)
 
     def sleep(self, seconds: float) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut = _sleep_future()
         handle = self.call_at(self.now() + max(0.0, seconds), lambda: _resolve(fut))
         fut.add_done_callback(lambda f: handle.cancel() if f.cancelled() else None)
         return fut
@@ -126,7 +148,7 @@ class ManualClock:
         """Hook for AutoClock."""
 
     def sleep(self, seconds: float) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut = _sleep_future()
         timer = self.call_at(self._now + max(0.0, seconds), lambda: _resolve(fut))
         fut.add_done_callback(lambda f: timer.cancel() if f.cancelled() else None)
         return fut

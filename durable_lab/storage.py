@@ -83,6 +83,11 @@ MAX_SQLITE_ENTRY_SIZE = 2 * 1024 * 1024  # key + value, SQLite-backed objects
 
 _MISSING: Any = object()
 
+#: ``StorageOp.cache`` of a put/delete/transaction that changed nothing in the cache (the same
+#: value again, a key known absent deleted): no flush and no commit follow, so a panel must not
+#: show its keys as pending (on a KV-backed class; SQLite-backed classes commit every write).
+UNCHANGED = "unchanged"
+
 
 def _done(value: Any) -> asyncio.Future[Any]:
     # A resolved promise: awaiting it does not end the turn but lets the turn's other
@@ -317,14 +322,14 @@ class DurableObjectStorage:
             data = values.encode_for_key(key, value)
             if len(data) > MAX_VALUE_SIZE:
                 _encode(key, value)
-            self._cache.write_one(key, data)
+            changed = self._cache.write_one(key, data)
             if instance.bus.active:
-                self._emit("put", (key,), "write")
+                self._emit("put", (key,), "write" if changed else UNCHANGED)
             return self._done_none()
         items = _kv_put_items(key, value)
-        self._cache.write(items, confirmed=not allowUnconfirmed)
+        changed = self._cache.write(items, confirmed=not allowUnconfirmed)
         if self._instance.bus.active:
-            self._emit("put", [k for k, _ in items], "write")
+            self._emit("put", [k for k, _ in items], "write" if changed else UNCHANGED)
         return self._done_none()
 
     def _done_none(self) -> asyncio.Future[None]:
@@ -358,9 +363,10 @@ class DurableObjectStorage:
             # Ask storage before the delete is committed (the flush waits for this read).
             read = self._start_read(self._cache.read_missing(unknown, remember=False),
                                     allowConcurrency)
-        self._cache.write([(k, None) for k in names], confirmed=not allowUnconfirmed)
+        changed = self._cache.write([(k, None) for k in names], confirmed=not allowUnconfirmed)
         if self._instance.bus.active:
-            self._emit("delete", names, "miss" if unknown else "write")
+            self._emit("delete", names,
+                       "miss" if unknown else "write" if changed else UNCHANGED)
         if not unknown:
             return _done(existed > 0 if single else existed)
         return self._start_read(self._count_deleted(read, existed, single), allowConcurrency)
@@ -673,9 +679,10 @@ class KvTransaction(_Transaction):
             self._state = _COMMITTED
             if self._writes and storage._instance.broken is None:
                 items = list(self._writes.items())
-                storage._cache.write(items, confirmed=self._confirmed)
+                changed = storage._cache.write(items, confirmed=self._confirmed)
                 if storage._instance.bus.active:
-                    storage._emit("transaction", [k for k, _ in items], "write")
+                    storage._emit("transaction", [k for k, _ in items],
+                                  "write" if changed else UNCHANGED)
         elif self._state == _OPEN:
             self._state = _ROLLED_BACK
         self._writes = {}

@@ -90,6 +90,16 @@ def parse_output(text: str) -> tuple[dict[str, int] | None, list[tuple[str, int]
     return start, acks
 
 
+def wait_for_start(out_path: Path, proc: subprocess.Popen, limit: float = 60.0) -> None:
+    """Wait until the child printed its complete start line (or exited, or ``limit`` passed)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and proc.poll() is None:
+        text = out_path.read_text()
+        if text.startswith("start") and "\n" in text:
+            return
+        time.sleep(0.005)
+
+
 def check_object(name: str, kv: dict[str, object] | None, acked: set[int], where: str) -> int:
     """Assert the invariants for one object; return its committed ``a``."""
     if kv is None:
@@ -138,6 +148,10 @@ def test_sigkill_loses_no_acknowledged_write_and_splits_no_batch(tmp_path):
                 stdout=out, stderr=err,
             )
             try:
+                # The delay counts from the child's start line, not from its spawn: on a busy
+                # machine Python's start-up alone can take longer than the whole delay, and the
+                # kills would then only ever hit start-up, never a commit.
+                wait_for_start(out_path, proc)
                 time.sleep(delay)
                 # The workload never finishes: the child must still be running when killed.
                 still_running = proc.poll() is None

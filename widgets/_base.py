@@ -45,8 +45,14 @@ class Panel(w.VBox):  # type: ignore[misc]
         self._registered = register
         self._closed = False
         self._feed.add(self)
+        #: Re-opening a panel with the same key on the same lab replaces it (one per cell).
+        self.registry_key = self._registry_key()
         if register:
-            _feed.attach(lab, self.kind, self)
+            _feed.attach(lab, self.registry_key, self)
+            _feed.claim_for_cell(self)
+
+    def _registry_key(self) -> str:
+        return self.kind
 
     # -- the feed's side ------------------------------------------------------------------
 
@@ -130,14 +136,16 @@ class Panel(w.VBox):  # type: ignore[misc]
         return self._closed
 
     def close(self) -> None:
-        if self._closed:
+        # A panel whose __init__ refused its arguments has no state yet (Widget.__del__ still
+        # calls close): nothing to undo.
+        if getattr(self, "_closed", True):
             return
         self._closed = True
         for task in list(self._tasks):
             task.cancel()
         _feed.release(self.lab, self)
         if self._registered:
-            _feed.detach(self.lab, self.kind, self)
+            _feed.detach(self.lab, self.registry_key, self)
         for child in self._owned_widgets():
             child.close()
         super().close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from jupyter_bokeh.widgets import BokehModel
@@ -23,6 +25,12 @@ class LiveBokehModel(BokehModel):  # type: ignore[misc]
 
     _dl_closed = False
 
+    def __init__(self, model: Any, **kwargs: Any) -> None:
+        # The view needs BokehJS in the page; load it here so that every panel with a plot
+        # works however it was made (``Timeline(lab)`` as well as ``widgets.timeline(lab)``).
+        ensure_bokehjs()
+        super().__init__(model, **kwargs)
+
     def close(self) -> None:
         # jupyter_bokeh's close() fails the second time (Widget.__del__ closes again).
         if self._dl_closed:
@@ -39,11 +47,18 @@ class LiveBokehModel(BokehModel):  # type: ignore[misc]
         super()._sync_model(model, content, buffers)
 
 
-def ensure_bokehjs() -> None:
+def ensure_bokehjs(resources: Any = None) -> None:
     """Load BokehJS into the notebook page once per kernel (``BokehModel`` needs it).
 
-    Outside a Jupyter kernel (tests, scripts) this does nothing. Offline, start Jupyter with
-    ``BOKEH_RESOURCES=inline`` so BokehJS is embedded instead of fetched from the CDN.
+    BokehJS is embedded in the page (``bokeh.resources.INLINE``) by default, so the panels draw
+    with no network: Bokeh's own default fetches it from cdn.bokeh.org, and a workshop room
+    often has no internet (the plots then show "Click to show javascript error"). Inline works
+    wherever the notebook runs, Binder included; it costs a few MB in the output of the cell
+    that opened the first panel (only on disk if that notebook is saved with outputs).
+
+    Who asked for something else gets it: ``resources`` (``"cdn"``, ``"inline"`` or a
+    ``bokeh.resources.Resources``), or else a ``BOKEH_RESOURCES`` environment variable, which
+    Bokeh reads itself. Outside a Jupyter kernel (tests, scripts) this does nothing.
     """
     global _loaded
     if _loaded:
@@ -56,6 +71,18 @@ def ensure_bokehjs() -> None:
     if shell is None or not hasattr(shell, "kernel"):
         return
     from bokeh.io import output_notebook
+    from bokeh.resources import INLINE, Resources
 
-    output_notebook(hide_banner=True)
+    output_notebook(resources=_resources(resources, os.environ, INLINE, Resources),
+                    hide_banner=True)
     _loaded = True
+
+
+def _resources(asked: Any, environ: Mapping[str, str], inline: Any, make: Any) -> Any:
+    """The BokehJS resources to load: ``asked`` if given, Bokeh's choice (None) when the
+    environment sets ``BOKEH_RESOURCES``, else ``inline``."""
+    if asked is not None:
+        return make(mode=asked) if isinstance(asked, str) else asked
+    if environ.get("BOKEH_RESOURCES"):
+        return None  # output_notebook() then uses bokeh.settings.resources(), i.e. the variable
+    return inline
