@@ -213,7 +213,9 @@ class AutoClock(ManualClock):
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 return
-            self._watcher = loop.create_task(self._jump_when_idle())
+            from ._turns import spawn  # not an object's task, even if object code set a timer
+
+            self._watcher = spawn(self._jump_when_idle())
 
     async def _jump_when_idle(self) -> None:
         loop = asyncio.get_running_loop()
@@ -259,15 +261,15 @@ def sleep(seconds: float) -> asyncio.Future[None]:
     non-storage I/O, so it ends the turn and opens the input gate, exactly like
     ``asyncio.sleep`` on Cloudflare.
     """
-    from ._turns import current_driver
+    from ._turns import current_driver, mark_io, spawn
 
     if not isinstance(seconds, (int, float)) or seconds < 0:
         raise ValueError(f"sleep() takes a number of seconds >= 0, got {seconds!r}")
     driver = current_driver.get()
     if driver is None:
-        fut: asyncio.Future[None] = asyncio.ensure_future(asyncio.sleep(seconds))
+        fut: asyncio.Future[None] = spawn(asyncio.sleep(seconds))
         return fut
-    return driver.instance.lab.clock.sleep(seconds)
+    return mark_io(driver.instance.lab.clock.sleep(seconds))
 
 
 def now() -> float:

@@ -87,14 +87,20 @@ class DurableObjectResetError(DurableObjectError):
     """The object was reset: in-memory state dropped, unflushed writes lost, stub broken.
 
     ``reason`` names the cause in workerd's vocabulary: ``inputGateBroken`` (a
-    ``blockConcurrencyWhile`` callback failed), ``outputGateBroken`` (a commit failed, or the
-    object called ``ctx.abort()``), ``constructorFailed``, ``codeUpdated``, ``evicted``.
+    ``blockConcurrencyWhile`` callback failed or ran for 30 seconds), ``outputGateBroken`` (a
+    commit failed or took 30 seconds, or the object called ``ctx.abort()``),
+    ``constructorFailed``, ``codeUpdated``, ``evicted``.
+
+    ``durableObjectReset`` is True except where workerd leaves it unset although the object
+    is reset: a SQLite constraint violated at commit ("... rolled back to its last known good
+    state ...", whose description has no ``broken.`` prefix).
     """
 
     def __init__(self, message: str, *, reason: str, remote: bool = False,
-                 retryable: bool = False, overloaded: bool = False) -> None:
+                 retryable: bool = False, overloaded: bool = False,
+                 durableObjectReset: bool = True) -> None:  # noqa: N803 - Cloudflare's name
         super().__init__(message, remote=remote, retryable=retryable, overloaded=overloaded,
-                         durableObjectReset=True)
+                         durableObjectReset=durableObjectReset)
         self.reason = reason
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import _turns
 from . import alarms as _alarms
 from . import inspect as _inspect
 from . import websockets as _websockets
@@ -626,6 +627,7 @@ class Lab:
         if self.scheduler.paused:
             self.scheduler.resume()
         await self.backend.aclose()
+        _turns.uninstall_task_factory(self)  # object code no longer runs on this loop
         if self._tempdir is not None:
             shutil.rmtree(self._tempdir, ignore_errors=True)
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import values
 from ._futures import relay_outcome as _relay
-from ._turns import current_driver
+from ._turns import current_driver, mark_io, spawn
 from .errors import LabClosedError
 from .events import OutgoingCallHeld, OutgoingCallReleased
 from .http import Request, Response
@@ -174,10 +174,12 @@ class DurableObjectStub:
         if driver is None and host.lab.scheduler.paused:
             host.lab.scheduler.note_call(host.label, method)  # "the lab is paused: ..."
         if driver is not None and not driver.instance.broken:
-            # An outgoing call from an object waits for that object's pending writes.
+            # An outgoing call from an object waits for that object's pending writes. Its
+            # reply is I/O for the caller: the caller's code comes back through its gate.
             pending = driver.instance.output_gate.wait()
             if pending is not None:
-                return self._send_after(pending, driver, kind, method, args, kwargs)
+                return mark_io(self._send_after(pending, driver, kind, method, args, kwargs))
+            return mark_io(host.deliver(kind, method, args, kwargs, self._generation))
         elif driver is None and host.lab.recording:
             return host.lab._record_call(
                 host, kind, method, args, kwargs,
@@ -218,7 +220,7 @@ class DurableObjectStub:
                 return
             inner.add_done_callback(lambda f: _relay(f, reply))
 
-        caller.track(loop.create_task(send()))
+        caller.track(spawn(send()))
         return reply
 
     def __repr__(self) -> str:

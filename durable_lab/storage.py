@@ -56,7 +56,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import values
-from ._turns import current_driver
+from ._turns import current_driver, mark_io, resolved, spawn
 from .events import StorageOp
 from .sql import NOT_SQL_MESSAGE, NOT_SQLITE_MESSAGE, SqlStorage
 
@@ -90,9 +90,9 @@ UNCHANGED = "unchanged"
 
 
 def _done(value: Any) -> asyncio.Future[Any]:
-    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    fut.set_result(value)
-    return fut
+    # A resolved promise: awaiting it does not end the turn but lets the turn's other
+    # runnable code go first (_turns.Resolved).
+    return resolved(value)
 
 
 def _check_key(key: object) -> str:
@@ -245,7 +245,14 @@ class DurableObjectStorage:
                       op=op, keys=tuple(keys), cache=cache)
 
     def _start_read(self, coro: Any, allow_concurrency: bool) -> asyncio.Future[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = spawn(coro)
+        if not allow_concurrency:
+            # The read holds the gate of the code that issued it, however it is awaited
+            # (directly, gather, wait_for, a task): first callback, so that the awaiter's
+            # wake-up finds the gate settling and comes back in as part of the read's turn.
+            driver = current_driver.get()
+            gate = driver.gate if driver is not None else self._instance.gate
+            gate.hold_for(task)
         self._cache.track_read(task)
         if not allow_concurrency:
             holding = self._instance.gate_holding_reads
@@ -446,7 +453,7 @@ class DurableObjectStorage:
         for commit in pending:
             commit.add_done_callback(settle)
         asyncio.get_running_loop().call_soon(settle)
-        return fut
+        return mark_io(fut)  # I/O: the code after it comes back behind everything queued
 
     # -- SQL and transactions ------------------------------------------------------------
 
@@ -806,7 +813,7 @@ class SqlDurableObjectStorage(DurableObjectStorage):
                 self._emit("sync", (), "miss")
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             asyncio.get_running_loop().call_soon(lambda: fut.done() or fut.set_result(None))
-            return fut
+            return mark_io(fut)
         return super().sync()
 
     @property
