@@ -95,7 +95,9 @@ class Resolved(asyncio.Future):  # type: ignore[type-arg]
     """
 
     def __await__(self) -> Any:
-        if stepping is not None:
+        driver = stepping
+        if driver is not None and driver.gate.has_turn_waiters:
+            # (With nothing else of the turn waiting there is nothing to yield to: go on.)
             yield YIELD_TO_TURN
         return self.result()
 
