@@ -139,9 +139,13 @@ def after_turn(callback: Callable[[], Any]) -> None:
     """Run ``callback`` when the current turn of object code is over (microtasks included);
     outside object code, on the next pass of the event loop."""
     driver = current_driver.get()
-    if driver is not None and driver.instance.broken is None and driver.gate.enabled:
+    if (driver is not None and driver.instance.broken is None and driver.gate.enabled
+            and driver.instance.adopts_tasks):
         driver.gate.on_quiet(callback)
     else:
+        # Outside object code, and under Lab(model="serial"), whose deliveries keep the gate
+        # across every await (a commit waiting for the gate to be quiet would wait for the
+        # delivery, and a delivery awaiting sync() for the commit): the next loop pass.
         asyncio.get_running_loop().call_soon(callback)
 
 

@@ -646,3 +646,20 @@ async def test_tasks_of_an_object_show_on_the_event_stream(lab, tasks_log):
     assert {e.delivery for e in rec.of(TurnEnded)} == {delivery}  # the tasks' sleep(0) turns
     assert len(rec.of(TurnEnded)) >= 3  # the caller's gather, then each task's sleep(0)
     assert all(e.delivery == delivery for e in rec.of(DeliveryResumed))
+
+
+class Syncs(DurableObject):
+    async def write_sync_read(self):
+        self.ctx.storage.put("a", 1)
+        await self.ctx.storage.sync()
+        return await self.ctx.storage.get("a")
+
+
+@pytest.mark.parametrize("model", ["gates", "serial", "none"])
+async def test_a_write_then_sync_finishes_under_every_model(model, engine):
+    """The commit of a turn waits for the end of the turn; under "serial" a delivery keeps the
+    gate across its awaits, so there its commit must not wait for the gate (it would wait for
+    the delivery awaiting ``sync()``, forever)."""
+    async with Lab(storage="memory", model=model, seed=1) as lab:
+        stub = lab.bind("SYNCS", Syncs, sql=engine == "sql").getByName("s")
+        assert await asyncio.wait_for(stub.write_sync_read(), 5) == 1
