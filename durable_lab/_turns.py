@@ -95,7 +95,9 @@ class Resolved(asyncio.Future):  # type: ignore[type-arg]
     """
 
     def __await__(self) -> Any:
-        if stepping is not None:
+        driver = stepping
+        if driver is not None and driver.gate.has_turn_waiters:
+            # (With nothing else of the turn waiting there is nothing to yield to: go on.)
             yield YIELD_TO_TURN
         return self.result()
 
@@ -137,9 +139,13 @@ def after_turn(callback: Callable[[], Any]) -> None:
     """Run ``callback`` when the current turn of object code is over (microtasks included);
     outside object code, on the next pass of the event loop."""
     driver = current_driver.get()
-    if driver is not None and driver.instance.broken is None and driver.gate.enabled:
+    if (driver is not None and driver.instance.broken is None and driver.gate.enabled
+            and driver.instance.adopts_tasks):
         driver.gate.on_quiet(callback)
     else:
+        # Outside object code, and under Lab(model="serial"), whose deliveries keep the gate
+        # across every await (a commit waiting for the gate to be quiet would wait for the
+        # delivery, and a delivery awaiting sync() for the commit): the next loop pass.
         asyncio.get_running_loop().call_soon(callback)
 
 

@@ -434,7 +434,7 @@ async def test_handler_error_reaches_the_caller_even_when_its_write_fails_to_com
     stub = idioms(lab, engine)
     await stub.read()
     lab.fail_next_commit(stub)
-    with pytest.raises(ValueError, match="^handler failed after writing$") as info:
+    with pytest.raises(ValueError, match=r"^handler failed after writing$") as info:
         await stub.write_then_raise()
     assert info.value.remote is True and info.value.durableObjectReset is False
     await lab.wait_idle()
@@ -629,3 +629,37 @@ async def test_tasks_outside_object_code_are_not_adopted_and_the_factory_is_rest
         assert loop.get_task_factory() is factory
     finally:
         loop.set_task_factory(None)
+
+
+async def test_tasks_of_an_object_show_on_the_event_stream(lab, tasks_log):
+    """The panels read the event stream: a task's turns are there, named after the delivery
+    whose code started it, with that delivery's number."""
+    from durable_lab.events import DeliveryResumed, InputGateLocked, TurnEnded
+
+    stub = lab.bind("TASKS", Tasks).getByName("t")
+    rec = lab.record()
+    assert await stub.spawn_and_join() == ["x", "y"]
+    holders = [e.holder for e in rec.of(InputGateLocked)]
+    task_holders = sorted({h for h in holders if " task " in h})
+    assert len(task_holders) == 2 and all(h.startswith("delivery ") for h in task_holders)
+    delivery = int(task_holders[0].split()[1])
+    assert {e.delivery for e in rec.of(TurnEnded)} == {delivery}  # the tasks' sleep(0) turns
+    assert len(rec.of(TurnEnded)) >= 3  # the caller's gather, then each task's sleep(0)
+    assert all(e.delivery == delivery for e in rec.of(DeliveryResumed))
+
+
+class Syncs(DurableObject):
+    async def write_sync_read(self):
+        self.ctx.storage.put("a", 1)
+        await self.ctx.storage.sync()
+        return await self.ctx.storage.get("a")
+
+
+@pytest.mark.parametrize("model", ["gates", "serial", "none"])
+async def test_a_write_then_sync_finishes_under_every_model(model, engine):
+    """The commit of a turn waits for the end of the turn; under "serial" a delivery keeps the
+    gate across its awaits, so there its commit must not wait for the gate (it would wait for
+    the delivery awaiting ``sync()``, forever)."""
+    async with Lab(storage="memory", model=model, seed=1) as lab:
+        stub = lab.bind("SYNCS", Syncs, sql=engine == "sql").getByName("s")
+        assert await asyncio.wait_for(stub.write_sync_read(), 5) == 1
