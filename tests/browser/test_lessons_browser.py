@@ -39,6 +39,7 @@ import pytest
 from harness import (
     ERROR_OUTPUT,
     JS_ERROR_BOX_TEXT,
+    KERNEL_IDLE_JS,
     ROOT,
     BrowserSession,
     attr,
@@ -47,8 +48,8 @@ from harness import (
     menu,
     run_all,
     shots_dir,
+    stuck_prompts,
     wait_all_cells_ran,
-    wait_kernel_idle,
 )
 from notebook_sources import generate
 
@@ -83,11 +84,22 @@ class Expect:
     pause_after: str | None = None
 
 
-# Per lesson; a lesson not listed only gets the checks every lesson gets. Extend this as the
-# lessons gain panels (issue #9, item 1): e.g. "02_input_gate": Expect(panels=True,
-# gate_closed=True, scheduler=True, pause_after="widgets.scheduler(").
+# Per lesson; a lesson not listed only gets the checks every lesson gets (and the "panels
+# changed" check if it shows any). Extend it as the lessons change.
 EXPECT: dict[str, Expect] = {
     "00_tour": Expect(panels=True),
+    "01_ownership_ids_stubs": Expect(panels=True),
+    # "Be the scheduler": the lesson says to click `1: admit delivery 2 ...`; then the slow
+    # motion cell shows the gate CLOSED.
+    "02_input_gate": Expect(panels=True, gate_closed=True, scheduler=True, choice=1,
+                            pause_after="board = widgets.watch(lab, stub, scheduler=True)"),
+    "03_output_gate": Expect(panels=True),
+    "04_write_coalescing": Expect(panels=True),
+    "05_alarms_lifecycle": Expect(panels=True),
+    "06_contention_sharding": Expect(panels=True),
+    "07_sql_api": Expect(panels=True),
+    "08_websockets_hibernation": Expect(panels=True),
+    "09_capstone": Expect(panels=True),
 }
 
 # Installed before JupyterLab's own scripts: records, per dl-* class and attribute, the
@@ -95,8 +107,12 @@ EXPECT: dict[str, Expect] = {
 # update, so new nodes are scanned as well as attribute changes.
 RECORDER_JS = r"""
 (() => {
+  // The panels' state attributes (not their identity ones: data-object, data-table, ...).
   const ATTRS = ["data-seq", "data-steps", "data-gate", "data-mailbox", "data-held",
-                 "data-status", "data-paused", "data-count"];
+                 "data-status", "data-paused", "data-count", "data-state", "data-holder",
+                 "data-tables", "data-rows", "data-sockets", "data-running", "data-resets",
+                 "data-queued", "data-objects", "data-keys", "data-dirty", "data-clicks",
+                 "data-choices", "data-calls", "data-batches", "data-active"];
   const SELECTOR = ATTRS.map(a => `[${a}]`).join(",");
   const seen = {};
   window.__dlSeen = seen;
@@ -195,23 +211,46 @@ def _run(page: Any, stem: str, pause_after: str | None, on_pause: Any,
     page.keyboard.press("Control+Enter")  # and the selected cell itself, after those
     cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
     deadline = time.monotonic() + 180
-    while not re.fullmatch(r"\[\d+\]:", cell.locator(".jp-InputPrompt").first.inner_text()
-                           .strip()):
-        if time.monotonic() > deadline:
+    idle_since = None
+    while True:
+        prompt = cell.locator(".jp-InputPrompt").first.inner_text().strip()
+        now = time.monotonic()
+        idle = bool(page.evaluate(KERNEL_IDLE_JS))
+        idle_since = (idle_since or now) if idle else None
+        if re.fullmatch(r"\[\d+\]:", prompt) and idle:
+            break
+        if prompt == "[*]:" and idle_since is not None and now - idle_since > 5:
+            break  # it ran; JupyterLab lost the reply (harness.wait_all_cells_ran)
+        if now > deadline:
             raise AssertionError(f"the cell with {pause_after!r} did not run in 180 s")
         on_tick()
         time.sleep(0.25)
-    wait_kernel_idle(page)
     on_pause()
     _select_cell(page, index + 1)
     menu(page, "Run", "Run Selected Cell and All Below")
     return wait_all_cells_ran(page, timeout=180, tick=on_tick)
 
 
+def _shoot(page: Any, target: Any, path: Any) -> None:
+    """Screenshot ``target`` (a locator) as it is now. Not ``locator.screenshot()``: that waits
+    for the element to stop moving, and a live panel only stops when its workload ends (the
+    shots then showed the lab closed). Scroll it to the top, clip the page to its box."""
+    target.evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(150)  # let the scroll paint
+    box = target.bounding_box()
+    if box is None:
+        raise AssertionError(f"nothing to screenshot for {path}")
+    size = page.viewport_size
+    top = max(0.0, box["y"])
+    clip = {"x": max(0.0, box["x"]), "y": top, "width": min(box["width"], size["width"]),
+            "height": min(box["height"], size["height"] - top)}
+    page.screenshot(path=path, clip=clip)
+
+
 def _click_scheduler(page: Any, choice: int, shot: Any) -> dict[str, Any]:
     """One click on choice ``choice`` of the first scheduler: data-steps must go up by one.
     ``shot`` is where the scheduler's output is screenshot after the click."""
-    sched = ".dl-scheduler"
+    sched = ".dl-scheduler[data-steps]"  # (the panel box itself is .dl-scheduler too)
     page.locator(sched).first.wait_for(timeout=20_000)
     # The buttons are ipywidgets next to the .dl-scheduler HTML, in the same panel.
     panel = page.locator(".dl-panel", has=page.locator(sched)).last
@@ -230,9 +269,7 @@ def _click_scheduler(page: Any, choice: int, shot: Any) -> dict[str, Any]:
         after = int(attr(page, sched, "data-steps"))
     time.sleep(1.0)  # nothing else may move it: the lab stays paused
     settled = int(attr(page, sched, "data-steps"))
-    out = page.locator(".jp-OutputArea-output", has=page.locator(sched)).first
-    out.scroll_into_view_if_needed()
-    out.screenshot(path=shot)
+    _shoot(page, page.locator(".jp-OutputArea-output", has=page.locator(sched)).first, shot)
     return {"clicked": label, "buttons": buttons.count(), "steps": [before, after, settled]}
 
 
@@ -252,22 +289,16 @@ def _lesson_report(session: BrowserSession, page: Any, stem: str, expect: Expect
             closed = page.locator(".jp-OutputArea-output",
                                   has=page.locator('.dl-objectview[data-gate="closed"]'))
             if closed.count():
-                try:
-                    closed.first.screenshot(path=shots / f"{stem}-gate-closed.png", timeout=5000)
-                    shot["gate"] = True
-                except Exception:  # the gate opened again mid-shot; the next tick retries
-                    pass
+                _shoot(page, closed.first, shots / f"{stem}-gate-closed.png")
+                shot["gate"] = True
         # The panel moment: the first panel on the page, once it has changed a few times.
         if shot["taken"] or not page.locator(".dl-panel").count():
             return
         seen = page.evaluate("() => window.__dlSeen")
-        changes = max((len(v) for per in seen.values() for k, v in per.items()
-                       if k in ("data-seq", "data-steps")), default=0)
+        changes = max((len(v) for per in seen.values() for v in per.values()), default=0)
         if changes < 4:
             return
-        out = first_panel_output()
-        out.scroll_into_view_if_needed()
-        out.screenshot(path=shots / f"{stem}.png")
+        _shoot(page, first_panel_output(), shots / f"{stem}.png")
         shot["taken"] = True
         r["screenshot_at"] = {"s": round(time.monotonic() - t0, 1), "changes": changes,
                               "seq": attr(page, ".dl-panel [data-seq]", "data-seq")}
@@ -285,7 +316,9 @@ def _lesson_report(session: BrowserSession, page: Any, stem: str, expect: Expect
     r["run_s"] = round(time.monotonic() - t0, 1)
     if expect.scheduler and expect.pause_after is None:
         interact()
-    r["unrun_cells"] = [p for p in r["prompts"] if p in ("[ ]:", "[*]:")]
+    r["unrun_cells"] = [i for i, p in enumerate(r["prompts"]) if p == "[ ]:"]
+    # ran, but JupyterLab lost the reply (harness.wait_all_cells_ran): reported, not failed
+    r["stuck_prompts"] = stuck_prompts(r["prompts"])
     r["error_outputs"] = _unexpected_errors(page, stem)
     r["js_error_boxes"] = page.get_by_text(JS_ERROR_BOX_TEXT).count()
     r["plots"] = page.evaluate(PLOTS_JS)
@@ -294,9 +327,7 @@ def _lesson_report(session: BrowserSession, page: Any, stem: str, expect: Expect
     r["panel_errors"] = page.locator(".dl-errors .jp-OutputArea-output").count()
     if r["panels"] and not shot["taken"]:  # the workload ended before a moment was found
         r["screenshot_at"] = "after the run"
-        out = first_panel_output()
-        out.scroll_into_view_if_needed()
-        out.screenshot(path=shots / f"{stem}.png")
+        _shoot(page, first_panel_output(), shots / f"{stem}.png")
         shot["taken"] = True
     r["screenshot"] = shot["taken"]
     if expect.gate_closed:
@@ -343,8 +374,8 @@ def check(stem: str, expect: Expect, r: dict) -> list[str]:
     if empty:
         bad.append(f"plots that drew no glyphs: {empty}")
     if r["panels"]:
-        changes = [len(v) for per in r["seen"].values() for k, v in per.items()
-                   if k in ("data-seq", "data-steps")]
+        # any state attribute of any panel element took a second value
+        changes = [len(v) for per in r["seen"].values() for v in per.values()]
         if max(changes, default=0) < 2:
             bad.append(f"the panels never changed: {r['seen']}")
         if r["panel_errors"]:
