@@ -22,7 +22,9 @@ from .clock import sleep as sleep
 from .errors import DurableLabError as DurableLabError
 from .errors import DurableObjectError as DurableObjectError
 from .errors import DurableObjectResetError as DurableObjectResetError
+from .errors import LabFolderError as LabFolderError
 from .errors import OverloadedError as OverloadedError
+from .errors import StorageCorruptError as StorageCorruptError
 from .errors import StorageError as StorageError
 from .http import Headers as Headers
 from .http import Request as Request
@@ -62,10 +64,12 @@ __all__ = [
     "EventBus",
     "Headers",
     "Lab",
+    "LabFolderError",
     "OverloadedError",
     "Recorder",
     "Request",
     "Response",
+    "StorageCorruptError",
     "StorageError",
     "Subscription",
     "ClientWebSocket",
