@@ -334,6 +334,11 @@ class Lab:
             self._check_open()
             host = ObjectHost(self, namespace, object_id)
             self._hosts[key] = host
+        elif host.id.name is None and object_id.name is not None and host.incarnations == 0:
+            # Made from its file (alarms are loaded at bind) before the name was known: now
+            # that it is, errors and events can say "COUNTER:room-1" instead of a hex prefix.
+            host.id = object_id
+            host.label = f"{namespace.name}:{object_id.name}"
         return host
 
     # -- observation ---------------------------------------------------------------------
