@@ -259,7 +259,13 @@ class Lab:
             # here or in another process, has it open. See _folder.py.
             self._folder_lock = FolderLock(self.path)
             self.session = self._folder_lock.session
-            self.backend = SqliteBackend(self.path, max_open=max_open_databases)
+            try:
+                self.backend = SqliteBackend(self.path, max_open=max_open_databases)
+            except BaseException:
+                # A traceback kept by Jupyter would keep this half-made lab, and its lock,
+                # alive: let go of the folder now.
+                self._folder_lock.release()
+                raise
         self.backend = _CountingBackend(self.backend, self)
 
     # -- bindings ------------------------------------------------------------------------

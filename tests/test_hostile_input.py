@@ -89,6 +89,16 @@ async def test_item1_a_second_lab_on_the_same_folder_is_refused_naming_this_kern
         assert await second.bind("BOX", Box).getByName("c").increment() == 3
 
 
+async def test_item1_a_lab_that_fails_to_start_releases_the_folder(tmp_path):
+    """Item 1: a Lab whose construction fails after taking the lock lets go of the folder,
+    even while a notebook keeps the traceback (and with it the half-made lab) alive."""
+    with pytest.raises(ValueError, match="max_open") as caught:
+        Lab(tmp_path / "lab", max_open_databases=0)
+    assert caught.value.__traceback__ is not None
+    async with Lab(tmp_path / "lab") as lab:
+        assert await lab.bind("BOX", Box).getByName("c").increment() == 1
+
+
 def test_item1_another_process_holds_the_folder_until_it_dies(tmp_path):
     """Item 1: a Lab in another process is named by pid; once that process is killed, its
     stale lock is taken over (the OS drops a dead process's flock)."""
