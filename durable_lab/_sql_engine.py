@@ -864,7 +864,13 @@ class SqliteEngine:
             if multi and isinstance(exc, sqlite3.ProgrammingError) and "bindings" in str(exc):
                 error = SqlError(MULTI_STATEMENT_BINDINGS_MESSAGE)
             else:
-                error = self.sql_error(exc)
+                try:
+                    error = self.sql_error(exc)
+                except KeyboardInterrupt:
+                    # Stopped by the user: leave no transaction this statement opened.
+                    if began and conn.in_transaction and self._commit_fut is None:
+                        self._x("ROLLBACK")
+                    raise
             self._deny_reason = None
             self._after_statement(conn, expected, exc)
             if began and conn.in_transaction and self._commit_fut is None:
@@ -1050,6 +1056,7 @@ class SqliteEngine:
                 pass
         else:
             conn.set_authorizer(None)
+            conn.set_progress_handler(None, 0)
 
     def statistics(self) -> CacheStatistics:
         pending = self._txn_writes

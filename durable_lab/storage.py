@@ -143,6 +143,17 @@ def _encode(key: str, value: object) -> bytes:
     return data
 
 
+def decode_stored(label: str, key: str, data: bytes, limit: int = MAX_VALUE_SIZE) -> Any:
+    """``values.decode`` of the stored value of ``key``: corrupt bytes fail this read only,
+    with one error naming the object and the key."""
+    try:
+        return values.decode(data, limit=limit)
+    except StorageCorruptError as exc:
+        raise StorageCorruptError(
+            f"{label}: the stored value of key {key!r} cannot be read: {exc}"
+        ) from exc
+
+
 def _prefix_end(prefix: str) -> str | None:
     """The smallest string greater than every string starting with ``prefix`` (None: no bound)."""
     chars = list(prefix)
@@ -317,14 +328,7 @@ class DurableObjectStorage:
     _MAX_STORED = MAX_VALUE_SIZE
 
     def _decode(self, key: str, data: bytes) -> Any:
-        """``values.decode`` of the value of ``key``: corrupt bytes fail this read only, with
-        an error naming the object and the key."""
-        try:
-            return values.decode(data, limit=self._MAX_STORED)
-        except StorageCorruptError as exc:
-            raise StorageCorruptError(
-                f"{self._instance.label}: the stored value of key {key!r} cannot be read: {exc}"
-            ) from exc
+        return decode_stored(self._instance.label, key, data, self._MAX_STORED)
 
     # -- put / delete --------------------------------------------------------------------
 

@@ -205,6 +205,50 @@ async def test_item2_a_failing_sqlite_delete_all_changes_nothing_and_loses_no_ac
         await stub.add("y")  # the object is usable
 
 
+class Guarded(DurableObject):
+    """A drop that cascades into a trigger that raises: deleteAll() cannot finish."""
+
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        sql = ctx.storage.sql
+        sql.exec("CREATE TABLE IF NOT EXISTS notes (body TEXT)")
+        sql.exec("CREATE TABLE IF NOT EXISTS parent (id INTEGER PRIMARY KEY)")
+        sql.exec("CREATE TABLE IF NOT EXISTS child (id INTEGER PRIMARY KEY, "
+                 "p INTEGER REFERENCES parent(id) ON DELETE CASCADE)")
+        sql.exec("CREATE TRIGGER IF NOT EXISTS keep BEFORE DELETE ON child "
+                 "BEGIN SELECT RAISE(ABORT, 'children are kept'); END")
+
+    async def setup(self):
+        self.ctx.storage.sql.exec("INSERT INTO notes VALUES ('kept'); INSERT INTO parent "
+                                  "VALUES (1); INSERT INTO child VALUES (1, 1)")
+        self.ctx.storage.put("k", "v")
+
+    async def wipe_then_write(self):
+        try:
+            self.ctx.storage.deleteAll()
+        except SqlError as exc:
+            self.ctx.storage.put("after", str(exc))
+            return str(exc)
+        return "wiped"
+
+    async def state(self):
+        sql = self.ctx.storage.sql
+        return {"notes": sql.exec("SELECT count(*) AS n FROM notes").one().n,
+                "child": sql.exec("SELECT count(*) AS n FROM child").one().n,
+                "kv": sorted(await self.ctx.storage.list())}
+
+
+async def test_item2_a_delete_all_stopped_by_a_trigger_changes_nothing(lab):
+    """Item 2: a drop refused by ON DELETE CASCADE into a trigger that raises: deleteAll()
+    raises, nothing is dropped (notes, the first table, too), the object keeps running and
+    its next write commits."""
+    stub = lab.bind("G", Guarded, sql=True).getByName("g")
+    await stub.setup()
+    message = await stub.wipe_then_write()
+    assert message.startswith("deleteAll() failed and changed nothing: children are kept")
+    assert await stub.state() == {"notes": 1, "child": 1, "kv": ["after", "k"]}
+
+
 # -- 3. lone surrogates are refused up front ---------------------------------------------------
 
 
