@@ -22,6 +22,7 @@ from .clock import sleep as sleep
 from .errors import DurableLabError as DurableLabError
 from .errors import DurableObjectError as DurableObjectError
 from .errors import DurableObjectResetError as DurableObjectResetError
+from .errors import LabClosedError as LabClosedError
 from .errors import LabFolderError as LabFolderError
 from .errors import OverloadedError as OverloadedError
 from .errors import StorageCorruptError as StorageCorruptError
@@ -64,6 +65,7 @@ __all__ = [
     "EventBus",
     "Headers",
     "Lab",
+    "LabClosedError",
     "LabFolderError",
     "OverloadedError",
     "Recorder",

@@ -833,7 +833,9 @@ class SqliteBackend:
         """Wait for operations in flight, then close every connection. Idempotent."""
         if self._close_task is None:
             self._closed = True
-            self._close_task = asyncio.ensure_future(self._close_all())
+            from ._turns import spawn
+
+            self._close_task = spawn(self._close_all())
             self._wake_waiters()  # operations waiting for a slot now raise StorageError
         await asyncio.shield(self._close_task)
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import values
-from ._turns import current_driver
+from ._turns import current_driver, spawn
 from .errors import StorageCorruptError, StorageError
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ class AlarmScheduler:
                                    scheduledTime=self.scheduled[key])
         self.fired += 1
         reply = host.deliver("alarm", "alarm", (info,), {}, host.generation)
-        self.lab._track(asyncio.ensure_future(self._after(host, reply, retry)))
+        self.lab._track(spawn(self._after(host, reply, retry)))
 
     async def _after(self, host: ObjectHost, reply: asyncio.Future[Any], retry: int) -> None:
         key = host.storage_key
@@ -195,7 +195,7 @@ class AlarmScheduler:
             # Abandoned after 7 attempts (or deleted meanwhile): forget it, durably.
             self._retries.pop(key, None)
             self.scheduled.pop(key, None)
-            self.lab._track(asyncio.ensure_future(self._abandon(host)))
+            self.lab._track(spawn(self._abandon(host)))
             return
         self._retries[key] = retry + 1
         delay = INITIAL_BACKOFF * (2 ** retry)

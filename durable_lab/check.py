@@ -46,6 +46,8 @@ from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable,
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from .errors import LabClosedError
+
 __all__ = [
     "INF",
     "CounterModel",
@@ -80,8 +82,11 @@ def error_kind(error: BaseException) -> str:
 
     ``"overloaded"`` (the call was refused, never queued), ``"reset"`` (the object was reset),
     ``"remote"`` (the object's own code raised), ``"timeout"`` (the caller stopped waiting),
-    ``"local"`` (anything else: raised on the caller's side, e.g. a method that does not exist).
+    ``"closed"`` (the lab was closed: ``LabClosedError``), ``"local"`` (anything else: raised
+    on the caller's side, e.g. a method that does not exist).
     """
+    if isinstance(error, LabClosedError):
+        return "closed"
     if getattr(error, "overloaded", False):
         return "overloaded"
     if getattr(error, "durableObjectReset", False):

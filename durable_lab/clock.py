@@ -33,7 +33,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["AutoClock", "Clock", "ClockTimer", "ManualClock", "RealClock", "make_clock", "now", "sleep"]
+__all__ = ["AutoClock", "Clock", "ClockTimer", "ManualClock", "RealClock", "Sleep", "make_clock",
+           "now", "sleep"]
 
 
 class ClockTimer(Protocol):
@@ -56,9 +57,30 @@ class Clock(Protocol):
         ...
 
 
+class Sleep(asyncio.Future):  # type: ignore[type-arg]
+    """A sleep on the lab clock (what ``durable_lab.sleep`` returns inside an object).
+
+    ``on_wake`` (set by the turn driver while a delivery awaits the sleep) runs synchronously
+    when the timer fires, before the future's done-callbacks, which asyncio only runs at the
+    loop's next pass. That is how the delivery's continuation is queued at its input gate at
+    the moment ``lab.clock.advance()`` fires the timer, so ``lab.choices()`` in the same cell
+    already lists it (and agrees with ``lab.step()``).
+    """
+
+    on_wake: Callable[[], None] | None = None
+
+
+def _sleep_future() -> Sleep:
+    return Sleep(loop=asyncio.get_running_loop())
+
+
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+        wake = getattr(fut, "on_wake", None)
+        if wake is not None:
+            fut.on_wake = None  # type: ignore[attr-defined]
+            wake()
 
 
 class RealClock:
@@ -81,7 +103,7 @@ class RealClock:
         return asyncio.get_running_loop().call_later(delay, callback)
 
     def sleep(self, seconds: float) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut = _sleep_future()
         handle = self.call_at(self.now() + max(0.0, seconds), lambda: _resolve(fut))
         fut.add_done_callback(lambda f: handle.cancel() if f.cancelled() else None)
         return fut
@@ -131,7 +153,7 @@ class ManualClock:
         """Hook for AutoClock."""
 
     def sleep(self, seconds: float) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut = _sleep_future()
         timer = self.call_at(self._now + max(0.0, seconds), lambda: _resolve(fut))
         fut.add_done_callback(lambda f: timer.cancel() if f.cancelled() else None)
         return fut
@@ -200,7 +222,9 @@ class AutoClock(ManualClock):
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 return
-            self._watcher = loop.create_task(self._jump_when_idle())
+            from ._turns import spawn  # not an object's task, even if object code set a timer
+
+            self._watcher = spawn(self._jump_when_idle())
 
     async def _jump_when_idle(self) -> None:
         loop = asyncio.get_running_loop()
@@ -246,15 +270,15 @@ def sleep(seconds: float) -> asyncio.Future[None]:
     non-storage I/O, so it ends the turn and opens the input gate, exactly like
     ``asyncio.sleep`` on Cloudflare.
     """
-    from ._turns import current_driver
+    from ._turns import current_driver, mark_io, spawn
 
     if not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
         raise ValueError(f"sleep() takes a finite number of seconds >= 0, got {seconds!r}")
     driver = current_driver.get()
     if driver is None:
-        fut: asyncio.Future[None] = asyncio.ensure_future(asyncio.sleep(seconds))
+        fut: asyncio.Future[None] = spawn(asyncio.sleep(seconds))
         return fut
-    return driver.instance.lab.clock.sleep(seconds)
+    return mark_io(driver.instance.lab.clock.sleep(seconds))
 
 
 def wall_monotonic() -> float:

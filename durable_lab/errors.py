@@ -19,7 +19,8 @@ Hierarchy::
     DurableLabError                  anything durable_lab raises on purpose
     ├── DurableObjectError           an error a caller sees from an object (carries the flags)
     │   ├── DurableObjectResetError  the object was reset; durableObjectReset=True
-    │   └── OverloadedError          too many deliveries queued; overloaded=True
+    │   ├── OverloadedError          too many deliveries queued; overloaded=True
+    │   └── LabClosedError           the lab is closed (also a RuntimeError)
     └── StorageError                 the storage backend failed (wrapped sqlite3/aiosqlite error)
         ├── StorageCorruptError      stored bytes are not a value durable_lab wrote (names the
         │                            object and key); only that read fails
@@ -37,6 +38,8 @@ __all__ = [
     "DurableLabError",
     "DurableObjectError",
     "DurableObjectResetError",
+    "LAB_CLOSED_MESSAGE",
+    "LabClosedError",
     "OverloadedError",
     "LabFolderError",
     "StorageCorruptError",
@@ -90,14 +93,20 @@ class DurableObjectResetError(DurableObjectError):
     """The object was reset: in-memory state dropped, unflushed writes lost, stub broken.
 
     ``reason`` names the cause in workerd's vocabulary: ``inputGateBroken`` (a
-    ``blockConcurrencyWhile`` callback failed), ``outputGateBroken`` (a commit failed, or the
-    object called ``ctx.abort()``), ``constructorFailed``, ``codeUpdated``, ``evicted``.
+    ``blockConcurrencyWhile`` callback failed or ran for 30 seconds), ``outputGateBroken`` (a
+    commit failed or took 30 seconds, or the object called ``ctx.abort()``),
+    ``constructorFailed``, ``codeUpdated``, ``evicted``.
+
+    ``durableObjectReset`` is True except where workerd leaves it unset although the object
+    is reset: a SQLite constraint violated at commit ("... rolled back to its last known good
+    state ...", whose description has no ``broken.`` prefix).
     """
 
     def __init__(self, message: str, *, reason: str, remote: bool = False,
-                 retryable: bool = False, overloaded: bool = False) -> None:
+                 retryable: bool = False, overloaded: bool = False,
+                 durableObjectReset: bool = True) -> None:  # noqa: N803 - Cloudflare's name
         super().__init__(message, remote=remote, retryable=retryable, overloaded=overloaded,
-                         durableObjectReset=True)
+                         durableObjectReset=durableObjectReset)
         self.reason = reason
 
 
@@ -106,6 +115,27 @@ class OverloadedError(DurableObjectError):
 
     def __init__(self, message: str = "Durable Object is overloaded. Too many requests queued.") -> None:
         super().__init__(message, overloaded=True)
+
+
+#: What a call, a new stub or a binding on a closed lab is told. A notebook's "Run All" ends
+#: with ``await lab.close()``; re-running one cell afterwards must say why nothing works.
+LAB_CLOSED_MESSAGE = ("the lab is closed (await lab.close() ran), so it takes no more calls. "
+                      "Make a new Lab(): re-run the cell that makes the lab and the cells that "
+                      "bind your classes, then this one.")
+
+
+class LabClosedError(DurableObjectError, RuntimeError):
+    """The lab is closed: calls, new stubs and bindings are refused at once.
+
+    Raised by ``stub.method(...)``, ``namespace.get(...)``, ``lab.bind(...)`` and
+    ``run_workload(...)`` on a closed lab, and given to every call still in flight when
+    ``lab.close()`` reset its object. It is a :class:`DurableObjectError` (what such calls failed
+    with before) and a ``RuntimeError`` (what ``lab.bind`` raised before), so existing
+    ``except`` clauses still catch it.
+    """
+
+    def __init__(self, message: str = LAB_CLOSED_MESSAGE) -> None:
+        super().__init__(message)
 
 
 class StorageError(DurableLabError):

@@ -50,6 +50,7 @@ __all__ = [
     "InstanceConstructed",
     "InstanceEvicted",
     "InstanceReset",
+    "LabClosed",
     "OutgoingCallHeld",
     "OutgoingCallReleased",
     "Paused",
@@ -190,7 +191,9 @@ class CriticalSectionEnded(RuntimeEvent):
 
 @_event
 class StorageOp(RuntimeEvent):
-    """A storage call. ``cache`` is ``"hit"``, ``"miss"`` (needs I/O) or ``"write"``.
+    """A storage call. ``cache`` is ``"hit"``, ``"miss"`` (needs I/O), ``"write"`` (the cache
+    changed: a commit will follow) or ``"unchanged"`` (a write that changed nothing, e.g. the
+    same value again: nothing is flushed or committed for it).
 
     On a SQLite-backed class every read is a ``"hit"`` (storage is synchronous there).
     """
@@ -383,6 +386,22 @@ class WebSocketClosed(RuntimeEvent):
     reason: str
     was_clean: bool
     initiator: str
+
+
+@_event
+class LabClosed(RuntimeEvent):
+    """``lab.close()`` began: from now on the lab refuses calls (``LabClosedError``).
+
+    Lab-wide (``object`` is ``""``). Emitted once, before anything else ``close()`` does; then
+    a ``Resumed`` if the lab was paused, the commits already under way landing (deliveries
+    already queued may still run meanwhile), one ``InstanceReset`` with
+    ``reason="labClosed"`` per live instance (``instances`` of them; their unflushed writes are
+    lost), the ``DeliveryFinished``/``ReplyReleased`` (``ok=False``) of calls still in flight
+    and ``WebSocketClosed`` (1001) of open sockets. Nothing is emitted after ``close()``
+    returns. docs/events.md, "The lab", has the exact order.
+    """
+
+    instances: int  # live instances close() is about to reset
 
 
 # -- stepping ----------------------------------------------------------------------------------

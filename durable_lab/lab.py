@@ -27,14 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import _turns
 from . import alarms as _alarms
+from . import inspect as _inspect
 from . import websockets as _websockets
 from ._backends import MemoryBackend, SqliteBackend
 from ._folder import FolderLock
 from ._host import CODE_UPDATED_MESSAGE, ObjectHost
 from .bus import EventBus, Recorder, Subscription
+from .events import LabClosed
 from .clock import Clock, make_clock
-from .errors import DurableObjectError, DurableObjectResetError
+from .errors import DurableObjectResetError, LabClosedError
 from .check import History
 from .faults import Faults
 from .scheduler import Breakpoint, Choice, Scheduler
@@ -455,16 +458,17 @@ class Lab:
 
     # -- panels (widgets/, an optional extra) ----------------------------------------------
 
-    def dashboard(self, target: Any = None) -> Any:
+    def dashboard(self, target: Any = None, *, scale: float = 1.0) -> Any:
         """Open the live panels on this lab (``pip install durable_lab[widgets]``).
 
-        ``target`` (a stub, an id or a name) picks the object the object view shows first.
+        ``target`` (a stub, an id or a name) picks the object the object view shows first;
+        ``scale=1.5`` enlarges everything for a projector.
         """
         import importlib
 
         # Imported here, on demand, by name: the core itself never imports a UI package.
         panels = importlib.import_module("widgets")
-        return panels.dashboard(self, target)
+        return panels.dashboard(self, target, scale=scale)
 
     # -- stepping (see scheduler.py) -------------------------------------------------------
 
@@ -484,8 +488,9 @@ class Lab:
         """The transitions that are legal now (only what the gates allow), oldest first."""
         return self.scheduler.choices()
 
-    async def choose(self, index: int) -> Choice:
-        """Take ``choices()[index]`` and run to the next transitions."""
+    async def choose(self, index: int | Choice) -> Choice:
+        """Take ``choices()[index]`` (or a ``Choice`` from an earlier ``choices()``, if it is
+        still legal) and run to the next transitions."""
         return await self.scheduler.choose(index)
 
     async def step(self) -> Choice | None:
@@ -581,6 +586,15 @@ class Lab:
             ))
         return infos
 
+    async def peek(self, target: Any, *, limit: int = 500) -> dict[str, Any]:
+        """What ``target``'s key-value storage holds now, pending writes included: read from
+        outside, nothing delivered to the object, no gate touched (``durable_lab.inspect``)."""
+        return await _inspect.kv_snapshot(self, target, limit=limit)
+
+    def tables(self, target: Any, *, rows: int = 20) -> list[_inspect.TableSnapshot]:
+        """The SQL tables of a SQLite-backed object now: columns, row count, first ``rows``."""
+        return _inspect.sql_snapshot(self, target, rows=rows)
+
     # -- faults (the minimum the runtime's own tests need; lab controls add more) ----------
 
     def fail_next_commit(self, target: DurableObjectStub | DurableObjectId | str) -> None:
@@ -619,7 +633,7 @@ class Lab:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("this lab is closed; make a new Lab()")
+            raise LabClosedError()
 
     @property
     def closed(self) -> bool:
@@ -635,7 +649,13 @@ class Lab:
         """
         if self._close_done:
             return
-        self._closed = True
+        if not self._closed:
+            self._closed = True
+            if self.bus.active:
+                # First, so a panel can show "lab closed" and read the labClosed resets below
+                # as part of it (docs/events.md gives the order).
+                self.bus.emit(LabClosed, instances=sum(1 for h in self._hosts.values()
+                                                       if h.instance is not None))
         task = self._close_task
         if task is None or task.done():
             if task is not None and not task.cancelled():
@@ -654,18 +674,23 @@ class Lab:
                    for f in h.instance.cache.pending_commits() if not f.done()]
         if commits:
             await asyncio.wait(commits)
-        closing = DurableObjectError("the lab was closed")
+        closing = LabClosedError()
         for host in self._hosts.values():
             if host.instance is not None:
                 host.instance.reset(closing, reason="labClosed", stubs_broken=True)
         _websockets.close_all(self)  # hibernated objects' sockets too (code 1001)
         leftover = [t for t in self._tasks if not t.done()]
+        # A batch that started flying while we closed (a delivery still running wrote it) lands
+        # now, not on a closed backend after close() returned: nothing is emitted after close().
+        leftover += [h._landing for h in self._hosts.values()
+                     if h._landing is not None and not h._landing.done()]
         if leftover:
             await asyncio.wait(leftover)
         self.scheduler.clear_breakpoints()
         if self.scheduler.paused:
             self.scheduler.resume()
         await self.backend.aclose()
+        _turns.uninstall_task_factory(self)  # object code no longer runs on this loop
         if self._folder_lock is not None:
             self._folder_lock.release()
         if self._tempdir is not None:

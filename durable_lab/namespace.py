@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import values
 from ._futures import relay_outcome as _relay
-from ._turns import current_driver
+from ._turns import current_driver, mark_io, spawn
+from .errors import LabClosedError
 from .events import OutgoingCallHeld, OutgoingCallReleased
 from .http import Request, Response
 from .ids import DurableObjectId, IdFactory
@@ -68,6 +69,7 @@ class DurableObjectNamespace:
     def get(self, object_id: DurableObjectId, options: dict[str, Any] | None = None
             ) -> DurableObjectStub:
         """A stub for ``object_id``. Does not start the object."""
+        self._lab._check_open()
         if not isinstance(object_id, DurableObjectId):
             raise TypeError(
                 f"get() takes a DurableObjectId (from idFromName, newUniqueId or idFromString), "
@@ -165,12 +167,19 @@ class DurableObjectStub:
     def _send(self, kind: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
               ) -> asyncio.Future[Any]:
         host = self._host
+        if host.lab.closed:
+            # At once, not in the reply: a cell re-run after "Run All" closed the lab says so.
+            raise LabClosedError()
         driver = current_driver.get()
+        if driver is None and host.lab.scheduler.paused:
+            host.lab.scheduler.note_call(host.label, method)  # "the lab is paused: ..."
         if driver is not None and not driver.instance.broken:
-            # An outgoing call from an object waits for that object's pending writes.
+            # An outgoing call from an object waits for that object's pending writes. Its
+            # reply is I/O for the caller: the caller's code comes back through its gate.
             pending = driver.instance.output_gate.wait()
             if pending is not None:
-                return self._send_after(pending, driver, kind, method, args, kwargs)
+                return mark_io(self._send_after(pending, driver, kind, method, args, kwargs))
+            return mark_io(host.deliver(kind, method, args, kwargs, self._generation))
         elif driver is None and host.lab.recording:
             return host.lab._record_call(
                 host, kind, method, args, kwargs,
@@ -211,7 +220,7 @@ class DurableObjectStub:
                 return
             inner.add_done_callback(lambda f: _relay(f, reply))
 
-        caller.track(loop.create_task(send()))
+        caller.track(spawn(send()))
         return reply
 
     def __repr__(self) -> str:

@@ -26,6 +26,12 @@ Breakpoints pause the lab by themselves: ``lab.break_on("commit", object="COUNTE
 stops before every commit of that object. While paused, the kernel stays free: cells run, stub
 calls can be made (they queue), widgets respond.
 
+A call made while the lab is paused waits at its object's gate like any other delivery; so that
+a learner who paused in one cell is not left staring at a silent cell later, the first client
+call of each pause logs a warning on the ``durable_lab`` logger (in Jupyter an unconfigured
+logger's warnings show in the cell, on stderr): "the lab is paused: COUNTER:a.increment() waits
+until you press Play or Step".
+
 Deliberately not transitions: storage reads and timers complete by themselves (time is the
 clock's business: ``lab.clock.advance()`` on a manual clock); object code between two awaits is
 one indivisible turn.
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,8 +55,14 @@ if TYPE_CHECKING:
 
 __all__ = ["Breakpoint", "Choice", "Scheduler", "TRANSITION_KINDS"]
 
-TRANSITION_KINDS = ("admit", "resume", "critical section", "constructor", "flush", "commit",
-                    "reply")
+TRANSITION_KINDS = ("admit", "resume", "critical section", "constructor", "task", "flush",
+                    "commit", "reply")
+
+log = logging.getLogger("durable_lab")
+
+#: Logged once per pause, at the first call a client makes while paused.
+PAUSED_CALL_MESSAGE = ("the lab is paused: %s.%s() waits until you press Play or Step "
+                       "(lab.resume() / await lab.step())")
 
 
 class Choice:
@@ -66,6 +79,10 @@ class Choice:
         self.seq = seq
         self.index = -1
         self._take = take
+
+    def _key(self) -> tuple[str, str, int, int]:
+        """What identifies this transition across two calls of ``choices()``."""
+        return (self.kind, self.object, self.delivery, self.seq)
 
     def __repr__(self) -> str:
         return f"[{self.index}] {self.description}"
@@ -102,8 +119,12 @@ class _Permit:
 
 
 def _delivery_number(holder: str) -> int:
-    head, _, number = holder.rpartition(" ")
-    return int(number) if head == "delivery" and number.isdigit() else 0
+    """The delivery a holder belongs to: "delivery 3", or "delivery 3 task 5" (a task that
+    delivery's code started); 0 for the constructor and critical sections."""
+    words = holder.split(" ")
+    if len(words) >= 2 and words[0] == "delivery" and words[1].isdigit():
+        return int(words[1])
+    return 0
 
 
 class Scheduler:
@@ -117,6 +138,11 @@ class Scheduler:
         self._breakpoints: list[Breakpoint] = []
         self._seq = itertools.count(1)
         self.steps_taken = 0
+        #: Whether this pause already told the learner that calls wait (once per pause).
+        self._told_paused = False
+        #: Log "the lab is paused: ... waits" at the first call of a pause. Code that pauses a
+        #: lab of its own to play scheduler (the exercise checks, trace replay) turns it off.
+        self.note_paused_calls = True
         #: With ``Lab(record=True)``: every transition taken, in order (for lab.trace()).
         self.recording = False
         self.transitions: list[dict[str, Any]] = []
@@ -164,12 +190,19 @@ class Scheduler:
         self._permits.append(_Permit(kind, obj, delivery, description, self.next_seq(), fut))
         return fut
 
+    def note_call(self, target: str, method: str) -> None:
+        """A client called ``target.method()``: while paused, say once that it waits."""
+        if self.paused and not self._told_paused and self.note_paused_calls:
+            self._told_paused = True
+            log.warning(PAUSED_CALL_MESSAGE, target, method)
+
     # -- the learner's controls ------------------------------------------------------------
 
     def _pause(self, reason: str) -> None:
         if self.paused:
             return
         self.paused = True
+        self._told_paused = False
         bus = self._lab.bus
         if bus.active:
             bus.emit(Paused, reason=reason)
@@ -217,10 +250,19 @@ class Scheduler:
         if not permit.future.done():
             permit.future.set_result(None)
 
-    async def choose(self, index: int) -> Choice:
-        """Take choice ``index`` of ``choices()``, then run until the next transitions."""
+    async def choose(self, index: int | Choice) -> Choice:
+        """Take choice ``index`` of ``choices()`` (or that ``Choice`` itself, if it is still
+        legal), then run until the next transitions."""
         await self.settle()
         options = self.choices()
+        if isinstance(index, Choice):
+            wanted = index._key()
+            found = [c for c in options if c._key() == wanted]
+            if not found:
+                listing = "\n".join(f"  {c!r}" for c in options) or "  (none: nothing can happen)"
+                raise LookupError(f"{index.description!r} is no longer possible; the choices "
+                                  f"now are:\n{listing}")
+            index = found[0].index
         if not isinstance(index, int) or not 0 <= index < len(options):
             listing = "\n".join(f"  {c!r}" for c in options) or "  (none: nothing can happen)"
             raise IndexError(f"no choice {index!r}; the choices now are:\n{listing}")

@@ -56,7 +56,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import values
-from ._turns import current_driver
+from ._turns import current_driver, mark_io, resolved, spawn
 from .errors import StorageCorruptError
 from .events import StorageOp
 from .sql import NOT_SQL_MESSAGE, NOT_SQLITE_MESSAGE, SqlStorage
@@ -84,11 +84,16 @@ MAX_SQLITE_ENTRY_SIZE = 2 * 1024 * 1024  # key + value, SQLite-backed objects
 
 _MISSING: Any = object()
 
+#: ``StorageOp.cache`` of a put/delete/transaction that changed nothing in the cache (the same
+#: value again, a key known absent deleted): no flush and no commit follow, so a panel must not
+#: show its keys as pending (on a KV-backed class; SQLite-backed classes commit every write).
+UNCHANGED = "unchanged"
+
 
 def _done(value: Any) -> asyncio.Future[Any]:
-    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    fut.set_result(value)
-    return fut
+    # A resolved promise: awaiting it does not end the turn but lets the turn's other
+    # runnable code go first (_turns.Resolved).
+    return resolved(value)
 
 
 def _not_unicode(what: str, text: str) -> ValueError:
@@ -270,7 +275,14 @@ class DurableObjectStorage:
                       op=op, keys=tuple(keys), cache=cache)
 
     def _start_read(self, coro: Any, allow_concurrency: bool) -> asyncio.Future[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = spawn(coro)
+        if not allow_concurrency:
+            # The read holds the gate of the code that issued it, however it is awaited
+            # (directly, gather, wait_for, a task): first callback, so that the awaiter's
+            # wake-up finds the gate settling and comes back in as part of the read's turn.
+            driver = current_driver.get()
+            gate = driver.gate if driver is not None else self._instance.gate
+            gate.hold_for(task)
         self._cache.track_read(task)
         if not allow_concurrency:
             holding = self._instance.gate_holding_reads
@@ -346,14 +358,14 @@ class DurableObjectStorage:
             data = values.encode_for_key(key, value)
             if len(data) > MAX_VALUE_SIZE:
                 _encode(key, value)
-            self._cache.write_one(key, data)
+            changed = self._cache.write_one(key, data)
             if instance.bus.active:
-                self._emit("put", (key,), "write")
+                self._emit("put", (key,), "write" if changed else UNCHANGED)
             return self._done_none()
         items = _kv_put_items(key, value)
-        self._cache.write(items, confirmed=not allowUnconfirmed)
+        changed = self._cache.write(items, confirmed=not allowUnconfirmed)
         if self._instance.bus.active:
-            self._emit("put", [k for k, _ in items], "write")
+            self._emit("put", [k for k, _ in items], "write" if changed else UNCHANGED)
         return self._done_none()
 
     def _done_none(self) -> asyncio.Future[None]:
@@ -387,9 +399,10 @@ class DurableObjectStorage:
             # Ask storage before the delete is committed (the flush waits for this read).
             read = self._start_read(self._cache.read_missing(unknown, remember=False),
                                     allowConcurrency)
-        self._cache.write([(k, None) for k in names], confirmed=not allowUnconfirmed)
+        changed = self._cache.write([(k, None) for k in names], confirmed=not allowUnconfirmed)
         if self._instance.bus.active:
-            self._emit("delete", names, "miss" if unknown else "write")
+            self._emit("delete", names,
+                       "miss" if unknown else "write" if changed else UNCHANGED)
         if not unknown:
             return _done(existed > 0 if single else existed)
         return self._start_read(self._count_deleted(read, existed, single), allowConcurrency)
@@ -476,7 +489,7 @@ class DurableObjectStorage:
         for commit in pending:
             commit.add_done_callback(settle)
         asyncio.get_running_loop().call_soon(settle)
-        return fut
+        return mark_io(fut)  # I/O: the code after it comes back behind everything queued
 
     # -- SQL and transactions ------------------------------------------------------------
 
@@ -702,9 +715,10 @@ class KvTransaction(_Transaction):
             self._state = _COMMITTED
             if self._writes and storage._instance.broken is None:
                 items = list(self._writes.items())
-                storage._cache.write(items, confirmed=self._confirmed)
+                changed = storage._cache.write(items, confirmed=self._confirmed)
                 if storage._instance.bus.active:
-                    storage._emit("transaction", [k for k, _ in items], "write")
+                    storage._emit("transaction", [k for k, _ in items],
+                                  "write" if changed else UNCHANGED)
         elif self._state == _OPEN:
             self._state = _ROLLED_BACK
         self._writes = {}
@@ -836,7 +850,7 @@ class SqlDurableObjectStorage(DurableObjectStorage):
                 self._emit("sync", (), "miss")
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             asyncio.get_running_loop().call_soon(lambda: fut.done() or fut.set_result(None))
-            return fut
+            return mark_io(fut)
         return super().sync()
 
     @property

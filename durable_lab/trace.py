@@ -151,6 +151,7 @@ async def replay(trace: dict[str, Any], bindings: dict[str, type] | None = None,
               clock="manual")
     namespaces = {name: lab.bind(name, bindings[name], sql=meta.get("sql", False))
                   for name, meta in trace["bindings"].items()}
+    lab.scheduler.note_paused_calls = False  # replay's own pause: not news to the learner
     lab.pause()
     calls = sorted(trace["calls"], key=lambda c: (c["position"], c["index"]))
     transitions = trace["transitions"]

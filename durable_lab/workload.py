@@ -29,7 +29,9 @@ The knobs:
   :func:`~durable_lab.check.lost_updates`.
 
 Errors never stop a workload: each failed call is recorded with its kind (``overloaded``,
-``reset``, ``remote``, ``timeout``, ``local``), as a real client would log it and carry on.
+``reset``, ``remote``, ``timeout``, ``closed``, ``local``), as a real client would log it and
+carry on. The one exception: on a lab that is already closed, ``run_workload`` raises
+``LabClosedError`` at once instead of recording every call as failed.
 Times are wall-clock seconds (``time.perf_counter``), measured from the start of the run.
 """
 
@@ -45,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .check import History, error_kind
+from .errors import LAB_CLOSED_MESSAGE, LabClosedError
 
 if TYPE_CHECKING:
     from .namespace import DurableObjectNamespace
@@ -172,7 +175,8 @@ class WorkloadResult:
 
     @property
     def errors(self) -> dict[str, int]:
-        """Failed calls by kind: ``overloaded``, ``reset``, ``remote``, ``timeout``, ``local``."""
+        """Failed calls by kind: ``overloaded``, ``reset``, ``remote``, ``timeout``, ``closed``,
+        ``local``."""
         return dict(Counter(c.error_kind for c in self.calls if c.error_kind is not None))
 
     @property
@@ -233,6 +237,10 @@ class WorkloadResult:
             lines.append(f"    {name:<12} {n:>6} {bar}")
         if len(counts) > len(shown):
             lines.append(f"    … {len(counts) - len(shown)} more")
+        closed = self.errors.get("closed", 0)
+        if closed:
+            lines.append(f"  {closed} call(s) failed because the lab was closed during the run: "
+                         "make a new Lab() (re-run the cell that makes it) and run this again")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -382,6 +390,9 @@ async def run_workload(
         if not isinstance(objects, int) or objects < 1:
             raise ValueError(f"objects must be an int >= 1, got {objects!r}")
         name_list = [f"obj-{k}" for k in range(objects)]
+    if namespace._lab.closed:
+        # Every call would fail the same way: say it once, not "failed 120 (local 120)".
+        raise LabClosedError(f"run_workload() cannot call {namespace.name}: {LAB_CLOSED_MESSAGE}")
     cls = namespace.cls
     for name in ([method] if isinstance(method, str) else list(method)):
         if name.startswith("_") or not callable(getattr(cls, name, None)):

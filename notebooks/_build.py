@@ -387,6 +387,11 @@ from durable_lab import DurableObject, Lab, Response, WebSocketPair
 '''
 
 
+#: The first cell of a lesson: the imports, and the live panels (widgets/, docs/panels.md).
+LESSON_IMPORTS = IMPORTS + """import widgets                        # the live panels: docs/panels.md
+"""
+
+
 def exercise_cells(key: str, intro: str) -> list[Cell]:
     """The exercise block of a lesson: the task, the starter class, the check."""
     return [
@@ -587,7 +592,7 @@ L01 = [
     one instance, and use `lost_updates` / `linearizable` to judge a run.
     **Scenario:** a counter hit by ten clients at once, in three memory labs with `seed=1`.
     """),
-    code(IMPORTS + '''
+    code(LESSON_IMPORTS + '''
 from durable_lab.check import linearizable, lost_updates
 
 
@@ -633,6 +638,44 @@ class Counter(DurableObject):
     await stub.increment()
     print([(o.label, o.state, o.incarnations) for o in await lab.objects()])
     '''),
+    md("""
+    ## See it: one cell per object
+
+    The fleet view draws one cell per object the lab has seen, coloured by its queue.
+    **Predict:** we call `room-2`, `room-3`, `room-1` and `room-2` again. How many cells?
+    """),
+    code('''
+    fleet = widgets.fleet(lab)          # hover a cell: its queue, calls in flight, resets
+    fleet
+    '''),
+    code('''
+    for name in ("room-2", "room-3", "room-1", "room-2"):
+        await COUNTER.getByName(name).increment()
+    print([(o.label, o.incarnations) for o in await lab.objects()])
+    '''),
+    md("""
+    Three cells, not four: every call for `room-2` reached the one instance of `room-2`, wherever
+    the caller was. A name is the address of exactly one object.
+
+    ## One object, several lives
+
+    An instance is not the object: it can be dropped from memory (evicted) and a new one
+    constructed on the next call, with the same id and the same storage. **Predict:** after an
+    eviction, what does the object view's *incarnation* say, and what does the counter return?
+    """),
+    code('''
+    view = widgets.object_view(lab, stub)   # the object of room-1, large
+    view
+    '''),
+    code('''
+    await lab.evict(stub)                   # drop the instance from memory
+    print("after eviction:", await stub.increment())   # a new instance, the same storage
+    print([(o.label, o.incarnations) for o in await lab.objects() if o.name == "room-1"])
+    '''),
+    md("""
+    Incarnation 2, and the count went on from storage: memory is a cache of the object, storage
+    is the object. (Lesson 05 comes back to this.)
+    """),
     md("""
     ## Ten clients, one counter, three runtimes
 
@@ -712,7 +755,7 @@ L02 = [
     **Scenario:** counters and a one-seat ticket sale, on memory labs with a manual clock
     (`clock="manual"`): lab time moves only when we say so.
     """),
-    code(IMPORTS + SHOW + '''
+    code(LESSON_IMPORTS + SHOW + '''
 
 class Counter(DurableObject):
     async def increment(self):
@@ -748,16 +791,25 @@ class Counter(DurableObject):
     lab.pause()
     calls = [asyncio.ensure_future(stub.increment()) for _ in range(2)]
     await lab.step()                    # the constructor
-    print(lab.choices())
+    board = widgets.watch(lab, stub, scheduler=True)
+    board
     '''),
+    md("""
+    The panel on the right lists what `lab.choices()` returns: the transitions the gates allow
+    **now**, one button each. **Click `1: admit delivery 2 ...`** to admit the second call first
+    (or run the next cell, which does the same from code), and watch the object view and the
+    timeline: the *input gate* lane turns red while the call runs.
+    """),
     code('''
-    await lab.choose(1)                 # admit the second call first
+    options = lab.choices()
+    if len(options) > 1 and options[1].kind == "admit":
+        await lab.choose(1)             # what clicking button 1 does: admit the second call
     print(lab.choices())
     '''),
     md("""
     The second call ran its whole read-then-write in one go: while its read was in flight the
-    gate offered **nobody** else. Take the remaining steps in any order you like; the answer is
-    always `[1, 2]` in some order.
+    gate offered **nobody** else. Take the remaining steps in any order you like, by clicking or
+    with the next cell; the answer is always `[1, 2]` in some order.
     """),
     code('''
     while not all(c.done() for c in calls):
@@ -787,9 +839,35 @@ class Counter(DurableObject):
     print(await asyncio.gather(*calls), "value:", await other.value())
     '''),
     md("""
-    Both returned 1: a lost update, produced on purpose. The gate holds only while the object
+    Both returned 1: a lost update, produced on purpose (on the timeline: two *awaiting io*
+    lanes side by side while the gate lane is empty). The gate holds only while the object
     waits for **its own storage**; a timer, a `fetch`, a call to another object or
     `storage.sync()` all let the next request in.
+
+    ## Watch the gate close, in slow motion
+
+    At full speed a whole call takes a few microseconds: no screen can show the gate closed.
+    `watch(..., speed=3)` puts the lab in slow motion: three transitions a second, and the
+    events of each played back one at a time.
+
+    **Predict:** three increments arrive at once. While one of them runs, is the gate open or
+    closed? Where do the other two wait?
+    """),
+    code('''
+    slow = Lab(storage="memory", seed=1)
+    slow_counter = slow.bind("COUNTER", Counter).getByName("slow")
+    slow_view = widgets.watch(slow, slow_counter, speed=3)   # Play/Pause/speed at the top
+    slow_view
+    '''),
+    code('''
+    print(await asyncio.gather(*(slow_counter.increment() for _ in range(3))))
+    slow_view.full_speed()              # back to full speed
+    '''),
+    md("""
+    Each call closed the gate (**CLOSED**, held by its delivery) from admission to its last line,
+    storage read included, while the others waited in the mailbox. The red spans on the
+    timeline's *input gate* lane stay after the run, one per call: hover them to see who held
+    the gate. At full speed the same spans are drawn, just a few events wide.
 
     ## `blockConcurrencyWhile`: close the gate across any await
 
@@ -849,7 +927,7 @@ class Counter(DurableObject):
     ## Exercise 02 · one seat, one payment
 
     Fix `Seat` so that the seat is sold once and only the winner pays, whatever the schedule.
-    The check also plays scheduler (25 random legal schedules of three claims) and makes the
+    The check also plays scheduler (25 random legal schedules of 3 claims) and makes the
     payment call fail once: a failed payment must leave the seat free for the next buyer.
     """),
     code("await lab.close()"),
@@ -870,7 +948,7 @@ L03 = [
     `lab.faults`, and decide when `allowUnconfirmed` is acceptable.
     **Scenario:** a bank account, on memory labs with `seed=1`.
     """),
-    code(IMPORTS + SHOW + '''
+    code(LESSON_IMPORTS + SHOW + '''
 
 class Account(DurableObject):
     async def deposit(self, amount):
@@ -893,9 +971,13 @@ class Account(DurableObject):
     caller before the commit, or after?
     """),
     code('''
-    lab = Lab(storage="memory", seed=1)
+    lab = Lab(storage="memory", seed=1, commit_latency=0.3)   # each commit takes 0.3 s
     ACCOUNTS = lab.bind("ACCOUNTS", Account)
     acct = ACCOUNTS.getByName("alice")
+    view = widgets.watch(lab, "ACCOUNTS:alice")   # by label: it follows every instance
+    view
+    '''),
+    code('''
     rec = lab.record()
     print(await acct.deposit(100))
     rec.close()
@@ -903,7 +985,9 @@ class Account(DurableObject):
     '''),
     md("""
     *finished → reply HELD → commit durable → reply released.* The handler was done before the
-    commit, but the caller only hears about it once the write is durable.
+    commit, but the caller only hears about it once the write is durable. In the panel: the
+    reply sat in *Replies held by the output gate* for the 0.3 s the commit took (the purple
+    span on the *output gate* lane, over the blue *commit* span), then went out green.
 
     ## Break the storage
 
@@ -930,8 +1014,10 @@ class Account(DurableObject):
     print("balance:", await acct.balance())
     '''),
     md("""
-    No false "done": the held reply became an error, the object reset to what was committed
-    (100), and the stub that saw the reset is broken for good (make a new one).
+    No false "done": the held reply became an error (the red **✗ ERROR** chip under
+    *Released*, and the red *batch FAILED* in *Storage*), the object reset to what was
+    committed (100: the banner says how many writes were lost), and the stub that saw the
+    reset is broken for good (make a new one).
 
     ## The same failure without gates
 
@@ -973,9 +1059,9 @@ class Account(DurableObject):
     *exercise_cells("03", """
     ## Exercise 03 · no false acknowledgments
 
-    `Ledger` was "optimised" with `allowUnconfirmed`. The check fails a commit and then runs 60
-    deposits from 4 clients while 1 commit in 5 fails, and asks the history checker whether the
-    balances the clients were told can all be true. Fix it.
+    `Ledger` was "optimised" with `allowUnconfirmed`. The check fails a commit and then runs 40
+    deposits from 3 clients while 1 commit in 5 fails (over 2 accounts), and asks the history
+    checker whether the balances the clients were told can all be true. Fix it.
     """),
     code("await lab.close()"),
     md("**Next:** [04 · write coalescing](04_write_coalescing.ipynb): n writes, one commit."),
@@ -997,7 +1083,7 @@ L04 = [
     **Scenario:** a handler writing n keys, with each commit costing 5 ms of lab time
     (`commit_latency=0.005`, `clock="auto"`), so the numbers are the same on every machine.
     """),
-    code(IMPORTS + '''
+    code(LESSON_IMPORTS + '''
 
 class Writer(DurableObject):
     async def one_turn(self, n):
@@ -1045,6 +1131,26 @@ async def measure(method, n):
     awaiting it does not end the turn. `sync()` waits for storage: the turn ends, the batch is
     committed, and the next write starts a new batch.
 
+    ## Watch a batch form
+
+    **Predict:** `one_turn(12)` on a lab whose commits take half a second, in slow motion. How
+    many keys are pending at most? How many batches fly to storage? When does the reply go?
+    """),
+    code('''
+    watched = Lab(storage="memory", seed=1, commit_latency=0.5)
+    writer = watched.bind("W", Writer).getByName("w")
+    batch_view = widgets.watch(watched, writer, storage=True, speed=3)
+    batch_view
+    '''),
+    code('''
+    print(await writer.one_turn(12))
+    batch_view.full_speed()
+    '''),
+    md("""
+    Twelve keys turned orange in *Pending writes* within one turn, left the cache together as
+    **one** batch (blue, 12 keys), and the reply waited under the output gate until that batch
+    landed. The storage inspector shows each key with its value and the batch it went in.
+
     ## Latency against n
 
     **Predict:** how does the latency of each method grow with n?
@@ -1058,7 +1164,28 @@ async def measure(method, n):
         print(f"{n:>5} | {c1:>3} commit {t1 * 1000:4.0f} ms | {c2:>3} commits {t2 * 1000:4.0f} ms")
     '''),
     md("""
-    Flat against linear: the whole turn costs one commit. And the batch is **atomic**: either
+    Flat against linear: the whole turn costs one commit. The metrics panel shows the same on a
+    live lab: every dot is one call, latency against the writes it made.
+    """),
+    code('''
+    live = Lab(storage="memory", seed=1, commit_latency=0.005)
+    live_writer = live.bind("W", Writer).getByName("w")
+    live_metrics = widgets.metrics(live)
+    live_metrics
+    '''),
+    code('''
+    for n in (1, 2, 5, 10, 20, 40):
+        for _ in range(3):
+            await live_writer.one_turn(n)       # the flat row of dots
+            await live_writer.sync_each(n)      # the rising one: a commit per write
+    await asyncio.sleep(0.6)                    # the panel samples four times a second
+    '''),
+    md("""
+    Two rows of dots: `one_turn` stays flat whatever n is, `sync_each` climbs by a commit per
+    write. The batch-size histogram (log scale) shows both kinds of commits: many one-key
+    commits from `sync_each` and a few big ones from `one_turn`.
+
+    And the batch is **atomic**: either
     all n keys are stored or none, which `sync_each` gives up as well (a failure after key 3
     leaves a half-written state).
 
@@ -1100,7 +1227,7 @@ L05 = [
     (`clock="manual"`, time moves with `lab.clock.advance(s)`) or an auto clock
     (`clock="auto"`: jumps to the next timer, so a minute of retries takes no time).
     """),
-    code(IMPORTS + SHOW),
+    code(LESSON_IMPORTS + SHOW),
     md("""
     ## Eviction: memory is a cache, storage is the truth
 
@@ -1124,6 +1251,14 @@ L05 = [
 
     lab = Lab(storage="memory", seed=1, clock="manual", idle_timeout=10)
     session = lab.bind("SESSIONS", Session).getByName("ada")
+    session_view = widgets.watch(lab, "SESSIONS:ada", storage=True)
+    session_view
+    '''),
+    md("""
+    The panel follows `SESSIONS:ada` across instances: its header shows the *incarnation* and
+    whether an instance is live or evicted; the storage inspector shows what survives.
+    """),
+    code('''
     print(await session.visit())
     print(await session.visit())
     await lab.evict(session)
@@ -1169,6 +1304,10 @@ L05 = [
 
     T0 = lab.clock.now()
     reminder = lab.bind("REMINDERS", Reminder).getByName("ada")
+    reminder_view = widgets.watch(lab, "REMINDERS:ada")   # watch the alarm arrive
+    reminder_view
+    '''),
+    code('''
     await reminder.remind_in(30, "stand up")
     await lab.evict(reminder)
     for _ in range(4):
@@ -1177,7 +1316,8 @@ L05 = [
         print(f"t={lab.clock.now() - T0:4.0f}s")
     '''),
     md("""
-    It fired at t=30 s, on a fresh instance. An object has **one** alarm: `setAlarm` again
+    It fired at t=30 s, on a fresh instance: in the panel, an `alarm` delivery arrived in the
+    mailbox of incarnation 2 (the timeline lane of that delivery is labelled `alarm`). An object has **one** alarm: `setAlarm` again
     *replaces* it (remember that for the exercise).
 
     ## When the handler fails: retries
@@ -1242,7 +1382,7 @@ L06 = [
     **Scenario:** counters with slow commits (`commit_latency=0.002`, real clock) driven by 8
     clients (`seed=1`), and a profile exporter on a manual clock.
     """),
-    code(IMPORTS + '''
+    code(LESSON_IMPORTS + '''
 from durable_lab.workload import run_workload
 
 
@@ -1261,14 +1401,29 @@ class Counter(DurableObject):
     throughput? The lower p99 latency?
     """),
     code('''
-    for distribution in ("hot", "uniform"):
-        lab = Lab(storage="memory", seed=1, commit_latency=0.002)
-        ns = lab.bind("COUNTER", Counter)
-        result = await run_workload(ns, method="increment", clients=8, calls=400, objects=8,
-                                    distribution=distribution, skew=0.9, seed=1)
-        print(result.summary())
-        print()
-        await lab.close()
+    hot = Lab(storage="memory", seed=1, commit_latency=0.002)
+    hot_counters = hot.bind("COUNTER", Counter)
+    widgets.side_by_side(widgets.fleet(hot), widgets.metrics(hot))
+    '''),
+    code('''
+    result = await run_workload(hot_counters, method="increment", clients=8, calls=400,
+                                objects=8, distribution="hot", skew=0.9, seed=1)
+    print(result.summary())
+    '''),
+    md("""
+    The fleet is a heat map of queues: one dark cell (the hot object, its queue long) among
+    pale ones; the queue-depth plot shows that one queue, and the percentiles above the plots
+    how long its calls waited. Now the same 400 calls spread evenly over 8 objects:
+    """),
+    code('''
+    even = Lab(storage="memory", seed=1, commit_latency=0.002)
+    even_counters = even.bind("COUNTER", Counter)
+    widgets.side_by_side(widgets.fleet(even), widgets.metrics(even))
+    '''),
+    code('''
+    result = await run_workload(even_counters, method="increment", clients=8, calls=400,
+                                objects=8, distribution="uniform", seed=1)
+    print(result.summary())
     '''),
     md("""
     (Numbers are wall-clock and vary by machine; the shape does not.) Coalescing helps the hot
@@ -1311,8 +1466,27 @@ class Counter(DurableObject):
         await lab.close()
     '''),
     md("""
-    The critical section kept the gate closed for 5 s: one slow request stalled the whole
-    object. Hold the gate only around what must not interleave (a storage read and write), and
+    See it on the timeline: the same locked report, with the ping arriving 1 s later.
+    """),
+    code('''
+    lab = Lab(storage="memory", seed=1, clock="manual")
+    stub = lab.bind("REPORT", Report).getByName("r")
+    report_view = widgets.watch(lab, stub)
+    report_view
+    '''),
+    code('''
+    report = asyncio.ensure_future(stub.slow_report(True))
+    await lab.scheduler.settle()
+    lab.clock.advance(1)
+    ping = asyncio.ensure_future(stub.ping())
+    await lab.scheduler.settle()
+    lab.clock.advance(4)
+    print(await asyncio.gather(report, ping))
+    '''),
+    md("""
+    The critical section kept the gate closed for 5 s (one long red span on the *input gate*
+    lane, held by the `critical section`), and the ping's lane is grey, queued, all along: one
+    slow request stalled the whole object. Hold the gate only around what must not interleave (a storage read and write), and
     do slow I/O outside it.
     """),
     *exercise_cells("06a", """
@@ -1356,7 +1530,7 @@ L08 = [
     **Scenario:** a room with two clients connected through `lab.connect(stub, "/?name=ann")`,
     on a memory lab with a manual clock and `hibernate_after=10`.
     """),
-    code(IMPORTS + SHOW + '''
+    code(LESSON_IMPORTS + SHOW + '''
 from durable_lab import WebSocketRequestResponsePair
 
 
@@ -1390,6 +1564,11 @@ room = ROOMS.getByName("lobby")
 
     **Predict:** ann sends "hi". Who receives `"ann: hi"`?
     """),
+    code('''
+    sockets = widgets.websockets(lab, "ROOMS:lobby")   # sockets, awake or hibernated
+    room_view = widgets.watch(lab, "ROOMS:lobby", timeline=False)
+    widgets.side_by_side(sockets, room_view)
+    '''),
     code('''
     ann = await lab.connect(room, "/?name=ann")
     bob = await lab.connect(room, "/?name=bob")
@@ -1481,7 +1660,7 @@ L07 = [
     **Scenario:** a notes table and a game leaderboard, on memory labs (each object gets its own
     in-memory SQLite database).
     """),
-    code(IMPORTS + SHOW),
+    code(LESSON_IMPORTS + SHOW),
     md("""
     ## A table per object
 
@@ -1506,6 +1685,10 @@ L07 = [
     lab = Lab(storage="memory", seed=1)
     NOTES = lab.bind("NOTES", Notes, sql=True)
     notes = NOTES.getByName("ada")
+    tables = widgets.sql_tables(lab, "NOTES:ada")    # the object's tables, live
+    tables
+    '''),
+    code('''
     print(await notes.add("buy milk"), await notes.add("call Bob"))
     await lab.evict(notes)
     print(await notes.all())
@@ -1642,7 +1825,7 @@ L09 = [
     5. Which clock do you read? (`durable_lab.now()` is the lab clock; on Cloudflare you would
        write `time.time()`.)
     """),
-    code(IMPORTS + SHOW + '''
+    code(LESSON_IMPORTS + SHOW + '''
 from durable_lab.check import History
 from durable_lab.workload import run_workload
 '''),
@@ -1687,6 +1870,10 @@ print("after an eviction:", [await user.allow() for _ in range(3)])
     code('''
     proof = Lab(storage="memory", seed=1, clock="manual")
     ns = proof.bind("RATE_LIMITER", RateLimiter)
+    board = widgets.dashboard(proof)    # every panel; click a fleet cell to open that user
+    board
+    '''),
+    code('''
     history = History()
     result = await run_workload(ns, method="allow", clients=8, calls=60,
                                 names=["ann", "bob", "cat"], seed=1, history=history)
@@ -1695,7 +1882,6 @@ print("after an eviction:", [await user.allow() for _ in range(3)])
         if call.ok and call.result is True:
             allowed[call.object] = allowed.get(call.object, 0) + 1
     print("allowed per user:", allowed, "| errors:", result.errors)
-    await proof.close()
     '''),
     md("""
     ## Going further
@@ -1708,7 +1894,7 @@ print("after an eviction:", [await user.allow() for _ in range(3)])
       op)` refuses stale versions, every editor connected over a WebSocket receives each accepted
       op in order. Prove it with two clients editing at once under `lab.pause()`.
     """),
-    code("await lab.close()"),
+    code("await lab.close()\nawait proof.close()"),
 ]
 # ---------------------------------------------------------------------------------------------
 # writing the files

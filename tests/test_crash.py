@@ -3,7 +3,7 @@
 The child (tests/crash_worker.py) bumps a few objects with concurrent calls; ``bump(i)`` writes
 ``a = i``, ``b = i`` and ``log{i} = i`` in one turn (one batch, one transaction), and the child
 prints ``ack obj i`` once a call has returned. The parent kills it at a random moment (50-400 ms
-after it printed its start line, or after starting it in one round of five; seeded), then reads the SQLite files itself (read-only) and checks:
+after it printed its start line, seeded), then reads the SQLite files itself (read-only) and checks:
 
 - durability: every acknowledged write is there (``a`` >= the highest acked ``i`` of that
   object, ``log{i}`` exists for every acked ``i``);
@@ -90,6 +90,16 @@ def parse_output(text: str) -> tuple[dict[str, int] | None, list[tuple[str, int]
     return start, acks
 
 
+def wait_for_start(out_path: Path, proc: subprocess.Popen, limit: float = 60.0) -> None:
+    """Wait until the child printed its complete start line (or exited, or ``limit`` passed)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and proc.poll() is None:
+        text = out_path.read_text()
+        if text.startswith("start") and "\n" in text:
+            return
+        time.sleep(0.005)
+
+
 def check_object(name: str, kv: dict[str, object] | None, acked: set[int], where: str) -> int:
     """Assert the invariants for one object; return its committed ``a``."""
     if kv is None:
@@ -138,14 +148,10 @@ def test_sigkill_loses_no_acknowledged_write_and_splits_no_batch(tmp_path):
                 stdout=out, stderr=err,
             )
             try:
-                if rnd % 5:
-                    # Count the delay from the child's start line, not from the spawn: importing
-                    # the lab takes 0.3 s to over 1 s on a loaded machine, and a kill during the
-                    # imports tests nothing. One round in five still counts from the spawn.
-                    deadline = time.monotonic() + 10
-                    while not out_path.stat().st_size and time.monotonic() < deadline \
-                            and proc.poll() is None:
-                        time.sleep(0.005)
+                # The delay counts from the child's start line, not from its spawn: on a busy
+                # machine Python's start-up alone can take longer than the whole delay, and the
+                # kills would then only ever hit start-up, never a commit.
+                wait_for_start(out_path, proc)
                 time.sleep(delay)
                 # The workload never finishes: the child must still be running when killed.
                 still_running = proc.poll() is None

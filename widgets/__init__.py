@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._feed import Feed, FeedStatistics, feed_for, open_panels
+from ._feed import Feed, FeedStatistics, feed_for, live_feeds, open_panels
 from ._plots import LiveBokehModel, ensure_bokehjs
 from .controls import Controls
 from .dashboard import Dashboard, dashboard
@@ -22,8 +22,12 @@ from .event_log import EventLog
 from .fleet import FleetView
 from .metrics import Metrics
 from .object_view import ObjectView
+from .scheduler_panel import SchedulerPanel
+from .sql_view import SqlTables
 from .storage_view import StorageInspector
 from .timeline import Timeline
+from .watch import Watch
+from .websockets_view import WebSocketsView
 
 if TYPE_CHECKING:
     from durable_lab import Lab
@@ -38,30 +42,57 @@ __all__ = [
     "LiveBokehModel",
     "Metrics",
     "ObjectView",
+    "SchedulerPanel",
+    "SqlTables",
     "StorageInspector",
     "Timeline",
+    "Watch",
+    "WebSocketsView",
     "controls",
     "dashboard",
     "event_log",
     "feed_for",
     "fleet",
+    "live_feeds",
     "metrics",
     "object_view",
     "open_panels",
+    "scheduler",
+    "side_by_side",
+    "sql_tables",
     "storage",
     "timeline",
+    "watch",
+    "websockets",
 ]
 
 
-def object_view(lab: Lab, target: Any = None) -> ObjectView:
+def object_view(lab: Lab, target: Any = None, *, scale: float = 1.0) -> ObjectView:
     """One object, large (``target``: a stub, an id or a label; None: the first seen)."""
-    return ObjectView(lab, target)
+    return ObjectView(lab, target, scale=scale)
 
 
-def timeline(lab: Lab, target: Any = None) -> Timeline:
-    """One lane per delivery (of ``target`` only, or of every object)."""
+def watch(lab: Lab, target: Any = None, *, timeline: bool = True, scheduler: bool = False,
+          storage: bool = False, controls: bool = True, speed: float | None = None,
+          scale: float = 1.0) -> Watch:
+    """A lesson's panel: the object view and its timeline with the gate lanes; optionally the
+    clickable scheduler (``scheduler=True``), the storage inspector, and slow motion
+    (``speed=3``: three transitions a second; ``.full_speed()`` ends it)."""
+    if timeline:
+        ensure_bokehjs()
+    return Watch(lab, target, timeline=timeline, scheduler=scheduler, storage=storage,
+                 controls=controls, speed=speed, scale=scale)
+
+
+def scheduler(lab: Lab, target: Any = None) -> SchedulerPanel:
+    """The next legal transitions as buttons: pause the lab, then click to take one."""
+    return SchedulerPanel(lab, target)
+
+
+def timeline(lab: Lab, target: Any = None, *, scale: float = 1.0) -> Timeline:
+    """The gate lanes and one lane per delivery (of ``target`` only, or of every object)."""
     ensure_bokehjs()
-    return Timeline(lab, target)
+    return Timeline(lab, target, scale=scale)
 
 
 def storage(lab: Lab, target: Any = None) -> StorageInspector:
@@ -89,3 +120,20 @@ def controls(lab: Lab, target: Any = None) -> Controls:
 def event_log(lab: Lab) -> EventLog:
     """The latest events in words, filterable."""
     return EventLog(lab)
+
+
+def sql_tables(lab: Lab, target: Any = None) -> SqlTables:
+    """The tables and first rows of a SQLite-backed object (``sql=True``), live."""
+    return SqlTables(lab, target)
+
+
+def websockets(lab: Lab, target: Any = None) -> WebSocketsView:
+    """An object's WebSockets: tags, awake or hibernated, messages held by the output gate."""
+    return WebSocketsView(lab, target)
+
+
+def side_by_side(*panels: Any) -> Any:
+    """Show panels next to each other (an ``ipywidgets.HBox`` that wraps when narrow)."""
+    import ipywidgets
+
+    return ipywidgets.HBox(list(panels), layout=ipywidgets.Layout(flex_flow="row wrap"))

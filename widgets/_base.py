@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
-from . import _feed
+from . import _comms, _feed
 
 if TYPE_CHECKING:
     from durable_lab import Lab
@@ -45,8 +45,14 @@ class Panel(w.VBox):  # type: ignore[misc]
         self._registered = register
         self._closed = False
         self._feed.add(self)
+        #: Re-opening a panel with the same key on the same lab replaces it (one per cell).
+        self.registry_key = self._registry_key()
         if register:
-            _feed.attach(lab, self.kind, self)
+            _feed.attach(lab, self.registry_key, self)
+            _feed.claim_for_cell(self)
+
+    def _registry_key(self) -> str:
+        return self.kind
 
     # -- the feed's side ------------------------------------------------------------------
 
@@ -130,15 +136,21 @@ class Panel(w.VBox):  # type: ignore[misc]
         return self._closed
 
     def close(self) -> None:
-        if self._closed:
+        # A panel whose __init__ refused its arguments has no state yet (Widget.__del__ still
+        # calls close): nothing to undo.
+        if getattr(self, "_closed", True):
             return
         self._closed = True
         for task in list(self._tasks):
             task.cancel()
         _feed.release(self.lab, self)
         if self._registered:
-            _feed.detach(self.lab, self.kind, self)
-        for child in self._owned_widgets():
+            _feed.detach(self.lab, self.registry_key, self)
+        owned = self._owned_widgets()
+        for widget in (*owned, self):
+            # Their views may still send (echoes, sizes) while this cell runs: see _comms.
+            _comms.forget_comm_of(widget)
+        for child in owned:
             child.close()
         super().close()
 
@@ -153,6 +165,19 @@ class Panel(w.VBox):  # type: ignore[misc]
             out.append(child)
             stack.extend(getattr(child, "children", ()))
         return out
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # Displayed now (a cell's last expression, or display()): the plots' views will be
+        # drawn from their render_bundle snapshot, so re-take it first when patches went out
+        # since (the panel opened and a workload ran in the same cell). See LiveBokehModel.
+        stack = list(self.children)
+        while stack:
+            child = stack.pop()
+            refresh = getattr(child, "refresh_bundle", None)
+            if refresh is not None:
+                refresh()
+            stack.extend(getattr(child, "children", ()))
+        return super()._repr_mimebundle_(**kwargs)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {'closed' if self._closed else 'open'}>"

@@ -8,6 +8,14 @@ asks each panel that changed to ``render()`` once (Bokeh ``stream``/``patch`` in
 ``Document.hold``, widget traits inside ``hold_sync``). So a burst of 10,000 events costs the
 runtime 10,000 ``deque.append`` calls and the front end at most 25 messages per panel per second.
 
+Slow motion (``play_slowly``): instead of handing every buffered event over at the next frame,
+the feed releases them one at a time, ``seconds_per_event`` apart. A step of the runtime takes
+microseconds and emits a handful of events (the gate closes, the call starts, reads, writes,
+the gate opens, the reply is held); played back this way each intermediate state stays on
+screen long enough to be seen, e.g. the input gate CLOSED while a call runs. The slow-motion
+stepper (``Controls.play_at``) waits for the playback to finish before taking the next step, so
+panels are never more than one step behind the runtime.
+
 If the runtime outruns the panels by more than ``max_buffer`` events between two frames, the
 oldest are dropped and counted (``statistics().dropped``): the panels' state may then be off
 until the next reset or eviction; it never grows without bound.
@@ -76,6 +84,10 @@ class Feed:
         self._last_cost = 0.0
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        #: Slow motion: seconds between two events handed to the panels (None: all at once).
+        self.seconds_per_event: float | None = None
+        self._credit = 0.0  # events owed to the panels under slow motion
+        self._last_tick = time.perf_counter()
         self.errors: deque[BaseException] = deque(maxlen=20)
         self._subscription = lab.subscribe(self._on_event)
         if autostart:
@@ -129,44 +141,77 @@ class Feed:
         while not self._closed:
             await asyncio.sleep(self.interval)
             try:
-                self.flush(force=True)
+                self.flush(force=True, limit=self._paced_count())
             except Exception as exc:  # shown by the panels' status line, never swallowed
                 self.errors.append(exc)
 
-    def flush(self, *, force: bool = False) -> int:
-        """Hand the buffered events to every listener, then let each render. Returns how many."""
+    def play_slowly(self, seconds_per_event: float | None) -> None:
+        """Slow motion: hand events over one at a time, this many seconds apart (None: stop)."""
+        if seconds_per_event is not None and not seconds_per_event > 0:
+            raise ValueError(f"seconds_per_event must be > 0 (or None), got {seconds_per_event!r}")
+        self.seconds_per_event = seconds_per_event
+        self._credit = 0.0
+        self._last_tick = time.perf_counter()
+
+    def _paced_count(self) -> int | None:
+        """How many events the panels may see this frame under slow motion (None: all)."""
+        now = time.perf_counter()
+        elapsed, self._last_tick = now - self._last_tick, now
+        per_event = self.seconds_per_event
+        if per_event is None:
+            return None
+        if not self._buffer:
+            self._credit = 0.0  # nothing waited: don't bank time for a burst later
+            return 0
+        self._credit = min(self._credit + elapsed / per_event, 1.0 + self.interval / per_event)
+        count = int(self._credit)
+        self._credit -= count
+        return count
+
+    async def drained(self) -> None:
+        """Wait until the panels have been handed every buffered event (slow motion)."""
+        while self._buffer and not self._closed:
+            await asyncio.sleep(self.interval / 2)
+
+    def flush(self, *, force: bool = False, limit: int | None = None) -> int:
+        """Hand the buffered events (at most ``limit``: slow motion) to every listener, then
+        let each render. Returns how many."""
         buffer = self._buffer
         if not buffer and not force:
             return 0
         t0 = time.perf_counter()
-        if not buffer:  # an idle frame: let panels that sample over time (metrics) draw
-            for listener in list(self._listeners):
-                try:
-                    listener.render()
-                except Exception as exc:
-                    self._report(listener, exc)
+        if not buffer or limit == 0:  # an idle frame: panels that sample over time may draw
+            self._render_all()
             return 0
-        events = list(buffer)
-        buffer.clear()
-        first_at, self._first_at = self._first_at, None
+        if limit is not None and limit < len(buffer):
+            events = [buffer.popleft() for _ in range(limit)]
+            first_at = self._first_at
+            self._first_at = time.perf_counter()  # the rest waits from now on
+        else:
+            events = list(buffer)
+            buffer.clear()
+            first_at, self._first_at = self._first_at, None
         self._events += len(events)
         for listener in list(self._listeners):
             try:
                 listener.consume(events)
             except Exception as exc:
                 self._report(listener, exc)
+        self._render_all()
+        end = time.perf_counter()
+        self._frames += 1
+        self._last_cost = end - t0
+        if first_at is not None and limit is None:
+            self._last_lag = end - first_at
+            self._max_lag = max(self._max_lag, self._last_lag)
+        return len(events)
+
+    def _render_all(self) -> None:
         for listener in list(self._listeners):
             try:
                 listener.render()
             except Exception as exc:
                 self._report(listener, exc)
-        end = time.perf_counter()
-        self._frames += 1
-        self._last_cost = end - t0
-        if first_at is not None:
-            self._last_lag = end - first_at
-            self._max_lag = max(self._max_lag, self._last_lag)
-        return len(events)
 
     def _report(self, listener: Any, exc: BaseException) -> None:
         self.errors.append(exc)
@@ -247,6 +292,54 @@ def release(lab: Lab, listener: Listener) -> None:
     if not feed.listeners:
         feed.close()
         _feeds.pop(lab, None)
+
+
+def _current_cell() -> tuple[str, int] | None:
+    """(cell id, execution count) of the notebook cell running now, if the front end said
+    (JupyterLab and Notebook 7 send ``cellId`` with every execute request); None elsewhere."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    kernel = getattr(shell, "kernel", None)
+    if kernel is None:
+        return None
+    try:
+        parent = kernel.get_parent()
+    except Exception:
+        return None
+    cell = (parent or {}).get("metadata", {}).get("cellId")
+    return (cell, shell.execution_count) if cell else None
+
+
+#: cell id -> (execution count, panels made by that execution)
+_by_cell: dict[str, tuple[int, list[weakref.ref[Any]]]] = {}
+
+
+def claim_for_cell(panel: Any, cell: tuple[str, int] | None = None) -> None:
+    """Remember that the running cell made ``panel``; when that cell runs again, the panels of
+    its previous run are closed, whatever lab they watched. So re-running a lesson from the top
+    (which makes new labs) leaves no old subscription behind."""
+    cell = cell if cell is not None else _current_cell()
+    if cell is None:
+        return
+    cell_id, count = cell
+    previous = _by_cell.get(cell_id)
+    if previous is not None and previous[0] != count:
+        for ref in previous[1]:
+            old = ref()
+            if old is not None and old is not panel:
+                old.close()
+        previous = None
+    if previous is None:
+        previous = _by_cell[cell_id] = (count, [])
+    previous[1].append(weakref.ref(panel))
+
+
+def live_feeds() -> int:
+    """How many labs have a feed subscribed right now (one per lab with an open panel)."""
+    return sum(1 for feed in list(_feeds.values()) if not feed.closed)
 
 
 def open_panels(lab: Lab) -> dict[str, Any]:

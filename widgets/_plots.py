@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from jupyter_bokeh.widgets import BokehModel
@@ -12,16 +14,57 @@ _loaded = False
 
 
 class LiveBokehModel(BokehModel):  # type: ignore[misc]
-    """``BokehModel`` that ignores the front end's echo of what the kernel sent.
+    """``BokehModel`` that ignores the front end's echo and re-sends its state to a late view.
 
-    jupyter_bokeh 4.1.0 sends back every change BokehJS makes while applying a patch from the
-    kernel; ``stream()`` rows would then be appended twice in Python (see
+    Echo: jupyter_bokeh 4.1.0 sends back every change BokehJS makes while applying a patch from
+    the kernel; ``stream()`` rows would then be appended twice in Python (see
     docs/panels.md, "Known issues"). The panels never let the browser edit data, so
     streamed/patched columns and ``data`` changes coming from the front end are dropped;
     selections (a tap on the fleet grid) still come through.
-    """
 
+    Late views: a jupyter_bokeh view draws the document from ``render_bundle``, a snapshot
+    taken when the model was made, and from then on only hears the patches (``stream``,
+    ``patch``, new ``data``) sent while it exists; the front end keeps no patch for a view
+    made later. So a panel whose plots changed before their view existed (the panel opened and
+    a workload run in the same cell, a page reloaded, a second view of the same output) drew
+    the stale snapshot plus whatever came after: a Timeline whose rows were all streamed
+    before it was displayed stayed blank for good. Two repairs, both re-taking the snapshot
+    (``refresh_bundle``) only when patches were sent since the last one:
+
+    - ``Panel._repr_mimebundle_`` calls :meth:`refresh_bundle` on every plot of the panel just
+      before the panel is displayed, so the view starts from the present;
+    - every new BokehJS view announces itself once it has drawn (Bokeh's ``DocumentReady``
+      event, sent as a ``jsevent``); if patches went out since the last snapshot (the view may
+      have been built from an older one), the snapshot is re-taken and the views re-draw from
+      it. A view re-drawing because of a new snapshot first sends ``RootRemoved`` (jupyter_bokeh
+      clears its old document), and its ``DocumentReady`` is then not answered: no loop.
+    """
     _dl_closed = False
+
+    def __init__(self, model: Any, **kwargs: Any) -> None:
+        # The view needs BokehJS in the page; load it here so that every panel with a plot
+        # works however it was made (``Timeline(lab)`` as well as ``widgets.timeline(lab)``).
+        ensure_bokehjs()
+        self.patches_since_bundle = 0  # patches sent since render_bundle was last taken
+        self.bundle_refreshes = 0
+        self._redraws_announced = 0  # views re-drawing from a new snapshot (RootRemoved seen)
+        super().__init__(model, **kwargs)
+
+    def _document_patched(self, event: Any) -> None:
+        if event.setter is not self:
+            self.patches_since_bundle += 1
+        super()._document_patched(event)
+
+    def refresh_bundle(self) -> bool:
+        """Re-take ``render_bundle`` from the document as it is now, if any patch was sent
+        since it was last taken (a view drawn from it would miss them). Views that exist
+        re-draw from it. Returns whether it did."""
+        if self.patches_since_bundle == 0 or self._dl_closed or self._model is None:
+            return False
+        self.patches_since_bundle = 0
+        self.bundle_refreshes += 1
+        self.render_bundle = self._model_to_traits(self._model)
+        return True
 
     def close(self) -> None:
         # jupyter_bokeh's close() fails the second time (Widget.__del__ closes again).
@@ -32,6 +75,15 @@ class LiveBokehModel(BokehModel):  # type: ignore[misc]
 
     def _sync_model(self, model: Any, content: dict[str, Any], buffers: list[Any]) -> None:
         kind = content.get("kind")
+        if kind == "RootRemoved":  # a view clears its document to re-draw from a new snapshot
+            self._redraws_announced += 1
+            return
+        if kind == "MessageSent" and _event_name(content) == "document_ready":
+            if self._redraws_announced:  # that re-draw is done, from the latest snapshot
+                self._redraws_announced -= 1
+            else:  # a new view: it was drawn from the snapshot the front end had
+                self.refresh_bundle()
+            return
         if kind in ("ColumnsStreamed", "ColumnsPatched"):
             return
         if kind == "ModelChanged" and content.get("attr") == "data":
@@ -39,11 +91,23 @@ class LiveBokehModel(BokehModel):  # type: ignore[misc]
         super()._sync_model(model, content, buffers)
 
 
-def ensure_bokehjs() -> None:
+def _event_name(content: dict[str, Any]) -> str | None:
+    data = content.get("msg_data")
+    return data.get("name") if isinstance(data, dict) else None
+
+
+def ensure_bokehjs(resources: Any = None) -> None:
     """Load BokehJS into the notebook page once per kernel (``BokehModel`` needs it).
 
-    Outside a Jupyter kernel (tests, scripts) this does nothing. Offline, start Jupyter with
-    ``BOKEH_RESOURCES=inline`` so BokehJS is embedded instead of fetched from the CDN.
+    BokehJS is embedded in the page (``bokeh.resources.INLINE``) by default, so the panels draw
+    with no network: Bokeh's own default fetches it from cdn.bokeh.org, and a workshop room
+    often has no internet (the plots then show "Click to show javascript error"). Inline works
+    wherever the notebook runs, Binder included; it costs a few MB in the output of the cell
+    that opened the first panel (only on disk if that notebook is saved with outputs).
+
+    Who asked for something else gets it: ``resources`` (``"cdn"``, ``"inline"`` or a
+    ``bokeh.resources.Resources``), or else a ``BOKEH_RESOURCES`` environment variable, which
+    Bokeh reads itself. Outside a Jupyter kernel (tests, scripts) this does nothing.
     """
     global _loaded
     if _loaded:
@@ -56,6 +120,18 @@ def ensure_bokehjs() -> None:
     if shell is None or not hasattr(shell, "kernel"):
         return
     from bokeh.io import output_notebook
+    from bokeh.resources import INLINE, Resources
 
-    output_notebook(hide_banner=True)
+    output_notebook(resources=_resources(resources, os.environ, INLINE, Resources),
+                    hide_banner=True)
     _loaded = True
+
+
+def _resources(asked: Any, environ: Mapping[str, str], inline: Any, make: Any) -> Any:
+    """The BokehJS resources to load: ``asked`` if given, Bokeh's choice (None) when the
+    environment sets ``BOKEH_RESOURCES``, else ``inline``."""
+    if asked is not None:
+        return make(mode=asked) if isinstance(asked, str) else asked
+    if environ.get("BOKEH_RESOURCES"):
+        return None  # output_notebook() then uses bokeh.settings.resources(), i.e. the variable
+    return inline

@@ -33,6 +33,9 @@ from durable_lab.tour import describe as _describe
 
 __all__ = [
     "BATCH_BINS",
+    "GATE_COLUMNS",
+    "GATE_LANES",
+    "GateLanes",
     "FleetReducer",
     "MetricsReducer",
     "ObjectState",
@@ -85,7 +88,7 @@ class ObjectState:
 
     label: str
     object_id: str = ""
-    status: str = "unknown"  # unknown, not started, live, idle, reset, evicted
+    status: str = "unknown"  # unknown, not started, live, idle, reset, evicted, closed
     incarnation: int = 0
     #: Deliveries queued at the input gate, oldest first: delivery -> method.
     mailbox: dict[int, str] = field(default_factory=dict)
@@ -179,6 +182,11 @@ class ObjectState:
             self.batches.pop(e.batch, None)
             self.last_batch = (e.batch, e.keys, True)
             self.commits += 1
+            # Each held reply waited for the commits in flight when it was held: one fewer now
+            # (at 0 it is releasable, and goes out at the next step).
+            for d, n in self.held.items():
+                if n > 0:
+                    self.held[d] = n - 1
         elif t is ev.CommitFailed:
             keys = self.batches.pop(e.batch, ())
             self.last_batch = (e.batch, len(keys), False)
@@ -191,6 +199,10 @@ class ObjectState:
             self.incarnation = e.incarnation
             self.status = "live"
             self.batches.clear()
+        elif t is ev.InstanceReset and e.reason == "labClosed":
+            # Not a failure of this object: the whole lab was closed (``await lab.close()``).
+            self.clear_instance()
+            self.status = "closed"
         elif t is ev.InstanceReset:
             self.clear_instance()
             self.status = "reset"
@@ -243,6 +255,99 @@ def _columns(*names: str) -> dict[str, list[Any]]:
 
 SEGMENT_COLUMNS = ("delivery", "left", "right", "kind", "object", "method", "detail")
 MARKER_COLUMNS = ("delivery", "x", "batch", "size", "ok", "object", "label")
+GATE_COLUMNS = ("lane", "left", "right", "kind", "object", "detail", "label")
+
+#: The gate lanes above the delivery lanes, top to bottom, and what a span on each means.
+GATE_LANES = ("input gate", "commit", "output gate")
+GATE_KINDS = {"input gate": "gate closed", "commit": "commit in flight",
+              "output gate": "replies held"}
+
+
+class GateLanes:
+    """When one object's input gate was closed (and by whom), when a commit was in flight and
+    when replies were held by the output gate: spans on the event axis.
+
+    At full speed a closed gate lasts microseconds and no frame ever shows it; as a span on the
+    timeline it stays visible after the fact, next to the deliveries it kept waiting.
+    """
+
+    def __init__(self, only: str | None = None) -> None:
+        self.object = only  # None: the first object that does something
+        self.open: dict[str, tuple[int, str, str]] = {}  # lane -> (start, detail, label)
+        self.rows = _columns(*GATE_COLUMNS)
+        self.held = 0  # replies and outgoing calls held now
+        self.closed_spans = 0  # input-gate spans closed so far (for tests and summaries)
+
+    def _start(self, lane: str, x: int, detail: str, label: str) -> None:
+        self._end(lane, x)
+        self.open[lane] = (x, detail, label)
+
+    def _end(self, lane: str, x: int) -> None:
+        seg = self.open.pop(lane, None)
+        if seg is None:
+            return
+        start, detail, label = seg
+        r = self.rows
+        r["lane"].append(lane)
+        r["left"].append(start)
+        r["right"].append(max(x, start + 0.6))
+        r["kind"].append(GATE_KINDS[lane])
+        r["object"].append(self.object or "")
+        r["detail"].append(f"{detail} (events {start}-{x})")
+        r["label"].append(label)
+        if lane == "input gate":
+            self.closed_spans += 1
+
+    def apply(self, e: ev.RuntimeEvent, x: int) -> None:
+        if not e.object:
+            return
+        if self.object is None:
+            self.object = e.object
+        elif e.object != self.object:
+            return
+        t = type(e)
+        if t is ev.InputGateLocked:
+            if e.depth == 0:
+                number = _delivery_of(e.holder)
+                label = f"#{number}" if number is not None else e.holder.split(" ")[0]
+                self._start("input gate", x, f"closed by {e.holder}", label)
+        elif t is ev.InputGateUnlocked:
+            if e.depth == 0:
+                self._end("input gate", x)
+        elif t is ev.FlushStarted:
+            n = len(e.puts) + len(e.deletes) + (1 if e.delete_all else 0)
+            self._start("commit", x, f"batch {e.batch}: {n} key(s)", f"b{e.batch}")
+        elif t is ev.CommitDone or t is ev.CommitFailed:
+            self._end("commit", x)
+        elif t is ev.ReplyHeld or t is ev.OutgoingCallHeld:
+            self.held += 1
+            if self.held == 1:
+                self._start("output gate", x, "replies held until the commit lands", "")
+        elif t is ev.ReplyReleased or t is ev.OutgoingCallReleased:
+            if self.held > 0:
+                self.held -= 1
+                if self.held == 0:
+                    self._end("output gate", x)
+        elif t is ev.InstanceReset or t is ev.InstanceEvicted:
+            for lane in list(self.open):
+                self._end(lane, x)
+            self.held = 0
+
+    def take(self) -> dict[str, list[Any]]:
+        rows, self.rows = self.rows, _columns(*GATE_COLUMNS)
+        return rows
+
+    def open_rows(self, last_x: int) -> dict[str, list[Any]]:
+        rows = _columns(*GATE_COLUMNS)
+        for lane, (start, detail, label) in self.open.items():
+            rows["lane"].append(lane)
+            rows["left"].append(start)
+            rows["right"].append(max(last_x + 0.6, start + 0.6))
+            rows["kind"].append(GATE_KINDS[lane])
+            rows["object"].append(self.object or "")
+            rows["detail"].append(f"{detail} (since event {start})")
+            rows["label"].append(label)
+        return rows
 
 
 class TimelineReducer:
@@ -264,6 +369,7 @@ class TimelineReducer:
         self._writers: dict[str, dict[str, int]] = {}
         self._batch_writers: dict[tuple[str, int], set[int]] = {}
         self.last_x = 0
+        self.gates = GateLanes(only)
 
     def _close(self, delivery: int, x: int) -> None:
         seg = self.open.pop(delivery, None)
@@ -288,6 +394,7 @@ class TimelineReducer:
             return
         x = e.seq
         self.last_x = x
+        self.gates.apply(e, x)
         t = type(e)
         if t is ev.DeliveryQueued:
             self.methods[e.delivery] = e.method
@@ -446,9 +553,14 @@ class StorageReducer:
                     ks.seq = e.seq
         elif t is ev.InstanceReset:
             table = self._keys(e.object)
-            for ks in table.values():
+            for key, ks in list(table.items()):
                 if ks.state == "pending":  # a batch already flying may still land
-                    ks.state, ks.seq = "lost", e.seq
+                    if e.lost_writes:
+                        ks.state, ks.seq = "lost", e.seq
+                    elif ks.before:  # the runtime lost nothing: it was a no-op write
+                        ks.state = ks.before
+                    else:
+                        del table[key]
 
     def rows(self, label: str) -> list[tuple[str, KeyState]]:
         """(key, state) for ``label``: pending and flushing first, then committed, by key."""
@@ -514,8 +626,12 @@ class FleetReducer:
             self._row(e.object).status = "live"
         elif t is ev.InstanceReset:
             r = self._row(e.object)
-            r.status, r.queue, r.in_flight = "reset", 0, 0
-            r.resets += 1
+            r.queue, r.in_flight = 0, 0
+            if e.reason == "labClosed":  # the lab closed, not this object failing
+                r.status = "closed"
+            else:
+                r.status = "reset"
+                r.resets += 1
         elif t is ev.InstanceEvicted:
             r = self._row(e.object)
             r.status, r.queue, r.in_flight = "evicted", 0, 0
@@ -594,7 +710,8 @@ class MetricsReducer:
             q = self.queues.get(e.object, 0)
             self.queues[e.object] = q - 1 if q > 0 else 0
         elif t is ev.StorageOp:
-            if e.cache == "write":
+            # Writes the code made, skipped ones ("unchanged": the same value again) included.
+            if e.cache == "write" or e.cache == "unchanged":
                 n = len(e.keys) or 1
                 self._writes_of[e.delivery] = self._writes_of.get(e.delivery, 0) + n
                 self.writes += n

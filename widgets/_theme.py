@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import html
 
-__all__ = ["COLORS", "KEY_COLORS", "SEGMENT_COLORS", "chip", "esc", "pill"]
+__all__ = ["COLORS", "GATE_COLORS", "KEY_COLORS", "SEGMENT_COLORS", "chip", "esc", "pill",
+           "px", "scale_css", "style_figure"]
 
 #: Timeline segment kinds -> colour.
 SEGMENT_COLORS = {
@@ -15,6 +16,13 @@ SEGMENT_COLORS = {
     "reply held": "#9467bd",  # done, reply held by the output gate
 }
 
+#: Gate lanes of the timeline: span kind -> colour.
+GATE_COLORS = {
+    "gate closed": "#d62728",  # the input gate keeps every other event out
+    "commit in flight": "#1f77b4",  # a batch on its way to storage
+    "replies held": "#9467bd",  # the output gate holds replies until the commit lands
+}
+
 #: Storage key states -> colour.
 KEY_COLORS = {
     "pending": "#ff7f0e",
@@ -23,6 +31,7 @@ KEY_COLORS = {
     "deleted": "#7f7f7f",
     "lost": "#d62728",
     "failed": "#d62728",
+    "stored": "#15803d",  # in storage before the panel opened
 }
 
 COLORS = {
@@ -50,3 +59,22 @@ def chip(text: str, color: str, *, cls: str = "dl-chip", title: str = "",
 
 def pill(text: str, color: str) -> str:
     return chip(text, color, cls="dl-pill")
+
+
+def px(size: float, scale: float = 1.0) -> str:
+    """A CSS/Bokeh font size in pixels, scaled (``scale=1.5`` for a projector)."""
+    return f"{round(size * scale)}px"
+
+
+def scale_css(scale: float) -> str:
+    """Inline style that enlarges an HTML panel by ``scale`` (1.0: nothing)."""
+    return "" if scale == 1.0 else f"zoom:{scale:g};"
+
+
+def style_figure(fig: object, scale: float = 1.0) -> None:
+    """Readable text on a Bokeh figure: at least 12-14 px (Bokeh's default is ~11), scaled."""
+    fig.title.text_font_size = px(14, scale)  # type: ignore[attr-defined]
+    for axis in (*fig.xaxis, *fig.yaxis):  # type: ignore[attr-defined]
+        axis.axis_label_text_font_size = px(13, scale)
+        axis.major_label_text_font_size = px(12, scale)
+    fig.toolbar.logo = None  # type: ignore[attr-defined]

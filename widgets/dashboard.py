@@ -39,7 +39,12 @@ class Dashboard(Panel):
 
     kind = "dashboard"
 
-    def __init__(self, lab: Lab, target: Any = None, **kwargs: Any) -> None:
+    def __init__(self, lab: Lab, target: Any = None, *, scale: float = 1.0,
+                 **kwargs: Any) -> None:
+        if not isinstance(scale, (int, float)) or not 0.5 <= scale <= 3:
+            raise ValueError(f"scale must be a number from 0.5 to 3 (1.5 for a projector), "
+                             f"got {scale!r}")
+        self.scale = float(scale)
         super().__init__(lab, **kwargs)
         feed = self._feed
         self.objects = ObjectsReducer()
@@ -47,11 +52,12 @@ class Dashboard(Panel):
         self.target = label
         sub = {"feed": feed, "register": False}
         self.controls = Controls(lab, label, reducer=self.objects, **sub)
-        self.object_view = ObjectView(lab, label, reducer=self.objects, **sub)
-        self.fleet = FleetView(lab, on_select=self.select, width=400, height=260, **sub)
+        self.object_view = ObjectView(lab, label, reducer=self.objects, scale=scale, **sub)
+        self.fleet = FleetView(lab, on_select=self.select, width=400, height=260, scale=scale,
+                               **sub)
         self.storage = StorageInspector(lab, label, **sub)
-        self.timeline = Timeline(lab, label, width=600, height=330, **sub)
-        self.metrics = Metrics(lab, width=285, height=170, **sub)
+        self.timeline = Timeline(lab, label, width=620, height=300, scale=scale, **sub)
+        self.metrics = Metrics(lab, width=300, height=200, scale=scale, **sub)
         self.event_log = EventLog(lab, **sub)
         self.picker = w.Dropdown(options=[label] if label else [], value=label,
                                  description="object", layout=w.Layout(width="320px"))
@@ -133,15 +139,18 @@ class Dashboard(Panel):
         self._update_picker()
 
     def close(self) -> None:
+        if getattr(self, "_closed", True):  # closed already, or never made (bad arguments)
+            return
         for panel in self.panels:
             panel.close()
         super().close()
 
 
-def dashboard(lab: Lab, target: Any = None) -> Dashboard:
+def dashboard(lab: Lab, target: Any = None, *, scale: float = 1.0) -> Dashboard:
     """Open every panel on ``lab`` (``target``: the object to focus, a stub, id or label).
 
-    Re-running the cell closes the previous dashboard of this lab first (one subscription).
+    ``scale=1.5`` enlarges text and plots for a projector. Re-running the cell closes the
+    previous dashboard of this lab first (one subscription).
     """
     ensure_bokehjs()
-    return Dashboard(lab, target)
+    return Dashboard(lab, target, scale=scale)

@@ -7,13 +7,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
-from bokeh.models import ColumnDataSource, HoverTool, LinearColorMapper, TapTool
+from bokeh.models import ColumnDataSource, HoverTool, LinearColorMapper, Range1d, TapTool
 from bokeh.palettes import OrRd9
 from bokeh.plotting import figure
 
 from ._base import Panel
 from ._plots import LiveBokehModel
 from ._reducers import FleetReducer
+from ._theme import px, style_figure
 
 if TYPE_CHECKING:
     from durable_lab import Lab
@@ -24,7 +25,24 @@ __all__ = ["FleetView"]
 COLUMNS = ("x", "y", "label", "short", "queue", "in_flight", "load", "status", "resets",
            "line", "text")
 STATUS_LINE = {"live": "#334155", "reset": "#d62728", "evicted": "#94a3b8",
-               "unknown": "#94a3b8", "not started": "#94a3b8", "idle": "#334155"}
+               "unknown": "#94a3b8", "not started": "#94a3b8", "idle": "#334155",
+               "closed": "#94a3b8"}
+
+#: The grid is at least this many cells wide and high, so one object is one cell, not the plot.
+MIN_GRID = 4
+
+
+def short_label(label: str, limit: int = 14) -> str:
+    """A cell's text: binding and name (``PAGES:page-1``), shortened to fit a cell. Two objects
+    named ``page-1`` in two bindings never look the same."""
+    namespace, _, name = label.partition(":")
+    if not name:
+        return label[:limit]
+    if len(label) <= limit:
+        return label
+    ns = namespace[:max(3, limit - len(name) - 2)]
+    text = f"{ns}:{name}"
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 class FleetView(Panel):
@@ -33,26 +51,30 @@ class FleetView(Panel):
     kind = "fleet"
 
     def __init__(self, lab: Lab, *, on_select: Callable[[str], None] | None = None,
-                 width: int = 420, height: int = 300, **kwargs: Any) -> None:
+                 width: int = 420, height: int = 300, scale: float = 1.0,
+                 **kwargs: Any) -> None:
+        self.scale = scale
+        width, height = round(width * scale), round(height * scale)
         self.reducer = FleetReducer()
         self.on_select = on_select
         self.source = ColumnDataSource({c: [] for c in COLUMNS}, name="fleet_source")
         self.mapper = LinearColorMapper(palette=("#f8fafc", *OrRd9[::-1][2:]), low=0, high=8)
         self.figure = fig = figure(width=width, height=height, title="Fleet: queue length per object",
                                    tools="tap,reset", x_axis_type=None, y_axis_type=None,
-                                   match_aspect=True, name="fleet_fig")
+                                   x_range=Range1d(-0.5, MIN_GRID - 0.5),
+                                   y_range=Range1d(-MIN_GRID + 0.5, 0.5), name="fleet_fig")
         fig.grid.visible = False
         cells = fig.rect(x="x", y="y", width=0.92, height=0.92, source=self.source,
                          fill_color={"field": "queue", "transform": self.mapper},
                          line_color="line", line_width=2)
         fig.text(x="x", y="y", text="text", source=self.source, text_align="center",
-                 text_baseline="middle", text_font_size="10px")
+                 text_baseline="middle", text_font_size=px(12, scale))
         fig.add_tools(HoverTool(renderers=[cells], tooltips=[
             ("object", "@label"), ("status", "@status"), ("queued", "@queue"),
             ("in flight", "@in_flight"), ("load", "@load{0.0} calls/frame"),
             ("resets", "@resets")]))
         fig.select_one(TapTool).renderers = [cells]
-        fig.toolbar.logo = None
+        style_figure(fig, scale)
         self.source.selected.on_change("indices", self._tapped)
         self.plot = LiveBokehModel(fig)
         self.summary = w.HTML()
@@ -84,13 +106,13 @@ class FleetView(Panel):
     def draw(self) -> None:
         rows = self.reducer.visible()
         n = len(rows)
-        cols = max(1, math.ceil(math.sqrt(n)))
+        cols = max(MIN_GRID, math.ceil(math.sqrt(n)))
         data: dict[str, list[Any]] = {c: [] for c in COLUMNS}
         for i, r in enumerate(rows):
             data["x"].append(i % cols)
             data["y"].append(-(i // cols))
             data["label"].append(r.label)
-            short = r.label.partition(":")[2] or r.label
+            short = short_label(r.label)
             data["short"].append(short)
             data["queue"].append(r.queue)
             data["in_flight"].append(r.in_flight)
@@ -98,12 +120,15 @@ class FleetView(Panel):
             data["status"].append(r.status)
             data["resets"].append(r.resets)
             data["line"].append(STATUS_LINE.get(r.status, "#334155"))
-            data["text"].append(f"{short[:10]}\n{r.queue}" if n <= 64 else "")
+            data["text"].append(f"{short}\n{r.queue}" if n <= 36 else "")
         self._labels = data["label"]
         doc = self.figure.document
         doc.hold("combine")
         try:
             self.mapper.high = max(8, max(data["queue"], default=0))
+            rows_needed = max(MIN_GRID, math.ceil(n / cols))
+            self.figure.x_range.update(start=-0.5, end=cols - 0.5)
+            self.figure.y_range.update(start=-rows_needed + 0.5, end=0.5)
             if data != dict(self.source.data):
                 self.source.data = data
         finally:

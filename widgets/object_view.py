@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
@@ -9,7 +10,7 @@ import ipywidgets as w
 from ._base import Panel
 from ._reducers import ObjectsReducer, ObjectState
 from ._targets import label_of
-from ._theme import COLORS, SEGMENT_COLORS, chip, esc
+from ._theme import COLORS, SEGMENT_COLORS, chip, esc, scale_css
 
 if TYPE_CHECKING:
     from durable_lab import Lab
@@ -41,11 +42,20 @@ def _box(title: str, body: str, *, cls: str, flex: str = "1", border: str = "",
             f'letter-spacing:.04em;margin-bottom:6px">{esc(title)}</div>{body}</div>')
 
 
+def _released_chips(released: list[tuple[str, bool]]) -> str:
+    """Replies that went out: green when ok, red when the caller got an error."""
+    if not released:
+        return f'<span style="color:{COLORS["muted"]};font:italic 12px sans-serif">none yet</span>'
+    return "".join(chip(text, COLORS["ok"] if ok else COLORS["bad"],
+                        cls=f"dl-chip dl-released {'dl-ok' if ok else 'dl-failed'}")
+                   for text, ok in released)
+
+
 def _arrow() -> str:
     return '<div style="align-self:center;font:20px sans-serif;color:#94a3b8">&#10140;</div>'
 
 
-def render_object_html(s: ObjectState) -> str:
+def render_object_html(s: ObjectState, scale: float = 1.0) -> str:
     """The object view as HTML: a pure function of the object's state (tested headless)."""
     gate_open = s.gate_open
     gate_color = COLORS["open"] if gate_open else COLORS["closed"]
@@ -56,14 +66,17 @@ def render_object_html(s: ObjectState) -> str:
     dirty = list(s.dirty)
     batches = [f"batch {b}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
                f" ({len(keys)})" for b, keys in s.batches.items()]
-    held = [f"#{d} (waits for {n})" for d, n in s.held.items()]
-    released = [f"#{d} {'✓' if ok else '✗'}" for d, ok in reversed(s.released)]
+    held = [f"#{d} waits for {n} commit{'s' if n != 1 else ''}" if n else f"#{d} commit landed"
+            for d, n in s.held.items()]
+    released = [(f"#{d} ✓ ok" if ok else f"#{d} ✗ ERROR", ok) for d, ok in reversed(s.released)]
     if s.last_batch is None:
         landed = f'<span style="color:{COLORS["muted"]};font:italic 12px sans-serif">no commit seen yet</span>'
     else:
         b, n, ok = s.last_batch
-        landed = chip(f"batch {b} {'landed' if ok else 'FAILED'}: {n} key{'s' if n != 1 else ''}",
+        landed = chip(f"batch {b} {'landed' if ok else 'FAILED'}",
                       COLORS["ok"] if ok else COLORS["bad"], cls="dl-landed")
+        landed += (f'<div style="font:13px sans-serif;margin-top:2px">{n} key'
+                   f'{"s" if n != 1 else ""}{"" if ok else " NOT written"}</div>')
     gate = (f'<div class="dl-gate" data-state="{"open" if gate_open else "closed"}" '
             f'data-holder="{esc(holder)}" style="display:flex;align-items:center;gap:8px">'
             f'<div style="width:14px;height:54px;border-radius:4px;background:{gate_color};'
@@ -72,11 +85,17 @@ def render_object_html(s: ObjectState) -> str:
             f'{"OPEN" if gate_open else "CLOSED"}</div></div>'
             f'<div style="font:12px sans-serif;margin-top:4px">held by <b>{esc(holder)}</b>'
             f'</div>'
-            f'<div style="font:12px sans-serif;color:{COLORS["muted"]}">{s.gate_waiting} waiting</div>')
+            f'<div style="font:12px sans-serif;color:{COLORS["muted"]}">{len(mailbox)} '
+            f'waiting in the mailbox</div>')
     status_color = {"live": COLORS["ok"], "reset": COLORS["bad"], "evicted": "#64748b"}.get(
         s.status, "#64748b")
     banner = ""
-    if s.status == "reset" or s.last_reset:
+    if s.status == "closed":
+        banner = ('<div class="dl-closed" style="margin:4px;padding:6px 10px;border-radius:6px;'
+                  'font:13px sans-serif;background:#f1f5f9;color:#334155">&#9632; LAB CLOSED: '
+                  '<code>await lab.close()</code> ran, so this object stopped (not a failure). '
+                  'Re-run the cell that makes the <code>Lab()</code> to go on.</div>')
+    elif s.status == "reset" or s.last_reset:
         shown = s.status == "reset"
         banner = (f'<div class="dl-reset" data-reason="{esc(s.last_reset)}" '
                   f'data-active="{str(shown).lower()}" style="margin:4px;padding:6px 10px;'
@@ -122,8 +141,7 @@ def render_object_html(s: ObjectState) -> str:
              _chips(held, SEGMENT_COLORS["reply held"], cls="dl-chip dl-held", empty="none"),
              cls="dl-heldbox", flex="1.5"),
         _arrow(),
-        _box("Released", _chips(released, "#2ca02c", cls="dl-chip dl-released", empty="none yet"),
-             cls="dl-releasedbox", flex="1"),
+        _box("Released", _released_chips(released), cls="dl-releasedbox", flex="1"),
     ])
     attrs = (f'data-object="{esc(s.label)}" data-status="{esc(s.status)}" '
              f'data-mailbox="{len(mailbox)}" data-gate="{"open" if gate_open else "closed"}" '
@@ -131,7 +149,8 @@ def render_object_html(s: ObjectState) -> str:
              f'data-dirty="{len(dirty)}" data-batches="{len(batches)}" data-held="{len(held)}" '
              f'data-resets="{s.resets}" data-seq="{s.last_seq}"')
     flex = 'style="display:flex;align-items:stretch"'
-    return (f'<div class="dl-objectview" {attrs} style="font-family:sans-serif">{header}{banner}'
+    return (f'<div class="dl-objectview" {attrs} style="font-family:sans-serif;'
+            f'{scale_css(scale)}">{header}{banner}'
             f'<div {flex}>{row1}</div><div {flex}>{row2}</div><div {flex}>{row3}</div></div>')
 
 
@@ -141,7 +160,8 @@ class ObjectView(Panel):
     kind = "object_view"
 
     def __init__(self, lab: Lab, target: Any = None, *, reducer: ObjectsReducer | None = None,
-                 **kwargs: Any) -> None:
+                 scale: float = 1.0, **kwargs: Any) -> None:
+        self.scale = scale
         self.reducer = reducer if reducer is not None else ObjectsReducer()
         self._shared = reducer is not None
         self.target = label_of(target)
@@ -179,6 +199,9 @@ class ObjectView(Panel):
         return self.reducer.get(self.target or "(no object yet)")
 
     def draw(self) -> None:
-        html = render_object_html(self.state)
+        state = self.state
+        if self.lab.closed and state.status != "closed":
+            state = dataclasses.replace(state, status="closed")
+        html = render_object_html(state, self.scale)
         if html != self.html.value:
             self.html.value = html

@@ -345,6 +345,7 @@ async def explore(lab: Lab, start_calls: Callable[[], list[Awaitable[Any]]], see
     Returns the steps taken and the outcome of each call; the lab is resumed afterwards.
     """
     rng = random.Random(seed)
+    lab.scheduler.note_paused_calls = False  # the check's own pause: not news to the learner
     lab.pause()
     calls = [asyncio.ensure_future(c) for c in start_calls()]
     steps: list[str] = []

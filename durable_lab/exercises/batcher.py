@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from ..alarms import INITIAL_BACKOFF
 from ..events import CommitDone, CommitFailed
 from ..lab import Lab
 from ._core import CheckResult, Fail, Scenario, advance, run_check, settle, source_of
 from .helpers import Outbox
 
-__all__ = ["BATCH_SECONDS", "check_batcher"]
+__all__ = ["BATCH_SECONDS", "TRICKLE_EVERY", "TRICKLE_ITEMS", "check_batcher"]
 
 #: A batch is sent this many seconds (lab time) after its first item arrived.
 BATCH_SECONDS = 10
+#: The trickle scenario: one item every TRICKLE_EVERY seconds, TRICKLE_ITEMS of them.
+TRICKLE_EVERY = 3
+TRICKLE_ITEMS = 6
 
 
 def _lab() -> Lab:
@@ -62,16 +66,18 @@ async def _trickle(cls: type) -> None:
     lab = _lab()
     async with lab:
         stub = lab.bind("BATCHER", cls).getByName("b")
-        for i in range(6):
-            await _add(lab, stub, f"t{i * 3}")
-            await advance(lab, 3)
+        for i in range(TRICKLE_ITEMS):
+            await _add(lab, stub, f"t{i * TRICKLE_EVERY}")
+            await advance(lab, TRICKLE_EVERY)
         got = await _delivered(lab)
+        end = TRICKLE_ITEMS * TRICKLE_EVERY
         if not got or got[0][0] != "t0":
-            raise Fail("one item every 3 s for 18 s: the first item (t=0) should have left "
-                       f"at t={BATCH_SECONDS}, but at t=18 the outbox holds {got}.",
+            raise Fail(f"one item every {TRICKLE_EVERY} s for {end} s: the first item (t=0) "
+                       f"should have left at t={BATCH_SECONDS}, but at t={end} the outbox "
+                       f"holds {got}.",
                        "An object has ONE alarm, and setAlarm() replaces it: setting it on "
-                       "every add() pushes it 10 s further each time, so a steady trickle "
-                       "never lets it fire. Set it only when none is set: "
+                       f"every add() moves it to {BATCH_SECONDS} s after the LATEST item, so a "
+                       "steady trickle never lets it fire. Set it only when none is set: "
                        "`if await self.ctx.storage.getAlarm() is None: ...setAlarm(...)`.")
 
 
@@ -102,8 +108,8 @@ async def _outbox_down(cls: type) -> None:
         if sorted(map(str, got)) != ["a", "b"]:
             source = source_of(cls)
             hint = ("The first deliver() call failed, so alarm() raised and the runtime "
-                    "retried it 2 s later. The retry must still find the items: remove them "
-                    "only AFTER deliver() succeeded.")
+                    f"retried it {INITIAL_BACKOFF:g} s later. The retry must still find the "
+                    "items: remove them only AFTER deliver() succeeded.")
             if "except" in source:
                 hint += (" And do not swallow the error with try/except: an alarm handler "
                          "that raises is retried, one that returns is done.")

@@ -7,11 +7,20 @@ from ..events import CommitDone
 from ..lab import Lab
 from ._core import CheckResult, Fail, Scenario, run_check, source_of
 
-__all__ = ["check_bulk_save"]
+__all__ = ["BULK_ITEMS", "COMMIT_LATENCY", "MIXED_ITEMS", "check_bulk_save"]
 
+#: Items saved at once in the one-commit scenario, and the commit latency it runs with.
+BULK_ITEMS = 50
+COMMIT_LATENCY = 0.01
+#: Items saved in the scenario where a commit fails in the middle of save_all().
+MIXED_ITEMS = 10
+
+# {what}: what ends the turn; {measured}: what the scenario saw. Says no more than was measured
+# (a loop may end its turn after every item, or every tenth: "each item becomes its own commit"
+# was wrong when 50 items took 5 commits).
 AWAIT_HINT = (
     "Every write made in one turn goes out as ONE batch: one commit, all or nothing. Something "
-    "in your loop ends the turn after each item ({what}), so each item becomes its own commit. "
+    "in your loop ends the turn ({what}), and every end of a turn closes a batch: {measured}. "
     "Remove it: put() needs no await at all, and the output gate already holds the reply until "
     "the whole batch is durable.")
 
@@ -35,35 +44,39 @@ async def _round_trip(cls: type) -> None:
         items = _items(5)
         got = await stub.save_all(items)
         loaded = await stub.load_all()
-        if got != 5 or loaded != items:
-            raise Fail(f"save_all() of 5 items returned {got!r}, then load_all() returned "
+        if got != len(items) or loaded != items:
+            raise Fail(f"save_all() of {len(items)} items returned {got!r}, then load_all() returned "
                        f"{loaded!r}.",
                        "save_all(items) stores every key/value of the dict and returns how many; "
                        "load_all() returns them all as a dict (self.ctx.storage.list() does).")
 
 
 async def _one_commit(cls: type) -> str:
-    async with Lab(storage="memory", seed=1, commit_latency=0.01, clock="auto") as lab:
+    async with Lab(storage="memory", seed=1, commit_latency=COMMIT_LATENCY,
+                   clock="auto") as lab:
         stub = lab.bind("STORE", cls).getByName("s")
         await stub.load_all()  # construct it first
         rec = lab.record()
         start = lab.clock.now()
-        await stub.save_all(_items(50))
+        await stub.save_all(_items(BULK_ITEMS))
         elapsed = lab.clock.now() - start
         rec.close()
         commits = len(rec.of(CommitDone))
         if commits != 1:
-            raise Fail(f"saving 50 items took {commits} commits and {elapsed * 1000:.0f} ms "
-                       "of lab time (each commit costs 10 ms here).",
-                       AWAIT_HINT.format(what=_what_ends_the_turn(cls)))
-        return f"50 items, 1 commit, {elapsed * 1000:.0f} ms of lab time."
+            raise Fail(f"saving {BULK_ITEMS} items took {commits} commits and "
+                       f"{elapsed * 1000:.0f} ms of lab time (each commit costs "
+                       f"{COMMIT_LATENCY * 1000:.0f} ms here).",
+                       AWAIT_HINT.format(what=_what_ends_the_turn(cls), measured=(
+                           f"your {BULK_ITEMS} items went out as {commits} commits, "
+                           "each one all or nothing on its own")))
+        return f"{BULK_ITEMS} items, 1 commit, {elapsed * 1000:.0f} ms of lab time."
 
 
 async def _all_or_nothing(cls: type) -> None:
     async with Lab(storage="memory", seed=1) as lab:
         ns = lab.bind("STORE", cls)
         stub = ns.getByName("s")
-        await stub.save_all(_items(10, "old"))
+        await stub.save_all(_items(MIXED_ITEMS, "old"))
         state = {"commits": 0}
 
         def fail_the_second_commit(event: object) -> None:
@@ -75,7 +88,7 @@ async def _all_or_nothing(cls: type) -> None:
         sub = lab.subscribe(fail_the_second_commit)
         failed = False
         try:
-            await stub.save_all(_items(10, "new"))
+            await stub.save_all(_items(MIXED_ITEMS, "new"))
         except DurableObjectError:
             failed = True
         finally:
@@ -85,11 +98,14 @@ async def _all_or_nothing(cls: type) -> None:
             return  # one commit that happened to be the failing one: nothing to judge
         loaded = await ns.getByName("s").load_all()
         new = sorted(k for k, v in loaded.items() if str(v).startswith("new"))
-        if new and len(new) != 10:
+        if new and len(new) != MIXED_ITEMS:
             raise Fail(f"a storage failure struck in the middle of save_all(): afterwards "
-                       f"{len(new)} of the 10 items {'is' if len(new) == 1 else 'are'} new and "
-                       f"{10 - len(new)} old: a half-saved batch.",
-                       AWAIT_HINT.format(what=_what_ends_the_turn(cls)))
+                       f"{len(new)} of the {MIXED_ITEMS} items "
+                       f"{'is' if len(new) == 1 else 'are'} new and "
+                       f"{MIXED_ITEMS - len(new)} old: a half-saved batch.",
+                       AWAIT_HINT.format(what=_what_ends_the_turn(cls), measured=(
+                           f"{len(new)} new item(s) were already committed when a later "
+                           "commit of the same save_all() failed")))
 
 
 async def check_bulk_save(cls: type) -> CheckResult:
@@ -97,7 +113,7 @@ async def check_bulk_save(cls: type) -> CheckResult:
     return await run_check(
         "04", "n writes, one commit", cls,
         [Scenario("what is saved can be loaded", _round_trip),
-         Scenario("50 items are one commit", _one_commit),
+         Scenario(f"{BULK_ITEMS} items are one commit", _one_commit),
          Scenario("a failure mid-save leaves all old or all new, never a mix", _all_or_nothing)],
         methods=("save_all", "load_all"),
         praise="Your writes coalesce: one commit, atomic, and the reply waits for it. That is "

@@ -5,7 +5,10 @@ from __future__ import annotations
 from ..lab import Lab
 from ._core import CheckResult, Fail, Scenario, run_check, settle, source_of
 
-__all__ = ["check_chat_room"]
+__all__ = ["HISTORY_MESSAGES", "check_chat_room"]
+
+#: Messages ann sends before the room is evicted, in the history scenario.
+HISTORY_MESSAGES = 3
 
 SOCKETS_HINT = (
     "After hibernation the object is constructed again and its fields start empty, but the "
@@ -78,18 +81,17 @@ async def _history(cls: type) -> None:
     async with lab:
         room = lab.bind("ROOM", cls).getByName("lobby")
         ann = await _join(lab, room, "ann")
-        for i in range(3):
+        for i in range(HISTORY_MESSAGES):
             await _say(lab, ann, f"message {i}")
         await lab.hibernate(room)
         await lab.evict(room)
         got = await room.history()
-        want = ["ann: message 0", "ann: message 1", "ann: message 2"]
+        want = [f"ann: message {i}" for i in range(HISTORY_MESSAGES)]
         if got != want:
-            raise Fail(f"ann sent three messages, the room was evicted, and history() then "
-                       f"returned {got!r}.",
+            raise Fail(f"ann sent {HISTORY_MESSAGES} messages, the room was evicted, and "
+                       f"history() then returned {got!r} instead of {want!r}.",
                        "Store each line in storage as it is sent (e.g. one key per message, "
-                       "msg:000001), and have history() return the stored lines in order, "
-                       "at most the last 50.")
+                       "msg:000001), and have history() return the stored lines in order.")
 
 
 async def check_chat_room(cls: type) -> CheckResult:

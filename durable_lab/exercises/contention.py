@@ -11,7 +11,7 @@ from ..lab import Lab
 from ._core import CheckResult, Fail, Scenario, advance, run_check, settle
 from .helpers import Exporter, RoomLog
 
-__all__ = ["check_profile", "check_router"]
+__all__ = ["ROOMS", "USERS", "check_profile", "check_router"]
 
 
 def _lab() -> Lab:
@@ -118,7 +118,7 @@ async def _consistent(route: Any) -> None:
         for reader in USERS:
             messages = await route(lab.env, "room-0", reader).messages()
             if len(messages) != len(USERS):
-                raise Fail(f"five users posted to room-0; {reader} then read room-0 through "
+                raise Fail(f"{len(USERS)} users posted to room-0; {reader} then read room-0 through "
                            f"route() and saw {len(messages)} message(s): {messages}.",
                            "Everything that must be seen together (a room's messages) must "
                            "live in ONE object: route by the room, not by the user. An object "

@@ -16,7 +16,10 @@ from ._core import (
     source_of,
 )
 
-__all__ = ["check_counter", "check_locked_counter"]
+__all__ = ["CONCURRENT_INCREMENTS", "check_counter", "check_locked_counter"]
+
+#: Increments sent at once in the concurrency scenarios of exercises 00 and 01.
+CONCURRENT_INCREMENTS = 10
 
 
 async def _expect(call, expected, what: str, hint: str):  # type: ignore[no-untyped-def]
@@ -83,14 +86,15 @@ async def _evicted(cls: type) -> None:
 async def _concurrent(cls: type) -> None:
     async with Lab(storage="memory", seed=1, record=True) as lab:
         stub = lab.bind("COUNTER", cls).getByName("page-1")
-        results = await asyncio.gather(*(stub.increment() for _ in range(10)))
+        n = CONCURRENT_INCREMENTS
+        results = await asyncio.gather(*(stub.increment() for _ in range(n)))
         final = await stub.value()
-        if sorted(results) != list(range(1, 11)) or final != 10:
+        if sorted(results) != list(range(1, n + 1)) or final != n:
             report = lost_updates(lab.history())
             detail = f"\n{first_lines(report)}" if report else ""
             raise Fail(
-                f"ten increments sent at once to a new counter returned {sorted(results)} and "
-                f"the counter ended at {final!r} instead of 10.{detail}",
+                f"{n} increments sent at once to a new counter returned {sorted(results)} and "
+                f"the counter ended at {final!r} instead of {n}.{detail}",
                 "Something between your read (get) and your write (put) lets another call in: "
                 "an await on a timer (sleep), on another object, or on storage.sync(). Storage "
                 "reads keep the input gate closed; other awaits open it. Do the read and the "
@@ -107,7 +111,7 @@ async def check_counter(cls: type) -> CheckResult:
         [Scenario("it counts (increment, increment(5), value)", _counts),
          Scenario("each name is its own counter", _separate),
          Scenario("the count survives an eviction", _evicted),
-         Scenario("ten increments at once lose nothing", _concurrent)],
+         Scenario(f"{CONCURRENT_INCREMENTS} increments at once lose nothing", _concurrent)],
         methods=("increment", "value"),
         praise="Your counter keeps its state in storage, per object, and the input gate keeps "
                "concurrent increments apart. That is the whole Durable Objects idea in one class.")
@@ -136,15 +140,16 @@ async def _locked_counts(cls: type) -> None:
 async def _no_gates(cls: type) -> str:
     async with Lab(storage="memory", seed=1, model="none", record=True) as lab:
         stub = lab.bind("COUNTER", cls).getByName("x")
-        outcomes = await gather_outcomes(*(stub.increment() for _ in range(10)))
+        n = CONCURRENT_INCREMENTS
+        outcomes = await gather_outcomes(*(stub.increment() for _ in range(n)))
         errors = [v for ok, v in outcomes if not ok]
         if errors:
-            raise Fail(f"{len(errors)} of 10 concurrent increments raised, e.g. {errors[0]!r}.",
-                       "Run ten increments yourself with asyncio.gather to see the error.")
+            raise Fail(f"{len(errors)} of {n} concurrent increments raised, e.g. {errors[0]!r}.",
+                       f"Run {n} increments yourself with asyncio.gather to see the error.")
         final = await stub.value()
         history = lab.history()
         verdict = linearizable(history)
-        if final != 10 or not verdict.ok:
+        if final != n or not verdict.ok:
             source = source_of(cls)
             hint = LOCK_HINT
             if "Lock" in source and "await self.ctx.storage.put" not in source:
@@ -154,8 +159,8 @@ async def _no_gates(cls: type) -> str:
             elif "Lock()" in source and "def __init__" not in source:
                 hint = ("A lock made inside the method is a new lock for every call, so it "
                         "keeps nobody out. Make it once per object, in __init__. " + LOCK_HINT)
-            raise Fail(f"ten increments at once (no gates) left the counter at {final!r} "
-                       f"instead of 10.\n{first_lines(lost_updates(history), 3)}\n"
+            raise Fail(f"{n} increments at once (no gates) left the counter at {final!r} "
+                       f"instead of {n}.\n{first_lines(lost_updates(history), 3)}\n"
                        f"The history checker: {verdict}", hint)
         return "No gates, and still linearizable: your lock did the input gate's job."
 
@@ -165,7 +170,8 @@ async def check_locked_counter(cls: type) -> CheckResult:
     return await run_check(
         "01", "a counter without gates", cls,
         [Scenario("it counts, with and without gates", _locked_counts),
-         Scenario("ten increments at once with model='none' lose nothing", _no_gates)],
+         Scenario(f"{CONCURRENT_INCREMENTS} increments at once with model='none' lose nothing",
+                  _no_gates)],
         methods=("increment", "value"),
         praise="You rebuilt by hand what the input gate gives every Durable Object for free. "
                "Note what made it possible: all calls for 'x' reach ONE instance, so one lock "

@@ -10,7 +10,7 @@ __all__ = ["check_leaderboard"]
 BINDINGS_HINT = (
     "Never paste values into SQL text (f-strings, % or +): a name with a quote breaks the "
     "statement, and a crafted name runs SQL of its own. Pass values as bindings: "
-    "`sql.exec('INSERT INTO scores(player, points) VALUES (?, ?)', player, points)`.")
+    "`sql.exec('SELECT total FROM scores WHERE player = ?', player)`.")
 
 
 def _lab() -> Lab:

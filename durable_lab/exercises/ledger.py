@@ -8,7 +8,18 @@ from ..lab import Lab
 from ..workload import run_workload
 from ._core import CheckResult, Fail, Scenario, first_lines, run_check, source_of
 
-__all__ = ["check_ledger"]
+__all__ = ["CHAOS_ACCOUNTS", "CHAOS_CLIENTS", "CHAOS_DEPOSITS", "CHAOS_FAIL_ONE_IN",
+           "check_ledger"]
+
+#: The chaos scenario: this many deposits from this many clients over this many accounts,
+#: while one commit in CHAOS_FAIL_ONE_IN fails. Lesson 03's text quotes these numbers
+#: (tests/test_exercise_texts.py keeps them in step).
+CHAOS_DEPOSITS = 40
+CHAOS_CLIENTS = 3
+CHAOS_ACCOUNTS = 2
+CHAOS_FAIL_ONE_IN = 5
+_CHAOS = (f"{CHAOS_DEPOSITS} deposits from {CHAOS_CLIENTS} clients while 1 commit in "
+          f"{CHAOS_FAIL_ONE_IN} fails")
 
 UNCONFIRMED_HINT = (
     "allowUnconfirmed=True lets the reply leave before the write is durable: fast, but if the "
@@ -62,9 +73,10 @@ async def _no_false_ack(cls: type) -> None:
 async def _chaos(cls: type) -> str:
     async with Lab(storage="memory", seed=7, record=False) as lab:
         ns = lab.bind("LEDGER", cls)
-        lab.faults.fail_commits(probability=0.2)
+        lab.faults.fail_commits(probability=1 / CHAOS_FAIL_ONE_IN)
         history = History()
-        result = await run_workload(ns, method="deposit", clients=3, calls=40, objects=2,
+        result = await run_workload(ns, method="deposit", clients=CHAOS_CLIENTS,
+                                    calls=CHAOS_DEPOSITS, objects=CHAOS_ACCOUNTS,
                                     args=lambda i, rng: (rng.choice([1, 2, 5, 10]),), seed=3,
                                     history=history)
         lab.faults.clear()
@@ -74,16 +86,17 @@ async def _chaos(cls: type) -> str:
         verdict = linearizable(history, CounterModel(increment={"deposit"}, read={"balance"}))
         if verdict.status == "violation":
             raise Fail(
-                "40 deposits from 3 clients while 1 commit in 5 fails: the answers the clients "
-                "got cannot all be true.\n" + first_lines(verdict.explain(), 6),
+                f"{_CHAOS}: the answers the clients got cannot all be true.\n"
+                + first_lines(verdict.explain(), 6),
                 UNCONFIRMED_HINT if "allowUnconfirmed" in source_of(cls) else
                 "Some client was told a balance that storage never held. Read and write the "
                 "balance only through ctx.storage, with no other await in between.")
         failed = len(result.failed_calls)
         if not verdict.ok:  # "unknown": too many failed calls to decide; no violation found
-            return f"{failed} of 40 deposits failed; the history checker found no violation."
-        return (f"{failed} of 40 deposits failed with an error, and every answer the clients "
-                "got is consistent with one ledger (the history checker agrees).")
+            return (f"{failed} of {CHAOS_DEPOSITS} deposits failed; the history checker found "
+                    "no violation.")
+        return (f"{failed} of {CHAOS_DEPOSITS} deposits failed with an error, and every answer "
+                "the clients got is consistent with one ledger (the history checker agrees).")
 
 
 async def check_ledger(cls: type) -> CheckResult:
@@ -92,7 +105,7 @@ async def check_ledger(cls: type) -> CheckResult:
         "03", "no false acknowledgments", cls,
         [Scenario("deposits add up", _adds_up),
          Scenario("a commit fails: the caller hears an error, not 'done'", _no_false_ack),
-         Scenario("40 deposits while 20% of commits fail", _chaos)],
+         Scenario(_CHAOS, _chaos)],
         methods=("deposit", "balance"),
         praise="Every 'done' your ledger says is durable. That is the output gate's promise, "
                "and it is why you rarely want allowUnconfirmed for money.")

@@ -19,7 +19,10 @@ from ._core import (
     source_of,
 )
 
-__all__ = ["check_rate_limiter"]
+__all__ = ["ADVERSARIAL_SCHEDULES", "CALLS", "check_rate_limiter"]
+
+#: The adversarial scenario: this many random legal schedules of LIMIT + 3 calls.
+ADVERSARIAL_SCHEDULES = 15
 
 
 def _limits(cls: type) -> tuple[int, float]:
@@ -118,7 +121,7 @@ async def _burst(cls: type) -> None:
 
 async def _schedules(cls: type) -> str:
     limit, _ = _limits(cls)
-    for seed in range(15):
+    for seed in range(ADVERSARIAL_SCHEDULES):
         lab = _lab(seed)
         async with lab:
             stub = lab.bind("LIMITER", cls).getByName("user-1")
@@ -129,7 +132,7 @@ async def _schedules(cls: type) -> str:
                            f"and {allowed} were allowed:\n{run.schedule_text()}",
                            "Some await between your read and your write opens the input gate. "
                            "Keep read-check-write in one turn.")
-    return "15 adversarial schedules: never more than LIMIT allowed."
+    return f"{ADVERSARIAL_SCHEDULES} adversarial schedules: never more than LIMIT allowed."
 
 
 async def _faults(cls: type) -> str:
@@ -168,6 +171,7 @@ async def _faults(cls: type) -> str:
         return f"{errors} calls failed with errors; exactly {limit} were told True."
 
 
+#: The bounded-storage scenario: this many calls, one every WINDOW / 4 seconds.
 CALLS = 100
 
 

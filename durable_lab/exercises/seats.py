@@ -7,9 +7,12 @@ from ..lab import Lab
 from ._core import CheckResult, Fail, Scenario, drive, explore, gather_outcomes, run_check
 from .helpers import Payments
 
-__all__ = ["check_seat"]
+__all__ = ["ADVERSARIAL_SCHEDULES", "CLAIMANTS", "PRICE", "check_seat"]
 
 PRICE = 10
+#: The adversarial scenario: this many random legal schedules of claims by these users.
+ADVERSARIAL_SCHEDULES = 25
+CLAIMANTS = ("ann", "bob", "cat")
 
 DOUBLE_HINT = (
     "Your claim reads 'the seat is free', then awaits the payment call, then writes the owner. "
@@ -93,8 +96,8 @@ async def _two_at_once(cls: type) -> None:
 
 
 async def _adversarial(cls: type) -> str:
-    users = ["ann", "bob", "cat"]
-    for seed in range(25):
+    users = list(CLAIMANTS)
+    for seed in range(ADVERSARIAL_SCHEDULES):
         lab, seats, bank = _lab(cls, seed)
         async with lab:
             seat = seats.getByName("A1")  # type: ignore[attr-defined]
@@ -105,12 +108,14 @@ async def _adversarial(cls: type) -> str:
             problem = _judge(run.outcomes, users, owner, charges)
             if problem:
                 raise Fail(
-                    f"the check played scheduler (seed {seed}): it paused the lab, sent three "
-                    f"claims, and took legal transitions at random:\n{run.schedule_text()}\n"
+                    f"the check played scheduler (seed {seed}): it paused the lab, sent "
+                    f"{len(users)} claims, and took legal transitions at random:\n"
+                    f"{run.schedule_text()}\n"
                     f"Result: {problem}",
                     DOUBLE_HINT + " To watch this schedule, run lab.pause(), send the claims, "
                     "and take the same choices with lab.choose(i).")
-    return "25 random schedules of three claims: never two winners, never a double charge."
+    return (f"{ADVERSARIAL_SCHEDULES} random schedules of {len(users)} claims: never two "
+            "winners, never a double charge.")
 
 
 async def _payment_fails(cls: type) -> None:
@@ -150,7 +155,8 @@ async def check_seat(cls: type) -> CheckResult:
         "02", "one seat, one payment", cls,
         [Scenario("one claim: the seat is sold and paid once", _one_claim),
          Scenario("two claims at the same time", _two_at_once),
-         Scenario("you are not the scheduler any more: 25 adversarial schedules", _adversarial),
+         Scenario("you are not the scheduler any more: "
+                  f"{ADVERSARIAL_SCHEDULES} adversarial schedules", _adversarial),
          Scenario("the payment call fails", _payment_fails)],
         methods=("claim", "owner"),
         praise="No schedule sells the seat twice, and a failed payment leaves it free. You now "

@@ -3,7 +3,8 @@
 Opens /notebooks/dashboard.ipynb (the notebook of dashboard_notebook.py), runs it with
 Run > Run All Cells and checks that the panels render (object view, controls, fleet, storage,
 event log, Bokeh canvases) and update (the object view's event number grows, chips and gate
-change), that no cell wrote to stderr, and that the browser logged no errors. Screenshot:
+change), that no cell wrote to stderr, that the browser logged no errors and that no request
+left this machine (server, browser and console handling: harness.py). Screenshot:
 docs/img/dashboard-notebook7.png (or $SHOTS_DIR). Skipped when Notebook 7 is not installed
 (``pip install "notebook>=7,<8"``) or Chromium is missing.
 """
@@ -11,32 +12,18 @@ docs/img/dashboard-notebook7.png (or $SHOTS_DIR). Skipped when Notebook 7 is not
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import pathlib
-import shutil
-import sys
-import tempfile
 import time
 
 import pytest
+from dashboard_notebook import build
+from harness import STDERR, BrowserSession, attr, browser_marks, menu, print_report, shots_dir
 
-HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from test_dashboard_browser import CHROME_ARGS, CHROMIUM, JupyterLab, _attr  # noqa: E402
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.flaky(reruns=2, reruns_delay=2),
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason=f"Chromium not installed at {CHROMIUM} (apt-get install chromium)"),
+pytestmark = browser_marks(
     pytest.mark.skipif(importlib.util.find_spec("notebook") is None,
                        reason='Notebook 7 not installed (pip install "notebook>=7,<8")'),
-]
+)
 
 CLIP = {"x": 0, "y": 0, "width": 1500, "height": 1560}  # Notebook 7's header + the dashboard
-STDERR = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
 # Notebook 7 has no status bar; its toolbar's kernel status shows the kernel name once
 # connected, and the execution indicator says idle.
 KERNEL_READY_JS = """() => {
@@ -46,51 +33,25 @@ KERNEL_READY_JS = """() => {
          && ind.getAttribute('data-status') === 'idle'; }"""
 
 
-def run(shots: pathlib.Path) -> dict:
-    from dashboard_notebook import build
-    import nbformat
-    from playwright.sync_api import expect, sync_playwright
-
-    shots.mkdir(parents=True, exist_ok=True)
-    report: dict = {"checks": {}, "seen": {}, "console_errors": [], "timings_s": {}}
-    root = pathlib.Path(tempfile.mkdtemp(prefix="dl-nb7-"))
-    nbformat.write(build(), root / "dashboard.ipynb")
-    server = JupyterLab(root, root / "notebook.log", app="notebook")
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                         args=CHROME_ARGS)
-            page = browser.new_page(viewport={"width": 1500, "height": 2500})
-            errors, phase = report["console_errors"], report.setdefault("phase", ["load"])
-            page.on("console", lambda m: m.type == "error" and errors.append(
-                f"[{phase[0]}] {m.text}"))
-            page.on("pageerror", lambda e: errors.append(f"[{phase[0]}] pageerror: {e} {e.stack}"))
-            try:
-                _drive(page, expect, f"http://127.0.0.1:{server.port}/notebooks/dashboard.ipynb"
-                       f"?token={server.token}", shots, report)
-            except Exception:
-                page.screenshot(path=shots / "99-notebook7-failure.png")
-                raise
-            finally:
-                browser.close()
-    finally:
-        server.stop()
-        report["server_log_tail"] = (root / "notebook.log").read_text(errors="replace")[-1500:]
-        shutil.rmtree(root, ignore_errors=True)
-    return report
+def run(shots) -> dict:
+    with BrowserSession("notebook7", {"dashboard.ipynb": build()}, shots=shots,
+                        app="notebook") as session:
+        session.report.update(checks={}, seen={})
+        _drive(session, session.new_page(), shots, session.report)
+    return session.report
 
 
-def _drive(page, expect, url: str, shots: pathlib.Path, report: dict) -> None:
+def _drive(session: BrowserSession, page, shots, report: dict) -> None:
+    from playwright.sync_api import expect
+
     checks, seen, T = report["checks"], report["seen"], report["timings_s"]
     t0 = time.monotonic()
-    page.goto(url)
-    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+    session.open_notebook(page, "dashboard.ipynb")
     page.wait_for_function(KERNEL_READY_JS, timeout=60_000, polling=100)
     page.wait_for_timeout(500)
     T["opened"] = round(time.monotonic() - t0, 1)
-    report["phase"][0] = "run"
-    page.locator(".lm-MenuBar-itemLabel:text-is('Run')").click()
-    page.locator(".lm-Menu-itemLabel:text-is('Run All Cells')").click()
+    session.phase = "run"
+    menu(page, "Run", "Run All Cells")
     expect(page.locator(".jp-CodeCell .jp-InputPrompt").first).not_to_have_text("[ ]:",
                                                                                timeout=10_000)
     view = ".dl-objectview"
@@ -107,11 +68,11 @@ def _drive(page, expect, url: str, shots: pathlib.Path, report: dict) -> None:
     shot = False
     deadline = time.monotonic() + 6
     while time.monotonic() < deadline:
-        s = _attr(page, view, "data-seq")
+        s = attr(page, view, "data-seq")
         if s is not None and (not seqs or int(s) != seqs[-1]):
             seqs.append(int(s))
-        gates.add(_attr(page, view, "data-gate"))
-        mb = _attr(page, view, "data-mailbox")
+        gates.add(attr(page, view, "data-gate"))
+        mb = attr(page, view, "data-mailbox")
         mailboxes.add(mb)
         if not shot and mb not in (None, "0") and time.monotonic() > deadline - 4:
             page.screenshot(path=shots / "dashboard-notebook7.png", clip=CLIP)
@@ -143,6 +104,7 @@ def assert_report(r: dict) -> None:
     assert c["stderr"] == 0 and c["panel_errors"] == 0, r
     unexpected = [e for e in r["console_errors"] if not _known_load_error(e)]
     assert not unexpected, unexpected
+    assert not r["blocked_requests"], r["blocked_requests"]  # rendered with no network
 
 
 def _known_load_error(text: str) -> bool:
@@ -155,14 +117,6 @@ def _known_load_error(text: str) -> bool:
 
 
 def test_dashboard_in_notebook7():
-    shots = pathlib.Path(os.environ.get("SHOTS_DIR", HERE.parents[1] / "build" / "screenshots"))
-    report = run(shots)
-    print(json.dumps({k: v for k, v in report.items() if k != "server_log_tail"}, indent=2))
+    report = run(shots_dir())
+    print_report(report)
     assert_report(report)
-
-
-if __name__ == "__main__":
-    r = run(pathlib.Path(os.environ.get("SHOTS_DIR", HERE.parents[1] / "build" / "screenshots")))
-    print(json.dumps(r, indent=2))
-    assert_report(r)
-    print("OK")

@@ -192,7 +192,7 @@ def test_object_html_shows_every_part_of_the_state():
                     held={1: 1}, last_batch=(1, 2, True))
     html = render_object_html(s)
     for part in ("#3 inc", "#4 inc", "CLOSED", "delivery 2", "#2 inc", "#1 awaits io",
-                 "n", "batch 1: a, b (2)", "#1 (waits for 1)", "batch 1 landed: 2 keys"):
+                 "n", "batch 1: a, b (2)", "#1 waits for 1 commit", "batch 1 landed", "2 keys"):
         assert part in html, part
     assert _attr(html, "data-mailbox") == "2"
     many = ObjectState("C:y", mailbox={i: "m" for i in range(40)})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from durable_lab import Lab
 from durable_lab import events as ev
 from widgets._reducers import (
     FleetReducer,
@@ -46,8 +47,9 @@ async def test_object_state_follows_the_worked_example_step_by_step():
     # 14: reply 1 held behind the output gate; 15: the batch flies with n, dirty emptied
     assert seen[14][7] == [1]
     assert seen[15][5:7] == [[], {1: ("n",)}]
-    # 21: both replies held, batch 1 in flight, n dirty again for batch 2
-    assert seen[21][5:8] == [["n"], {1: ("n",)}, [1, 2]]
+    # 22: both replies held, n dirty again for batch 2; batch 1 was formed at the end of
+    # delivery 1's turn, before delivery 2 was admitted, and has landed
+    assert seen[22][5:8] == [["n"], {}, [1, 2]]
     # the end: everything landed and released, gate open, mailbox empty
     last = seen[26]
     assert last[1:] == [[], "", None, {}, [], {}, []]
@@ -119,8 +121,8 @@ async def test_timeline_lanes_and_commit_markers():
     assert [k for k, *_ in lanes[1]] == ["queued", "running", "awaiting storage", "running",
                                          "reply held"]
     assert [k for k, *_ in lanes[2]] == ["queued", "running", "reply held"]
-    # delivery 2 was blocked at the input gate from seq 3 until it started at 16
-    assert lanes[2][0][1:] == (3, 16)
+    # delivery 2 was blocked at the input gate from seq 3 until it started at 17
+    assert lanes[2][0][1:] == (3, 17)
     # one commit marker per batch, on the lane of the delivery whose write it carried
     assert list(zip(marks["delivery"], marks["batch"], marks["size"], strict=True)) == [
         (1, 1, 1), (2, 2, 1)]
@@ -239,3 +241,42 @@ async def test_writing_the_same_value_again_is_not_left_pending(lab):
     assert sr.counts("COUNTER:same") == {"committed": 1}  # n; the item:* no-ops dropped
     s = fold(ObjectsReducer(), rec.events).get("COUNTER:same")
     assert s.dirty == {}
+
+
+async def test_an_unchanged_put_is_never_pending_nor_lost_after_close():
+    # Issue 9: put() of an unchanged value is skipped by the runtime (no flush, no commit); the
+    # panel showed those keys pending forever and, after lab.close(), "lost".
+    lab = Lab(storage="memory", seed=1)
+    stub = lab.bind("COUNTER", Counter).getByName("same")
+    rec = lab.record()
+    await stub.write_many(3)
+    await stub.write_many(3)  # the same values again, and no other write after them
+    await lab.close()
+    rec.close()
+    assert [e.cache for e in rec.events if e.kind == "StorageOp"] == ["write"] * 3 + [
+        "unchanged"] * 3
+    assert sum(e.kind == "FlushStarted" for e in rec.events) == 1
+    sr = fold(StorageReducer(), rec.events)
+    assert sr.counts("COUNTER:same") == {"committed": 3}
+    s = fold(ObjectsReducer(), rec.events).get("COUNTER:same")
+    assert s.dirty == {}
+    assert s.status == "closed" and s.last_reset == ""  # closing is not a reset banner
+
+
+def test_a_reset_that_lost_nothing_turns_no_pending_key_into_lost():
+    sr = StorageReducer()
+    o = "C:x"
+    sr.apply(ev.StorageOp(seq=1, time=0.0, object=o, delivery=1, op="put", keys=("a",),
+                          cache="write"))
+    sr.apply(ev.FlushStarted(seq=2, time=0.0, object=o, batch=1, puts=("a",), deletes=(),
+                             delete_all=False, gated=True))
+    sr.apply(ev.CommitDone(seq=3, time=0.0, object=o, batch=1, keys=1, duration=0.0))
+    # "a" again and a new "b", both shown pending; no flush comes before the reset, and the
+    # runtime says it lost nothing (older runtimes reported no-op puts as writes like these)
+    for seq, key in ((4, "a"), (5, "b")):
+        sr.apply(ev.StorageOp(seq=seq, time=0.0, object=o, delivery=2, op="put", keys=(key,),
+                              cache="write"))
+    assert sr.counts(o) == {"pending": 2}
+    sr.apply(ev.InstanceReset(seq=6, time=0.0, object=o, reason="labClosed", error="",
+                              stubs_broken=True, lost_writes=0))
+    assert {k: s.state for k, s in sr.rows(o)} == {"a": "committed"}

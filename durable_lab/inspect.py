@@ -1,0 +1,137 @@
+"""Looking inside an object from outside: what its storage holds right now.
+
+For the storage inspector, the SQL panel and lessons. Read-only and outside the object's turns:
+nothing is delivered to the object, no gate is touched, no event is emitted, nothing is written
+(a never-written object gets no file). Two views:
+
+- :func:`kv_snapshot`: the key-value data (``ctx.storage.get/put``). For a KV-backed class,
+  what is committed in storage overlaid with the writes still in the live instance's cache
+  (pending or on their way to storage), so a value shows the moment ``put()`` ran. For a
+  SQLite-backed class, the ``_cf_KV`` table as the object sees it.
+- :func:`sql_snapshot`: the tables of a SQLite-backed object (``sql=True``): columns, row count
+  and the first rows, as the object sees them now (inside its open implicit transaction, if
+  any: the rows a turn just inserted show before their commit).
+
+A value that cannot be decoded (corrupt data) is shown as ``<undecodable: ...>`` rather than
+raising: an inspector must never be the thing that fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import values
+
+if TYPE_CHECKING:
+    from .lab import Lab
+
+__all__ = ["TableSnapshot", "host_for", "kv_snapshot", "sql_snapshot"]
+
+
+@dataclass(frozen=True, slots=True)
+class TableSnapshot:
+    name: str
+    columns: tuple[str, ...]
+    count: int
+    rows: tuple[tuple[Any, ...], ...]  # the first rows, in rowid order
+
+
+def host_for(lab: Lab, target: Any) -> Any:
+    """The object host of a stub, an id or a label (``"COUNTER:room-1"``); None if the lab
+    has not seen that object."""
+    if isinstance(target, str):
+        for host in lab._hosts.values():
+            if host.label == target:
+                return host
+        return None
+    return lab._host_of(target)
+
+
+def _decode(data: bytes | None) -> Any:
+    try:
+        return values.decode(data) if data is not None else None
+    except Exception as exc:  # corrupt bytes: show, never raise
+        return f"<undecodable: {type(exc).__name__}>"
+
+
+async def kv_snapshot(lab: Lab, target: Any, *, limit: int = 500) -> dict[str, Any]:
+    """The object's key-value data now: ``{key: value}``, at most ``limit`` keys, in key order."""
+    if lab.closed:
+        return {}
+    host = host_for(lab, target)
+    if host is None:
+        return {}
+    instance = host.instance
+    cache = instance.cache if instance is not None else None
+    if cache is not None and cache.is_sqlite or _sql_backed(host):
+        rows = _sql_rows(lab, host, "SELECT key, value FROM _cf_KV ORDER BY key LIMIT ?",
+                         (limit,))
+        return {key: _decode(value) for key, value in rows}
+    found: dict[str, bytes | None] = {}
+    if cache is None or not cache.delete_all_pending:
+        for key, value in await lab.backend.list(host.storage_key, start=None, end=None,
+                                                 reverse=False, limit=limit):
+            found[key] = value
+    if cache is not None:  # writes not committed yet win over what storage holds
+        for layer in (cache.flushing, cache.dirty):
+            for key, value in layer.items():
+                found[key] = value
+    return {key: _decode(found[key]) for key in sorted(found)[:limit]
+            if found[key] is not None}
+
+
+def sql_snapshot(lab: Lab, target: Any, *, rows: int = 20) -> list[TableSnapshot]:
+    """The user tables of a SQLite-backed object (``_cf_*`` and ``sqlite_*`` left out)."""
+    if lab.closed:
+        return []
+    host = host_for(lab, target)
+    if host is None:
+        return []
+    names = [r[0] for r in _sql_rows(
+        lab, host, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE "
+                   "'\\_cf\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+                   "ORDER BY name")]
+    tables = []
+    for name in names:
+        quoted = '"' + name.replace('"', '""') + '"'
+        columns = tuple(r[1] for r in _sql_rows(lab, host, f"PRAGMA table_info({quoted})"))
+        count = _sql_rows(lab, host, f"SELECT COUNT(*) FROM {quoted}")[0][0]
+        first = tuple(tuple(r) for r in _sql_rows(lab, host, f"SELECT * FROM {quoted} LIMIT ?",
+                                                  (rows,)))
+        tables.append(TableSnapshot(name, columns, count, first))
+    return tables
+
+
+def _sql_backed(host: Any) -> bool:
+    return bool(getattr(host.namespace, "sql", False))
+
+
+def _sql_rows(lab: Lab, host: Any, query: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """Run a read-only query on the object's database: through the live instance's connection
+    (so its open transaction is visible), else on the stored database, opened read-only."""
+    from . import _sql_engine
+
+    instance = host.instance
+    engine = instance.cache if instance is not None else None
+    if engine is not None and getattr(engine, "is_sqlite", False) and engine._conn is not None:
+        saved = engine._internal
+        engine._internal = True  # our own read, not the object's statement: no guard rails
+        try:
+            return engine._conn.execute(query, params).fetchall()
+        finally:
+            engine._internal = saved
+    if lab.path is None:
+        conn = _sql_engine._memory_db(host, create=False)
+        return conn.execute(query, params).fetchall() if conn is not None else []
+    path = Path(lab.path) / host.storage_key[0] / f"{host.storage_key[1]}.sqlite"
+    if not path.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        try:
+            return conn.execute(query, params).fetchall()
+        except sqlite3.OperationalError:  # no such table yet (a KV-only database)
+            return []

@@ -1,0 +1,420 @@
+"""One harness for every browser test: a Jupyter server, headless Chromium, what the page logged.
+
+Every browser test needs the same scaffolding, and a copy that drifts hides bugs (the four tests
+used to start JupyterLab with ``BOKEH_RESOURCES=inline``, which no learner does, so blank plots
+offline went unnoticed). This module owns it:
+
+- :class:`JupyterServer`: ``jupyter lab`` (or Notebook 7) on a free local port, a random token,
+  throw-away settings and workspace folders, this checkout first on ``PYTHONPATH``, and
+  ``BOKEH_RESOURCES`` *removed* from its environment (a developer's shell must not hide an
+  offline bug). Stopped by its REST shutdown, then by PID.
+- :class:`BrowserSession`: the server plus Playwright's Chromium (Debian's ``/usr/bin/chromium``;
+  never ``playwright install``). Every page it opens (:meth:`BrowserSession.new_page`)
+  records console errors and uncaught page errors, tagged with the test's current *phase*, and
+  **blocks every request whose host is not this machine**, recording the URLs it blocked: the
+  panels must render with no network, as in a workshop room without internet.
+- On an exception inside the session: a screenshot of every open page, the report as JSON, and
+  the server log's tail, written to the shots folder as ``99-<name>-failure.*``.
+- Small page helpers shared by the tests: waiting for the kernel, *Run All*, reading
+  ``data-*`` attributes.
+
+Screenshots go to ``build/screenshots`` unless ``SHOTS_DIR`` says otherwise;
+``SHOTS_DIR=docs/img`` refreshes the committed ones (lessons: ``docs/img/lessons``).
+
+Recipe and pitfalls: /work/shared/reference/browser-testing.md (kernel idle detection, stream
+echo, BokehJS loading).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import pytest
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+# --no-sandbox: CI and this machine run as root. The networking flags stop Chromium phoning home
+# on its own (component updates, sync): those are not the page's requests.
+CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+# The kernel is ready when JupyterLab's status bar reads "... | Idle" and not "No Kernel ...":
+# the toolbar's execution indicator says idle before any kernel exists (recipe, pitfall 5).
+KERNEL_IDLE_JS = """() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]
+    .map(e => e.textContent.trim())
+    .some(t => /\\| Idle$/.test(t) && !t.startsWith('No Kernel'))"""
+
+STDERR = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+ERROR_OUTPUT = ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']"
+# What jupyter_bokeh / BokehJS show in place of a plot whose view could not be made.
+JS_ERROR_BOX_TEXT = "Click to show javascript error"
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+# Matched inside Playwright's driver, so local requests (hundreds of JupyterLab chunks) never
+# make the round trip to Python: only URLs with another host reach the handler, which aborts
+# them. data:/blob: URLs are not network requests and never match.
+_NOT_LOCAL = re.compile(r"^(?!(?:https?|wss?)://(?:127\.0\.0\.1|localhost|\[::1\])(?::\d+)?/)"
+                        r"(?!data:|blob:)")
+
+
+def browser_marks(*extra: Any) -> list[Any]:
+    """The ``pytestmark`` of a browser test: marked ``browser``, retried, skipped without Chromium.
+
+    A real browser against a real Jupyter server has timing noise no fake clock can remove; a
+    failure is retried twice before it counts (the runtime's own tests never retry).
+    ``BROWSER_RERUNS=0`` turns the retries off while you iterate on a failing test.
+    """
+    return [
+        pytest.mark.browser,
+        pytest.mark.flaky(reruns=int(os.environ.get("BROWSER_RERUNS", "2")), reruns_delay=2),
+        pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                           reason=f"Chromium not installed at {CHROMIUM} (apt-get install chromium)"),
+        *extra,
+    ]
+
+
+def shots_dir(sub: str = "") -> pathlib.Path:
+    """Where screenshots go: ``$SHOTS_DIR`` (``docs/img`` refreshes the docs) or ``build/screenshots``."""
+    base = pathlib.Path(os.environ.get("SHOTS_DIR", ROOT / "build" / "screenshots"))
+    if not base.is_absolute():
+        base = ROOT / base
+    path = base / sub if sub else base
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_env(runtime_dir: pathlib.Path) -> dict[str, str]:
+    """The server's (and so its kernels') environment: this checkout importable first, and no
+    ``BOKEH_RESOURCES``: a learner's Jupyter has none, so the panels must load BokehJS offline
+    by themselves."""
+    env = {k: v for k, v in os.environ.items() if k != "BOKEH_RESOURCES"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", ""))
+                                        if p)
+    env["JUPYTER_RUNTIME_DIR"] = str(runtime_dir)
+    return env
+
+
+class JupyterServer:
+    """``jupyter lab`` (or ``app="notebook"``: Notebook 7) in the background, serving ``root``."""
+
+    def __init__(self, root: pathlib.Path, log_path: pathlib.Path,
+                 app: str = "jupyterlab") -> None:
+        self.port, self.token, self.app = _free_port(), secrets.token_hex(16), app
+        self.log_path = log_path
+        cfg = root / ".lab-state"
+        # No news toast over the screenshots.
+        news = cfg / "settings" / "@jupyterlab" / "apputils-extension"
+        news.mkdir(parents=True, exist_ok=True)
+        (news / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+        app_class = {"jupyterlab": "LabApp", "notebook": "JupyterNotebookApp"}[app]
+        cmd = [sys.executable, "-m", app, "--no-browser", f"--port={self.port}",
+               "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0",
+               "--ServerApp.allow_root=True", f"--IdentityProvider.token={self.token}",
+               f"--ServerApp.root_dir={root}",
+               f"--{app_class}.workspaces_dir={cfg / 'workspaces'}",
+               f"--{app_class}.user_settings_dir={cfg / 'settings'}"]
+        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, cwd=root, env=server_env(cfg / "runtime"),
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 90
+        while True:
+            if self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"{app} exited with {self.proc.returncode}; see {log_path}")
+            try:
+                with urllib.request.urlopen(self.api("status"), timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"{app} did not start in 90 s")
+            time.sleep(0.2)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        """``path`` (``lab/tree/x.ipynb``) on this server, with the token."""
+        return f"{self.base}/{path.lstrip('/')}?token={self.token}"
+
+    def api(self, path: str) -> str:
+        return self.url(f"api/{path}")
+
+    def request(self, method: str, path: str) -> Any:
+        req = urllib.request.Request(f"{self.base}/api/{path}", method=method,
+                                     headers={"Authorization": f"token {self.token}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            body = r.read()
+        return json.loads(body) if body else None
+
+    def kernels(self) -> list[dict[str, Any]]:
+        return self.request("GET", "kernels")
+
+    def shutdown_kernels(self) -> int:
+        """Shut every running kernel down (between two notebooks on the same server)."""
+        kernels = self.kernels()
+        for k in kernels:
+            self.request("DELETE", f"kernels/{k['id']}")
+        return len(kernels)
+
+    def log_text(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.request("POST", "shutdown")
+                self.proc.wait(timeout=20)
+            except Exception:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        if not self.log.closed:
+            self.log.close()
+
+
+class BrowserSession:
+    """A Jupyter server on a throw-away folder plus headless Chromium; a context manager.
+
+    ``files`` maps a file name to an nbformat notebook, a path to copy, or text. The report
+    (``session.report``) collects ``console_errors`` and ``blocked_requests`` (both tagged with
+    ``session.phase``), plus whatever the test adds; on an exception the pages are screenshot
+    and the report written to the shots folder before the exception goes on.
+    """
+
+    def __init__(self, name: str, files: dict[str, Any], *, shots: pathlib.Path | None = None,
+                 app: str = "jupyterlab") -> None:
+        self.name, self.files, self.app = name, files, app
+        self.shots = shots if shots is not None else shots_dir()
+        self.phase = "load"
+        self.report: dict[str, Any] = {"console_errors": [], "blocked_requests": [],
+                                       "timings_s": {}}
+        self.pages: list[Any] = []
+        self.root: pathlib.Path | None = None
+        self.server: JupyterServer | None = None
+        self._pw: Any = None
+        self.browser: Any = None
+        self.context: Any = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def __enter__(self) -> BrowserSession:
+        import nbformat
+        from playwright.sync_api import sync_playwright
+
+        self.root = pathlib.Path(tempfile.mkdtemp(prefix=f"dl-{self.name}-"))
+        for fname, content in self.files.items():
+            target = self.root / fname
+            if isinstance(content, pathlib.Path):
+                shutil.copy(content, target)
+            elif isinstance(content, str):
+                target.write_text(content)
+            else:
+                nbformat.write(content, target)
+        try:
+            self.server = JupyterServer(self.root, self.root / f"{self.app}.log", app=self.app)
+            self._pw = sync_playwright().start()
+            self.browser = self._pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                    args=CHROME_ARGS)
+            self.context = self.browser.new_context(viewport={"width": 1500, "height": 2500})
+            self.context.route(_NOT_LOCAL, self._block)
+        except BaseException:
+            self._close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc is not None:
+            self.save_failure(exc)
+        self._close()
+
+    def _close(self) -> None:
+        try:
+            if self.browser is not None:
+                self.browser.close()
+            if self._pw is not None:
+                self._pw.stop()
+        finally:
+            if self.server is not None:
+                self.server.stop()
+                self.report["server_log_tail"] = self.server.log_text()[-3000:]
+            if self.root is not None:
+                shutil.rmtree(self.root, ignore_errors=True)
+
+    def save_failure(self, exc: BaseException | None = None, tag: str = "") -> None:
+        """Screenshots of every open page and the report, as ``99-<name>[-tag]-failure.*``."""
+        stem = f"99-{self.name}{'-' + tag if tag else ''}-failure"
+        if exc is not None:
+            self.report["exception"] = "".join(traceback.format_exception(exc))[-4000:]
+        for i, page in enumerate(self.pages):
+            if page.is_closed():
+                continue
+            try:
+                page.screenshot(path=self.shots / f"{stem}{'-' + str(i) if i else ''}.png")
+            except Exception as shot_error:  # the page may be what failed; keep the report
+                self.report.setdefault("screenshot_errors", []).append(repr(shot_error))
+        if self.server is not None:
+            self.report["server_log_tail"] = self.server.log_text()[-3000:]
+        (self.shots / f"{stem}-report.json").write_text(json.dumps(self.report, indent=2,
+                                                                   default=str))
+
+    # -- pages ------------------------------------------------------------------------------
+
+    def _block(self, route: Any) -> None:
+        url = route.request.url
+        host = urllib.parse.urlsplit(url).hostname or ""
+        if host in LOCAL_HOSTS:  # the pattern should not have sent it here; let it through
+            route.continue_()
+            return
+        self.report["blocked_requests"].append(f"[{self.phase}] {url}")
+        route.abort("internetdisconnected")
+
+    def new_page(self, *, viewport: dict[str, int] | None = None) -> Any:
+        """A page in this session's context: console errors and page errors recorded."""
+        page = self.context.new_page()
+        if viewport is not None:
+            page.set_viewport_size(viewport)
+        errors = self.report["console_errors"]
+        page.on("console", lambda m: m.type == "error" and errors.append(
+            f"[{self.phase}] {m.text}"))
+        page.on("pageerror", lambda e: errors.append(
+            f"[{self.phase}] pageerror: {e} {(e.stack or '')[:3000]}"))
+        page.add_init_script("Error.stackTraceLimit = 40;")  # whole stacks in the report
+        self.pages.append(page)
+        return page
+
+    def open_notebook(self, page: Any, name: str, *, wait_kernel: bool = True,
+                      workspace: str | None = None) -> None:
+        """Open ``name`` in JupyterLab (``/lab/tree``) and wait until its kernel is idle.
+
+        ``workspace``: open it in that (new) JupyterLab workspace, so the tabs an earlier page
+        of this session had open are not restored (each would start its kernel again)."""
+        t0 = time.monotonic()
+        prefix = "lab/tree" if self.app == "jupyterlab" else "notebooks"
+        if workspace is not None and self.app == "jupyterlab":
+            prefix = f"lab/workspaces/{workspace}/tree"
+        page.goto(self.server.url(f"{prefix}/{name}"))
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+        if wait_kernel and self.app == "jupyterlab":
+            wait_kernel_idle(page)
+        self.report["timings_s"][f"open {name}"] = round(time.monotonic() - t0, 1)
+
+
+# -- page helpers ----------------------------------------------------------------------------
+
+
+def wait_kernel_idle(page: Any, timeout: float = 60.0) -> None:
+    page.wait_for_function(KERNEL_IDLE_JS, timeout=timeout * 1000, polling=100)
+
+
+def menu(page: Any, top: str, item: str) -> None:
+    """Click ``top`` in the menu bar, then the item whose label is exactly ``item``."""
+    page.locator(f".lm-MenuBar-itemLabel:text-is('{top}')").click()
+    page.locator(f".lm-Menu-itemLabel:text-is('{item}')").click()
+
+
+def run_all(page: Any) -> None:
+    """Run > Run All Cells, and fail within 10 s if nothing started (recipe, pitfall 5)."""
+    from playwright.sync_api import expect
+
+    menu(page, "Run", "Run All Cells")
+    expect(page.locator(".jp-CodeCell .jp-InputPrompt").first).not_to_have_text(
+        "[ ]:", timeout=10_000)
+
+
+def hide_left_sidebar(page: Any) -> None:
+    """View > Show Left Sidebar off: the notebook (and its panels) get the whole width."""
+    page.locator(".lm-MenuBar-itemLabel:text-is('View')").click()
+    toggle = page.locator(".lm-Menu-itemLabel", has_text="Left Sidebar")
+    if toggle.count():
+        toggle.first.click()
+    else:
+        page.keyboard.press("Escape")
+
+
+def wait_all_cells_ran(page: Any, timeout: float = 120.0, tick: Any = None) -> list[str]:
+    """Wait until every code cell shows an execution count (none ``[ ]:`` or ``[*]:``) and the
+    kernel is idle; returns the prompts. Raises if that does not happen in ``timeout``.
+    ``tick()``, if given, is called at every poll (to catch a moment while cells run)."""
+    deadline = time.monotonic() + timeout
+    prompts: list[str] = []
+    while time.monotonic() < deadline:
+        prompts = [p.strip() for p in page.locator(".jp-CodeCell .jp-InputPrompt")
+                   .all_inner_texts()]
+        shown = [p for p in prompts if p]  # a collapsed cell shows no prompt
+        if shown and all(p not in ("[ ]:", "[*]:") for p in shown):
+            break
+        if tick is not None:
+            tick()
+        time.sleep(0.25)
+    else:
+        raise AssertionError(f"cells still not run after {timeout:.0f} s: {prompts}")
+    wait_kernel_idle(page, timeout=max(10.0, deadline - time.monotonic()))
+    return prompts
+
+
+def log_console_text(page: Any) -> str:
+    """The text of JupyterLab's log console for the open notebook (View > Show Log Console),
+    where kernel output that belongs to no cell lands (e.g. the kernel's warnings while it
+    handles a widget's message). The console is closed again afterwards."""
+    menu(page, "View", "Show Log Console")
+    panel = page.locator(".jp-LogConsolePanel").first
+    panel.wait_for(timeout=10_000)
+    page.wait_for_timeout(500)  # entries render asynchronously
+    text = panel.inner_text()
+    menu(page, "View", "Show Log Console")  # a toggle: closes it
+    return text
+
+
+def attr(page: Any, selector: str, name: str) -> str | None:
+    """Attribute ``name`` of the first element matching ``selector`` (None if none)."""
+    loc = page.locator(selector)
+    return loc.first.get_attribute(name) if loc.count() else None
+
+
+def wait_attr(page: Any, selector: str, name: str, pred: Any, timeout: float = 20.0) -> str:
+    """Poll ``attr`` until ``pred(value)``; returns the value."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = attr(page, selector, name)
+        if value is not None and pred(value):
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{selector}[{name}] never matched; last value {value!r}")
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """The report on stdout (pytest -s shows it), without the server log's tail."""
+    print(json.dumps({k: v for k, v in report.items() if k != "server_log_tail"}, indent=2,
+                     default=str))
