@@ -213,11 +213,18 @@ class ObjectHost:
             return reply
         inst = self.ensure_instance()
         delivery = Delivery(lab._next_delivery_id(), kind, method, args, kwargs, reply)
-        if inst.queued >= lab.max_queue:
+        # Two bounds: deliveries waiting for their first admission (max_queue), and all the
+        # deliveries of the object, admitted ones included (max_in_flight): a call that awaits
+        # a timer or another object has left the queue but still holds its memory.
+        if inst.queued >= lab.max_queue or len(inst.deliveries) >= lab.max_in_flight:
             if lab.bus.active:
                 lab.bus.emit(DeliveryRefused, object=self.label, object_id=self.object_id,
                              delivery=delivery.id, method=method, reason="overloaded")
-            reply.set_exception(OverloadedError())
+            reply.set_exception(
+                OverloadedError() if inst.queued >= lab.max_queue else OverloadedError(
+                    f"Durable Object is overloaded. Too many requests in flight: "
+                    f"{len(inst.deliveries)} calls are queued or running at {self.label} "
+                    f"(the limit is Lab(max_in_flight={lab.max_in_flight}))."))
             return reply
         inst.queued += 1
         if lab.bus.active:

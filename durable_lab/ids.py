@@ -10,7 +10,11 @@ key being SHA-256 of ``"durable_lab:" + binding name``:
   The same name in the same namespace always gives the same id (so the same stored state, also
   after a kernel restart on the same folder); another namespace gives another id.
 - ``newUniqueId()`` is ``random16 + HMAC(key, random16)[:16]``; the random bytes come from the
-  lab's seeded ``random.Random``, so a seeded run makes the same ids every time.
+  lab's seeded ``random.Random``, so a seeded run makes the same ids every time. A lab that
+  reopens a folder is told how many sessions opened it before (``lab.session``); from the
+  second session on, ``random16`` is ``SHA-256("durable_lab:session:<n>:" + drawn16)[:16]``,
+  so a "new" id never names an object of an earlier session on that folder (seeded runs stay
+  reproducible: session n of a folder gives the same ids every time).
 - ``idFromString(hex)`` accepts either kind and checks the MAC, so an id from another namespace
   (or a typo) is refused with Cloudflare's error messages.
 
@@ -76,12 +80,13 @@ class DurableObjectId:
 class IdFactory:
     """Makes and checks the ids of one namespace."""
 
-    __slots__ = ("_key", "_random", "namespace")
+    __slots__ = ("_key", "_random", "_session", "namespace")
 
-    def __init__(self, namespace: str, rng: random.Random) -> None:
+    def __init__(self, namespace: str, rng: random.Random, *, session: int = 0) -> None:
         self.namespace = namespace
         self._key = hashlib.sha256(f"durable_lab:{namespace}".encode()).digest()
         self._random = rng
+        self._session = session
 
     def _mac(self, data: bytes) -> bytes:
         return hmac.new(self._key, data, hashlib.sha256).digest()[:16]
@@ -89,13 +94,25 @@ class IdFactory:
     def from_name(self, name: str) -> DurableObjectId:
         if not isinstance(name, str):
             raise TypeError(f"idFromName() takes a str name, got {type(name).__name__}: {name!r}")
-        first = self._mac(name.encode())
+        try:
+            encoded = name.encode()
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"idFromName() takes a name that is valid Unicode text; {name[:40]!r} holds the "
+                f"lone surrogate {exc.object[exc.start:exc.end]!r}, which cannot be encoded as "
+                "UTF-8"
+            ) from None
+        first = self._mac(encoded)
         hex_id = (first + self._mac(first)).hex()
-        kept_name = name if len(name.encode()) <= _MAX_NAME_BYTES else None
+        kept_name = name if len(encoded) <= _MAX_NAME_BYTES else None
         return DurableObjectId(hex_id, namespace=self.namespace, name=kept_name)
 
     def new_unique(self) -> DurableObjectId:
         first = self._random.getrandbits(128).to_bytes(16, "big")
+        if self._session:
+            # A seeded generator repeats itself in every session; the folder's session number
+            # (see _folder.py) makes the ids of each session on one folder different.
+            first = hashlib.sha256(b"durable_lab:session:%d:" % self._session + first).digest()[:16]
         return DurableObjectId((first + self._mac(first)).hex(), namespace=self.namespace)
 
     def from_string(self, text: str) -> DurableObjectId:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import random
 import shutil
 import tempfile
@@ -31,6 +32,7 @@ from . import alarms as _alarms
 from . import inspect as _inspect
 from . import websockets as _websockets
 from ._backends import MemoryBackend, SqliteBackend
+from ._folder import FolderLock
 from ._host import CODE_UPDATED_MESSAGE, ObjectHost
 from .bus import EventBus, Recorder, Subscription
 from .events import LabClosed
@@ -56,6 +58,13 @@ __all__ = ["MODELS", "Env", "Lab", "LabStatistics", "ObjectInfo"]
 
 #: The concurrency models a lab can run (see Lab's docstring).
 MODELS = ("gates", "none", "serial")
+
+
+def _is_seconds(value: object, *, zero: bool = False) -> bool:
+    """A finite number of seconds, > 0 (or >= 0 with ``zero``); NaN and infinity are not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and (value >= 0 if zero else value > 0)
 
 
 class Env:
@@ -143,8 +152,15 @@ class Lab:
         seed: seeds the random generator behind ``newUniqueId()``.
         commit_latency: seconds added to every commit, so the cost coalescing saves is visible
             on a fast disk.
-        max_queue: deliveries that may wait at one object before calls are refused with an
-            ``overloaded`` error.
+        max_queue: deliveries that may wait at one object for their first admission before
+            calls are refused with an ``overloaded`` error.
+        max_in_flight: deliveries one object may have at once, waiting or running (a call
+            that awaits a timer or another object is still in flight); more are refused with
+            an ``overloaded`` error. Bounds the memory one object's callers can pin.
+        sql_time_limit: seconds of wall time one SQL statement (or one ``toArray()``) of a
+            SQLite-backed object may run before it is interrupted with a ``SqlError``; the
+            object stays usable. A statement runs synchronously, so without this limit a
+            runaway query would freeze the whole lab.
         max_open_databases: aiosqlite connections (threads) kept open at once for KV-backed
             classes (each live SQLite-backed instance holds one more, synchronous, connection).
         clock: ``"real"`` (wall time), ``"manual"`` (moves only with ``lab.clock.advance(s)``),
@@ -167,6 +183,7 @@ class Lab:
 
     def __init__(self, path: str | Path | None = None, *, storage: str = "sqlite",
                  seed: int | None = None, commit_latency: float = 0.0, max_queue: int = 1000,
+                 max_in_flight: int = 5000, sql_time_limit: float = 5.0,
                  max_open_databases: int = 64, clock: str | Clock = "real",
                  rate: float = 1.0, idle_timeout: float | None = None,
                  model: str = "gates", hibernate_after: float | None = 10.0,
@@ -175,17 +192,25 @@ class Lab:
             raise ValueError(f"storage must be 'sqlite' or 'memory', got {storage!r}")
         if storage == "memory" and path is not None:
             raise ValueError("a path only makes sense with storage='sqlite'")
-        if not isinstance(commit_latency, (int, float)) or commit_latency < 0:
-            raise ValueError(f"commit_latency must be a number of seconds >= 0, got {commit_latency!r}")
-        if not isinstance(max_queue, int) or max_queue < 1:
+        if not _is_seconds(commit_latency, zero=True):
+            raise ValueError(
+                f"commit_latency must be a finite number of seconds >= 0, got {commit_latency!r}")
+        if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1:
             raise ValueError(f"max_queue must be an int >= 1, got {max_queue!r}")
-        if idle_timeout is not None and (not isinstance(idle_timeout, (int, float))
-                                         or idle_timeout <= 0):
-            raise ValueError(f"idle_timeout must be None or seconds > 0, got {idle_timeout!r}")
+        if (isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int)
+                or max_in_flight < 1):
+            raise ValueError(f"max_in_flight must be an int >= 1, got {max_in_flight!r}")
+        if not _is_seconds(sql_time_limit):
+            raise ValueError(
+                f"sql_time_limit must be a finite number of seconds > 0, got {sql_time_limit!r}")
+        if idle_timeout is not None and not _is_seconds(idle_timeout):
+            raise ValueError(
+                f"idle_timeout must be None or a finite number of seconds > 0, got {idle_timeout!r}")
         self.idle_timeout = idle_timeout
-        if hibernate_after is not None and (isinstance(hibernate_after, bool) or not isinstance(
-                hibernate_after, (int, float)) or hibernate_after <= 0):
-            raise ValueError(f"hibernate_after must be None or seconds > 0, got {hibernate_after!r}")
+        if hibernate_after is not None and not _is_seconds(hibernate_after):
+            raise ValueError(
+                f"hibernate_after must be None or a finite number of seconds > 0, "
+                f"got {hibernate_after!r}")
         self.hibernate_after = hibernate_after
         if model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(map(repr, MODELS))}, got {model!r}")
@@ -196,6 +221,8 @@ class Lab:
         self.seed = seed
         self.commit_latency = float(commit_latency)
         self.max_queue = max_queue
+        self.max_in_flight = max_in_flight
+        self.sql_time_limit = float(sql_time_limit)
         self.storage = storage
         self.env = Env()
         self.alarms = _alarms.AlarmScheduler(self)
@@ -213,7 +240,13 @@ class Lab:
         self._deliveries = 0
         self._commit_failures: dict[str, list[Exception]] = {}
         self._closed = False
+        self._close_task: asyncio.Future[None] | None = None
+        self._close_done = False
         self._tempdir: str | None = None
+        self._folder_lock: FolderLock | None = None
+        #: How many labs opened this folder before (0 for memory and fresh folders); mixed
+        #: into newUniqueId() so ids stay unique across sessions on one folder.
+        self.session = 0
         self.backend: StorageBackend
         if storage == "memory":
             self.path: Path | None = None
@@ -225,7 +258,17 @@ class Lab:
                 path = self._tempdir
             self.path = Path(path)
             self.path.mkdir(parents=True, exist_ok=True)
-            self.backend = SqliteBackend(self.path, max_open=max_open_databases)
+            # One owner per folder: refused at once (naming the holder) if another lab,
+            # here or in another process, has it open. See _folder.py.
+            self._folder_lock = FolderLock(self.path)
+            self.session = self._folder_lock.session
+            try:
+                self.backend = SqliteBackend(self.path, max_open=max_open_databases)
+            except BaseException:
+                # A traceback kept by Jupyter would keep this half-made lab, and its lock,
+                # alive: let go of the folder now.
+                self._folder_lock.release()
+                raise
         self.backend = _CountingBackend(self.backend, self)
 
     # -- bindings ------------------------------------------------------------------------
@@ -300,6 +343,11 @@ class Lab:
             self._check_open()
             host = ObjectHost(self, namespace, object_id)
             self._hosts[key] = host
+        elif host.id.name is None and object_id.name is not None and host.incarnations == 0:
+            # Made from its file (alarms are loaded at bind) before the name was known: now
+            # that it is, errors and events can say "COUNTER:room-1" instead of a hex prefix.
+            host.id = object_id
+            host.label = f"{namespace.name}:{object_id.name}"
         return host
 
     # -- observation ---------------------------------------------------------------------
@@ -592,15 +640,30 @@ class Lab:
         return self._closed
 
     async def close(self) -> None:
-        """Let pending commits land, stop every object, close storage. Idempotent."""
-        if self._closed:
+        """Let pending commits land, stop every object, close storage, release the folder.
+
+        Idempotent, and it completes: the work runs in a task of its own, so a close whose
+        caller is interrupted (Jupyter's interrupt cancels the cell) goes on in the background,
+        and a close that was stopped part-way is finished by the next ``close()``. Every step
+        can be repeated safely.
+        """
+        if self._close_done:
             return
-        self._closed = True
-        if self.bus.active:
-            # First, so a panel can show "lab closed" and read the labClosed resets below as
-            # part of it (docs/events.md gives the order).
-            self.bus.emit(LabClosed, instances=sum(1 for h in self._hosts.values()
-                                                   if h.instance is not None))
+        if not self._closed:
+            self._closed = True
+            if self.bus.active:
+                # First, so a panel can show "lab closed" and read the labClosed resets below
+                # as part of it (docs/events.md gives the order).
+                self.bus.emit(LabClosed, instances=sum(1 for h in self._hosts.values()
+                                                       if h.instance is not None))
+        task = self._close_task
+        if task is None or task.done():
+            if task is not None and not task.cancelled():
+                task.exception()  # it failed part-way: retrieved here, redone below
+            task = self._close_task = asyncio.ensure_future(self._finish_close())
+        await asyncio.shield(task)
+
+    async def _finish_close(self) -> None:
         self.alarms.cancel_all()
         # A paused lab would hold the commits we are about to wait for: let everything run.
         self.scheduler.clear_breakpoints()
@@ -628,8 +691,11 @@ class Lab:
             self.scheduler.resume()
         await self.backend.aclose()
         _turns.uninstall_task_factory(self)  # object code no longer runs on this loop
+        if self._folder_lock is not None:
+            self._folder_lock.release()
         if self._tempdir is not None:
             shutil.rmtree(self._tempdir, ignore_errors=True)
+        self._close_done = True
 
     async def __aenter__(self) -> Lab:
         return self

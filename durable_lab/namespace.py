@@ -50,7 +50,7 @@ class DurableObjectNamespace:
         self.cls = cls
         #: True for a SQLite-backed class (ctx.storage.sql available, synchronous storage).
         self.sql = sql
-        self._ids = IdFactory(name, lab.random)
+        self._ids = IdFactory(name, lab.random, session=getattr(lab, "session", 0))
 
     def idFromName(self, name: str) -> DurableObjectId:  # noqa: N802
         """The id for ``name``: always the same id for the same name in this namespace."""
