@@ -38,7 +38,8 @@ from .errors import DurableObjectResetError, LabClosedError
 from .check import History
 from .faults import Faults
 from .scheduler import Breakpoint, Choice, Scheduler
-from .namespace import DurableObjectNamespace, DurableObjectStub
+from .namespace import Client, DurableObjectNamespace, DurableObjectStub
+from .network import Network, make_network
 from .objects import DurableObject
 from .storage import DurableObjectStorage
 
@@ -97,6 +98,7 @@ class ObjectInfo:
     pending_writes: int  # keys written and not yet committed
     stored_bytes: int  # keys + values of the KV data in storage (SQL tables not counted)
     alarm: float | None  # committed alarm time, epoch ms
+    region: str | None = None  # where it lives (Lab(network=...)); None: not placed / no network
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,12 @@ class Lab:
         hibernate_after: an instance with accepted WebSockets hibernates after this many
             seconds (lab time) without work, as in workerd (10 s); ``None``: only
             ``lab.hibernate()`` hibernates. See ``durable_lab.websockets``.
+        network: geography (``durable_lab.network``). ``None`` (default): none, calls cost no
+            network time. ``"cloudflare-regions"``: objects are placed near the caller that
+            creates them (or by ``locationHint``) and every call pays the round trip between
+            the caller's region and the object's, on the lab clock; callers take a region with
+            ``lab.client(region)``. A dict ``{("weur", "enam"): 80, ...}`` of round-trip
+            milliseconds overrides pairs of that table; a ``Network`` gives a whole table.
     """
 
     def __init__(self, path: str | Path | None = None, *, storage: str = "sqlite",
@@ -169,7 +177,8 @@ class Lab:
                  max_open_databases: int = 64, clock: str | Clock = "real",
                  rate: float = 1.0, idle_timeout: float | None = None,
                  model: str = "gates", hibernate_after: float | None = 10.0,
-                 record: bool = False) -> None:
+                 record: bool = False, network: str | dict[Any, Any] | Network | None = None
+                 ) -> None:
         if storage not in ("sqlite", "memory"):
             raise ValueError(f"storage must be 'sqlite' or 'memory', got {storage!r}")
         if storage == "memory" and path is not None:
@@ -200,6 +209,8 @@ class Lab:
         self.alarms = _alarms.AlarmScheduler(self)
         self.faults = Faults(self)
         self.scheduler = Scheduler(self)
+        #: Regions, placements and network delays (``durable_lab.network``); None: no geography.
+        self.network: Network | None = make_network(network, self)
         #: Storage calls on their way (the scheduler waits for them when it settles).
         self._io_in_flight = 0
         self.recording = bool(record)
@@ -291,6 +302,19 @@ class Lab:
                 "call bind() from async code (a notebook cell or an async function)"
             ) from None
         self._track(loop.create_task(self.alarms.load(hosts)))
+
+    def client(self, region: str) -> Client:
+        """A caller in ``region`` (a Worker running there): ``lab.client("apac-ne").env.CHAT``
+        makes stubs whose calls come from ``region`` (see ``Lab(network=...)``)."""
+        if self.network is not None:
+            region = self.network.check_region(region)
+        else:
+            from .network import LOCATION_HINTS
+
+            if region not in LOCATION_HINTS:
+                raise ValueError(f"unknown region {region!r}: a caller's region is one of "
+                                 f"{', '.join(LOCATION_HINTS)}")
+        return Client(self, region)
 
     def _host(self, namespace: DurableObjectNamespace, object_id: DurableObjectId) -> ObjectHost:
         key = (namespace.name, object_id.toString())
@@ -534,6 +558,8 @@ class Lab:
                 label=host.label, state=state, incarnations=host.incarnations,
                 queue_length=queued, in_flight=max(0, in_flight), pending_writes=pending,
                 stored_bytes=size, alarm=self.alarms.scheduled.get(host.storage_key),
+                region=(self.network._placements.get(host.storage_key)
+                        if self.network is not None else None),
             ))
         return infos
 
@@ -601,6 +627,8 @@ class Lab:
             self.bus.emit(LabClosed, instances=sum(1 for h in self._hosts.values()
                                                    if h.instance is not None))
         self.alarms.cancel_all()
+        if self.network is not None:
+            self.network.close(LabClosedError)  # calls still on their way fail, not hang
         # A paused lab would hold the commits we are about to wait for: let everything run.
         self.scheduler.clear_breakpoints()
         if self.scheduler.paused:
