@@ -155,7 +155,9 @@ class DurableObjectNamespace:
     def getByName(self, name: str, options: dict[str, Any] | None = None, *,  # noqa: N802
                   locationHint: str | None = None) -> DurableObjectStub:  # noqa: N803
         """Shorthand for ``get(idFromName(name), options)``."""
-        return self.get(self.idFromName(name), options, locationHint=locationHint)
+        if options is not None or locationHint is not None:
+            locationHint = _location_hint("getByName", options, locationHint)  # noqa: N806
+        return self.get(self.idFromName(name), locationHint=locationHint)
 
     def _seen_from(self, region: str) -> DurableObjectNamespace:
         """This namespace (its jurisdiction kept) as a caller in ``region`` sees it."""
