@@ -39,7 +39,7 @@ from .check import History
 from .faults import Faults
 from .scheduler import Breakpoint, Choice, Scheduler
 from .namespace import Client, DurableObjectNamespace, DurableObjectStub
-from .network import Network, make_network
+from .network import LOCATION_HINTS, Network, make_network
 from .objects import DurableObject
 from .storage import DurableObjectStorage
 
@@ -309,8 +309,6 @@ class Lab:
         if self.network is not None:
             region = self.network.check_region(region)
         else:
-            from .network import LOCATION_HINTS
-
             if region not in LOCATION_HINTS:
                 raise ValueError(f"unknown region {region!r}: a caller's region is one of "
                                  f"{', '.join(LOCATION_HINTS)}")
