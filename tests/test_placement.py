@@ -413,3 +413,28 @@ async def test_a_network_object_configures_labs_without_sharing_placements():
         assert one.network.rtt("enam", "weur") == 0.07
     with pytest.raises(RuntimeError, match="table only"):
         table.placements()
+
+
+# -- clients ------------------------------------------------------------------------------------
+
+
+async def test_a_client_sees_every_binding_from_its_region_and_follows_a_rebind():
+    lab = geo_lab()
+    client = lab.client("me")
+    assert repr(client) == "<Client in me>"
+    assert client.ROOMS.name == "ROOMS" and client.env.ROOMS.cls is Room
+    assert "calling from me" in repr(client.env.ROOMS)
+    with pytest.raises(AttributeError, match=r"env has no binding 'CHAT' \(bindings: ROOMS\)"):
+        client.env.CHAT
+
+    class Room2(Room):
+        async def version(self):
+            return 2
+
+    lab.bind("ROOMS", Room2)  # a code update: views see the new class
+    assert client.env.ROOMS.cls is Room2
+    version = asyncio.ensure_future(client.env.ROOMS.getByName("r").version())
+    await answered_after(lab, version)
+    assert version.result() == 2
+    assert lab.network.region_of(client.env.ROOMS.getByName("r")) == "me"
+    await lab.close()
