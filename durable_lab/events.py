@@ -51,6 +51,9 @@ __all__ = [
     "InstanceEvicted",
     "InstanceReset",
     "LabClosed",
+    "NetworkHopEnded",
+    "NetworkHopStarted",
+    "ObjectPlaced",
     "OutgoingCallHeld",
     "OutgoingCallReleased",
     "Paused",
@@ -402,6 +405,56 @@ class LabClosed(RuntimeEvent):
     """
 
     instances: int  # live instances close() is about to reset
+
+
+# -- placement and the network (durable_lab/network.py; only with Lab(network=...)) ----------------
+#
+# ``hop`` numbers one call's travel: the request leg and the reply leg of a call share it.
+
+
+@_event
+class ObjectPlaced(RuntimeEvent):
+    """The object's first call placed it in ``region``, for good.
+
+    ``reason``: ``"hint"`` (the stub's ``locationHint``), ``"caller"`` (no hint: near the caller
+    that created it) or ``"jurisdiction"`` (restricted to a jurisdiction whose regions did not
+    include the hint or the caller's region: the nearest of them).
+    """
+
+    region: str
+    reason: str
+    hint: str = ""  # the location hint of the stub that created it ("" if none)
+    caller_region: str = ""
+    jurisdiction: str = ""
+
+
+@_event
+class NetworkHopStarted(RuntimeEvent):
+    """A message left for the network: a call's request (``leg="request"``, towards the object,
+    before it is queued) or its reply (``leg="reply"``, after the output gate released it).
+    It arrives ``delay`` seconds of lab time later (a ``NetworkHopEnded``)."""
+
+    hop: int
+    leg: str  # "request" or "reply"
+    from_region: str
+    to_region: str
+    delay: float  # seconds, one way
+    method: str
+    caller: str = ""  # the calling object's label, or "client"
+
+
+@_event
+class NetworkHopEnded(RuntimeEvent):
+    """The message arrived: a request is queued at the object next (``DeliveryQueued``); a reply
+    is in the caller's hands."""
+
+    hop: int
+    leg: str
+    from_region: str
+    to_region: str
+    delay: float
+    method: str
+    caller: str = ""
 
 
 # -- stepping ----------------------------------------------------------------------------------

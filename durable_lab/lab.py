@@ -41,7 +41,8 @@ from .errors import DurableObjectResetError, LabClosedError
 from .check import History
 from .faults import Faults
 from .scheduler import Breakpoint, Choice, Scheduler
-from .namespace import DurableObjectNamespace, DurableObjectStub
+from .namespace import Client, DurableObjectNamespace, DurableObjectStub
+from .network import LOCATION_HINTS, Network, make_network
 from .objects import DurableObject
 from .storage import DurableObjectStorage
 
@@ -107,6 +108,7 @@ class ObjectInfo:
     pending_writes: int  # keys written and not yet committed
     stored_bytes: int  # keys + values of the KV data in storage (SQL tables not counted)
     alarm: float | None  # committed alarm time, epoch ms
+    region: str | None = None  # where it lives (Lab(network=...)); None: not placed / no network
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +181,12 @@ class Lab:
         hibernate_after: an instance with accepted WebSockets hibernates after this many
             seconds (lab time) without work, as in workerd (10 s); ``None``: only
             ``lab.hibernate()`` hibernates. See ``durable_lab.websockets``.
+        network: geography (``durable_lab.network``). ``None`` (default): none, calls cost no
+            network time. ``"cloudflare-regions"``: objects are placed near the caller that
+            creates them (or by ``locationHint``) and every call pays the round trip between
+            the caller's region and the object's, on the lab clock; callers take a region with
+            ``lab.client(region)``. A dict ``{("weur", "enam"): 80, ...}`` of round-trip
+            milliseconds overrides pairs of that table; a ``Network`` gives a whole table.
     """
 
     def __init__(self, path: str | Path | None = None, *, storage: str = "sqlite",
@@ -187,7 +195,8 @@ class Lab:
                  max_open_databases: int = 64, clock: str | Clock = "real",
                  rate: float = 1.0, idle_timeout: float | None = None,
                  model: str = "gates", hibernate_after: float | None = 10.0,
-                 record: bool = False) -> None:
+                 record: bool = False, network: str | dict[Any, Any] | Network | None = None
+                 ) -> None:
         if storage not in ("sqlite", "memory"):
             raise ValueError(f"storage must be 'sqlite' or 'memory', got {storage!r}")
         if storage == "memory" and path is not None:
@@ -228,6 +237,8 @@ class Lab:
         self.alarms = _alarms.AlarmScheduler(self)
         self.faults = Faults(self)
         self.scheduler = Scheduler(self)
+        #: Regions, placements and network delays (``durable_lab.network``); None: no geography.
+        self.network: Network | None = make_network(network, self)
         #: Storage calls on their way (the scheduler waits for them when it settles).
         self._io_in_flight = 0
         self.recording = bool(record)
@@ -335,6 +346,17 @@ class Lab:
                 "call bind() from async code (a notebook cell or an async function)"
             ) from None
         self._track(loop.create_task(self.alarms.load(hosts)))
+
+    def client(self, region: str) -> Client:
+        """A caller in ``region`` (a Worker running there): ``lab.client("apac-ne").env.CHAT``
+        makes stubs whose calls come from ``region`` (see ``Lab(network=...)``)."""
+        if self.network is not None:
+            region = self.network.check_region(region)
+        else:
+            if region not in LOCATION_HINTS:
+                raise ValueError(f"unknown region {region!r}: a caller's region is one of "
+                                 f"{', '.join(LOCATION_HINTS)}")
+        return Client(self, region)
 
     def _host(self, namespace: DurableObjectNamespace, object_id: DurableObjectId) -> ObjectHost:
         key = (namespace.name, object_id.toString())
@@ -583,6 +605,8 @@ class Lab:
                 label=host.label, state=state, incarnations=host.incarnations,
                 queue_length=queued, in_flight=max(0, in_flight), pending_writes=pending,
                 stored_bytes=size, alarm=self.alarms.scheduled.get(host.storage_key),
+                region=(self.network._placements.get(host.storage_key)
+                        if self.network is not None else None),
             ))
         return infos
 
@@ -665,6 +689,8 @@ class Lab:
 
     async def _finish_close(self) -> None:
         self.alarms.cancel_all()
+        if self.network is not None:
+            self.network.close(LabClosedError)  # calls still on their way fail, not hang
         # A paused lab would hold the commits we are about to wait for: let everything run.
         self.scheduler.clear_breakpoints()
         if self.scheduler.paused:
