@@ -1,8 +1,11 @@
 """The lab's event stream: one typed, immutable record for every step the runtime takes.
 
-Everything the panels draw and the lessons point at comes from these records. They are frozen,
-slotted dataclasses named in the past tense; they hold ids, labels and numbers, never live
-objects, so a list of them can be stored, printed, compared and replayed.
+Everything the panels draw and the lessons point at comes from these records. They are slotted
+dataclasses named in the past tense; they hold ids, labels and numbers, never live objects, so a
+list of them can be stored, printed, compared and replayed. Treat them as read-only: every
+subscriber gets the same record. (They are not ``frozen``: a frozen dataclass sets each field
+through ``object.__setattr__``, which made building an event more than twice as slow, and a
+lab with a panel open builds tens of thousands a second; see bench/RESULTS-watching.txt.)
 
 Every event has:
 
@@ -72,7 +75,7 @@ __all__ = [
     "WebSocketMessageSent",
 ]
 
-_event = dataclass(frozen=True, slots=True, kw_only=True)
+_event = dataclass(slots=True, kw_only=True)
 
 
 @_event
