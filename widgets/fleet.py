@@ -104,6 +104,10 @@ class FleetView(Panel):
         super().render()
 
     def draw(self) -> None:
+        with self.plot.frame():  # one patch message per frame (_plots.LiveBokehModel)
+            self._draw_frame()
+
+    def _draw_frame(self) -> None:
         rows = self.reducer.visible()
         n = len(rows)
         cols = max(MIN_GRID, math.ceil(math.sqrt(n)))

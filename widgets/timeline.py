@@ -138,6 +138,10 @@ class Timeline(Panel):
         self.reducer.apply(event)
 
     def draw(self) -> None:
+        with self.plot.frame():  # one patch message per frame (_plots.LiveBokehModel)
+            self._draw_frame()
+
+    def _draw_frame(self) -> None:
         reducer = self.reducer
         segments, markers = reducer.take()
         gate_rows = reducer.gates.take()

@@ -321,3 +321,24 @@ async def test_slow_motion_does_not_tell_the_learner_the_lab_is_paused(lab, capl
     view.full_speed()
     view.close()
     assert lab.scheduler.note_paused_calls  # restored
+
+
+async def test_a_frame_goes_out_as_one_patch_message(lab):
+    """jupyter_bokeh sends each document change as a message serialised against the whole
+    document; a frame batches them into one (the price of watching at saturation)."""
+    import json
+    stub = lab.env.COUNTER.getByName("a")
+    t = widgets.timeline(lab, stub)
+    sent: list[dict] = []
+    t.plot.send = lambda content, buffers=None: sent.append(content)
+    await asyncio.gather(*[stub.increment() for _ in range(5)])
+    t._feed.flush()
+    headers = [json.loads(m["payload"]) for m in sent if "payload" in m
+               and '"msgtype"' in m["payload"]]
+    assert len(headers) == 1 and headers[0]["msgtype"] == "PATCH-DOC"
+    contents = [json.loads(m["payload"]) for m in sent if "payload" in m
+                and '"events"' in m["payload"]]
+    kinds = {e["kind"] for e in contents[0]["events"]}
+    assert "ColumnsStreamed" in kinds and "ModelChanged" in kinds  # rows and ranges together
+    assert len(contents[0]["events"]) >= 4
+    t.close()
