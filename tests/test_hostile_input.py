@@ -333,6 +333,8 @@ async def test_item4_a_symlinked_database_is_refused_and_the_outside_file_untouc
         assert any(f"{target} is a symlink" in text for text in chain), chain
         with pytest.raises(LabFolderError, match="is a symlink"):
             await lab.bind("BOX", SqlBox if sql else Box, sql=sql).getByName("c").get("k")
+        with pytest.raises(LabFolderError, match="is a symlink"):  # the panels' readers too
+            lab.tables(stub) if sql else await lab.peek(stub)
     assert outside.read_bytes() == before
     assert not Path(str(outside) + "-wal").exists()
 
