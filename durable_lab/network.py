@@ -220,7 +220,7 @@ class Network:
                 f"regions: {', '.join(self.regions)}"
             )
         self.default_region = default_region
-        # Per lab (set by attach): where each object lives, and the messages on their way.
+        # Per lab (set by make_network): where each object lives, and the messages on their way.
         self._lab: Lab | None = None
         self._placements: dict[tuple[str, str], str] = {}
         self._hops = itertools.count(1)
@@ -289,9 +289,14 @@ class Network:
     def region_of(self, target: Any) -> str | None:
         """Where the object behind ``target`` (a stub or an id) lives; ``None`` until its
         first call placed it."""
-        lab = self._require_lab()
-        host = lab._host_of(target)
-        return self._placements.get(host.storage_key)
+        self._require_lab()
+        host = getattr(target, "_host", None)
+        if host is not None:  # a stub
+            return self._placements.get(host.storage_key)
+        if hasattr(target, "toString") and hasattr(target, "namespace"):  # an id: look, not make
+            return self._placements.get((target.namespace, target.toString()))
+        raise TypeError(f"region_of() takes a stub or an id, got {type(target).__name__}: "
+                        f"{target!r}")
 
     def placements(self) -> dict[str, str]:
         """Every placed object's label and region, in the order they were placed."""

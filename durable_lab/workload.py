@@ -391,7 +391,8 @@ async def run_workload(
         method: the method to call, or ``{"increment": 0.9, "value": 0.1}`` to mix methods.
         clients: concurrent clients (client ``c`` makes calls ``c``, ``c + clients``, ...).
         calls: total number of calls, shared out round-robin; or ``per_client`` calls each.
-        rate: calls per second per client (``None``: as fast as possible).
+        rate: calls per second per client (``None``: as fast as possible), paced on the wall
+            clock (also with ``timing="lab"``).
         objects: how many objects (``obj-0`` ... ``obj-{objects-1}``); or ``names=[...]``.
         distribution: ``"uniform"``, ``"zipf"`` or ``"hot"``; ``skew`` tunes the last two.
         args: the arguments of every call (a tuple), a function ``args(i, rng) -> tuple`` of

@@ -277,6 +277,10 @@ async def test_an_object_is_placed_near_the_caller_that_creates_it_and_stays():
     assert [(e.object, e.region, e.reason, e.caller_region) for e in placed] == [
         ("ROOMS:r", "apac-se", "caller", "apac-se")]
     assert lab.network.placements() == {"ROOMS:r": "apac-se"}
+    assert lab.network.region_of(lab.env.ROOMS.idFromName("r")) == "apac-se"
+    assert lab.network.region_of(lab.env.ROOMS.idFromName("never-used")) is None
+    with pytest.raises(TypeError, match=r"^region_of\(\) takes a stub or an id, got str"):
+        lab.network.region_of("r")
     assert [o.region for o in await lab.objects()] == ["apac-se"]
     await lab.close()
 

@@ -253,6 +253,9 @@ SEGMENT_KINDS = ("network", "queued", "running", "awaiting storage", "awaiting i
 
 #: Network hops a timeline remembers while they travel (older ones are forgotten first).
 _MAX_HOPS = 5000
+#: Events between a request's arrival and its DeliveryQueued: at most the InputGateLocked of a
+#: constructor (a first call makes the instance, whose constructor queues first).
+_ARRIVAL_GAP = 3
 
 
 def _columns(*names: str) -> dict[str, list[Any]]:
@@ -383,10 +386,12 @@ class TimelineReducer:
         self._batch_writers: dict[tuple[str, int], set[int]] = {}
         self.last_x = 0
         self.gates = GateLanes(only)
-        #: Network hops (Lab(network=...)): where each request left, the hop arriving at each
-        #: object (its DeliveryQueued follows at once), and the delivery each hop became.
+        #: Network hops (Lab(network=...)): where each request left, the request that just
+        #: arrived (object, hop, seq: its DeliveryQueued follows within _ARRIVAL_GAP events,
+        #: only a new instance's constructor admission in between; else the call was not
+        #: queued), and the delivery each hop became.
         self._hop_sent: dict[int, int] = {}
-        self._arriving: dict[str, int] = {}
+        self._arriving: tuple[str, int, int] | None = None
         self._hop_delivery: dict[int, int] = {}
 
     def _close(self, delivery: int, x: int) -> None:
@@ -416,7 +421,10 @@ class TimelineReducer:
         t = type(e)
         if t is ev.DeliveryQueued:
             self.methods[e.delivery] = e.method
-            hop = self._arriving.pop(e.object, None)
+            arriving, self._arriving = self._arriving, None
+            hop = (arriving[1] if arriving is not None and arriving[0] == e.object
+                   and e.kind_of_delivery in ("rpc", "fetch")
+                   and e.seq - arriving[2] <= _ARRIVAL_GAP else None)
             if hop is not None and hop in self._hop_sent:
                 # The request's trip, drawn on the lane it turned into, ending where it queued.
                 self.open[e.delivery] = ("network", self._hop_sent.pop(hop), e.object, e.method)
@@ -434,7 +442,7 @@ class TimelineReducer:
                     self._open(d, "network", x, e.object)
         elif t is ev.NetworkHopEnded:
             if e.leg == "request":
-                self._arriving[e.object] = e.hop
+                self._arriving = (e.object, e.hop, x)
             else:
                 d = self._hop_delivery.pop(e.hop, None)
                 if d is not None:

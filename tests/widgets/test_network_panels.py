@@ -71,6 +71,26 @@ async def test_a_timeline_without_network_events_is_unchanged():
     assert "network" not in {k for segs in lanes.values() for k, *_ in segs}
 
 
+def test_a_request_not_queued_right_after_it_arrived_draws_no_network_span():
+    def hop(seq, kind, leg="request"):
+        return kind(seq=seq, time=0.0, object="R:x", hop=1, leg=leg, from_region="weur",
+                    to_region="enam", delay=0.04, method="post")
+
+    refused = [hop(1, ev.NetworkHopStarted), hop(2, ev.NetworkHopEnded),
+               ev.DeliveryRefused(seq=3, time=0.0, object="R:x", delivery=5, method="post",
+                                  reason="overloaded"),
+               ev.DeliveryQueued(seq=9, time=0.0, object="R:x", delivery=6,
+                                 kind_of_delivery="alarm", method="alarm", queue_length=1)]
+    tl = fold(TimelineReducer(), refused)
+    tl._close(6, 10)
+    assert "network" not in lanes_of(tl).get(6, [("", 0, 0)])[0][0]
+    arrived = [hop(1, ev.NetworkHopStarted), hop(2, ev.NetworkHopEnded),
+               ev.DeliveryQueued(seq=3, time=0.0, object="R:x", delivery=7,
+                                 kind_of_delivery="rpc", method="post", queue_length=1)]
+    lanes = lanes_of(fold(TimelineReducer(), arrived))
+    assert lanes[7] == [("network", 1, 3)]
+
+
 def test_hop_tables_stay_bounded_when_hops_never_arrive():
     tl = TimelineReducer()
     for hop in range(1, 6000):
