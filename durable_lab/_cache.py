@@ -8,9 +8,10 @@ Modelled on workerd's ActorCache (``src/workerd/io/actor-cache.h``):
   stays locked until the code after the ``await`` has run.
 - ``put()`` and ``delete()`` change the cache synchronously and mark the key dirty. Nothing is
   written yet: the caller goes on in the same turn.
-- The first dirty write schedules a *flush* for "after this turn" (``loop.call_soon``). The flush
-  takes every dirty key as one batch and commits it in one transaction: n writes in a turn, one
-  round trip. While a flush is in flight, later writes collect in the next batch; one flush runs
+- The first dirty write schedules a *flush* for "after this turn" (``_turns.after_turn``: when
+  the turn and the code it made runnable are over, before anything else is admitted). The
+  flush takes every dirty key as one batch and commits it in one transaction: n writes in a
+  turn, one round trip. While a flush is in flight, later writes collect in the next batch; one flush runs
   at a time, so commits land in order.
 - A batch with at least one *confirmed* write (no ``allowUnconfirmed``) locks the output gate
   until it commits: replies sent after those writes wait for them.
@@ -43,6 +44,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._turns import after_turn, spawn
 from .events import CommitDone, CommitFailed, FlushStarted
 
 if TYPE_CHECKING:
@@ -231,9 +233,10 @@ class StorageCache:
             self._next_flush = asyncio.get_running_loop().create_future()
             self._next_gated = False
             if self._running_flush is None:
-                # "After this turn": callbacks run only once the current step of object code
-                # has returned to the event loop.
-                asyncio.get_running_loop().call_soon(self._start_flush)
+                # "After this turn": once the object's code of this turn has run, microtasks
+                # (tasks it started, code it made runnable) included (workerd: the flush is
+                # scheduled for the next turn of the event loop, after the JavaScript turn).
+                after_turn(self._start_flush)
         if confirmed and not self._next_gated:
             self._next_gated = True
             self.instance.output_gate.lock_while(self._next_flush)
@@ -268,9 +271,7 @@ class StorageCache:
                 deletes=tuple(k for k, v in batch.items() if v is ABSENT),
                 delete_all=delete_all, gated=self._next_gated,
             )
-        self._flush_task = asyncio.get_running_loop().create_task(
-            self._flush(self.flush_count, batch, metadata, delete_all, done)
-        )
+        self._flush_task = spawn(self._flush(self.flush_count, batch, metadata, delete_all, done))
 
     async def _flush(self, number: int, batch: dict[str, bytes | None],
                      metadata: dict[str, bytes | None], delete_all: bool,

@@ -8,11 +8,33 @@ When its holder releases it, exactly one waiter is admitted (the gate locks agai
 critical sections first, then everything else in arrival order. That is why queued deliveries
 run strictly one at a time, in order.
 
+What counts as *the object's code* is wider than one coroutine. A turn in workerd is a
+delivery into JavaScript *plus the microtasks it queues*: an async function it calls runs at
+once, and a promise it resolves runs its continuations before the turn is over. The asyncio
+counterparts are tasks the object creates (``create_task``, ``gather`` of coroutines,
+``TaskGroup``, ``waitUntil``) and futures its code completes. So the gate has a third lane, the
+*turn lane* (``micro``), ahead of everything: tasks started by the running code, and code made
+runnable by the turn that just ended (a finished task's awaiter, a ``gather`` whose children
+are done) or by a storage read that just completed. It is admitted even while storage reads
+hold the gate.
+
+Storage reads hold the gate (workerd ``awaitIoWithInputLock``) however they are awaited:
+``hold_for(read)`` counts the read as a holder from the moment it is issued until it completes,
+so no delivery and no I/O continuation is admitted meanwhile. When a turn ends (or a read
+completes) the gate *settles*: it stays closed for a few loop passes, the time asyncio needs to
+propagate a completion through ``gather``, ``TaskGroup`` or ``wait_for`` to the code awaiting
+it. Code that becomes runnable while the gate settles is code the turn made runnable: it goes
+into the turn lane. Only when nothing of the object is runnable is the gate *quiet*: the
+callbacks waiting for the end of the turn run (the storage engines start their commit there,
+workerd's "after the turn"), then the next queued delivery or continuation is admitted.
+(``SETTLE_PASSES`` loop passes cover the chains asyncio builds; a timer that fires within those
+few passes would be taken for the turn's own work, the approximation this model makes.)
+
 Here a holder owns an :class:`InputLock`; ``lock.release()`` admits the next waiter. Unlike
-workerd's ref-counted locks, a lock has one owner: a storage read simply keeps its delivery's lock
-instead of adding a reference. A *critical section* (``blockConcurrencyWhile``) holds its parent
-gate for as long as it runs and admits its own work through a child gate of its own; see
-``_host.py``.
+workerd's ref-counted locks, a lock has one owner (the strand whose turn is running); storage
+reads are counted separately (``hold_for``), which is what workerd's extra references do. A
+*critical section* (``blockConcurrencyWhile``) holds its parent gate for as long as it runs and
+admits its own work through a child gate of its own; see ``_host.py``.
 
 **Output gate** (workerd ``OutputGate``). Every reply and every outgoing message waits until the
 writes made *before* it are durable. ``lock_while(commit)`` registers a pending commit;
@@ -26,8 +48,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .events import InputGateLocked, InputGateUnlocked
 
@@ -37,6 +60,18 @@ if TYPE_CHECKING:
 
 __all__ = ["InputGate", "InputGateStatistics", "InputLock", "OutputGate", "OutputGateStatistics"]
 
+#: Loop passes a gate waits, after a turn ends or a storage read completes, for the code that
+#: turn made runnable (the awaiter of a finished task, of a ``gather``, of a ``TaskGroup``...).
+#: asyncio needs one pass per link: a task's completion reaches ``gather``'s callback, then the
+#: gathering future's awaiter, then that awaiter's task: four passes cover nested gathers.
+SETTLE_PASSES = 4
+
+#: The workerd limit on an output-gate lock (a commit), in lab seconds (``worker.c++``).
+OUTPUT_GATE_TIMEOUT = 30.0
+OUTPUT_GATE_TIMEOUT_MESSAGE = (
+    "Durable Object storage operation exceeded timeout which caused object to be reset."
+)
+
 
 @dataclass(frozen=True, slots=True)
 class InputGateStatistics:
@@ -44,6 +79,7 @@ class InputGateStatistics:
     holder: str
     waiting: int  # deliveries and continuations queued, critical sections included
     broken: bool
+    reads: int = 0  # storage reads in flight holding the gate
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +91,15 @@ class OutputGateStatistics:
 class _Waiter:
     """One holder queued at a gate: ``kind`` is admit, resume, critical section or constructor."""
 
-    __slots__ = ("future", "holder", "kind", "seq")
+    __slots__ = ("future", "holder", "kind", "micro", "seq")
 
-    def __init__(self, future: asyncio.Future[InputLock], holder: str, kind: str, seq: int) -> None:
+    def __init__(self, future: asyncio.Future[InputLock], holder: str, kind: str, seq: int,
+                 micro: bool = False) -> None:
         self.future = future
         self.holder = holder
         self.kind = kind
         self.seq = seq
+        self.micro = micro
 
     def __repr__(self) -> str:
         return f"<waiter {self.holder} ({self.kind})>"
@@ -70,12 +108,15 @@ class _Waiter:
 class InputLock:
     """Admission through an :class:`InputGate`. Exactly one exists per gate at a time."""
 
-    __slots__ = ("gate", "holder", "kind", "released")
+    __slots__ = ("gate", "holder", "kind", "micro", "released")
 
-    def __init__(self, gate: InputGate, holder: str, kind: str = "admit") -> None:
+    def __init__(self, gate: InputGate, holder: str, kind: str = "admit",
+                 micro: bool = False) -> None:
         self.gate = gate
         self.holder = holder
         self.kind = kind
+        #: Admitted through the turn lane: part of the turn that made it runnable.
+        self.micro = micro
         self.released = False
 
     def entered(self) -> InputLock:
@@ -102,7 +143,7 @@ class InputLock:
 
 
 class InputGate:
-    """A FIFO admission gate with a priority lane for critical sections."""
+    """A FIFO admission gate with a priority lane for critical sections and a turn lane."""
 
     def __init__(self, bus: EventBus, label: str, object_id: str, depth: int = 0,
                  *, enabled: bool = True, scheduler: Scheduler | None = None) -> None:
@@ -120,6 +161,14 @@ class InputGate:
         self._lock: InputLock | None = None
         self._waiters: deque[_Waiter] = deque()
         self._priority: deque[_Waiter] = deque()
+        #: The turn lane: object code the current turn started or made runnable.
+        self._micro: deque[_Waiter] = deque()
+        #: Storage reads (and other holds) in flight: the gate stays closed to the other lanes.
+        self._reads = 0
+        #: Loop passes left before the gate is quiet (0: not settling).
+        self._settling = 0
+        #: Called once the gate is next quiet (the end of the turn, microtasks included).
+        self._on_quiet: list[Callable[[], Any]] = []
         self._arrivals = 0
         self._broken: BaseException | None = None
 
@@ -131,17 +180,34 @@ class InputGate:
     def is_broken(self) -> bool:
         return self._broken is not None
 
+    @property
+    def chain_active(self) -> bool:
+        """True while the current turn, or what it made runnable, is still running: code that
+        becomes runnable now belongs to that turn (it is admitted through the turn lane)."""
+        if self._settling or self._micro:
+            return True
+        lock = self._lock
+        return lock is not None and lock.micro
+
+    @property
+    def has_turn_waiters(self) -> bool:
+        """Other code of the current turn is waiting to run (the turn lane is not empty)."""
+        return bool(self._micro)
+
     def statistics(self) -> InputGateStatistics:
         return InputGateStatistics(
-            locked=self._lock is not None,
-            holder=self._lock.holder if self._lock else "",
-            waiting=len(self._waiters) + len(self._priority),
+            locked=self._lock is not None or self._reads > 0,
+            holder=self._lock.holder if self._lock else ("storage" if self._reads else ""),
+            waiting=len(self._waiters) + len(self._priority) + len(self._micro),
             broken=self._broken is not None,
+            reads=self._reads,
         )
 
     def __repr__(self) -> str:
-        state = f"locked by {self._lock.holder}" if self._lock else "open"
-        return f"<InputGate {self._label} {state}, {len(self._waiters) + len(self._priority)} waiting>"
+        state = f"locked by {self._lock.holder}" if self._lock else (
+            f"held by {self._reads} reads" if self._reads else "open")
+        waiting = len(self._waiters) + len(self._priority) + len(self._micro)
+        return f"<InputGate {self._label} {state}, {waiting} waiting>"
 
     @property
     def label(self) -> str:
@@ -151,14 +217,21 @@ class InputGate:
     def object_id(self) -> str:
         return self._object_id
 
+    def _closed_to_lanes(self) -> bool:
+        """Whether deliveries, continuations and critical sections must wait now."""
+        return (self._lock is not None or self._reads > 0 or self._settling > 0
+                or bool(self._micro))
+
     def wait(self, holder: str, *, priority: bool = False, front: bool = False,
-             kind: str = "admit") -> asyncio.Future[InputLock]:
+             kind: str = "admit", micro: bool = False) -> asyncio.Future[InputLock]:
         """Queue ``holder`` for admission. The returned future resolves with its lock.
 
         Called synchronously, so arrival order is call order. If the gate is open and nobody
         waits, the future is already resolved. ``priority`` puts the holder in the critical
         section lane; ``front`` (with priority) puts it first in that lane, which is how a
-        finished critical section hands the gate back to the code that started it.
+        finished critical section hands the gate back to the code that started it. ``micro``
+        puts it in the turn lane (code of the current turn: admitted ahead of everything,
+        even while storage reads hold the gate).
         """
         fut: asyncio.Future[InputLock] = asyncio.get_running_loop().create_future()
         if self._broken is not None:
@@ -173,8 +246,15 @@ class InputGate:
         else:
             self._arrivals += 1
             seq = self._arrivals
-        waiter = _Waiter(fut, holder, kind, seq)
-        if (self._lock is None and not self._waiters and not self._priority
+        waiter = _Waiter(fut, holder, kind, seq, micro)
+        if micro:
+            if (self._lock is None and not self._micro
+                    and (scheduler is None or not scheduler.holds_admission(self, waiter))):
+                self._grant(fut, holder, kind, True)
+                return fut
+            self._micro.append(waiter)
+            return fut
+        if (not self._closed_to_lanes() and not self._waiters and not self._priority
                 and (scheduler is None or not scheduler.holds_admission(self, waiter))):
             self._grant(fut, holder, kind)
             return fut
@@ -185,14 +265,16 @@ class InputGate:
             lane.append(waiter)
         return fut
 
-    def _grant(self, fut: asyncio.Future[InputLock], holder: str, kind: str = "admit") -> None:
-        lock = InputLock(self, holder, kind)
+    def _grant(self, fut: asyncio.Future[InputLock], holder: str, kind: str = "admit",
+               micro: bool = False) -> None:
+        lock = InputLock(self, holder, kind, micro)
         self._lock = lock
         fut.set_result(lock)
         if self._bus.active:
             self._bus.emit(
                 InputGateLocked, object=self._label, object_id=self._object_id, holder=holder,
-                waiting=len(self._waiters) + len(self._priority), depth=self.depth,
+                waiting=len(self._waiters) + len(self._priority) + len(self._micro),
+                depth=self.depth,
             )
 
     def _release(self, lock: InputLock) -> None:
@@ -203,15 +285,81 @@ class InputGate:
         if self._bus.active:
             self._bus.emit(
                 InputGateUnlocked, object=self._label, object_id=self._object_id,
-                holder=lock.holder, waiting=len(self._waiters) + len(self._priority),
+                holder=lock.holder,
+                waiting=len(self._waiters) + len(self._priority) + len(self._micro),
                 depth=self.depth,
             )
-        self._admit_next()
+        if self._micro:
+            self._admit_next()
+        elif self._waiters or self._priority or self._on_quiet or self._reads:
+            # Someone could slip in before the code this turn made runnable: settle first.
+            self._settle()
+        # else: nobody waits and nothing waits for the end of the turn; stay open.
+
+    # -- holds, settling, quiet ---------------------------------------------------------
+
+    def hold_for(self, fut: asyncio.Future[Any]) -> None:
+        """Keep the gate closed to deliveries and continuations until ``fut`` is done and the
+        code its completion makes runnable has run (a storage read without allowConcurrency).
+
+        Call it before anyone else adds a done callback to ``fut``: the release must run
+        first, so that the awaiter's wake-up finds the gate settling (its turn lane).
+        """
+        if not self.enabled or self._broken is not None:
+            return
+        self._reads += 1
+        fut.add_done_callback(self._hold_done)
+
+    def _hold_done(self, _: asyncio.Future[Any]) -> None:
+        self._reads -= 1
+        if self._broken is None and self._lock is None and not self._micro:
+            self._settle()
+
+    def on_quiet(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` at the end of the current turn, once the code it made runnable has
+        run, before anything else is admitted (workerd: after the JavaScript turn)."""
+        self._on_quiet.append(callback)
+        if self._lock is None and not self._micro and not self._settling:
+            self._settle()
+
+    def _settle(self) -> None:
+        if self._settling:
+            self._settling = SETTLE_PASSES  # more work of the turn: wait the full passes again
+            return
+        self._settling = SETTLE_PASSES
+        asyncio.get_running_loop().call_soon(self._settle_pass)
+
+    def _settle_pass(self) -> None:
+        if self._broken is not None:
+            self._settling = 0
+            return
+        if self._lock is not None or self._micro:
+            # The turn goes on (code it made runnable was admitted); its end settles again.
+            self._settling = 0
+            if self._lock is None:
+                self._admit_next()
+            return
+        self._settling -= 1
+        if self._settling > 0:
+            asyncio.get_running_loop().call_soon(self._settle_pass)
+            return
+        # Quiet: the turn is over, microtasks included.
+        while self._on_quiet and self._lock is None and not self._micro:
+            callbacks, self._on_quiet = self._on_quiet, []
+            for callback in callbacks:
+                callback()
+        if self._broken is None:
+            self._admit_next()
 
     def _admit_next(self) -> None:
         scheduler = self._scheduler
         while self._lock is None and self._broken is None:
-            lane = self._priority if self._priority else self._waiters
+            if self._micro:
+                lane = self._micro
+            elif self._reads or self._settling:
+                return
+            else:
+                lane = self._priority if self._priority else self._waiters
             if not lane:
                 return
             waiter = lane[0]
@@ -221,16 +369,21 @@ class InputGate:
             if scheduler is not None and scheduler.holds_admission(self, waiter):
                 return  # paused: the learner chooses who goes next
             lane.popleft()
-            self._grant(waiter.future, waiter.holder, waiter.kind)
+            self._grant(waiter.future, waiter.holder, waiter.kind, waiter.micro)
 
     def waiting(self) -> list[_Waiter]:
         """Who the gate's rules allow to be admitted now (empty while locked or broken).
 
-        Critical sections (and the code a finished one hands the gate back to) come first,
-        one at a time; the constructor comes before any delivery; the other waiters may go in
-        any order (that is the choice a paused lab offers the learner).
+        The turn lane comes first, in order; then critical sections (and the code a finished
+        one hands the gate back to), one at a time; the constructor comes before any delivery;
+        the other waiters may go in any order (that is the choice a paused lab offers).
         """
         if self._lock is not None or self._broken is not None:
+            return []
+        micro = [w for w in self._micro if not w.future.cancelled()]
+        if micro:
+            return micro[:1]
+        if self._reads or self._settling:
             return []
         priority = [w for w in self._priority if not w.future.cancelled()]
         if priority:
@@ -244,7 +397,9 @@ class InputGate:
         """The waiter the gate itself would admit next (None if locked, broken or empty)."""
         if self._lock is not None or self._broken is not None:
             return None
-        for lane in (self._priority, self._waiters):
+        for lane in (self._micro, self._priority, self._waiters):
+            if lane is not self._micro and (self._reads or self._settling):
+                return None
             while lane and lane[0].future.cancelled():
                 lane.popleft()
             if lane:
@@ -255,10 +410,10 @@ class InputGate:
         """Admit this waiter now (the learner's choice). The gate must be open."""
         if self._lock is not None:
             raise RuntimeError(f"{self._label}'s input gate is locked by {self._lock.holder}")
-        for lane in (self._priority, self._waiters):
+        for lane in (self._micro, self._priority, self._waiters):
             if waiter in lane:
                 lane.remove(waiter)
-                self._grant(waiter.future, waiter.holder, waiter.kind)
+                self._grant(waiter.future, waiter.holder, waiter.kind, waiter.micro)
                 return
         raise RuntimeError(f"{waiter.holder} is not waiting at {self._label}'s input gate")
 
@@ -268,7 +423,9 @@ class InputGate:
             return
         self._broken = error
         self._lock = None
-        for lane in (self._priority, self._waiters):
+        self._settling = 0
+        self._on_quiet = []
+        for lane in (self._micro, self._priority, self._waiters):
             while lane:
                 fut = lane.popleft().future
                 if not fut.done():
@@ -280,12 +437,18 @@ class InputGate:
 class OutputGate:
     """Holds replies and outgoing messages until the commits registered before them resolve."""
 
-    def __init__(self, *, enabled: bool = True) -> None:
+    def __init__(self, *, enabled: bool = True, clock: Any = None,
+                 on_timeout: Callable[[], Any] | None = None) -> None:
         #: False under the "none" concurrency model: nothing is ever held.
         self.enabled = enabled
         self._newest: asyncio.Future[None] | None = None
         self._pending = 0
         self._broken: BaseException | None = None
+        #: The lab clock, and what to do when a lock is still held OUTPUT_GATE_TIMEOUT lab
+        #: seconds after it was taken (workerd ``HooksImpl::makeTimeoutPromise``: the object
+        #: is reset with OUTPUT_GATE_TIMEOUT_MESSAGE, ``overloaded``).
+        self._clock = clock
+        self._on_timeout = on_timeout
 
     @property
     def is_broken(self) -> bool:
@@ -309,6 +472,12 @@ class OutputGate:
         self._newest = commit
         self._pending += 1
         commit.add_done_callback(self._on_commit_done)
+        clock = self._clock
+        if clock is not None and self._on_timeout is not None:
+            on_timeout = self._on_timeout
+            timer = clock.call_at(clock.now() + OUTPUT_GATE_TIMEOUT,
+                                  lambda: commit.done() or on_timeout())
+            commit.add_done_callback(lambda _: timer.cancel())
 
     def _on_commit_done(self, commit: asyncio.Future[None]) -> None:
         self._pending -= 1

@@ -24,7 +24,14 @@ commit failed           "Internal error in Durable Object storage write        y
 ``ctx.abort(reason)``   ``reason``                                             yes
 constructor raised      the constructor's message (``remote``)                 yes
 code updated (rebind)   "Durable Object reset because its code was updated."   no
+critical section ran    "A call to blockConcurrencyWhile() in a Durable        yes
+30 s (lab clock)        Object waited for too long. ..." (``overloaded``)
+commit held the output  "Durable Object storage operation exceeded timeout     yes
+gate 30 s               which caused object to be reset." (``overloaded``)
 ======================  =====================================================  ==============
+
+A handler's error reaches an RPC caller at once (it is not held by the output gate, as recorded
+on workerd); a value, and a ``fetch`` handler's error, wait for the commits before them.
 """
 
 from __future__ import annotations
@@ -40,8 +47,8 @@ from . import websockets as _websockets
 from ._cache import StorageCache
 from .alarms import call_alarm_handler
 from ._futures import relay_outcome as _relay_outcome
-from ._gates import InputGate, OutputGate
-from ._turns import Driver, current_driver
+from ._gates import OUTPUT_GATE_TIMEOUT_MESSAGE, InputGate, OutputGate
+from ._turns import Driver, current_driver, install_task_factory, spawn
 from .errors import (
     DurableObjectError,
     DurableObjectResetError,
@@ -74,6 +81,13 @@ if TYPE_CHECKING:
 __all__ = ["CriticalSection", "Delivery", "Instance", "ObjectHost"]
 
 COMMIT_FAILED_MESSAGE = "Internal error in Durable Object storage write caused object to be reset."
+#: workerd ``io-context.h`` (``blockConcurrencyWhileImpl``): a critical section still running
+#: BLOCK_CONCURRENCY_WHILE_TIMEOUT lab seconds after it started resets the object, overloaded.
+BLOCK_CONCURRENCY_WHILE_TIMEOUT = 30.0
+BLOCK_CONCURRENCY_WHILE_TIMEOUT_MESSAGE = (
+    "A call to blockConcurrencyWhile() in a Durable Object waited for too long. The call was "
+    "canceled and the Durable Object was reset."
+)
 CODE_UPDATED_MESSAGE = "Durable Object reset because its code was updated."
 STORAGE_GONE_MESSAGE = "Durable Object storage is no longer accessible."
 
@@ -89,7 +103,7 @@ def _fresh(error: BaseException) -> BaseException:
 class Delivery:
     """One call into an object: what to run, and the future its caller waits on."""
 
-    __slots__ = ("args", "id", "kind", "kwargs", "method", "reply")
+    __slots__ = ("args", "id", "kind", "kwargs", "method", "reply", "task", "waiting_for")
 
     def __init__(self, delivery_id: int, kind: str, method: str, args: tuple[Any, ...],
                  kwargs: dict[str, Any], reply: asyncio.Future[Any]) -> None:
@@ -99,6 +113,9 @@ class Delivery:
         self.args = args
         self.kwargs = kwargs
         self.reply = reply
+        self.task: asyncio.Future[Any] | None = None
+        #: Once its code is done: the output-gate wait its reply is held by (see reset()).
+        self.waiting_for: asyncio.Future[None] | None = None
 
     @property
     def holder(self) -> str:
@@ -179,7 +196,7 @@ class ObjectHost:
                 await lab.clock.sleep(delay)
                 inner = self._deliver_now(kind, method, args, kwargs, generation, loop)
                 inner.add_done_callback(lambda f: _relay_outcome(f, reply))
-            lab._track(loop.create_task(later()))
+            lab._track(spawn(later()))
             return reply
         return self._deliver_now(kind, method, args, kwargs, generation, loop, reply)
 
@@ -196,11 +213,18 @@ class ObjectHost:
             return reply
         inst = self.ensure_instance()
         delivery = Delivery(lab._next_delivery_id(), kind, method, args, kwargs, reply)
-        if inst.queued >= lab.max_queue:
+        # Two bounds: deliveries waiting for their first admission (max_queue), and all the
+        # deliveries of the object, admitted ones included (max_in_flight): a call that awaits
+        # a timer or another object has left the queue but still holds its memory.
+        if inst.queued >= lab.max_queue or len(inst.deliveries) >= lab.max_in_flight:
             if lab.bus.active:
                 lab.bus.emit(DeliveryRefused, object=self.label, object_id=self.object_id,
                              delivery=delivery.id, method=method, reason="overloaded")
-            reply.set_exception(OverloadedError())
+            reply.set_exception(
+                OverloadedError() if inst.queued >= lab.max_queue else OverloadedError(
+                    f"Durable Object is overloaded. Too many requests in flight: "
+                    f"{len(inst.deliveries)} calls are queued or running at {self.label} "
+                    f"(the limit is Lab(max_in_flight={lab.max_in_flight}))."))
             return reply
         inst.queued += 1
         if lab.bus.active:
@@ -209,7 +233,8 @@ class ObjectHost:
                          queue_length=inst.queued)
         admission = inst.gate.wait(delivery.holder)
         inst.deliveries.add(delivery)
-        inst.track(loop.create_task(inst.run_delivery(delivery, admission)))
+        delivery.task = spawn(inst.run_delivery(delivery, admission))
+        inst.track(delivery.task)
         return reply
 
     def on_reset(self, inst: Instance, error: BaseException | None, stubs_broken: bool,
@@ -251,6 +276,10 @@ class CriticalSection:
                      delivery=self.delivery, depth=depth)
         driver = Driver(inst, self.inner_gate, self.delivery, "critical section")
         current_driver.set(driver)
+        clock = inst.lab.clock
+        # The 30-second limit, on the lab clock: a section still running then resets the
+        # object (the reset cancels this task, so the callback never sees it succeed).
+        timer = clock.call_at(clock.now() + BLOCK_CONCURRENCY_WHILE_TIMEOUT, self._timed_out)
         try:
             driver.lock = await self.inner_gate.wait(driver.holder)
             outcome = callback()
@@ -276,6 +305,7 @@ class CriticalSection:
                        reason="inputGateBroken")
             return
         finally:
+            timer.cancel()
             driver.release()
         if bus.active:
             bus.emit(CriticalSectionEnded, object=inst.label, object_id=inst.object_id,
@@ -287,6 +317,18 @@ class CriticalSection:
         inst.critical_sections.pop(self.result, None)
         self.result.set_result(outcome)
         outer_lock.release()
+
+    def _timed_out(self) -> None:
+        inst = self.instance
+        if self.result.done() or inst.broken is not None:
+            return
+        if inst.bus.active:
+            inst.bus.emit(CriticalSectionEnded, object=inst.label, object_id=inst.object_id,
+                          delivery=self.delivery, depth=self.inner_gate.depth, ok=False,
+                          error=BLOCK_CONCURRENCY_WHILE_TIMEOUT_MESSAGE)
+        inst.reset(DurableObjectResetError(BLOCK_CONCURRENCY_WHILE_TIMEOUT_MESSAGE,
+                                           reason="inputGateBroken", overloaded=True),
+                   reason="inputGateBroken")
 
 
 class _NoLock:
@@ -324,7 +366,13 @@ class Instance:
         gates_on = lab.model != "none"
         self.gate = InputGate(self.bus, self.label, self.object_id, enabled=gates_on,
                               scheduler=lab.scheduler)
-        self.output_gate = OutputGate(enabled=gates_on)
+        self.output_gate = OutputGate(enabled=gates_on, clock=lab.clock,
+                                      on_timeout=self._output_gate_timed_out)
+        #: Tasks created by this object's code are strands of it (the "gates" model only).
+        self.adopts_tasks = lab.model == "gates"
+        self.tasks_started = 0
+        if self.adopts_tasks:
+            install_task_factory(asyncio.get_running_loop(), lab)
         self.cache = StorageCache(self, lab.backend, landing)
         if lab.model == "none" and not host.namespace.sql:
             from ._naive import NaiveStorage
@@ -349,7 +397,7 @@ class Instance:
         self._idle_timer: Any = None
         # The constructor is the first thing through the gate.
         admission = self.gate.wait("constructor", kind="constructor")
-        self.track(asyncio.get_running_loop().create_task(self._construct(admission)))
+        self.track(spawn(self._construct(admission)))
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -361,6 +409,13 @@ class Instance:
     def check_usable(self) -> None:
         if self.broken is not None or self.evicted:
             raise DurableObjectResetError(STORAGE_GONE_MESSAGE, reason="ignored", retryable=True)
+
+    def _output_gate_timed_out(self) -> None:
+        """A commit held the output gate for 30 lab seconds (workerd resets the object)."""
+        if self.broken is None:
+            self.reset(DurableObjectResetError(OUTPUT_GATE_TIMEOUT_MESSAGE,
+                                               reason="outputGateBroken", overloaded=True),
+                       reason="outputGateBroken")
 
     def commit_failure_error(self, cause: BaseException) -> DurableObjectResetError:
         error = DurableObjectResetError(COMMIT_FAILED_MESSAGE, reason="outputGateBroken")
@@ -452,13 +507,22 @@ class Instance:
         await self._reply(delivery, value, error)
 
     async def _reply(self, delivery: Delivery, value: Any, error: BaseException | None) -> None:
-        """Hand the outcome to the caller once the writes before it are durable."""
+        """Hand the outcome to the caller once the writes before it are durable.
+
+        A handler's error is not held: it reaches an RPC caller at once, as recorded on
+        workerd (the write it made is still committed or, if that fails, the object resets
+        and the caller's stub breaks). A ``fetch`` handler's error waits, as workerd's
+        ``worker-entrypoint.c++`` makes it ("do not allow the exception to escape the isolate
+        without waiting for the output gate to open").
+        """
         bus = self.bus
         held = False
-        if self.broken is None:
+        gate_error: BaseException | None = None
+        if self.broken is None and (error is None or delivery.kind == "fetch"):
             pending = self.output_gate.wait()
             if pending is not None:
                 held = True
+                delivery.waiting_for = pending
                 if bus.active:
                     bus.emit(ReplyHeld, object=self.label, object_id=self.object_id,
                              delivery=delivery.id, waiting_for=self.output_gate.pending_commits)
@@ -467,8 +531,10 @@ class Instance:
                 except asyncio.CancelledError:
                     if self.broken is None:
                         raise
-                except BaseException:
-                    pass
+                except BaseException as exc:
+                    # A commit before this reply failed: the reply is never sent (the reset
+                    # may land a moment later; the caller sees the commit's error either way).
+                    gate_error = exc
         if self.broken is None:
             # While the lab is paused, the release is a step the learner takes.
             permit = self.lab.scheduler.permit(
@@ -480,7 +546,12 @@ class Instance:
                 except asyncio.CancelledError:
                     if self.broken is None:
                         raise
-        if self.broken is not None:
+        if gate_error is not None:
+            error = self.broken if self.broken is not None else gate_error
+        elif self.broken is not None and not (held and pending.done()):
+            # (A reply that waited only for commits made before the failing one, and saw them
+            # succeed, is still sent: workerd's OutputGate resolves waits registered before a
+            # failed lock.)
             error = self.broken
         if held and bus.active:
             bus.emit(ReplyReleased, object=self.label, object_id=self.object_id,
@@ -490,7 +561,8 @@ class Instance:
         if reply.done():  # the caller gave up, or a reset already answered
             return
         if error is not None:
-            reply.set_exception(_fresh(error) if error is self.broken else error)
+            reply.set_exception(_fresh(error) if error is self.broken or error is gate_error
+                                else error)
         else:
             reply.set_result(value)
         self.arm_idle_timer()
@@ -508,7 +580,7 @@ class Instance:
             admission = parent.gate.wait("critical section", priority=True,
                                          kind="critical section")
         self.critical_sections[section.result] = section
-        self.track(asyncio.get_running_loop().create_task(section.run(admission, callback)))
+        self.track(spawn(section.run(admission, callback)))
         return section.result
 
     # -- idleness and eviction ------------------------------------------------------------
@@ -567,8 +639,13 @@ class Instance:
 
     # -- resets --------------------------------------------------------------------------
 
-    def reset(self, error: BaseException, *, reason: str, stubs_broken: bool = True) -> None:
-        """Drop this instance: fail everything in flight with ``error``, lose unflushed writes."""
+    def reset(self, error: BaseException, *, reason: str, stubs_broken: bool = True,
+              spare_held_replies: bool = False) -> None:
+        """Drop this instance: fail everything in flight with ``error``, lose unflushed writes.
+
+        ``spare_held_replies``: replies held only by commits made before the failing one are
+        left to land (a failed SQLite COMMIT: the commits before it are already local).
+        """
         if self.broken is not None:
             return
         self.broken = error
@@ -585,8 +662,15 @@ class Instance:
                           lost_writes=lost)
         if self.host.websockets is not None and not self.evicted:
             self.host.websockets.reset(reason, error)  # a reset disconnects the object's sockets
-        # Answer every caller now: a delivery task cancelled before it ever ran cannot.
+        # Answer every caller now: a delivery task cancelled before it ever ran cannot. A reply
+        # held only by commits made before the failure is left to land (their outcome decides).
+        spared: set[asyncio.Future[Any]] = set()
         for delivery in self.deliveries:
+            waiting_for = delivery.waiting_for
+            if (spare_held_replies and waiting_for is not None and not waiting_for.done()
+                    and delivery.task is not None):
+                spared.add(delivery.task)
+                continue
             if not delivery.reply.done():
                 delivery.reply.set_exception(_fresh(error))
                 if reason == "labClosed":
@@ -595,5 +679,6 @@ class Instance:
         current = asyncio.current_task()
         flush = self.cache._flush_task
         for task in list(self.tasks):
-            if task is not current and task is not flush and not task.done():
+            if (task is not current and task is not flush and task not in spared
+                    and not task.done()):
                 task.cancel()

@@ -15,15 +15,18 @@ engine instead, which is how Cloudflare runs SQLite-backed objects:
 - **Every storage call is synchronous.** ``get``/``list`` read the database directly and return
   an already-finished future: no cache miss, no turn boundary, no input-gate hold.
 - **Implicit transaction.** The first write (KV ``put``/``delete``/``deleteAll``, alarm
-  metadata, or a ``sql.exec`` statement that writes) runs ``BEGIN``; the ``COMMIT`` is scheduled
-  for after the turn (``loop.call_soon``, then ``lab.commit_latency``). Writes made meanwhile,
-  even by other deliveries while the commit is in flight, join the same transaction and their
-  replies wait for the same commit (workerd merges them too). A confirmed write locks the output
-  gate until COMMIT; ``allowUnconfirmed`` skips the gate only if no write of the transaction was
-  confirmed.
+  metadata, or a ``sql.exec`` statement that writes) runs ``BEGIN``; the ``COMMIT`` runs at the
+  end of the turn (``_turns.after_turn``), before the next queued delivery is admitted, so one
+  delivery's writes never join (or break) another's transaction. ``lab.commit_latency`` models
+  what follows the local commit (replication in production): the transaction's future, which a
+  confirmed write locks the output gate with, resolves after it. ``allowUnconfirmed`` skips
+  the gate only if no write of the transaction was confirmed.
 - **A failed COMMIT is a reset**: the transaction is rolled back and the instance is reset
-  (``outputGateBroken``). A constraint violated at COMMIT (a deferred foreign key) gives
-  Cloudflare's "rolled back to its last known good state" message.
+  (``outputGateBroken``) once the next queued delivery has had its first turn on the
+  rolled-back state (its reply fails), as recorded on workerd. A constraint violated at COMMIT
+  (a deferred foreign key) gives Cloudflare's "rolled back to its last known good state"
+  message, without ``durableObjectReset``. SQL errors read as workerd words them:
+  ``"<message>: SQLITE_CONSTRAINT (extended: SQLITE_CONSTRAINT_PRIMARYKEY)"``.
 - **Savepoints.** ``transactionSync(fn)`` runs ``fn`` inside ``SAVEPOINT _cf_sync_savepoint_<n>``;
   ``transaction(closure)`` (under ``blockConcurrencyWhile``) inside ``SAVEPOINT
   _cf_savepoint_<n>``; both nest, and both live inside the implicit transaction (the commit
@@ -44,7 +47,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._cache import CacheStatistics
-from .errors import DurableObjectResetError, StorageError
+from ._folder import SQL_USER_TABLES, check_db_path, not_a_lab_database
+from ._turns import after_turn, spawn
+from .clock import wall_monotonic
+from .errors import DurableObjectResetError, StorageCorruptError, StorageError
 from .events import CommitDone, CommitFailed, FlushStarted
 from .sql import (
     MULTI_STATEMENT_BINDINGS_MESSAGE,
@@ -108,6 +114,22 @@ _ALLOWED_PRAGMAS = frozenset({
 })
 _READ_ONLY_PRAGMAS = frozenset({"page_size", "data_version"})
 _ALLOWED_VTABLE_MODULES = frozenset({"fts5", "fts5vocab"})
+
+#: Tables user SQL may not read: dbstat lists every table and index with its size, the
+#: runtime's _cf_* tables included.
+_DENIED_TABLES = frozenset({"dbstat"})
+#: Functions user SQL may not call: fts3_tokenizer() can register a tokenizer from a pointer
+#: and returns one (an address of this process).
+_DENIED_FUNCTIONS = frozenset({"fts3_tokenizer", "load_extension"})
+#: workerd's SQLITE_LIMIT_LENGTH: the largest string, BLOB or row (4 MiB; Cloudflare's docs
+#: say 2 MB, but SQLite-backed KV entries of up to 2 MiB must fit in a row).
+MAX_SQL_LENGTH = 4 * 1024 * 1024
+#: How many SQLite VM instructions run between two calls of the watchdog.
+_PROGRESS_STEPS = 1000
+_SQL_RESERVED_NAMES = (
+    "SELECT name FROM sqlite_master WHERE name LIKE '\\_cf\\_%' ESCAPE '\\' "
+    "AND name NOT IN ('_cf_KV', '_cf_METADATA') LIMIT 1"
+)
 
 _A = sqlite3
 #: Authorizer actions that change the database (the statement is "not read-only").
@@ -214,11 +236,16 @@ def _memory_db(host: Any, create: bool = True) -> sqlite3.Connection | None:
 
 def _open_file(path: Path) -> sqlite3.Connection:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not check_db_path(path):  # the lab folder is a boundary (see _folder.py)
+            path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, isolation_level=None, cached_statements=0, timeout=1.0)
     except (OSError, sqlite3.Error) as exc:
         raise StorageError(f"cannot open the database {path}: {exc}") from exc
     try:
+        count, ours = conn.execute(SQL_USER_TABLES).fetchone()
+        if count and not ours:
+            conn.close()
+            raise not_a_lab_database(path)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA journal_mode=WAL")
         _init_schema(conn)
@@ -238,7 +265,7 @@ def offline_set_metadata(lab: Any, host: Any, key: str, data: bytes | None) -> N
         owned = False
     else:
         path = Path(lab.path) / host.storage_key[0] / f"{host.storage_key[1]}.sqlite"
-        if data is None and not path.exists():
+        if data is None and not check_db_path(path):
             return
         conn = _open_file(path)
         owned = True
@@ -262,6 +289,33 @@ def _init_schema(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+#: SQLite's primary result codes by number (an extended code is primary + 256 * n).
+_PRIMARY_CODES = {
+    1: "SQLITE_ERROR", 2: "SQLITE_INTERNAL", 3: "SQLITE_PERM", 4: "SQLITE_ABORT",
+    5: "SQLITE_BUSY", 6: "SQLITE_LOCKED", 7: "SQLITE_NOMEM", 8: "SQLITE_READONLY",
+    9: "SQLITE_INTERRUPT", 10: "SQLITE_IOERR", 11: "SQLITE_CORRUPT", 12: "SQLITE_NOTFOUND",
+    13: "SQLITE_FULL", 14: "SQLITE_CANTOPEN", 15: "SQLITE_PROTOCOL", 16: "SQLITE_EMPTY",
+    17: "SQLITE_SCHEMA", 18: "SQLITE_TOOBIG", 19: "SQLITE_CONSTRAINT", 20: "SQLITE_MISMATCH",
+    21: "SQLITE_MISUSE", 22: "SQLITE_NOLFS", 23: "SQLITE_AUTH", 24: "SQLITE_FORMAT",
+    25: "SQLITE_RANGE", 26: "SQLITE_NOTADB", 27: "SQLITE_NOTICE", 28: "SQLITE_WARNING",
+}
+
+
+def sqlite_error_text(exc: BaseException) -> str:
+    """SQLite's message as workerd words it: ``"<message>: <CODE>"``, and when the extended
+    result code says more, ``"<message>: SQLITE_CONSTRAINT (extended:
+    SQLITE_CONSTRAINT_PRIMARYKEY)"`` (workerd ``sqlite.c++``)."""
+    text = str(exc)
+    name = getattr(exc, "sqlite_errorname", None)
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not name:
+        return text
+    primary = _PRIMARY_CODES.get(code & 0xFF) if isinstance(code, int) else None
+    if primary is None or primary == name:
+        return f"{text}: {name}"
+    return f"{text}: {primary} (extended: {name})"
 
 
 class SqliteEngine:
@@ -294,8 +348,13 @@ class SqliteEngine:
         self._internal = False
         self._stmt_wrote = False
         self._deny_reason: str | None = None
+        # The time limit of user statements (arm_time_limit).
+        self._deadline: float | None = None
+        self._timed_out = False
         # The implicit transaction.
         self._commit_fut: asyncio.Future[None] | None = None
+        #: Locally committed transactions whose replication (commit_latency) is not over.
+        self._replicating: list[asyncio.Future[None]] = []
         self._gated = False
         self._committing = False
         self._txn_keys: dict[str, bool] = {}  # KV key -> True put / False delete
@@ -347,13 +406,19 @@ class SqliteEngine:
             owns = False
         else:
             path = self._path()
-            if not create and not path.exists():
+            if not create and not check_db_path(path):
                 return None
             conn = _open_file(path)
             owns = True
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        # workerd's bound on a string, BLOB or row: randomblob(900000000), zeroblob() or
+        # printf('%.*c', ...) fail with "string or blob too big" instead of eating memory.
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_SQL_LENGTH)
         conn.execute("PRAGMA foreign_keys=ON")  # Cloudflare enforces foreign keys
         conn.set_authorizer(self._authorize)
+        # The watchdog of user statements (see arm_time_limit); cheap: one Python call per
+        # _PROGRESS_STEPS virtual-machine instructions.
+        conn.set_progress_handler(self._progress, _PROGRESS_STEPS)
         self._conn = conn
         self._owns_conn = owns
         self._reload_metadata()
@@ -394,7 +459,42 @@ class SqliteEngine:
                 return _DENY
         if _is_reserved(arg1) or (action in _TABLE_IN_ARG2 and _is_reserved(arg2)):
             return _DENY
+        if action == _A.SQLITE_READ and (arg1 or "").lower() in _DENIED_TABLES:
+            self._deny_reason = (
+                f"not authorized: {arg1} would show the runtime's own tables (_cf_*): SQLITE_AUTH")
+            return _DENY
+        if action == _A.SQLITE_FUNCTION and (arg2 or "").lower() in _DENIED_FUNCTIONS:
+            self._deny_reason = f"not authorized: the function {arg2}() is refused: SQLITE_AUTH"
+            return _DENY
         return _OK
+
+    # -- the time limit of user statements -----------------------------------------------
+
+    def arm_time_limit(self) -> bool:
+        """Start the clock of ``lab.sql_time_limit`` for a user statement (or a cursor read).
+
+        Returns False if it is already running (an exec() reading its own rows): only the
+        outermost caller disarms it. A statement runs synchronously in the event-loop thread,
+        so neither asyncio timeouts nor the lab clock can stop it; SQLite's progress handler
+        can, and the statement then fails with SQLITE_INTERRUPT.
+        """
+        if self._deadline is not None:
+            return False
+        self._deadline = wall_monotonic() + self.lab.sql_time_limit
+        self._timed_out = False
+        return True
+
+    def disarm_time_limit(self) -> None:
+        self._deadline = None
+
+    def _progress(self) -> int:
+        deadline = self._deadline
+        if deadline is None:
+            return 0  # the runtime's own statements are not limited
+        if wall_monotonic() > deadline:
+            self._timed_out = True
+            return 1  # interrupt
+        return 0
 
     # -- errors --------------------------------------------------------------------------
 
@@ -402,9 +502,19 @@ class SqliteEngine:
         reason, self._deny_reason = self._deny_reason, None
         if reason is not None:
             return SqlError(reason)
-        name = getattr(exc, "sqlite_errorname", None)
-        text = str(exc)
-        return SqlError(f"{text}: {name}" if name else text)
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT:
+            if not self._timed_out:
+                # Only two things interrupt a statement: our watchdog, and Ctrl-C / Jupyter's
+                # interrupt arriving while SQLite called the progress handler (sqlite3 then
+                # swallows the KeyboardInterrupt). Give it back, so the interrupt stops the
+                # cell.
+                raise KeyboardInterrupt
+            self._timed_out = False
+            return SqlError(
+                f"SQL statement interrupted: it ran longer than {self.lab.sql_time_limit:g} s, "
+                "the lab's limit for one statement (Lab(sql_time_limit=...)); the object "
+                "keeps running: SQLITE_INTERRUPT")
+        return SqlError(sqlite_error_text(exc))
 
     def _critical(self, message: str, cause: BaseException) -> None:
         """The open transaction was lost by SQLite itself: reset, as a failed commit does."""
@@ -429,10 +539,12 @@ class SqliteEngine:
         """A write joined the open transaction: make sure its commit is scheduled (and gated)."""
         fut = self._commit_fut
         if fut is None:
-            loop = asyncio.get_running_loop()
-            fut = self._commit_fut = loop.create_future()
+            fut = self._commit_fut = asyncio.get_running_loop().create_future()
             self._gated = False
-            loop.call_soon(self._start_commit, fut)
+            # COMMIT at the end of this turn (microtasks included), before anything else is
+            # admitted: the next delivery starts a transaction of its own (workerd commits
+            # the implicit transaction on the next turn of the event loop).
+            after_turn(lambda: self._start_commit(fut))
         if confirmed and not self._gated:
             if self._explicit_depth:
                 # Inside transaction(): the gate is locked at the root's end (workerd locks it
@@ -450,89 +562,51 @@ class SqliteEngine:
             self._x("COMMIT")
 
     def _start_commit(self, fut: asyncio.Future[None], permitted: bool = False) -> None:
-        if self.closed or fut is not self._commit_fut or self._committing:
-            return
+        """COMMIT the implicit transaction now, synchronously, at the end of the turn.
+
+        ``lab.commit_latency`` (and ``faults.delay_commits``) model what follows the local
+        commit, replication: the output gate stays locked until it is over, but the
+        transaction is closed, so a later delivery's writes never join (or break) it.
+        """
+        if (self.closed or fut is not self._commit_fut or self._committing
+                or self._explicit_depth):
+            return  # (inside transaction(): explicit_end schedules the commit again)
         scheduler = getattr(self.lab, "scheduler", None)
         if not permitted and scheduler is not None:
-            # While the lab is paused, starting the commit is a step the learner takes; writes
-            # made meanwhile join the open transaction.
+            # While the lab is paused, the commit is a step the learner takes; the gate stays
+            # closed until then (writes of the same delivery may still join).
             label = self.instance.label
             permit = scheduler.permit(
                 "flush", label, 0, f"start the commit of {label} (its open SQLite transaction)")
             if permit is not None:
+                self.instance.gate.hold_for(permit)
                 permit.add_done_callback(
                     lambda f: None if f.cancelled() else self._start_commit(fut, permitted=True))
                 return
         self._committing = True
         self.flush_count += 1
-        instance = self.instance
-        if instance.bus.active:
-            instance.bus.emit(
-                FlushStarted, object=instance.label, object_id=instance.object_id,
-                batch=self.flush_count, puts=tuple(k for k, p in self._txn_keys.items() if p),
-                deletes=tuple(k for k, p in self._txn_keys.items() if not p),
-                delete_all=self._txn_delete_all, gated=self._gated,
-            )
-        self._flush_task = asyncio.get_running_loop().create_task(
-            self._commit(self.flush_count, fut)
-        )
-
-    async def _commit(self, number: int, fut: asyncio.Future[None]) -> None:
+        number = self.flush_count
         instance = self.instance
         lab = self.lab
         bus = instance.bus
+        if bus.active:
+            bus.emit(
+                FlushStarted, object=instance.label, object_id=instance.object_id,
+                batch=number, puts=tuple(k for k, p in self._txn_keys.items() if p),
+                deletes=tuple(k for k, p in self._txn_keys.items() if not p),
+                delete_all=self._txn_delete_all, gated=self._gated,
+            )
         started = lab.clock.now()
+        faults = getattr(lab, "faults", None)
         try:
-            before_commit = getattr(lab, "_before_commit", None)
-            if before_commit is not None:
-                # The injected latency (commit_latency, faults.delay_commits), then maybe an
-                # injected failure: as for the KV engine's commits.
-                injected = await before_commit(instance)
-            else:  # pragma: no cover - a lab without the fault controls
-                if lab.commit_latency:
-                    await lab.clock.sleep(lab.commit_latency)
-                injected = lab._take_injected_commit_failure(instance)
-            while self._explicit_depth and not self.closed:
-                idle = self._explicit_idle
-                if idle is None:
-                    break
-                await idle
-            if self.closed or fut is not self._commit_fut:
-                return  # reset meanwhile: close() rolled back and answered the waiters
+            injected = None if faults is None else faults.take_commit_failure(instance)
             if injected is not None:
                 raise injected
-            scheduler = getattr(lab, "scheduler", None)
-            permit = None if scheduler is None else scheduler.permit(
-                "commit", instance.label, 0, f"finish commit #{number} of {instance.label}")
-            if permit is not None:
-                await permit  # writes made meanwhile still join this transaction
-                if self.closed or fut is not self._commit_fut:
-                    return
             conn = self._conn
             if conn is not None and conn.in_transaction:
                 self._x("COMMIT")
-        except asyncio.CancelledError:
-            if not fut.done():
-                fut.cancel()
-            raise
         except Exception as exc:
-            self._rollback_quietly()
-            if bus.active:
-                bus.emit(CommitFailed, object=instance.label, object_id=instance.object_id,
-                         batch=number, error=f"{type(exc).__name__}: {exc}",
-                         injected=getattr(exc, "injected", False))
-            if isinstance(exc, sqlite3.IntegrityError):
-                error: BaseException = DurableObjectResetError(
-                    CONSTRAINT_RESET_MESSAGE + str(exc), reason="outputGateBroken")
-                error.__cause__ = exc
-            else:
-                error = instance.commit_failure_error(exc)
-            self._commit_fut = None
-            self._committing = False
-            if not fut.done():
-                fut.set_exception(error)
-                fut.exception()  # retrieved: the output gate and the reset report it
-            instance.reset(error, reason="outputGateBroken")
+            self._commit_failed(number, fut, exc)
             return
         keys = len(self._txn_keys)
         metadata, self.dirty_metadata = self.dirty_metadata, {}
@@ -542,15 +616,92 @@ class SqliteEngine:
         self._txn_keys = {}
         self._txn_delete_all = False
         self._txn_writes = 0
+        delay = lab.commit_latency + (0.0 if faults is None else faults.commit_delay(instance))
+        previous = self._replicating[-1] if self._replicating else None
+        self._replicating.append(fut)
+        fut.add_done_callback(self._replicating.remove)
+        self._flush_task = spawn(self._replicate(number, fut, keys, metadata, started, delay,
+                                                 previous))
+
+    async def _replicate(self, number: int, fut: asyncio.Future[None], keys: int,
+                         metadata: dict[str, bytes | None], started: float, delay: float,
+                         previous: asyncio.Future[None] | None) -> None:
+        """After the local COMMIT: the modelled replication, then the commit is confirmed."""
+        instance = self.instance
+        lab = self.lab
+        try:
+            if previous is not None and not previous.done():
+                await asyncio.wait((previous,))  # confirmations land in commit order
+            if delay:
+                await lab.clock.sleep(delay)
+            scheduler = getattr(lab, "scheduler", None)
+            permit = None if scheduler is None else scheduler.permit(
+                "commit", instance.label, 0, f"finish commit #{number} of {instance.label}")
+            if permit is not None:
+                await permit
+        except asyncio.CancelledError:
+            if not fut.done():
+                fut.cancel()
+            raise
+        if fut.done():
+            return  # the object was reset meanwhile (its output gate broke)
         self.commit_count += 1
-        if bus.active:
-            bus.emit(CommitDone, object=instance.label, object_id=instance.object_id,
-                     batch=number, keys=keys, duration=lab.clock.now() - started)
-        if not fut.done():
-            fut.set_result(None)
+        if instance.bus.active:
+            instance.bus.emit(CommitDone, object=instance.label, object_id=instance.object_id,
+                              batch=number, keys=keys, duration=lab.clock.now() - started)
+        fut.set_result(None)
         if metadata:
             for callback in self.on_commit:
                 callback(metadata)
+
+    def _commit_failed(self, number: int, fut: asyncio.Future[None], exc: Exception) -> None:
+        """COMMIT failed: roll back and reset the object (its replies fail; stubs break)."""
+        instance = self.instance
+        bus = instance.bus
+        self._rollback_quietly()
+        self._reload_metadata_quietly()
+        if bus.active:
+            bus.emit(CommitFailed, object=instance.label, object_id=instance.object_id,
+                     batch=number, error=f"{type(exc).__name__}: {exc}",
+                     injected=getattr(exc, "injected", False))
+        if isinstance(exc, sqlite3.IntegrityError):
+            # workerd's TxnCommitRegulator: no "broken." prefix, so durableObjectReset is not
+            # set, although the object is reset all the same.
+            error: BaseException = DurableObjectResetError(
+                CONSTRAINT_RESET_MESSAGE + sqlite_error_text(exc), reason="outputGateBroken",
+                durableObjectReset=False)
+            error.__cause__ = exc
+        else:
+            error = instance.commit_failure_error(exc)
+        self._commit_fut = None
+        self._committing = False
+        self._gated = False
+        self._txn_keys = {}
+        self._txn_delete_all = False
+        self._txn_writes = 0
+        self.dirty_metadata = {}
+        if not fut.done():
+            fut.set_exception(error)
+            fut.exception()  # retrieved: the output gate and the reset report it
+        instance.output_gate.break_(error)
+        # The reset lands after the next queued delivery's first turn, as recorded on workerd:
+        # that delivery runs on the rolled-back state, and its reply fails with this error.
+        gate = instance.gate
+
+        def reset() -> None:
+            if gate.is_locked:
+                gate.on_quiet(reset)
+            else:
+                instance.reset(error, reason="outputGateBroken", spare_held_replies=True)
+
+        asyncio.get_running_loop().call_soon(reset)
+
+    def _reload_metadata_quietly(self) -> None:
+        if self._conn is not None:
+            try:
+                self._reload_metadata()
+            except sqlite3.Error:  # pragma: no cover - the database is gone
+                LOG.exception("reloading metadata after a failed commit")
 
     def _rollback_quietly(self) -> None:
         conn = self._conn
@@ -595,7 +746,14 @@ class SqliteEngine:
         sql = ("SELECT key, value FROM _cf_KV" + (" WHERE " + " AND ".join(where) if where else "")
                + f" ORDER BY key {'DESC' if reverse else 'ASC'} LIMIT ?")
         params.append(-1 if limit is None else limit)
-        return [(k, v) for k, v in self._x(sql, params).fetchall()]
+        rows = self._x(sql, params).fetchall()
+        for k, _ in rows:
+            if type(k) is not str:  # see _backends._check_listed_keys
+                raise StorageCorruptError(
+                    f"{self.instance.label}: the _cf_KV table holds a key that is not text "
+                    f"({type(k).__name__} {k!r:.60}): storage keys are always str"
+                )
+        return rows
 
     def kv_put(self, items: list[tuple[str, bytes]], *, confirmed: bool) -> None:
         self._begin()
@@ -628,24 +786,45 @@ class SqliteEngine:
         conn = self._db(create=True)
         assert conn is not None
         self._invalidate_cursors("the database was wiped by deleteAll()")
-        if conn.in_transaction:
-            # Its writes would be deleted anyway (workerd rolls the implicit transaction back).
-            self._x("ROLLBACK")
-            self._reload_metadata()
-            self._txn_keys = {}
-        self._x("BEGIN")
+        # All or nothing: the wipe runs in a savepoint of the open transaction. The writes of
+        # other deliveries waiting in that transaction are wiped with everything else if it
+        # succeeds (the same end state as workerd rolling the transaction back first); if a
+        # drop fails half-way (a trigger that raises, ON DELETE SET NULL on a NOT NULL
+        # column), rolling back to the savepoint leaves the database exactly as it was, and
+        # their commit still carries their writes.
+        if not conn.in_transaction:
+            self._x("BEGIN")
+        self._x("SAVEPOINT _cf_delete_all")
         deferred = self._x("PRAGMA defer_foreign_keys").fetchone()[0]
-        self._x("PRAGMA defer_foreign_keys=ON")  # dropping a parent table before its child
-        for _ in range(100_000):
-            row = self._x(_SQL_USER_OBJECTS).fetchone()
-            if row is None:
-                break
-            kind, name = row
-            self._x(f"DROP {'VIEW' if kind == 'view' else 'TABLE'} IF EXISTS {_quote(name)}")
-        self._x("DELETE FROM _cf_KV")
-        self._x("PRAGMA user_version=0")
+        try:
+            self._x("PRAGMA defer_foreign_keys=ON")  # dropping a parent table before its child
+            for _ in range(100_000):
+                row = self._x(_SQL_USER_OBJECTS).fetchone()
+                if row is None:
+                    break
+                kind, name = row
+                self._x(f"DROP {'VIEW' if kind == 'view' else 'TABLE'} IF EXISTS {_quote(name)}")
+            self._x("DELETE FROM _cf_KV")
+            self._x("PRAGMA user_version=0")
+        except sqlite3.Error as exc:
+            error = SqlError(
+                f"deleteAll() failed and changed nothing: {self.sql_error(exc)}")
+            if not conn.in_transaction:
+                # SQLite rolled the whole transaction back (RAISE(ROLLBACK) in a trigger):
+                # writes waiting in it are gone, so the object resets (as after any such
+                # statement); their callers get the reset error, never an acknowledgement.
+                if self._commit_fut is not None:
+                    self._critical(ROLLED_BACK_MESSAGE, exc)
+                raise error from exc
+            self._x("ROLLBACK TO _cf_delete_all")
+            self._x("RELEASE _cf_delete_all")
+            self._x(f"PRAGMA defer_foreign_keys={'ON' if deferred else 'OFF'}")
+            self._end_unused_transaction()
+            raise error from exc
+        self._x("RELEASE _cf_delete_all")
         if not deferred:
             self._x("PRAGMA defer_foreign_keys=OFF")
+        self._txn_keys = {}
         self._txn_delete_all = True
         self._txn_writes += 1
         self._mark_write(True)
@@ -692,6 +871,14 @@ class SqliteEngine:
     # -- SQL -----------------------------------------------------------------------------
 
     def exec(self, query: str, params: tuple[Any, ...]) -> SqlStorageCursor:
+        armed = self.arm_time_limit()
+        try:
+            return self._exec(query, params)
+        finally:
+            if armed:
+                self.disarm_time_limit()
+
+    def _exec(self, query: str, params: tuple[Any, ...]) -> SqlStorageCursor:
         statements = split_statements(query)
         conn = self._db(create=True)
         assert conn is not None
@@ -731,18 +918,38 @@ class SqliteEngine:
         expected = conn.in_transaction
         self._stmt_wrote = False
         self._deny_reason = None
+        # ALTER TABLE ... RENAME TO names the new table nowhere the authorizer sees it: run it
+        # in a savepoint and look at the schema afterwards (a table renamed into _cf_ would
+        # hide from the authorizer and from deleteAll()).
+        guard = expected and _leading_keyword(statement) == "ALTER"
+        if guard:
+            self._x("SAVEPOINT _cf_alter_guard")
         try:
             cursor = conn.execute(statement, params)
+            if guard:
+                self._check_alter()
         except sqlite3.Error as exc:
+            if guard and conn.in_transaction:
+                self._x("ROLLBACK TO _cf_alter_guard")
+                self._x("RELEASE _cf_alter_guard")
+                guard = False
             if multi and isinstance(exc, sqlite3.ProgrammingError) and "bindings" in str(exc):
                 error = SqlError(MULTI_STATEMENT_BINDINGS_MESSAGE)
             else:
-                error = self.sql_error(exc)
+                try:
+                    error = self.sql_error(exc)
+                except KeyboardInterrupt:
+                    # Stopped by the user: leave no transaction this statement opened.
+                    if began and conn.in_transaction and self._commit_fut is None:
+                        self._x("ROLLBACK")
+                    raise
             self._deny_reason = None
             self._after_statement(conn, expected, exc)
             if began and conn.in_transaction and self._commit_fut is None:
                 self._x("ROLLBACK")
             raise error from exc
+        if guard:
+            self._x("RELEASE _cf_alter_guard")
         wrote = self._stmt_wrote
         self._after_statement(conn, expected, None)
         if wrote:
@@ -751,6 +958,14 @@ class SqliteEngine:
         elif began:
             self._end_unused_transaction()
         return cursor, wrote
+
+    def _check_alter(self) -> None:
+        row = self._x(_SQL_RESERVED_NAMES).fetchone()
+        if row is not None:
+            self._deny_reason = (
+                f"not authorized: {row[0]!r} starts with _cf_, a prefix reserved for the "
+                "runtime's own tables: SQLITE_AUTH")
+            raise sqlite3.DatabaseError(self._deny_reason)
 
     def _after_statement(self, conn: sqlite3.Connection, expected: bool,
                          exc: BaseException | None) -> None:
@@ -857,12 +1072,14 @@ class SqliteEngine:
             if idle is not None and not idle.done():
                 idle.set_result(None)
             self._end_unused_transaction()
+            if fut is not None and not self._committing:
+                after_turn(lambda: self._start_commit(fut))  # it waited for the savepoint
 
     # -- the StorageCache interface ------------------------------------------------------
 
     def pending_commits(self) -> list[asyncio.Future[None]]:
         fut = self._commit_fut
-        return [] if fut is None else [fut]
+        return [*self._replicating, *([] if fut is None else [fut])]
 
     @property
     def in_flight(self) -> None:
@@ -913,13 +1130,14 @@ class SqliteEngine:
                 pass
         else:
             conn.set_authorizer(None)
+            conn.set_progress_handler(None, 0)
 
     def statistics(self) -> CacheStatistics:
         pending = self._txn_writes
         return CacheStatistics(
             known_keys=0, dirty_keys=0 if self._committing else pending,
             flushing_keys=pending if self._committing else 0, flushes=self.flush_count,
-            commits=self.commit_count, flush_in_flight=self._committing,
+            commits=self.commit_count, flush_in_flight=bool(self._replicating),
         )
 
     def __repr__(self) -> str:

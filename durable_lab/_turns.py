@@ -1,4 +1,4 @@
-"""Turns: running an object's coroutine one turn at a time, through its input gate.
+"""Turns: running an object's code one turn at a time, through its input gate.
 
 In workerd, object code runs in *turns*: a turn starts when the input gate admits an event and
 lasts until the code awaits something that is still pending. Awaiting something already finished
@@ -14,25 +14,43 @@ difference: between two steps it goes back through the gate.
     loop:
         yielded = coro.send(None)          # one turn of object code
         finished?  -> release the gate, return the result
-        yielded a storage read that holds the gate?  -> keep the lock, wait for it, go on
-        yielded anything else pending?  -> release the gate (turn ended), wait for it,
-                                           queue at the gate again, continue when admitted
+        yielded a finished storage call (a cache hit, put())?  -> let the turn's other
+                                           runnable code go first, then go on: same turn
+        yielded anything pending?  -> release the gate (turn ended), wait for it, come back
+                                      in through the gate: in the turn lane if the turn
+                                      made it runnable, else behind everything queued
 
 ``coro.send(None)`` after the awaited future is done makes the coroutine read the future's result
 itself (``Future.__await__`` returns ``result()`` or raises), so exceptions flow exactly as under
 asyncio. A bare ``yield`` (``asyncio.sleep(0)``) ends the turn too.
 
-Limitation (documented in docs/semantics.md): tasks that object code creates itself
-(``asyncio.create_task``, ``asyncio.gather`` of coroutines) run outside the driver, so their
-continuations are not gated. Awaiting futures (storage reads, stub calls) inside ``gather`` is
-fine: only coroutines are turned into tasks.
+The whole object is gated, not one coroutine. A :class:`Driver` is one *strand* of object code:
+a delivery, a critical section, the constructor, or a task the object created. Tasks created
+while object code runs (``asyncio.create_task``, ``ensure_future``, ``gather`` of coroutines,
+``TaskGroup``, ``ctx.waitUntil``) are adopted by the object: a task factory installed on the
+event loop (chained to any factory already there) sees the ``current_driver`` context variable
+and wraps the coroutine in a strand of that object. A new task is queued in the gate's turn lane
+at once, so it starts before anything else is admitted, as a JavaScript async function runs to
+its first ``await`` immediately. Its continuations go through the gate like any other.
+
+Storage reads hold the gate whoever awaits them (``InputGate.hold_for``): awaited directly,
+through ``gather``, ``wait_for``, a task or a ``TaskGroup``, no other delivery is admitted
+until the read is done and the code it made runnable has run. Runtime-internal tasks (delivery
+tasks, reads, flushes, timers) are started with :func:`spawn`, outside any object's context, so
+they are never adopted.
+
+An awaited finished storage call is a resolved promise: it does not end the turn, but it lets
+the turn's other runnable code (tasks queued in the turn lane) run first, as ``await`` of a
+resolved promise runs the other queued microtasks first in JavaScript.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Coroutine
+import inspect
+import weakref
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .clock import Sleep
@@ -42,18 +60,100 @@ if TYPE_CHECKING:
     from ._gates import InputGate, InputLock
     from ._host import CriticalSection, Instance
 
-__all__ = ["Driver", "current_driver"]
+__all__ = ["YIELD_TO_TURN", "Driver", "Resolved", "after_turn", "current_driver",
+           "install_task_factory", "mark_io", "resolved", "spawn", "uninstall_task_factory"]
 
-#: The driver whose code is running now (None outside object code). Set once per delivery task.
+#: The driver whose code is running now (None outside object code). Set once per strand task.
 current_driver: contextvars.ContextVar[Driver | None] = contextvars.ContextVar(
     "durable_lab_current_driver", default=None
 )
 
 
-class Driver:
-    """Runs one delivery's (or one critical section's) code through one input gate."""
+class _YieldToTurn:
+    """What an awaited finished storage call yields to its driver: "let the turn's other
+    runnable code go first" (a resolved promise's ``await``). Never seen by asyncio itself."""
 
-    __slots__ = ("delivery", "gate", "holder", "instance", "lock", "woken")
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "YIELD_TO_TURN"
+
+
+YIELD_TO_TURN = _YieldToTurn()
+
+#: The driver stepping its coroutine right now (None between steps). Object code runs only
+#: inside a step, so an awaitable that finds a driver here is being awaited by object code.
+stepping: Driver | None = None
+
+
+class Resolved(asyncio.Future):  # type: ignore[type-arg]
+    """An already-finished storage result (a cache hit, a ``put()``): a resolved promise.
+
+    Awaited by object code it does not end the turn, but lets the turn's other runnable code
+    (tasks it started, continuations it made runnable) run first, as ``await`` of a resolved
+    promise does in JavaScript. Awaited anywhere else it is an ordinary finished future.
+    """
+
+    def __await__(self) -> Any:
+        driver = stepping
+        if driver is not None and driver.gate.has_turn_waiters:
+            # (With nothing else of the turn waiting there is nothing to yield to: go on.)
+            yield YIELD_TO_TURN
+        return self.result()
+
+    __iter__ = __await__
+
+
+def resolved(value: Any) -> Resolved:
+    """A :class:`Resolved` holding ``value``."""
+    fut = Resolved()
+    fut.set_result(value)
+    return fut
+
+
+#: Futures known to complete by I/O (``sync()``, calls to other objects, lab-clock sleeps): a
+#: strand awaiting one always comes back behind everything queued, even if it completes while
+#: the gate is still settling from a turn (it was not made runnable by that turn).
+_io_futures: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
+
+
+def mark_io(fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
+    """Mark ``fut`` as I/O (see ``_io_futures``); returns it."""
+    _io_futures.add(fut)
+    return fut
+
+
+def spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """Start a runtime-internal task: outside any object's context, so it is never adopted by
+    an object (and neither is anything it starts). Built directly, not through the loop's task
+    factory: the runtime's own tasks need no factory, and this is on every call's path."""
+    loop = asyncio.get_running_loop()
+    if current_driver.get() is None:
+        return asyncio.Task(coro, loop=loop)
+    context = contextvars.copy_context()
+    context.run(current_driver.set, None)
+    return asyncio.Task(coro, loop=loop, context=context)
+
+
+def after_turn(callback: Callable[[], Any]) -> None:
+    """Run ``callback`` when the current turn of object code is over (microtasks included);
+    outside object code, on the next pass of the event loop."""
+    driver = current_driver.get()
+    if (driver is not None and driver.instance.broken is None and driver.gate.enabled
+            and driver.instance.adopts_tasks):
+        driver.gate.on_quiet(callback)
+    else:
+        # Outside object code, and under Lab(model="serial"), whose deliveries keep the gate
+        # across every await (a commit waiting for the gate to be quiet would wait for the
+        # delivery, and a delivery awaiting sync() for the commit): the next loop pass.
+        asyncio.get_running_loop().call_soon(callback)
+
+
+class Driver:
+    """Runs one strand of an object's code (a delivery, a critical section, the constructor,
+    a task the object created) through one input gate."""
+
+    __slots__ = ("delivery", "gate", "holder", "instance", "lock", "tasks_started")
 
     def __init__(self, instance: Instance, gate: InputGate, delivery: int, holder: str) -> None:
         self.instance = instance
@@ -61,8 +161,7 @@ class Driver:
         self.delivery = delivery
         self.holder = holder
         self.lock: InputLock | None = None
-        #: The gate admission queued by a lab-clock sleep's wake-up (see _queue_on_wake).
-        self.woken: asyncio.Future[InputLock] | None = None
+        self.tasks_started = 0
 
     def release(self) -> None:
         lock, self.lock = self.lock, None
@@ -71,14 +170,17 @@ class Driver:
 
     async def drive(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run ``coro`` to completion, turn by turn. ``self.lock`` must be held on entry."""
+        global stepping
         instance = self.instance
         bus = instance.bus
+        gate = self.gate
         # The "serial" model: one delivery at a time from start to finish, like an actor with a
         # lock: the gate is kept across every await, not only storage reads.
         serial = instance.lab.model == "serial"
         error: BaseException | None = None
         try:
             while True:
+                stepping = self
                 try:
                     if error is None:
                         yielded = coro.send(None)
@@ -86,11 +188,28 @@ class Driver:
                         yielded, error = coro.throw(error), None
                 except StopIteration as stop:
                     return stop.value
+                finally:
+                    stepping = None
+
+                if yielded is YIELD_TO_TURN:
+                    # A resolved promise: the turn goes on, after the turn's other runnable
+                    # code (tasks it started, continuations it made runnable).
+                    if gate.has_turn_waiters and not serial:
+                        self.release()
+                        error = await self._reenter_quietly(gate.wait(
+                            self.holder, kind="resume", micro=True))
+                    continue
 
                 if yielded is None:  # bare yield: asyncio.sleep(0)
                     self._end_turn("yield")
-                    await asyncio.sleep(0)
-                    await self._reenter()
+                    try:
+                        await asyncio.sleep(0)
+                    except asyncio.CancelledError:
+                        if instance.broken is not None:
+                            raise
+                        error = asyncio.CancelledError()
+                    cancel = await self._reenter()
+                    error = error or cancel
                     continue
 
                 if not getattr(yielded, "_asyncio_future_blocking", False):
@@ -102,15 +221,14 @@ class Driver:
                 yielded._asyncio_future_blocking = False
                 fut: asyncio.Future[Any] = yielded
 
-                if serial or fut in instance.gate_holding_reads:
-                    # A storage read: the turn is over but the gate stays locked until the
-                    # code after the await has run (workerd awaitIoWithInputLock).
+                if serial:
+                    # Under "serial" the strand keeps the gate across every await.
                     if bus.active:
                         bus.emit(TurnEnded, object=instance.label, object_id=instance.object_id,
                                  delivery=self.delivery,
                                  awaiting="storage" if fut in instance.gate_holding_reads
                                  else "io", gate_held=True)
-                    await self._wait(fut)
+                    await self._wait_keeping_lock(fut)
                     continue
 
                 section = instance.critical_sections.get(fut)
@@ -118,52 +236,142 @@ class Driver:
                     await self._await_critical_section(section, fut)
                     continue
 
-                self._end_turn("io")
-                if type(fut) is Sleep and not fut.done():
-                    fut.on_wake = self._queue_on_wake
-                await self._wait(fut)
-                woken, self.woken = self.woken, None
-                await self._reenter(woken)
+                if fut in instance.gate_holding_reads:
+                    # A storage read: the turn is over, but the read holds the gate until the
+                    # code after the await has run (workerd awaitIoWithInputLock).
+                    if not gate.has_turn_waiters:
+                        # Nothing else of the turn waits to run: keep the lock itself across
+                        # the read (the same admissions, one step less when stepping).
+                        if bus.active:
+                            bus.emit(TurnEnded, object=instance.label,
+                                     object_id=instance.object_id, delivery=self.delivery,
+                                     awaiting="storage", gate_held=True)
+                        error = await self._wait_keeping_lock_cancellable(fut)
+                        continue
+                    self._end_turn("storage", gate_held=True)
+                else:
+                    self._end_turn("io")
+                error = await self._wait_and_reenter(fut)
         except BaseException:
             # Cancelled (the object was reset) or the code raised: the coroutine is finished
             # either way; close it so its finally blocks run now and not at garbage collection.
-            if self.woken is not None and not self.woken.done():
-                self.woken.cancel()  # the gate skips a cancelled waiter
             coro.close()
             raise
         finally:
             self.release()
 
-    def _queue_on_wake(self) -> None:
-        """The lab-clock sleep this code awaits just fired (inside ``lab.clock.advance()``).
-
-        While the lab is paused, queue the continuation at the gate now rather than one loop
-        pass later, so ``lab.choices()`` lists what ``lab.step()`` would take. Running freely,
-        nothing changes: the continuation queues when the task wakes, as for any other I/O.
-        """
-        if self.instance.lab.scheduler.paused and self.instance.broken is None:
-            self.woken = self.gate.wait(self.holder, kind="resume")
-
-    def _end_turn(self, awaiting: str) -> None:
+    def _end_turn(self, awaiting: str, gate_held: bool = False) -> None:
         self.release()
         bus = self.instance.bus
         if bus.active:
             bus.emit(TurnEnded, object=self.instance.label, object_id=self.instance.object_id,
-                     delivery=self.delivery, awaiting=awaiting, gate_held=False)
+                     delivery=self.delivery, awaiting=awaiting, gate_held=gate_held)
 
-    async def _reenter(self, admission: asyncio.Future[InputLock] | None = None) -> None:
-        self.lock = (await (admission or self.gate.wait(self.holder, kind="resume"))).entered()
+    async def _admitted(self, admission: asyncio.Future[InputLock]
+                        ) -> tuple[InputLock | None, BaseException | None]:
+        """Await ``admission``: (the lock, None), or (None or the lock, a CancelledError) if
+        this strand was cancelled meanwhile (not by a reset, which raises). A lock granted
+        just before the cancellation arrived is kept: dropping it would leave the gate
+        locked by nobody."""
+        try:
+            return await admission, None
+        except asyncio.CancelledError:
+            if self.instance.broken is not None:
+                raise
+            if (admission.done() and not admission.cancelled()
+                    and admission.exception() is None):
+                return admission.result(), asyncio.CancelledError()
+            return None, asyncio.CancelledError()
+
+    async def _reenter(self, admission: asyncio.Future[InputLock] | None = None,
+                       micro: bool = False, event: bool = True) -> BaseException | None:
+        """Come back in through the gate (behind everything queued, or in the turn lane if
+        ``micro``). Returns a CancelledError to throw into the object's code if this strand
+        was cancelled meanwhile (not by a reset): asyncio delivers a cancellation by
+        throwing it into the code, so the code must be back in first."""
+        cancelled: BaseException | None = None
+        while True:
+            if admission is None:
+                admission = self.gate.wait(self.holder, kind="resume", micro=micro)
+            lock, cancel = await self._admitted(admission)
+            cancelled = cancelled or cancel
+            if lock is not None:
+                self.lock = lock.entered()
+                break
+            admission = None  # cancelled while queued: queue again, then deliver it
         bus = self.instance.bus
-        if bus.active:
+        if event and bus.active:
             bus.emit(DeliveryResumed, object=self.instance.label,
                      object_id=self.instance.object_id, delivery=self.delivery)
+        return cancelled
 
-    async def _wait(self, fut: asyncio.Future[Any]) -> None:
-        """Wait until ``fut`` is done without taking its outcome (the coroutine reads it)."""
+    async def _reenter_quietly(self, admission: asyncio.Future[InputLock]) -> BaseException | None:
+        """Back in after letting the turn's other code run (no event: the turn goes on)."""
+        return await self._reenter(admission, micro=True, event=False)
+
+    async def _wait_and_reenter(self, fut: asyncio.Future[Any]) -> BaseException | None:
+        """Wait for ``fut`` without taking its outcome (the coroutine reads it), then come back
+        in through the gate: in the turn lane if the wake-up belongs to a turn of this object
+        (the gate is still settling from it), else behind everything queued."""
+        loop = asyncio.get_running_loop()
+        gate = self.gate
+        holder = self.holder
+        # Our own waiter, so that a reset never cancels the awaited future (another strand may
+        # be awaiting the same one).
+        waiter: asyncio.Future[asyncio.Future[InputLock]] = loop.create_future()
+
+        def wake(_: Any) -> None:
+            if not waiter.done():
+                # Queued now, while we know whether the gate is settling from a turn.
+                micro = gate.chain_active and fut not in _io_futures
+                waiter.set_result(gate.wait(holder, kind="resume", micro=micro))
+
+        if type(fut) is Sleep and not fut.done():
+            # A lab-clock sleep: while the lab is paused, queue the continuation the moment
+            # the timer fires (inside lab.clock.advance()), not a loop pass later, so that
+            # lab.choices() in the same cell lists what lab.step() would take.
+            instance = self.instance
+
+            def on_wake() -> None:
+                if (instance.lab.scheduler.paused and instance.broken is None
+                        and not waiter.done()):
+                    waiter.set_result(gate.wait(holder, kind="resume"))  # a timer: I/O
+
+            fut.on_wake = on_wake
+        fut.add_done_callback(wake)
+        try:
+            admission = await waiter
+        except asyncio.CancelledError:
+            fut.remove_done_callback(wake)
+            if self.instance.broken is not None:
+                raise
+            # Cancelled by object code or a timeout, as asyncio.Task.cancel() does: cancel what
+            # is awaited, come back in, and throw CancelledError into the code.
+            if waiter.done() and not waiter.cancelled():
+                pending: asyncio.Future[InputLock] | None = waiter.result()  # already queued
+            else:
+                pending = None
+                fut.cancel()
+            await self._reenter(pending, micro=gate.chain_active)
+            return asyncio.CancelledError()
+        return await self._reenter(admission)
+
+    async def _wait_keeping_lock_cancellable(self, fut: asyncio.Future[Any]
+                                             ) -> BaseException | None:
+        """Wait for ``fut`` holding the lock; a cancellation of the strand (not a reset) is
+        returned to be thrown into its code, after cancelling ``fut`` as asyncio would."""
+        try:
+            await self._wait_keeping_lock(fut)
+        except asyncio.CancelledError:
+            if self.instance.broken is not None:
+                raise
+            fut.cancel()
+            return asyncio.CancelledError()
+        return None
+
+    async def _wait_keeping_lock(self, fut: asyncio.Future[Any]) -> None:
         if fut.done():
             return
-        # Our own waiter, so that cancelling this delivery never cancels the awaited future
-        # (another delivery may be awaiting the same one).
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(lambda _: waiter.done() or waiter.set_result(None))
         await waiter
@@ -177,6 +385,94 @@ class Driver:
         """
         section.awaited_by = self
         self._end_turn("blockConcurrencyWhile")
-        await self._wait(fut)
+        await self._wait_keeping_lock(fut)
         handback = section.handback
         await self._reenter(handback)
+
+    # -- tasks the object's code creates -------------------------------------------------
+
+    def adopt(self, coro: Coroutine[Any, Any, Any]) -> Coroutine[Any, Any, Any]:
+        """Make ``coro`` (about to become a task) a strand of this object: queued in the turn
+        lane now, so it starts before anything else is admitted."""
+        instance = self.instance
+        self.tasks_started += 1
+        instance.tasks_started += 1
+        gate = self.gate
+        # Named after the delivery whose code started it (the constructor's: "constructor").
+        base = f"delivery {self.delivery}" if self.delivery else self.holder.split(" task ")[0]
+        holder = f"{base} task {instance.tasks_started}"
+        strand = Driver(instance, gate, self.delivery, holder)
+        admission = gate.wait(holder, kind="task",
+                              micro=self.lock is not None or gate.chain_active)
+        return strand._run_task(coro, admission)
+
+    async def _run_task(self, coro: Coroutine[Any, Any, Any],
+                        admission: asyncio.Future[InputLock]) -> Any:
+        current_driver.set(self)
+        try:
+            lock, cancelled = await self._admitted(admission)
+        except BaseException:
+            coro.close()  # the object was reset before the task ever ran
+            raise
+        if cancelled is not None:
+            # Cancelled before it ever ran: like an asyncio task cancelled before its first
+            # step, the coroutine never runs.
+            coro.close()
+            if lock is not None:
+                lock.release()
+            raise cancelled
+        self.lock = lock.entered()  # type: ignore[union-attr]
+        return await self.drive(coro)
+
+
+class _ObjectTaskFactory:
+    """The event loop's task factory while a lab is open: adopts tasks created by object code.
+
+    Chains to the factory that was installed before (or builds a plain ``asyncio.Task``), so
+    other libraries' factories keep working. Outside object code it only passes through.
+    """
+
+    __slots__ = ("labs", "previous")
+
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+        self.labs: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        context = kwargs.get("context")
+        parent = (current_driver.get() if context is None else context.get(current_driver))
+        adopted = (parent is not None and inspect.iscoroutine(coro)
+                   and parent.instance.adopts_tasks and parent.instance.broken is None)
+        if adopted:
+            coro = parent.adopt(coro)  # type: ignore[union-attr]
+        previous = self.previous
+        if previous is None:
+            task = asyncio.Task(coro, loop=loop, **kwargs)
+        else:
+            task = previous(loop, coro, **kwargs)
+        if adopted:
+            # The object owns it: a reset cancels it, and the object is not idle until it ends.
+            parent.instance.track(task)  # type: ignore[union-attr]
+        return task
+
+
+def install_task_factory(loop: asyncio.AbstractEventLoop, lab: Any) -> None:
+    """Make the loop adopt tasks created by object code (idempotent; remembered per lab)."""
+    factory = loop.get_task_factory()
+    if not isinstance(factory, _ObjectTaskFactory):
+        factory = _ObjectTaskFactory(factory)
+        loop.set_task_factory(factory)
+    factory.labs.add(lab)
+
+
+def uninstall_task_factory(lab: Any) -> None:
+    """``lab`` closed: once no open lab uses the loop, put the previous task factory back."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    factory = loop.get_task_factory()
+    if isinstance(factory, _ObjectTaskFactory):
+        factory.labs.discard(lab)
+        if not factory.labs:
+            loop.set_task_factory(factory.previous)

@@ -22,6 +22,10 @@ Hierarchy::
     │   ├── OverloadedError          too many deliveries queued; overloaded=True
     │   └── LabClosedError           the lab is closed (also a RuntimeError)
     └── StorageError                 the storage backend failed (wrapped sqlite3/aiosqlite error)
+        ├── StorageCorruptError      stored bytes are not a value durable_lab wrote (names the
+        │                            object and key); only that read fails
+        └── LabFolderError           the lab folder is in use by another Lab, or a path in it
+                                     leads outside it (a symlink) or to a file the lab did not make
 
 Programmer errors (bad ids, bad keys, values of the wrong type) are builtins (``TypeError``,
 ``ValueError``, ``RangeError``-like ``ValueError``) whose message states the rule that was broken
@@ -37,6 +41,8 @@ __all__ = [
     "LAB_CLOSED_MESSAGE",
     "LabClosedError",
     "OverloadedError",
+    "LabFolderError",
+    "StorageCorruptError",
     "StorageError",
     "mark_remote",
 ]
@@ -87,14 +93,20 @@ class DurableObjectResetError(DurableObjectError):
     """The object was reset: in-memory state dropped, unflushed writes lost, stub broken.
 
     ``reason`` names the cause in workerd's vocabulary: ``inputGateBroken`` (a
-    ``blockConcurrencyWhile`` callback failed), ``outputGateBroken`` (a commit failed, or the
-    object called ``ctx.abort()``), ``constructorFailed``, ``codeUpdated``, ``evicted``.
+    ``blockConcurrencyWhile`` callback failed or ran for 30 seconds), ``outputGateBroken`` (a
+    commit failed or took 30 seconds, or the object called ``ctx.abort()``),
+    ``constructorFailed``, ``codeUpdated``, ``evicted``.
+
+    ``durableObjectReset`` is True except where workerd leaves it unset although the object
+    is reset: a SQLite constraint violated at commit ("... rolled back to its last known good
+    state ...", whose description has no ``broken.`` prefix).
     """
 
     def __init__(self, message: str, *, reason: str, remote: bool = False,
-                 retryable: bool = False, overloaded: bool = False) -> None:
+                 retryable: bool = False, overloaded: bool = False,
+                 durableObjectReset: bool = True) -> None:  # noqa: N803 - Cloudflare's name
         super().__init__(message, remote=remote, retryable=retryable, overloaded=overloaded,
-                         durableObjectReset=True)
+                         durableObjectReset=durableObjectReset)
         self.reason = reason
 
 
@@ -128,6 +140,21 @@ class LabClosedError(DurableObjectError, RuntimeError):
 
 class StorageError(DurableLabError):
     """The storage backend failed to read or commit. The cause is chained (``__cause__``)."""
+
+
+class StorageCorruptError(StorageError):
+    """Stored data cannot be decoded into a value durable_lab writes.
+
+    Raised by the read that met it (``get``, ``list``, ``getAlarm``...), naming the object and
+    the key, so one damaged row fails only the calls that read it: the object keeps running and
+    its other keys stay readable. Decoding never builds anything but the documented value types.
+    """
+
+
+class LabFolderError(StorageError):
+    """The lab folder cannot be used as asked: another ``Lab`` owns it (the message names the
+    process and how to release it), or a path inside it is a symlink or a file the lab did not
+    create (the message names the path)."""
 
 
 def mark_remote(exc: BaseException) -> BaseException:

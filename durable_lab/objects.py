@@ -106,7 +106,8 @@ class DurableObjectState:
 
     def waitUntil(self, awaitable: Awaitable[Any]) -> None:  # noqa: N802
         """Keep ``awaitable`` running after the reply. (In a Durable Object this is rarely
-        needed: the object stays alive while it has work.)"""
+        needed: the object stays alive while it has work.) A coroutine becomes a task of this
+        object: it runs through the object's input gate like the rest of its code."""
         if not inspect.isawaitable(awaitable):
             raise TypeError(f"waitUntil() takes an awaitable, got {type(awaitable).__name__}")
         self._instance.track(asyncio.ensure_future(awaitable))

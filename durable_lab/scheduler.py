@@ -55,8 +55,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Breakpoint", "Choice", "Scheduler", "TRANSITION_KINDS"]
 
-TRANSITION_KINDS = ("admit", "resume", "critical section", "constructor", "flush", "commit",
-                    "reply")
+TRANSITION_KINDS = ("admit", "resume", "critical section", "constructor", "task", "flush",
+                    "commit", "reply")
 
 log = logging.getLogger("durable_lab")
 
@@ -119,8 +119,12 @@ class _Permit:
 
 
 def _delivery_number(holder: str) -> int:
-    head, _, number = holder.rpartition(" ")
-    return int(number) if head == "delivery" and number.isdigit() else 0
+    """The delivery a holder belongs to: "delivery 3", or "delivery 3 task 5" (a task that
+    delivery's code started); 0 for the constructor and critical sections."""
+    words = holder.split(" ")
+    if len(words) >= 2 and words[0] == "delivery" and words[1].isdigit():
+        return int(words[1])
+    return 0
 
 
 class Scheduler:

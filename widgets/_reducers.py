@@ -246,7 +246,13 @@ class ObjectsReducer:
 # -- timeline --------------------------------------------------------------------------------
 
 #: Segment kinds of the timeline, in drawing order, with their colours (see _theme).
-SEGMENT_KINDS = ("queued", "running", "awaiting storage", "awaiting io", "reply held")
+#: "network" only appears with Lab(network=...): the request's trip before "queued", the
+#: reply's trip after "reply held".
+SEGMENT_KINDS = ("network", "queued", "running", "awaiting storage", "awaiting io",
+                 "reply held")
+
+#: Network hops a timeline remembers while they travel (older ones are forgotten first).
+_MAX_HOPS = 5000
 
 
 def _columns(*names: str) -> dict[str, list[Any]]:
@@ -350,6 +356,13 @@ class GateLanes:
         return rows
 
 
+def _forget_oldest(table: dict[int, int]) -> None:
+    """Keep a hop table bounded (hops whose other end never comes, e.g. at lab.close())."""
+    if len(table) > _MAX_HOPS:
+        for key in list(table)[: len(table) - _MAX_HOPS]:
+            del table[key]
+
+
 class TimelineReducer:
     """Lanes per delivery: closed segments and commit markers, as rows to stream.
 
@@ -370,6 +383,11 @@ class TimelineReducer:
         self._batch_writers: dict[tuple[str, int], set[int]] = {}
         self.last_x = 0
         self.gates = GateLanes(only)
+        #: Network hops (Lab(network=...)): where each request left, the hop arriving at each
+        #: object (its DeliveryQueued follows at once), and the delivery each hop became.
+        self._hop_sent: dict[int, int] = {}
+        self._arriving: dict[str, int] = {}
+        self._hop_delivery: dict[int, int] = {}
 
     def _close(self, delivery: int, x: int) -> None:
         seg = self.open.pop(delivery, None)
@@ -398,7 +416,30 @@ class TimelineReducer:
         t = type(e)
         if t is ev.DeliveryQueued:
             self.methods[e.delivery] = e.method
+            hop = self._arriving.pop(e.object, None)
+            if hop is not None and hop in self._hop_sent:
+                # The request's trip, drawn on the lane it turned into, ending where it queued.
+                self.open[e.delivery] = ("network", self._hop_sent.pop(hop), e.object, e.method)
+                self._hop_delivery[hop] = e.delivery
+                _forget_oldest(self._hop_delivery)
             self._open(e.delivery, "queued", x, e.object)
+        elif t is ev.NetworkHopStarted:
+            if e.leg == "request":
+                self._hop_sent[e.hop] = x
+                _forget_oldest(self._hop_sent)
+            else:
+                d = self._hop_delivery.get(e.hop)
+                if d is not None:
+                    self.methods[d] = e.method
+                    self._open(d, "network", x, e.object)
+        elif t is ev.NetworkHopEnded:
+            if e.leg == "request":
+                self._arriving[e.object] = e.hop
+            else:
+                d = self._hop_delivery.pop(e.hop, None)
+                if d is not None:
+                    self._close(d, x)
+                    self.methods.pop(d, None)
         elif t is ev.DeliveryStarted or t is ev.DeliveryResumed:
             self._open(e.delivery, "running", x, e.object)
         elif t is ev.TurnEnded:
@@ -588,6 +629,7 @@ class FleetRow:
     load: float = 0.0  # deliveries answered per frame, smoothed
     status: str = "unknown"
     resets: int = 0
+    region: str = ""  # where it lives (Lab(network=...)); "" if not placed
     _done_at_last_tick: int = 0
 
 
@@ -635,11 +677,16 @@ class FleetReducer:
         elif t is ev.InstanceEvicted:
             r = self._row(e.object)
             r.status, r.queue, r.in_flight = "evicted", 0, 0
+        elif t is ev.ObjectPlaced:
+            self._row(e.object).region = e.region
 
-    def seed(self, label: str, *, queue: int, in_flight: int, status: str) -> None:
+    def seed(self, label: str, *, queue: int, in_flight: int, status: str,
+             region: str | None = None) -> None:
         """Start from ``lab.objects()`` (what happened before the panel opened)."""
         r = self._row(label)
         r.queue, r.in_flight, r.status = queue, in_flight, status
+        if region:
+            r.region = region
 
     def tick(self, smoothing: float = 0.3) -> None:
         """Once per frame: fold the deliveries answered since the last tick into ``load``."""
@@ -649,10 +696,15 @@ class FleetReducer:
             r.load = r.load * (1 - smoothing) + delta * smoothing
 
     def visible(self) -> list[FleetRow]:
+        """The rows in first-seen order; grouped by region (regions in the order they were
+        first seen) once objects have one, so the grid reads as a map of where they live."""
         rows = [self.rows[label] for label in self.order if label in self.rows]
         if len(self.order) > 2 * len(self.rows):
             self.order = [label for label in self.order if label in self.rows]
             self._known = set(self.order)
+        if any(r.region for r in rows):
+            regions = list(dict.fromkeys(r.region for r in rows))
+            rows.sort(key=lambda r: regions.index(r.region))  # stable: first-seen within one
         return rows
 
 

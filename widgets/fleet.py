@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["FleetView"]
 
 COLUMNS = ("x", "y", "label", "short", "queue", "in_flight", "load", "status", "resets",
-           "line", "text")
+           "line", "text", "region")
 STATUS_LINE = {"live": "#334155", "reset": "#d62728", "evicted": "#94a3b8",
                "unknown": "#94a3b8", "not started": "#94a3b8", "idle": "#334155",
                "closed": "#94a3b8"}
@@ -72,7 +72,7 @@ class FleetView(Panel):
         fig.add_tools(HoverTool(renderers=[cells], tooltips=[
             ("object", "@label"), ("status", "@status"), ("queued", "@queue"),
             ("in flight", "@in_flight"), ("load", "@load{0.0} calls/frame"),
-            ("resets", "@resets")]))
+            ("resets", "@resets"), ("region", "@region")]))
         fig.select_one(TapTool).renderers = [cells]
         style_figure(fig, scale)
         self.source.selected.on_change("indices", self._tapped)
@@ -93,7 +93,7 @@ class FleetView(Panel):
         """Start from ``await lab.objects()`` (objects seen before the panel opened)."""
         for info in infos:
             self.reducer.seed(info.label, queue=info.queue_length, in_flight=info.in_flight,
-                              status=info.state)
+                              status=info.state, region=getattr(info, "region", None))
         self.refresh()
 
     def apply(self, event: RuntimeEvent) -> None:
@@ -120,7 +120,10 @@ class FleetView(Panel):
             data["status"].append(r.status)
             data["resets"].append(r.resets)
             data["line"].append(STATUS_LINE.get(r.status, "#334155"))
-            data["text"].append(f"{short}\n{r.queue}" if n <= 36 else "")
+            data["region"].append(r.region)
+            # With placement (Lab(network=...)) each cell says where the object lives.
+            where = f"{r.region} · " if r.region else ""
+            data["text"].append(f"{short}\n{where}{r.queue}" if n <= 36 else "")
         self._labels = data["label"]
         doc = self.figure.document
         doc.hold("combine")
@@ -135,8 +138,10 @@ class FleetView(Panel):
             doc.unhold()
         total_q = sum(data["queue"])
         hot = max(rows, key=lambda r: r.queue, default=None)
+        regions = len({r for r in data["region"] if r})
         self.summary.value = (
             f'<div class="dl-fleet" data-objects="{n}" data-queued="{total_q}" style="font:12px '
             f'sans-serif">{n} objects · {total_q} calls queued'
             + (f" · hottest: <b>{hot.label}</b> ({hot.queue} queued)" if hot and hot.queue else "")
+            + (f" · in {regions} region(s), grouped by region" if regions else "")
             + "</div>")

@@ -98,7 +98,9 @@ class Timeline(Panel):
         # The legend goes below the plot, never over the lanes it explains. One entry per
         # kind, drawn by legend-only renderers so every kind shows before it happens.
         items = []
-        for kind in SEGMENT_KINDS:
+        # "network" is listed only on a lab with geography (Lab(network=...)).
+        for kind in [k for k in SEGMENT_KINDS
+                     if k != "network" or getattr(lab, "network", None) is not None]:
             proxy = fig.hbar(y=[-10], left=[0], right=[0], height=0.7,
                              fill_color=SEGMENT_COLORS[kind], line_color=None)
             items.append((kind, [proxy]))

@@ -1,9 +1,10 @@
 """Every lesson, as a learner runs it: real JupyterLab, headless Chromium, no network at all.
 
 The "done when" of issue #9. One JupyterLab server (harness.py: no ``BOKEH_RESOURCES`` in its
-environment, every non-local request blocked and recorded) serves a throw-away copy of every
-``notebooks/[0-9][0-9]_*.ipynb``; each lesson gets its own page (in its own JupyterLab workspace,
-so the previous lesson's tab is not restored) and its kernel is shut down afterwards. A
+environment, every non-local request blocked and recorded) serves every lesson as
+``notebooks/_build.py`` generates it (not the files in notebooks/, which a learner's JupyterLab
+autosaves into); each lesson gets its own page (in its own JupyterLab workspace, so the previous
+lesson's tab is not restored) and its kernel is shut down afterwards. A
 ``MutationObserver`` installed before JupyterLab loads records every value the panels' ``data-*``
 attributes take (``data-seq``, ``data-steps``, ``data-gate``, ...), however briefly, so a gate
 closed for one frame is still seen. After *Run All* each lesson must show:
@@ -56,10 +57,14 @@ from harness import (
     stuck_prompts,
     wait_all_cells_ran,
 )
+from notebook_sources import generate
 
 pytestmark = browser_marks()
 
-LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+# The lessons as notebooks/_build.py generates them, not the files in notebooks/ (a learner's
+# JupyterLab autosaves outputs and edits into those): tests/notebook_sources.py.
+GENERATED = {g.name: g.text for g in generate() if g.lesson}
+LESSONS = [ROOT / "notebooks" / f"{name}.ipynb" for name in GENERATED]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +180,7 @@ PLOTS_JS = r"""
 
 @pytest.fixture(scope="module")
 def session():
-    files = {p.name: p for p in LESSONS}
+    files = {f"{name}.ipynb": text for name, text in GENERATED.items()}
     t0 = time.monotonic()
     with BrowserSession("lessons", files, shots=shots_dir()) as s:
         s.report["lessons"] = {}
@@ -191,7 +196,7 @@ def session():
 def _cell_index(stem: str, text: str) -> int:
     """Index (among all cells, as the page shows them) of the lesson's cell containing ``text``.
     Read from the file: JupyterLab may not render the text of cells far off screen."""
-    nb = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())
+    nb = json.loads(GENERATED[stem])
     for i, cell in enumerate(nb["cells"]):
         source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
         if text in source:
@@ -360,7 +365,7 @@ def _unexpected_errors(page: Any, stem: str) -> list[str]:
 
     The page's code cells are the notebook's, in order (the test adds none), so the tags are
     read from the lesson file by index."""
-    nb = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())
+    nb = json.loads(GENERATED[stem])
     tags = [c.get("metadata", {}).get("tags", []) for c in nb["cells"]
             if c["cell_type"] == "code"]
     found = []
