@@ -106,6 +106,7 @@ EXPECT: dict[str, Expect] = {
     "07_sql_api": Expect(panels=True),
     "08_websockets_hibernation": Expect(panels=True),
     "09_capstone": Expect(panels=True),
+    "10_placement": Expect(panels=True),
 }
 
 # Installed before JupyterLab's own scripts: records, per dl-* class and attribute, the
