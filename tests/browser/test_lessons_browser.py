@@ -246,29 +246,33 @@ def _run(page: Any, stem: str, pause_after: str | None, on_pause: Any,
 
 
 # Scrolls the notebook (JupyterLab's own scroller, not the window) so that the element's top is
-# at the top of the visible notebook area.
+# at the top of the visible notebook area; returns the element's box after the scroll.
 SCROLL_TO_TOP_JS = """e => {
   let p = e.parentElement;
   while (p && !(p.scrollHeight > p.clientHeight
                 && ['auto', 'scroll'].includes(getComputedStyle(p).overflowY))) p = p.parentElement;
   if (p) p.scrollTop += e.getBoundingClientRect().top - p.getBoundingClientRect().top;
+  const r = e.getBoundingClientRect();
+  return {x: r.x, y: r.y, width: r.width, height: r.height};
 }"""
 
 
 def _shoot(page: Any, target: Any, path: Any) -> None:
-    """Screenshot ``target`` (a locator) as it is now. Not ``locator.screenshot()``: that waits
+    """Screenshot ``target`` (a locator or an element handle) as it is now. Not ``locator.screenshot()``: that waits
     for the element to stop moving, and a live panel only stops when its workload ends (the
-    shots then showed the lab closed). Scroll it to the top, clip the page to its box."""
-    target.evaluate(SCROLL_TO_TOP_JS)
-    page.wait_for_timeout(150)  # let the scroll paint
-    box = target.bounding_box()
-    if box is None:
-        raise AssertionError(f"nothing to screenshot for {path}")
+    shots then showed the lab closed). Scroll it to the top of the notebook and clip the page
+    to its box; JupyterLab scrolls to the running cell as Run All goes on, so if the box moved
+    during the shot, take it again."""
     size = page.viewport_size
-    top = max(0.0, box["y"])
-    clip = {"x": max(0.0, box["x"]), "y": top, "width": min(box["width"], size["width"]),
-            "height": min(box["height"], size["height"] - top)}
-    page.screenshot(path=path, clip=clip)
+    for _ in range(4):
+        box = target.evaluate(SCROLL_TO_TOP_JS)
+        top = max(0.0, box["y"])
+        clip = {"x": max(0.0, box["x"]), "y": top, "width": min(box["width"], size["width"]),
+                "height": max(1.0, min(box["height"], size["height"] - top))}
+        page.screenshot(path=path, clip=clip)
+        after = target.bounding_box()
+        if after is not None and abs(after["y"] - box["y"]) < 2:
+            return
 
 
 def _click_scheduler(page: Any, choice: int, shot: Any) -> dict[str, Any]:
@@ -313,8 +317,12 @@ def _lesson_report(session: BrowserSession, page: Any, stem: str, expect: Expect
             closed = page.locator(".jp-OutputArea-output",
                                   has=page.locator('.dl-objectview[data-gate="closed"]'))
             if closed.count():
-                _shoot(page, closed.first, shots / f"{stem}-gate-closed.png")
-                shot["gate"] = True
+                # the output element stays; the object view inside is redrawn every frame
+                out = closed.first.element_handle()
+                _shoot(page, out, shots / f"{stem}-gate-closed.png")
+                # kept only if the gate was still closed after the shot (it opens within a
+                # second in slow motion; a busy machine can be slower than that)
+                shot["gate"] = out.query_selector('.dl-objectview[data-gate="closed"]') is not None
         # The panel moment: the first panel on the page, as soon as a panel has changed
         # (polls are slow on a busy machine: waiting for more often meant the run's end).
         if shot["taken"]:
@@ -322,7 +330,7 @@ def _lesson_report(session: BrowserSession, page: Any, stem: str, expect: Expect
         panels, changes = page.evaluate(PANEL_CHANGES_JS)
         if not panels or changes < 2:
             return
-        _shoot(page, first_panel_output(), shots / f"{stem}.png")
+        _shoot(page, first_panel_output().element_handle(), shots / f"{stem}.png")
         shot["taken"] = True
         r["screenshot_at"] = {"s": round(time.monotonic() - t0, 1), "changes": changes,
                               "seq": attr(page, ".dl-panel [data-seq]", "data-seq")}
