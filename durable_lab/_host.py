@@ -553,11 +553,14 @@ class Instance:
             # succeed, is still sent: workerd's OutputGate resolves waits registered before a
             # failed lock.)
             error = self.broken
-        if held and bus.active:
-            bus.emit(ReplyReleased, object=self.label, object_id=self.object_id,
-                     delivery=delivery.id, ok=error is None)
-        self.deliveries.discard(delivery)
         reply = delivery.reply
+        if held and bus.active:
+            # What the caller got: a reset may have answered it with its error already.
+            ok = (error is None if not reply.done() else
+                  not reply.cancelled() and reply._exception is None)  # (not "retrieved")
+            bus.emit(ReplyReleased, object=self.label, object_id=self.object_id,
+                     delivery=delivery.id, ok=ok)
+        self.deliveries.discard(delivery)
         if reply.done():  # the caller gave up, or a reset already answered
             return
         if error is not None:

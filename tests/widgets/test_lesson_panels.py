@@ -342,3 +342,28 @@ async def test_a_frame_goes_out_as_one_patch_message(lab):
     assert "ColumnsStreamed" in kinds and "ModelChanged" in kinds  # rows and ranges together
     assert len(contents[0]["events"]) >= 4
     t.close()
+
+
+async def test_a_held_reply_whose_commit_fails_is_released_as_an_error_on_the_stream():
+    """Lesson 03: the reply held behind a failing commit reaches its caller as an error; the
+    stream must say so (it said ok=True when the reset answered the caller first)."""
+    from durable_lab import events as ev
+    lab = Lab(storage="memory", seed=1, commit_latency=0.05)
+    acct = lab.bind("A", Counter).getByName("alice")
+    view = widgets.object_view(lab, "A:alice")
+    await acct.increment()
+    lab.faults.fail_next_commit(acct)
+    rec = lab.record()
+    try:
+        await acct.increment()
+    except Exception:
+        pass
+    else:
+        raise AssertionError("the failed commit's reply was a success")
+    await asyncio.sleep(0.05)  # the delivery's task unwinds after the reset answered
+    released = [e for e in rec.events if type(e) is ev.ReplyReleased]
+    assert [e.ok for e in released] == [False]
+    view._feed.flush()
+    assert "✗ ERROR" in view.html.value and "dl-failed" in view.html.value
+    view.close()
+    await lab.close()
