@@ -583,7 +583,12 @@ L00 = [
     happens. Then fix the class so that every scenario passes: the count must live in
     `self.ctx.storage`, per object.
     """),
-    code("await lab.close()"),
+    md("""
+    ---
+    The lab stays open, so you can keep experimenting and its panels stay live. When you are
+    done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
+    kernel does the same.
+    """),
     md("""
     **Next:** [01 · ownership, ids and stubs](01_ownership_ids_stubs.ipynb): why one owner per
     id is the whole trick.
@@ -748,7 +753,12 @@ class Counter(DurableObject):
     write. (This works only because all calls for one id reach one instance: the one-owner
     rule at work.)
     """),
-    code("await lab.close()"),
+    md("""
+    ---
+    The lab stays open, so you can keep experimenting and its panels stay live. When you are
+    done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
+    kernel does the same.
+    """),
     md("**Next:** [02 · the input gate](02_input_gate.ipynb): what it blocks, and what not."),
 ]
 # ---------------------------------------------------------------------------------------------
@@ -943,7 +953,12 @@ class Counter(DurableObject):
     The check also plays scheduler (25 random legal schedules of 3 claims) and makes the
     payment call fail once: a failed payment must leave the seat free for the next buyer.
     """),
-    code("await lab.close()"),
+    md("""
+    ---
+    The lab stays open, so you can keep experimenting and its panels stay live. When you are
+    done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
+    kernel does the same.
+    """),
     md("**Next:** [03 · the output gate](03_output_gate.ipynb): no false acknowledgments."),
 ]
 # ---------------------------------------------------------------------------------------------
@@ -1076,7 +1091,12 @@ class Account(DurableObject):
     deposits from 3 clients while 1 commit in 5 fails (over 2 accounts), and asks the history
     checker whether the balances the clients were told can all be true. Fix it.
     """),
-    code("await lab.close()"),
+    md("""
+    ---
+    The lab stays open, so you can keep experimenting and its panels stay live. When you are
+    done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
+    kernel does the same.
+    """),
     md("**Next:** [04 · write coalescing](04_write_coalescing.ipynb): n writes, one commit."),
 ]
 
@@ -1220,7 +1240,12 @@ async def measure(method, n):
     `Store.save_all(items)` must store a whole dict atomically, in one commit. The starter
     "makes sure" each item is saved. Run the check, read what it measured, and fix it.
     """),
-    code("await lab.close()"),
+    md("""
+    ---
+    The lab stays open, so you can keep experimenting and its panels stay live. When you are
+    done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
+    kernel does the same.
+    """),
     md("**Next:** [05 · alarms and the object lifecycle](05_alarms_lifecycle.ipynb)."),
 ]
 # ---------------------------------------------------------------------------------------------
@@ -1374,7 +1399,12 @@ L05 = [
     middle of a send, and makes a commit fail right after a send. The starter has four classic
     bugs; the check finds them one by one.
     """),
-    code("await lab.close()"),
+    md("""
+    ---
+    The lab stays open, so you can keep experimenting and its panels stay live. When you are
+    done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
+    kernel does the same.
+    """),
     md("**Next:** [06 · contention and sharding](06_contention_sharding.ipynb)."),
 ]
 
@@ -1653,7 +1683,12 @@ room = ROOMS.getByName("lobby")
     the room, and talks again; it also asks `history()` for the stored lines after an eviction.
     Make every line reach everyone, with the right name, and keep the history in storage.
     """),
-    code("await lab.close()"),
+    md("""
+    ---
+    The lab stays open, so you can keep experimenting and its panels stay live. When you are
+    done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
+    kernel does the same.
+    """),
     md("**Next:** [09 · capstone](09_capstone.ipynb)."),
 ]
 # ---------------------------------------------------------------------------------------------
@@ -1800,7 +1835,12 @@ L07 = [
     sorts nothing. The check bound your class with `sql=True` and tries quotes, a name that is
     SQL, evictions and ordering.
     """),
-    code("await lab.close()"),
+    md("""
+    ---
+    The lab stays open, so you can keep experimenting and its panels stay live. When you are
+    done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
+    kernel does the same.
+    """),
     md("**Next:** [08 · WebSockets and hibernation](08_websockets_hibernation.ipynb)."),
 ]
 
@@ -1907,7 +1947,12 @@ print("after an eviction:", [await user.allow() for _ in range(3)])
       op)` refuses stale versions, every editor connected over a WebSocket receives each accepted
       op in order. Prove it with two clients editing at once under `lab.pause()`.
     """),
-    code("await lab.close()\nawait proof.close()"),
+    md("""
+    ---
+    The lab stays open, so you can keep experimenting and its panels stay live. When you are
+    done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
+    kernel does the same.
+    """),
 ]
 # ---------------------------------------------------------------------------------------------
 # 10 · placement (taught after 06: numbered 10 so the numbering of 07-09 holds)

@@ -638,6 +638,8 @@ class FleetRow:
     status: str = "unknown"
     resets: int = 0
     region: str = ""  # where it lives (Lab(network=...)); "" if not placed
+    heat: float = 0.0  # the queue, fading slowly: a hot object stays visibly hot for seconds
+    peak: int = 0  # the longest queue seen
     _done_at_last_tick: int = 0
 
 
@@ -662,6 +664,10 @@ class FleetReducer:
         if t is ev.DeliveryQueued:
             r = self._row(e.object)
             r.queue = e.queue_length
+            if r.queue > r.peak:
+                r.peak = r.queue
+            if r.queue > r.heat:
+                r.heat = r.queue
             if r.status not in ("live",):
                 r.status = "live"
         elif t is ev.DeliveryStarted:
@@ -696,12 +702,19 @@ class FleetReducer:
         if region:
             r.region = region
 
+    #: How much of a cell's heat is left after one frame (25 frames a second: after 3 s, 24 %).
+    HEAT_KEPT = 0.98
+
     def tick(self, smoothing: float = 0.3) -> None:
-        """Once per frame: fold the deliveries answered since the last tick into ``load``."""
+        """Once per frame: fold the deliveries answered since the last tick into ``load``, and
+        let each cell's heat fade towards its current queue (a queue that lasted a few
+        milliseconds at full speed would otherwise never be seen in any frame)."""
+        kept = self.HEAT_KEPT
         for r in self.rows.values():
             delta = r.done - r._done_at_last_tick
             r._done_at_last_tick = r.done
             r.load = r.load * (1 - smoothing) + delta * smoothing
+            r.heat = max(float(r.queue), r.heat * kept)
 
     def visible(self) -> list[FleetRow]:
         """The rows in first-seen order; grouped by region (regions in the order they were

@@ -367,3 +367,34 @@ async def test_a_held_reply_whose_commit_fails_is_released_as_an_error_on_the_st
     assert "✗ ERROR" in view.html.value and "dl-failed" in view.html.value
     view.close()
     await lab.close()
+
+
+def test_a_hot_cell_stays_hot_for_a_while_after_its_queue_drained():
+    from durable_lab import events as ev
+    from widgets._reducers import FleetReducer
+    r = FleetReducer()
+    for d in range(1, 6):
+        r.apply(ev.DeliveryQueued(seq=d, time=0, object="C:hot", delivery=d,
+                                  kind_of_delivery="rpc", method="inc", queue_length=d))
+    for d in range(1, 6):
+        r.apply(ev.DeliveryStarted(seq=10 + d, time=0, object="C:hot", delivery=d, method="inc"))
+        r.apply(ev.DeliveryFinished(seq=20 + d, time=0, object="C:hot", delivery=d, ok=True))
+    row = r.rows["C:hot"]
+    assert row.queue == 0 and row.peak == 5 and row.done == 5
+    r.tick()
+    assert 4.5 < row.heat <= 5  # still hot one frame later
+    for _ in range(25 * 3):  # three seconds of frames
+        r.tick()
+    assert 0 < row.heat < 1.5  # faded, not gone at once
+
+
+async def test_an_object_view_opened_late_knows_the_incarnation(lab):
+    stub = lab.env.COUNTER.getByName("a")
+    await stub.increment()
+    await lab.evict(stub)
+    await stub.increment()  # incarnation 2, before any panel exists
+    view = widgets.object_view(lab, stub)
+    await asyncio.sleep(0.02)
+    assert view.state.incarnation == 2
+    assert "incarnation 2" in view.html.value
+    view.close()
