@@ -20,6 +20,6 @@ for arg in "$@"; do
     esac
 done
 if [ "$status" -eq 0 ] && [ "$targeted" -eq 0 ] && [ "${DURABLE_LAB_OTHER_PYTHONS:-1}" != 0 ]; then
-    bash "$(dirname "$0")/test_pythons.sh" -q || status=$?
+    bash "$(dirname "$0")/test_pythons.sh" || status=$?
 fi
 exit "$status"
