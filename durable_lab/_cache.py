@@ -8,10 +8,10 @@ Modelled on workerd's ActorCache (``src/workerd/io/actor-cache.h``):
   stays locked until the code after the ``await`` has run.
 - ``put()`` and ``delete()`` change the cache synchronously and mark the key dirty. Nothing is
   written yet: the caller goes on in the same turn.
-- The first dirty write schedules a *flush* for "after this turn" (``_turns.after_turn``: when
-  the turn and the code it made runnable are over, before anything else is admitted). The
-  flush takes every dirty key as one batch and commits it in one transaction: n writes in a
-  turn, one round trip. While a flush is in flight, later writes collect in the next batch; one flush runs
+- The first dirty write schedules a *flush* for "after this turn" (``loop.call_soon``; if the
+  turn is still going on then, in tasks it started or code it made runnable, the flush waits
+  for the end of the turn: ``InputGate.on_quiet``). The flush takes every dirty key as one
+  batch and commits it in one transaction: n writes in a turn, one round trip. While a flush is in flight, later writes collect in the next batch; one flush runs
   at a time, so commits land in order.
 - A batch with at least one *confirmed* write (no ``allowUnconfirmed``) locks the output gate
   until it commits: replies sent after those writes wait for them.
@@ -44,7 +44,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._turns import after_turn, spawn
+from ._turns import current_driver, spawn
 from .events import CommitDone, CommitFailed, FlushStarted
 
 if TYPE_CHECKING:
@@ -110,6 +110,8 @@ class StorageCache:
         self._next_gated = False
         self._running_flush: asyncio.Future[None] | None = None
         self._flush_task: asyncio.Task[None] | None = None
+        #: The input gate of the code whose write scheduled the next flush.
+        self._turn_gate: Any = None
         #: Reads in flight; a flush waits for them (workerd ``waitForPastReads``).
         self.pending_reads: set[asyncio.Future[Any]] = set()
         #: A commit of a previous instance that may still be landing: reads wait for it.
@@ -233,10 +235,12 @@ class StorageCache:
             self._next_flush = asyncio.get_running_loop().create_future()
             self._next_gated = False
             if self._running_flush is None:
-                # "After this turn": once the object's code of this turn has run, microtasks
-                # (tasks it started, code it made runnable) included (workerd: the flush is
-                # scheduled for the next turn of the event loop, after the JavaScript turn).
-                after_turn(self._start_flush)
+                # "After this turn": callbacks run only once the current step of object code
+                # has returned to the event loop. The next delivery need not wait for it (a
+                # batch may hold the writes of several turns, never part of one).
+                driver = current_driver.get()
+                self._turn_gate = driver.gate if driver is not None else None
+                asyncio.get_running_loop().call_soon(self._start_flush)
         if confirmed and not self._next_gated:
             self._next_gated = True
             self.instance.output_gate.lock_while(self._next_flush)
@@ -244,6 +248,12 @@ class StorageCache:
     def _start_flush(self, permitted: bool = False) -> None:
         done = self._next_flush
         if done is None or self.closed:
+            return
+        gate = self._turn_gate
+        if not permitted and gate is not None and gate.turn_in_progress:
+            # The turn that wrote is still running in code it started or made runnable
+            # (tasks, gather): its writes would be split across two batches. Wait for its end.
+            gate.on_quiet(self._start_flush)
             return
         if not permitted:
             # While the lab is paused, starting a flush is a step the learner takes; writes

@@ -167,6 +167,10 @@ class InputGate:
         self._reads = 0
         #: Loop passes left before the gate is quiet (0: not settling).
         self._settling = 0
+        #: Strands of this gate suspended on a future the object's own code may complete (a
+        #: task, a gather, a read awaited indirectly...): only then can a turn's end make code
+        #: runnable a few loop passes later, so only then does the gate settle for long.
+        self.internal_waits = 0
         #: Called once the gate is next quiet (the end of the turn, microtasks included).
         self._on_quiet: list[Callable[[], Any]] = []
         self._arrivals = 0
@@ -188,6 +192,15 @@ class InputGate:
             return True
         lock = self._lock
         return lock is not None and lock.micro
+
+    @property
+    def turn_in_progress(self) -> bool:
+        """The current turn goes on in code it started or made runnable (the turn lane is not
+        empty or holds the gate, or the gate settles while strands wait on the object's own
+        futures): what the end of the turn must wait for."""
+        lock = self._lock
+        return (bool(self._micro) or (lock is not None and lock.micro)
+                or (self._settling > 0 and self.internal_waits > 0))
 
     @property
     def has_turn_waiters(self) -> bool:
@@ -289,12 +302,20 @@ class InputGate:
                 waiting=len(self._waiters) + len(self._priority) + len(self._micro),
                 depth=self.depth,
             )
+        self._after_turn()
+
+    def _after_turn(self) -> None:
+        """Nothing holds the turn: let its other code run, or settle, or admit the next."""
         if self._micro:
             self._admit_next()
-        elif self._waiters or self._priority or self._on_quiet or self._reads:
-            # Someone could slip in before the code this turn made runnable: settle first.
-            self._settle()
-        # else: nobody waits and nothing waits for the end of the turn; stay open.
+        elif self.internal_waits:
+            # Code this turn made runnable may still be on its way (through gather, a task's
+            # done callbacks...): settle before anyone else gets in.
+            self._settle(SETTLE_PASSES)
+        elif self._on_quiet:
+            self._settle(1)  # the end of the turn: the commit starts, then the next one enters
+        else:
+            self._admit_next()
 
     # -- holds, settling, quiet ---------------------------------------------------------
 
@@ -312,21 +333,22 @@ class InputGate:
 
     def _hold_done(self, _: asyncio.Future[Any]) -> None:
         self._reads -= 1
-        if self._broken is None and self._lock is None and not self._micro:
-            self._settle()
+        if self._broken is None and self._lock is None and not self._settling:
+            self._after_turn()
 
     def on_quiet(self, callback: Callable[[], Any]) -> None:
         """Run ``callback`` at the end of the current turn, once the code it made runnable has
         run, before anything else is admitted (workerd: after the JavaScript turn)."""
         self._on_quiet.append(callback)
         if self._lock is None and not self._micro and not self._settling:
-            self._settle()
+            self._settle(SETTLE_PASSES if self.internal_waits else 1)
 
-    def _settle(self) -> None:
+    def _settle(self, passes: int) -> None:
         if self._settling:
-            self._settling = SETTLE_PASSES  # more work of the turn: wait the full passes again
+            # More work of the turn: wait the passes again.
+            self._settling = max(self._settling, passes)
             return
-        self._settling = SETTLE_PASSES
+        self._settling = passes
         asyncio.get_running_loop().call_soon(self._settle_pass)
 
     def _settle_pass(self) -> None:

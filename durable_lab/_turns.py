@@ -248,10 +248,17 @@ class Driver:
                                      awaiting="storage", gate_held=True)
                         error = await self._wait_keeping_lock_cancellable(fut)
                         continue
+                    internal = True
+                else:
+                    internal = fut not in _io_futures
+                if internal:
+                    # Counted before the turn ends: the gate must settle at this release.
+                    gate.internal_waits += 1
+                if fut in instance.gate_holding_reads:
                     self._end_turn("storage", gate_held=True)
                 else:
                     self._end_turn("io")
-                error = await self._wait_and_reenter(fut)
+                error = await self._wait_and_reenter(fut, internal)
         except BaseException:
             # Cancelled (the object was reset) or the code raised: the coroutine is finished
             # either way; close it so its finally blocks run now and not at garbage collection.
@@ -309,7 +316,8 @@ class Driver:
         """Back in after letting the turn's other code run (no event: the turn goes on)."""
         return await self._reenter(admission, micro=True, event=False)
 
-    async def _wait_and_reenter(self, fut: asyncio.Future[Any]) -> BaseException | None:
+    async def _wait_and_reenter(self, fut: asyncio.Future[Any], internal: bool
+                                ) -> BaseException | None:
         """Wait for ``fut`` without taking its outcome (the coroutine reads it), then come back
         in through the gate: in the turn lane if the wake-up belongs to a turn of this object
         (the gate is still settling from it), else behind everything queued."""
@@ -320,10 +328,20 @@ class Driver:
         # be awaiting the same one).
         waiter: asyncio.Future[asyncio.Future[InputLock]] = loop.create_future()
 
+        # ``internal``: the future may be completed by the object's own code (already counted
+        # in gate.internal_waits by the caller, until the wake-up).
+        counted = [internal]
+
+        def uncount() -> None:
+            if counted[0]:
+                counted[0] = False
+                gate.internal_waits -= 1
+
         def wake(_: Any) -> None:
+            uncount()
             if not waiter.done():
                 # Queued now, while we know whether the gate is settling from a turn.
-                micro = gate.chain_active and fut not in _io_futures
+                micro = internal and gate.chain_active
                 waiter.set_result(gate.wait(holder, kind="resume", micro=micro))
 
         if type(fut) is Sleep and not fut.done():
@@ -343,6 +361,7 @@ class Driver:
             admission = await waiter
         except asyncio.CancelledError:
             fut.remove_done_callback(wake)
+            uncount()
             if self.instance.broken is not None:
                 raise
             # Cancelled by object code or a timeout, as asyncio.Task.cancel() does: cancel what

@@ -47,9 +47,8 @@ async def test_object_state_follows_the_worked_example_step_by_step():
     # 14: reply 1 held behind the output gate; 15: the batch flies with n, dirty emptied
     assert seen[14][7] == [1]
     assert seen[15][5:7] == [[], {1: ("n",)}]
-    # 22: both replies held, n dirty again for batch 2; batch 1 was formed at the end of
-    # delivery 1's turn, before delivery 2 was admitted, and has landed
-    assert seen[22][5:8] == [["n"], {}, [1, 2]]
+    # 21: both replies held, batch 1 in flight, n dirty again for batch 2
+    assert seen[21][5:8] == [["n"], {1: ("n",)}, [1, 2]]
     # the end: everything landed and released, gate open, mailbox empty
     last = seen[26]
     assert last[1:] == [[], "", None, {}, [], {}, []]
@@ -121,8 +120,8 @@ async def test_timeline_lanes_and_commit_markers():
     assert [k for k, *_ in lanes[1]] == ["queued", "running", "awaiting storage", "running",
                                          "reply held"]
     assert [k for k, *_ in lanes[2]] == ["queued", "running", "reply held"]
-    # delivery 2 was blocked at the input gate from seq 3 until it started at 17
-    assert lanes[2][0][1:] == (3, 17)
+    # delivery 2 was blocked at the input gate from seq 3 until it started at 16
+    assert lanes[2][0][1:] == (3, 16)
     # one commit marker per batch, on the lane of the delivery whose write it carried
     assert list(zip(marks["delivery"], marks["batch"], marks["size"], strict=True)) == [
         (1, 1, 1), (2, 2, 1)]
