@@ -22,8 +22,9 @@ closed for one frame is still seen. After *Run All* each lesson must show:
   ``.dl-choice-button`` advances its ``.dl-scheduler``'s ``data-steps`` by exactly one.
 
 Screenshots: per lesson that shows a panel, ``<lesson>.png`` (the output of the first panel, as
-soon as a panel has changed), plus ``<lesson>-gate-closed.png`` (an object view with the gate
-CLOSED) and ``<lesson>-scheduler.png`` (after the click) where ``EXPECT`` asks for those, in
+soon as a panel has changed), plus ``<lesson>-gate-closed.png`` (the slow-motion object view
+with the gate CLOSED: a copy of its DOM the page keeps at that instant, since the closed gate
+shows for less time than a screenshot takes) and ``<lesson>-scheduler.png`` (after the click) where ``EXPECT`` asks for those, in
 ``build/screenshots/lessons/``; the whole report in ``build/lessons-report.json``. Refresh
 the committed ones with ``SHOTS_DIR=docs/img bash scripts/test.sh
 tests/browser/test_lessons_browser.py`` (they land in ``docs/img/lessons/``). The module took 3 min 45 s for the ten lessons on this 2-core machine
@@ -128,10 +129,24 @@ RECORDER_JS = r"""
     for (const c of el.classList) if (c.startsWith("dl-")) return c;
     return null;  // not a panel's element (JupyterLab's own data-status, ...)
   }
+  // Where the test asks (window.__dlSnapshotClosedGate): the first time an object view in
+  // slow motion shows the gate CLOSED, keep a copy of that object view's DOM as it is, in this
+  // same task. The closed gate is on screen for a fraction of a second (slow motion plays a
+  // step's events back one at a time; between steps the gate is open again, so pausing does
+  // not keep it), far less than a poll and a screenshot take; the test screenshots the copy.
+  function snapshotHere(el) {
+    if (!window.__dlSnapshotClosedGate || window.__dlGateSnapshot) return;
+    const out = el.closest(".jp-OutputArea-output");
+    const runstate = out && out.querySelector(".dl-runstate");
+    if (!runstate || !/SLOW MOTION/i.test(runstate.textContent)) return;
+    window.__dlGateSnapshot = {html: el.outerHTML, width: el.getBoundingClientRect().width,
+                               runstate: runstate.outerHTML};
+  }
   function note(el, name) {
     const value = el.getAttribute(name);
     const key = keyOf(el);
     if (value === null || key === null) return;
+    if (name === "data-gate" && value === "closed" && key === "dl-objectview") snapshotHere(el);
     const per = (seen[key] ??= {});
     const list = (per[name] ??= []);
     if (list.length < LIMIT && list[list.length - 1] !== value) list.push(value);
@@ -151,6 +166,20 @@ RECORDER_JS = r"""
                               attributeFilter: ATTRS});
 })();
 """
+
+# Puts the object view the page copied when it showed the gate CLOSED (RECORDER_JS) in a box
+# over the page, with the slow-motion status line above it; false if there is no copy yet.
+SHOW_GATE_SNAPSHOT_JS = """() => {
+  const snap = window.__dlGateSnapshot;
+  if (!snap) return false;
+  const box = document.createElement("div");
+  box.id = "dl-gate-snapshot";
+  box.style.cssText = `position:fixed;left:0;top:0;z-index:100000;background:white;
+                       padding:8px;width:${Math.ceil(snap.width)}px`;
+  box.innerHTML = snap.runstate + snap.html;
+  document.body.appendChild(box);
+  return true;
+}"""
 
 # How many panels the page shows, and the most values any panel state attribute took.
 PANEL_CHANGES_JS = """() => [document.querySelectorAll('.dl-panel').length,
@@ -312,17 +341,16 @@ def _lesson_report(session: BrowserSession, page: Any, stem: str, expect: Expect
         return page.locator(".jp-OutputArea-output", has=page.locator(".dl-panel")).first
 
     def tick() -> None:
-        # Where the lesson is about the gate: the output of an object view showing it CLOSED.
+        # Where the lesson is about the gate: the object view as it was when it showed the gate
+        # CLOSED (a copy the page kept at that instant, RECORDER_JS), shown over the page just
+        # long enough for a screenshot.
         if expect.gate_closed and not shot.get("gate"):
-            closed = page.locator(".jp-OutputArea-output",
-                                  has=page.locator('.dl-objectview[data-gate="closed"]'))
-            if closed.count():
-                # the output element stays; the object view inside is redrawn every frame
-                out = closed.first.element_handle()
-                _shoot(page, out, shots / f"{stem}-gate-closed.png")
-                # kept only if the gate was still closed after the shot (it opens within a
-                # second in slow motion; a busy machine can be slower than that)
-                shot["gate"] = out.query_selector('.dl-objectview[data-gate="closed"]') is not None
+            if page.evaluate(SHOW_GATE_SNAPSHOT_JS):
+                snap = page.locator("#dl-gate-snapshot")
+                page.screenshot(path=shots / f"{stem}-gate-closed.png",
+                                clip=snap.bounding_box())
+                page.evaluate("() => document.getElementById('dl-gate-snapshot').remove()")
+                shot["gate"] = True
         # The panel moment: the first panel on the page, as soon as a panel has changed
         # (polls are slow on a busy machine: waiting for more often meant the run's end).
         if shot["taken"]:
@@ -343,6 +371,8 @@ def _lesson_report(session: BrowserSession, page: Any, stem: str, expect: Expect
     session.phase = stem
     t0 = time.monotonic()
     session.open_notebook(page, f"{stem}.ipynb", workspace=f"lesson-{stem[:2]}")
+    if expect.gate_closed:
+        page.evaluate("() => { window.__dlSnapshotClosedGate = true; }")
     hide_left_sidebar(page)
     r["prompts"] = _run(page, stem, expect.pause_after, interact, tick)
     r["run_s"] = round(time.monotonic() - t0, 1)
