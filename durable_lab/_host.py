@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,7 @@ from .alarms import call_alarm_handler
 from ._futures import relay_outcome as _relay_outcome
 from ._gates import OUTPUT_GATE_TIMEOUT_MESSAGE, InputGate, OutputGate
 from ._turns import Driver, current_driver, install_task_factory, spawn
+from .attribution import NETWORK, OUTPUT_GATE, QUEUED, RUNNING
 from .errors import (
     DurableObjectError,
     DurableObjectResetError,
@@ -101,12 +103,17 @@ def _fresh(error: BaseException) -> BaseException:
 
 
 class Delivery:
-    """One call into an object: what to run, and the future its caller waits on."""
+    """One call into an object: what to run, the future its caller waits on, and where its
+    time goes (``attribution.py``: a current phase, the lab time it entered it, and one bucket
+    per phase, moved along by the host and the driver at the transitions they already make)."""
 
-    __slots__ = ("args", "id", "kind", "kwargs", "method", "reply", "task", "waiting_for")
+    __slots__ = ("args", "end", "host", "id", "info", "kind", "kwargs", "method", "phase",
+                 "queue_ahead", "reply", "since", "spent", "start", "task", "turns",
+                 "waiting_for")
 
     def __init__(self, delivery_id: int, kind: str, method: str, args: tuple[Any, ...],
-                 kwargs: dict[str, Any], reply: asyncio.Future[Any]) -> None:
+                 kwargs: dict[str, Any], reply: asyncio.Future[Any], host: ObjectHost | None = None,
+                 now: float = 0.0) -> None:
         self.id = delivery_id
         self.kind = kind
         self.method = method
@@ -116,6 +123,46 @@ class Delivery:
         self.task: asyncio.Future[Any] | None = None
         #: Once its code is done: the output-gate wait its reply is held by (see reset()).
         self.waiting_for: asyncio.Future[None] | None = None
+        # Attribution (see attribution.py). Always on, so kept to plain stores: the phase it
+        # is in, since when (lab clock), seconds per phase; start and end of the whole call as
+        # its caller sees it (end None until the reply reached the caller).
+        self.host = host
+        self.start = now
+        self.end: float | None = None
+        self.phase = QUEUED
+        self.since = now
+        self.spent = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        self.turns = 0
+        self.queue_ahead = 0
+        #: Rarely needed context for the verdict (reads, timers, calls made, route...),
+        #: made on first use so a trivial call never pays for it.
+        self.info: dict[str, Any] | None = None
+
+    def enter(self, phase: int, now: float) -> None:
+        """Leave the current phase at lab time ``now`` (its bucket gets the time spent in it)."""
+        self.spent[self.phase] += now - self.since
+        self.phase = phase
+        self.since = now
+
+    def note(self, key: str, amount: Any = 1) -> None:
+        """Add ``amount`` to the verdict context ``key`` (a count or seconds)."""
+        info = self.info
+        if info is None:
+            info = self.info = {}
+        info[key] = info.get(key, 0) + amount
+
+    def add_call(self, callee: Delivery) -> None:
+        """``callee`` is a call this delivery's code made to another object (it arrived)."""
+        info = self.info
+        if info is None:
+            info = self.info = {}
+        info.setdefault("calls", []).append(callee)
+
+    def finish(self, now: float) -> None:
+        """The reply reached the caller at ``now`` (or the call was answered by a reset)."""
+        if self.end is None:
+            self.enter(self.phase, now)
+            self.end = now
 
     @property
     def holder(self) -> str:
@@ -163,6 +210,9 @@ class ObjectHost:
         self._landing: asyncio.Future[None] | None = None
         #: Accepted hibernatable WebSockets (websockets.HostSockets), kept across hibernation.
         self.websockets: _websockets.HostSockets | None = None
+        #: The last critical sections: (start, end, delivery) on the lab clock, so that a
+        #: call's breakdown can say a blockConcurrencyWhile kept it waiting (attribution.py).
+        self.sections: deque[tuple[float, float, int]] = deque(maxlen=64)
 
     def ensure_instance(self) -> Instance:
         inst = self.instance
@@ -173,8 +223,17 @@ class ObjectHost:
         return inst
 
     def deliver(self, kind: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                generation: int) -> asyncio.Future[Any]:
-        """Queue a delivery now; the returned future gets the reply (or the error)."""
+                generation: int, stub: Any = None, sent: float | None = None,
+                held: float = 0.0, link: Callable[[Delivery], Any] | None = None
+                ) -> asyncio.Future[Any]:
+        """Queue a delivery now; the returned future gets the reply (or the error).
+
+        Attribution (attribution.py): ``stub`` remembers the delivery as its most recent
+        call; ``sent`` is the lab time the caller made the call if that was earlier than now
+        (the time since counts as network, except ``held`` seconds the caller's output gate
+        held it); ``link(delivery)`` is told the delivery once it exists (a history entry, or
+        the calling object's delivery).
+        """
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         broken = self.broken.get(generation)
@@ -192,17 +251,24 @@ class ObjectHost:
             return reply
         delay = faults.call_delay(self)
         if delay:
+            if sent is None:
+                sent = lab.clock.now()  # the injected delay counts as network
+
             async def later() -> None:
                 await lab.clock.sleep(delay)
-                inner = self._deliver_now(kind, method, args, kwargs, generation, loop)
+                inner = self._deliver_now(kind, method, args, kwargs, generation, loop,
+                                          None, stub, sent, held, link)
                 inner.add_done_callback(lambda f: _relay_outcome(f, reply))
             lab._track(spawn(later()))
             return reply
-        return self._deliver_now(kind, method, args, kwargs, generation, loop, reply)
+        return self._deliver_now(kind, method, args, kwargs, generation, loop, reply, stub,
+                                 sent, held, link)
 
     def _deliver_now(self, kind: str, method: str, args: tuple[Any, ...],
                      kwargs: dict[str, Any], generation: int, loop: asyncio.AbstractEventLoop,
-                     reply: asyncio.Future[Any] | None = None) -> asyncio.Future[Any]:
+                     reply: asyncio.Future[Any] | None = None, stub: Any = None,
+                     sent: float | None = None, held: float = 0.0,
+                     link: Callable[[Delivery], Any] | None = None) -> asyncio.Future[Any]:
         """Queue the delivery at the instance's gate (faults already applied)."""
         lab = self.lab
         if reply is None:
@@ -212,7 +278,8 @@ class ObjectHost:
             reply.set_exception(_fresh(broken))
             return reply
         inst = self.ensure_instance()
-        delivery = Delivery(lab._next_delivery_id(), kind, method, args, kwargs, reply)
+        delivery = Delivery(lab._next_delivery_id(), kind, method, args, kwargs, reply, self,
+                            inst.now())
         # Two bounds: deliveries waiting for their first admission (max_queue), and all the
         # deliveries of the object, admitted ones included (max_in_flight): a call that awaits
         # a timer or another object has left the queue but still holds its memory.
@@ -226,6 +293,20 @@ class ObjectHost:
                     f"{len(inst.deliveries)} calls are queued or running at {self.label} "
                     f"(the limit is Lab(max_in_flight={lab.max_in_flight}))."))
             return reply
+        if sent is not None:
+            # It was on its way before it arrived: network (and the caller's output gate).
+            delivery.start = sent
+            delivery.spent[NETWORK] = delivery.since - sent - held
+            if held:
+                delivery.spent[OUTPUT_GATE] = held
+                delivery.note("caller_held", held)
+        delivery.queue_ahead = inst.queued
+        if inst.critical_sections:
+            delivery.info = {"behind_section": True}
+        if stub is not None:
+            stub._last = delivery
+        if link is not None:
+            link(delivery)
         inst.queued += 1
         if lab.bus.active:
             lab.bus.emit(DeliveryQueued, object=self.label, object_id=self.object_id,
@@ -274,12 +355,17 @@ class CriticalSection:
         if bus.active:
             bus.emit(CriticalSectionStarted, object=inst.label, object_id=inst.object_id,
                      delivery=self.delivery, depth=depth)
-        driver = Driver(inst, self.inner_gate, self.delivery, "critical section")
+        # Awaited by the delivery that started it (it usually is: the awaiting ended the turn
+        # that let the section in): the section's turns and waits are that call's time.
+        parent = self.awaited_by
+        driver = Driver(inst, self.inner_gate, self.delivery, "critical section",
+                        parent.call if parent is not None else None)
         current_driver.set(driver)
         clock = inst.lab.clock
         # The 30-second limit, on the lab clock: a section still running then resets the
         # object (the reset cancels this task, so the callback never sees it succeed).
-        timer = clock.call_at(clock.now() + BLOCK_CONCURRENCY_WHILE_TIMEOUT, self._timed_out)
+        started = clock.now()
+        timer = clock.call_at(started + BLOCK_CONCURRENCY_WHILE_TIMEOUT, self._timed_out)
         try:
             driver.lock = await self.inner_gate.wait(driver.holder)
             outcome = callback()
@@ -307,6 +393,8 @@ class CriticalSection:
         finally:
             timer.cancel()
             driver.release()
+            # When it held the gate, so a call that queued meanwhile can say why.
+            inst.host.sections.append((started, clock.now(), self.delivery))
         if bus.active:
             bus.emit(CriticalSectionEnded, object=inst.label, object_id=inst.object_id,
                      delivery=self.delivery, depth=depth, ok=True)
@@ -363,6 +451,8 @@ class Instance:
         self.storage_key = host.storage_key
         self.incarnation = incarnation
         self.cls = host.namespace.cls
+        #: The lab clock's now(), bound once: read at every call's transitions.
+        self.now = lab.clock.now
         gates_on = lab.model != "none"
         self.gate = InputGate(self.bus, self.label, self.object_id, enabled=gates_on,
                               scheduler=lab.scheduler)
@@ -453,7 +543,7 @@ class Instance:
 
     async def run_delivery(self, delivery: Delivery, admission: asyncio.Future[Any]) -> None:
         bus = self.bus
-        driver = Driver(self, self.gate, delivery.id, delivery.holder)
+        driver = Driver(self, self.gate, delivery.id, delivery.holder, delivery)
         current_driver.set(driver)
         value: Any = None
         error: BaseException | None = None
@@ -462,6 +552,12 @@ class Instance:
                 driver.lock = (await admission).entered()
             finally:
                 self.queued -= 1
+            # Admitted: queued -> running (written out: this is on every call's path).
+            now = self.now()
+            delivery.spent[QUEUED] += now - delivery.since
+            delivery.phase = RUNNING
+            delivery.since = now
+            delivery.turns = 1
             if bus.active:
                 bus.emit(DeliveryStarted, object=self.label, object_id=self.object_id,
                          delivery=delivery.id, method=delivery.method)
@@ -500,6 +596,11 @@ class Instance:
             error = self.broken if self.broken is not None else mark_remote(exc)
         finally:
             driver.release()
+        # Its code is done: from here until the reply is sent, the output gate holds it.
+        now = self.now()
+        delivery.spent[delivery.phase] += now - delivery.since
+        delivery.phase = OUTPUT_GATE
+        delivery.since = now
         if bus.active:
             bus.emit(DeliveryFinished, object=self.label, object_id=self.object_id,
                      delivery=delivery.id, ok=error is None,
@@ -516,13 +617,16 @@ class Instance:
         without waiting for the output gate to open").
         """
         bus = self.bus
-        held = False
+        held = waited = False
         gate_error: BaseException | None = None
         if self.broken is None and (error is None or delivery.kind == "fetch"):
             pending = self.output_gate.wait()
             if pending is not None:
                 held = True
                 delivery.waiting_for = pending
+                stats = self.cache.statistics()
+                delivery.note("held_writes", stats.dirty_keys + stats.flushing_keys)
+                delivery.note("held_commits", self.output_gate.pending_commits)
                 if bus.active:
                     bus.emit(ReplyHeld, object=self.label, object_id=self.object_id,
                              delivery=delivery.id, waiting_for=self.output_gate.pending_commits)
@@ -541,6 +645,7 @@ class Instance:
                 "reply", self.label, delivery.id,
                 f"release the reply to {delivery.holder} ({delivery.method}) of {self.label}")
             if permit is not None:
+                waited = True  # (for the learner's step: counted with the output gate)
                 try:
                     await permit
                 except asyncio.CancelledError:
@@ -557,6 +662,13 @@ class Instance:
             bus.emit(ReplyReleased, object=self.label, object_id=self.object_id,
                      delivery=delivery.id, ok=error is None)
         self.deliveries.discard(delivery)
+        # The reply goes now: the call ends (a network leg back, if any, adds to it).
+        if delivery.end is None:
+            if held or waited:
+                now = self.now()
+                delivery.spent[OUTPUT_GATE] += now - delivery.since
+                delivery.since = now
+            delivery.end = delivery.since
         reply = delivery.reply
         if reply.done():  # the caller gave up, or a reset already answered
             return
@@ -672,6 +784,7 @@ class Instance:
                 spared.add(delivery.task)
                 continue
             if not delivery.reply.done():
+                delivery.finish(self.now())
                 delivery.reply.set_exception(_fresh(error))
                 if reason == "labClosed":
                     delivery.reply.exception()  # closing is not news to unawaited callers

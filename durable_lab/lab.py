@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._backends import StorageBackend
+    from .attribution import Explanation
     from .events import RuntimeEvent
     from .ids import DurableObjectId
 
@@ -407,10 +408,22 @@ class Lab:
             )
         return self._history
 
+    def explain(self, call: Any) -> Explanation:
+        """Where ``call``'s time went: a table of phases (ms and %) and a one-line verdict.
+
+        ``call`` is a history entry (``lab.history().op(3)``, with ``Lab(record=True)``), a
+        workload call (``result.calls[i]``), a ``Breakdown``, or a stub (its most recent call,
+        in flight or finished). See ``durable_lab.attribution``.
+        """
+        from .attribution import explain
+
+        return explain(call)
+
     def _record_call(self, host: ObjectHost, kind: str, method: str, args: tuple[Any, ...],
-                     kwargs: dict[str, Any], send: Callable[[], asyncio.Future[Any]]
+                     kwargs: dict[str, Any], send: Callable[[Any], asyncio.Future[Any]]
                      ) -> asyncio.Future[Any]:
         from . import trace as _trace
+        from .attribution import snapshot
 
         assert self._history is not None
         task = asyncio.current_task()
@@ -425,10 +438,15 @@ class Lab:
         self._calls.append(record)
         shown_args = args if kind != "fetch" else (getattr(args[0], "url", args[0]),)
         op = self._history.invoke(client, host.label, method, shown_args, kwargs)
-        reply = send()
+        arrived: list[Any] = []  # the call's delivery, once it reached the object
+        reply = send(arrived.append)
 
         def done(fut: asyncio.Future[Any]) -> None:
             record["outcome"] = _trace.encode_outcome(fut)
+            if arrived:
+                # Where its time went (attribution.py), kept with the history entry.
+                entry = self._history.op(op)  # type: ignore[union-attr]
+                entry.breakdown = snapshot(arrived[0], self.clock.now(), self)
             if fut.cancelled():
                 self._history.fail(op, "cancelled")  # type: ignore[union-attr]
             elif fut.exception() is not None:
