@@ -213,6 +213,9 @@ class ObjectHost:
         #: The last critical sections: (start, end, delivery) on the lab clock, so that a
         #: call's breakdown can say a blockConcurrencyWhile kept it waiting (attribution.py).
         self.sections: deque[tuple[float, float, int]] = deque(maxlen=64)
+        #: Its last finished calls, kept only while someone asked (lab.keep_recent_calls).
+        keep = lab._recent_calls
+        self.recent: deque[Delivery] | None = deque(maxlen=keep) if keep else None
 
     def ensure_instance(self) -> Instance:
         inst = self.instance
@@ -669,6 +672,9 @@ class Instance:
                 delivery.spent[OUTPUT_GATE] += now - delivery.since
                 delivery.since = now
             delivery.end = delivery.since
+            recent = self.host.recent
+            if recent is not None:
+                recent.append(delivery)
         reply = delivery.reply
         if reply.done():  # the caller gave up, or a reset already answered
             return
