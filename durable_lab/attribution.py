@@ -293,7 +293,8 @@ def _verdict(b: Breakdown) -> str:
                     f"{_ms(b.commit_latency)})")
         batch = (f"{b.held_writes} write(s) committed in one batch"
                  if b.held_commits <= 1 else
-                 f"{b.held_writes} write(s) in {b.held_commits} commits")
+                 f"{b.held_writes} key(s) written, in {b.held_commits} commits one after the "
+                 "other")
         return (f"{share} held by the output gate: {batch}; commit_latency "
                 f"{_ms(b.commit_latency)}")
     # network
