@@ -51,6 +51,7 @@ from ._futures import relay_outcome as _relay_outcome
 from ._gates import OUTPUT_GATE_TIMEOUT_MESSAGE, InputGate, OutputGate
 from ._turns import Driver, current_driver, install_task_factory, spawn
 from .attribution import NETWORK, OUTPUT_GATE, QUEUED, RUNNING
+from .clock import fast_now
 from .errors import (
     DurableObjectError,
     DurableObjectResetError,
@@ -80,7 +81,12 @@ if TYPE_CHECKING:
     from .lab import Lab
     from .namespace import DurableObjectNamespace
 
-__all__ = ["CriticalSection", "Delivery", "Instance", "ObjectHost"]
+__all__ = ["CriticalSection", "Delivery", "Instance", "ObjectHost", "Origin"]
+
+#: How a call reached ``deliver`` when it did not start there (attribution.py): the lab time
+#: the caller made it (None: now), seconds the caller's output gate held it, and a callback
+#: told the delivery once it exists.
+Origin = tuple[float | None, float, Callable[["Delivery"], Any] | None]
 
 COMMIT_FAILED_MESSAGE = "Internal error in Durable Object storage write caused object to be reset."
 #: workerd ``io-context.h`` (``blockConcurrencyWhileImpl``): a critical section still running
@@ -123,20 +129,17 @@ class Delivery:
         self.task: asyncio.Future[Any] | None = None
         #: Once its code is done: the output-gate wait its reply is held by (see reset()).
         self.waiting_for: asyncio.Future[None] | None = None
-        # Attribution (see attribution.py). Always on, so kept to plain stores: the phase it
-        # is in, since when (lab clock), seconds per phase; start and end of the whole call as
-        # its caller sees it (end None until the reply reached the caller).
+        # Attribution (see attribution.py). Always on, so kept to five plain stores: the phase
+        # it is in, since when (lab clock), seconds per phase, the start of the whole call as
+        # its caller sees it. The other attribution slots are set only when they mean
+        # something (read them with getattr and a default): ``end`` (lab time the reply
+        # reached the caller), ``turns`` (admissions; 1 if never re-admitted),
+        # ``queue_ahead`` (deliveries waiting when it arrived) and ``info`` (the verdict's
+        # rarer context: reads, timers, calls made, route...).
         self.host = host
-        self.start = now
-        self.end: float | None = None
+        self.start = self.since = now
         self.phase = QUEUED
-        self.since = now
         self.spent = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-        self.turns = 0
-        self.queue_ahead = 0
-        #: Rarely needed context for the verdict (reads, timers, calls made, route...),
-        #: made on first use so a trivial call never pays for it.
-        self.info: dict[str, Any] | None = None
 
     def enter(self, phase: int, now: float) -> None:
         """Leave the current phase at lab time ``now`` (its bucket gets the time spent in it)."""
@@ -146,21 +149,27 @@ class Delivery:
 
     def note(self, key: str, amount: Any = 1) -> None:
         """Add ``amount`` to the verdict context ``key`` (a count or seconds)."""
-        info = self.info
+        info = getattr(self, "info", None)
         if info is None:
             info = self.info = {}
         info[key] = info.get(key, 0) + amount
 
     def add_call(self, callee: Delivery) -> None:
         """``callee`` is a call this delivery's code made to another object (it arrived)."""
-        info = self.info
+        info = getattr(self, "info", None)
         if info is None:
             info = self.info = {}
         info.setdefault("calls", []).append(callee)
 
+    def waited(self, now: float) -> None:
+        """A wait of the current phase ended at ``now`` (unless the call already ended)."""
+        if getattr(self, "end", None) is None:
+            self.spent[self.phase] += now - self.since
+            self.since = now
+
     def finish(self, now: float) -> None:
         """The reply reached the caller at ``now`` (or the call was answered by a reset)."""
-        if self.end is None:
+        if getattr(self, "end", None) is None:
             self.enter(self.phase, now)
             self.end = now
 
@@ -226,16 +235,15 @@ class ObjectHost:
         return inst
 
     def deliver(self, kind: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                generation: int, stub: Any = None, sent: float | None = None,
-                held: float = 0.0, link: Callable[[Delivery], Any] | None = None
+                generation: int, stub: Any = None, origin: Origin | None = None
                 ) -> asyncio.Future[Any]:
         """Queue a delivery now; the returned future gets the reply (or the error).
 
         Attribution (attribution.py): ``stub`` remembers the delivery as its most recent
-        call; ``sent`` is the lab time the caller made the call if that was earlier than now
-        (the time since counts as network, except ``held`` seconds the caller's output gate
-        held it); ``link(delivery)`` is told the delivery once it exists (a history entry, or
-        the calling object's delivery).
+        call. ``origin`` is ``(sent, held, link)``: ``sent`` the lab time the caller made the
+        call if that was earlier than now (the time since counts as network, except ``held``
+        seconds the caller's output gate held it), ``link(delivery)`` a callback told the
+        delivery once it exists (a history entry, or the calling object's delivery).
         """
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
@@ -254,24 +262,24 @@ class ObjectHost:
             return reply
         delay = faults.call_delay(self)
         if delay:
-            if sent is None:
-                sent = lab.clock.now()  # the injected delay counts as network
+            if origin is None or origin[0] is None:
+                # The injected delay counts as network.
+                origin = (lab.clock.now(), 0.0, None if origin is None else origin[2])
 
             async def later() -> None:
                 await lab.clock.sleep(delay)
                 inner = self._deliver_now(kind, method, args, kwargs, generation, loop,
-                                          None, stub, sent, held, link)
+                                          None, stub, origin)
                 inner.add_done_callback(lambda f: _relay_outcome(f, reply))
             lab._track(spawn(later()))
             return reply
         return self._deliver_now(kind, method, args, kwargs, generation, loop, reply, stub,
-                                 sent, held, link)
+                                 origin)
 
     def _deliver_now(self, kind: str, method: str, args: tuple[Any, ...],
                      kwargs: dict[str, Any], generation: int, loop: asyncio.AbstractEventLoop,
                      reply: asyncio.Future[Any] | None = None, stub: Any = None,
-                     sent: float | None = None, held: float = 0.0,
-                     link: Callable[[Delivery], Any] | None = None) -> asyncio.Future[Any]:
+                     origin: Origin | None = None) -> asyncio.Future[Any]:
         """Queue the delivery at the instance's gate (faults already applied)."""
         lab = self.lab
         if reply is None:
@@ -296,20 +304,19 @@ class ObjectHost:
                     f"{len(inst.deliveries)} calls are queued or running at {self.label} "
                     f"(the limit is Lab(max_in_flight={lab.max_in_flight}))."))
             return reply
-        if sent is not None:
-            # It was on its way before it arrived: network (and the caller's output gate).
-            delivery.start = sent
-            delivery.spent[NETWORK] = delivery.since - sent - held
-            if held:
-                delivery.spent[OUTPUT_GATE] = held
-                delivery.note("caller_held", held)
-        delivery.queue_ahead = inst.queued
-        if inst.critical_sections:
-            delivery.info = {"behind_section": True}
+        if origin is not None:
+            sent, held, link = origin
+            if sent is not None:
+                # It was on its way before it arrived: network (and the caller's output gate).
+                delivery.start = sent
+                delivery.spent[NETWORK] = delivery.since - sent - held
+                if held:
+                    delivery.spent[OUTPUT_GATE] = held
+                    delivery.note("caller_held", held)
+            if link is not None:
+                link(delivery)
         if stub is not None:
             stub._last = delivery
-        if link is not None:
-            link(delivery)
         inst.queued += 1
         if lab.bus.active:
             lab.bus.emit(DeliveryQueued, object=self.label, object_id=self.object_id,
@@ -320,7 +327,11 @@ class ObjectHost:
             # Admitted at once (the gate was open, nobody waiting): it never queued. (The
             # loop pass before its task runs is then "running"; one clock read saved.)
             delivery.phase = RUNNING
-            delivery.turns = 1
+        else:
+            # It queues: remember behind what, for the verdict.
+            delivery.queue_ahead = inst.queued - 1
+            if inst.critical_sections:
+                delivery.note("behind_section")
         inst.deliveries.add(delivery)
         delivery.task = spawn(inst.run_delivery(delivery, admission))
         inst.track(delivery.task)
@@ -460,7 +471,7 @@ class Instance:
         self.incarnation = incarnation
         self.cls = host.namespace.cls
         #: The lab clock's now(), bound once: read at every call's transitions.
-        self.now = lab.clock.now
+        self.now = fast_now(lab.clock)
         gates_on = lab.model != "none"
         self.gate = InputGate(self.bus, self.label, self.object_id, enabled=gates_on,
                               scheduler=lab.scheduler)
@@ -566,7 +577,6 @@ class Instance:
                 delivery.spent[QUEUED] += now - delivery.since
                 delivery.phase = RUNNING
                 delivery.since = now
-                delivery.turns = 1
             if bus.active:
                 bus.emit(DeliveryStarted, object=self.label, object_id=self.object_id,
                          delivery=delivery.id, method=delivery.method)
@@ -626,7 +636,7 @@ class Instance:
         without waiting for the output gate to open").
         """
         bus = self.bus
-        held = waited = False
+        held = False
         gate_error: BaseException | None = None
         if self.broken is None and (error is None or delivery.kind == "fetch"):
             pending = self.output_gate.wait()
@@ -648,18 +658,19 @@ class Instance:
                     # A commit before this reply failed: the reply is never sent (the reset
                     # may land a moment later; the caller sees the commit's error either way).
                     gate_error = exc
+                delivery.waited(self.now())
         if self.broken is None:
             # While the lab is paused, the release is a step the learner takes.
             permit = self.lab.scheduler.permit(
                 "reply", self.label, delivery.id,
                 f"release the reply to {delivery.holder} ({delivery.method}) of {self.label}")
             if permit is not None:
-                waited = True  # (for the learner's step: counted with the output gate)
                 try:
                     await permit
                 except asyncio.CancelledError:
                     if self.broken is None:
                         raise
+                delivery.waited(self.now())  # the learner's step: with the output gate
         if gate_error is not None:
             error = self.broken if self.broken is not None else gate_error
         elif self.broken is not None and not (held and pending.done()):
@@ -671,16 +682,13 @@ class Instance:
             bus.emit(ReplyReleased, object=self.label, object_id=self.object_id,
                      delivery=delivery.id, ok=error is None)
         self.deliveries.discard(delivery)
-        # The reply goes now: the call ends (a network leg back, if any, adds to it).
-        if delivery.end is None:
-            if held or waited:
-                now = self.now()
-                delivery.spent[OUTPUT_GATE] += now - delivery.since
-                delivery.since = now
-            delivery.end = delivery.since
-            recent = self.host.recent
-            if recent is not None:
-                recent.append(delivery)
+        # The reply goes now: the call ends (a network leg back, if any, adds to it). Its
+        # last phase ended at ``since`` (its code finished, or waited() moved it; a call a
+        # reset answered was finished then, and waited() left it alone).
+        delivery.end = delivery.since
+        recent = self.host.recent
+        if recent is not None:
+            recent.append(delivery)
         reply = delivery.reply
         if reply.done():  # the caller gave up, or a reset already answered
             return

@@ -241,11 +241,15 @@ class Driver:
                         bus.emit(TurnEnded, object=instance.label, object_id=instance.object_id,
                                  delivery=self.delivery,
                                  awaiting="storage" if is_read else "io", gate_held=True)
-                    if self.call is not None:
+                    call = self.call
+                    if call is not None:
                         self._note_wait(fut, is_read)
                         self._enter(STORAGE if is_read else IO)
                     await self._wait_keeping_lock(fut)
-                    self._enter(RUNNING)
+                    if call is not None:
+                        if type(fut) is Sleep:
+                            call.note("timer_wait", instance.now() - call.since)
+                        self._enter(RUNNING)
                     continue
 
                 section = instance.critical_sections.get(fut)
@@ -337,7 +341,7 @@ class Driver:
         if event and call is not None:
             # Back in through the gate: a new turn of its own code.
             call.enter(RUNNING, self.instance.now())
-            call.turns += 1
+            call.turns = getattr(call, "turns", 1) + 1
         bus = self.instance.bus
         if event and bus.active:
             bus.emit(DeliveryResumed, object=self.instance.label,

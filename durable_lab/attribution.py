@@ -178,14 +178,16 @@ def snapshot(delivery: Any, now: float, lab: Any) -> Breakdown:
     ``delivery`` is a ``_host.Delivery``; read by attribute so this module stays below the host.
     """
     spent = list(delivery.spent)
-    end = delivery.end
+    # (The delivery sets these only when they mean something: see _host.Delivery.)
+    end = getattr(delivery, "end", None)
     in_phase = None
     if end is None:
         spent[delivery.phase] += max(0.0, now - delivery.since)
         in_phase = PHASES[delivery.phase]
-    info = delivery.info or {}
+    info = getattr(delivery, "info", None) or {}
+    turns = getattr(delivery, "turns", 0 if delivery.phase == QUEUED and end is None else 1)
     host = delivery.host
-    behind_section = info.get("behind_section", False)
+    behind_section = bool(info.get("behind_section", False))
     if not behind_section and spent[QUEUED] > 0:
         # A critical section of another call that held the gate while this one queued.
         queued_until = delivery.start + spent[NETWORK] + spent[QUEUED]
@@ -195,9 +197,9 @@ def snapshot(delivery: Any, now: float, lab: Any) -> Breakdown:
     return Breakdown(
         object=host.label, delivery=delivery.id, method=delivery.method, kind=delivery.kind,
         start=delivery.start, end=end, phases=dict(zip(PHASES, spent, strict=True)),
-        in_phase=in_phase, turns=delivery.turns, reads=info.get("reads", 0),
+        in_phase=in_phase, turns=turns, reads=info.get("reads", 0),
         timers=info.get("timers", 0), timer_wait=info.get("timer_wait", 0.0),
-        queue_ahead=delivery.queue_ahead, behind_section=behind_section,
+        queue_ahead=getattr(delivery, "queue_ahead", 0), behind_section=behind_section,
         section=info.get("section", 0.0), held_writes=info.get("held_writes", 0),
         held_commits=info.get("held_commits", 0), commit_latency=lab.commit_latency,
         caller_held=info.get("caller_held", 0.0), route=info.get("route"),

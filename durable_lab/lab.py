@@ -449,7 +449,7 @@ class Lab:
             hosts = [self._host_of(target)]
         now = self.clock.now()
         calls = [d for h in hosts for d in (h.recent or ())]
-        calls.sort(key=lambda d: (d.end or 0.0, d.id))
+        calls.sort(key=lambda d: (getattr(d, "end", None) or 0.0, d.id))
         return [snapshot(d, now, self) for d in calls]
 
     def _record_call(self, host: ObjectHost, kind: str, method: str, args: tuple[Any, ...],

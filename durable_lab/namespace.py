@@ -306,12 +306,12 @@ class DurableObjectStub:
                 return mark_io(self._send_after(pending, driver, kind, method, args, kwargs,
                                                 link=link))
             return mark_io(host.deliver(kind, method, args, kwargs, self._generation, self,
-                                        None, 0.0, link))
+                                        None if link is None else (None, 0.0, link)))
         elif driver is None and host.lab.recording:
             return host.lab._record_call(
                 host, kind, method, args, kwargs,
                 lambda link: host.deliver(kind, method, args, kwargs, self._generation, self,
-                                          None, 0.0, link))
+                                          (None, 0.0, link)))
         return host.deliver(kind, method, args, kwargs, self._generation, self)
 
     def _send_over_network(self, kind: str, method: str, args: tuple[Any, ...],
@@ -382,7 +382,7 @@ class DurableObjectStub:
             try:
                 inner = (carry(sent, held) if carry is not None else
                          self._host.deliver(kind, method, args, kwargs, self._generation,
-                                            self, sent, held, link))
+                                            self, (sent, held, link)))
             except BaseException as exc:
                 if not reply.done():
                     reply.set_exception(exc)

@@ -385,16 +385,17 @@ class Network:
                          leg="request", from_region=source, to_region=region, delay=delay,
                          method=method, caller=caller)
             try:
-                inner = host.deliver(kind, method, args, kwargs, stub._generation, stub, sent,
-                                     held, link)
+                inner = host.deliver(kind, method, args, kwargs, stub._generation, stub,
+                                     (sent, held, link))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller, as a reply
                 reply.set_exception(exc)
                 return
             delivery = stub._last
             if delivery is not None and delivery.reply is inner:
-                if delivery.info is None:
-                    delivery.info = {}
-                delivery.info["route"] = (source, region, delay * 2)  # for the verdict
+                info = getattr(delivery, "info", None)
+                if info is None:
+                    info = delivery.info = {}
+                info["route"] = (source, region, delay * 2)  # for the verdict
             else:
                 delivery = None  # refused, or delayed by a fault: not attributed here
             inner.add_done_callback(
@@ -431,7 +432,7 @@ class Network:
                 bus.emit(NetworkHopEnded, object=host.label, object_id=host.object_id, hop=hop,
                          leg="reply", from_region=region, to_region=source, delay=delay,
                          method=method, caller=caller)
-            if delivery is not None and delivery.end is not None:
+            if delivery is not None and getattr(delivery, "end", None) is not None:
                 # The way back is the call's too: it ends when the reply lands.
                 now = clock.now()
                 delivery.spent[NETWORK] += now - delivery.end
