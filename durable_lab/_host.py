@@ -332,6 +332,8 @@ class ObjectHost:
             delivery.queue_ahead = inst.queued - 1
             if inst.critical_sections:
                 delivery.note("behind_section")
+            if inst.obj is None and inst.broken is None:
+                delivery.note("behind_constructor")  # a new instance: its constructor first
         inst.deliveries.add(delivery)
         delivery.task = spawn(inst.run_delivery(delivery, admission))
         inst.track(delivery.task)

@@ -104,10 +104,12 @@ class Breakdown:
     reads: int = 0
     timers: int = 0
     timer_wait: float = 0.0
-    #: At arrival: deliveries waiting or running ahead of it, and whether a
-    #: blockConcurrencyWhile held or was queued for the gate.
+    #: At arrival: deliveries waiting ahead of it for their first admission; whether a
+    #: blockConcurrencyWhile held the gate while it queued; whether it arrived at a new
+    #: instance whose constructor had not run yet.
     queue_ahead: int = 0
     behind_section: bool = False
+    behind_constructor: bool = False
     #: Its own blockConcurrencyWhile: seconds from awaiting it to getting the gate back.
     section: float = 0.0
     #: When its reply was held: keys waiting to commit, commits pending; the lab's
@@ -200,6 +202,7 @@ def snapshot(delivery: Any, now: float, lab: Any) -> Breakdown:
         in_phase=in_phase, turns=turns, reads=info.get("reads", 0),
         timers=info.get("timers", 0), timer_wait=info.get("timer_wait", 0.0),
         queue_ahead=getattr(delivery, "queue_ahead", 0), behind_section=behind_section,
+        behind_constructor=bool(info.get("behind_constructor", False)),
         section=info.get("section", 0.0), held_writes=info.get("held_writes", 0),
         held_commits=info.get("held_commits", 0), commit_latency=lab.commit_latency,
         caller_held=info.get("caller_held", 0.0), route=info.get("route"),
@@ -252,6 +255,9 @@ def _verdict(b: Breakdown) -> str:
     if phase == "queued":
         if b.behind_section:
             why = (f"a blockConcurrencyWhile held the gate while it waited "
+                   f"({_ms(spent)} queued)")
+        elif b.behind_constructor and not b.queue_ahead:
+            why = (f"it arrived at a new instance, whose constructor runs first "
                    f"({_ms(spent)} queued)")
         elif b.queue_ahead:
             why = (f"queued behind {b.queue_ahead} call(s) ahead of it "

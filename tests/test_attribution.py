@@ -60,6 +60,19 @@ class Work(DurableObject):
         return await self.env.WORK.getByName(name).ping()
 
 
+class Loader(DurableObject):
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        # The usual pattern: load state before any call, the gate held meanwhile.
+        ctx.blockConcurrencyWhile(self.load)
+
+    async def load(self):
+        await durable_lab.sleep(0.2)
+
+    async def ping(self):
+        return 1
+
+
 def auto_lab(**options) -> Lab:
     lab = Lab(storage="memory", seed=1, clock="auto", record=True, **options)
     lab.bind("WORK", Work)
@@ -122,6 +135,26 @@ async def test_a_call_queued_behind_a_1_s_block_concurrency_while_waits_1_s_for_
         assert own.section == pytest.approx(1.0, abs=1e-6)
         assert own.phases["queued"] == 0
         assert "inside its own blockConcurrencyWhile" in lab.explain(stub).verdict
+    finally:
+        await lab.close()
+
+
+async def test_the_first_call_waits_for_the_constructors_block_concurrency_while():
+    lab = auto_lab()
+    lab.bind("LOADER", Loader)
+    try:
+        stub = lab.env.LOADER.getByName("l")
+        _, measured = await timed(lab, stub.ping())
+        b = last_call(stub)
+        assert b.phases["queued"] == pytest.approx(0.2, abs=1e-6)
+        assert b.behind_section and b.behind_constructor and b.queue_ahead == 0
+        assert_sums_to(b, measured)
+        assert "a blockConcurrencyWhile held the gate while it waited" in \
+            lab.explain(stub).verdict
+        # The second call finds the instance loaded: it never queues.
+        await stub.ping()
+        again = last_call(stub)
+        assert again.phases["queued"] == 0 and not again.behind_constructor
     finally:
         await lab.close()
 
