@@ -414,6 +414,7 @@ class CriticalSection:
         finally:
             timer.cancel()
             driver.release()
+            driver.call = None  # (no cycle through the task's context, as in run_delivery)
             # When it held the gate, so a call that queued meanwhile can say why.
             inst.host.sections.append((started, clock.now(), self.delivery))
         if bus.active:
@@ -617,6 +618,9 @@ class Instance:
             error = self.broken if self.broken is not None else mark_remote(exc)
         finally:
             driver.release()
+            # The task's context holds the driver, and the delivery holds the task: let go of
+            # the delivery, or every call would leave a reference cycle for the collector.
+            driver.call = None
         # Its code is done: from here until the reply is sent, the output gate holds it.
         now = self.now()
         delivery.spent[delivery.phase] += now - delivery.since
