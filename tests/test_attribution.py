@@ -416,3 +416,28 @@ async def test_phases_sum_to_latency_under_load_on_the_auto_clock():
         assert any(op.breakdown.phases["queued"] > 0 for op in lab.history())
     finally:
         await lab.close()
+
+
+async def test_the_bookkeeping_leaves_no_reference_cycles():
+    # A delivery's driver lives in its task's context and the delivery holds its task: the
+    # driver must let go of the delivery, or every call would be garbage for the collector.
+    import gc
+
+    lab = Lab(storage="memory", seed=1)
+    lab.bind("WORK", Work)
+    try:
+        stub = lab.env.WORK.getByName("a")
+        for _ in range(20):
+            await stub.ping()
+            await stub.write(1)
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(200):
+                await stub.ping()
+                await stub.write(1)
+            assert gc.collect() == 0
+        finally:
+            gc.enable()
+    finally:
+        await lab.close()
