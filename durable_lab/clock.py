@@ -112,6 +112,14 @@ class RealClock:
         return "<RealClock>" if self.rate == 1.0 else f"<RealClock at {self.rate}x>"
 
 
+def fast_now(clock: Clock) -> Callable[[], float]:
+    """``clock.now``, or ``time.time`` itself for a real clock at rate 1 (the same value, one
+    Python call less: the runtime reads it at every call's transitions, attribution.py)."""
+    if type(clock) is RealClock and clock.rate == 1.0:
+        return time.time
+    return clock.now
+
+
 class _ManualTimer:
     __slots__ = ("callback", "cancelled", "when")
 

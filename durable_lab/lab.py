@@ -23,6 +23,7 @@ import random
 import shutil
 import tempfile
 import weakref
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._backends import StorageBackend
+    from .attribution import Breakdown, Explanation
     from .events import RuntimeEvent
     from .ids import DurableObjectId
 
@@ -244,6 +246,8 @@ class Lab:
         self.recording = bool(record)
         self.scheduler.recording = self.recording
         self._history = History() if record else None
+        #: Finished calls kept per object for lab.recent_calls() (0: none; see attribution.py).
+        self._recent_calls = 0
         self._calls: list[dict[str, Any]] = []
         self._events = Recorder(self.bus) if record else None
         self._hosts: dict[tuple[str, str], ObjectHost] = {}
@@ -407,10 +411,52 @@ class Lab:
             )
         return self._history
 
+    def explain(self, call: Any) -> Explanation:
+        """Where ``call``'s time went: a table of phases (ms and %) and a one-line verdict.
+
+        ``call`` is a history entry (``lab.history().op(3)``, with ``Lab(record=True)``), a
+        workload call (``result.calls[i]``), a ``Breakdown``, or a stub (its most recent call,
+        in flight or finished). See ``durable_lab.attribution``.
+        """
+        from .attribution import explain
+
+        return explain(call)
+
+    def keep_recent_calls(self, per_object: int = 50) -> None:
+        """Keep the last ``per_object`` finished calls of every object, for
+        :meth:`recent_calls` (the "Where the time went" panel turns this on). Off by default:
+        a kept call holds its arguments and its result. ``0`` turns it off again."""
+        if isinstance(per_object, bool) or not isinstance(per_object, int) or per_object < 0:
+            raise ValueError(f"per_object must be an int >= 0, got {per_object!r}")
+        if per_object <= self._recent_calls and per_object:
+            return  # (already keeping at least that many)
+        self._recent_calls = per_object
+        for host in self._hosts.values():
+            kept = list(host.recent or ())
+            host.recent = deque(kept, maxlen=per_object) if per_object else None
+
+    def recent_calls(self, target: Any = None) -> list[Breakdown]:
+        """The breakdowns of the finished calls kept (``keep_recent_calls``) of ``target`` (a
+        stub, an id, an object label like ``"COUNTER:room-1"``, or None: every object),
+        oldest first."""
+        from .attribution import snapshot
+
+        if target is None:
+            hosts = list(self._hosts.values())
+        elif isinstance(target, str):  # an object label, "COUNTER:room-1"
+            hosts = [h for h in self._hosts.values() if h.label == target]
+        else:
+            hosts = [self._host_of(target)]
+        now = self.clock.now()
+        calls = [d for h in hosts for d in (h.recent or ())]
+        calls.sort(key=lambda d: (getattr(d, "end", None) or 0.0, d.id))
+        return [snapshot(d, now, self) for d in calls]
+
     def _record_call(self, host: ObjectHost, kind: str, method: str, args: tuple[Any, ...],
-                     kwargs: dict[str, Any], send: Callable[[], asyncio.Future[Any]]
+                     kwargs: dict[str, Any], send: Callable[[Any], asyncio.Future[Any]]
                      ) -> asyncio.Future[Any]:
         from . import trace as _trace
+        from .attribution import snapshot
 
         assert self._history is not None
         task = asyncio.current_task()
@@ -425,10 +471,15 @@ class Lab:
         self._calls.append(record)
         shown_args = args if kind != "fetch" else (getattr(args[0], "url", args[0]),)
         op = self._history.invoke(client, host.label, method, shown_args, kwargs)
-        reply = send()
+        arrived: list[Any] = []  # the call's delivery, once it reached the object
+        reply = send(arrived.append)
 
         def done(fut: asyncio.Future[Any]) -> None:
             record["outcome"] = _trace.encode_outcome(fut)
+            if arrived:
+                # Where its time went (attribution.py), kept with the history entry.
+                entry = self._history.op(op)  # type: ignore[union-attr]
+                entry.breakdown = snapshot(arrived[0], self.clock.now(), self)
             if fut.cancelled():
                 self._history.fail(op, "cancelled")  # type: ignore[union-attr]
             elif fut.exception() is not None:

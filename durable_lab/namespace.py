@@ -243,7 +243,8 @@ class _RpcMethod:
 class DurableObjectStub:
     """A handle on one object. ``await stub.method(...)``, ``await stub.fetch(request)``."""
 
-    __slots__ = ("_generation", "_hint", "_host", "_last_arrival", "_region", "id", "name")
+    __slots__ = ("_generation", "_hint", "_host", "_last", "_last_arrival", "_region", "id",
+                 "name")
     _durable_lab_by_reference = True
 
     def __init__(self, host: ObjectHost, object_id: DurableObjectId) -> None:
@@ -256,6 +257,9 @@ class DurableObjectStub:
         self._hint: str | None = None
         self._region: str | None = None
         self._last_arrival: asyncio.Future[None] | None = None
+        #: The delivery of its most recent call that reached the object (attribution.py:
+        #: ``lab.explain(stub)``).
+        self._last: Any = None
 
     def __getattr__(self, name: str) -> _RpcMethod:
         if name.startswith("_"):
@@ -294,15 +298,21 @@ class DurableObjectStub:
         if driver is not None and not driver.instance.broken:
             # An outgoing call from an object waits for that object's pending writes. Its
             # reply is I/O for the caller: the caller's code comes back through its gate.
+            # (The caller's delivery keeps the callee's, so its breakdown reaches the callee's.)
+            call = driver.call
+            link = call.add_call if call is not None else None
             pending = driver.instance.output_gate.wait()
             if pending is not None:
-                return mark_io(self._send_after(pending, driver, kind, method, args, kwargs))
-            return mark_io(host.deliver(kind, method, args, kwargs, self._generation))
+                return mark_io(self._send_after(pending, driver, kind, method, args, kwargs,
+                                                link=link))
+            return mark_io(host.deliver(kind, method, args, kwargs, self._generation, self,
+                                        None if link is None else (None, 0.0, link)))
         elif driver is None and host.lab.recording:
             return host.lab._record_call(
                 host, kind, method, args, kwargs,
-                lambda: host.deliver(kind, method, args, kwargs, self._generation))
-        return host.deliver(kind, method, args, kwargs, self._generation)
+                lambda link: host.deliver(kind, method, args, kwargs, self._generation, self,
+                                          (None, 0.0, link)))
+        return host.deliver(kind, method, args, kwargs, self._generation, self)
 
     def _send_over_network(self, kind: str, method: str, args: tuple[Any, ...],
                            kwargs: dict[str, Any]) -> asyncio.Future[Any]:
@@ -318,9 +328,13 @@ class DurableObjectStub:
         if driver is not None and not driver.instance.broken:
             caller = driver.instance
             source = network.region_of_host(caller.host)
+            call = driver.call
+            link = call.add_call if call is not None else None
 
-            def carry() -> asyncio.Future[Any]:
-                return network.carry(self, source, caller.label, kind, method, args, kwargs)
+            def carry(sent: float | None = None, held: float = 0.0,
+                      link: Any = link) -> asyncio.Future[Any]:
+                return network.carry(self, source, caller.label, kind, method, args, kwargs,
+                                     sent=sent, held=held, link=link)
 
             pending = caller.output_gate.wait()
             if pending is not None:
@@ -328,8 +342,8 @@ class DurableObjectStub:
             return carry()
         source = self._region or network.default_region
 
-        def carry_from_client() -> asyncio.Future[Any]:
-            return network.carry(self, source, "client", kind, method, args, kwargs)
+        def carry_from_client(link: Any = None) -> asyncio.Future[Any]:
+            return network.carry(self, source, "client", kind, method, args, kwargs, link=link)
 
         if driver is None and lab.recording:
             return lab._record_call(host, kind, method, args, kwargs, carry_from_client)
@@ -337,12 +351,14 @@ class DurableObjectStub:
 
     def _send_after(self, pending: asyncio.Future[None], driver: Any, kind: str, method: str,
                     args: tuple[Any, ...], kwargs: dict[str, Any],
-                    carry: Any = None) -> asyncio.Future[Any]:
+                    carry: Any = None, link: Any = None) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         caller = driver.instance
         bus = caller.bus
         target = self._host.label
+        clock = caller.lab.clock
+        sent = clock.now()  # the call was made now; the caller's output gate holds it
 
         async def send() -> None:
             if bus.active:
@@ -362,9 +378,11 @@ class DurableObjectStub:
             if bus.active:
                 bus.emit(OutgoingCallReleased, object=caller.label, object_id=caller.object_id,
                          delivery=driver.delivery, target=target, ok=True)
+            held = clock.now() - sent
             try:
-                inner = (carry() if carry is not None else
-                         self._host.deliver(kind, method, args, kwargs, self._generation))
+                inner = (carry(sent, held) if carry is not None else
+                         self._host.deliver(kind, method, args, kwargs, self._generation,
+                                            self, (sent, held, link)))
             except BaseException as exc:
                 if not reply.done():
                     reply.set_exception(exc)

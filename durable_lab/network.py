@@ -57,6 +57,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._futures import relay_outcome
+from .attribution import NETWORK
 from .events import NetworkHopEnded, NetworkHopStarted, ObjectPlaced
 
 if TYPE_CHECKING:
@@ -340,9 +341,16 @@ class Network:
     # -- carrying calls ----------------------------------------------------------------------
 
     def carry(self, stub: DurableObjectStub, source: str, caller: str, kind: str, method: str,
-              args: tuple[Any, ...], kwargs: dict[str, Any]) -> asyncio.Future[Any]:
+              args: tuple[Any, ...], kwargs: dict[str, Any], *, sent: float | None = None,
+              held: float = 0.0, link: Callable[[Any], Any] | None = None
+              ) -> asyncio.Future[Any]:
         """Send one call from region ``source`` over the network; the future gets the reply
-        once it has travelled back."""
+        once it has travelled back.
+
+        Attribution (attribution.py): the call's time from ``sent`` (default: now) to its
+        arrival is network, less ``held`` seconds the caller's output gate held it; the way
+        back is added to the call's network time when the reply lands.
+        """
         host = stub._host
         lab = host.lab
         region = self.place(host, stub._hint, source, stub.id.jurisdiction)
@@ -352,6 +360,8 @@ class Network:
         hop = next(self._hops)
         bus = lab.bus
         clock = lab.clock
+        if sent is None:
+            sent = clock.now()
         if bus.active:
             bus.emit(NetworkHopStarted, object=host.label, object_id=host.object_id, hop=hop,
                      leg="request", from_region=source, to_region=region, delay=delay,
@@ -380,20 +390,29 @@ class Network:
                          leg="request", from_region=source, to_region=region, delay=delay,
                          method=method, caller=caller)
             try:
-                inner = host.deliver(kind, method, args, kwargs, stub._generation)
+                inner = host.deliver(kind, method, args, kwargs, stub._generation, stub,
+                                     (sent, held, link))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller, as a reply
                 reply.set_exception(exc)
                 return
+            delivery = stub._last
+            if delivery is not None and delivery.reply is inner:
+                info = getattr(delivery, "info", None)
+                if info is None:
+                    info = delivery.info = {}
+                info["route"] = (source, region, delay * 2)  # for the verdict
+            else:
+                delivery = None  # refused, or delayed by a fault: not attributed here
             inner.add_done_callback(
                 lambda f: self._send_back(f, reply, host, hop, region, source, delay, method,
-                                          caller))
+                                          caller, delivery))
 
         clock.call_at(clock.now() + delay, arrive)
         return reply
 
     def _send_back(self, outcome: asyncio.Future[Any], reply: asyncio.Future[Any],
                    host: ObjectHost, hop: int, region: str, source: str, delay: float,
-                   method: str, caller: str) -> None:
+                   method: str, caller: str, delivery: Any = None) -> None:
         """The reply (or the error) travels back to the caller's region."""
         if reply.done():
             relay_outcome(outcome, reply)  # marks a late error as retrieved
@@ -418,6 +437,11 @@ class Network:
                 bus.emit(NetworkHopEnded, object=host.label, object_id=host.object_id, hop=hop,
                          leg="reply", from_region=region, to_region=source, delay=delay,
                          method=method, caller=caller)
+            if delivery is not None and getattr(delivery, "end", None) is not None:
+                # The way back is the call's too: it ends when the reply lands.
+                now = clock.now()
+                delivery.spent[NETWORK] += now - delivery.end
+                delivery.since = delivery.end = now
             relay_outcome(outcome, reply)
 
         clock.call_at(clock.now() + delay, land)

@@ -31,6 +31,10 @@ The knobs:
   ``c`` calls from ``regions[c % len(regions)]``, so its calls pay the round trip to wherever
   each object lives. ``result.per_region()`` and the summary give latency percentiles per
   region.
+- **phases**: every call's latency is also split into phases (``durable_lab.attribution``:
+  queued, running, storage, io, reentry, output_gate, network) on the lab clock:
+  ``call.breakdown``, ``lab.explain(call)``, ``result.phases(object=...)`` (p50/p95/p99 per
+  phase) and ``result.phases_per_object()``; the summary prints the p50/p95 of each phase.
 - **timing**: ``"wall"`` (default) measures wall-clock time; ``"lab"`` measures lab-clock time,
   which is what network delays and ``commit_latency`` cost on a manual or auto clock (where
   they take no wall time at all).
@@ -54,6 +58,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .attribution import PHASES, Breakdown, last_call, phase_percentiles
 from .check import History, error_kind
 from .errors import LAB_CLOSED_MESSAGE, LabClosedError
 
@@ -96,6 +101,9 @@ class CallRecord:
     error_kind: str | None = None
     op: int | None = None  # the call's id in the history, if one was recorded
     region: str | None = None  # the calling client's region (run_workload(regions=...))
+    #: Where its time went (lab clock, ``durable_lab.attribution``): ``lab.explain(call)``.
+    #: ``None`` if the call never reached its object (refused, lost, or the lab closed).
+    breakdown: Breakdown | None = None
 
     @property
     def ok(self) -> bool:
@@ -123,6 +131,8 @@ class CallRecord:
             "latency": self.latency,
             "op": self.op,
             "region": self.region,
+            **{f"{phase}_s": (None if self.breakdown is None else self.breakdown.phases[phase])
+               for phase in PHASES},
         }
 
     def __str__(self) -> str:
@@ -226,6 +236,23 @@ class WorkloadResult:
                              "p95": _percentile(lat, 95), "p99": _percentile(lat, 99)}
         return table
 
+    def phases(self, *, object: str | None = None) -> dict[str, dict[str, float | None]]:
+        """Where the time went: per phase (``durable_lab.attribution.PHASES``), the p50, p95
+        and p99 (seconds, lab clock) of the time the successful calls (of one object, if
+        given) spent in it."""
+        return phase_percentiles(c.breakdown for c in self.calls
+                                 if c.ok and c.breakdown is not None
+                                 and (object is None or c.object == object))
+
+    def phases_per_object(self) -> dict[str, dict[str, dict[str, float | None]]]:
+        """:meth:`phases` for every object that answered a call, in name order."""
+        answered = {c.object for c in self.calls if c.ok and c.breakdown is not None}
+        return {name: self.phases(object=name) for name in self.names if name in answered}
+
+    def slowest(self, n: int = 20) -> list[CallRecord]:
+        """The ``n`` slowest successful calls, slowest first (for ``lab.explain``)."""
+        return sorted(self.ok_calls, key=lambda c: -c.latency)[:n]
+
     @property
     def p50(self) -> float | None:
         return self.percentile(50)
@@ -262,6 +289,12 @@ class WorkloadResult:
             for region, row in self.per_region().items():
                 lines.append(f"    {region:<8} {row['calls']:>5} ok  p50 {_ms(row['p50']):>10}  "
                              f"p95 {_ms(row['p95']):>10}  p99 {_ms(row['p99']):>10}")
+        table = self.phases()
+        shown_phases = [p for p in PHASES if (table[p]["p95"] or 0) > 0]
+        if shown_phases:
+            lines.append("  where the time went (p50 / p95 per phase, lab clock):")
+            lines.append("    " + ", ".join(
+                f"{p} {_ms(table[p]['p50'])} / {_ms(table[p]['p95'])}" for p in shown_phases))
         counts = self.per_object
         top = max(counts.values(), default=0)
         shown = sorted(counts.items(), key=lambda kv: -kv[1])[:10]
@@ -465,6 +498,7 @@ async def run_workload(
         result: Any = None
         error: BaseException | None = None
         region = client_region[call.client]
+        stub = None
         try:
             stub = (seen_from[region] if region is not None else namespace).get(ids[call.object])
             reply = asyncio.ensure_future(getattr(stub, call.method)(*call.args))
@@ -480,6 +514,8 @@ async def run_workload(
         except Exception as exc:
             error = exc
         end = now() - clock_t0
+        # A fresh stub per call: its most recent call is this one.
+        breakdown = last_call(stub) if stub is not None else None
         if token is not None and history is not None:
             if error is None:
                 history.complete(token, result)
@@ -487,7 +523,8 @@ async def run_workload(
                 history.fail(token, error)
         records[call.index] = CallRecord(
             call.index, call.client, call.seq, call.object, call.method, call.args, start, end,
-            result, error, None if error is None else error_kind(error), token, region)
+            result, error, None if error is None else error_kind(error), token, region,
+            breakdown)
 
     async def client(number: int) -> None:
         mine = plan[number::clients]

@@ -1454,6 +1454,26 @@ class Counter(DurableObject):
     print(result.summary())
     '''),
     md("""
+    **Where did the hot object's time go?** Every call's latency is split into phases that add
+    up to it (docs/attribution.md): waiting for admission at the input gate (`queued`), running,
+    storage reads with the gate held, other I/O, re-entry, held by the output gate, network.
+    `result.phases(object=...)` gives each phase's percentiles; `hot.explain(call)` explains
+    one call in a line. Each bar below is one of the slowest calls, split by phase; click one.
+    """),
+    code('''
+    for phase, p in result.phases(object=result.hot_object).items():
+        if p["p95"]:
+            print(f"{phase:<12} p50 {p['p50'] * 1000:6.2f} ms   p95 {p['p95'] * 1000:6.2f} ms")
+    print(hot.explain(result.slowest(1)[0]))
+    widgets.where_time_went(hot, result=result, slowest=15)
+    '''),
+    md("""
+    On the hot object most of a call's time is `output_gate`: its code runs in a fraction of a
+    millisecond, then its reply waits for the commit of its batch, and one object's commits go
+    one at a time (2 ms each here). Coalescing keeps that wait short (many increments share one
+    commit); a second object would commit in parallel.
+    """),
+    md("""
     The fleet is a heat map of queues: one dark cell (the hot object, its queue long) among
     pale ones; the queue-depth plot shows that one queue, and the percentiles above the plots
     how long its calls waited. Now the same 400 calls spread evenly over 8 objects:
