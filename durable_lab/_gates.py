@@ -15,8 +15,9 @@ counterparts are tasks the object creates (``create_task``, ``gather`` of corout
 ``TaskGroup``, ``waitUntil``) and futures its code completes. So the gate has a third lane, the
 *turn lane* (``micro``), ahead of everything: tasks started by the running code, and code made
 runnable by the turn that just ended (a finished task's awaiter, a ``gather`` whose children
-are done) or by a storage read that just completed. It is admitted even while storage reads
-hold the gate.
+are done) or by a storage read that just completed. Storage reads in flight hold it back too:
+no code of the object runs while one is in flight, so even a continuation wrongly taken for
+part of the turn (see below) can never slip between a read and the write that depends on it.
 
 Storage reads hold the gate (workerd ``awaitIoWithInputLock``) however they are awaited:
 ``hold_for(read)`` counts the read as a holder from the moment it is issued until it completes,
@@ -243,8 +244,8 @@ class InputGate:
         waits, the future is already resolved. ``priority`` puts the holder in the critical
         section lane; ``front`` (with priority) puts it first in that lane, which is how a
         finished critical section hands the gate back to the code that started it. ``micro``
-        puts it in the turn lane (code of the current turn: admitted ahead of everything,
-        even while storage reads hold the gate).
+        puts it in the turn lane (code of the current turn: admitted ahead of everything once
+        no storage read is in flight).
         """
         fut: asyncio.Future[InputLock] = asyncio.get_running_loop().create_future()
         if self._broken is not None:
@@ -261,7 +262,7 @@ class InputGate:
             seq = self._arrivals
         waiter = _Waiter(fut, holder, kind, seq, micro)
         if micro:
-            if (self._lock is None and not self._micro
+            if (self._lock is None and not self._micro and not self._reads
                     and (scheduler is None or not scheduler.holds_admission(self, waiter))):
                 self._grant(fut, holder, kind, True)
                 return fut
@@ -376,9 +377,11 @@ class InputGate:
     def _admit_next(self) -> None:
         scheduler = self._scheduler
         while self._lock is None and self._broken is None:
+            if self._reads:
+                return  # a storage read in flight holds the gate against everyone
             if self._micro:
                 lane = self._micro
-            elif self._reads or self._settling:
+            elif self._settling:
                 return
             else:
                 lane = self._priority if self._priority else self._waiters
@@ -400,7 +403,7 @@ class InputGate:
         one hands the gate back to), one at a time; the constructor comes before any delivery;
         the other waiters may go in any order (that is the choice a paused lab offers).
         """
-        if self._lock is not None or self._broken is not None:
+        if self._lock is not None or self._broken is not None or self._reads:
             return []
         micro = [w for w in self._micro if not w.future.cancelled()]
         if micro:
@@ -417,7 +420,7 @@ class InputGate:
 
     def waiting_head(self) -> _Waiter | None:
         """The waiter the gate itself would admit next (None if locked, broken or empty)."""
-        if self._lock is not None or self._broken is not None:
+        if self._lock is not None or self._broken is not None or self._reads:
             return None
         for lane in (self._micro, self._priority, self._waiters):
             if lane is not self._micro and (self._reads or self._settling):
