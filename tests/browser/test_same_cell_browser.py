@@ -69,17 +69,17 @@ FORMS = {
     "separate_cells": [SETUP, "board = widgets.dashboard(lab)\nboard", WORK, KERNEL],
 }
 
+# Rows BokehJS holds, by data source name (widgets/timeline.py, widgets/fleet.py), in the plot
+# views attached to the page.
 ROWS_JS = """() => {
+  const names = {timeline_segments: "timeline", fleet_source: "fleet"};
   const out = {};
   for (const v of window.Bokeh.index.query(v => v.renderer_views instanceof Map)) {
     if (!v.el.isConnected) continue;
-    const title = v.model.title != null ? v.model.title.text : "";
-    const key = title.startsWith("Timeline") ? "timeline" : title.startsWith("Fleet") ? "fleet"
-              : null;
-    if (key === null) continue;
-    // the first glyph renderer of each plot: the timeline's closed segments, the fleet's cells
-    const rv = [...v.renderer_views.values()].find(r => r.glyph != null);
-    out[key] = rv.model.data_source.get_length();
+    for (const rv of v.renderer_views.values()) {
+      const src = rv.model.data_source;
+      if (src != null && src.name in names) out[names[src.name]] = src.get_length();
+    }
   }
   return out;
 }"""
