@@ -12,6 +12,11 @@ does not count; ``--clock wall`` uses wall time as bench_runtime.py does:
 
     git archive <commit-before> | tar -x -C /tmp/before
     python bench/bench_attribution.py /tmp/before [--rounds 10] [--seconds 0.3] [--clock wall]
+    python bench/bench_attribution.py /tmp/before --clock callgrind   # instructions per call
+
+On a busy shared machine the timings swing by more than the cost being measured (the same tree
+against itself: ±5-25 %); ``--clock callgrind`` (machine instructions per call, counted by
+valgrind) and ``--clock opcodes`` (Python bytecode instructions per call) do not depend on load.
 
 Each child process imports ``durable_lab`` and ``bench_runtime`` from its own tree and prints
 calls/s for each repeat; the parent collects them.
@@ -109,6 +114,52 @@ asyncio.run(main())
 """
 
 
+CALLGRIND_CHILD = r"""
+import asyncio, sys
+root, storage, calls = sys.argv[1], sys.argv[2], int(sys.argv[3])
+sys.path.insert(0, root)
+sys.path.insert(0, root + "/bench")
+import bench_runtime as b
+import tempfile
+
+async def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        lab = b.make_lab(storage, tmp)
+        try:
+            stub = lab.bind("T", b.Trivial).getByName("one")
+            for _ in range(calls):
+                await stub.ping()
+        finally:
+            await lab.close()
+
+asyncio.run(main())
+"""
+
+
+def instructions(root: Path, storage: str, calls: int) -> int:
+    """Machine instructions valgrind's callgrind counts for a process making ``calls``."""
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                           sys.executable, "-c", CALLGRIND_CHILD, str(root), storage,
+                           str(calls)], check=True, capture_output=True, text=True)
+    for line in done.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.split()[-1])
+    raise RuntimeError(f"no callgrind total in: {done.stderr[-500:]}")
+
+
+def callgrind(trees: dict[str, Path], few: int = 500, many: int = 3500) -> None:
+    """Instructions per trivial call: (count with ``many`` calls - with ``few``) / difference.
+    Deterministic, so immune to other work on the machine (minutes: valgrind is slow)."""
+    print(f"trivial sequential RPC, machine instructions per call (valgrind callgrind, "
+          f"({many} calls - {few} calls) / {many - few}); Python {sys.version.split()[0]}")
+    for storage in ("memory", "sqlite"):
+        per_call = {name: (instructions(root, storage, many) - instructions(root, storage, few))
+                    / (many - few) for name, root in trees.items()}
+        before, after = per_call["before"], per_call["after"]
+        print(f"  {storage:<6} before {before:,.0f}  after {after:,.0f}  "
+              f"{(after / before - 1) * 100:+.1f} %")
+
+
 def run(root: Path, seconds: float, repeats: int, clock: str) -> dict[str, list[float]]:
     done = subprocess.run([sys.executable, "-c", CHILD, str(root), str(seconds), str(repeats),
                            clock],
@@ -123,12 +174,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=0.3)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--clock", choices=("cpu", "wall", "opcodes"), default="cpu",
+    parser.add_argument("--clock", choices=("cpu", "wall", "opcodes", "callgrind"),
+                        default="cpu",
                         help="calls per second of process CPU time (default), of wall time "
-                             "(bench_runtime.py's measure), or Python bytecode instructions "
-                             "per call (deterministic)")
+                             "(bench_runtime.py's measure), Python bytecode instructions per "
+                             "call, or machine instructions per call under valgrind (the last "
+                             "two are deterministic)")
     args = parser.parse_args()
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
+    if args.clock == "callgrind":
+        callgrind(trees)
+        return
     rates: dict[tuple[str, str], list[float]] = {}
     for r in range(args.rounds):
         order = ("before", "after") if r % 2 == 0 else ("after", "before")
