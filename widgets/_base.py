@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ class Panel(w.VBox):  # type: ignore[misc]
         self.errors = w.Output(layout=w.Layout(max_height="160px", overflow="auto"))
         self.errors.add_class("dl-errors")
         self.error_count = 0
+        self._last_draw = 0.0
         self._last_error = ("", 0)  # text of the last error shown, times in a row
         super().__init__(**kwargs)
         self.add_class("dl-panel")
@@ -66,9 +68,21 @@ class Panel(w.VBox):  # type: ignore[misc]
         if events:
             self._dirty = True
 
+    #: At most one redraw per this many seconds while the lab runs at full speed (the feed's
+    #: frames come every 40 ms). A browser that re-renders every panel 25 times a second on a
+    #: busy machine falls seconds behind the kernel: the page then shows old states and a click
+    #: seems ignored. Slow motion (the feed pacing events) and refresh() draw at once.
+    min_interval = 0.1
+
     def render(self) -> None:
         if not self._dirty or self._closed:
             return
+        feed = self._feed
+        if self.min_interval and feed.in_frame_loop and feed.seconds_per_event is None:
+            now = time.perf_counter()
+            if now - self._last_draw < self.min_interval:
+                return  # still dirty: drawn at a later frame
+            self._last_draw = now
         self._dirty = False
         self.draw()
 
@@ -78,6 +92,7 @@ class Panel(w.VBox):  # type: ignore[misc]
     def refresh(self) -> None:
         """Render now, whether or not events came (after a control changed the view)."""
         self._dirty = True
+        self._last_draw = 0.0
         self.render()
 
     # -- errors ---------------------------------------------------------------------------

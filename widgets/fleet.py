@@ -49,6 +49,7 @@ class FleetView(Panel):
     """A cell per object: fill = queue length, outline = status; click one to open it."""
 
     kind = "fleet"
+    min_interval = 0.2  # seconds between redraws at full speed (see Panel)
 
     def __init__(self, lab: Lab, *, on_select: Callable[[str], None] | None = None,
                  width: int = 420, height: int = 300, scale: float = 1.0,
@@ -126,7 +127,7 @@ class FleetView(Panel):
             data["resets"].append(r.resets)
             data["line"].append(STATUS_LINE.get(r.status, "#334155"))
             data["region"].append(r.region)
-            data["heat"].append(round(r.heat, 2))
+            data["heat"].append(round(r.heat * 2) / 2)  # coarse: redraw as it visibly fades
             data["done"].append(r.done)
             data["peak"].append(r.peak)
             # With placement (Lab(network=...)) each cell says where the object lives.
