@@ -71,7 +71,9 @@ class Panel(w.VBox):  # type: ignore[misc]
     #: At most one redraw per this many seconds while the lab runs at full speed (the feed's
     #: frames come every 40 ms). A browser that re-renders every panel 25 times a second on a
     #: busy machine falls seconds behind the kernel: the page then shows old states and a click
-    #: seems ignored. Slow motion (the feed pacing events) and refresh() draw at once.
+    #: seems ignored (seen: Pause took more than 20 s to show). Plots, the storage inspector and
+    #: the event log redraw less often still. Slow motion (the feed pacing events) and
+    #: refresh() draw at once.
     min_interval = 0.1
 
     def render(self) -> None:

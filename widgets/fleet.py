@@ -49,7 +49,7 @@ class FleetView(Panel):
     """A cell per object: fill = queue length, outline = status; click one to open it."""
 
     kind = "fleet"
-    min_interval = 0.2  # seconds between redraws at full speed (see Panel)
+    min_interval = 0.4  # seconds between redraws at full speed (see Panel)
 
     def __init__(self, lab: Lab, *, on_select: Callable[[str], None] | None = None,
                  width: int = 420, height: int = 300, scale: float = 1.0,

@@ -43,7 +43,7 @@ class Timeline(Panel):
     objects' deliveries, and the gates of the first object seen)."""
 
     kind = "timeline"
-    min_interval = 0.2  # seconds between redraws at full speed (see Panel)
+    min_interval = 0.4  # seconds between redraws at full speed (see Panel)
 
     def __init__(self, lab: Lab, target: Any = None, *, rollover: int = 3000,
                  lanes: int = 16, width: int = 760, height: int = 330, scale: float = 1.0,
