@@ -273,6 +273,8 @@ class InputGate:
                 self._micro.appendleft(waiter)
             else:
                 self._micro.append(waiter)
+            if kind == "task" and self._lock is None and self._reads:
+                self._admit_next()  # a task start may pass the reads (and the resumes behind them)
             return fut
         if (not self._closed_to_lanes() and not self._waiters and not self._priority
                 and (scheduler is None or not scheduler.holds_admission(self, waiter))):
