@@ -23,7 +23,9 @@ from .errors import DurableLabError as DurableLabError
 from .errors import DurableObjectError as DurableObjectError
 from .errors import DurableObjectResetError as DurableObjectResetError
 from .errors import LabClosedError as LabClosedError
+from .errors import LabFolderError as LabFolderError
 from .errors import OverloadedError as OverloadedError
+from .errors import StorageCorruptError as StorageCorruptError
 from .errors import StorageError as StorageError
 from .http import Headers as Headers
 from .http import Request as Request
@@ -64,10 +66,12 @@ __all__ = [
     "Headers",
     "Lab",
     "LabClosedError",
+    "LabFolderError",
     "OverloadedError",
     "Recorder",
     "Request",
     "Response",
+    "StorageCorruptError",
     "StorageError",
     "Subscription",
     "ClientWebSocket",

@@ -51,7 +51,8 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 import aiosqlite
 
-from .errors import StorageError
+from ._folder import SQL_USER_TABLES, check_binding_dir, check_db_path, not_a_lab_database
+from .errors import StorageCorruptError, StorageError
 
 __all__ = [
     "BackendStatistics",
@@ -452,7 +453,11 @@ class MemoryBackend:
 # that connection (another read, another commit of the same object) can interleave with them.
 
 
-def _init_db(db: sqlite3.Connection) -> None:
+def _init_db(db: sqlite3.Connection, path: Path) -> None:
+    # Never write (WAL, our tables) into a database someone else made.
+    count, ours = db.execute(SQL_USER_TABLES).fetchone()
+    if count and not ours:
+        raise not_a_lab_database(path)
     # synchronous first: switching a new file to WAL is itself a write, and it need not be
     # fsynced more than the commits that follow. Both tables in one transaction (one write).
     db.execute(_SQL_PRAGMA_SYNCHRONOUS)
@@ -487,7 +492,21 @@ def _list_sync(
     sql = _SQL_LIST[(start is not None, end is not None, reverse)]
     params: list[object] = [b for b in (start, end) if b is not None]
     params.append(-1 if limit is None else limit)
-    return [(k, v) for k, v in db.execute(sql, params)]
+    rows = [(k, v) for k, v in db.execute(sql, params)]
+    _check_listed_keys(rows)
+    return rows
+
+
+def _check_listed_keys(rows: list[tuple[object, object]]) -> None:
+    """``_cf_KV.key`` is declared TEXT, but SQLite stores a BLOB (or a number) written there by
+    someone else as is: such a row is not one the lab wrote, and it would break the ordering of
+    the keys (str and bytes do not compare)."""
+    for k, _ in rows:
+        if type(k) is not str:
+            raise StorageCorruptError(
+                f"the _cf_KV table holds a key that is not text ({type(k).__name__} {k!r:.60}): "
+                "storage keys are always str"
+            )
 
 
 def _commit_sync(
@@ -631,7 +650,7 @@ class SqliteBackend:
                     continue
                 return entry
 
-            if not create and not path.exists():
+            if not create and not check_db_path(path):  # (refuses symlinks)
                 return None
 
             victim: _PoolEntry | None = None
@@ -671,7 +690,8 @@ class SqliteBackend:
             self._wake_waiters()
 
     async def _open_connection(self, path: Path) -> aiosqlite.Connection:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not check_db_path(path):  # the lab folder is a boundary (see _folder.py)
+            path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: no implicit transactions; commits use BEGIN IMMEDIATE.
         conn = aiosqlite.connect(path, isolation_level=None)
         # aiosqlite (0.22) runs each connection on a NON-daemon thread, started by
@@ -689,7 +709,7 @@ class SqliteBackend:
             self._open_connections -= 1  # aiosqlite stops the thread itself
             raise
         try:
-            await _run_on_connection(conn, _init_db)
+            await _run_on_connection(conn, _init_db, path)
         except BaseException:
             await self._close_aiosqlite(conn)
             raise
@@ -721,6 +741,8 @@ class SqliteBackend:
         try:
             assert entry.conn is not None
             return await _run_on_connection(entry.conn, fn, *args)
+        except StorageCorruptError as exc:
+            raise StorageCorruptError(f"{key[0]} object {key[1]}: {exc}") from exc
         except StorageError:
             raise
         except Exception as exc:
@@ -792,6 +814,8 @@ class SqliteBackend:
     def stored_objects(self, namespace: str) -> list[str]:
         self._check_open()
         _validate_namespace(namespace)
+        if not check_binding_dir(self._folder / namespace):
+            return []
         try:
             names = os.listdir(self._folder / namespace)
         except FileNotFoundError:

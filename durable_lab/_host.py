@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,8 @@ from .alarms import call_alarm_handler
 from ._futures import relay_outcome as _relay_outcome
 from ._gates import OUTPUT_GATE_TIMEOUT_MESSAGE, InputGate, OutputGate
 from ._turns import Driver, current_driver, install_task_factory, spawn
+from .attribution import NETWORK, OUTPUT_GATE, QUEUED, RUNNING
+from .clock import fast_now
 from .errors import (
     DurableObjectError,
     DurableObjectResetError,
@@ -78,7 +81,12 @@ if TYPE_CHECKING:
     from .lab import Lab
     from .namespace import DurableObjectNamespace
 
-__all__ = ["CriticalSection", "Delivery", "Instance", "ObjectHost"]
+__all__ = ["CriticalSection", "Delivery", "Instance", "ObjectHost", "Origin"]
+
+#: How a call reached ``deliver`` when it did not start there (attribution.py): the lab time
+#: the caller made it (None: now), seconds the caller's output gate held it, and a callback
+#: told the delivery once it exists.
+Origin = tuple[float | None, float, Callable[["Delivery"], Any] | None]
 
 COMMIT_FAILED_MESSAGE = "Internal error in Durable Object storage write caused object to be reset."
 #: workerd ``io-context.h`` (``blockConcurrencyWhileImpl``): a critical section still running
@@ -101,12 +109,17 @@ def _fresh(error: BaseException) -> BaseException:
 
 
 class Delivery:
-    """One call into an object: what to run, and the future its caller waits on."""
+    """One call into an object: what to run, the future its caller waits on, and where its
+    time goes (``attribution.py``: a current phase, the lab time it entered it, and one bucket
+    per phase, moved along by the host and the driver at the transitions they already make)."""
 
-    __slots__ = ("args", "id", "kind", "kwargs", "method", "reply", "task", "waiting_for")
+    __slots__ = ("args", "end", "host", "id", "info", "kind", "kwargs", "method", "phase",
+                 "queue_ahead", "reply", "since", "spent", "start", "task", "turns",
+                 "waiting_for")
 
     def __init__(self, delivery_id: int, kind: str, method: str, args: tuple[Any, ...],
-                 kwargs: dict[str, Any], reply: asyncio.Future[Any]) -> None:
+                 kwargs: dict[str, Any], reply: asyncio.Future[Any], host: ObjectHost | None = None,
+                 now: float = 0.0) -> None:
         self.id = delivery_id
         self.kind = kind
         self.method = method
@@ -116,6 +129,49 @@ class Delivery:
         self.task: asyncio.Future[Any] | None = None
         #: Once its code is done: the output-gate wait its reply is held by (see reset()).
         self.waiting_for: asyncio.Future[None] | None = None
+        # Attribution (see attribution.py). Always on, so kept to five plain stores: the phase
+        # it is in, since when (lab clock), seconds per phase, the start of the whole call as
+        # its caller sees it. The other attribution slots are set only when they mean
+        # something (read them with getattr and a default): ``end`` (lab time the reply
+        # reached the caller), ``turns`` (admissions; 1 if never re-admitted),
+        # ``queue_ahead`` (deliveries waiting when it arrived) and ``info`` (the verdict's
+        # rarer context: reads, timers, calls made, route...).
+        self.host = host
+        self.start = self.since = now
+        self.phase = QUEUED
+        self.spent = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+
+    def enter(self, phase: int, now: float) -> None:
+        """Leave the current phase at lab time ``now`` (its bucket gets the time spent in it)."""
+        self.spent[self.phase] += now - self.since
+        self.phase = phase
+        self.since = now
+
+    def note(self, key: str, amount: Any = 1) -> None:
+        """Add ``amount`` to the verdict context ``key`` (a count or seconds)."""
+        info = getattr(self, "info", None)
+        if info is None:
+            info = self.info = {}
+        info[key] = info.get(key, 0) + amount
+
+    def add_call(self, callee: Delivery) -> None:
+        """``callee`` is a call this delivery's code made to another object (it arrived)."""
+        info = getattr(self, "info", None)
+        if info is None:
+            info = self.info = {}
+        info.setdefault("calls", []).append(callee)
+
+    def waited(self, now: float) -> None:
+        """A wait of the current phase ended at ``now`` (unless the call already ended)."""
+        if getattr(self, "end", None) is None:
+            self.spent[self.phase] += now - self.since
+            self.since = now
+
+    def finish(self, now: float) -> None:
+        """The reply reached the caller at ``now`` (or the call was answered by a reset)."""
+        if getattr(self, "end", None) is None:
+            self.enter(self.phase, now)
+            self.end = now
 
     @property
     def holder(self) -> str:
@@ -163,6 +219,12 @@ class ObjectHost:
         self._landing: asyncio.Future[None] | None = None
         #: Accepted hibernatable WebSockets (websockets.HostSockets), kept across hibernation.
         self.websockets: _websockets.HostSockets | None = None
+        #: The last critical sections: (start, end, delivery) on the lab clock, so that a
+        #: call's breakdown can say a blockConcurrencyWhile kept it waiting (attribution.py).
+        self.sections: deque[tuple[float, float, int]] = deque(maxlen=64)
+        #: Its last finished calls, kept only while someone asked (lab.keep_recent_calls).
+        keep = lab._recent_calls
+        self.recent: deque[Delivery] | None = deque(maxlen=keep) if keep else None
 
     def ensure_instance(self) -> Instance:
         inst = self.instance
@@ -173,8 +235,16 @@ class ObjectHost:
         return inst
 
     def deliver(self, kind: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                generation: int) -> asyncio.Future[Any]:
-        """Queue a delivery now; the returned future gets the reply (or the error)."""
+                generation: int, stub: Any = None, origin: Origin | None = None
+                ) -> asyncio.Future[Any]:
+        """Queue a delivery now; the returned future gets the reply (or the error).
+
+        Attribution (attribution.py): ``stub`` remembers the delivery as its most recent
+        call. ``origin`` is ``(sent, held, link)``: ``sent`` the lab time the caller made the
+        call if that was earlier than now (the time since counts as network, except ``held``
+        seconds the caller's output gate held it), ``link(delivery)`` a callback told the
+        delivery once it exists (a history entry, or the calling object's delivery).
+        """
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         broken = self.broken.get(generation)
@@ -192,17 +262,24 @@ class ObjectHost:
             return reply
         delay = faults.call_delay(self)
         if delay:
+            if origin is None or origin[0] is None:
+                # The injected delay counts as network.
+                origin = (lab.clock.now(), 0.0, None if origin is None else origin[2])
+
             async def later() -> None:
                 await lab.clock.sleep(delay)
-                inner = self._deliver_now(kind, method, args, kwargs, generation, loop)
+                inner = self._deliver_now(kind, method, args, kwargs, generation, loop,
+                                          None, stub, origin)
                 inner.add_done_callback(lambda f: _relay_outcome(f, reply))
             lab._track(spawn(later()))
             return reply
-        return self._deliver_now(kind, method, args, kwargs, generation, loop, reply)
+        return self._deliver_now(kind, method, args, kwargs, generation, loop, reply, stub,
+                                 origin)
 
     def _deliver_now(self, kind: str, method: str, args: tuple[Any, ...],
                      kwargs: dict[str, Any], generation: int, loop: asyncio.AbstractEventLoop,
-                     reply: asyncio.Future[Any] | None = None) -> asyncio.Future[Any]:
+                     reply: asyncio.Future[Any] | None = None, stub: Any = None,
+                     origin: Origin | None = None) -> asyncio.Future[Any]:
         """Queue the delivery at the instance's gate (faults already applied)."""
         lab = self.lab
         if reply is None:
@@ -212,19 +289,51 @@ class ObjectHost:
             reply.set_exception(_fresh(broken))
             return reply
         inst = self.ensure_instance()
-        delivery = Delivery(lab._next_delivery_id(), kind, method, args, kwargs, reply)
-        if inst.queued >= lab.max_queue:
+        delivery = Delivery(lab._next_delivery_id(), kind, method, args, kwargs, reply, self,
+                            inst.now())
+        # Two bounds: deliveries waiting for their first admission (max_queue), and all the
+        # deliveries of the object, admitted ones included (max_in_flight): a call that awaits
+        # a timer or another object has left the queue but still holds its memory.
+        if inst.queued >= lab.max_queue or len(inst.deliveries) >= lab.max_in_flight:
             if lab.bus.active:
                 lab.bus.emit(DeliveryRefused, object=self.label, object_id=self.object_id,
                              delivery=delivery.id, method=method, reason="overloaded")
-            reply.set_exception(OverloadedError())
+            reply.set_exception(
+                OverloadedError() if inst.queued >= lab.max_queue else OverloadedError(
+                    f"Durable Object is overloaded. Too many requests in flight: "
+                    f"{len(inst.deliveries)} calls are queued or running at {self.label} "
+                    f"(the limit is Lab(max_in_flight={lab.max_in_flight}))."))
             return reply
+        if origin is not None:
+            sent, held, link = origin
+            if sent is not None:
+                # It was on its way before it arrived: network (and the caller's output gate).
+                delivery.start = sent
+                delivery.spent[NETWORK] = delivery.since - sent - held
+                if held:
+                    delivery.spent[OUTPUT_GATE] = held
+                    delivery.note("caller_held", held)
+            if link is not None:
+                link(delivery)
+        if stub is not None:
+            stub._last = delivery
         inst.queued += 1
         if lab.bus.active:
             lab.bus.emit(DeliveryQueued, object=self.label, object_id=self.object_id,
                          delivery=delivery.id, kind_of_delivery=kind, method=method,
                          queue_length=inst.queued)
         admission = inst.gate.wait(delivery.holder)
+        if admission.done():
+            # Admitted at once (the gate was open, nobody waiting): it never queued. (The
+            # loop pass before its task runs is then "running"; one clock read saved.)
+            delivery.phase = RUNNING
+        else:
+            # It queues: remember behind what, for the verdict.
+            delivery.queue_ahead = inst.queued - 1
+            if inst.critical_sections:
+                delivery.note("behind_section")
+            if inst.obj is None and inst.broken is None:
+                delivery.note("behind_constructor")  # a new instance: its constructor first
         inst.deliveries.add(delivery)
         delivery.task = spawn(inst.run_delivery(delivery, admission))
         inst.track(delivery.task)
@@ -267,12 +376,17 @@ class CriticalSection:
         if bus.active:
             bus.emit(CriticalSectionStarted, object=inst.label, object_id=inst.object_id,
                      delivery=self.delivery, depth=depth)
-        driver = Driver(inst, self.inner_gate, self.delivery, "critical section")
+        # Awaited by the delivery that started it (it usually is: the awaiting ended the turn
+        # that let the section in): the section's turns and waits are that call's time.
+        parent = self.awaited_by
+        driver = Driver(inst, self.inner_gate, self.delivery, "critical section",
+                        parent.call if parent is not None else None)
         current_driver.set(driver)
         clock = inst.lab.clock
         # The 30-second limit, on the lab clock: a section still running then resets the
         # object (the reset cancels this task, so the callback never sees it succeed).
-        timer = clock.call_at(clock.now() + BLOCK_CONCURRENCY_WHILE_TIMEOUT, self._timed_out)
+        started = clock.now()
+        timer = clock.call_at(started + BLOCK_CONCURRENCY_WHILE_TIMEOUT, self._timed_out)
         try:
             driver.lock = await self.inner_gate.wait(driver.holder)
             outcome = callback()
@@ -300,6 +414,9 @@ class CriticalSection:
         finally:
             timer.cancel()
             driver.release()
+            driver.call = None  # (no cycle through the task's context, as in run_delivery)
+            # When it held the gate, so a call that queued meanwhile can say why.
+            inst.host.sections.append((started, clock.now(), self.delivery))
         if bus.active:
             bus.emit(CriticalSectionEnded, object=inst.label, object_id=inst.object_id,
                      delivery=self.delivery, depth=depth, ok=True)
@@ -356,6 +473,8 @@ class Instance:
         self.storage_key = host.storage_key
         self.incarnation = incarnation
         self.cls = host.namespace.cls
+        #: The lab clock's now(), bound once: read at every call's transitions.
+        self.now = fast_now(lab.clock)
         gates_on = lab.model != "none"
         self.gate = InputGate(self.bus, self.label, self.object_id, enabled=gates_on,
                               scheduler=lab.scheduler)
@@ -446,7 +565,7 @@ class Instance:
 
     async def run_delivery(self, delivery: Delivery, admission: asyncio.Future[Any]) -> None:
         bus = self.bus
-        driver = Driver(self, self.gate, delivery.id, delivery.holder)
+        driver = Driver(self, self.gate, delivery.id, delivery.holder, delivery)
         current_driver.set(driver)
         value: Any = None
         error: BaseException | None = None
@@ -455,6 +574,12 @@ class Instance:
                 driver.lock = (await admission).entered()
             finally:
                 self.queued -= 1
+            if delivery.phase == QUEUED:
+                # Admitted after waiting: queued -> running (written out: a hot path).
+                now = self.now()
+                delivery.spent[QUEUED] += now - delivery.since
+                delivery.phase = RUNNING
+                delivery.since = now
             if bus.active:
                 bus.emit(DeliveryStarted, object=self.label, object_id=self.object_id,
                          delivery=delivery.id, method=delivery.method)
@@ -493,6 +618,14 @@ class Instance:
             error = self.broken if self.broken is not None else mark_remote(exc)
         finally:
             driver.release()
+            # The task's context holds the driver, and the delivery holds the task: let go of
+            # the delivery, or every call would leave a reference cycle for the collector.
+            driver.call = None
+        # Its code is done: from here until the reply is sent, the output gate holds it.
+        now = self.now()
+        delivery.spent[delivery.phase] += now - delivery.since
+        delivery.phase = OUTPUT_GATE
+        delivery.since = now
         if bus.active:
             bus.emit(DeliveryFinished, object=self.label, object_id=self.object_id,
                      delivery=delivery.id, ok=error is None,
@@ -516,6 +649,9 @@ class Instance:
             if pending is not None:
                 held = True
                 delivery.waiting_for = pending
+                stats = self.cache.statistics()
+                delivery.note("held_writes", stats.dirty_keys + stats.flushing_keys)
+                delivery.note("held_commits", self.output_gate.pending_commits)
                 if bus.active:
                     bus.emit(ReplyHeld, object=self.label, object_id=self.object_id,
                              delivery=delivery.id, waiting_for=self.output_gate.pending_commits)
@@ -528,6 +664,7 @@ class Instance:
                     # A commit before this reply failed: the reply is never sent (the reset
                     # may land a moment later; the caller sees the commit's error either way).
                     gate_error = exc
+                delivery.waited(self.now())
         if self.broken is None:
             # While the lab is paused, the release is a step the learner takes.
             permit = self.lab.scheduler.permit(
@@ -539,6 +676,7 @@ class Instance:
                 except asyncio.CancelledError:
                     if self.broken is None:
                         raise
+                delivery.waited(self.now())  # the learner's step: with the output gate
         if gate_error is not None:
             error = self.broken if self.broken is not None else gate_error
         elif self.broken is not None and not (held and pending.done()):
@@ -546,11 +684,21 @@ class Instance:
             # succeed, is still sent: workerd's OutputGate resolves waits registered before a
             # failed lock.)
             error = self.broken
-        if held and bus.active:
-            bus.emit(ReplyReleased, object=self.label, object_id=self.object_id,
-                     delivery=delivery.id, ok=error is None)
-        self.deliveries.discard(delivery)
         reply = delivery.reply
+        if held and bus.active:
+            # What the caller got: a reset may have answered it with its error already.
+            ok = (error is None if not reply.done() else
+                  not reply.cancelled() and reply._exception is None)  # (not "retrieved")
+            bus.emit(ReplyReleased, object=self.label, object_id=self.object_id,
+                     delivery=delivery.id, ok=ok)
+        self.deliveries.discard(delivery)
+        # The reply goes now: the call ends (a network leg back, if any, adds to it). Its
+        # last phase ended at ``since`` (its code finished, or waited() moved it; a call a
+        # reset answered was finished then, and waited() left it alone).
+        delivery.end = delivery.since
+        recent = self.host.recent
+        if recent is not None:
+            recent.append(delivery)
         if reply.done():  # the caller gave up, or a reset already answered
             return
         if error is not None:
@@ -665,6 +813,7 @@ class Instance:
                 spared.add(delivery.task)
                 continue
             if not delivery.reply.done():
+                delivery.finish(self.now())
                 delivery.reply.set_exception(_fresh(error))
                 if reason == "labClosed":
                     delivery.reply.exception()  # closing is not news to unawaited callers

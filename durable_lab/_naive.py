@@ -22,11 +22,10 @@ import itertools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import values
 from ._turns import current_driver
 from .errors import StorageError
 from .events import CommitDone, CommitFailed, FlushStarted, StorageOp
-from .storage import MAX_KEYS, _check_key, _check_keys, _encode, _prefix_end
+from .storage import MAX_KEYS, _check_key, _check_keys, _encode, _prefix_end, decode_stored
 
 if TYPE_CHECKING:
     from ._host import Instance
@@ -92,6 +91,9 @@ class NaiveStorage:
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
         return fut
 
+    def _decode(self, key: str, data: bytes) -> Any:
+        return decode_stored(self._instance.label, key, data)
+
     # -- the storage API -----------------------------------------------------------------
 
     def get(self, keys: str | list[str], **options: Any) -> asyncio.Future[Any]:
@@ -102,7 +104,7 @@ class NaiveStorage:
 
             async def one() -> Any:
                 found = await self._backend.read(self._key, [key])
-                return None if key not in found else values.decode(found[key])
+                return None if key not in found else self._decode(key, found[key])
 
             return self._task(one())
         wanted = sorted(set(_check_keys(keys, "get")))
@@ -110,7 +112,7 @@ class NaiveStorage:
 
         async def many() -> dict[str, Any]:
             found = await self._backend.read(self._key, wanted)
-            return {k: values.decode(found[k]) for k in wanted if k in found}
+            return {k: self._decode(k, found[k]) for k in wanted if k in found}
 
         return self._task(many())
 
@@ -174,7 +176,7 @@ class NaiveStorage:
                 return {}
             rows = await self._backend.list(self._key, start=start, end=end,
                                             reverse=bool(reverse), limit=limit)
-            return {k: values.decode(v) for k, v in rows}
+            return {k: self._decode(k, v) for k, v in rows}
 
         return self._task(run())
 

@@ -47,8 +47,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._cache import CacheStatistics
+from ._folder import SQL_USER_TABLES, check_db_path, not_a_lab_database
 from ._turns import after_turn, spawn
-from .errors import DurableObjectResetError, StorageError
+from .clock import wall_monotonic
+from .errors import DurableObjectResetError, StorageCorruptError, StorageError
 from .events import CommitDone, CommitFailed, FlushStarted
 from .sql import (
     MULTI_STATEMENT_BINDINGS_MESSAGE,
@@ -112,6 +114,22 @@ _ALLOWED_PRAGMAS = frozenset({
 })
 _READ_ONLY_PRAGMAS = frozenset({"page_size", "data_version"})
 _ALLOWED_VTABLE_MODULES = frozenset({"fts5", "fts5vocab"})
+
+#: Tables user SQL may not read: dbstat lists every table and index with its size, the
+#: runtime's _cf_* tables included.
+_DENIED_TABLES = frozenset({"dbstat"})
+#: Functions user SQL may not call: fts3_tokenizer() can register a tokenizer from a pointer
+#: and returns one (an address of this process).
+_DENIED_FUNCTIONS = frozenset({"fts3_tokenizer", "load_extension"})
+#: workerd's SQLITE_LIMIT_LENGTH: the largest string, BLOB or row (4 MiB; Cloudflare's docs
+#: say 2 MB, but SQLite-backed KV entries of up to 2 MiB must fit in a row).
+MAX_SQL_LENGTH = 4 * 1024 * 1024
+#: How many SQLite VM instructions run between two calls of the watchdog.
+_PROGRESS_STEPS = 1000
+_SQL_RESERVED_NAMES = (
+    "SELECT name FROM sqlite_master WHERE name LIKE '\\_cf\\_%' ESCAPE '\\' "
+    "AND name NOT IN ('_cf_KV', '_cf_METADATA') LIMIT 1"
+)
 
 _A = sqlite3
 #: Authorizer actions that change the database (the statement is "not read-only").
@@ -218,11 +236,16 @@ def _memory_db(host: Any, create: bool = True) -> sqlite3.Connection | None:
 
 def _open_file(path: Path) -> sqlite3.Connection:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not check_db_path(path):  # the lab folder is a boundary (see _folder.py)
+            path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, isolation_level=None, cached_statements=0, timeout=1.0)
     except (OSError, sqlite3.Error) as exc:
         raise StorageError(f"cannot open the database {path}: {exc}") from exc
     try:
+        count, ours = conn.execute(SQL_USER_TABLES).fetchone()
+        if count and not ours:
+            conn.close()
+            raise not_a_lab_database(path)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA journal_mode=WAL")
         _init_schema(conn)
@@ -242,7 +265,7 @@ def offline_set_metadata(lab: Any, host: Any, key: str, data: bytes | None) -> N
         owned = False
     else:
         path = Path(lab.path) / host.storage_key[0] / f"{host.storage_key[1]}.sqlite"
-        if data is None and not path.exists():
+        if data is None and not check_db_path(path):
             return
         conn = _open_file(path)
         owned = True
@@ -325,6 +348,9 @@ class SqliteEngine:
         self._internal = False
         self._stmt_wrote = False
         self._deny_reason: str | None = None
+        # The time limit of user statements (arm_time_limit).
+        self._deadline: float | None = None
+        self._timed_out = False
         # The implicit transaction.
         self._commit_fut: asyncio.Future[None] | None = None
         #: Locally committed transactions whose replication (commit_latency) is not over.
@@ -380,13 +406,19 @@ class SqliteEngine:
             owns = False
         else:
             path = self._path()
-            if not create and not path.exists():
+            if not create and not check_db_path(path):
                 return None
             conn = _open_file(path)
             owns = True
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        # workerd's bound on a string, BLOB or row: randomblob(900000000), zeroblob() or
+        # printf('%.*c', ...) fail with "string or blob too big" instead of eating memory.
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_SQL_LENGTH)
         conn.execute("PRAGMA foreign_keys=ON")  # Cloudflare enforces foreign keys
         conn.set_authorizer(self._authorize)
+        # The watchdog of user statements (see arm_time_limit); cheap: one Python call per
+        # _PROGRESS_STEPS virtual-machine instructions.
+        conn.set_progress_handler(self._progress, _PROGRESS_STEPS)
         self._conn = conn
         self._owns_conn = owns
         self._reload_metadata()
@@ -427,7 +459,42 @@ class SqliteEngine:
                 return _DENY
         if _is_reserved(arg1) or (action in _TABLE_IN_ARG2 and _is_reserved(arg2)):
             return _DENY
+        if action == _A.SQLITE_READ and (arg1 or "").lower() in _DENIED_TABLES:
+            self._deny_reason = (
+                f"not authorized: {arg1} would show the runtime's own tables (_cf_*): SQLITE_AUTH")
+            return _DENY
+        if action == _A.SQLITE_FUNCTION and (arg2 or "").lower() in _DENIED_FUNCTIONS:
+            self._deny_reason = f"not authorized: the function {arg2}() is refused: SQLITE_AUTH"
+            return _DENY
         return _OK
+
+    # -- the time limit of user statements -----------------------------------------------
+
+    def arm_time_limit(self) -> bool:
+        """Start the clock of ``lab.sql_time_limit`` for a user statement (or a cursor read).
+
+        Returns False if it is already running (an exec() reading its own rows): only the
+        outermost caller disarms it. A statement runs synchronously in the event-loop thread,
+        so neither asyncio timeouts nor the lab clock can stop it; SQLite's progress handler
+        can, and the statement then fails with SQLITE_INTERRUPT.
+        """
+        if self._deadline is not None:
+            return False
+        self._deadline = wall_monotonic() + self.lab.sql_time_limit
+        self._timed_out = False
+        return True
+
+    def disarm_time_limit(self) -> None:
+        self._deadline = None
+
+    def _progress(self) -> int:
+        deadline = self._deadline
+        if deadline is None:
+            return 0  # the runtime's own statements are not limited
+        if wall_monotonic() > deadline:
+            self._timed_out = True
+            return 1  # interrupt
+        return 0
 
     # -- errors --------------------------------------------------------------------------
 
@@ -435,6 +502,18 @@ class SqliteEngine:
         reason, self._deny_reason = self._deny_reason, None
         if reason is not None:
             return SqlError(reason)
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT:
+            if not self._timed_out:
+                # Only two things interrupt a statement: our watchdog, and Ctrl-C / Jupyter's
+                # interrupt arriving while SQLite called the progress handler (sqlite3 then
+                # swallows the KeyboardInterrupt). Give it back, so the interrupt stops the
+                # cell.
+                raise KeyboardInterrupt
+            self._timed_out = False
+            return SqlError(
+                f"SQL statement interrupted: it ran longer than {self.lab.sql_time_limit:g} s, "
+                "the lab's limit for one statement (Lab(sql_time_limit=...)); the object "
+                "keeps running: SQLITE_INTERRUPT")
         return SqlError(sqlite_error_text(exc))
 
     def _critical(self, message: str, cause: BaseException) -> None:
@@ -667,7 +746,14 @@ class SqliteEngine:
         sql = ("SELECT key, value FROM _cf_KV" + (" WHERE " + " AND ".join(where) if where else "")
                + f" ORDER BY key {'DESC' if reverse else 'ASC'} LIMIT ?")
         params.append(-1 if limit is None else limit)
-        return [(k, v) for k, v in self._x(sql, params).fetchall()]
+        rows = self._x(sql, params).fetchall()
+        for k, _ in rows:
+            if type(k) is not str:  # see _backends._check_listed_keys
+                raise StorageCorruptError(
+                    f"{self.instance.label}: the _cf_KV table holds a key that is not text "
+                    f"({type(k).__name__} {k!r:.60}): storage keys are always str"
+                )
+        return rows
 
     def kv_put(self, items: list[tuple[str, bytes]], *, confirmed: bool) -> None:
         self._begin()
@@ -700,24 +786,45 @@ class SqliteEngine:
         conn = self._db(create=True)
         assert conn is not None
         self._invalidate_cursors("the database was wiped by deleteAll()")
-        if conn.in_transaction:
-            # Its writes would be deleted anyway (workerd rolls the implicit transaction back).
-            self._x("ROLLBACK")
-            self._reload_metadata()
-            self._txn_keys = {}
-        self._x("BEGIN")
+        # All or nothing: the wipe runs in a savepoint of the open transaction. The writes of
+        # other deliveries waiting in that transaction are wiped with everything else if it
+        # succeeds (the same end state as workerd rolling the transaction back first); if a
+        # drop fails half-way (a trigger that raises, ON DELETE SET NULL on a NOT NULL
+        # column), rolling back to the savepoint leaves the database exactly as it was, and
+        # their commit still carries their writes.
+        if not conn.in_transaction:
+            self._x("BEGIN")
+        self._x("SAVEPOINT _cf_delete_all")
         deferred = self._x("PRAGMA defer_foreign_keys").fetchone()[0]
-        self._x("PRAGMA defer_foreign_keys=ON")  # dropping a parent table before its child
-        for _ in range(100_000):
-            row = self._x(_SQL_USER_OBJECTS).fetchone()
-            if row is None:
-                break
-            kind, name = row
-            self._x(f"DROP {'VIEW' if kind == 'view' else 'TABLE'} IF EXISTS {_quote(name)}")
-        self._x("DELETE FROM _cf_KV")
-        self._x("PRAGMA user_version=0")
+        try:
+            self._x("PRAGMA defer_foreign_keys=ON")  # dropping a parent table before its child
+            for _ in range(100_000):
+                row = self._x(_SQL_USER_OBJECTS).fetchone()
+                if row is None:
+                    break
+                kind, name = row
+                self._x(f"DROP {'VIEW' if kind == 'view' else 'TABLE'} IF EXISTS {_quote(name)}")
+            self._x("DELETE FROM _cf_KV")
+            self._x("PRAGMA user_version=0")
+        except sqlite3.Error as exc:
+            error = SqlError(
+                f"deleteAll() failed and changed nothing: {self.sql_error(exc)}")
+            if not conn.in_transaction:
+                # SQLite rolled the whole transaction back (RAISE(ROLLBACK) in a trigger):
+                # writes waiting in it are gone, so the object resets (as after any such
+                # statement); their callers get the reset error, never an acknowledgement.
+                if self._commit_fut is not None:
+                    self._critical(ROLLED_BACK_MESSAGE, exc)
+                raise error from exc
+            self._x("ROLLBACK TO _cf_delete_all")
+            self._x("RELEASE _cf_delete_all")
+            self._x(f"PRAGMA defer_foreign_keys={'ON' if deferred else 'OFF'}")
+            self._end_unused_transaction()
+            raise error from exc
+        self._x("RELEASE _cf_delete_all")
         if not deferred:
             self._x("PRAGMA defer_foreign_keys=OFF")
+        self._txn_keys = {}
         self._txn_delete_all = True
         self._txn_writes += 1
         self._mark_write(True)
@@ -764,6 +871,14 @@ class SqliteEngine:
     # -- SQL -----------------------------------------------------------------------------
 
     def exec(self, query: str, params: tuple[Any, ...]) -> SqlStorageCursor:
+        armed = self.arm_time_limit()
+        try:
+            return self._exec(query, params)
+        finally:
+            if armed:
+                self.disarm_time_limit()
+
+    def _exec(self, query: str, params: tuple[Any, ...]) -> SqlStorageCursor:
         statements = split_statements(query)
         conn = self._db(create=True)
         assert conn is not None
@@ -803,18 +918,38 @@ class SqliteEngine:
         expected = conn.in_transaction
         self._stmt_wrote = False
         self._deny_reason = None
+        # ALTER TABLE ... RENAME TO names the new table nowhere the authorizer sees it: run it
+        # in a savepoint and look at the schema afterwards (a table renamed into _cf_ would
+        # hide from the authorizer and from deleteAll()).
+        guard = expected and _leading_keyword(statement) == "ALTER"
+        if guard:
+            self._x("SAVEPOINT _cf_alter_guard")
         try:
             cursor = conn.execute(statement, params)
+            if guard:
+                self._check_alter()
         except sqlite3.Error as exc:
+            if guard and conn.in_transaction:
+                self._x("ROLLBACK TO _cf_alter_guard")
+                self._x("RELEASE _cf_alter_guard")
+                guard = False
             if multi and isinstance(exc, sqlite3.ProgrammingError) and "bindings" in str(exc):
                 error = SqlError(MULTI_STATEMENT_BINDINGS_MESSAGE)
             else:
-                error = self.sql_error(exc)
+                try:
+                    error = self.sql_error(exc)
+                except KeyboardInterrupt:
+                    # Stopped by the user: leave no transaction this statement opened.
+                    if began and conn.in_transaction and self._commit_fut is None:
+                        self._x("ROLLBACK")
+                    raise
             self._deny_reason = None
             self._after_statement(conn, expected, exc)
             if began and conn.in_transaction and self._commit_fut is None:
                 self._x("ROLLBACK")
             raise error from exc
+        if guard:
+            self._x("RELEASE _cf_alter_guard")
         wrote = self._stmt_wrote
         self._after_statement(conn, expected, None)
         if wrote:
@@ -823,6 +958,14 @@ class SqliteEngine:
         elif began:
             self._end_unused_transaction()
         return cursor, wrote
+
+    def _check_alter(self) -> None:
+        row = self._x(_SQL_RESERVED_NAMES).fetchone()
+        if row is not None:
+            self._deny_reason = (
+                f"not authorized: {row[0]!r} starts with _cf_, a prefix reserved for the "
+                "runtime's own tables: SQLITE_AUTH")
+            raise sqlite3.DatabaseError(self._deny_reason)
 
     def _after_statement(self, conn: sqlite3.Connection, expected: bool,
                          exc: BaseException | None) -> None:
@@ -987,6 +1130,7 @@ class SqliteEngine:
                 pass
         else:
             conn.set_authorizer(None)
+            conn.set_progress_handler(None, 0)
 
     def statistics(self) -> CacheStatistics:
         pending = self._txn_writes

@@ -53,12 +53,13 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from .attribution import IO, REENTRY, RUNNING, STORAGE
 from .clock import Sleep
 from .events import DeliveryResumed, TurnEnded
 
 if TYPE_CHECKING:
     from ._gates import InputGate, InputLock
-    from ._host import CriticalSection, Instance
+    from ._host import CriticalSection, Delivery, Instance
 
 __all__ = ["YIELD_TO_TURN", "Driver", "Resolved", "after_turn", "current_driver",
            "install_task_factory", "mark_io", "resolved", "spawn", "uninstall_task_factory"]
@@ -166,15 +167,26 @@ class Driver:
     """Runs one strand of an object's code (a delivery, a critical section, the constructor,
     a task the object created) through one input gate."""
 
-    __slots__ = ("delivery", "gate", "holder", "instance", "lock", "tasks_started")
+    __slots__ = ("call", "delivery", "gate", "holder", "instance", "lock", "tasks_started")
 
-    def __init__(self, instance: Instance, gate: InputGate, delivery: int, holder: str) -> None:
+    def __init__(self, instance: Instance, gate: InputGate, delivery: int, holder: str,
+                 call: Delivery | None = None) -> None:
         self.instance = instance
         self.gate = gate
         self.delivery = delivery
         self.holder = holder
         self.lock: InputLock | None = None
         self.tasks_started = 0
+        #: The delivery whose time this strand's waits are (attribution.py): the delivery's
+        #: own strand and a critical section it awaits; None for the constructor and tasks
+        #: (they run beside the call; the call's strand counts its wait for them as I/O).
+        self.call = call
+
+    def _enter(self, phase: int) -> None:
+        """The call this strand runs for moves to ``phase`` now (lab clock)."""
+        call = self.call
+        if call is not None:
+            call.enter(phase, self.instance.now())
 
     def release(self) -> None:
         lock, self.lock = self.lock, None
@@ -215,6 +227,7 @@ class Driver:
 
                 if yielded is None:  # bare yield: asyncio.sleep(0)
                     self._end_turn("yield")
+                    self._enter(REENTRY)
                     try:
                         await asyncio.sleep(0)
                     except asyncio.CancelledError:
@@ -236,12 +249,20 @@ class Driver:
 
                 if serial:
                     # Under "serial" the strand keeps the gate across every await.
+                    is_read = fut in instance.gate_holding_reads
                     if bus.active:
                         bus.emit(TurnEnded, object=instance.label, object_id=instance.object_id,
                                  delivery=self.delivery,
-                                 awaiting="storage" if fut in instance.gate_holding_reads
-                                 else "io", gate_held=True)
+                                 awaiting="storage" if is_read else "io", gate_held=True)
+                    call = self.call
+                    if call is not None:
+                        self._note_wait(fut, is_read)
+                        self._enter(STORAGE if is_read else IO)
                     await self._wait_keeping_lock(fut)
+                    if call is not None:
+                        if type(fut) is Sleep:
+                            call.note("timer_wait", instance.now() - call.since)
+                        self._enter(RUNNING)
                     continue
 
                 section = instance.critical_sections.get(fut)
@@ -252,6 +273,8 @@ class Driver:
                 if fut in instance.gate_holding_reads:
                     # A storage read: the turn is over, but the read holds the gate until the
                     # code after the await has run (workerd awaitIoWithInputLock).
+                    if self.call is not None:
+                        self.call.note("reads")
                     if not gate.has_turn_waiters:
                         # Nothing else of the turn waits to run: keep the lock itself across
                         # the read (the same admissions, one step less when stepping).
@@ -259,7 +282,9 @@ class Driver:
                             bus.emit(TurnEnded, object=instance.label,
                                      object_id=instance.object_id, delivery=self.delivery,
                                      awaiting="storage", gate_held=True)
+                        self._enter(STORAGE)
                         error = await self._wait_keeping_lock_cancellable(fut)
+                        self._enter(RUNNING)
                         continue
                     internal = True
                 else:
@@ -272,8 +297,12 @@ class Driver:
                 is_read = fut in instance.gate_holding_reads
                 if is_read:
                     self._end_turn("storage", gate_held=True)
+                    self._enter(STORAGE)
                 else:
                     self._end_turn("io")
+                    if self.call is not None:
+                        self._note_wait(fut, False)
+                        self._enter(IO)
                 error = await self._wait_and_reenter(fut, internal, is_read)
         except BaseException:
             # Cancelled (the object was reset) or the code raised: the coroutine is finished
@@ -289,6 +318,15 @@ class Driver:
         if bus.active:
             bus.emit(TurnEnded, object=self.instance.label, object_id=self.instance.object_id,
                      delivery=self.delivery, awaiting=awaiting, gate_held=gate_held)
+
+    def _note_wait(self, fut: asyncio.Future[Any], is_read: bool) -> None:
+        """Remember what the call waits for, for the verdict (a read, a timer)."""
+        call = self.call
+        assert call is not None
+        if is_read:
+            call.note("reads")
+        elif type(fut) is Sleep:
+            call.note("timers")
 
     async def _admitted(self, admission: asyncio.Future[InputLock]
                         ) -> tuple[InputLock | None, BaseException | None]:
@@ -322,6 +360,11 @@ class Driver:
                 self.lock = lock.entered()
                 break
             admission = None  # cancelled while queued: queue again, then deliver it
+        call = self.call
+        if event and call is not None:
+            # Back in through the gate: a new turn of its own code.
+            call.enter(RUNNING, self.instance.now())
+            call.turns = getattr(call, "turns", 1) + 1
         bus = self.instance.bus
         if event and bus.active:
             bus.emit(DeliveryResumed, object=self.instance.label,
@@ -352,6 +395,8 @@ class Driver:
             if counted[0]:
                 counted[0] = False
                 gate.internal_waits -= 1
+        call = self.call
+        timer = type(fut) is Sleep
 
         def wake(_: Any) -> None:
             uncount()
@@ -361,6 +406,12 @@ class Driver:
                 # A read's own continuation comes first: workerd hands it the read's lock.
                 waiter.set_result(gate.wait(holder, kind="resume", micro=micro,
                                             front=micro and is_read))
+                if call is not None:
+                    # Done waiting: from now on it waits to come back in (re-entry).
+                    now = self.instance.now()
+                    if timer:
+                        call.note("timer_wait", now - call.since)
+                    call.enter(REENTRY, now)
 
         if type(fut) is Sleep and not fut.done():
             # A lab-clock sleep: while the lab is paused, queue the continuation the moment
@@ -372,6 +423,10 @@ class Driver:
                 if (instance.lab.scheduler.paused and instance.broken is None
                         and not waiter.done()):
                     waiter.set_result(gate.wait(holder, kind="resume"))  # a timer: I/O
+                    if call is not None:
+                        now = instance.now()
+                        call.note("timer_wait", now - call.since)
+                        call.enter(REENTRY, now)
 
             fut.on_wake = on_wake
         fut.add_done_callback(wake)
@@ -422,9 +477,15 @@ class Driver:
         """
         section.awaited_by = self
         self._end_turn("blockConcurrencyWhile")
+        # The call stays "running": the section is its own code, the gate held for it (the
+        # section's driver moves the call through its own waits, see CriticalSection.run).
+        call = self.call
+        started = self.instance.now() if call is not None else 0.0
         await self._wait_keeping_lock(fut)
         handback = section.handback
         await self._reenter(handback)
+        if call is not None:
+            call.note("section", self.instance.now() - started)
 
     # -- tasks the object's code creates -------------------------------------------------
 

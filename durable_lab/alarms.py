@@ -29,11 +29,14 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import inspect
+import logging
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import values
 from ._turns import current_driver, spawn
+from .errors import StorageCorruptError, StorageError
 
 if TYPE_CHECKING:
     from ._host import ObjectHost
@@ -41,6 +44,8 @@ if TYPE_CHECKING:
     from .storage import DurableObjectStorage
 
 __all__ = ["ALARM_KEY", "AlarmInvocationInfo", "AlarmScheduler", "MAX_RETRIES"]
+
+LOG = logging.getLogger("durable_lab")
 
 ALARM_KEY = "alarm"
 MAX_RETRIES = 6  # counted retries: 7 attempts in all
@@ -64,6 +69,10 @@ class AlarmInvocationInfo:
         return self.isRetry
 
 
+#: The latest alarm time accepted, in epoch ms: the largest time a JavaScript Date can hold.
+MAX_ALARM_TIME = 8.64e15
+
+
 def _to_millis(when: Any) -> float:
     if isinstance(when, _dt.datetime):
         if when.tzinfo is None:
@@ -73,6 +82,26 @@ def _to_millis(when: Any) -> float:
         raise TypeError(
             f"setAlarm() takes epoch milliseconds (int or float) or a datetime, "
             f"got {type(when).__name__}: {when!r}"
+        )
+    # NaN and infinity would become the lab clock's time once the alarm is due (an auto
+    # clock jumps to it), for every object: refuse them here, where the mistake is made.
+    if not math.isfinite(when) or when > MAX_ALARM_TIME:
+        raise ValueError(
+            f"setAlarm() takes a finite time of at most {MAX_ALARM_TIME:.0f} epoch ms "
+            f"(the largest JavaScript Date), got {when!r}"
+        )
+    return float(when)
+
+
+def _stored_alarm(data: bytes, label: str) -> float:
+    """The alarm time stored as ``data``; StorageCorruptError naming the object otherwise."""
+    try:
+        when = values.decode(data)
+    except StorageCorruptError as exc:
+        raise StorageCorruptError(f"{label}: the stored alarm cannot be read: {exc}") from exc
+    if isinstance(when, bool) or not isinstance(when, (int, float)) or not math.isfinite(when):
+        raise StorageCorruptError(
+            f"{label}: the stored alarm is {when!r:.60}, not a finite time in epoch ms"
         )
     return float(when)
 
@@ -88,6 +117,8 @@ class AlarmScheduler:
         self._running: set[tuple[str, str]] = set()
         self._retries: dict[tuple[str, str], int] = {}
         self.fired = 0
+        #: (object label, error) for each stored alarm that could not be armed (see load).
+        self.errors: list[tuple[str, StorageError]] = []
 
     # -- what storage tells us -------------------------------------------------------------
 
@@ -96,7 +127,7 @@ class AlarmScheduler:
         if ALARM_KEY not in metadata:
             return
         data = metadata[ALARM_KEY]
-        when = None if data is None else float(values.decode(data))
+        when = None if data is None else _stored_alarm(data, host.label)
         self._arm(host, when)
 
     def _arm(self, host: ObjectHost, when: float | None) -> None:
@@ -113,11 +144,21 @@ class AlarmScheduler:
         self._timers[key] = self.lab.clock.call_at(when / 1000.0, lambda: self._fire(host))
 
     async def load(self, hosts: list[ObjectHost]) -> None:
-        """Arm the alarms stored by objects not in memory (a lab reopened on its folder)."""
+        """Arm the alarms stored by objects not in memory (a lab reopened on its folder).
+
+        Each object on its own: an alarm that cannot be read (a damaged file) is skipped and
+        logged, and the others are armed all the same. Reading that object's alarm later
+        (``getAlarm()``) raises the same StorageCorruptError to its own code.
+        """
         for host in hosts:
-            stored = await self.lab.backend.read_metadata(host.storage_key)
-            if stored.get(ALARM_KEY) is not None and host.storage_key not in self.scheduled:
-                self._arm(host, float(values.decode(stored[ALARM_KEY])))
+            try:
+                stored = await self.lab.backend.read_metadata(host.storage_key)
+                data = stored.get(ALARM_KEY)
+                if data is not None and host.storage_key not in self.scheduled:
+                    self._arm(host, _stored_alarm(data, host.label))
+            except StorageError as exc:
+                self.errors.append((host.label, exc))
+                LOG.warning("alarm of %s not armed: %s", host.label, exc)
 
     # -- firing ----------------------------------------------------------------------------
 
@@ -212,12 +253,12 @@ def getAlarm(self: DurableObjectStorage, *, allowConcurrency: bool = False  # no
         return _done(None)
     if cache.metadata_loaded or ALARM_KEY in cache.metadata:
         data = cache.metadata.get(ALARM_KEY)
-        return _done(None if data is None else float(values.decode(data)))
+        return _done(None if data is None else _stored_alarm(data, instance.label))
 
     async def read() -> float | None:
         metadata = await cache.load_metadata()
         data = metadata.get(ALARM_KEY)
-        return None if data is None else float(values.decode(data))
+        return None if data is None else _stored_alarm(data, instance.label)
 
     return self._start_read(read(), allowConcurrency)
 

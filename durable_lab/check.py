@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable,
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from .attribution import Breakdown
 from .errors import LabClosedError
 
 __all__ = [
@@ -146,6 +147,9 @@ class Operation:
     status: Status = "pending"
     result: Any = None
     error: ErrorInfo | None = None
+    #: Where its time went (lab clock; ``durable_lab.attribution``), for calls recorded by a
+    #: ``Lab(record=True)`` once they answered: ``lab.explain(op)``.
+    breakdown: Breakdown | None = None
 
     @property
     def ok(self) -> bool:
@@ -207,6 +211,7 @@ class Operation:
             "result": self.result,
             "error": None if self.error is None else {
                 "type": self.error.type, "message": self.error.message, "kind": self.error.kind},
+            "breakdown": None if self.breakdown is None else self.breakdown.to_dict(),
         }
 
     @classmethod
@@ -227,6 +232,8 @@ class Operation:
             result=data.get("result"),
             error=None if error is None else ErrorInfo(
                 str(error["type"]), str(error.get("message", "")), str(error.get("kind", "local"))),
+            breakdown=(None if data.get("breakdown") is None
+                       else Breakdown.from_dict(data["breakdown"])),
         )
 
 

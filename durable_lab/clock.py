@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -86,7 +87,7 @@ class RealClock:
     """Wall time, optionally running at ``rate`` times real speed."""
 
     def __init__(self, rate: float = 1.0) -> None:
-        if not isinstance(rate, (int, float)) or rate <= 0:
+        if not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
             raise ValueError(f"a clock rate must be a number > 0 (1.0 = real time), got {rate!r}")
         self.rate = float(rate)
         self._origin_real = time.time()
@@ -109,6 +110,14 @@ class RealClock:
 
     def __repr__(self) -> str:
         return "<RealClock>" if self.rate == 1.0 else f"<RealClock at {self.rate}x>"
+
+
+def fast_now(clock: Clock) -> Callable[[], float]:
+    """``clock.now``, or ``time.time`` itself for a real clock at rate 1 (the same value, one
+    Python call less: the runtime reads it at every call's transitions, attribution.py)."""
+    if type(clock) is RealClock and clock.rate == 1.0:
+        return time.time
+    return clock.now
 
 
 class _ManualTimer:
@@ -135,6 +144,10 @@ class ManualClock:
         return self._now
 
     def call_at(self, when: float, callback: Callable[[], Any]) -> ClockTimer:
+        if not math.isfinite(when):
+            # An AutoClock jumps to its next timer: a NaN or infinite one would become the
+            # time of every object in the lab.
+            raise ValueError(f"a lab timer needs a finite time, got {when!r}")
         timer = _ManualTimer(float(when), callback)
         if timer.when <= self._now:
             # Already due: fire on the next loop iteration rather than wait for an advance().
@@ -173,9 +186,13 @@ class ManualClock:
             raise TypeError(f"advance() takes a number of seconds, got {type(seconds).__name__}")
         if seconds < 0:
             raise ValueError("time can't go backwards")
+        if not math.isfinite(seconds):
+            raise ValueError(f"advance() takes a finite number of seconds, got {seconds!r}")
         return self.advance_to(self._now + seconds)
 
     def advance_to(self, when: float) -> int:
+        if not isinstance(when, (int, float)) or not math.isfinite(when):
+            raise ValueError(f"advance_to() takes a finite epoch time in seconds, got {when!r}")
         if when < self._now:
             raise ValueError("time can't go backwards")
         fired = 0
@@ -263,13 +280,23 @@ def sleep(seconds: float) -> asyncio.Future[None]:
     """
     from ._turns import current_driver, mark_io, spawn
 
-    if not isinstance(seconds, (int, float)) or seconds < 0:
-        raise ValueError(f"sleep() takes a number of seconds >= 0, got {seconds!r}")
+    if not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
+        raise ValueError(f"sleep() takes a finite number of seconds >= 0, got {seconds!r}")
     driver = current_driver.get()
     if driver is None:
         fut: asyncio.Future[None] = spawn(asyncio.sleep(seconds))
         return fut
     return mark_io(driver.instance.lab.clock.sleep(seconds))
+
+
+def wall_monotonic() -> float:
+    """Seconds of wall time from an arbitrary origin, for watchdogs only.
+
+    Lab logic reads ``lab.clock``; a watchdog that must stop runaway synchronous work (a SQL
+    statement, which no lab clock can interrupt because nothing else runs meanwhile) needs the
+    time that really passes. This is the one place outside the clocks that may read it.
+    """
+    return time.monotonic()
 
 
 def now() -> float:

@@ -22,6 +22,10 @@ Hierarchy::
     │   ├── OverloadedError          too many deliveries queued; overloaded=True
     │   └── LabClosedError           the lab is closed (also a RuntimeError)
     └── StorageError                 the storage backend failed (wrapped sqlite3/aiosqlite error)
+        ├── StorageCorruptError      stored bytes are not a value durable_lab wrote (names the
+        │                            object and key); only that read fails
+        └── LabFolderError           the lab folder is in use by another Lab, or a path in it
+                                     leads outside it (a symlink) or to a file the lab did not make
 
 Programmer errors (bad ids, bad keys, values of the wrong type) are builtins (``TypeError``,
 ``ValueError``, ``RangeError``-like ``ValueError``) whose message states the rule that was broken
@@ -37,6 +41,8 @@ __all__ = [
     "LAB_CLOSED_MESSAGE",
     "LabClosedError",
     "OverloadedError",
+    "LabFolderError",
+    "StorageCorruptError",
     "StorageError",
     "mark_remote",
 ]
@@ -134,6 +140,21 @@ class LabClosedError(DurableObjectError, RuntimeError):
 
 class StorageError(DurableLabError):
     """The storage backend failed to read or commit. The cause is chained (``__cause__``)."""
+
+
+class StorageCorruptError(StorageError):
+    """Stored data cannot be decoded into a value durable_lab writes.
+
+    Raised by the read that met it (``get``, ``list``, ``getAlarm``...), naming the object and
+    the key, so one damaged row fails only the calls that read it: the object keeps running and
+    its other keys stay readable. Decoding never builds anything but the documented value types.
+    """
+
+
+class LabFolderError(StorageError):
+    """The lab folder cannot be used as asked: another ``Lab`` owns it (the message names the
+    process and how to release it), or a path inside it is a symlink or a file the lab did not
+    create (the message names the path)."""
 
 
 def mark_remote(exc: BaseException) -> BaseException:

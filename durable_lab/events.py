@@ -1,8 +1,11 @@
 """The lab's event stream: one typed, immutable record for every step the runtime takes.
 
-Everything the panels draw and the lessons point at comes from these records. They are frozen,
-slotted dataclasses named in the past tense; they hold ids, labels and numbers, never live
-objects, so a list of them can be stored, printed, compared and replayed.
+Everything the panels draw and the lessons point at comes from these records. They are slotted
+dataclasses named in the past tense; they hold ids, labels and numbers, never live objects, so a
+list of them can be stored, printed, compared and replayed. Treat them as read-only: every
+subscriber gets the same record. (They are not ``frozen``: a frozen dataclass sets each field
+through ``object.__setattr__``, which made building an event more than twice as slow, and a
+lab with a panel open builds tens of thousands a second; see bench/RESULTS-watching.txt.)
 
 Every event has:
 
@@ -51,6 +54,9 @@ __all__ = [
     "InstanceEvicted",
     "InstanceReset",
     "LabClosed",
+    "NetworkHopEnded",
+    "NetworkHopStarted",
+    "ObjectPlaced",
     "OutgoingCallHeld",
     "OutgoingCallReleased",
     "Paused",
@@ -69,7 +75,7 @@ __all__ = [
     "WebSocketMessageSent",
 ]
 
-_event = dataclass(frozen=True, slots=True, kw_only=True)
+_event = dataclass(slots=True, kw_only=True)
 
 
 @_event
@@ -392,15 +398,66 @@ class WebSocketClosed(RuntimeEvent):
 class LabClosed(RuntimeEvent):
     """``lab.close()`` began: from now on the lab refuses calls (``LabClosedError``).
 
-    Lab-wide (``object`` is ``""``). Emitted once, before anything else ``close()`` does: a
-    ``Resumed`` if the lab was paused, the commits already under way landing
-    (``FlushStarted``/``CommitDone``), then one ``InstanceReset`` with ``reason="labClosed"`` per
-    live instance (``instances`` of them; their unflushed writes are lost), with the
-    ``DeliveryFinished``/``ReplyReleased`` (``ok=False``) of calls still in flight and
-    ``WebSocketClosed`` (1001) of open sockets. Nothing follows those.
+    Lab-wide (``object`` is ``""``). Emitted once, before anything else ``close()`` does; then
+    a ``Resumed`` if the lab was paused, the commits already under way landing (deliveries
+    already queued may still run meanwhile), one ``InstanceReset`` with
+    ``reason="labClosed"`` per live instance (``instances`` of them; their unflushed writes are
+    lost), the ``DeliveryFinished``/``ReplyReleased`` (``ok=False``) of calls still in flight
+    and ``WebSocketClosed`` (1001) of open sockets. Nothing is emitted after ``close()``
+    returns. docs/events.md, "The lab", has the exact order.
     """
 
     instances: int  # live instances close() is about to reset
+
+
+# -- placement and the network (durable_lab/network.py; only with Lab(network=...)) ----------------
+#
+# ``hop`` numbers one call's travel: the request leg and the reply leg of a call share it.
+
+
+@_event
+class ObjectPlaced(RuntimeEvent):
+    """The object's first call placed it in ``region``, for good.
+
+    ``reason``: ``"hint"`` (the stub's ``locationHint``), ``"caller"`` (no hint: near the caller
+    that created it) or ``"jurisdiction"`` (restricted to a jurisdiction whose regions did not
+    include the hint or the caller's region: the nearest of them).
+    """
+
+    region: str
+    reason: str
+    hint: str = ""  # the location hint of the stub that created it ("" if none)
+    caller_region: str = ""
+    jurisdiction: str = ""
+
+
+@_event
+class NetworkHopStarted(RuntimeEvent):
+    """A message left for the network: a call's request (``leg="request"``, towards the object,
+    before it is queued) or its reply (``leg="reply"``, after the output gate released it).
+    It arrives ``delay`` seconds of lab time later (a ``NetworkHopEnded``)."""
+
+    hop: int
+    leg: str  # "request" or "reply"
+    from_region: str
+    to_region: str
+    delay: float  # seconds, one way
+    method: str
+    caller: str = ""  # the calling object's label, or "client"
+
+
+@_event
+class NetworkHopEnded(RuntimeEvent):
+    """The message arrived: a request is queued at the object next (``DeliveryQueued``); a reply
+    is in the caller's hands."""
+
+    hop: int
+    leg: str
+    from_region: str
+    to_region: str
+    delay: float
+    method: str
+    caller: str = ""
 
 
 # -- stepping ----------------------------------------------------------------------------------

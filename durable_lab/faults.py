@@ -23,6 +23,7 @@ commits every time.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -111,23 +112,38 @@ class Faults:
             return rule
         return None
 
+    # Arguments are checked before anything is armed: a rule with a bad count or time would
+    # otherwise fail commits it was never meant to (times=0 still failing one, times="x"
+    # failing every later commit) or push the clock to NaN.
+
     @staticmethod
     def _check_probability(probability: float) -> float:
-        if not isinstance(probability, (int, float)) or not 0.0 <= probability <= 1.0:
+        if (isinstance(probability, bool) or not isinstance(probability, (int, float))
+                or not 0.0 <= probability <= 1.0):
             raise ValueError(f"probability must be a number from 0 to 1, got {probability!r}")
         return float(probability)
 
     @staticmethod
     def _check_seconds(seconds: float) -> float:
-        if not isinstance(seconds, (int, float)) or seconds < 0:
-            raise ValueError(f"seconds must be a number >= 0, got {seconds!r}")
+        if (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                or not 0 <= seconds < math.inf):
+            raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
         return float(seconds)
+
+    @staticmethod
+    def _check_times(times: int | None, *, optional: bool = False) -> int | None:
+        if times is None and optional:
+            return None
+        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+            allowed = "an int >= 1 (or None: until cleared)" if optional else "an int >= 1"
+            raise ValueError(f"times must be {allowed}, got {times!r}")
+        return times
 
     # -- storage -------------------------------------------------------------------------
 
     def fail_next_commit(self, target: Target = None, *, times: int = 1) -> None:
         """The next ``times`` commits of ``target`` fail (the object resets under "gates")."""
-        self._arm(self._commit_failures, "fail_commit", target, times=times)
+        self._arm(self._commit_failures, "fail_commit", target, times=self._check_times(times))
 
     def fail_commits(self, target: Target = None, *, probability: float) -> None:
         """Every commit of ``target`` fails with ``probability``, until ``clear()``."""
@@ -151,7 +167,8 @@ class Faults:
     def fail_calls(self, target: Target = None, *, times: int | None = 1,
                    probability: float = 1.0) -> None:
         """Calls to ``target`` are lost on the way (a ``retryable`` error), ``times`` times."""
-        self._arm(self._call_failures, "fail_calls", target, times=times,
+        self._arm(self._call_failures, "fail_calls", target,
+                  times=self._check_times(times, optional=True),
                   probability=self._check_probability(probability))
 
     def delay_calls(self, seconds: float, target: Target = None) -> None:
@@ -177,7 +194,7 @@ class Faults:
 
     def fail_next_alarm(self, target: Target = None, *, times: int = 1) -> None:
         """The next ``times`` alarm handler runs of ``target`` throw (and are retried)."""
-        self._arm(self._alarm_failures, "fail_alarm", target, times=times)
+        self._arm(self._alarm_failures, "fail_alarm", target, times=self._check_times(times))
 
     def take_alarm_failure(self, host: ObjectHost) -> Exception | None:
         if not self._alarm_failures:

@@ -10,9 +10,20 @@ key being SHA-256 of ``"durable_lab:" + binding name``:
   The same name in the same namespace always gives the same id (so the same stored state, also
   after a kernel restart on the same folder); another namespace gives another id.
 - ``newUniqueId()`` is ``random16 + HMAC(key, random16)[:16]``; the random bytes come from the
-  lab's seeded ``random.Random``, so a seeded run makes the same ids every time.
+  lab's seeded ``random.Random``, so a seeded run makes the same ids every time. A lab that
+  reopens a folder is told how many sessions opened it before (``lab.session``); from the
+  second session on, ``random16`` is ``SHA-256("durable_lab:session:<n>:" + drawn16)[:16]``,
+  so a "new" id never names an object of an earlier session on that folder (seeded runs stay
+  reproducible: session n of a folder gives the same ids every time).
 - ``idFromString(hex)`` accepts either kind and checks the MAC, so an id from another namespace
   (or a typo) is refused with Cloudflare's error messages.
+- A jurisdictional sub-namespace (``ns.jurisdiction("eu")``) uses its own key, SHA-256 of
+  ``"durable_lab:" + binding + ":jurisdiction:" + jurisdiction``: the same name gives another id
+  there, as on Cloudflare ("It is possible to have the same name represent different IDs in
+  different jurisdictions"). workerd does not implement jurisdictions at all (its error is
+  "Jurisdiction restrictions are not implemented in workerd."); production ids encode theirs,
+  and so do the lab's: ``idFromString`` recognises which key made an id and gives it its
+  ``id.jurisdiction`` back (``None`` for the plain namespace).
 
 An id prints as 64 lowercase hex digits. ``id.name`` is the name for ids made from a name
 (workerd keeps it for names up to 1024 bytes, also inside the object as ``ctx.id.name``) and
@@ -35,13 +46,16 @@ _MAX_NAME_BYTES = 1024
 class DurableObjectId:
     """The id of one Durable Object. Immutable; equal and hashed by its 32 bytes."""
 
-    __slots__ = ("_hex", "name", "namespace")
+    __slots__ = ("_hex", "jurisdiction", "name", "namespace")
     _durable_lab_by_reference = True  # may cross a stub as is (it is immutable)
 
-    def __init__(self, hex_id: str, *, namespace: str, name: str | None = None) -> None:
+    def __init__(self, hex_id: str, *, namespace: str, name: str | None = None,
+                 jurisdiction: str | None = None) -> None:
         self._hex = hex_id
         self.namespace = namespace
         self.name = name
+        #: The jurisdiction the id was made in (``"eu"``...), ``None`` outside any.
+        self.jurisdiction = jurisdiction
 
     def toString(self) -> str:  # noqa: N802 - Cloudflare's name
         """The id as 64 lowercase hex digits (what ``idFromString`` accepts)."""
@@ -64,7 +78,8 @@ class DurableObjectId:
 
     def __repr__(self) -> str:
         label = f" name={self.name!r}" if self.name is not None else ""
-        return f"<DurableObjectId {self.namespace}:{self._hex[:12]}…{label}>"
+        where = f" jurisdiction={self.jurisdiction!r}" if self.jurisdiction is not None else ""
+        return f"<DurableObjectId {self.namespace}:{self._hex[:12]}…{label}{where}>"
 
     def __copy__(self) -> DurableObjectId:
         return self
@@ -73,30 +88,62 @@ class DurableObjectId:
         return self
 
 
+def _namespace_key(namespace: str, jurisdiction: str | None) -> bytes:
+    text = f"durable_lab:{namespace}"
+    if jurisdiction is not None:
+        text += f":jurisdiction:{jurisdiction}"
+    return hashlib.sha256(text.encode()).digest()
+
+
 class IdFactory:
-    """Makes and checks the ids of one namespace."""
+    """Makes and checks the ids of one namespace (or of one jurisdiction of it).
 
-    __slots__ = ("_key", "_random", "namespace")
+    ``jurisdictions`` are every jurisdiction an id of this binding may come from, so that an
+    id string made in one is recognised (with its jurisdiction) wherever it is parsed.
+    """
 
-    def __init__(self, namespace: str, rng: random.Random) -> None:
+    __slots__ = ("_key", "_keys", "_random", "_session", "jurisdiction", "namespace")
+
+    def __init__(self, namespace: str, rng: random.Random, *, jurisdiction: str | None = None,
+                 jurisdictions: tuple[str, ...] = (), session: int = 0) -> None:
         self.namespace = namespace
-        self._key = hashlib.sha256(f"durable_lab:{namespace}".encode()).digest()
+        self.jurisdiction = jurisdiction
+        self._key = _namespace_key(namespace, jurisdiction)
+        # Own key first: the usual case costs one MAC.
+        self._keys: tuple[tuple[str | None, bytes], ...] = ((jurisdiction, self._key), *(
+            (j, _namespace_key(namespace, j))
+            for j in (None, *jurisdictions) if j != jurisdiction))
         self._random = rng
+        self._session = session
 
-    def _mac(self, data: bytes) -> bytes:
-        return hmac.new(self._key, data, hashlib.sha256).digest()[:16]
+    def _mac(self, data: bytes, key: bytes | None = None) -> bytes:
+        return hmac.new(key or self._key, data, hashlib.sha256).digest()[:16]
 
     def from_name(self, name: str) -> DurableObjectId:
         if not isinstance(name, str):
             raise TypeError(f"idFromName() takes a str name, got {type(name).__name__}: {name!r}")
-        first = self._mac(name.encode())
+        try:
+            encoded = name.encode()
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"idFromName() takes a name that is valid Unicode text; {name[:40]!r} holds the "
+                f"lone surrogate {exc.object[exc.start:exc.end]!r}, which cannot be encoded as "
+                "UTF-8"
+            ) from None
+        first = self._mac(encoded)
         hex_id = (first + self._mac(first)).hex()
-        kept_name = name if len(name.encode()) <= _MAX_NAME_BYTES else None
-        return DurableObjectId(hex_id, namespace=self.namespace, name=kept_name)
+        kept_name = name if len(encoded) <= _MAX_NAME_BYTES else None
+        return DurableObjectId(hex_id, namespace=self.namespace, name=kept_name,
+                               jurisdiction=self.jurisdiction)
 
     def new_unique(self) -> DurableObjectId:
         first = self._random.getrandbits(128).to_bytes(16, "big")
-        return DurableObjectId((first + self._mac(first)).hex(), namespace=self.namespace)
+        if self._session:
+            # A seeded generator repeats itself in every session; the folder's session number
+            # (see _folder.py) makes the ids of each session on one folder different.
+            first = hashlib.sha256(b"durable_lab:session:%d:" % self._session + first).digest()[:16]
+        return DurableObjectId((first + self._mac(first)).hex(), namespace=self.namespace,
+                               jurisdiction=self.jurisdiction)
 
     def from_string(self, text: str) -> DurableObjectId:
         if not isinstance(text, str) or not _HEX64.fullmatch(text):
@@ -104,9 +151,10 @@ class IdFactory:
                 f"Invalid Durable Object ID: must be 64 hex digits (got {text!r})"
             )
         raw = bytes.fromhex(text)
-        if not hmac.compare_digest(self._mac(raw[:16]), raw[16:]):
-            raise TypeError(
-                f"Durable Object ID is not valid for this namespace. ({text[:12]}… was not "
-                f"made by namespace {self.namespace!r})"
-            )
-        return DurableObjectId(text, namespace=self.namespace)
+        for jurisdiction, key in self._keys:
+            if hmac.compare_digest(self._mac(raw[:16], key), raw[16:]):
+                return DurableObjectId(text, namespace=self.namespace, jurisdiction=jurisdiction)
+        raise TypeError(
+            f"Durable Object ID is not valid for this namespace. ({text[:12]}… was not "
+            f"made by namespace {self.namespace!r})"
+        )

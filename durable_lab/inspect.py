@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import values
+from ._folder import check_db_path
 
 if TYPE_CHECKING:
     from .lab import Lab
@@ -128,7 +129,7 @@ def _sql_rows(lab: Lab, host: Any, query: str, params: tuple[Any, ...] = ()) -> 
         conn = _sql_engine._memory_db(host, create=False)
         return conn.execute(query, params).fetchall() if conn is not None else []
     path = Path(lab.path) / host.storage_key[0] / f"{host.storage_key[1]}.sqlite"
-    if not path.exists():
+    if not check_db_path(path):  # (a symlink is refused: the lab folder is a boundary)
         return []
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
         try:

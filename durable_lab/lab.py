@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import random
 import shutil
 import tempfile
 import weakref
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,7 @@ from . import alarms as _alarms
 from . import inspect as _inspect
 from . import websockets as _websockets
 from ._backends import MemoryBackend, SqliteBackend
+from ._folder import FolderLock
 from ._host import CODE_UPDATED_MESSAGE, ObjectHost
 from .bus import EventBus, Recorder, Subscription
 from .events import LabClosed
@@ -39,7 +42,8 @@ from .errors import DurableObjectResetError, LabClosedError
 from .check import History
 from .faults import Faults
 from .scheduler import Breakpoint, Choice, Scheduler
-from .namespace import DurableObjectNamespace, DurableObjectStub
+from .namespace import Client, DurableObjectNamespace, DurableObjectStub
+from .network import LOCATION_HINTS, Network, make_network
 from .objects import DurableObject
 from .storage import DurableObjectStorage
 
@@ -49,6 +53,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._backends import StorageBackend
+    from .attribution import Breakdown, Explanation
     from .events import RuntimeEvent
     from .ids import DurableObjectId
 
@@ -56,6 +61,13 @@ __all__ = ["MODELS", "Env", "Lab", "LabStatistics", "ObjectInfo"]
 
 #: The concurrency models a lab can run (see Lab's docstring).
 MODELS = ("gates", "none", "serial")
+
+
+def _is_seconds(value: object, *, zero: bool = False) -> bool:
+    """A finite number of seconds, > 0 (or >= 0 with ``zero``); NaN and infinity are not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and (value >= 0 if zero else value > 0)
 
 
 class Env:
@@ -98,6 +110,7 @@ class ObjectInfo:
     pending_writes: int  # keys written and not yet committed
     stored_bytes: int  # keys + values of the KV data in storage (SQL tables not counted)
     alarm: float | None  # committed alarm time, epoch ms
+    region: str | None = None  # where it lives (Lab(network=...)); None: not placed / no network
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +156,15 @@ class Lab:
         seed: seeds the random generator behind ``newUniqueId()``.
         commit_latency: seconds added to every commit, so the cost coalescing saves is visible
             on a fast disk.
-        max_queue: deliveries that may wait at one object before calls are refused with an
-            ``overloaded`` error.
+        max_queue: deliveries that may wait at one object for their first admission before
+            calls are refused with an ``overloaded`` error.
+        max_in_flight: deliveries one object may have at once, waiting or running (a call
+            that awaits a timer or another object is still in flight); more are refused with
+            an ``overloaded`` error. Bounds the memory one object's callers can pin.
+        sql_time_limit: seconds of wall time one SQL statement (or one ``toArray()``) of a
+            SQLite-backed object may run before it is interrupted with a ``SqlError``; the
+            object stays usable. A statement runs synchronously, so without this limit a
+            runaway query would freeze the whole lab.
         max_open_databases: aiosqlite connections (threads) kept open at once for KV-backed
             classes (each live SQLite-backed instance holds one more, synchronous, connection).
         clock: ``"real"`` (wall time), ``"manual"`` (moves only with ``lab.clock.advance(s)``),
@@ -163,29 +183,45 @@ class Lab:
         hibernate_after: an instance with accepted WebSockets hibernates after this many
             seconds (lab time) without work, as in workerd (10 s); ``None``: only
             ``lab.hibernate()`` hibernates. See ``durable_lab.websockets``.
+        network: geography (``durable_lab.network``). ``None`` (default): none, calls cost no
+            network time. ``"cloudflare-regions"``: objects are placed near the caller that
+            creates them (or by ``locationHint``) and every call pays the round trip between
+            the caller's region and the object's, on the lab clock; callers take a region with
+            ``lab.client(region)``. A dict ``{("weur", "enam"): 80, ...}`` of round-trip
+            milliseconds overrides pairs of that table; a ``Network`` gives a whole table.
     """
 
     def __init__(self, path: str | Path | None = None, *, storage: str = "sqlite",
                  seed: int | None = None, commit_latency: float = 0.0, max_queue: int = 1000,
+                 max_in_flight: int = 5000, sql_time_limit: float = 5.0,
                  max_open_databases: int = 64, clock: str | Clock = "real",
                  rate: float = 1.0, idle_timeout: float | None = None,
                  model: str = "gates", hibernate_after: float | None = 10.0,
-                 record: bool = False) -> None:
+                 record: bool = False, network: str | dict[Any, Any] | Network | None = None
+                 ) -> None:
         if storage not in ("sqlite", "memory"):
             raise ValueError(f"storage must be 'sqlite' or 'memory', got {storage!r}")
         if storage == "memory" and path is not None:
             raise ValueError("a path only makes sense with storage='sqlite'")
-        if not isinstance(commit_latency, (int, float)) or commit_latency < 0:
-            raise ValueError(f"commit_latency must be a number of seconds >= 0, got {commit_latency!r}")
-        if not isinstance(max_queue, int) or max_queue < 1:
+        if not _is_seconds(commit_latency, zero=True):
+            raise ValueError(
+                f"commit_latency must be a finite number of seconds >= 0, got {commit_latency!r}")
+        if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 1:
             raise ValueError(f"max_queue must be an int >= 1, got {max_queue!r}")
-        if idle_timeout is not None and (not isinstance(idle_timeout, (int, float))
-                                         or idle_timeout <= 0):
-            raise ValueError(f"idle_timeout must be None or seconds > 0, got {idle_timeout!r}")
+        if (isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int)
+                or max_in_flight < 1):
+            raise ValueError(f"max_in_flight must be an int >= 1, got {max_in_flight!r}")
+        if not _is_seconds(sql_time_limit):
+            raise ValueError(
+                f"sql_time_limit must be a finite number of seconds > 0, got {sql_time_limit!r}")
+        if idle_timeout is not None and not _is_seconds(idle_timeout):
+            raise ValueError(
+                f"idle_timeout must be None or a finite number of seconds > 0, got {idle_timeout!r}")
         self.idle_timeout = idle_timeout
-        if hibernate_after is not None and (isinstance(hibernate_after, bool) or not isinstance(
-                hibernate_after, (int, float)) or hibernate_after <= 0):
-            raise ValueError(f"hibernate_after must be None or seconds > 0, got {hibernate_after!r}")
+        if hibernate_after is not None and not _is_seconds(hibernate_after):
+            raise ValueError(
+                f"hibernate_after must be None or a finite number of seconds > 0, "
+                f"got {hibernate_after!r}")
         self.hibernate_after = hibernate_after
         if model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(map(repr, MODELS))}, got {model!r}")
@@ -196,16 +232,22 @@ class Lab:
         self.seed = seed
         self.commit_latency = float(commit_latency)
         self.max_queue = max_queue
+        self.max_in_flight = max_in_flight
+        self.sql_time_limit = float(sql_time_limit)
         self.storage = storage
         self.env = Env()
         self.alarms = _alarms.AlarmScheduler(self)
         self.faults = Faults(self)
         self.scheduler = Scheduler(self)
+        #: Regions, placements and network delays (``durable_lab.network``); None: no geography.
+        self.network: Network | None = make_network(network, self)
         #: Storage calls on their way (the scheduler waits for them when it settles).
         self._io_in_flight = 0
         self.recording = bool(record)
         self.scheduler.recording = self.recording
         self._history = History() if record else None
+        #: Finished calls kept per object for lab.recent_calls() (0: none; see attribution.py).
+        self._recent_calls = 0
         self._calls: list[dict[str, Any]] = []
         self._events = Recorder(self.bus) if record else None
         self._hosts: dict[tuple[str, str], ObjectHost] = {}
@@ -213,7 +255,13 @@ class Lab:
         self._deliveries = 0
         self._commit_failures: dict[str, list[Exception]] = {}
         self._closed = False
+        self._close_task: asyncio.Future[None] | None = None
+        self._close_done = False
         self._tempdir: str | None = None
+        self._folder_lock: FolderLock | None = None
+        #: How many labs opened this folder before (0 for memory and fresh folders); mixed
+        #: into newUniqueId() so ids stay unique across sessions on one folder.
+        self.session = 0
         self.backend: StorageBackend
         if storage == "memory":
             self.path: Path | None = None
@@ -225,7 +273,17 @@ class Lab:
                 path = self._tempdir
             self.path = Path(path)
             self.path.mkdir(parents=True, exist_ok=True)
-            self.backend = SqliteBackend(self.path, max_open=max_open_databases)
+            # One owner per folder: refused at once (naming the holder) if another lab,
+            # here or in another process, has it open. See _folder.py.
+            self._folder_lock = FolderLock(self.path)
+            self.session = self._folder_lock.session
+            try:
+                self.backend = SqliteBackend(self.path, max_open=max_open_databases)
+            except BaseException:
+                # A traceback kept by Jupyter would keep this half-made lab, and its lock,
+                # alive: let go of the folder now.
+                self._folder_lock.release()
+                raise
         self.backend = _CountingBackend(self.backend, self)
 
     # -- bindings ------------------------------------------------------------------------
@@ -293,6 +351,17 @@ class Lab:
             ) from None
         self._track(loop.create_task(self.alarms.load(hosts)))
 
+    def client(self, region: str) -> Client:
+        """A caller in ``region`` (a Worker running there): ``lab.client("apac-ne").env.CHAT``
+        makes stubs whose calls come from ``region`` (see ``Lab(network=...)``)."""
+        if self.network is not None:
+            region = self.network.check_region(region)
+        else:
+            if region not in LOCATION_HINTS:
+                raise ValueError(f"unknown region {region!r}: a caller's region is one of "
+                                 f"{', '.join(LOCATION_HINTS)}")
+        return Client(self, region)
+
     def _host(self, namespace: DurableObjectNamespace, object_id: DurableObjectId) -> ObjectHost:
         key = (namespace.name, object_id.toString())
         host = self._hosts.get(key)
@@ -300,6 +369,11 @@ class Lab:
             self._check_open()
             host = ObjectHost(self, namespace, object_id)
             self._hosts[key] = host
+        elif host.id.name is None and object_id.name is not None and host.incarnations == 0:
+            # Made from its file (alarms are loaded at bind) before the name was known: now
+            # that it is, errors and events can say "COUNTER:room-1" instead of a hex prefix.
+            host.id = object_id
+            host.label = f"{namespace.name}:{object_id.name}"
         return host
 
     # -- observation ---------------------------------------------------------------------
@@ -337,10 +411,52 @@ class Lab:
             )
         return self._history
 
+    def explain(self, call: Any) -> Explanation:
+        """Where ``call``'s time went: a table of phases (ms and %) and a one-line verdict.
+
+        ``call`` is a history entry (``lab.history().op(3)``, with ``Lab(record=True)``), a
+        workload call (``result.calls[i]``), a ``Breakdown``, or a stub (its most recent call,
+        in flight or finished). See ``durable_lab.attribution``.
+        """
+        from .attribution import explain
+
+        return explain(call)
+
+    def keep_recent_calls(self, per_object: int = 50) -> None:
+        """Keep the last ``per_object`` finished calls of every object, for
+        :meth:`recent_calls` (the "Where the time went" panel turns this on). Off by default:
+        a kept call holds its arguments and its result. ``0`` turns it off again."""
+        if isinstance(per_object, bool) or not isinstance(per_object, int) or per_object < 0:
+            raise ValueError(f"per_object must be an int >= 0, got {per_object!r}")
+        if per_object <= self._recent_calls and per_object:
+            return  # (already keeping at least that many)
+        self._recent_calls = per_object
+        for host in self._hosts.values():
+            kept = list(host.recent or ())
+            host.recent = deque(kept, maxlen=per_object) if per_object else None
+
+    def recent_calls(self, target: Any = None) -> list[Breakdown]:
+        """The breakdowns of the finished calls kept (``keep_recent_calls``) of ``target`` (a
+        stub, an id, an object label like ``"COUNTER:room-1"``, or None: every object),
+        oldest first."""
+        from .attribution import snapshot
+
+        if target is None:
+            hosts = list(self._hosts.values())
+        elif isinstance(target, str):  # an object label, "COUNTER:room-1"
+            hosts = [h for h in self._hosts.values() if h.label == target]
+        else:
+            hosts = [self._host_of(target)]
+        now = self.clock.now()
+        calls = [d for h in hosts for d in (h.recent or ())]
+        calls.sort(key=lambda d: (getattr(d, "end", None) or 0.0, d.id))
+        return [snapshot(d, now, self) for d in calls]
+
     def _record_call(self, host: ObjectHost, kind: str, method: str, args: tuple[Any, ...],
-                     kwargs: dict[str, Any], send: Callable[[], asyncio.Future[Any]]
+                     kwargs: dict[str, Any], send: Callable[[Any], asyncio.Future[Any]]
                      ) -> asyncio.Future[Any]:
         from . import trace as _trace
+        from .attribution import snapshot
 
         assert self._history is not None
         task = asyncio.current_task()
@@ -355,10 +471,15 @@ class Lab:
         self._calls.append(record)
         shown_args = args if kind != "fetch" else (getattr(args[0], "url", args[0]),)
         op = self._history.invoke(client, host.label, method, shown_args, kwargs)
-        reply = send()
+        arrived: list[Any] = []  # the call's delivery, once it reached the object
+        reply = send(arrived.append)
 
         def done(fut: asyncio.Future[Any]) -> None:
             record["outcome"] = _trace.encode_outcome(fut)
+            if arrived:
+                # Where its time went (attribution.py), kept with the history entry.
+                entry = self._history.op(op)  # type: ignore[union-attr]
+                entry.breakdown = snapshot(arrived[0], self.clock.now(), self)
             if fut.cancelled():
                 self._history.fail(op, "cancelled")  # type: ignore[union-attr]
             elif fut.exception() is not None:
@@ -535,6 +656,8 @@ class Lab:
                 label=host.label, state=state, incarnations=host.incarnations,
                 queue_length=queued, in_flight=max(0, in_flight), pending_writes=pending,
                 stored_bytes=size, alarm=self.alarms.scheduled.get(host.storage_key),
+                region=(self.network._placements.get(host.storage_key)
+                        if self.network is not None else None),
             ))
         return infos
 
@@ -592,16 +715,33 @@ class Lab:
         return self._closed
 
     async def close(self) -> None:
-        """Let pending commits land, stop every object, close storage. Idempotent."""
-        if self._closed:
+        """Let pending commits land, stop every object, close storage, release the folder.
+
+        Idempotent, and it completes: the work runs in a task of its own, so a close whose
+        caller is interrupted (Jupyter's interrupt cancels the cell) goes on in the background,
+        and a close that was stopped part-way is finished by the next ``close()``. Every step
+        can be repeated safely.
+        """
+        if self._close_done:
             return
-        self._closed = True
-        if self.bus.active:
-            # First, so a panel can show "lab closed" and read the labClosed resets below as
-            # part of it (docs/events.md gives the order).
-            self.bus.emit(LabClosed, instances=sum(1 for h in self._hosts.values()
-                                                   if h.instance is not None))
+        if not self._closed:
+            self._closed = True
+            if self.bus.active:
+                # First, so a panel can show "lab closed" and read the labClosed resets below
+                # as part of it (docs/events.md gives the order).
+                self.bus.emit(LabClosed, instances=sum(1 for h in self._hosts.values()
+                                                       if h.instance is not None))
+        task = self._close_task
+        if task is None or task.done():
+            if task is not None and not task.cancelled():
+                task.exception()  # it failed part-way: retrieved here, redone below
+            task = self._close_task = asyncio.ensure_future(self._finish_close())
+        await asyncio.shield(task)
+
+    async def _finish_close(self) -> None:
         self.alarms.cancel_all()
+        if self.network is not None:
+            self.network.close(LabClosedError)  # calls still on their way fail, not hang
         # A paused lab would hold the commits we are about to wait for: let everything run.
         self.scheduler.clear_breakpoints()
         if self.scheduler.paused:
@@ -617,6 +757,10 @@ class Lab:
                 host.instance.reset(closing, reason="labClosed", stubs_broken=True)
         _websockets.close_all(self)  # hibernated objects' sockets too (code 1001)
         leftover = [t for t in self._tasks if not t.done()]
+        # A batch that started flying while we closed (a delivery still running wrote it) lands
+        # now, not on a closed backend after close() returned: nothing is emitted after close().
+        leftover += [h._landing for h in self._hosts.values()
+                     if h._landing is not None and not h._landing.done()]
         if leftover:
             await asyncio.wait(leftover)
         self.scheduler.clear_breakpoints()
@@ -624,8 +768,11 @@ class Lab:
             self.scheduler.resume()
         await self.backend.aclose()
         _turns.uninstall_task_factory(self)  # object code no longer runs on this loop
+        if self._folder_lock is not None:
+            self._folder_lock.release()
         if self._tempdir is not None:
             shutil.rmtree(self._tempdir, ignore_errors=True)
+        self._close_done = True
 
     async def __aenter__(self) -> Lab:
         return self

@@ -16,6 +16,7 @@ still lose.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import values
@@ -25,12 +26,13 @@ from .errors import LabClosedError
 from .events import OutgoingCallHeld, OutgoingCallReleased
 from .http import Request, Response
 from .ids import DurableObjectId, IdFactory
+from .network import JURISDICTIONS, check_jurisdiction, check_location_hint
 
 if TYPE_CHECKING:
     from ._host import ObjectHost
     from .lab import Lab
 
-__all__ = ["RESERVED_METHODS", "DurableObjectNamespace", "DurableObjectStub"]
+__all__ = ["GET_OPTIONS", "RESERVED_METHODS", "Client", "DurableObjectNamespace", "DurableObjectStub"]
 
 #: Handler names that cannot be called over RPC (workerd worker-rpc.c++).
 RESERVED_METHODS = frozenset({
@@ -39,8 +41,39 @@ RESERVED_METHODS = frozenset({
 })
 
 
+#: The options ``get()``/``getByName()`` take (Cloudflare's ``DurableObjectNamespaceGetDurableObjectOptions``).
+GET_OPTIONS = ("locationHint",)
+
+
+def _location_hint(method: str, options: Mapping[str, Any] | None,
+                   location_hint: str | None) -> str | None:
+    """The hint of ``get(id, {"locationHint": ...})`` or ``get(id, locationHint=...)``."""
+    hint = location_hint
+    if options is not None:
+        if not isinstance(options, Mapping):
+            raise TypeError(f"{method}() options must be a dict like {{'locationHint': 'weur'}}, "
+                            f"got {type(options).__name__}: {options!r}")
+        unknown = [k for k in options if k not in GET_OPTIONS]
+        if unknown:
+            raise TypeError(f"{method}() got an unknown option {unknown[0]!r}; options: "
+                            f"{', '.join(GET_OPTIONS)}")
+        if "locationHint" in options:
+            if location_hint is not None:
+                raise TypeError(f"{method}() got locationHint twice (in the options dict and "
+                                "as a keyword): give it once")
+            hint = options["locationHint"]
+    if hint is None:
+        return None
+    return check_location_hint(hint)
+
+
 class DurableObjectNamespace:
-    """``env.NAME``: makes ids and stubs for one Durable Object class."""
+    """``env.NAME``: makes ids and stubs for one Durable Object class.
+
+    ``lab.client(region).env.NAME`` and ``env.NAME.jurisdiction("eu")`` are *views* of the same
+    binding (same class, same objects): the first makes stubs that call from ``region``, the
+    second makes the ids of one jurisdiction and refuses the others'.
+    """
 
     _durable_lab_by_reference = True
 
@@ -50,25 +83,49 @@ class DurableObjectNamespace:
         self.cls = cls
         #: True for a SQLite-backed class (ctx.storage.sql available, synchronous storage).
         self.sql = sql
-        self._ids = IdFactory(name, lab.random)
+        self._ids = IdFactory(name, lab.random, jurisdictions=JURISDICTIONS,
+                              session=getattr(lab, "session", 0))
+        #: The binding itself (a view's base), the region its stubs call from (None: the
+        #: lab's default caller), the jurisdiction it is restricted to.
+        self._base = self
+        self._region: str | None = None
+        self._jurisdiction: str | None = None
 
     def idFromName(self, name: str) -> DurableObjectId:  # noqa: N802
         """The id for ``name``: always the same id for the same name in this namespace."""
         return self._ids.from_name(name)
 
     def newUniqueId(self, options: dict[str, Any] | None = None) -> DurableObjectId:  # noqa: N802
-        """A new random id (from the lab's seeded random generator)."""
-        if options and options.get("jurisdiction") is not None:
-            raise NotImplementedError("Jurisdiction restrictions are not implemented in durable_lab.")
+        """A new random id (from the lab's seeded random generator).
+
+        ``{"jurisdiction": "eu"}`` makes it in that jurisdiction (as ``jurisdiction("eu")``
+        does).
+        """
+        if options:
+            jurisdiction = options.get("jurisdiction")
+            if jurisdiction is not None and jurisdiction != self._jurisdiction:
+                return self.jurisdiction(jurisdiction).newUniqueId()
         return self._ids.new_unique()
 
     def idFromString(self, text: str) -> DurableObjectId:  # noqa: N802
         """Parse an id printed by ``str(id)``; refuses malformed ids and ids of other namespaces."""
         return self._ids.from_string(text)
 
-    def get(self, object_id: DurableObjectId, options: dict[str, Any] | None = None
-            ) -> DurableObjectStub:
-        """A stub for ``object_id``. Does not start the object."""
+    def jurisdiction(self, jurisdiction: str) -> DurableObjectNamespace:
+        """A sub-namespace restricted to ``jurisdiction`` (``"eu"``, ``"fedramp"``,
+        ``"fedramp-high"``, ``"us"``): its ids differ from this namespace's for the same name,
+        its objects are placed only in the jurisdiction's regions, and its ``get()`` refuses
+        ids from another jurisdiction."""
+        return _NamespaceView(self._base, region=self._region,
+                              jurisdiction=check_jurisdiction(jurisdiction))
+
+    def get(self, object_id: DurableObjectId, options: dict[str, Any] | None = None, *,
+            locationHint: str | None = None) -> DurableObjectStub:  # noqa: N803
+        """A stub for ``object_id``. Does not start the object.
+
+        ``locationHint`` (``{"locationHint": "weur"}`` or ``locationHint="weur"``) asks for the
+        object to be created in that region; only the call that creates it respects the hint.
+        """
         self._lab._check_open()
         if not isinstance(object_id, DurableObjectId):
             raise TypeError(
@@ -80,12 +137,32 @@ class DurableObjectNamespace:
                 f"Durable Object ID is not valid for this namespace: the id belongs to "
                 f"{object_id.namespace!r}, not {self.name!r}"
             )
-        host = self._lab._host(self, object_id)
-        return DurableObjectStub(host, object_id)
+        if self._jurisdiction is not None and object_id.jurisdiction != self._jurisdiction:
+            raise TypeError(
+                "get called on jurisdictional subnamespace with an ID from a different "
+                f"jurisdiction (the id's jurisdiction is {object_id.jurisdiction!r}, this "
+                f"subnamespace's is {self._jurisdiction!r})"
+            )
+        hint = None if options is None and locationHint is None else _location_hint(
+            "get", options, locationHint)
+        host = self._lab._host(self._base, object_id)
+        stub = DurableObjectStub(host, object_id)
+        if hint is not None:
+            stub._hint = hint
+        if self._region is not None:
+            stub._region = self._region
+        return stub
 
-    def getByName(self, name: str, options: dict[str, Any] | None = None) -> DurableObjectStub:  # noqa: N802
-        """Shorthand for ``get(idFromName(name))``."""
-        return self.get(self.idFromName(name), options)
+    def getByName(self, name: str, options: dict[str, Any] | None = None, *,  # noqa: N802
+                  locationHint: str | None = None) -> DurableObjectStub:  # noqa: N803
+        """Shorthand for ``get(idFromName(name), options)``."""
+        if options is not None or locationHint is not None:
+            locationHint = _location_hint("getByName", options, locationHint)  # noqa: N806
+        return self.get(self.idFromName(name), locationHint=locationHint)
+
+    def _seen_from(self, region: str) -> DurableObjectNamespace:
+        """This namespace (its jurisdiction kept) as a caller in ``region`` sees it."""
+        return _NamespaceView(self._base, region=region, jurisdiction=self._jurisdiction)
 
     id_from_name = idFromName
     new_unique_id = newUniqueId
@@ -93,7 +170,41 @@ class DurableObjectNamespace:
     get_by_name = getByName
 
     def __repr__(self) -> str:
-        return f"<DurableObjectNamespace {self.name} ({self.cls.__qualname__})>"
+        where = ""
+        if self._jurisdiction is not None:
+            where += f", jurisdiction {self._jurisdiction}"
+        if self._region is not None:
+            where += f", calling from {self._region}"
+        return f"<DurableObjectNamespace {self.name} ({self.cls.__qualname__}){where}>"
+
+
+class _NamespaceView(DurableObjectNamespace):
+    """The same binding seen from a region (``lab.client``) or restricted to a jurisdiction.
+
+    Its class and storage kind follow the binding's (a re-bind updates the base only); its
+    objects are the binding's objects (hosts are keyed by the base).
+    """
+
+    def __init__(self, base: DurableObjectNamespace, *, region: str | None,
+                 jurisdiction: str | None) -> None:  # noqa: D107 - no super().__init__: a view
+        self._lab = base._lab
+        self._base = base
+        self._region = region
+        self._jurisdiction = jurisdiction
+        self._ids = base._ids if jurisdiction is None else IdFactory(
+            base.name, base._lab.random, jurisdiction=jurisdiction, jurisdictions=JURISDICTIONS)
+
+    @property  # type: ignore[override]
+    def name(self) -> str:
+        return self._base.name
+
+    @property  # type: ignore[override]
+    def cls(self) -> type:
+        return self._base.cls
+
+    @property  # type: ignore[override]
+    def sql(self) -> bool:
+        return self._base.sql
 
 
 class _RpcMethod:
@@ -132,7 +243,8 @@ class _RpcMethod:
 class DurableObjectStub:
     """A handle on one object. ``await stub.method(...)``, ``await stub.fetch(request)``."""
 
-    __slots__ = ("_generation", "_host", "id", "name")
+    __slots__ = ("_generation", "_hint", "_host", "_last", "_last_arrival", "_region", "id",
+                 "name")
     _durable_lab_by_reference = True
 
     def __init__(self, host: ObjectHost, object_id: DurableObjectId) -> None:
@@ -140,6 +252,14 @@ class DurableObjectStub:
         self._generation = host.generation
         self.id = object_id
         self.name = object_id.name
+        #: With Lab(network=...): the location hint it was taken with, the region it calls
+        #: from (None: the lab's default caller), its last message on the way (E-order).
+        self._hint: str | None = None
+        self._region: str | None = None
+        self._last_arrival: asyncio.Future[None] | None = None
+        #: The delivery of its most recent call that reached the object (attribution.py:
+        #: ``lab.explain(stub)``).
+        self._last: Any = None
 
     def __getattr__(self, name: str) -> _RpcMethod:
         if name.startswith("_"):
@@ -170,29 +290,75 @@ class DurableObjectStub:
         if host.lab.closed:
             # At once, not in the reply: a cell re-run after "Run All" closed the lab says so.
             raise LabClosedError()
+        if host.lab.network is not None:  # the only cost of geography when there is none
+            return self._send_over_network(kind, method, args, kwargs)
         driver = current_driver.get()
         if driver is None and host.lab.scheduler.paused:
             host.lab.scheduler.note_call(host.label, method)  # "the lab is paused: ..."
         if driver is not None and not driver.instance.broken:
             # An outgoing call from an object waits for that object's pending writes. Its
             # reply is I/O for the caller: the caller's code comes back through its gate.
+            # (The caller's delivery keeps the callee's, so its breakdown reaches the callee's.)
+            call = driver.call
+            link = call.add_call if call is not None else None
             pending = driver.instance.output_gate.wait()
             if pending is not None:
-                return mark_io(self._send_after(pending, driver, kind, method, args, kwargs))
-            return mark_io(host.deliver(kind, method, args, kwargs, self._generation))
+                return mark_io(self._send_after(pending, driver, kind, method, args, kwargs,
+                                                link=link))
+            return mark_io(host.deliver(kind, method, args, kwargs, self._generation, self,
+                                        None if link is None else (None, 0.0, link)))
         elif driver is None and host.lab.recording:
             return host.lab._record_call(
                 host, kind, method, args, kwargs,
-                lambda: host.deliver(kind, method, args, kwargs, self._generation))
-        return host.deliver(kind, method, args, kwargs, self._generation)
+                lambda link: host.deliver(kind, method, args, kwargs, self._generation, self,
+                                          (None, 0.0, link)))
+        return host.deliver(kind, method, args, kwargs, self._generation, self)
+
+    def _send_over_network(self, kind: str, method: str, args: tuple[Any, ...],
+                           kwargs: dict[str, Any]) -> asyncio.Future[Any]:
+        """``_send`` with ``Lab(network=...)``: the same steps, with the call carried from the
+        caller's region to the object's and its reply carried back (network.py)."""
+        host = self._host
+        lab = host.lab
+        network = lab.network
+        assert network is not None
+        driver = current_driver.get()
+        if driver is None and lab.scheduler.paused:
+            lab.scheduler.note_call(host.label, method)
+        if driver is not None and not driver.instance.broken:
+            caller = driver.instance
+            source = network.region_of_host(caller.host)
+            call = driver.call
+            link = call.add_call if call is not None else None
+
+            def carry(sent: float | None = None, held: float = 0.0,
+                      link: Any = link) -> asyncio.Future[Any]:
+                return network.carry(self, source, caller.label, kind, method, args, kwargs,
+                                     sent=sent, held=held, link=link)
+
+            pending = caller.output_gate.wait()
+            if pending is not None:
+                return self._send_after(pending, driver, kind, method, args, kwargs, carry)
+            return carry()
+        source = self._region or network.default_region
+
+        def carry_from_client(link: Any = None) -> asyncio.Future[Any]:
+            return network.carry(self, source, "client", kind, method, args, kwargs, link=link)
+
+        if driver is None and lab.recording:
+            return lab._record_call(host, kind, method, args, kwargs, carry_from_client)
+        return carry_from_client()
 
     def _send_after(self, pending: asyncio.Future[None], driver: Any, kind: str, method: str,
-                    args: tuple[Any, ...], kwargs: dict[str, Any]) -> asyncio.Future[Any]:
+                    args: tuple[Any, ...], kwargs: dict[str, Any],
+                    carry: Any = None, link: Any = None) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         caller = driver.instance
         bus = caller.bus
         target = self._host.label
+        clock = caller.lab.clock
+        sent = clock.now()  # the call was made now; the caller's output gate holds it
 
         async def send() -> None:
             if bus.active:
@@ -212,8 +378,11 @@ class DurableObjectStub:
             if bus.active:
                 bus.emit(OutgoingCallReleased, object=caller.label, object_id=caller.object_id,
                          delivery=driver.delivery, target=target, ok=True)
+            held = clock.now() - sent
             try:
-                inner = self._host.deliver(kind, method, args, kwargs, self._generation)
+                inner = (carry(sent, held) if carry is not None else
+                         self._host.deliver(kind, method, args, kwargs, self._generation,
+                                            self, (sent, held, link)))
             except BaseException as exc:
                 if not reply.done():
                     reply.set_exception(exc)
@@ -225,3 +394,51 @@ class DurableObjectStub:
 
     def __repr__(self) -> str:
         return f"<DurableObjectStub {self._host.label}>"
+
+
+class Client:
+    """``lab.client(region)``: a Worker running in ``region``, and the bindings it sees.
+
+    ``client.env.CHAT`` (or ``client.CHAT``) is the ``CHAT`` binding seen from ``region``: the
+    stubs it makes call from there, so with ``Lab(network=...)`` every call pays the round trip
+    from ``region`` to wherever the object lives, and an object it creates without a location
+    hint is placed in ``region``. On a lab without a network the region changes nothing.
+    """
+
+    def __init__(self, lab: Lab, region: str) -> None:
+        self._lab = lab
+        self.region = region
+        self.env = _ClientEnv(self)
+
+    def __getattr__(self, name: str) -> DurableObjectNamespace:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.env, name)
+
+    def __repr__(self) -> str:
+        return f"<Client in {self.region}>"
+
+
+class _ClientEnv:
+    """``client.env``: the lab's bindings, each seen from the client's region."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._views: dict[str, DurableObjectNamespace] = {}
+
+    def __getattr__(self, name: str) -> DurableObjectNamespace:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        client = self._client
+        base = getattr(client._lab.env, name)  # the lab's own error for an unknown binding
+        view = self._views.get(name)
+        if view is None or view._base is not base:
+            view = self._views[name] = _NamespaceView(base, region=client.region,
+                                                      jurisdiction=None)
+        return view
+
+    def __dir__(self) -> list[str]:
+        return dir(self._client._lab.env)
+
+    def __repr__(self) -> str:
+        return f"<Env seen from {self._client.region}: {', '.join(dir(self)) or '(no bindings)'}>"

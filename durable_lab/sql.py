@@ -167,11 +167,16 @@ class SqlStorageCursor:
         if self._invalid is not None:
             raise SqlError(f"This cursor can no longer be read: {self._invalid}.")
         assert self._cursor is not None
+        engine = self._engine
+        armed = engine.arm_time_limit()  # each row read is bounded by Lab(sql_time_limit)
         try:
             row = self._cursor.fetchone()
         except sqlite3.Error as exc:
             self._done = True
-            raise self._engine.sql_error(exc) from exc
+            raise engine.sql_error(exc) from exc
+        finally:
+            if armed:
+                engine.disarm_time_limit()
         if row is None:
             self._done = True
             return None
@@ -205,8 +210,14 @@ class SqlStorageCursor:
         return Row(done=False, value=dict(zip(self._names, row, strict=True)))
 
     def toArray(self) -> list[dict[str, Any]]:  # noqa: N802
-        """Every remaining row, as a list of dicts."""
-        return list(self)
+        """Every remaining row, as a list of dicts (all of them within one time limit)."""
+        engine = self._engine
+        armed = engine.arm_time_limit()
+        try:
+            return list(self)
+        finally:
+            if armed:
+                engine.disarm_time_limit()
 
     to_array = toArray
 
@@ -275,7 +286,13 @@ class _RawIterator:
         return Row(done=row is None, value=None if row is None else list(row))
 
     def toArray(self) -> list[list[Any]]:  # noqa: N802
-        return list(self)
+        engine = self._cursor._engine
+        armed = engine.arm_time_limit()
+        try:
+            return list(self)
+        finally:
+            if armed:
+                engine.disarm_time_limit()
 
     to_array = toArray
 

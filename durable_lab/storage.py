@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import values
 from ._turns import current_driver, mark_io, resolved, spawn
+from .errors import StorageCorruptError
 from .events import StorageOp
 from .sql import NOT_SQL_MESSAGE, NOT_SQLITE_MESSAGE, SqlStorage
 
@@ -95,14 +96,35 @@ def _done(value: Any) -> asyncio.Future[Any]:
     return resolved(value)
 
 
+def _not_unicode(what: str, text: str) -> ValueError:
+    """The error for a str that cannot be encoded as UTF-8 (it holds a lone surrogate)."""
+    bad = next(c for c in text if 0xD800 <= ord(c) <= 0xDFFF)
+    return ValueError(
+        f"{what} {text[:40]!r} is not valid Unicode text: it holds the lone surrogate {bad!r}, "
+        "which cannot be encoded as UTF-8 (keys and names must be encodable text)"
+    )
+
+
+def _utf8_size(text: str, what: str) -> int:
+    """Bytes of ``text`` in UTF-8; ValueError naming ``what`` if it holds a lone surrogate."""
+    if text.isascii():  # O(1) in CPython: the str knows
+        return len(text)
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError:
+        raise _not_unicode(what, text) from None
+
+
 def _check_key(key: object) -> str:
-    if type(key) is not str:  # (a str key that is short enough is checked in two comparisons)
+    if type(key) is not str:  # (a short ASCII key is checked in three cheap steps)
         raise TypeError(f"storage keys must be str, got {type(key).__name__}: {key!r}")
-    if len(key) * 4 > MAX_KEY_SIZE and len(key.encode()) > MAX_KEY_SIZE:
-        raise ValueError(
-            f"Keys cannot be larger than {MAX_KEY_SIZE} bytes. "
-            f"A key of size {len(key.encode())} was provided."
-        )
+    if len(key) > MAX_KEY_SIZE // 4 or not key.isascii():
+        size = _utf8_size(key, "storage key")
+        if size > MAX_KEY_SIZE:
+            raise ValueError(
+                f"Keys cannot be larger than {MAX_KEY_SIZE} bytes. "
+                f"A key of size {size} was provided."
+            )
     return key
 
 
@@ -124,6 +146,17 @@ def _encode(key: str, value: object) -> bytes:
             f"A value of size {len(data)} was provided (key {key!r})."
         )
     return data
+
+
+def decode_stored(label: str, key: str, data: bytes, limit: int = MAX_VALUE_SIZE) -> Any:
+    """``values.decode`` of the stored value of ``key``: corrupt bytes fail this read only,
+    with one error naming the object and the key."""
+    try:
+        return values.decode(data, limit=limit)
+    except StorageCorruptError as exc:
+        raise StorageCorruptError(
+            f"{label}: the stored value of key {key!r} cannot be read: {exc}"
+        ) from exc
 
 
 def _prefix_end(prefix: str) -> str | None:
@@ -158,12 +191,7 @@ def _check_sql_key(key: object) -> str:
     """A key of SQLite-backed storage: any str SQLite can store (no 2 KiB limit there)."""
     if type(key) is not str:
         raise TypeError(f"storage keys must be str, got {type(key).__name__}: {key!r}")
-    try:
-        key.encode()
-    except UnicodeEncodeError:
-        raise ValueError(
-            f"storage key {key!r} is not valid Unicode text (it contains a lone surrogate)"
-        ) from None
+    _utf8_size(key, "storage key")
     return key
 
 
@@ -206,6 +234,8 @@ def _list_bounds(prefix: str | None, start: str | None, start_after: str | None,
                         ("end", end)):
         if bound is not None and type(bound) is not str:
             raise TypeError(f"list() option {name} must be a str, got {type(bound).__name__}")
+        if bound is not None:
+            _utf8_size(bound, f"list() option {name}")
     if start is not None and start_after is not None:
         raise TypeError("list() cannot be called with both start and startAfter values.")
     if limit is not None and (type(limit) is not int or limit <= 0):
@@ -276,7 +306,7 @@ class DurableObjectStorage:
             if known:
                 if self._instance.bus.active:
                     self._emit("get", (key,), "hit")
-                return _done(None if data is None else values.decode(data))
+                return _done(None if data is None else self._decode(key, data))
             if self._instance.bus.active:
                 self._emit("get", (key,), "miss")
             return self._start_read(self._read_one(key, not noCache), allowConcurrency)
@@ -292,19 +322,25 @@ class DurableObjectStorage:
         if self._instance.bus.active:
             self._emit("get", wanted, "miss" if missing else "hit")
         if not missing:
-            return _done({k: values.decode(found[k]) for k in wanted if k in found})
+            return _done({k: self._decode(k, found[k]) for k in wanted if k in found})
         return self._start_read(self._read_many(wanted, found, missing, not noCache),
                                 allowConcurrency)
 
     async def _read_one(self, key: str, remember: bool) -> Any:
         found = await self._cache.read_missing([key], remember=remember)
         data = found.get(key)
-        return None if data is None else values.decode(data)
+        return None if data is None else self._decode(key, data)
 
     async def _read_many(self, wanted: list[str], found: dict[str, bytes], missing: list[str],
                          remember: bool) -> dict[str, Any]:
         found.update(await self._cache.read_missing(missing, remember=remember))
-        return {k: values.decode(found[k]) for k in wanted if k in found}
+        return {k: self._decode(k, found[k]) for k in wanted if k in found}
+
+    #: The largest value this engine stores; anything longer read back is not ours.
+    _MAX_STORED = MAX_VALUE_SIZE
+
+    def _decode(self, key: str, data: bytes) -> Any:
+        return decode_stored(self._instance.label, key, data, self._MAX_STORED)
 
     # -- put / delete --------------------------------------------------------------------
 
@@ -317,7 +353,7 @@ class DurableObjectStorage:
             instance.check_usable()
         if type(key) is str and value is not _MISSING and not allowUnconfirmed:
             # The common case, kept short: one key, one value, confirmed.
-            if len(key) * 4 > MAX_KEY_SIZE:
+            if len(key) > MAX_KEY_SIZE // 4 or not key.isascii():
                 _check_key(key)
             data = values.encode_for_key(key, value)
             if len(data) > MAX_VALUE_SIZE:
@@ -422,7 +458,7 @@ class DurableObjectStorage:
                     reverse: bool, limit: int | None) -> dict[str, Any]:
         rows = await self._cache.read_range(overlay, start=start, end=end, reverse=reverse,
                                             limit=limit)
-        return {k: values.decode(v) for k, v in rows}
+        return {k: self._decode(k, v) for k, v in rows}
 
     # -- sync ----------------------------------------------------------------------------
 
@@ -750,6 +786,7 @@ class SqlDurableObjectStorage(DurableObjectStorage):
 
     __slots__ = ("_sql",)
     _cache: SqliteEngine  # type: ignore[assignment]
+    _MAX_STORED = MAX_SQLITE_ENTRY_SIZE
 
     def __init__(self, instance: Instance) -> None:
         super().__init__(instance)
@@ -764,12 +801,12 @@ class SqlDurableObjectStorage(DurableObjectStorage):
             data = engine.kv_get(key)
             if self._instance.bus.active:
                 self._emit("get", (key,), "hit")
-            return _done(None if data is None else values.decode(data))
+            return _done(None if data is None else self._decode(key, data))
         wanted = sorted(set(_check_sql_keys(keys, "get")))
         found = engine.kv_get_many(wanted)
         if self._instance.bus.active:
             self._emit("get", wanted, "hit")
-        return _done({k: values.decode(found[k]) for k in wanted if k in found})
+        return _done({k: self._decode(k, found[k]) for k in wanted if k in found})
 
     def put(self, key: str | Mapping[str, Any], value: Any = _MISSING, *,
             allowUnconfirmed: bool = False, allowConcurrency: bool = False,  # noqa: N803
@@ -802,7 +839,7 @@ class SqlDurableObjectStorage(DurableObjectStorage):
     def _list_range(self, start: str | None, end: str | None, reverse: bool,
                     limit: int | None, allow_concurrency: bool) -> asyncio.Future[dict[str, Any]]:
         rows = self._cache.kv_list(start, end, reverse, limit)
-        return _done({k: values.decode(v) for k, v in rows})
+        return _done({k: self._decode(k, v) for k, v in rows})
 
     def sync(self) -> asyncio.Future[None]:
         """Wait for the commit pending now. Inside ``transaction()`` the open transaction cannot

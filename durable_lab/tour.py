@@ -37,6 +37,13 @@ _SHOWN = {
     "InstanceReset": lambda e: f"object RESET ({e.reason}): {e.lost_writes} unflushed writes lost",
     "LabClosed": lambda e: f"the lab is CLOSED (lab.close()): {e.instances} live object(s) "
                            "closing, calls refused from now on",
+    "ObjectPlaced": lambda e: f"placed in {e.region} " + {
+        "hint": "(its location hint)", "caller": "(near the caller that created it)",
+        "jurisdiction": f"(the nearest region of jurisdiction {e.jurisdiction!r})",
+    }.get(e.reason, f"({e.reason})"),
+    "NetworkHopStarted": lambda e: f"{e.leg} of {e.method} leaves {e.from_region} for "
+                                   f"{e.to_region} ({e.delay * 1000:.0f} ms one way)",
+    "NetworkHopEnded": lambda e: f"{e.leg} of {e.method} arrives in {e.to_region}",
 }
 
 

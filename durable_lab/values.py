@@ -29,12 +29,15 @@ stubs do on Cloudflare: ids, stubs and namespaces. ``clone(value, references=Tru
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import threading
 from typing import Any
 
 import msgpack
 
-__all__ = ["MAX_DEPTH", "clone", "decode", "encode", "encode_for_key", "encoded_size"]
+from .errors import StorageCorruptError
+
+__all__ = ["MAX_DECODED_SIZE", "MAX_DEPTH", "clone", "decode", "encode", "encode_for_key", "encoded_size"]
 
 #: How deep a value may nest. A cycle is refused by this limit.
 MAX_DEPTH = 256
@@ -107,6 +110,16 @@ class _Encoder:
         if kind is set or kind is frozenset:
             # Sort where possible so equal sets encode equally (stable storage bytes).
             items = list(value)
+            if len(items) > _CHECK_FROM:
+                try:
+                    _check_hashes(items)
+                except _Corrupt:
+                    # Reading it back would be refused (see decode): refuse it now instead.
+                    raise ValueError(
+                        f"{self.what} holds a set in which more than {_MAX_SHARED_HASH} items "
+                        "share one hash value; such a set costs quadratic time to rebuild and "
+                        "is refused (store a list instead)"
+                    ) from None
             try:
                 items.sort()
             except TypeError:
@@ -155,6 +168,12 @@ def _pack(value: Any, encoder: _Encoder) -> bytes:
             f"{encoder.what} cannot hold an int outside the 64-bit range "
             "(-2**63 .. 2**64-1); store it as a str instead"
         ) from None
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{encoder.what} holds a str that is not valid Unicode text "
+            f"({exc.object[exc.start:exc.end]!r} is a lone surrogate): only str that can be "
+            "encoded as UTF-8 can be stored"
+        ) from None
     except ValueError as exc:
         if "recursion" in str(exc) or "deep" in str(exc):
             raise ValueError(
@@ -165,6 +184,11 @@ def _pack(value: Any, encoder: _Encoder) -> bytes:
 
 
 
+class _Corrupt(Exception):
+    """Raised inside decoding; :func:`decode` turns it (and any other failure) into one
+    :class:`StorageCorruptError`."""
+
+
 def _ext_hook(code: int, data: bytes) -> Any:
     marker = _MARKERS.get(code)
     if marker is not None and not data:
@@ -173,14 +197,74 @@ def _ext_hook(code: int, data: bytes) -> Any:
         return _dt.datetime.fromisoformat(data.decode())
     if code == _EXT_DATE:
         return _dt.date.fromisoformat(data.decode())
-    raise ValueError(f"stored value has an unknown extension type {code}: not a durable_lab value")
+    raise _Corrupt(f"unknown extension type {code}")
+
+
+# Decoding must cost time linear in the input, whatever the input. msgpack itself is linear;
+# what is not is building a dict or a set: inserting n keys that all have the same hash costs
+# n**2 comparisons, and hashes of ints, floats and tuples of them can be made to collide at
+# will (str and bytes hashes are randomised per process, so they cannot). A value durable_lab
+# wrote came from a real dict or set, whose keys are distinct and almost never share a hash;
+# so more than _MAX_SHARED_HASH keys with one hash value means crafted (or damaged) bytes, and
+# they are refused before the dict or set is built. Small containers are not checked: with at
+# most _CHECK_FROM keys the worst case is bounded anyway.
+_CHECK_FROM = 32
+_MAX_SHARED_HASH = 16
+
+
+def _check_hashes(keys: Any) -> None:
+    counts: dict[int, int] = {}
+    for key in keys:
+        kind = type(key)
+        if kind is str or kind is bytes:
+            continue
+        h = hash(key)  # raises TypeError for an unhashable key: also corrupt
+        seen = counts.get(h, 0) + 1
+        if seen > _MAX_SHARED_HASH:
+            raise _Corrupt(
+                f"more than {_MAX_SHARED_HASH} keys of one dict or set share a hash value "
+                "(crafted data: building it would take quadratic time)"
+            )
+        counts[h] = seen
 
 
 def _pairs_hook(pairs: list[tuple[Any, Any]]) -> Any:
     if len(pairs) == 1 and type(pairs[0][0]) is _ContainerMarker:
         marker, items = pairs[0]
+        if type(items) is not list:
+            raise _Corrupt(f"a container holds a {type(items).__name__}, not a list of items")
+        if marker.build is not tuple and len(items) > _CHECK_FROM:
+            _check_hashes(items)
         return marker.build(items)
+    if len(pairs) > _CHECK_FROM:
+        _check_hashes([k for k, _ in pairs])
     return dict(pairs)
+
+
+#: Bytes that start a msgpack extension value (fixext 1-16, ext 8/16/32). Data without any of
+#: them cannot decode to an extension (a container marker, a date, msgpack's own Timestamp):
+#: it needs no check of the types it decoded to.
+_EXT_BYTES = re.compile(rb"[\xc7-\xc9\xd4-\xd8]")
+_LEAF_TYPES = frozenset({type(None), bool, int, float, str, bytes, _dt.datetime, _dt.date})
+
+
+def _check_types(value: Any) -> None:
+    """Refuse anything but the documented types (msgpack's Timestamp, a stray container
+    marker). Iterative, so a deep value cannot exhaust the Python stack."""
+    stack = [value]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        kind = type(item)
+        if kind in _LEAF_TYPES:
+            continue
+        if kind is dict:
+            push(item.keys())
+            push(item.values())
+        elif kind is list or kind is tuple or kind is set or kind is frozenset:
+            push(item)
+        else:
+            raise _Corrupt(f"it holds a {_describe(item)}, which durable_lab never stores")
 
 
 def _unpack(data: bytes, ext_hook: Any) -> Any:
@@ -205,9 +289,42 @@ def encode_for_key(key: str, value: object) -> bytes:
         _ENCODER.key = None
 
 
-def decode(data: bytes) -> Any:
-    """Decode bytes made by :func:`encode`. Never runs code: only data types are built."""
-    return _unpack(data, _ext_hook)
+#: The largest stored value :func:`decode` accepts by default: SQLite-backed storage's 2 MiB
+#: entry limit (KV-backed storage passes its own 128 KiB).
+MAX_DECODED_SIZE = 2 * 1024 * 1024
+
+
+def decode(data: bytes, *, limit: int = MAX_DECODED_SIZE) -> Any:
+    """Decode bytes made by :func:`encode`. Never runs code: only data types are built.
+
+    Anything else (bytes longer than ``limit``, damaged or crafted bytes, a type durable_lab
+    never stores) raises :class:`~durable_lab.errors.StorageCorruptError`, and decoding costs
+    time linear in ``len(data)`` whatever the bytes are.
+    """
+    if type(data) is not bytes:
+        raise StorageCorruptError(
+            f"the stored value is a {type(data).__name__}, not the bytes durable_lab writes"
+        )
+    if len(data) > limit:
+        raise StorageCorruptError(
+            f"the stored value has {len(data)} bytes, more than the {limit} a value may have"
+        )
+    try:
+        value = _unpack(data, _ext_hook)
+        # Without an extension byte the result can only hold msgpack's own types (None,
+        # bool, int, float, str, bytes, list, dict): nothing to check.
+        if type(value) not in _LEAF_TYPES and _EXT_BYTES.search(data) is not None:
+            _check_types(value)
+    except _Corrupt as exc:
+        raise StorageCorruptError(f"the stored value is not a durable_lab value: {exc}") from None
+    except Exception as exc:
+        # msgpack's FormatError/StackError/ExtraData, a bad date, an unhashable set item...
+        # all mean the same thing to the reader: these bytes are not a value we wrote.
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise StorageCorruptError(
+            f"the stored value is not a durable_lab value ({detail})"
+        ) from exc
+    return value
 
 
 def encoded_size(value: object) -> int:

@@ -27,12 +27,24 @@ The knobs:
 - **history**: a :class:`durable_lab.check.History` to record every call into, to check the
   run afterwards with :func:`~durable_lab.check.linearizable` and
   :func:`~durable_lab.check.lost_updates`.
+- **regions**: where the clients are (``Lab(network=...)``, ``durable_lab.network``): client
+  ``c`` calls from ``regions[c % len(regions)]``, so its calls pay the round trip to wherever
+  each object lives. ``result.per_region()`` and the summary give latency percentiles per
+  region.
+- **phases**: every call's latency is also split into phases (``durable_lab.attribution``:
+  queued, running, storage, io, reentry, output_gate, network) on the lab clock:
+  ``call.breakdown``, ``lab.explain(call)``, ``result.phases(object=...)`` (p50/p95/p99 per
+  phase) and ``result.phases_per_object()``; the summary prints the p50/p95 of each phase.
+- **timing**: ``"wall"`` (default) measures wall-clock time; ``"lab"`` measures lab-clock time,
+  which is what network delays and ``commit_latency`` cost on a manual or auto clock (where
+  they take no wall time at all).
 
 Errors never stop a workload: each failed call is recorded with its kind (``overloaded``,
 ``reset``, ``remote``, ``timeout``, ``closed``, ``local``), as a real client would log it and
 carry on. The one exception: on a lab that is already closed, ``run_workload`` raises
 ``LabClosedError`` at once instead of recording every call as failed.
-Times are wall-clock seconds (``time.perf_counter``), measured from the start of the run.
+Times are seconds from the start of the run: wall-clock (``time.perf_counter``) by default,
+lab-clock with ``timing="lab"``.
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .attribution import PHASES, Breakdown, last_call, phase_percentiles
 from .check import History, error_kind
 from .errors import LAB_CLOSED_MESSAGE, LabClosedError
 
@@ -87,6 +100,10 @@ class CallRecord:
     error: BaseException | None = None
     error_kind: str | None = None
     op: int | None = None  # the call's id in the history, if one was recorded
+    region: str | None = None  # the calling client's region (run_workload(regions=...))
+    #: Where its time went (lab clock, ``durable_lab.attribution``): ``lab.explain(call)``.
+    #: ``None`` if the call never reached its object (refused, lost, or the lab closed).
+    breakdown: Breakdown | None = None
 
     @property
     def ok(self) -> bool:
@@ -113,6 +130,9 @@ class CallRecord:
             "end": self.end,
             "latency": self.latency,
             "op": self.op,
+            "region": self.region,
+            **{f"{phase}_s": (None if self.breakdown is None else self.breakdown.phases[phase])
+               for phase in PHASES},
         }
 
     def __str__(self) -> str:
@@ -145,6 +165,10 @@ class WorkloadResult:
     duration: float
     calls: list[CallRecord] = field(default_factory=list)
     plan: list[PlannedCall] = field(default_factory=list)
+    #: "wall" or "lab": which clock start, end and latencies are measured on.
+    timing: str = "wall"
+    #: The client regions, in client order (empty without run_workload(regions=...)).
+    regions: list[str] = field(default_factory=list)
 
     # -- counts --
 
@@ -190,14 +214,44 @@ class WorkloadResult:
 
     # -- latency --
 
-    def latencies(self, *, object: str | None = None) -> list[float]:
-        """Sorted latencies (seconds) of the successful calls (of one object, if given)."""
+    def latencies(self, *, object: str | None = None, region: str | None = None) -> list[float]:
+        """Sorted latencies (seconds) of the successful calls (of one object, or from one
+        client region, if given)."""
         return sorted(c.latency for c in self.calls
-                      if c.ok and (object is None or c.object == object))
+                      if c.ok and (object is None or c.object == object)
+                      and (region is None or c.region == region))
 
-    def percentile(self, q: float, *, object: str | None = None) -> float | None:
+    def percentile(self, q: float, *, object: str | None = None,
+                   region: str | None = None) -> float | None:
         """Latency (seconds) below which ``q`` percent of the successful calls finished."""
-        return _percentile(self.latencies(object=object), q)
+        return _percentile(self.latencies(object=object, region=region), q)
+
+    def per_region(self) -> dict[str, dict[str, float | int | None]]:
+        """Per client region (in client order): ``calls`` (successful ones) and the latency
+        percentiles ``p50``, ``p95``, ``p99`` in seconds."""
+        table: dict[str, dict[str, float | int | None]] = {}
+        for region in dict.fromkeys(self.regions):
+            lat = self.latencies(region=region)
+            table[region] = {"calls": len(lat), "p50": _percentile(lat, 50),
+                             "p95": _percentile(lat, 95), "p99": _percentile(lat, 99)}
+        return table
+
+    def phases(self, *, object: str | None = None) -> dict[str, dict[str, float | None]]:
+        """Where the time went: per phase (``durable_lab.attribution.PHASES``), the p50, p95
+        and p99 (seconds, lab clock) of the time the successful calls (of one object, if
+        given) spent in it."""
+        return phase_percentiles(c.breakdown for c in self.calls
+                                 if c.ok and c.breakdown is not None
+                                 and (object is None or c.object == object))
+
+    def phases_per_object(self) -> dict[str, dict[str, dict[str, float | None]]]:
+        """:meth:`phases` for every object that answered a call, in name order."""
+        answered = {c.object for c in self.calls if c.ok and c.breakdown is not None}
+        return {name: self.phases(object=name) for name in self.names if name in answered}
+
+    def slowest(self, n: int = 20) -> list[CallRecord]:
+        """The ``n`` slowest successful calls, slowest first (for ``lab.explain``)."""
+        return sorted(self.ok_calls, key=lambda c: -c.latency)[:n]
 
     @property
     def p50(self) -> float | None:
@@ -219,15 +273,28 @@ class WorkloadResult:
 
     def summary(self) -> str:
         ok, failed = len(self.ok_calls), len(self.failed_calls)
+        clock = " of lab time" if self.timing == "lab" else ""
         lines = [
             f"Workload: {len(self.calls)} calls of {self.method} from {self.clients} client(s) "
-            f"on {len(self.names)} object(s) ({self.distribution}) in {self.duration:.3f} s",
+            f"on {len(self.names)} object(s) ({self.distribution}) in {self.duration:.3f} s"
+            f"{clock}",
             f"  ok {ok}, failed {failed}"
             + (" (" + ", ".join(f"{kind} {n}" for kind, n in sorted(self.errors.items())) + ")"
                if failed else ""),
             f"  throughput {self.throughput:.1f} calls/s; latency p50 {_ms(self.p50)}, "
             f"p90 {_ms(self.p90)}, p99 {_ms(self.p99)}",
         ]
+        if self.regions:
+            lines.append("  latency by client region:")
+            for region, row in self.per_region().items():
+                lines.append(f"    {region:<8} {row['calls']:>5} ok  p50 {_ms(row['p50']):>10}  "
+                             f"p95 {_ms(row['p95']):>10}  p99 {_ms(row['p99']):>10}")
+        table = self.phases()
+        shown_phases = [p for p in PHASES if (table[p]["p95"] or 0) > 0]
+        if shown_phases:
+            lines.append("  where the time went (p50 / p95 per phase, lab clock):")
+            lines.append("    " + ", ".join(
+                f"{p} {_ms(table[p]['p50'])} / {_ms(table[p]['p95'])}" for p in shown_phases))
         counts = self.per_object
         top = max(counts.values(), default=0)
         shown = sorted(counts.items(), key=lambda kv: -kv[1])[:10]
@@ -348,6 +415,8 @@ async def run_workload(
     history: History | None = None,
     timeout: float | None = None,  # noqa: ASYNC109 - a per-call timeout, not the whole run's
     open_loop: bool = False,
+    regions: Sequence[str] | None = None,
+    timing: Literal["wall", "lab"] = "wall",
 ) -> WorkloadResult:
     """Run ``clients`` concurrent clients calling ``method`` on objects of ``namespace``.
 
@@ -355,7 +424,8 @@ async def run_workload(
         method: the method to call, or ``{"increment": 0.9, "value": 0.1}`` to mix methods.
         clients: concurrent clients (client ``c`` makes calls ``c``, ``c + clients``, ...).
         calls: total number of calls, shared out round-robin; or ``per_client`` calls each.
-        rate: calls per second per client (``None``: as fast as possible).
+        rate: calls per second per client (``None``: as fast as possible), paced on the wall
+            clock (also with ``timing="lab"``).
         objects: how many objects (``obj-0`` ... ``obj-{objects-1}``); or ``names=[...]``.
         distribution: ``"uniform"``, ``"zipf"`` or ``"hot"``; ``skew`` tunes the last two.
         args: the arguments of every call (a tuple), a function ``args(i, rng) -> tuple`` of
@@ -365,6 +435,10 @@ async def run_workload(
         timeout: seconds a client waits for an answer before giving up on that call (recorded
             as a ``timeout`` error; the call may still take effect later).
         open_loop: clients send on schedule without waiting for answers (needs ``rate``).
+        regions: the client regions, one per client in turn (client ``c`` calls from
+            ``regions[c % len(regions)]``); see ``Lab(network=...)``.
+        timing: ``"wall"`` (wall-clock seconds) or ``"lab"`` (lab-clock seconds: what network
+            delays and commit latency cost on a manual or auto clock).
 
     A fresh stub is taken for every call (as a Worker does per request), so a reset object is
     reached again by the next call. Errors are recorded, never raised.
@@ -390,6 +464,14 @@ async def run_workload(
         if not isinstance(objects, int) or objects < 1:
             raise ValueError(f"objects must be an int >= 1, got {objects!r}")
         name_list = [f"obj-{k}" for k in range(objects)]
+    if timing not in ("wall", "lab"):
+        raise ValueError(f"timing must be 'wall' or 'lab', got {timing!r}")
+    region_list: list[str] = []
+    if regions is not None:
+        if isinstance(regions, str) or not regions:
+            raise ValueError(f"regions must be a non-empty list of regions (one per client in "
+                             f"turn), e.g. ['weur', 'apac-ne']; got {regions!r}")
+        region_list = [namespace._lab.client(r).region for r in regions]  # checks each name
     if namespace._lab.closed:
         # Every call would fail the same way: say it once, not "failed 120 (local 120)".
         raise LabClosedError(f"run_workload() cannot call {namespace.name}: {LAB_CLOSED_MESSAGE}")
@@ -402,16 +484,23 @@ async def run_workload(
                  distribution=distribution, skew=skew, args=args, seed=seed)
     ids = {name: namespace.idFromName(name) for name in name_list}
     records: list[CallRecord | None] = [None] * total
+    seen_from = {r: namespace._seen_from(r) for r in region_list}
+    client_region = [region_list[c % len(region_list)] if region_list else None
+                     for c in range(clients)]
+    now = namespace._lab.clock.now if timing == "lab" else time.perf_counter
     t0 = time.perf_counter()
+    clock_t0 = now()
 
     async def one_call(call: PlannedCall) -> None:
         token = (history.invoke(call.client, call.object, call.method, call.args)
                  if history is not None else None)
-        start = time.perf_counter() - t0
+        start = now() - clock_t0
         result: Any = None
         error: BaseException | None = None
+        region = client_region[call.client]
+        stub = None
         try:
-            stub = namespace.get(ids[call.object])
+            stub = (seen_from[region] if region is not None else namespace).get(ids[call.object])
             reply = asyncio.ensure_future(getattr(stub, call.method)(*call.args))
             if timeout is None:
                 result = await reply
@@ -424,7 +513,9 @@ async def run_workload(
                 result = reply.result()
         except Exception as exc:
             error = exc
-        end = time.perf_counter() - t0
+        end = now() - clock_t0
+        # A fresh stub per call: its most recent call is this one.
+        breakdown = last_call(stub) if stub is not None else None
         if token is not None and history is not None:
             if error is None:
                 history.complete(token, result)
@@ -432,7 +523,8 @@ async def run_workload(
                 history.fail(token, error)
         records[call.index] = CallRecord(
             call.index, call.client, call.seq, call.object, call.method, call.args, start, end,
-            result, error, None if error is None else error_kind(error), token)
+            result, error, None if error is None else error_kind(error), token, region,
+            breakdown)
 
     async def client(number: int) -> None:
         mine = plan[number::clients]
@@ -450,9 +542,10 @@ async def run_workload(
             await asyncio.gather(*in_flight)
 
     await asyncio.gather(*(client(c) for c in range(min(clients, max(total, 1)))))
-    duration = time.perf_counter() - t0
+    duration = now() - clock_t0
     done = [r for r in records if r is not None]
     return WorkloadResult(
         method=method if isinstance(method, str) else "/".join(method),
         clients=clients, names=name_list, distribution=distribution, duration=duration,
-        calls=done, plan=plan)
+        calls=done, plan=plan, timing=timing,
+        regions=[r for r in client_region if r is not None])

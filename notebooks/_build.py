@@ -371,13 +371,26 @@ class RateLimiter(DurableObject):
         return allowed
 '''
 
+STARTERS["10"] = '''
+def route(env, room, user):
+    return env.ROOMS.getByName("global")     # one chat object for the whole world
+'''
+SOLUTIONS["10"] = '''
+def route(env, room, user):
+    home = room.split("/")[0]                # rooms are named "<home region>/<topic>"
+    # Shard key: the room (the unit of consistency). Location: its home region, whoever
+    # creates it. Only the call that creates the object reads the hint; passing it on every
+    # call costs nothing and means no traveller can place the room far from its members.
+    return env.ROOMS.getByName(room, locationHint=home)
+'''
+
 CHECK_OF = {"00": "check_counter", "01": "check_locked_counter", "02": "check_seat",
             "03": "check_ledger", "04": "check_bulk_save", "05": "check_batcher",
             "06a": "check_profile", "06b": "check_router", "07": "check_leaderboard",
-            "08": "check_chat_room", "09": "check_rate_limiter"}
+            "08": "check_chat_room", "09": "check_rate_limiter", "10": "check_placement"}
 SUBJECT_OF = {"00": "MyCounter", "01": "LockedCounter", "02": "Seat", "03": "Ledger",
               "04": "Store", "05": "Batcher", "06a": "Profile", "06b": "route",
-              "07": "Leaderboard", "08": "ChatRoom", "09": "RateLimiter"}
+              "07": "Leaderboard", "08": "ChatRoom", "09": "RateLimiter", "10": "route"}
 IMPORTS = '''
 import asyncio
 from urllib.parse import parse_qs, urlparse
@@ -570,7 +583,12 @@ L00 = [
     happens. Then fix the class so that every scenario passes: the count must live in
     `self.ctx.storage`, per object.
     """),
-    code("await lab.close()"),
+    md("""
+    ---
+    The lab stays open, so you can keep experimenting and its panels stay live. When you are
+    done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
+    kernel does the same.
+    """),
     md("""
     **Next:** [01 · ownership, ids and stubs](01_ownership_ids_stubs.ipynb): why one owner per
     id is the whole trick.
@@ -735,7 +753,12 @@ class Counter(DurableObject):
     write. (This works only because all calls for one id reach one instance: the one-owner
     rule at work.)
     """),
-    code("await lab.close()"),
+    md("""
+    ---
+    The lab stays open, so you can keep experimenting and its panels stay live. When you are
+    done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
+    kernel does the same.
+    """),
     md("**Next:** [02 · the input gate](02_input_gate.ipynb): what it blocks, and what not."),
 ]
 # ---------------------------------------------------------------------------------------------
@@ -930,7 +953,12 @@ class Counter(DurableObject):
     The check also plays scheduler (25 random legal schedules of 3 claims) and makes the
     payment call fail once: a failed payment must leave the seat free for the next buyer.
     """),
-    code("await lab.close()"),
+    md("""
+    ---
+    The lab stays open, so you can keep experimenting and its panels stay live. When you are
+    done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
+    kernel does the same.
+    """),
     md("**Next:** [03 · the output gate](03_output_gate.ipynb): no false acknowledgments."),
 ]
 # ---------------------------------------------------------------------------------------------
@@ -1063,7 +1091,12 @@ class Account(DurableObject):
     deposits from 3 clients while 1 commit in 5 fails (over 2 accounts), and asks the history
     checker whether the balances the clients were told can all be true. Fix it.
     """),
-    code("await lab.close()"),
+    md("""
+    ---
+    The lab stays open, so you can keep experimenting and its panels stay live. When you are
+    done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
+    kernel does the same.
+    """),
     md("**Next:** [04 · write coalescing](04_write_coalescing.ipynb): n writes, one commit."),
 ]
 
@@ -1207,7 +1240,12 @@ async def measure(method, n):
     `Store.save_all(items)` must store a whole dict atomically, in one commit. The starter
     "makes sure" each item is saved. Run the check, read what it measured, and fix it.
     """),
-    code("await lab.close()"),
+    md("""
+    ---
+    The lab stays open, so you can keep experimenting and its panels stay live. When you are
+    done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
+    kernel does the same.
+    """),
     md("**Next:** [05 · alarms and the object lifecycle](05_alarms_lifecycle.ipynb)."),
 ]
 # ---------------------------------------------------------------------------------------------
@@ -1361,7 +1399,12 @@ L05 = [
     middle of a send, and makes a commit fail right after a send. The starter has four classic
     bugs; the check finds them one by one.
     """),
-    code("await lab.close()"),
+    md("""
+    ---
+    The lab stays open, so you can keep experimenting and its panels stay live. When you are
+    done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
+    kernel does the same.
+    """),
     md("**Next:** [06 · contention and sharding](06_contention_sharding.ipynb)."),
 ]
 
@@ -1410,6 +1453,26 @@ class Counter(DurableObject):
                                 objects=8, distribution="hot", skew=0.9, seed=1)
     print(result.summary())
     '''),
+    md("""
+    **Where did the hot object's time go?** Every call's latency is split into phases that add
+    up to it (docs/attribution.md): waiting for admission at the input gate (`queued`), running,
+    storage reads with the gate held, other I/O, re-entry, held by the output gate, network.
+    `result.phases(object=...)` gives each phase's percentiles; `hot.explain(call)` explains
+    one call in a line. Each bar below is one of the slowest calls, split by phase; click one.
+    """),
+    code('''
+    for phase, p in result.phases(object=result.hot_object).items():
+        if p["p95"]:
+            print(f"{phase:<12} p50 {p['p50'] * 1000:6.2f} ms   p95 {p['p95'] * 1000:6.2f} ms")
+    print(hot.explain(result.slowest(1)[0]))
+    widgets.where_time_went(hot, result=result, slowest=15)
+    '''),
+    md("""
+    On the hot object most of a call's time is `output_gate`: its code runs in a fraction of a
+    millisecond, then its reply waits for the commit of its batch, and one object's commits go
+    one at a time (2 ms each here). Coalescing keeps that wait short (many increments share one
+    commit); a second object would commit in parallel.
+    """),
     md("""
     The fleet is a heat map of queues: one dark cell (the hot object, its queue long) among
     pale ones; the queue-depth plot shows that one queue, and the percentiles above the plots
@@ -1640,7 +1703,12 @@ room = ROOMS.getByName("lobby")
     the room, and talks again; it also asks `history()` for the stored lines after an eviction.
     Make every line reach everyone, with the right name, and keep the history in storage.
     """),
-    code("await lab.close()"),
+    md("""
+    ---
+    The lab stays open, so you can keep experimenting and its panels stay live. When you are
+    done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
+    kernel does the same.
+    """),
     md("**Next:** [09 · capstone](09_capstone.ipynb)."),
 ]
 # ---------------------------------------------------------------------------------------------
@@ -1787,7 +1855,12 @@ L07 = [
     sorts nothing. The check bound your class with `sql=True` and tries quotes, a name that is
     SQL, evictions and ordering.
     """),
-    code("await lab.close()"),
+    md("""
+    ---
+    The lab stays open, so you can keep experimenting and its panels stay live. When you are
+    done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
+    kernel does the same.
+    """),
     md("**Next:** [08 · WebSockets and hibernation](08_websockets_hibernation.ipynb)."),
 ]
 
@@ -1894,8 +1967,193 @@ print("after an eviction:", [await user.allow() for _ in range(3)])
       op)` refuses stale versions, every editor connected over a WebSocket receives each accepted
       op in order. Prove it with two clients editing at once under `lab.pause()`.
     """),
-    code("await lab.close()\nawait proof.close()"),
+    md("""
+    ---
+    The lab stays open, so you can keep experimenting and its panels stay live. When you are
+    done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
+    kernel does the same.
+    """),
 ]
+# ---------------------------------------------------------------------------------------------
+# 10 · placement (taught after 06: numbered 10 so the numbering of 07-09 holds)
+# ---------------------------------------------------------------------------------------------
+
+L10 = [
+    md("""
+    # 10 · Placement: where objects live
+
+    *Read after [06 · contention and sharding](06_contention_sharding.ipynb).*
+
+    **Covers:** where an object lives (near the caller that creates it, for good), what distance
+    costs every call (a round trip per call, on the lab clock), `locationHint` on `get()` and
+    `getByName()`, `lab.client(region)`, jurisdictions (`ns.jurisdiction("eu")`), latency
+    percentiles per region (`run_workload(regions=..., timing="lab")`).
+    **You will be able to:** predict the latency each region sees from where an object lives,
+    and choose the shard key and location hints that keep every region within a budget.
+    **Scenario:** a chat service used from five continents, on
+    `Lab(network="cloudflare-regions", clock="auto")`: calls pay approximate real round-trip
+    times between Cloudflare's regions, in lab time, so every number below is the same on every
+    machine and the notebook runs in seconds.
+    """),
+    code(LESSON_IMPORTS + '''
+from durable_lab.workload import run_workload
+
+
+class Room(DurableObject):
+    async def post(self, user, text):
+        count = (await self.ctx.storage.get("count")) or 0
+        self.ctx.storage.put(f"msg:{count:06}", f"{user}: {text}")
+        self.ctx.storage.put("count", count + 1)
+        return count + 1
+
+    async def messages(self):
+        return list((await self.ctx.storage.list(prefix="msg:")).values())
+
+
+FIVE = ["wnam", "weur", "apac-ne", "sam", "oc"]     # five continents (Cloudflare's region names)
+'''),
+    md("""
+    ## Regions and round trips
+
+    Cloudflare names regions by their location hints: `wnam` (Western North America), `weur`
+    (Western Europe), `apac-ne` (Northeast Asia), `sam` (South America), `oc` (Oceania), and six
+    more. The lab's network is a table of approximate round-trip times between them (one city
+    stands for each region; docs/semantics.md says where the figures come from). A call pays
+    half the round trip on the way in and half on the way back.
+    """),
+    code('''
+    lab = Lab(storage="memory", seed=1, clock="auto", network="cloudflare-regions")
+    ROOMS = lab.bind("ROOMS", Room)
+    print("round trips in ms:")
+    print(lab.network.table(FIVE))
+    '''),
+    md("""
+    ## One call, two trips
+
+    `lab.client(region)` is a Worker running in that region: its `env.ROOMS` makes stubs that
+    call from there. An object is created at its first call, **near the caller that made it**,
+    and it stays there.
+
+    **Predict:** a member in Tokyo (`apac-ne`) creates the room `tokyo` with a post, then a member
+    in Amsterdam (`weur`) posts to it. How long does each post take, in lab milliseconds?
+    """),
+    code('''
+    room_view = widgets.watch(lab, lab.env.ROOMS.getByName("tokyo"))
+    room_view
+    '''),
+    code('''
+    for region in ("apac-ne", "weur"):
+        stub = lab.client(region).env.ROOMS.getByName("tokyo")
+        start = lab.clock.now()
+        await stub.post(f"someone in {region}", "hello")
+        took = (lab.clock.now() - start) * 1000
+        print(f"from {region:<8} {took:5.0f} ms   (the room lives in {lab.network.region_of(stub)})")
+    '''),
+    md("""
+    Tokyo's post took one local round trip (10 ms); Amsterdam's took the Amsterdam-Tokyo round
+    trip (230 ms), although the object did the same work. On the timeline the teal *network*
+    spans are the trips: one before *queued* (the request on its way in), one after the reply
+    left the output gate (the answer on its way back). The object's own work is the same sliver
+    in both lanes.
+
+    ## One global chat object, used from five continents
+
+    **Predict:** one object `"global"` for the whole service, created by a member in `wnam`.
+    Ten clients in five regions post to it. Which regions see a p50 under 50 ms?
+    """),
+    code('''
+    world = Lab(storage="memory", seed=1, clock="auto", network="cloudflare-regions")
+    world_rooms = world.bind("ROOMS", Room)
+    widgets.side_by_side(widgets.fleet(world), widgets.metrics(world))
+    '''),
+    code('''
+    await world.client("wnam").env.ROOMS.getByName("global").post("founder", "first!")
+    result = await run_workload(world_rooms, method="post", args=("member", "hi"), clients=10,
+                                per_client=20, names=["global"], regions=FIVE, timing="lab")
+    print(result.summary())
+    '''),
+    md("""
+    One region is fast, four are not: the object lives in `wnam` (its fleet cell says so) and
+    everyone else crosses an ocean twice per post. No amount of speed inside the object helps;
+    only *where it lives* does.
+
+    ## One object per room, near its members
+
+    Most of a room's members live in one region. **Predict:** one object per room, each created
+    by one of its own members: what p50 and p95 does each region see now?
+    """),
+    code('''
+    HOMES = {"wnam": "wnam/startups", "weur": "weur/techno", "apac-ne": "apac-ne/anime",
+             "sam": "sam/futebol", "oc": "oc/surf"}
+    sharded = Lab(storage="memory", seed=1, clock="auto", network="cloudflare-regions")
+    sharded_rooms = sharded.bind("ROOMS", Room)
+    widgets.side_by_side(widgets.fleet(sharded), widgets.metrics(sharded))
+    '''),
+    code('''
+    results = await asyncio.gather(*(
+        run_workload(sharded_rooms, method="post", args=("member", "hi"), clients=2,
+                     per_client=20, names=[room], regions=[region], timing="lab")
+        for region, room in HOMES.items()))
+    for result in results:
+        for region, row in result.per_region().items():
+            print(f"{region:<8} -> {result.names[0]:<14} p50 {row['p50'] * 1000:4.0f} ms   "
+                  f"p95 {row['p95'] * 1000:4.0f} ms")
+    print(sharded.network.placements())
+    '''),
+    md("""
+    Every region now sees one local round trip. The fleet groups its cells by region: one room
+    per continent, each next to its members. The shard key (the room, the unit of consistency,
+    lesson 06) also decides *where* state can live: one object can only be near one place.
+
+    ## The first call decides, for good
+
+    **Predict:** a cricket fan from Sydney, travelling in London, opens the room `oc/cricket`
+    (its first post comes from `weur`). Back home, Sydney members post with
+    `locationHint="oc"`. Where does the room live, and what does a Sydney post cost?
+    """),
+    code('''
+    await sharded.client("weur").env.ROOMS.getByName("oc/cricket").post("visitor", "g'day")
+    sydney = sharded.client("oc").env.ROOMS.getByName("oc/cricket", locationHint="oc")
+    start = sharded.clock.now()
+    await sydney.post("local", "hi")
+    print(f"{(sharded.clock.now() - start) * 1000:.0f} ms from Sydney; the room lives in "
+          f"{sharded.network.region_of(sydney)}")
+    '''),
+    md("""
+    The hint came too late: "Only the first call to `get()` for a particular Object will
+    respect the hint" (Cloudflare's docs). An object never moves, so pass the hint on *every*
+    call: it costs nothing after the first, and then whoever creates the room, it is created at
+    home. Python Workers take it as an options dict too: `getByName(room, {"locationHint": "oc"})`.
+
+    **Jurisdictions** are stronger than hints: `env.ROOMS.jurisdiction("eu")` is a sub-namespace
+    whose objects run and store data only in the EU (`weur` or `eeur` in the lab). Its ids differ
+    from the plain namespace's for the same name, and it refuses ids from elsewhere:
+    """),
+    code('''
+    eu_rooms = sharded.client("apac-ne").env.ROOMS.jurisdiction("eu")
+    print(eu_rooms.idFromName("gdpr") == sharded.env.ROOMS.idFromName("gdpr"))   # another id
+    await eu_rooms.getByName("gdpr", locationHint="apac-ne").post("auditor", "hello from Tokyo")
+    print("placed in", sharded.network.region_of(eu_rooms.getByName("gdpr")))   # never outside the EU
+    try:
+        eu_rooms.get(sharded.env.ROOMS.idFromName("gdpr"))
+    except TypeError as error:
+        print("TypeError:", error)
+    '''),
+    *exercise_cells("10", """
+    ## Exercise 10 · a latency budget per region
+
+    Write `route(env, room, user)`, returning the stub a message for `room` goes to. `env` is the
+    bindings seen from the user's region (the check calls it with `lab.client(region).env`), and
+    `env.ROOMS` is a ready-made room (`post(user, text)`, `messages()`). Rooms are named
+    `"<home region>/<topic>"` (`"oc/surf"`, `"weur/techno"`), and most members of a room live in
+    its home region. The check posts 5 messages per room from its members and wants every
+    region's p95 within **50 ms** of lab time; then it does it again with each room created by a
+    traveller far from home. Choose the shard key and the location hints.
+    """),
+    code("for each in (lab, world, sharded):\n    await each.close()"),
+    md("**Next:** [07 · the SQL API](07_sql_api.ipynb)."),
+]
+
 # ---------------------------------------------------------------------------------------------
 # writing the files
 # ---------------------------------------------------------------------------------------------
@@ -1911,6 +2169,7 @@ LESSONS = {
     "07_sql_api": (L07, ["07"]),
     "08_websockets_hibernation": (L08, ["08"]),
     "09_capstone": (L09, ["09"]),
+    "10_placement": (L10, ["10"]),
 }
 
 KERNEL = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},

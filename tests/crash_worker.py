@@ -1,6 +1,7 @@
 """Child process of tests/test_crash.py: bump a few objects forever, print every acknowledgement.
 
     python tests/crash_worker.py FOLDER [--objects N] [--per-object K] [--max-open M]
+                                 [--sql] [--wait-for-folder]
 
 Each object ``obj{j}`` of the ``BUMP`` binding (SQLite storage in FOLDER) is called by K
 concurrent workers. A call ``bump(i)`` writes ``a = i``, ``b = i`` and ``log{i} = i`` in one
@@ -8,6 +9,11 @@ turn, so one batch. The call numbers of one object are handed out in the order t
 made (and deliveries run in that order), continuing after whatever ``a`` the folder already
 holds. Once a call has returned (the write is acknowledged), the line ``ack obj{j} {i}`` is
 written to stdout and flushed. The workload never ends: the parent kills it with SIGKILL.
+
+``--sql`` binds the class as SQLite-backed (the same calls through the SQLite engine).
+``--wait-for-folder`` makes a second worker on the same folder wait for the first one's lock
+(retrying every 10 ms) instead of failing: two workers race for one folder, and the one that
+gets it second starts from whatever the first left on disk when it was killed.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from durable_lab import DurableObject, Lab  # noqa: E402
+from durable_lab import DurableObject, Lab, LabFolderError  # noqa: E402
 
 BINDING = "BUMP"
 
@@ -41,9 +47,20 @@ def _ack(line: str) -> None:
     sys.stdout.flush()
 
 
-async def main(folder: str, objects: int, per_object: int, max_open: int) -> None:
-    lab = Lab(folder, storage="sqlite", max_open_databases=max_open)
-    ns = lab.bind(BINDING, Bumper)
+async def open_lab(folder: str, max_open: int, wait: bool) -> Lab:
+    while True:
+        try:
+            return Lab(folder, storage="sqlite", max_open_databases=max_open)
+        except LabFolderError:
+            if not wait:
+                raise
+            await asyncio.sleep(0.01)
+
+
+async def main(folder: str, objects: int, per_object: int, max_open: int, sql: bool,
+               wait: bool) -> None:
+    lab = await open_lab(folder, max_open, wait)
+    ns = lab.bind(BINDING, Bumper, sql=sql)
     names = [f"obj{j}" for j in range(objects)]
     stubs = {name: ns.getByName(name) for name in names}
     start = await asyncio.gather(*(stubs[name].current() for name in names))
@@ -68,5 +85,7 @@ if __name__ == "__main__":
     parser.add_argument("--objects", type=int, default=4)
     parser.add_argument("--per-object", type=int, default=3)
     parser.add_argument("--max-open", type=int, default=64)
+    parser.add_argument("--sql", action="store_true")
+    parser.add_argument("--wait-for-folder", action="store_true")
     a = parser.parse_args()
-    asyncio.run(main(a.folder, a.objects, a.per_object, a.max_open))
+    asyncio.run(main(a.folder, a.objects, a.per_object, a.max_open, a.sql, a.wait_for_folder))

@@ -3,7 +3,7 @@
 The child (tests/crash_worker.py) bumps a few objects with concurrent calls; ``bump(i)`` writes
 ``a = i``, ``b = i`` and ``log{i} = i`` in one turn (one batch, one transaction), and the child
 prints ``ack obj i`` once a call has returned. The parent kills it at a random moment (50-400 ms
-after starting it, seeded), then reads the SQLite files itself (read-only) and checks:
+after it printed its start line, seeded), then reads the SQLite files itself (read-only) and checks:
 
 - durability: every acknowledged write is there (``a`` >= the highest acked ``i`` of that
   object, ``log{i}`` exists for every acked ``i``);
@@ -199,3 +199,105 @@ def test_sigkill_loses_no_acknowledged_write_and_splits_no_batch(tmp_path):
     for name, snap in asyncio.run(reopen()).items():
         a = committed[name]
         assert snap == {"a": a, "b": a, "logs": list(range(1, a + 1)), "log_values_ok": True}, name
+
+
+RACE_ROUNDS = 12
+
+
+def test_two_processes_racing_for_one_folder_lose_no_acknowledged_write(tmp_path):
+    """Issue #11 item 1 under SIGKILL: two workers start together on one folder and race for
+    it; only one may own it (the folder lock), the other waits. The owner is killed at a
+    random moment, the waiter takes the folder over (a dead process's lock is stale) and is
+    killed in turn. Every acknowledged write of either process must be on disk, no batch
+    split, and the two processes' acknowledgements never overlap: the second starts from
+    everything the first acknowledged. Rounds alternate the KV and the SQLite engine."""
+    rng = random.Random(SEED + 11)
+    folder = tmp_path / "lab"
+    files = object_files(folder)
+    acked: dict[str, set[int]] = {name: set() for name in NAMES}
+    committed = dict.fromkeys(NAMES, 0)
+    takeovers = 0
+    began = time.monotonic()
+
+    for rnd in range(RACE_ROUNDS):
+        sql = rnd % 2 == 1
+        first_kill = rng.uniform(0.05, 0.4)  # after the first owner printed its start line
+        second_kill = rng.uniform(0.05, 0.4)  # after the second one did (or 1 s)
+        waiter_first = rng.random() < 0.2
+        procs = []
+        outs = []
+        for p in range(2):
+            out_path = tmp_path / f"race{rnd}-{p}.out"
+            outs.append(out_path)
+            with open(out_path, "wb") as out, open(tmp_path / f"race{rnd}-{p}.err", "wb") as err:
+                procs.append(subprocess.Popen(
+                    [sys.executable, str(WORKER), str(folder), "--objects", str(OBJECTS),
+                     "--per-object", str(rng.randint(1, 3)), "--wait-for-folder",
+                     *(["--sql"] if sql else [])],
+                    stdout=out, stderr=err,
+                ))
+
+        def wait_for_start(paths: list[Path], limit: float) -> int | None:
+            deadline = time.monotonic() + limit
+            while time.monotonic() < deadline:
+                for i, path in enumerate(paths):
+                    if path.stat().st_size:
+                        return i
+                time.sleep(0.01)
+            return None
+
+        try:
+            # Kill the owner (mostly; sometimes the waiter) a little after it started; the
+            # other then takes the folder over and is killed a little after its own start.
+            owner = wait_for_start(outs, 10.0)
+            assert owner is not None, f"round {rnd}: no worker started: " \
+                f"{(tmp_path / f'race{rnd}-0.err').read_text()[-2000:]}"
+            time.sleep(first_kill)
+            first = 1 - owner if waiter_first else owner
+            for index in (first, 1 - first):
+                assert procs[index].poll() is None, (
+                    f"round {rnd}: worker {index} exited by itself: "
+                    f"{(tmp_path / f'race{rnd}-{index}.err').read_text()[-2000:]}")
+            os.kill(procs[first].pid, signal.SIGKILL)
+            procs[first].wait()
+            if not waiter_first:
+                wait_for_start([outs[1 - owner]], 3.0)
+            time.sleep(second_kill)
+            os.kill(procs[1 - first].pid, signal.SIGKILL)
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+        where = f"race round {rnd} ({'sql' if sql else 'kv'}, " \
+                f"{'waiter' if waiter_first else 'owner'} killed first)"
+
+        parsed = [parse_output(path.read_text()) for path in outs]
+        runs = [(start, acks) for start, acks in parsed if start is not None]
+        # Owners in the order they held the folder: the later one started from more.
+        runs.sort(key=lambda run: sum(run[0].values()))
+        if len(runs) == 2:
+            takeovers += 1
+            (_, first_acks), (second_start, second_acks) = runs
+            for name in NAMES:
+                mine = [i for n, i in first_acks if n == name]
+                if mine:
+                    assert second_start[name] >= max(mine), (
+                        f"{where}: the second owner started {name} at {second_start[name]}, "
+                        f"below the first owner's acknowledged {max(mine)}")
+                theirs = {i for n, i in second_acks if n == name}
+                assert not theirs & set(mine), f"{where}: both processes acknowledged the " \
+                                               f"same calls of {name}: {sorted(theirs & set(mine))[:5]}"
+        if runs:
+            assert runs[0][0] == committed, (
+                f"{where}: the first owner started from {runs[0][0]}, disk had {committed}")
+        for _, acks in runs:
+            for name, i in acks:
+                acked[name].add(i)
+        for name in NAMES:
+            committed[name] = check_object(name, read_kv(files[name]), acked[name], where)
+
+    total = sum(len(s) for s in acked.values())
+    print(f"\n{RACE_ROUNDS} race rounds, {takeovers} takeovers by the waiting process, "
+          f"{total} acked calls, committed {committed}, {time.monotonic() - began:.1f}s")
+    assert takeovers >= RACE_ROUNDS // 2, takeovers
+    assert total > 0 and all(acked[name] for name in NAMES)

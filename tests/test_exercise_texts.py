@@ -15,7 +15,7 @@ import textwrap
 import pytest
 
 from durable_lab.exercises import CHECKS, batcher, bulk, chat, contention, ledger, leaderboard
-from durable_lab.exercises import ratelimit, seats
+from durable_lab.exercises import placement, ratelimit, seats
 from durable_lab.exercises.helpers import Exporter
 
 from notebook_sources import generate, load_build
@@ -50,6 +50,8 @@ QUOTED = {
            f"commit in {ledger.CHAOS_FAIL_ONE_IN} fails (over {ledger.CHAOS_ACCOUNTS} accounts)"],
     "05": [f"`BATCH_SECONDS = {batcher.BATCH_SECONDS}` s after the first item"],
     "06a": [f"a slow exporter ({Exporter.DELAY:g} s of lab time"],
+    "10": [f"posts {placement.MEMBER_POSTS} messages per room",
+           f"p95 within **{placement.BUDGET_MS} ms**"],
     "09": [f"{ratelimit.ADVERSARIAL_SCHEDULES} adversarial schedules",
            f"{ratelimit.CALLS} calls over {ratelimit.CALLS * LIMITER.WINDOW / 4 / 60:g} minutes",
            f"`LIMIT = {LIMITER.LIMIT}` calls per sliding `WINDOW = {LIMITER.WINDOW}`"],

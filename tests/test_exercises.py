@@ -77,6 +77,7 @@ STARTER_FAILS = {
     "07": ("O'Brien", "bindings"),
     "08": ("after hibernation", "getWebSockets"),
     "09": ("the window slides", "durable_lab.now()"),
+    "10": ("within 50 ms", "One object for everyone"),
 }
 
 
@@ -282,6 +283,41 @@ async def test_06b_refuses_an_async_route_kindly():
 
     result = await CHECKS["06b"](route)
     assert_fails(result, "right shape", "plain def")
+
+
+async def test_10_one_object_per_room_without_hints_fails_only_for_travellers():
+    route = define("10", '''
+        def route(env, room, user):
+            return env.ROOMS.getByName(room)
+    ''')
+    result = await CHECKS["10"](route)
+    assert_fails(result, "created by a traveller", "FIRST message", "locationHint=home")
+    assert [o.passed for o in result.outcomes] == [True, True, False, True]
+
+
+async def test_10_routing_by_region_is_fast_but_merges_rooms():
+    route = define("10", '''
+        def route(env, room, user):
+            home = room.split("/")[0]
+            return env.ROOMS.getByName(home, locationHint=home)
+    ''')
+    result = await CHECKS["10"](route)
+    assert_fails(result, "spread over objects", "Fewer objects than rooms")
+    assert [o.passed for o in result.outcomes] == [True, True, True, False]
+
+
+async def test_10_routing_by_user_splits_a_room_and_a_hint_needs_a_real_region():
+    by_user = define("10", '''
+        def route(env, room, user):
+            return env.ROOMS.getByName(user)
+    ''')
+    assert_fails(await CHECKS["10"](by_user), "sees the same messages", "route by the room")
+    bad_hint = define("10", '''
+        def route(env, room, user):
+            return env.ROOMS.getByName(room, locationHint=room)
+    ''')
+    assert_fails(await CHECKS["10"](bad_hint), "sees the same messages",
+                 "invalid locationHint 'weur/techno'")
 
 
 async def test_07_an_unsorted_top_and_a_plain_create_table():

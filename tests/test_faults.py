@@ -187,5 +187,5 @@ async def test_bad_fault_arguments_are_refused(lab):
         lab.faults.fail_commits(probability=2)
     with pytest.raises(ValueError, match="ambiguous"):
         lab.faults.crash("x")
-    with pytest.raises(ValueError, match="seconds must be a number >= 0"):
+    with pytest.raises(ValueError, match="seconds must be a finite number >= 0"):
         lab.faults.delay_calls(-1)

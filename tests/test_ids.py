@@ -137,9 +137,13 @@ async def test_new_unique_id_differs_between_namespaces_of_one_lab():
     assert str(a) != str(b)
 
 
-async def test_new_unique_id_refuses_a_jurisdiction(ns):
-    with pytest.raises(NotImplementedError, match="Jurisdiction"):
-        ns.newUniqueId({"jurisdiction": "eu"})
+async def test_new_unique_id_takes_a_jurisdiction(ns):
+    # Jurisdictions are implemented since issue 12 (tests/test_placement.py has the rest).
+    made = ns.newUniqueId({"jurisdiction": "eu"})
+    assert made.jurisdiction == "eu"
+    assert ns.idFromString(str(made)).jurisdiction == "eu"
+    with pytest.raises(TypeError, match=r"^invalid jurisdiction 'mars': a jurisdiction is one of "):
+        ns.newUniqueId({"jurisdiction": "mars"})
 
 
 # -- idFromString ----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from durable_lab import (
     LabClosedError,
 )
 from durable_lab.check import error_kind
-from durable_lab.events import InstanceReset, LabClosed
+from durable_lab.events import FlushStarted, InstanceReset, LabClosed
 from durable_lab.workload import run_workload
 
 
@@ -89,7 +89,7 @@ async def test_a_workload_cut_short_by_close_names_the_closed_lab_in_its_summary
 
 
 async def test_lab_closed_comes_first_then_the_resets_of_each_live_object():
-    lab = Lab(storage="memory", commit_latency=0.001)
+    lab = Lab(storage="memory", commit_latency=0.05)  # b's first write is still committing
     counter = lab.bind("COUNTER", Counter)
     a, b = counter.getByName("a"), counter.getByName("b")
     await a.increment()
@@ -109,6 +109,12 @@ async def test_lab_closed_comes_first_then_the_resets_of_each_live_object():
     assert [(e.object, e.reason) for e in resets] == [("COUNTER:a", "labClosed"),
                                                       ("COUNTER:b", "labClosed")]
     assert len(rec.of(LabClosed)) == 1
+    # Only what docs/events.md lists for closing follows LabClosed.
+    closing = {"LabClosed", "Resumed", "FlushStarted", "CommitDone", "ReplyReleased",
+               "InstanceReset", "DeliveryFinished", "WebSocketClosed"}
+    assert set(kinds) <= closing, set(kinds) - closing
+    assert kinds.index("InstanceReset") > max(i for i, k in enumerate(kinds)
+                                              if k in ("FlushStarted", "CommitDone"))
     await lab.close()  # idempotent: no second LabClosed
     assert "LabClosed" in durable_lab.events.__all__
 
@@ -119,3 +125,33 @@ def test_the_event_log_says_the_lab_closed_in_words():
     event = LabClosed(seq=1, time=0.0, instances=2)
     assert describe(event) == ("the lab is CLOSED (lab.close()): 2 live object(s) closing, "
                                "calls refused from now on")
+
+
+async def test_a_call_queued_at_a_paused_gate_runs_out_during_close_and_nothing_follows_close():
+    lab = Lab(storage="memory", commit_latency=0.5)  # long enough on a busy machine
+    counter = lab.bind("COUNTER", Counter)
+    a, b = counter.getByName("a"), counter.getByName("b")
+    assert await a.increment() == 1
+    stuck = asyncio.ensure_future(b.stuck())  # its first write is committing (0.5 s)...
+    await asyncio.sleep(0.01)
+    lab.pause()
+    queued = a.increment()  # ...while this call waits at the paused gate
+    rec = lab.record()
+    await lab.close()
+    at_close = len(rec.events)
+    await asyncio.sleep(0.7)  # a batch flying at the reset would land (or fail) about now
+    assert len(rec.events) == at_close, rec.kinds()[at_close:]
+    kinds = rec.kinds()
+    assert kinds[:2] == ["LabClosed", "Resumed"]
+    reset = kinds.index("InstanceReset")
+    assert "DeliveryStarted" in kinds[2:reset]  # the queued call started while closing
+    # The batch its write formed was flying at the reset: it landed before close() returned.
+    flying = [e for e in rec.of(FlushStarted) if e.object == "COUNTER:a"]
+    assert len(flying) == 1, kinds
+    assert [e.kind for e in rec.events
+            if e.object == "COUNTER:a" and e.seq > flying[0].seq
+            and e.kind in ("CommitDone", "CommitFailed")] == ["CommitDone"], kinds
+    with pytest.raises(LabClosedError):
+        await queued
+    with pytest.raises(LabClosedError):
+        await stuck

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from durable_lab import DurableObject, Lab
+from durable_lab.errors import StorageCorruptError
 from durable_lab.values import MAX_DEPTH, clone, decode, encode, encoded_size
 
 INT_MIN = -(2**63)
@@ -321,15 +322,15 @@ def test_clone_refuses_nesting_deeper_than_max_depth():
 
 
 @pytest.mark.parametrize("code", [0, 6, 42, 127])
-def test_decode_refuses_an_unknown_extension_type_with_value_error(code):
+def test_decode_refuses_an_unknown_extension_type_as_corrupt(code):
     data = msgpack.packb(msgpack.ExtType(code, b"payload"))
-    with pytest.raises(ValueError, match=f"unknown extension type {code}"):
+    with pytest.raises(StorageCorruptError, match=f"unknown extension type {code}"):
         decode(data)
 
 
 def test_decode_refuses_an_unknown_extension_type_nested_in_a_value():
     data = msgpack.packb({"ok": [1, 2, msgpack.ExtType(99, b"x")]}, use_bin_type=True)
-    with pytest.raises(ValueError, match="unknown extension type 99"):
+    with pytest.raises(StorageCorruptError, match="unknown extension type 99"):
         decode(data)
 
 

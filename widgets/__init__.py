@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._feed import Feed, FeedStatistics, feed_for, live_feeds, open_panels
 from ._plots import LiveBokehModel, ensure_bokehjs
+from .attribution_view import WhereTimeWent
 from .controls import Controls
 from .dashboard import Dashboard, dashboard
 from .event_log import EventLog
@@ -48,6 +49,7 @@ __all__ = [
     "Timeline",
     "Watch",
     "WebSocketsView",
+    "WhereTimeWent",
     "controls",
     "dashboard",
     "event_log",
@@ -64,6 +66,7 @@ __all__ = [
     "timeline",
     "watch",
     "websockets",
+    "where_time_went",
 ]
 
 
@@ -130,6 +133,16 @@ def sql_tables(lab: Lab, target: Any = None) -> SqlTables:
 def websockets(lab: Lab, target: Any = None) -> WebSocketsView:
     """An object's WebSockets: tags, awake or hibernated, messages held by the output gate."""
     return WebSocketsView(lab, target)
+
+
+def where_time_went(lab: Lab, target: Any = None, *, result: Any = None, slowest: int = 20,
+                    timeline: Timeline | None = None, scale: float = 1.0) -> WhereTimeWent:
+    """Each call's latency as stacked phases (``lab.explain`` for all of them): ``target``'s
+    last ``slowest`` calls, or the ``slowest`` slowest calls of a workload ``result``; click a
+    bar to explain it and select it on the (open, or given) timeline."""
+    ensure_bokehjs()
+    return WhereTimeWent(lab, target, result=result, slowest=slowest, timeline=timeline,
+                         scale=scale)
 
 
 def side_by_side(*panels: Any) -> Any:

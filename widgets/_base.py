@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
-from . import _feed
+from . import _comms, _feed
 
 if TYPE_CHECKING:
     from durable_lab import Lab
@@ -37,6 +38,7 @@ class Panel(w.VBox):  # type: ignore[misc]
         self.errors = w.Output(layout=w.Layout(max_height="160px", overflow="auto"))
         self.errors.add_class("dl-errors")
         self.error_count = 0
+        self._last_draw = 0.0
         self._last_error = ("", 0)  # text of the last error shown, times in a row
         super().__init__(**kwargs)
         self.add_class("dl-panel")
@@ -66,9 +68,21 @@ class Panel(w.VBox):  # type: ignore[misc]
         if events:
             self._dirty = True
 
+    #: At most one redraw per this many seconds while the lab runs at full speed (the feed's
+    #: frames come every 40 ms). A browser that re-renders every panel 25 times a second on a
+    #: busy machine falls seconds behind the kernel: the page then shows old states and a click
+    #: seems ignored. Slow motion (the feed pacing events) and refresh() draw at once.
+    min_interval = 0.1
+
     def render(self) -> None:
         if not self._dirty or self._closed:
             return
+        feed = self._feed
+        if self.min_interval and feed.in_frame_loop and feed.seconds_per_event is None:
+            now = time.perf_counter()
+            if now - self._last_draw < self.min_interval:
+                return  # still dirty: drawn at a later frame
+            self._last_draw = now
         self._dirty = False
         self.draw()
 
@@ -78,6 +92,7 @@ class Panel(w.VBox):  # type: ignore[misc]
     def refresh(self) -> None:
         """Render now, whether or not events came (after a control changed the view)."""
         self._dirty = True
+        self._last_draw = 0.0
         self.render()
 
     # -- errors ---------------------------------------------------------------------------
@@ -146,7 +161,11 @@ class Panel(w.VBox):  # type: ignore[misc]
         _feed.release(self.lab, self)
         if self._registered:
             _feed.detach(self.lab, self.registry_key, self)
-        for child in self._owned_widgets():
+        owned = self._owned_widgets()
+        for widget in (*owned, self):
+            # Their views may still send (echoes, sizes) while this cell runs: see _comms.
+            _comms.forget_comm_of(widget)
+        for child in owned:
             child.close()
         super().close()
 
@@ -161,6 +180,19 @@ class Panel(w.VBox):  # type: ignore[misc]
             out.append(child)
             stack.extend(getattr(child, "children", ()))
         return out
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # Displayed now (a cell's last expression, or display()): the plots' views will be
+        # drawn from their render_bundle snapshot, so re-take it first when patches went out
+        # since (the panel opened and a workload ran in the same cell). See LiveBokehModel.
+        stack = list(self.children)
+        while stack:
+            child = stack.pop()
+            refresh = getattr(child, "refresh_bundle", None)
+            if refresh is not None:
+                refresh()
+            stack.extend(getattr(child, "children", ()))
+        return super()._repr_mimebundle_(**kwargs)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {'closed' if self._closed else 'open'}>"

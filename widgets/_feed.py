@@ -84,6 +84,8 @@ class Feed:
         self._last_cost = 0.0
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        #: True while the frame task flushes (panels may then skip a redraw).
+        self.in_frame_loop = False
         #: Slow motion: seconds between two events handed to the panels (None: all at once).
         self.seconds_per_event: float | None = None
         self._credit = 0.0  # events owed to the panels under slow motion
@@ -141,7 +143,13 @@ class Feed:
         while not self._closed:
             await asyncio.sleep(self.interval)
             try:
-                self.flush(force=True, limit=self._paced_count())
+                # Frames of the running loop let panels skip redraws (Panel.min_interval); an
+                # explicit flush() (tests, a notebook) draws everything at once.
+                self.in_frame_loop = True
+                try:
+                    self.flush(force=True, limit=self._paced_count())
+                finally:
+                    self.in_frame_loop = False
             except Exception as exc:  # shown by the panels' status line, never swallowed
                 self.errors.append(exc)
 
@@ -178,6 +186,7 @@ class Feed:
         let each render. Returns how many."""
         buffer = self._buffer
         if not buffer and not force:
+            self._render_all()  # a panel the frame loop left dirty (min_interval) draws now
             return 0
         t0 = time.perf_counter()
         if not buffer or limit == 0:  # an idle frame: panels that sample over time may draw

@@ -246,7 +246,16 @@ class ObjectsReducer:
 # -- timeline --------------------------------------------------------------------------------
 
 #: Segment kinds of the timeline, in drawing order, with their colours (see _theme).
-SEGMENT_KINDS = ("queued", "running", "awaiting storage", "awaiting io", "reply held")
+#: "network" only appears with Lab(network=...): the request's trip before "queued", the
+#: reply's trip after "reply held".
+SEGMENT_KINDS = ("network", "queued", "running", "awaiting storage", "awaiting io",
+                 "reply held")
+
+#: Network hops a timeline remembers while they travel (older ones are forgotten first).
+_MAX_HOPS = 5000
+#: Events between a request's arrival and its DeliveryQueued: at most the InputGateLocked of a
+#: constructor (a first call makes the instance, whose constructor queues first).
+_ARRIVAL_GAP = 3
 
 
 def _columns(*names: str) -> dict[str, list[Any]]:
@@ -350,6 +359,13 @@ class GateLanes:
         return rows
 
 
+def _forget_oldest(table: dict[int, int]) -> None:
+    """Keep a hop table bounded (hops whose other end never comes, e.g. at lab.close())."""
+    if len(table) > _MAX_HOPS:
+        for key in list(table)[: len(table) - _MAX_HOPS]:
+            del table[key]
+
+
 class TimelineReducer:
     """Lanes per delivery: closed segments and commit markers, as rows to stream.
 
@@ -370,6 +386,13 @@ class TimelineReducer:
         self._batch_writers: dict[tuple[str, int], set[int]] = {}
         self.last_x = 0
         self.gates = GateLanes(only)
+        #: Network hops (Lab(network=...)): where each request left, the request that just
+        #: arrived (object, hop, seq: its DeliveryQueued follows within _ARRIVAL_GAP events,
+        #: only a new instance's constructor admission in between; else the call was not
+        #: queued), and the delivery each hop became.
+        self._hop_sent: dict[int, int] = {}
+        self._arriving: tuple[str, int, int] | None = None
+        self._hop_delivery: dict[int, int] = {}
 
     def _close(self, delivery: int, x: int) -> None:
         seg = self.open.pop(delivery, None)
@@ -398,7 +421,33 @@ class TimelineReducer:
         t = type(e)
         if t is ev.DeliveryQueued:
             self.methods[e.delivery] = e.method
+            arriving, self._arriving = self._arriving, None
+            hop = (arriving[1] if arriving is not None and arriving[0] == e.object
+                   and e.kind_of_delivery in ("rpc", "fetch")
+                   and e.seq - arriving[2] <= _ARRIVAL_GAP else None)
+            if hop is not None and hop in self._hop_sent:
+                # The request's trip, drawn on the lane it turned into, ending where it queued.
+                self.open[e.delivery] = ("network", self._hop_sent.pop(hop), e.object, e.method)
+                self._hop_delivery[hop] = e.delivery
+                _forget_oldest(self._hop_delivery)
             self._open(e.delivery, "queued", x, e.object)
+        elif t is ev.NetworkHopStarted:
+            if e.leg == "request":
+                self._hop_sent[e.hop] = x
+                _forget_oldest(self._hop_sent)
+            else:
+                d = self._hop_delivery.get(e.hop)
+                if d is not None:
+                    self.methods[d] = e.method
+                    self._open(d, "network", x, e.object)
+        elif t is ev.NetworkHopEnded:
+            if e.leg == "request":
+                self._arriving = (e.object, e.hop, x)
+            else:
+                d = self._hop_delivery.pop(e.hop, None)
+                if d is not None:
+                    self._close(d, x)
+                    self.methods.pop(d, None)
         elif t is ev.DeliveryStarted or t is ev.DeliveryResumed:
             self._open(e.delivery, "running", x, e.object)
         elif t is ev.TurnEnded:
@@ -588,6 +637,9 @@ class FleetRow:
     load: float = 0.0  # deliveries answered per frame, smoothed
     status: str = "unknown"
     resets: int = 0
+    region: str = ""  # where it lives (Lab(network=...)); "" if not placed
+    heat: float = 0.0  # the queue, fading slowly: a hot object stays visibly hot for seconds
+    peak: int = 0  # the longest queue seen
     _done_at_last_tick: int = 0
 
 
@@ -612,6 +664,10 @@ class FleetReducer:
         if t is ev.DeliveryQueued:
             r = self._row(e.object)
             r.queue = e.queue_length
+            if r.queue > r.peak:
+                r.peak = r.queue
+            if r.queue > r.heat:
+                r.heat = r.queue
             if r.status not in ("live",):
                 r.status = "live"
         elif t is ev.DeliveryStarted:
@@ -635,24 +691,41 @@ class FleetReducer:
         elif t is ev.InstanceEvicted:
             r = self._row(e.object)
             r.status, r.queue, r.in_flight = "evicted", 0, 0
+        elif t is ev.ObjectPlaced:
+            self._row(e.object).region = e.region
 
-    def seed(self, label: str, *, queue: int, in_flight: int, status: str) -> None:
+    def seed(self, label: str, *, queue: int, in_flight: int, status: str,
+             region: str | None = None) -> None:
         """Start from ``lab.objects()`` (what happened before the panel opened)."""
         r = self._row(label)
         r.queue, r.in_flight, r.status = queue, in_flight, status
+        if region:
+            r.region = region
+
+    #: How much of a cell's heat is left after one frame (25 frames a second: after 3 s, 24 %).
+    HEAT_KEPT = 0.98
 
     def tick(self, smoothing: float = 0.3) -> None:
-        """Once per frame: fold the deliveries answered since the last tick into ``load``."""
+        """Once per frame: fold the deliveries answered since the last tick into ``load``, and
+        let each cell's heat fade towards its current queue (a queue that lasted a few
+        milliseconds at full speed would otherwise never be seen in any frame)."""
+        kept = self.HEAT_KEPT
         for r in self.rows.values():
             delta = r.done - r._done_at_last_tick
             r._done_at_last_tick = r.done
             r.load = r.load * (1 - smoothing) + delta * smoothing
+            r.heat = max(float(r.queue), r.heat * kept)
 
     def visible(self) -> list[FleetRow]:
+        """The rows in first-seen order; grouped by region (regions in the order they were
+        first seen) once objects have one, so the grid reads as a map of where they live."""
         rows = [self.rows[label] for label in self.order if label in self.rows]
         if len(self.order) > 2 * len(self.rows):
             self.order = [label for label in self.order if label in self.rows]
             self._known = set(self.order)
+        if any(r.region for r in rows):
+            regions = list(dict.fromkeys(r.region for r in rows))
+            rows.sort(key=lambda r: regions.index(r.region))  # stable: first-seen within one
         return rows
 
 

@@ -14,6 +14,7 @@ SEGMENT_COLORS = {
     "awaiting storage": "#ff7f0e",  # awaiting a read, gate held
     "awaiting io": "#ffdd57",  # awaiting io, gate open for others
     "reply held": "#9467bd",  # done, reply held by the output gate
+    "network": "#17becf",  # on the wire: the request on its way in, the reply on its way back
 }
 
 #: Gate lanes of the timeline: span kind -> colour.

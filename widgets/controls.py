@@ -131,6 +131,10 @@ class Controls(Panel):
         if not rate:
             self.lab.resume()
         else:
+            # The note goes off now, not when the loop first runs: a call made in the same
+            # cell right after watch(..., speed=3) is stepped through too.
+            self._told_paused = self.lab.scheduler.note_paused_calls
+            self.lab.scheduler.note_paused_calls = False
             self.lab.pause()
             self._autoplay = self.spawn(self._autoplay_loop(rate))
         self.refresh()
@@ -163,7 +167,7 @@ class Controls(Panel):
         scheduler = self.lab.scheduler
         # Calls made during slow motion do move on (one step at a time): the "the lab is
         # paused, press Play or Step" note would be wrong.
-        told = self._told_paused = scheduler.note_paused_calls
+        told = self._told_paused  # what _on_play found before it turned the note off
         scheduler.note_paused_calls = False
         try:
             while True:
@@ -186,7 +190,8 @@ class Controls(Panel):
                 await asyncio.sleep(max(0.0, interval - spent))
         finally:
             feed.play_slowly(None)
-            scheduler.note_paused_calls = told
+            if self._autoplay is None or self._autoplay is asyncio.current_task():
+                scheduler.note_paused_calls = told  # (not if a new slow motion began meanwhile)
 
     # -- view -----------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ class EventLog(Panel):
     """Keeps the last ``keep`` events; shows the last ``show`` that match the filter."""
 
     kind = "event_log"
+    min_interval = 0.25  # seconds between redraws at full speed (see Panel)
 
     def __init__(self, lab: Lab, *, keep: int = 5000, show: int = 60, **kwargs: Any) -> None:
         self.events: deque[RuntimeEvent] = deque(maxlen=keep)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["FleetView"]
 
 COLUMNS = ("x", "y", "label", "short", "queue", "in_flight", "load", "status", "resets",
-           "line", "text")
+           "line", "text", "region", "heat", "done", "peak")
 STATUS_LINE = {"live": "#334155", "reset": "#d62728", "evicted": "#94a3b8",
                "unknown": "#94a3b8", "not started": "#94a3b8", "idle": "#334155",
                "closed": "#94a3b8"}
@@ -49,6 +49,7 @@ class FleetView(Panel):
     """A cell per object: fill = queue length, outline = status; click one to open it."""
 
     kind = "fleet"
+    min_interval = 0.2  # seconds between redraws at full speed (see Panel)
 
     def __init__(self, lab: Lab, *, on_select: Callable[[str], None] | None = None,
                  width: int = 420, height: int = 300, scale: float = 1.0,
@@ -65,14 +66,15 @@ class FleetView(Panel):
                                    y_range=Range1d(-MIN_GRID + 0.5, 0.5), name="fleet_fig")
         fig.grid.visible = False
         cells = fig.rect(x="x", y="y", width=0.92, height=0.92, source=self.source,
-                         fill_color={"field": "queue", "transform": self.mapper},
+                         fill_color={"field": "heat", "transform": self.mapper},
                          line_color="line", line_width=2)
         fig.text(x="x", y="y", text="text", source=self.source, text_align="center",
                  text_baseline="middle", text_font_size=px(12, scale))
         fig.add_tools(HoverTool(renderers=[cells], tooltips=[
             ("object", "@label"), ("status", "@status"), ("queued", "@queue"),
+            ("longest queue", "@peak"), ("calls answered", "@done"),
             ("in flight", "@in_flight"), ("load", "@load{0.0} calls/frame"),
-            ("resets", "@resets")]))
+            ("resets", "@resets"), ("region", "@region")]))
         fig.select_one(TapTool).renderers = [cells]
         style_figure(fig, scale)
         self.source.selected.on_change("indices", self._tapped)
@@ -93,7 +95,7 @@ class FleetView(Panel):
         """Start from ``await lab.objects()`` (objects seen before the panel opened)."""
         for info in infos:
             self.reducer.seed(info.label, queue=info.queue_length, in_flight=info.in_flight,
-                              status=info.state)
+                              status=info.state, region=getattr(info, "region", None))
         self.refresh()
 
     def apply(self, event: RuntimeEvent) -> None:
@@ -104,6 +106,10 @@ class FleetView(Panel):
         super().render()
 
     def draw(self) -> None:
+        with self.plot.frame():  # one patch message per frame (_plots.LiveBokehModel)
+            self._draw_frame()
+
+    def _draw_frame(self) -> None:
         rows = self.reducer.visible()
         n = len(rows)
         cols = max(MIN_GRID, math.ceil(math.sqrt(n)))
@@ -120,12 +126,19 @@ class FleetView(Panel):
             data["status"].append(r.status)
             data["resets"].append(r.resets)
             data["line"].append(STATUS_LINE.get(r.status, "#334155"))
-            data["text"].append(f"{short}\n{r.queue}" if n <= 36 else "")
+            data["region"].append(r.region)
+            data["heat"].append(round(r.heat * 2) / 2)  # coarse: redraw as it visibly fades
+            data["done"].append(r.done)
+            data["peak"].append(r.peak)
+            # With placement (Lab(network=...)) each cell says where the object lives.
+            where = f"{r.region} · " if r.region else ""
+            data["text"].append(f"{short}\n{where}{r.queue} queued\n{r.done} calls"
+                                if n <= 36 else "")
         self._labels = data["label"]
         doc = self.figure.document
         doc.hold("combine")
         try:
-            self.mapper.high = max(8, max(data["queue"], default=0))
+            self.mapper.high = max(8, max(data["peak"], default=0))
             rows_needed = max(MIN_GRID, math.ceil(n / cols))
             self.figure.x_range.update(start=-0.5, end=cols - 0.5)
             self.figure.y_range.update(start=-rows_needed + 0.5, end=0.5)
@@ -134,9 +147,12 @@ class FleetView(Panel):
         finally:
             doc.unhold()
         total_q = sum(data["queue"])
-        hot = max(rows, key=lambda r: r.queue, default=None)
+        hot = max(rows, key=lambda r: (r.queue, r.peak), default=None)
+        regions = len({r for r in data["region"] if r})
         self.summary.value = (
             f'<div class="dl-fleet" data-objects="{n}" data-queued="{total_q}" style="font:12px '
             f'sans-serif">{n} objects · {total_q} calls queued'
-            + (f" · hottest: <b>{hot.label}</b> ({hot.queue} queued)" if hot and hot.queue else "")
+            + (f" · hottest: <b>{hot.label}</b> ({hot.queue} queued now, {hot.peak} at most, "
+               f"{hot.done} calls)" if hot and hot.peak else "")
+            + (f" · in {regions} region(s), grouped by region" if regions else "")
             + "</div>")

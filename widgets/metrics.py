@@ -113,6 +113,10 @@ class Metrics(Panel):
         self.reducer.apply(event)
 
     def render(self) -> None:
+        with self.plot.frame():  # one patch message per frame (_plots.LiveBokehModel)
+            self._render_frame()
+
+    def _render_frame(self) -> None:
         now = time.perf_counter()
         if now - self._last_sample < self.sample:
             return

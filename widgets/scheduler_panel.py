@@ -77,8 +77,12 @@ class SchedulerPanel(Panel):
         self.pause_button.on_click(self.guarded(lambda _b: self._pause()))
         self.run_button.on_click(self.guarded(lambda _b: self._run()))
         self.oldest_button.on_click(self.guarded(lambda _b: self.spawn(self.take_oldest())))
+        # Long transition names wrap inside their button instead of being cut off.
+        style = w.HTML("<style>.dl-choice-button{white-space:normal;height:auto;"
+                       "min-height:32px;text-align:left;line-height:1.3;padding:4px 10px}"
+                       "</style>")
         self.children = (w.HBox([self.pause_button, self.run_button, self.oldest_button]),
-                         self.status, self.buttons, self.errors)
+                         self.status, self.buttons, style, self.errors)
         self.refresh()
 
     # -- actions --------------------------------------------------------------------------

@@ -40,6 +40,7 @@ class StorageInspector(Panel):
     """Keys and values of one object, with the state of each key's latest write."""
 
     kind = "storage"
+    min_interval = 0.2  # seconds between redraws at full speed (see Panel)
 
     def __init__(self, lab: Lab, target: Any = None, *, refresh_every: float = 0.3,
                  **kwargs: Any) -> None:

@@ -43,6 +43,7 @@ class Timeline(Panel):
     objects' deliveries, and the gates of the first object seen)."""
 
     kind = "timeline"
+    min_interval = 0.2  # seconds between redraws at full speed (see Panel)
 
     def __init__(self, lab: Lab, target: Any = None, *, rollover: int = 3000,
                  lanes: int = 16, width: int = 760, height: int = 330, scale: float = 1.0,
@@ -98,7 +99,9 @@ class Timeline(Panel):
         # The legend goes below the plot, never over the lanes it explains. One entry per
         # kind, drawn by legend-only renderers so every kind shows before it happens.
         items = []
-        for kind in SEGMENT_KINDS:
+        # "network" is listed only on a lab with geography (Lab(network=...)).
+        for kind in [k for k in SEGMENT_KINDS
+                     if k != "network" or getattr(lab, "network", None) is not None]:
             proxy = fig.hbar(y=[-10], left=[0], right=[0], height=0.7,
                              fill_color=SEGMENT_COLORS[kind], line_color=None)
             items.append((kind, [proxy]))
@@ -136,6 +139,10 @@ class Timeline(Panel):
         self.reducer.apply(event)
 
     def draw(self) -> None:
+        with self.plot.frame():  # one patch message per frame (_plots.LiveBokehModel)
+            self._draw_frame()
+
+    def _draw_frame(self) -> None:
         reducer = self.reducer
         segments, markers = reducer.take()
         gate_rows = reducer.gates.take()

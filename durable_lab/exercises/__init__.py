@@ -21,6 +21,7 @@ exercise   check                      the learner writes
 07         check_leaderboard          SQL API, bindings, ORDER BY ... LIMIT
 08         check_chat_room            WebSockets that survive hibernation
 09         check_rate_limiter         capstone: a sliding-window rate limiter
+10         check_placement            route(env, room, user): shard key and location hints
 =========  =========================  ========================================
 """
 
@@ -41,6 +42,7 @@ from .helpers import Outbox as Outbox
 from .helpers import Payments as Payments
 from .helpers import RoomLog as RoomLog
 from .leaderboard import check_leaderboard as check_leaderboard
+from .placement import check_placement as check_placement
 from .ledger import check_ledger as check_ledger
 from .ratelimit import check_rate_limiter as check_rate_limiter
 from .seats import check_seat as check_seat
@@ -57,11 +59,12 @@ CHECKS = {
     "07": check_leaderboard,
     "08": check_chat_room,
     "09": check_rate_limiter,
+    "10": check_placement,
 }
 
 
 async def check(exercise: str, subject: Any) -> CheckResult:
-    """Run the check of ``exercise`` ("00" ... "09") against ``subject``."""
+    """Run the check of ``exercise`` ("00" ... "10") against ``subject``."""
     key = str(exercise).zfill(2) if str(exercise).isdigit() else str(exercise)
     if key not in CHECKS:
         raise KeyError(f"no exercise {exercise!r}; exercises: {', '.join(CHECKS)}")
@@ -83,6 +86,7 @@ __all__ = [
     "check_leaderboard",
     "check_ledger",
     "check_locked_counter",
+    "check_placement",
     "check_profile",
     "check_rate_limiter",
     "check_router",

@@ -321,3 +321,80 @@ async def test_slow_motion_does_not_tell_the_learner_the_lab_is_paused(lab, capl
     view.full_speed()
     view.close()
     assert lab.scheduler.note_paused_calls  # restored
+
+
+async def test_a_frame_goes_out_as_one_patch_message(lab):
+    """jupyter_bokeh sends each document change as a message serialised against the whole
+    document; a frame batches them into one (the price of watching at saturation)."""
+    import json
+    stub = lab.env.COUNTER.getByName("a")
+    t = widgets.timeline(lab, stub)
+    sent: list[dict] = []
+    t.plot.send = lambda content, buffers=None: sent.append(content)
+    await asyncio.gather(*[stub.increment() for _ in range(5)])
+    t._feed.flush()
+    headers = [json.loads(m["payload"]) for m in sent if "payload" in m
+               and '"msgtype"' in m["payload"]]
+    assert len(headers) == 1 and headers[0]["msgtype"] == "PATCH-DOC"
+    contents = [json.loads(m["payload"]) for m in sent if "payload" in m
+                and '"events"' in m["payload"]]
+    kinds = {e["kind"] for e in contents[0]["events"]}
+    assert "ColumnsStreamed" in kinds and "ModelChanged" in kinds  # rows and ranges together
+    assert len(contents[0]["events"]) >= 4
+    t.close()
+
+
+async def test_a_held_reply_whose_commit_fails_is_released_as_an_error_on_the_stream():
+    """Lesson 03: the reply held behind a failing commit reaches its caller as an error; the
+    stream must say so (it said ok=True when the reset answered the caller first)."""
+    from durable_lab import events as ev
+    lab = Lab(storage="memory", seed=1, commit_latency=0.05)
+    acct = lab.bind("A", Counter).getByName("alice")
+    view = widgets.object_view(lab, "A:alice")
+    await acct.increment()
+    lab.faults.fail_next_commit(acct)
+    rec = lab.record()
+    try:
+        await acct.increment()
+    except Exception:
+        pass
+    else:
+        raise AssertionError("the failed commit's reply was a success")
+    await asyncio.sleep(0.05)  # the delivery's task unwinds after the reset answered
+    released = [e for e in rec.events if type(e) is ev.ReplyReleased]
+    assert [e.ok for e in released] == [False]
+    view._feed.flush()
+    assert "✗ ERROR" in view.html.value and "dl-failed" in view.html.value
+    view.close()
+    await lab.close()
+
+
+def test_a_hot_cell_stays_hot_for_a_while_after_its_queue_drained():
+    from durable_lab import events as ev
+    from widgets._reducers import FleetReducer
+    r = FleetReducer()
+    for d in range(1, 6):
+        r.apply(ev.DeliveryQueued(seq=d, time=0, object="C:hot", delivery=d,
+                                  kind_of_delivery="rpc", method="inc", queue_length=d))
+    for d in range(1, 6):
+        r.apply(ev.DeliveryStarted(seq=10 + d, time=0, object="C:hot", delivery=d, method="inc"))
+        r.apply(ev.DeliveryFinished(seq=20 + d, time=0, object="C:hot", delivery=d, ok=True))
+    row = r.rows["C:hot"]
+    assert row.queue == 0 and row.peak == 5 and row.done == 5
+    r.tick()
+    assert 4.5 < row.heat <= 5  # still hot one frame later
+    for _ in range(25 * 3):  # three seconds of frames
+        r.tick()
+    assert 0 < row.heat < 1.5  # faded, not gone at once
+
+
+async def test_an_object_view_opened_late_knows_the_incarnation(lab):
+    stub = lab.env.COUNTER.getByName("a")
+    await stub.increment()
+    await lab.evict(stub)
+    await stub.increment()  # incarnation 2, before any panel exists
+    view = widgets.object_view(lab, stub)
+    await asyncio.sleep(0.02)
+    assert view.state.incarnation == 2
+    assert "incarnation 2" in view.html.value
+    view.close()

@@ -1,0 +1,117 @@
+"""The cost of watching: what a subscriber and an open dashboard cost a busy lab.
+
+    python bench/bench_watching.py            # 5 rounds of 1 s per case
+    python bench/bench_watching.py --quick    # 3 rounds of 0.5 s
+
+Issue #12's targets: one no-op subscriber costs at most 25 % per call; with the dashboard open,
+saturated trivial calls keep at least 50 % of the unobserved rate.
+
+Three cases, run in alternation (A, B, C, A, B, C, ...) on fresh memory labs, trivial calls
+(``increment``: a read and a write, ~5-8 events each) from 16 concurrent clients on 8 objects:
+
+- A: nobody subscribed (the runtime does not even build events);
+- B: one subscriber that does nothing (the cost of building and delivering every event);
+- C: ``widgets.dashboard(lab)`` open (seven panels, their reducers, their frames; headless,
+  ipywidgets' dummy comm swallows the messages, every Bokeh patch is still serialised).
+
+Rates are calls per **CPU second of this process** (``time.process_time``): the machine is
+shared, and wall-clock rates swing with other people's load while CPU time per call does not.
+The dashboard's frames run on the same thread as the lab, so its whole cost is in C's CPU time.
+Medians of the rounds; the ratios are medians of per-round ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from durable_lab import DurableObject, Lab  # noqa: E402
+
+
+class Counter(DurableObject):
+    async def increment(self):
+        n = (await self.ctx.storage.get("n")) or 0
+        self.ctx.storage.put("n", n + 1)
+        return n + 1
+
+
+async def run_case(case: str, seconds: float) -> tuple[float, float]:
+    """(calls per CPU second, events per call) of one round of ``case``."""
+    lab = Lab(storage="memory", seed=1)
+    ns = lab.bind("C", Counter)
+    stubs = [ns.getByName(f"o{i}") for i in range(8)]
+    for stub in stubs:
+        await stub.increment()
+    events = [0]
+
+    def count(_event: object) -> None:
+        events[0] += 1
+
+    board = sub = None
+    if case == "subscriber":
+        sub = lab.subscribe(lambda event: None)
+    elif case == "dashboard":
+        import widgets
+
+        board = widgets.dashboard(lab)
+    counter = lab.subscribe(count) if case != "unobserved" else None
+    calls = [0]
+    stop = time.perf_counter() + seconds
+
+    async def client(k: int) -> None:
+        stub = stubs[k % 8]
+        while time.perf_counter() < stop:
+            await stub.increment()
+            calls[0] += 1
+
+    cpu0 = time.process_time()
+    await asyncio.gather(*(client(k) for k in range(16)))
+    if board is not None:
+        board._feed.flush()  # the frame owed for the last events is part of the cost
+    cpu = time.process_time() - cpu0
+    for s in (sub, counter):
+        if s is not None:
+            s.close()
+    if board is not None:
+        board.close()
+    await lab.close()
+    return calls[0] / cpu, (events[0] / calls[0] if counter is not None else 0.0)
+
+
+async def main(rounds: int, seconds: float) -> None:
+    cases = ("unobserved", "subscriber", "dashboard")
+    rates: dict[str, list[float]] = {c: [] for c in cases}
+    per_call: list[float] = []
+    await run_case("dashboard", 0.2)  # warm-up: imports, Bokeh models
+    for _ in range(rounds):
+        for case in cases:
+            rate, epc = await run_case(case, seconds)
+            rates[case].append(rate)
+            if epc:
+                per_call.append(epc)
+    med = {c: statistics.median(v) for c, v in rates.items()}
+    sub_cost = statistics.median(a / b - 1 for a, b in zip(rates["unobserved"],
+                                                            rates["subscriber"]))
+    kept = statistics.median(c / a for a, c in zip(rates["unobserved"], rates["dashboard"]))
+    print(f"calls per CPU second, medians of {rounds} rounds of {seconds:g} s "
+          f"(16 clients, 8 objects, ~{statistics.median(per_call):.1f} events per call):")
+    for case in cases:
+        print(f"  {case:<11} {med[case]:>9,.0f}   rounds: "
+              + ", ".join(f"{r:,.0f}" for r in rates[case]))
+    print(f"one no-op subscriber costs {sub_cost:+.0%} per call "
+          f"(target <= +25%): {'OK' if sub_cost <= 0.25 else 'NOT MET'}")
+    print(f"the dashboard keeps {kept:.0%} of the unobserved rate "
+          f"(target >= 50%): {'OK' if kept >= 0.5 else 'NOT MET'}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(main(3 if args.quick else 5, 0.5 if args.quick else 1.0))
