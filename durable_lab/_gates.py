@@ -15,9 +15,11 @@ counterparts are tasks the object creates (``create_task``, ``gather`` of corout
 ``TaskGroup``, ``waitUntil``) and futures its code completes. So the gate has a third lane, the
 *turn lane* (``micro``), ahead of everything: tasks started by the running code, and code made
 runnable by the turn that just ended (a finished task's awaiter, a ``gather`` whose children
-are done) or by a storage read that just completed. Storage reads in flight hold it back too:
-no code of the object runs while one is in flight, so even a continuation wrongly taken for
-part of the turn (see below) can never slip between a read and the write that depends on it.
+are done) or by a storage read that just completed. Storage reads in flight hold it back too,
+except the start of a task the running turn created (in JavaScript it would already have run):
+no continuation runs while a read is in flight, so even one wrongly taken for part of the turn
+(see below) can never slip between a read and the write that depends on it; when the read
+completes, its own continuation comes first (it gets the read's lock, in workerd's terms).
 
 Storage reads hold the gate (workerd ``awaitIoWithInputLock``) however they are awaited:
 ``hold_for(read)`` counts the read as a holder from the moment it is issued until it completes,
@@ -262,11 +264,17 @@ class InputGate:
             seq = self._arrivals
         waiter = _Waiter(fut, holder, kind, seq, micro)
         if micro:
-            if (self._lock is None and not self._micro and not self._reads
+            if (self._lock is None and not self._micro
+                    and (not self._reads or kind == "task")
                     and (scheduler is None or not scheduler.holds_admission(self, waiter))):
                 self._grant(fut, holder, kind, True)
                 return fut
-            self._micro.append(waiter)
+            if front:  # the continuation of a read that just completed: its lock, in workerd
+                self._micro.appendleft(waiter)
+            else:
+                self._micro.append(waiter)
+            if kind == "task" and self._lock is None and self._reads:
+                self._admit_next()  # a task start may pass the reads (and the resumes behind them)
             return fut
         if (not self._closed_to_lanes() and not self._waiters and not self._priority
                 and (scheduler is None or not scheduler.holds_admission(self, waiter))):
@@ -334,8 +342,10 @@ class InputGate:
 
     def _hold_done(self, _: asyncio.Future[Any]) -> None:
         self._reads -= 1
-        if self._broken is None and self._lock is None and not self._settling:
-            self._after_turn()
+        if self._broken is None and self._lock is None:
+            # Not at once: the read's own awaiter queues (first in the turn lane) in this same
+            # loop pass, in a done callback that runs after this one.
+            self._settle(SETTLE_PASSES if self.internal_waits else 1)
 
     def on_quiet(self, callback: Callable[[], Any]) -> None:
         """Run ``callback`` at the end of the current turn, once the code it made runnable has
@@ -378,7 +388,17 @@ class InputGate:
         scheduler = self._scheduler
         while self._lock is None and self._broken is None:
             if self._reads:
-                return  # a storage read in flight holds the gate against everyone
+                # A storage read in flight holds the gate against everyone but the tasks the
+                # running turn started (in JavaScript they would have run already, before
+                # the read was even issued... or right after, inside the same turn).
+                waiter = self._first_task_start()
+                if waiter is None:
+                    return
+                if scheduler is not None and scheduler.holds_admission(self, waiter):
+                    return
+                self._micro.remove(waiter)
+                self._grant(waiter.future, waiter.holder, waiter.kind, waiter.micro)
+                return
             if self._micro:
                 lane = self._micro
             elif self._settling:
@@ -396,6 +416,12 @@ class InputGate:
             lane.popleft()
             self._grant(waiter.future, waiter.holder, waiter.kind, waiter.micro)
 
+    def _first_task_start(self) -> _Waiter | None:
+        for waiter in self._micro:
+            if waiter.kind == "task" and not waiter.future.cancelled():
+                return waiter
+        return None
+
     def waiting(self) -> list[_Waiter]:
         """Who the gate's rules allow to be admitted now (empty while locked or broken).
 
@@ -403,8 +429,11 @@ class InputGate:
         one hands the gate back to), one at a time; the constructor comes before any delivery;
         the other waiters may go in any order (that is the choice a paused lab offers).
         """
-        if self._lock is not None or self._broken is not None or self._reads:
+        if self._lock is not None or self._broken is not None:
             return []
+        if self._reads:
+            start = self._first_task_start()
+            return [] if start is None else [start]
         micro = [w for w in self._micro if not w.future.cancelled()]
         if micro:
             return micro[:1]
@@ -420,8 +449,10 @@ class InputGate:
 
     def waiting_head(self) -> _Waiter | None:
         """The waiter the gate itself would admit next (None if locked, broken or empty)."""
-        if self._lock is not None or self._broken is not None or self._reads:
+        if self._lock is not None or self._broken is not None:
             return None
+        if self._reads:
+            return self._first_task_start()
         for lane in (self._micro, self._priority, self._waiters):
             if lane is not self._micro and (self._reads or self._settling):
                 return None

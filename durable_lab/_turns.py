@@ -124,6 +124,19 @@ def mark_io(fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
     return fut
 
 
+_SLEEP_CODE = asyncio.sleep.__code__
+
+
+def _awaits_timer(coro: Any) -> bool:
+    """Whether the object code is suspended in ``asyncio.sleep`` (walks the ``await`` chain)."""
+    awaited = getattr(coro, "cr_await", None)
+    while awaited is not None:
+        if getattr(awaited, "cr_code", None) is _SLEEP_CODE:
+            return True
+        awaited = getattr(awaited, "cr_await", None)
+    return False
+
+
 def spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
     """Start a runtime-internal task: outside any object's context, so it is never adopted by
     an object (and neither is anything it starts). Built directly, not through the loop's task
@@ -275,11 +288,14 @@ class Driver:
                         continue
                     internal = True
                 else:
-                    internal = fut not in _io_futures
+                    # asyncio.sleep() is a timer: I/O, never the turn's own work, even if it
+                    # fires while the gate settles.
+                    internal = fut not in _io_futures and not _awaits_timer(coro)
                 if internal:
                     # Counted before the turn ends: the gate must settle at this release.
                     gate.internal_waits += 1
-                if fut in instance.gate_holding_reads:
+                is_read = fut in instance.gate_holding_reads
+                if is_read:
                     self._end_turn("storage", gate_held=True)
                     self._enter(STORAGE)
                 else:
@@ -287,7 +303,7 @@ class Driver:
                     if self.call is not None:
                         self._note_wait(fut, False)
                         self._enter(IO)
-                error = await self._wait_and_reenter(fut, internal)
+                error = await self._wait_and_reenter(fut, internal, is_read)
         except BaseException:
             # Cancelled (the object was reset) or the code raised: the coroutine is finished
             # either way; close it so its finally blocks run now and not at garbage collection.
@@ -359,8 +375,8 @@ class Driver:
         """Back in after letting the turn's other code run (no event: the turn goes on)."""
         return await self._reenter(admission, micro=True, event=False)
 
-    async def _wait_and_reenter(self, fut: asyncio.Future[Any], internal: bool
-                                ) -> BaseException | None:
+    async def _wait_and_reenter(self, fut: asyncio.Future[Any], internal: bool,
+                                is_read: bool = False) -> BaseException | None:
         """Wait for ``fut`` without taking its outcome (the coroutine reads it), then come back
         in through the gate: in the turn lane if the wake-up belongs to a turn of this object
         (the gate is still settling from it), else behind everything queued."""
@@ -387,7 +403,9 @@ class Driver:
             if not waiter.done():
                 # Queued now, while we know whether the gate is settling from a turn.
                 micro = internal and gate.chain_active
-                waiter.set_result(gate.wait(holder, kind="resume", micro=micro))
+                # A read's own continuation comes first: workerd hands it the read's lock.
+                waiter.set_result(gate.wait(holder, kind="resume", micro=micro,
+                                            front=micro and is_read))
                 if call is not None:
                     # Done waiting: from now on it waits to come back in (re-entry).
                     now = self.instance.now()
