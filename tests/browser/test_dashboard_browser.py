@@ -64,7 +64,7 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
 
     # 2. chips and gate change as the workload runs
     mailboxes, gates, statuses = set(), set(), set()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20  # (breaks early once both changed; a busy page is slow)
     shot_taken = False
     while time.monotonic() < deadline:
         mb = attr(page, view, "data-mailbox")
@@ -76,7 +76,7 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
         if len(gates) >= 2 and len(mailboxes) >= 3 and shot_taken:
             break
         if (not shot_taken and mb not in (None, "0") and held not in (None, "0")
-                and gate == "closed" and time.monotonic() > deadline - 8):
+                and gate == "closed" and time.monotonic() > deadline - 18):
             page.locator(".dl-dashboard").first.screenshot(path=shots / "dashboard-running.png")
             shot_taken = True
         time.sleep(0.03)
