@@ -135,17 +135,12 @@ class FleetView(Panel):
             data["text"].append(f"{short}\n{where}{r.queue} queued\n{r.done} calls"
                                 if n <= 36 else "")
         self._labels = data["label"]
-        doc = self.figure.document
-        doc.hold("combine")
-        try:
-            self.mapper.high = max(8, max(data["peak"], default=0))
-            rows_needed = max(MIN_GRID, math.ceil(n / cols))
-            self.figure.x_range.update(start=-0.5, end=cols - 0.5)
-            self.figure.y_range.update(start=-rows_needed + 0.5, end=0.5)
-            if data != dict(self.source.data):
-                self.source.data = data
-        finally:
-            doc.unhold()
+        self.mapper.high = max(8, max(data["peak"], default=0))
+        rows_needed = max(MIN_GRID, math.ceil(n / cols))
+        self.figure.x_range.update(start=-0.5, end=cols - 0.5)
+        self.figure.y_range.update(start=-rows_needed + 0.5, end=0.5)
+        if data != dict(self.source.data):
+            self.source.data = data
         total_q = sum(data["queue"])
         hot = max(rows, key=lambda r: (r.queue, r.peak), default=None)
         regions = len({r for r in data["region"] if r})

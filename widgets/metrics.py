@@ -123,35 +123,28 @@ class Metrics(Panel):
         dt, self._last_sample = now - self._last_sample, now
         snap = self.reducer.snapshot(dt)
         points = self.reducer.take_points()
-        doc = self.figure.document
-        if doc is not None:
-            doc.hold("combine")
-        try:
-            t = round(now - self._t0, 2)
-            row = {k: [v] for k, v in snap.items() if k in self.rates.data}
-            row["t"] = [t]
-            self.rates.stream(row, rollover=self.rollover)
-            self._follow_rates(t, snap)
-            if points:
-                step = max(1, len(points) // 200)  # at most 200 dots per sample
-                sample = points[::step]
-                self.latency.stream({"writes": [p[0] for p in sample],
-                                     "ms": [round(p[1], 3) for p in sample],
-                                     "method": [p[2] for p in sample]}, rollover=self.max_points)
-                self._latencies.extend(round(p[1], 3) for p in sample)
-                del self._latencies[:-self.max_points]
-                self._follow_latency(max(p[0] for p in sample))
-            counts = list(self.reducer.batch_hist)
-            if counts != list(self.batches.data["count"]):
-                self.batches.data = {
-                    "bin": [b[0] for b in BATCH_BINS], "count": counts,
-                    "top": [c if c > 0 else LOG_FLOOR for c in counts],
-                    "text": [str(c) if c else "" for c in counts]}
-                self._f3.y_range.update(start=LOG_FLOOR, end=max(10, max(counts) * 3))
-                self._empty[2].visible = not any(counts)
-        finally:
-            if doc is not None:
-                doc.unhold()
+        t = round(now - self._t0, 2)
+        row = {k: [v] for k, v in snap.items() if k in self.rates.data}
+        row["t"] = [t]
+        self.rates.stream(row, rollover=self.rollover)
+        self._follow_rates(t, snap)
+        if points:
+            step = max(1, len(points) // 200)  # at most 200 dots per sample
+            sample = points[::step]
+            self.latency.stream({"writes": [p[0] for p in sample],
+                                 "ms": [round(p[1], 3) for p in sample],
+                                 "method": [p[2] for p in sample]}, rollover=self.max_points)
+            self._latencies.extend(round(p[1], 3) for p in sample)
+            del self._latencies[:-self.max_points]
+            self._follow_latency(max(p[0] for p in sample))
+        counts = list(self.reducer.batch_hist)
+        if counts != list(self.batches.data["count"]):
+            self.batches.data = {
+                "bin": [b[0] for b in BATCH_BINS], "count": counts,
+                "top": [c if c > 0 else LOG_FLOOR for c in counts],
+                "text": [str(c) if c else "" for c in counts]}
+            self._f3.y_range.update(start=LOG_FLOOR, end=max(10, max(counts) * 3))
+            self._empty[2].visible = not any(counts)
 
     def _follow_rates(self, t: float, snap: dict[str, float]) -> None:
         data = self.rates.data

@@ -122,17 +122,11 @@ class Timeline(Panel):
     def select(self, target: Any) -> None:
         """Show another object's lanes (starting from now)."""
         self.reducer = TimelineReducer(only=label_of(target))
-        doc = self.figure.document
-        if doc is not None:
-            doc.hold("combine")
-        try:
+        with self.plot.frame():  # one patch message (LiveBokehModel.frame)
             for source in (self.segments, self.open_segments, self.markers, self.gate_spans,
                            self.open_gate_spans):
                 source.data = {c: [] for c in source.data}
             self.gate_figure.title.text = self._gate_title()
-        finally:
-            if doc is not None:
-                doc.unhold()
         self.refresh()
 
     def apply(self, event: RuntimeEvent) -> None:
@@ -148,32 +142,25 @@ class Timeline(Panel):
         gate_rows = reducer.gates.take()
         open_rows = reducer.open_rows()
         open_gates = reducer.gates.open_rows(reducer.last_x)
-        doc = self.figure.document
-        if doc is not None:
-            doc.hold("combine")
-        try:
-            if segments["delivery"]:
-                self.segments.stream(segments, rollover=self.rollover)
-            if markers["delivery"]:
-                self.markers.stream(markers, rollover=self.rollover)
-            if gate_rows["lane"]:
-                self.gate_spans.stream(gate_rows, rollover=self.rollover)
-            if open_rows["delivery"] or self.open_segments.data["delivery"]:
-                self.open_segments.data = open_rows
-            if open_gates["lane"] or self.open_gate_spans.data["lane"]:
-                self.open_gate_spans.data = open_gates
-            title = self._gate_title()
-            if self.gate_figure.title.text != title:
-                self.gate_figure.title.text = title
-            if self.follow.value and reducer.last_x:
-                last = reducer.last_x
-                span = max(40, min(300, 10 * self.lanes))
-                self.figure.x_range.update(start=max(0, last - span), end=last + 4)
-                lanes = list(open_rows["delivery"]) or list(segments["delivery"][-1:])
-                if lanes:
-                    top = max(lanes)
-                    bottom = max(0, min(min(lanes), top - self.lanes + 1))
-                    self.figure.y_range.update(start=bottom - 0.5, end=bottom + self.lanes + 0.5)
-        finally:
-            if doc is not None:
-                doc.unhold()
+        if segments["delivery"]:
+            self.segments.stream(segments, rollover=self.rollover)
+        if markers["delivery"]:
+            self.markers.stream(markers, rollover=self.rollover)
+        if gate_rows["lane"]:
+            self.gate_spans.stream(gate_rows, rollover=self.rollover)
+        if open_rows["delivery"] or self.open_segments.data["delivery"]:
+            self.open_segments.data = open_rows
+        if open_gates["lane"] or self.open_gate_spans.data["lane"]:
+            self.open_gate_spans.data = open_gates
+        title = self._gate_title()
+        if self.gate_figure.title.text != title:
+            self.gate_figure.title.text = title
+        if self.follow.value and reducer.last_x:
+            last = reducer.last_x
+            span = max(40, min(300, 10 * self.lanes))
+            self.figure.x_range.update(start=max(0, last - span), end=last + 4)
+            lanes = list(open_rows["delivery"]) or list(segments["delivery"][-1:])
+            if lanes:
+                top = max(lanes)
+                bottom = max(0, min(min(lanes), top - self.lanes + 1))
+                self.figure.y_range.update(start=bottom - 0.5, end=bottom + self.lanes + 0.5)
