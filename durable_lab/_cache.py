@@ -275,12 +275,10 @@ class StorageCache:
         instance = self.instance
         if instance.bus.active:
             # The batch is formed now; its commit may first wait for reads in flight.
-            instance.bus.emit(
-                FlushStarted, object=instance.label, object_id=instance.object_id,
-                batch=self.flush_count, puts=tuple(k for k, v in batch.items() if v is not ABSENT),
-                deletes=tuple(k for k, v in batch.items() if v is ABSENT),
-                delete_all=delete_all, gated=self._next_gated,
-            )
+            instance.bus.emit(FlushStarted, instance.label, instance.object_id, self.flush_count,
+                              tuple(k for k, v in batch.items() if v is not ABSENT),
+                              tuple(k for k, v in batch.items() if v is ABSENT), delete_all,
+                              self._next_gated)
         self._flush_task = spawn(self._flush(self.flush_count, batch, metadata, delete_all, done))
 
     async def _flush(self, number: int, batch: dict[str, bytes | None],
@@ -315,9 +313,8 @@ class StorageCache:
             self.flushing = {}
             self._running_flush = None
             if bus.active:
-                bus.emit(CommitFailed, object=instance.label, object_id=instance.object_id,
-                         batch=number, error=f"{type(exc).__name__}: {exc}",
-                         injected=getattr(exc, "injected", False))
+                bus.emit(CommitFailed, instance.label, instance.object_id, number,
+                         f"{type(exc).__name__}: {exc}", getattr(exc, "injected", False))
             error = instance.commit_failure_error(exc)
             if not done.done():
                 done.set_exception(error)
@@ -328,8 +325,8 @@ class StorageCache:
         self.flushing = {}
         self._running_flush = None
         if bus.active:
-            bus.emit(CommitDone, object=instance.label, object_id=instance.object_id,
-                     batch=number, keys=len(batch), duration=clock.now() - started)
+            bus.emit(CommitDone, instance.label, instance.object_id, number, len(batch),
+                     clock.now() - started)
         if not done.done():
             done.set_result(None)
         if metadata:

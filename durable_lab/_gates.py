@@ -293,11 +293,8 @@ class InputGate:
         self._lock = lock
         fut.set_result(lock)
         if self._bus.active:
-            self._bus.emit(
-                InputGateLocked, object=self._label, object_id=self._object_id, holder=holder,
-                waiting=len(self._waiters) + len(self._priority) + len(self._micro),
-                depth=self.depth,
-            )
+            self._bus.emit(InputGateLocked, self._label, self._object_id, holder,
+                           len(self._waiters) + len(self._priority) + len(self._micro), self.depth)
 
     def _release(self, lock: InputLock) -> None:
         if self._lock is not lock:
@@ -305,12 +302,8 @@ class InputGate:
             return
         self._lock = None
         if self._bus.active:
-            self._bus.emit(
-                InputGateUnlocked, object=self._label, object_id=self._object_id,
-                holder=lock.holder,
-                waiting=len(self._waiters) + len(self._priority) + len(self._micro),
-                depth=self.depth,
-            )
+            self._bus.emit(InputGateUnlocked, self._label, self._object_id, lock.holder,
+                           len(self._waiters) + len(self._priority) + len(self._micro), self.depth)
         self._after_turn()
 
     def _after_turn(self) -> None:

@@ -296,8 +296,8 @@ class ObjectHost:
         # a timer or another object has left the queue but still holds its memory.
         if inst.queued >= lab.max_queue or len(inst.deliveries) >= lab.max_in_flight:
             if lab.bus.active:
-                lab.bus.emit(DeliveryRefused, object=self.label, object_id=self.object_id,
-                             delivery=delivery.id, method=method, reason="overloaded")
+                lab.bus.emit(DeliveryRefused, self.label, self.object_id, delivery.id, method,
+                             "overloaded")
             reply.set_exception(
                 OverloadedError() if inst.queued >= lab.max_queue else OverloadedError(
                     f"Durable Object is overloaded. Too many requests in flight: "
@@ -319,9 +319,8 @@ class ObjectHost:
             stub._last = delivery
         inst.queued += 1
         if lab.bus.active:
-            lab.bus.emit(DeliveryQueued, object=self.label, object_id=self.object_id,
-                         delivery=delivery.id, kind_of_delivery=kind, method=method,
-                         queue_length=inst.queued)
+            lab.bus.emit(DeliveryQueued, self.label, self.object_id, delivery.id, kind, method,
+                         inst.queued)
         admission = inst.gate.wait(delivery.holder)
         if admission.done():
             # Admitted at once (the gate was open, nobody waiting): it never queued. (The
@@ -374,8 +373,7 @@ class CriticalSection:
         depth = self.inner_gate.depth
         outer_lock = (await admission).entered()
         if bus.active:
-            bus.emit(CriticalSectionStarted, object=inst.label, object_id=inst.object_id,
-                     delivery=self.delivery, depth=depth)
+            bus.emit(CriticalSectionStarted, inst.label, inst.object_id, self.delivery, depth)
         # Awaited by the delivery that started it (it usually is: the awaiting ended the turn
         # that let the section in): the section's turns and waits are that call's time.
         parent = self.awaited_by
@@ -404,9 +402,8 @@ class CriticalSection:
             if inst.broken is not None:  # reset by something else meanwhile
                 return
             if bus.active:
-                bus.emit(CriticalSectionEnded, object=inst.label, object_id=inst.object_id,
-                         delivery=self.delivery, depth=depth, ok=False,
-                         error=f"{type(exc).__name__}: {exc}")
+                bus.emit(CriticalSectionEnded, inst.label, inst.object_id, self.delivery, depth,
+                         False, f"{type(exc).__name__}: {exc}")
             # workerd: the input gate breaks and the object resets; callers see the message.
             inst.reset(DurableObjectResetError(str(exc), reason="inputGateBroken"),
                        reason="inputGateBroken")
@@ -418,8 +415,8 @@ class CriticalSection:
             # When it held the gate, so a call that queued meanwhile can say why.
             inst.host.sections.append((started, clock.now(), self.delivery))
         if bus.active:
-            bus.emit(CriticalSectionEnded, object=inst.label, object_id=inst.object_id,
-                     delivery=self.delivery, depth=depth, ok=True)
+            bus.emit(CriticalSectionEnded, inst.label, inst.object_id, self.delivery, depth, True,
+                     "")
         if self.awaited_by is not None:
             # Hand the gate straight back to the code that called blockConcurrencyWhile.
             self.handback = self.parent_gate.wait(self.awaited_by.holder, priority=True,
@@ -433,9 +430,8 @@ class CriticalSection:
         if self.result.done() or inst.broken is not None:
             return
         if inst.bus.active:
-            inst.bus.emit(CriticalSectionEnded, object=inst.label, object_id=inst.object_id,
-                          delivery=self.delivery, depth=self.inner_gate.depth, ok=False,
-                          error=BLOCK_CONCURRENCY_WHILE_TIMEOUT_MESSAGE)
+            inst.bus.emit(CriticalSectionEnded, inst.label, inst.object_id, self.delivery,
+                          self.inner_gate.depth, False, BLOCK_CONCURRENCY_WHILE_TIMEOUT_MESSAGE)
         inst.reset(DurableObjectResetError(BLOCK_CONCURRENCY_WHILE_TIMEOUT_MESSAGE,
                                            reason="inputGateBroken", overloaded=True),
                    reason="inputGateBroken")
@@ -548,8 +544,8 @@ class Instance:
             obj.__init__(self.ctx, self.lab.env)
             self.obj = obj
             if self.bus.active:
-                self.bus.emit(InstanceConstructed, object=self.label, object_id=self.object_id,
-                              class_name=self.cls.__qualname__, incarnation=self.incarnation)
+                self.bus.emit(InstanceConstructed, self.label, self.object_id,
+                              self.cls.__qualname__, self.incarnation)
         except _Aborted:
             return
         except Exception as exc:
@@ -581,8 +577,7 @@ class Instance:
                 delivery.phase = RUNNING
                 delivery.since = now
             if bus.active:
-                bus.emit(DeliveryStarted, object=self.label, object_id=self.object_id,
-                         delivery=delivery.id, method=delivery.method)
+                bus.emit(DeliveryStarted, self.label, self.object_id, delivery.id, delivery.method)
             is_alarm = delivery.kind == "alarm"
             if is_alarm:
                 self.in_alarm_handler = True
@@ -627,9 +622,8 @@ class Instance:
         delivery.phase = OUTPUT_GATE
         delivery.since = now
         if bus.active:
-            bus.emit(DeliveryFinished, object=self.label, object_id=self.object_id,
-                     delivery=delivery.id, ok=error is None,
-                     error="" if error is None else f"{type(error).__name__}: {error}")
+            bus.emit(DeliveryFinished, self.label, self.object_id, delivery.id, error is None,
+                     "" if error is None else f"{type(error).__name__}: {error}")
         await self._reply(delivery, value, error)
 
     async def _reply(self, delivery: Delivery, value: Any, error: BaseException | None) -> None:
@@ -653,8 +647,8 @@ class Instance:
                 delivery.note("held_writes", stats.dirty_keys + stats.flushing_keys)
                 delivery.note("held_commits", self.output_gate.pending_commits)
                 if bus.active:
-                    bus.emit(ReplyHeld, object=self.label, object_id=self.object_id,
-                             delivery=delivery.id, waiting_for=self.output_gate.pending_commits)
+                    bus.emit(ReplyHeld, self.label, self.object_id, delivery.id,
+                             self.output_gate.pending_commits)
                 try:
                     await pending
                 except asyncio.CancelledError:
@@ -689,8 +683,7 @@ class Instance:
             # What the caller got: a reset may have answered it with its error already.
             ok = (error is None if not reply.done() else
                   not reply.cancelled() and reply._exception is None)  # (not "retrieved")
-            bus.emit(ReplyReleased, object=self.label, object_id=self.object_id,
-                     delivery=delivery.id, ok=ok)
+            bus.emit(ReplyReleased, self.label, self.object_id, delivery.id, ok)
         self.deliveries.discard(delivery)
         # The reply goes now: the call ends (a network leg back, if any, adds to it). Its
         # last phase ended at ``since`` (its code finished, or waited() moved it; a call a
@@ -775,8 +768,7 @@ class Instance:
         self.cache.closed = True
         self.host.on_reset(self, None, False, "evicted")
         if self.bus.active:
-            self.bus.emit(InstanceEvicted, object=self.label, object_id=self.object_id,
-                          reason=reason)
+            self.bus.emit(InstanceEvicted, self.label, self.object_id, reason)
 
     # -- resets --------------------------------------------------------------------------
 
@@ -798,9 +790,8 @@ class Instance:
         self.host.on_reset(self, error, stubs_broken, reason)
         self._cancel_idle_timer()
         if self.bus.active:
-            self.bus.emit(InstanceReset, object=self.label, object_id=self.object_id,
-                          reason=reason, error=str(error), stubs_broken=stubs_broken,
-                          lost_writes=lost)
+            self.bus.emit(InstanceReset, self.label, self.object_id, reason, str(error),
+                          stubs_broken, lost)
         if self.host.websockets is not None and not self.evicted:
             self.host.websockets.reset(reason, error)  # a reset disconnects the object's sockets
         # Answer every caller now: a delivery task cancelled before it ever ran cannot. A reply

@@ -50,9 +50,8 @@ class NaiveStorage:
         inst = self._instance
         if inst.bus.active:
             driver = current_driver.get()
-            inst.bus.emit(StorageOp, object=inst.label, object_id=inst.object_id,
-                          delivery=driver.delivery if driver is not None else 0,
-                          op=op, keys=keys, cache=cache)
+            inst.bus.emit(StorageOp, inst.label, inst.object_id,
+                          driver.delivery if driver is not None else 0, op, keys, cache)
 
     def _task(self, coro: Any) -> asyncio.Future[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -64,9 +63,8 @@ class NaiveStorage:
         bus = inst.bus
         number = next(self._batches)
         if bus.active:
-            bus.emit(FlushStarted, object=inst.label, object_id=inst.object_id, batch=number,
-                     puts=tuple(puts), deletes=tuple(deletes), delete_all=delete_all,
-                     gated=False)
+            bus.emit(FlushStarted, inst.label, inst.object_id, number, tuple(puts), tuple(deletes),
+                     delete_all, False)
         started = inst.lab.clock.now()
         try:
             injected = await inst.lab._before_commit(inst)
@@ -76,13 +74,12 @@ class NaiveStorage:
                                        deletes=deletes, metadata={})
         except Exception as exc:
             if bus.active:
-                bus.emit(CommitFailed, object=inst.label, object_id=inst.object_id,
-                         batch=number, error=f"{type(exc).__name__}: {exc}",
-                         injected=getattr(exc, "injected", False))
+                bus.emit(CommitFailed, inst.label, inst.object_id, number,
+                         f"{type(exc).__name__}: {exc}", getattr(exc, "injected", False))
             raise StorageError(f"write failed and was lost: {exc}") from exc
         if bus.active:
-            bus.emit(CommitDone, object=inst.label, object_id=inst.object_id, batch=number,
-                     keys=len(puts) + len(deletes), duration=inst.lab.clock.now() - started)
+            bus.emit(CommitDone, inst.label, inst.object_id, number, len(puts) + len(deletes),
+                     inst.lab.clock.now() - started)
 
     def _write(self, puts: dict[str, bytes], deletes: list[str], delete_all: bool = False
                ) -> asyncio.Future[None]:

@@ -590,12 +590,10 @@ class SqliteEngine:
         lab = self.lab
         bus = instance.bus
         if bus.active:
-            bus.emit(
-                FlushStarted, object=instance.label, object_id=instance.object_id,
-                batch=number, puts=tuple(k for k, p in self._txn_keys.items() if p),
-                deletes=tuple(k for k, p in self._txn_keys.items() if not p),
-                delete_all=self._txn_delete_all, gated=self._gated,
-            )
+            bus.emit(FlushStarted, instance.label, instance.object_id, number,
+                     tuple(k for k, p in self._txn_keys.items() if p),
+                     tuple(k for k, p in self._txn_keys.items() if not p), self._txn_delete_all,
+                     self._gated)
         started = lab.clock.now()
         faults = getattr(lab, "faults", None)
         try:
@@ -647,8 +645,8 @@ class SqliteEngine:
             return  # the object was reset meanwhile (its output gate broke)
         self.commit_count += 1
         if instance.bus.active:
-            instance.bus.emit(CommitDone, object=instance.label, object_id=instance.object_id,
-                              batch=number, keys=keys, duration=lab.clock.now() - started)
+            instance.bus.emit(CommitDone, instance.label, instance.object_id, number, keys,
+                              lab.clock.now() - started)
         fut.set_result(None)
         if metadata:
             for callback in self.on_commit:
@@ -661,9 +659,8 @@ class SqliteEngine:
         self._rollback_quietly()
         self._reload_metadata_quietly()
         if bus.active:
-            bus.emit(CommitFailed, object=instance.label, object_id=instance.object_id,
-                     batch=number, error=f"{type(exc).__name__}: {exc}",
-                     injected=getattr(exc, "injected", False))
+            bus.emit(CommitFailed, instance.label, instance.object_id, number,
+                     f"{type(exc).__name__}: {exc}", getattr(exc, "injected", False))
         if isinstance(exc, sqlite3.IntegrityError):
             # workerd's TxnCommitRegulator: no "broken." prefix, so durableObjectReset is not
             # set, although the object is reset all the same.

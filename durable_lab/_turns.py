@@ -251,9 +251,8 @@ class Driver:
                     # Under "serial" the strand keeps the gate across every await.
                     is_read = fut in instance.gate_holding_reads
                     if bus.active:
-                        bus.emit(TurnEnded, object=instance.label, object_id=instance.object_id,
-                                 delivery=self.delivery,
-                                 awaiting="storage" if is_read else "io", gate_held=True)
+                        bus.emit(TurnEnded, instance.label, instance.object_id, self.delivery,
+                                 "storage" if is_read else "io", True)
                     call = self.call
                     if call is not None:
                         self._note_wait(fut, is_read)
@@ -279,9 +278,8 @@ class Driver:
                         # Nothing else of the turn waits to run: keep the lock itself across
                         # the read (the same admissions, one step less when stepping).
                         if bus.active:
-                            bus.emit(TurnEnded, object=instance.label,
-                                     object_id=instance.object_id, delivery=self.delivery,
-                                     awaiting="storage", gate_held=True)
+                            bus.emit(TurnEnded, instance.label, instance.object_id, self.delivery,
+                                     "storage", True)
                         self._enter(STORAGE)
                         error = await self._wait_keeping_lock_cancellable(fut)
                         self._enter(RUNNING)
@@ -316,8 +314,8 @@ class Driver:
         self.release()
         bus = self.instance.bus
         if bus.active:
-            bus.emit(TurnEnded, object=self.instance.label, object_id=self.instance.object_id,
-                     delivery=self.delivery, awaiting=awaiting, gate_held=gate_held)
+            bus.emit(TurnEnded, self.instance.label, self.instance.object_id, self.delivery,
+                     awaiting, gate_held)
 
     def _note_wait(self, fut: asyncio.Future[Any], is_read: bool) -> None:
         """Remember what the call waits for, for the verdict (a read, a timer)."""
@@ -367,8 +365,7 @@ class Driver:
             call.turns = getattr(call, "turns", 1) + 1
         bus = self.instance.bus
         if event and bus.active:
-            bus.emit(DeliveryResumed, object=self.instance.label,
-                     object_id=self.instance.object_id, delivery=self.delivery)
+            bus.emit(DeliveryResumed, self.instance.label, self.instance.object_id, self.delivery)
         return cancelled
 
     async def _reenter_quietly(self, admission: asyncio.Future[InputLock]) -> BaseException | None:

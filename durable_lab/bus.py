@@ -20,6 +20,8 @@ from typing import Any
 
 from .events import RuntimeEvent
 
+_new = object.__new__
+
 __all__ = ["EventBus", "Recorder", "Subscription"]
 
 log = logging.getLogger("durable_lab")
@@ -85,13 +87,22 @@ class EventBus:
     def subscriber_count(self) -> int:
         return len(self._callbacks)
 
-    def emit(self, event_type: type[RuntimeEvent], **fields: Any) -> None:
-        """Build ``event_type(**fields)`` with the next ``seq`` and the current time; deliver it.
+    @property
+    def seq(self) -> int:
+        """The ``seq`` of the last event emitted (0 before any): how many were built so far."""
+        return self._seq
 
+    def emit(self, event_type: type[RuntimeEvent], *values: Any) -> None:
+        """Build an ``event_type`` from the next ``seq``, the time and ``values``; deliver it.
+
+        ``values`` are the event's fields after ``seq`` and ``time``, by position, in the order
+        its class declares them, defaulted ones included: ``object``, ``object_id``, then the
+        class's own (see :func:`durable_lab.events.build`; keywords cost three times as much).
         Callers check :attr:`active` first, so this is only reached when someone listens.
         """
         self._seq += 1
-        event = event_type(seq=self._seq, time=self._now(), **fields)
+        event = _new(event_type)
+        event_type._fill_by_position(event, self._seq, self._now(), *values)  # type: ignore[attr-defined]
         for callback in self._callbacks:
             try:
                 callback(event)

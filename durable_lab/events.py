@@ -7,6 +7,13 @@ subscriber gets the same record. (They are not ``frozen``: a frozen dataclass se
 through ``object.__setattr__``, which made building an event more than twice as slow, and a
 lab with a panel open builds tens of thousands a second; see bench/RESULTS-watching.txt.)
 
+Two ways to build one. Readers and tests use keywords, with ``object`` and ``object_id``
+defaulting to ``""``: ``StorageOp(seq=1, time=0.0, delivery=3, op="get", keys=("n",),
+cache="hit")``. The runtime emits with every field given by position, in the order the class
+declares them (``seq``, ``time``, ``object``, ``object_id``, then the class's own fields; see
+:func:`build`): matching eight keywords made building an event three times as slow as filling
+eight slots, and that was most of what a subscriber cost a busy lab.
+
 Every event has:
 
 - ``seq``: position in the lab's stream (1, 2, 3, ...), total order of everything that happened;
@@ -34,7 +41,8 @@ The vocabulary (see docs/events.md for a worked example):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, make_dataclass
+from typing import Any
 
 __all__ = [
     "CommitDone",
@@ -73,9 +81,33 @@ __all__ = [
     "WebSocketMessageReceived",
     "WebSocketMessageReleased",
     "WebSocketMessageSent",
+    "build",
 ]
 
-_event = dataclass(slots=True, kw_only=True)
+def _event(cls: type) -> type:
+    """Make ``cls`` a slotted keyword dataclass that :func:`build` can also fill by position."""
+    cls = dataclass(slots=True, kw_only=True)(cls)
+    # A plain dataclass with the same fields in the same order, no defaults: its generated
+    # __init__ assigns each positional argument to the attribute of that name, which is what a
+    # positional constructor of ``cls`` would do. ``build`` runs it on a fresh ``cls`` instance.
+    twin = make_dataclass(f"_{cls.__name__}ByPosition", [f.name for f in fields(cls)])
+    cls._fill_by_position = twin.__init__  # type: ignore[attr-defined]
+    return cls
+
+
+_new = object.__new__
+
+
+def build(event_type: type[RuntimeEvent], *values: Any) -> RuntimeEvent:
+    """``event_type`` with every field given by position, in declaration order (no defaults).
+
+    ``build(DeliveryStarted, 7, t, "C:a", id_hex, 3, "increment")`` is
+    ``DeliveryStarted(seq=7, time=t, object="C:a", object_id=id_hex, delivery=3,
+    method="increment")``, built without matching keywords. The bus builds events this way.
+    """
+    event = _new(event_type)
+    event_type._fill_by_position(event, *values)  # type: ignore[attr-defined]
+    return event
 
 
 @_event

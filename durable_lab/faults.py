@@ -95,9 +95,9 @@ class Faults:
         rules.append(_Rule(target=None if host is None else host.object_id, **rule))
         bus = self._lab.bus
         if bus.active:
-            bus.emit(FaultInjected, object="" if host is None else host.label,
-                     object_id="" if host is None else host.object_id, fault=kind,
-                     detail=", ".join(f"{k}={v}" for k, v in rule.items() if k != "detail"))
+            bus.emit(FaultInjected, "" if host is None else host.label,
+                     "" if host is None else host.object_id, kind,
+                     ", ".join(f"{k}={v}" for k, v in rule.items() if k != "detail"))
 
     def _take(self, rules: list[_Rule], object_id: str) -> _Rule | None:
         for rule in rules:

@@ -729,8 +729,8 @@ class Lab:
             if self.bus.active:
                 # First, so a panel can show "lab closed" and read the labClosed resets below
                 # as part of it (docs/events.md gives the order).
-                self.bus.emit(LabClosed, instances=sum(1 for h in self._hosts.values()
-                                                       if h.instance is not None))
+                live = sum(1 for h in self._hosts.values() if h.instance is not None)
+                self.bus.emit(LabClosed, "", "", live)
         task = self._close_task
         if task is None or task.done():
             if task is not None and not task.cancelled():

@@ -362,22 +362,20 @@ class DurableObjectStub:
 
         async def send() -> None:
             if bus.active:
-                bus.emit(OutgoingCallHeld, object=caller.label, object_id=caller.object_id,
-                         delivery=driver.delivery, target=target)
+                bus.emit(OutgoingCallHeld, caller.label, caller.object_id, driver.delivery, target)
             try:
                 await pending
             except BaseException as exc:
                 if bus.active:
-                    bus.emit(OutgoingCallReleased, object=caller.label,
-                             object_id=caller.object_id, delivery=driver.delivery,
-                             target=target, ok=False)
+                    bus.emit(OutgoingCallReleased, caller.label, caller.object_id, driver.delivery,
+                             target, False)
                 if not reply.done():
                     reply.set_exception(exc if not isinstance(exc, asyncio.CancelledError)
                                         else (caller.broken or exc))
                 return
             if bus.active:
-                bus.emit(OutgoingCallReleased, object=caller.label, object_id=caller.object_id,
-                         delivery=driver.delivery, target=target, ok=True)
+                bus.emit(OutgoingCallReleased, caller.label, caller.object_id, driver.delivery,
+                         target, True)
             held = clock.now() - sent
             try:
                 inner = (carry(sent, held) if carry is not None else

@@ -324,9 +324,8 @@ class Network:
         self._placements[host.storage_key] = region
         bus = host.lab.bus
         if bus.active:
-            bus.emit(ObjectPlaced, object=host.label, object_id=host.object_id, region=region,
-                     reason=reason, hint=hint or "", caller_region=caller_region,
-                     jurisdiction=jurisdiction or "")
+            bus.emit(ObjectPlaced, host.label, host.object_id, region, reason, hint or "",
+                     caller_region, jurisdiction or "")
         return region
 
     def region_of_host(self, host: ObjectHost) -> str:
@@ -363,9 +362,8 @@ class Network:
         if sent is None:
             sent = clock.now()
         if bus.active:
-            bus.emit(NetworkHopStarted, object=host.label, object_id=host.object_id, hop=hop,
-                     leg="request", from_region=source, to_region=region, delay=delay,
-                     method=method, caller=caller)
+            bus.emit(NetworkHopStarted, host.label, host.object_id, hop, "request", source, region,
+                     delay, method, caller)
         # A future per message on its way, tracked by the lab: wait_idle() waits for it and
         # close() answers it (a message in flight on a manual clock would otherwise hang both).
         arrived: asyncio.Future[None] = loop.create_future()
@@ -386,9 +384,8 @@ class Network:
             if reply.done():
                 return
             if bus.active:
-                bus.emit(NetworkHopEnded, object=host.label, object_id=host.object_id, hop=hop,
-                         leg="request", from_region=source, to_region=region, delay=delay,
-                         method=method, caller=caller)
+                bus.emit(NetworkHopEnded, host.label, host.object_id, hop, "request", source,
+                         region, delay, method, caller)
             try:
                 inner = host.deliver(kind, method, args, kwargs, stub._generation, stub,
                                      (sent, held, link))
@@ -421,9 +418,8 @@ class Network:
         bus = lab.bus
         clock = lab.clock
         if bus.active:
-            bus.emit(NetworkHopStarted, object=host.label, object_id=host.object_id, hop=hop,
-                     leg="reply", from_region=region, to_region=source, delay=delay,
-                     method=method, caller=caller)
+            bus.emit(NetworkHopStarted, host.label, host.object_id, hop, "reply", region, source,
+                     delay, method, caller)
         returned: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._in_flight[returned] = reply
         returned.add_done_callback(self._landed)
@@ -434,9 +430,8 @@ class Network:
                 return
             returned.set_result(None)
             if bus.active:
-                bus.emit(NetworkHopEnded, object=host.label, object_id=host.object_id, hop=hop,
-                         leg="reply", from_region=region, to_region=source, delay=delay,
-                         method=method, caller=caller)
+                bus.emit(NetworkHopEnded, host.label, host.object_id, hop, "reply", region, source,
+                         delay, method, caller)
             if delivery is not None and getattr(delivery, "end", None) is not None:
                 # The way back is the call's too: it ends when the reply lands.
                 now = clock.now()

@@ -205,7 +205,7 @@ class Scheduler:
         self._told_paused = False
         bus = self._lab.bus
         if bus.active:
-            bus.emit(Paused, reason=reason)
+            bus.emit(Paused, "", "", reason)
 
     def pause(self) -> None:
         self._pause("requested")
@@ -217,7 +217,7 @@ class Scheduler:
         self.paused = False
         bus = self._lab.bus
         if bus.active:
-            bus.emit(Resumed)
+            bus.emit(Resumed, "", "")
         permits, self._permits = self._permits, []
         for permit in sorted(permits, key=lambda p: p.seq):
             self._release(permit)
@@ -275,8 +275,7 @@ class Scheduler:
         self.steps_taken += 1
         bus = self._lab.bus
         if bus.active:
-            bus.emit(StepTaken, object=choice.object, step_kind=choice.kind,
-                     description=choice.description)
+            bus.emit(StepTaken, choice.object, "", choice.kind, choice.description)
         choice._take()
 
     async def step(self) -> Choice | None:

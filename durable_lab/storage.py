@@ -270,9 +270,8 @@ class DurableObjectStorage:
     def _emit(self, op: str, keys: Iterable[str], cache: str) -> None:
         inst = self._instance
         driver = current_driver.get()
-        inst.bus.emit(StorageOp, object=inst.label, object_id=inst.object_id,
-                      delivery=driver.delivery if driver is not None else 0,
-                      op=op, keys=tuple(keys), cache=cache)
+        inst.bus.emit(StorageOp, inst.label, inst.object_id,
+                      driver.delivery if driver is not None else 0, op, tuple(keys), cache)
 
     def _start_read(self, coro: Any, allow_concurrency: bool) -> asyncio.Future[Any]:
         task = spawn(coro)

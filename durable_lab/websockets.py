@@ -564,9 +564,8 @@ class _Socket:
             if bus.active:
                 host = self.registry.host
                 data = item[1]
-                bus.emit(WebSocketMessageSent, object=host.label, object_id=host.object_id,
-                         delivery=delivery, socket=self.id, size=_size(data),
-                         binary=type(data) is bytes, held=held)
+                bus.emit(WebSocketMessageSent, host.label, host.object_id, delivery, self.id,
+                         _size(data), type(data) is bytes, held)
         if not held:
             self._out(item, delivery)
             return
@@ -589,8 +588,8 @@ class _Socket:
                 bus = self.registry.host.lab.bus
                 if bus.active:
                     host = self.registry.host
-                    bus.emit(WebSocketMessageReleased, object=host.label,
-                             object_id=host.object_id, delivery=delivery, socket=self.id, ok=ok)
+                    bus.emit(WebSocketMessageReleased, host.label, host.object_id, delivery,
+                             self.id, ok)
             if ok:
                 self._out(item, delivery)
             # else: the commit before it failed; the reset closes the socket.
@@ -612,8 +611,8 @@ class _Socket:
             _gate, item, delivery = self.outbox.popleft()
             if item[0] == "message" and bus.active:
                 host = self.registry.host
-                bus.emit(WebSocketMessageReleased, object=host.label, object_id=host.object_id,
-                         delivery=delivery, socket=self.id, ok=False)
+                bus.emit(WebSocketMessageReleased, host.label, host.object_id, delivery, self.id,
+                         False)
 
 
 class HostSockets:
@@ -652,9 +651,8 @@ class HostSockets:
         bus = self.host.lab.bus
         if bus.active:
             driver = current_driver.get()
-            bus.emit(WebSocketAccepted, object=self.host.label, object_id=self.host.object_id,
-                     delivery=driver.delivery if driver is not None else 0, socket=record.id,
-                     tags=tags)
+            bus.emit(WebSocketAccepted, self.host.label, self.host.object_id,
+                     driver.delivery if driver is not None else 0, record.id, tags)
 
     # -- incoming --------------------------------------------------------------------------
 
@@ -666,14 +664,12 @@ class HostSockets:
         if pair is not None and type(data) is str and data == pair.request:
             record.auto_response_at = _dt.datetime.fromtimestamp(lab.clock.now(), tz=_dt.UTC)
             if bus.active:
-                bus.emit(WebSocketAutoResponse, object=host.label, object_id=host.object_id,
-                         socket=record.id)
+                bus.emit(WebSocketAutoResponse, host.label, host.object_id, record.id)
             record.send(None, ("message", pair.response), 0)
             return
         if bus.active:
-            bus.emit(WebSocketMessageReceived, object=host.label, object_id=host.object_id,
-                     delivery=lab._deliveries + 1, socket=record.id, size=size,
-                     binary=type(data) is bytes)
+            bus.emit(WebSocketMessageReceived, host.label, host.object_id, lab._deliveries + 1,
+                     record.id, size, type(data) is bytes)
         reply = self._dispatch(record, "webSocketMessage", (data,))
         if reply.done() and not reply.cancelled() and reply.exception() is not None:
             raise reply.exception()  # type: ignore[misc]  # refused: overloaded
@@ -744,9 +740,8 @@ class HostSockets:
                     initiator: str) -> None:
         bus = self.host.lab.bus
         if bus.active:
-            bus.emit(WebSocketClosed, object=self.host.label, object_id=self.host.object_id,
-                     socket=record.id, code=code, reason=reason, was_clean=was_clean,
-                     initiator=initiator)
+            bus.emit(WebSocketClosed, self.host.label, self.host.object_id, record.id, code,
+                     reason, was_clean, initiator)
 
 
 # -- the delivery of an event to the object (called by _host.Delivery.invoke) -------------------

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from durable_lab import Lab
+from durable_lab.bus import EventBus
+
+from emitted_fields import MISMATCHES, check
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -32,3 +35,21 @@ async def memory_lab():
 @pytest.fixture
 def record():
     return []
+
+
+@pytest.fixture(autouse=True)
+def emitted_events_match_their_fields(monkeypatch):
+    """Fail any test during which the runtime emitted a value in the wrong field (see
+    tests/emitted_fields.py): events are built from positional values."""
+    real_emit = EventBus.emit
+
+    def checked_emit(self, event_type, *values):
+        check(event_type, values)
+        real_emit(self, event_type, *values)
+
+    monkeypatch.setattr(EventBus, "emit", checked_emit)
+    MISMATCHES.clear()
+    yield
+    found = list(MISMATCHES)
+    MISMATCHES.clear()
+    assert not found, "events emitted with values in the wrong fields:\n" + "\n".join(found)

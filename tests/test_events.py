@@ -86,3 +86,19 @@ async def test_every_event_type_is_documented():
     doc = (Path(__file__).parents[1] / "docs" / "events.md").read_text()
     for name in events.__all__:
         assert f"`{name}`" in doc, f"{name} is missing from docs/events.md"
+
+
+def _event_types():
+    return [getattr(events, name) for name in events.__all__
+            if isinstance(getattr(events, name), type)]
+
+
+@pytest.mark.parametrize("event_type", _event_types(), ids=lambda t: t.__name__)
+def test_building_by_position_gives_the_event_keywords_give(event_type):
+    names = [f.name for f in dataclasses.fields(event_type)]
+    values = [f"v{i}" for i in range(len(names))]  # distinct, so a field out of place shows
+    by_position = events.build(event_type, *values)
+    assert type(by_position) is event_type
+    assert by_position == event_type(**dict(zip(names, values)))
+    with pytest.raises(TypeError):
+        events.build(event_type, *values[:-1])  # no defaults by position: every field is given
