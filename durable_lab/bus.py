@@ -102,7 +102,7 @@ class EventBus:
         """
         self._seq += 1
         event = _new(event_type)
-        event_type._fill_by_position(event, self._seq, self._now(), *values)  # type: ignore[attr-defined]
+        event_type._fill(event, self._seq, self._now(), values)  # type: ignore[attr-defined]
         for callback in self._callbacks:
             try:
                 callback(event)

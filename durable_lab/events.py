@@ -41,7 +41,7 @@ The vocabulary (see docs/events.md for a worked example):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, make_dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 __all__ = [
@@ -84,14 +84,29 @@ __all__ = [
     "build",
 ]
 
+def _positional_filler(names: list[str]) -> Any:
+    """``fill(event, seq, time, values)``: set ``seq``, ``time``, then the other fields, in
+    declaration order, from the tuple ``values``, in one unpacking assignment.
+
+    Generated, as dataclasses generate ``__init__``, because it is the cheapest way CPython has
+    to fill slots: a function taking eight separate arguments spent twice as many machine
+    instructions setting up its frame as this spends unpacking (valgrind, see
+    bench/RESULTS-watching.txt). ``names`` are a dataclass's field names: identifiers.
+    """
+    targets = "".join(f"event.{name}, " for name in names[2:])
+    source = (f"def fill(event, seq, time, values):\n"
+              f"    event.seq = seq\n"
+              f"    event.time = time\n"
+              f"    ({targets}) = values\n")
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)
+    return namespace["fill"]
+
+
 def _event(cls: type) -> type:
     """Make ``cls`` a slotted keyword dataclass that :func:`build` can also fill by position."""
     cls = dataclass(slots=True, kw_only=True)(cls)
-    # A plain dataclass with the same fields in the same order, no defaults: its generated
-    # __init__ assigns each positional argument to the attribute of that name, which is what a
-    # positional constructor of ``cls`` would do. ``build`` runs it on a fresh ``cls`` instance.
-    twin = make_dataclass(f"_{cls.__name__}ByPosition", [f.name for f in fields(cls)])
-    cls._fill_by_position = twin.__init__  # type: ignore[attr-defined]
+    cls._fill = _positional_filler([f.name for f in fields(cls)])  # type: ignore[attr-defined]
     return cls
 
 
@@ -105,8 +120,12 @@ def build(event_type: type[RuntimeEvent], *values: Any) -> RuntimeEvent:
     ``DeliveryStarted(seq=7, time=t, object="C:a", object_id=id_hex, delivery=3,
     method="increment")``, built without matching keywords. The bus builds events this way.
     """
+    if len(values) != len(fields(event_type)):
+        raise TypeError(f"build({event_type.__name__}, ...) takes a value for each of its "
+                        f"{len(fields(event_type))} fields "
+                        f"({', '.join(f.name for f in fields(event_type))}), got {len(values)}")
     event = _new(event_type)
-    event_type._fill_by_position(event, *values)  # type: ignore[attr-defined]
+    event_type._fill(event, values[0], values[1], values[2:])  # type: ignore[attr-defined]
     return event
 
 

@@ -8,6 +8,13 @@ asks each panel that changed to ``render()`` once (Bokeh ``stream``/``patch`` in
 ``Document.hold``, widget traits inside ``hold_sync``). So a burst of 10,000 events costs the
 runtime 10,000 ``deque.append`` calls and the front end at most 25 messages per panel per second.
 
+At full speed the reducers do not wait for the frame: every ``REDUCE_EVERY`` buffered events
+are handed to the panels' ``consume`` at once (rendering still waits for the frame). Events
+that waited a whole frame (40 ms, thousands of them on a busy lab) outlived the garbage
+collector's young generation and were promoted to the old ones, whose collections then scanned
+the kernel's whole heap (Bokeh models, widgets) over and over: that cost a busy lab more than
+the reducers themselves (bench/RESULTS-watching.txt). Handed over after 64, they die young.
+
 Slow motion (``play_slowly``): instead of handing every buffered event over at the next frame,
 the feed releases them one at a time, ``seconds_per_event`` apart. A step of the runtime takes
 microseconds and emits a handful of events (the gate closes, the call starts, reads, writes,
@@ -43,6 +50,8 @@ __all__ = ["Feed", "FeedStatistics", "Listener", "attach", "feed_for", "open_pan
 
 #: Seconds between two frames: 25 frames a second at most.
 FRAME_INTERVAL = 0.04
+#: At full speed, buffered events are handed to the reducers every this many (see above).
+REDUCE_EVERY = 64
 
 
 class Listener(Protocol):
@@ -78,7 +87,9 @@ class Feed:
         self._events = 0
         self._dropped = 0
         self._frames = 0
-        self._first_at: float | None = None
+        self._first_at: float | None = None  # when the oldest event not yet drawn came
+        self._reduced = 0  # events handed to the reducers since the last frame
+        self._reducing = False
         self._last_lag = 0.0
         self._max_lag = 0.0
         self._last_cost = 0.0
@@ -100,10 +111,38 @@ class Feed:
     def _on_event(self, event: RuntimeEvent) -> None:
         buffer = self._buffer
         if not buffer:
-            self._first_at = time.perf_counter()
+            if self._first_at is None:
+                self._first_at = time.perf_counter()
+        elif len(buffer) >= REDUCE_EVERY - 1 and self.seconds_per_event is None:
+            buffer.append(event)
+            self._reduce()
+            return
         elif len(buffer) == buffer.maxlen:
             self._dropped += 1
         buffer.append(event)
+
+    def _reduce(self, limit: int | None = None) -> int:
+        """Hand the buffered events (at most ``limit``) to every listener's ``consume``."""
+        buffer = self._buffer
+        if self._reducing or not buffer:  # (a listener that made the lab emit: next time)
+            return 0
+        if limit is not None and limit < len(buffer):
+            events = [buffer.popleft() for _ in range(limit)]
+        else:
+            events = list(buffer)
+            buffer.clear()
+        self._reducing = True
+        try:
+            for listener in list(self._listeners):
+                try:
+                    listener.consume(events)
+                except Exception as exc:
+                    self._report(listener, exc)
+        finally:
+            self._reducing = False
+        self._events += len(events)
+        self._reduced += len(events)
+        return len(events)
 
     # -- listeners ------------------------------------------------------------------------
 
@@ -185,27 +224,17 @@ class Feed:
         """Hand the buffered events (at most ``limit``: slow motion) to every listener, then
         let each render. Returns how many."""
         buffer = self._buffer
-        if not buffer and not force:
+        if not buffer and not self._reduced and not force:
             self._render_all()  # a panel the frame loop left dirty (min_interval) draws now
             return 0
         t0 = time.perf_counter()
-        if not buffer or limit == 0:  # an idle frame: panels that sample over time may draw
-            self._render_all()
+        if (not buffer and not self._reduced) or limit == 0:
+            self._render_all()  # an idle frame: panels that sample over time may draw
             return 0
-        if limit is not None and limit < len(buffer):
-            events = [buffer.popleft() for _ in range(limit)]
-            first_at = self._first_at
-            self._first_at = time.perf_counter()  # the rest waits from now on
-        else:
-            events = list(buffer)
-            buffer.clear()
-            first_at, self._first_at = self._first_at, None
-        self._events += len(events)
-        for listener in list(self._listeners):
-            try:
-                listener.consume(events)
-            except Exception as exc:
-                self._report(listener, exc)
+        self._reduce(limit)
+        first_at = self._first_at
+        self._first_at = time.perf_counter() if buffer else None  # the rest waits from now
+        handed, self._reduced = self._reduced, 0
         self._render_all()
         end = time.perf_counter()
         self._frames += 1
@@ -213,7 +242,7 @@ class Feed:
         if first_at is not None and limit is None:
             self._last_lag = end - first_at
             self._max_lag = max(self._max_lag, self._last_lag)
-        return len(events)
+        return handed
 
     def _render_all(self) -> None:
         for listener in list(self._listeners):
