@@ -1,7 +1,8 @@
 """The cost of watching: what a subscriber and an open dashboard cost a busy lab.
 
-    python bench/bench_watching.py            # 5 rounds of 1 s per case
-    python bench/bench_watching.py --quick    # 3 rounds of 0.5 s
+    python bench/bench_watching.py              # 7 rounds of 1 s per case (CPU time)
+    python bench/bench_watching.py --quick      # 3 rounds of 0.5 s
+    python bench/bench_watching.py --callgrind  # machine instructions per call (valgrind)
 
 Issue #12's targets: one no-op subscriber costs at most 25 % per call; with the dashboard open,
 saturated trivial calls keep at least 50 % of the unobserved rate.
@@ -18,13 +19,22 @@ Rates are calls per **CPU second of this process** (``time.process_time``): the 
 shared, and wall-clock rates swing with other people's load while CPU time per call does not.
 The dashboard's frames run on the same thread as the lab, so its whole cost is in C's CPU time.
 Medians of the rounds; the ratios are medians of per-round ratios.
+
+CPU time still swings with the other tenants of a shared machine (caches, hyperthreads): the
+same code measured 13,000-20,000 calls per CPU second within one run. ``--callgrind`` counts
+machine instructions instead (valgrind; deterministic): per call, the difference between a
+process making 4,000 calls and one making 800, for the unobserved lab, one no-op subscriber,
+and the dashboard's reducers without its frames (the frames are paced by the wall clock, which
+valgrind slows fifty-fold, so a count with frames would flatter the dashboard).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -79,6 +89,55 @@ async def run_case(case: str, seconds: float) -> tuple[float, float]:
     return calls[0] / cpu, emitted / calls[0]
 
 
+async def run_calls(case: str, calls: int) -> None:
+    """Make ``calls`` trivial calls (16 clients, 8 objects) under ``case``; for --callgrind."""
+    lab = Lab(storage="memory", seed=1)
+    ns = lab.bind("C", Counter)
+    stubs = [ns.getByName(f"o{i}") for i in range(8)]
+    for stub in stubs:
+        await stub.increment()
+    board = None
+    if case == "subscriber":
+        lab.subscribe(lambda event: None)
+    elif case == "reducers":
+        import widgets
+
+        board = widgets.dashboard(lab)
+        board._feed.stop()  # reducers only: no wall-clock frames
+
+    async def client(k: int) -> None:
+        for _ in range(calls // 16):
+            await stubs[k % 8].increment()
+
+    await asyncio.gather(*(client(k) for k in range(16)))
+    if board is not None:
+        board.close()
+    await lab.close()
+
+
+def instructions(case: str, calls: int) -> int:
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                           sys.executable, __file__, "--child", case, str(calls)],
+                          capture_output=True, text=True, check=True)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise RuntimeError(f"no callgrind total in: {done.stderr[-500:]}")
+    return int(found.group(1))
+
+
+def callgrind(few: int = 800, many: int = 4000) -> None:
+    per_call = {case: (instructions(case, many) - instructions(case, few)) / (many - few)
+                for case in ("unobserved", "subscriber", "reducers")}
+    base = per_call["unobserved"]
+    print(f"machine instructions per trivial call (valgrind callgrind, ({many} calls - {few} "
+          f"calls) / {many - few}; 16 clients, 8 objects):")
+    print(f"  unobserved                    {base:>9,.0f}")
+    print(f"  one no-op subscriber          {per_call['subscriber']:>9,.0f}  "
+          f"{per_call['subscriber'] / base - 1:+.1%}")
+    print(f"  dashboard reducers, no frames {per_call['reducers']:>7,.0f}  "
+          f"keeps {base / per_call['reducers']:.0%} of the unobserved rate before drawing")
+
+
 async def main(rounds: int, seconds: float) -> None:
     cases = ("unobserved", "subscriber", "dashboard")
     rates: dict[str, list[float]] = {c: [] for c in cases}
@@ -108,5 +167,12 @@ async def main(rounds: int, seconds: float) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--callgrind", action="store_true")
+    parser.add_argument("--child", nargs=2, metavar=("CASE", "CALLS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    asyncio.run(main(3 if args.quick else 5, 0.5 if args.quick else 1.0))
+    if args.child:
+        asyncio.run(run_calls(args.child[0], int(args.child[1])))
+    elif args.callgrind:
+        callgrind()
+    else:
+        asyncio.run(main(3 if args.quick else 7, 0.5 if args.quick else 1.0))

@@ -61,10 +61,16 @@ class Panel(w.VBox):  # type: ignore[misc]
     def apply(self, event: RuntimeEvent) -> None:
         raise NotImplementedError
 
-    def consume(self, events: list[RuntimeEvent]) -> None:
+    def fold(self, events: list[RuntimeEvent]) -> None:
+        """Fold a batch into the panel's state: ``apply`` each event, unless the panel hands
+        the whole batch to its reducer's ``consume`` (which skips what it ignores before any
+        call: the cheaper path, see widgets/_reducers.py)."""
         apply = self.apply
         for event in events:
             apply(event)
+
+    def consume(self, events: list[RuntimeEvent]) -> None:
+        self.fold(events)
         if events:
             self._dirty = True
 

@@ -83,6 +83,7 @@ class Feed:
         self.lab = lab
         self.interval = interval
         self._buffer: deque[RuntimeEvent] = deque(maxlen=max_buffer)
+        self._check_at = min(REDUCE_EVERY - 1, max_buffer)  # _on_event looks closer from here
         self._listeners: list[Listener] = []
         self._events = 0
         self._dropped = 0
@@ -110,15 +111,16 @@ class Feed:
 
     def _on_event(self, event: RuntimeEvent) -> None:
         buffer = self._buffer
-        if not buffer:
-            if self._first_at is None:
-                self._first_at = time.perf_counter()
-        elif len(buffer) >= REDUCE_EVERY - 1 and self.seconds_per_event is None:
-            buffer.append(event)
-            self._reduce()
-            return
-        elif len(buffer) == buffer.maxlen:
-            self._dropped += 1
+        n = len(buffer)
+        if n >= self._check_at:
+            if n >= REDUCE_EVERY - 1 and self.seconds_per_event is None:
+                buffer.append(event)
+                self._reduce()
+                return
+            if n == buffer.maxlen:  # slow motion fell this far behind: the oldest go
+                self._dropped += 1
+        elif n == 0 and self._first_at is None:
+            self._first_at = time.perf_counter()
         buffer.append(event)
 
     def _reduce(self, limit: int | None = None) -> int:
@@ -177,6 +179,13 @@ class Feed:
                 return False
         self._task = loop.create_task(self._run(), name="durable_lab-widgets-feed")
         return True
+
+    def stop(self) -> None:
+        """Stop the frame task: events still reach the reducers, drawing waits for a
+        ``flush()`` by hand (benchmarks, tests); ``start()`` resumes."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._task = None
 
     async def _run(self) -> None:
         while not self._closed:

@@ -18,13 +18,18 @@ recently active dropped first) and per-object key tables of at most ``max_keys``
 never read the runtime: events in, rows out, so they are tested with recorded or synthetic
 events and no widgets at all. They mutate their own state for speed (a dashboard folds about
 10,000 events a second); ``fold(reducer, events)`` is the pure-looking entry point for tests.
+
+Each has ``apply(event)`` (one event) and ``consume(events)`` (a batch, what the panels call):
+``consume`` skips, before any call, the events its reducer ignores (``RELEVANT``, or another
+object's under ``only``). A dashboard hands every event to five reducers; one Python call per
+event and reducer saved is most of what it costs a busy lab (bench/RESULTS-watching.txt).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,8 +54,12 @@ __all__ = [
 
 def fold(reducer: Any, events: Iterable[ev.RuntimeEvent]) -> Any:
     """Apply ``events`` in order to ``reducer`` and return it (handy in tests and notebooks)."""
-    for event in events:
-        reducer.apply(event)
+    consume = getattr(reducer, "consume", None)
+    if consume is not None:
+        consume(list(events))
+    else:
+        for event in events:
+            reducer.apply(event)
     return reducer
 
 
@@ -216,6 +225,9 @@ class ObjectState:
             self.last_fault = f"{e.fault} ({e.detail})" if e.detail else e.fault
 
 
+_SCHEDULER_EVENTS = frozenset({ev.StepTaken, ev.Paused, ev.Resumed})
+
+
 class ObjectsReducer:
     """An :class:`ObjectState` for each object seen (at most ``max_objects``)."""
 
@@ -227,17 +239,28 @@ class ObjectsReducer:
         self.paused = False
 
     def apply(self, e: ev.RuntimeEvent) -> None:
-        self.seq = e.seq
-        if e.object:
-            self.objects.touch(e.object, ObjectState).apply(e)
-        t = type(e)
-        if t is ev.StepTaken:
-            self.steps += 1
-            self.last_step = e.description
-        elif t is ev.Paused:
-            self.paused = True
-        elif t is ev.Resumed:
-            self.paused = False
+        self.consume((e,))
+
+    def consume(self, events: Sequence[ev.RuntimeEvent]) -> None:
+        if not events:
+            return
+        touch = self.objects.touch
+        states: dict[str, ObjectState] = {}  # this batch's: one LRU touch per object
+        for e in events:
+            label = e.object
+            if label:
+                state = states.get(label)
+                if state is None:
+                    state = states[label] = touch(label, ObjectState)
+                state.apply(e)
+            t = type(e)
+            if t in _SCHEDULER_EVENTS:
+                if t is ev.StepTaken:
+                    self.steps += 1
+                    self.last_step = e.description
+                else:
+                    self.paused = t is ev.Paused
+        self.seq = events[-1].seq
 
     def get(self, label: str) -> ObjectState:
         return self.objects.get(label) or ObjectState(label)
@@ -412,9 +435,18 @@ class TimelineReducer:
         self._close(delivery, x)
         self.open[delivery] = (kind, x, obj, self.methods.get(delivery, ""))
 
-    def apply(self, e: ev.RuntimeEvent) -> None:  # noqa: C901
-        if self.only is not None and e.object != self.only:
-            return
+    def consume(self, events: Sequence[ev.RuntimeEvent]) -> None:
+        only = self.only
+        apply = self._apply
+        for e in events:
+            if only is None or e.object == only:
+                apply(e)
+
+    def apply(self, e: ev.RuntimeEvent) -> None:
+        if self.only is None or e.object == self.only:
+            self._apply(e)
+
+    def _apply(self, e: ev.RuntimeEvent) -> None:  # noqa: C901
         x = e.seq
         self.last_x = x
         self.gates.apply(e, x)
@@ -550,6 +582,17 @@ class StorageReducer:
         while len(table) > self.max_keys:
             table.popitem(last=False)
 
+    #: What the inspector follows: writes, batches, resets (a read changes no key's state).
+    RELEVANT = frozenset({ev.StorageOp, ev.FlushStarted, ev.CommitDone, ev.CommitFailed,
+                          ev.InstanceReset})
+
+    def consume(self, events: Sequence[ev.RuntimeEvent]) -> None:
+        relevant = self.RELEVANT
+        apply = self.apply
+        for e in events:
+            if type(e) in relevant:
+                apply(e)
+
     def apply(self, e: ev.RuntimeEvent) -> None:
         t = type(e)
         if t is ev.StorageOp:
@@ -656,6 +699,18 @@ class FleetReducer:
             self._known.add(label)
             self.order.append(label)
         return self.rows.touch(label, FleetRow)
+
+    #: What a fleet cell shows: queue, calls in flight, status, region.
+    RELEVANT = frozenset({ev.DeliveryQueued, ev.DeliveryStarted, ev.DeliveryFinished,
+                          ev.InstanceConstructed, ev.InstanceReset, ev.InstanceEvicted,
+                          ev.ObjectPlaced})
+
+    def consume(self, events: Sequence[ev.RuntimeEvent]) -> None:
+        relevant = self.RELEVANT
+        apply = self.apply
+        for e in events:
+            if type(e) in relevant:
+                apply(e)
 
     def apply(self, e: ev.RuntimeEvent) -> None:
         if not e.object:
@@ -769,13 +824,33 @@ class MetricsReducer:
         if start is not None and len(self.points) < self.max_points:
             self.points.append((writes, (t - start[0]) * 1000.0, start[1], ""))
 
+    #: The events the metrics fold (the others are only counted).
+    RELEVANT = frozenset({ev.DeliveryQueued, ev.DeliveryStarted, ev.StorageOp,
+                          ev.DeliveryFinished, ev.ReplyReleased, ev.CommitDone,
+                          ev.InstanceReset, ev.InstanceEvicted})
+
+    def consume(self, events: Sequence[ev.RuntimeEvent]) -> None:
+        self.events += len(events)
+        relevant = self.RELEVANT
+        fold_one = self._fold_one
+        for e in events:
+            if self._finished is not None:
+                self._settle(e)
+            if type(e) in relevant:
+                fold_one(e)
+
     def apply(self, e: ev.RuntimeEvent) -> None:
-        self.events += 1
+        self.consume((e,))
+
+    def _settle(self, e: ev.RuntimeEvent) -> None:
+        """The event right after a DeliveryFinished says whether its reply was held (the
+        runtime emits ReplyHeld next if so): if not, the call was answered when it finished."""
+        d, self._finished = self._finished, None
+        if not (type(e) is ev.ReplyHeld and e.delivery == d):
+            self._answer(d, self._finished_at)  # type: ignore[arg-type]
+
+    def _fold_one(self, e: ev.RuntimeEvent) -> None:
         t = type(e)
-        if self._finished is not None:
-            d, self._finished = self._finished, None
-            if not (t is ev.ReplyHeld and e.delivery == d):
-                self._answer(d, self._finished_at)
         if t is ev.DeliveryQueued:
             self._queued_at[e.delivery] = (e.time, e.method)
             self.queues[e.object] = e.queue_length

@@ -203,6 +203,10 @@ class Controls(Panel):
         if not self._shared:
             self.reducer.apply(event)
 
+    def fold(self, events: list[RuntimeEvent]) -> None:
+        if not self._shared:
+            self.reducer.consume(events)
+
     def consume(self, events: list[RuntimeEvent]) -> None:
         if not self._shared:
             super().consume(events)

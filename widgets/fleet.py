@@ -101,6 +101,9 @@ class FleetView(Panel):
     def apply(self, event: RuntimeEvent) -> None:
         self.reducer.apply(event)
 
+    def fold(self, events: list[RuntimeEvent]) -> None:
+        self.reducer.consume(events)
+
     def render(self) -> None:
         self.reducer.tick()
         super().render()

@@ -112,6 +112,9 @@ class Metrics(Panel):
     def apply(self, event: RuntimeEvent) -> None:
         self.reducer.apply(event)
 
+    def fold(self, events: list[RuntimeEvent]) -> None:
+        self.reducer.consume(events)
+
     def render(self) -> None:
         with self.plot.frame():  # one patch message per frame (_plots.LiveBokehModel)
             self._render_frame()

@@ -194,9 +194,7 @@ class ObjectView(Panel):
 
     def consume(self, events: list[RuntimeEvent]) -> None:
         if not self._shared:
-            apply = self.reducer.apply
-            for event in events:
-                apply(event)
+            self.reducer.consume(events)
         if self.target is None:
             for event in events:
                 if event.object:

@@ -58,11 +58,15 @@ class StorageInspector(Panel):
         self.refresh()
 
     def apply(self, event: RuntimeEvent) -> None:
-        self.reducer.apply(event)
-        if self.target is None and event.object:
-            self.target = event.object
-        if event.object == self.target:
-            self._values_stale = True
+        self.fold([event])
+
+    def fold(self, events: list[RuntimeEvent]) -> None:
+        self.reducer.consume(events)
+        if self.target is None:
+            self.target = next((e.object for e in events if e.object), None)
+        if not self._values_stale:
+            target = self.target
+            self._values_stale = any(e.object == target for e in events)
 
     def select(self, target: Any) -> None:
         self.target = label_of(target)

@@ -132,6 +132,9 @@ class Timeline(Panel):
     def apply(self, event: RuntimeEvent) -> None:
         self.reducer.apply(event)
 
+    def fold(self, events: list[RuntimeEvent]) -> None:
+        self.reducer.consume(events)
+
     def draw(self) -> None:
         with self.plot.frame():  # one patch message per frame (_plots.LiveBokehModel)
             self._draw_frame()

@@ -100,6 +100,9 @@ class Watch(Panel):
     def apply(self, event: RuntimeEvent) -> None:
         self.objects.apply(event)
 
+    def fold(self, events: list[RuntimeEvent]) -> None:
+        self.objects.consume(events)
+
     def consume(self, events: list[RuntimeEvent]) -> None:
         super().consume(events)
         if self.target is None:

@@ -74,13 +74,42 @@ async def test_the_feed_flushes_by_itself_at_most_25_times_a_second(lab):
 
 
 async def test_feed_buffer_is_bounded(lab):
+    # Only slow motion buffers more than a handful of events: bounded, the oldest dropped.
     feed = _feed.Feed(lab, max_buffer=10, autostart=False)
+    feed.play_slowly(1.0)
     stub = lab.env.COUNTER.getByName("a")
     await stub.increment()
     s = feed.statistics()
     assert s.buffered == 10 and s.dropped > 0
     feed.close()
     assert lab.bus.subscriber_count == 0
+
+
+async def test_at_full_speed_reducers_get_events_before_the_frame(lab):
+    # Events wait at most REDUCE_EVERY events for the reducers, not a whole frame: a busy lab's
+    # events die young instead of filling the garbage collector's old generations.
+    feed = _feed.Feed(lab, autostart=False)
+    got: list[int] = []
+
+    class Counting:
+        def consume(self, events):
+            got.append(len(events))
+
+        def render(self):
+            pass
+
+    feed.add(Counting())
+    stub = lab.env.COUNTER.getByName("a")
+    for _ in range(40):
+        await stub.increment()
+    s = feed.statistics()
+    assert s.frames == 0 and s.buffered < _feed.REDUCE_EVERY and s.dropped == 0
+    assert got and set(got) == {_feed.REDUCE_EVERY}  # handed over in batches, no frame yet
+    handed_before_the_frame = sum(got)
+    assert feed.flush() == handed_before_the_frame + s.buffered  # the rest, then one render
+    assert got[-1] == s.buffered
+    assert feed.statistics().buffered == 0
+    feed.close()
 
 
 async def test_step_button_takes_exactly_one_transition(lab):
