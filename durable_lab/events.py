@@ -84,6 +84,7 @@ __all__ = [
     "build",
 ]
 
+
 def _positional_filler(names: list[str]) -> Any:
     """``fill(event, seq, time, values)``: set ``seq``, ``time``, then the other fields, in
     declaration order, from the tuple ``values``, in one unpacking assignment.

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from emitted_fields import MISMATCHES, check
 
 from durable_lab import Lab
 from durable_lab.bus import EventBus
-
-from emitted_fields import MISMATCHES, check
 
 
 @pytest.fixture(params=["memory", "sqlite"])
