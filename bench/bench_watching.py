@@ -131,10 +131,10 @@ def callgrind(few: int = 800, many: int = 4000) -> None:
     base = per_call["unobserved"]
     print(f"machine instructions per trivial call (valgrind callgrind, ({many} calls - {few} "
           f"calls) / {many - few}; 16 clients, 8 objects):")
-    print(f"  unobserved                    {base:>9,.0f}")
-    print(f"  one no-op subscriber          {per_call['subscriber']:>9,.0f}  "
+    print(f"  {'unobserved':<30} {base:>9,.0f}")
+    print(f"  {'one no-op subscriber':<30} {per_call['subscriber']:>9,.0f}  "
           f"{per_call['subscriber'] / base - 1:+.1%}")
-    print(f"  dashboard reducers, no frames {per_call['reducers']:>7,.0f}  "
+    print(f"  {'dashboard reducers, no frames':<30} {per_call['reducers']:>9,.0f}  "
           f"keeps {base / per_call['reducers']:.0%} of the unobserved rate before drawing")
 
 
