@@ -56,6 +56,7 @@ class FleetView(Panel):
                  **kwargs: Any) -> None:
         self.scale = scale
         width, height = round(width * scale), round(height * scale)
+        self._font_px = 12 * scale
         self.reducer = FleetReducer()
         self.on_select = on_select
         self.source = ColumnDataSource({c: [] for c in COLUMNS}, name="fleet_source")
@@ -112,16 +113,23 @@ class FleetView(Panel):
         with self.plot.frame():  # one patch message per frame (_plots.LiveBokehModel)
             self._draw_frame()
 
+    def label_limit(self, cols: int) -> int:
+        """How many characters of a label fit in a cell ``cols`` cells to a row: a 400-pixel
+        fleet (the dashboard's) fits ``COUNTER:room-1`` nowhere, ``COU:room-1`` does."""
+        cell_px = 0.92 * (self.figure.width - 30) / cols  # the plot's frame is ~30 px in
+        return max(6, int(cell_px / (0.6 * self._font_px)))  # ~0.6 em per character
+
     def _draw_frame(self) -> None:
         rows = self.reducer.visible()
         n = len(rows)
         cols = max(MIN_GRID, math.ceil(math.sqrt(n)))
         data: dict[str, list[Any]] = {c: [] for c in COLUMNS}
+        limit = self.label_limit(cols)
         for i, r in enumerate(rows):
             data["x"].append(i % cols)
             data["y"].append(-(i // cols))
             data["label"].append(r.label)
-            short = short_label(r.label)
+            short = short_label(r.label, limit)
             data["short"].append(short)
             data["queue"].append(r.queue)
             data["in_flight"].append(r.in_flight)

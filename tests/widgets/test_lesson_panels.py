@@ -233,6 +233,28 @@ def test_fleet_labels_name_the_binding_and_fit_a_cell():
     assert len(short_label("VERYLONGBINDING:some-long-object-name")) <= 14
 
 
+async def test_a_narrow_fleet_shortens_labels_to_fit_its_cells(lab):
+    # The dashboard's fleet is 400 px wide, four cells to a row: "COUNTER:room-1" ran over the
+    # cell's edge there (seen in the dashboard screenshot). The label's first line fits.
+    from widgets.fleet import FleetView
+
+    narrow = FleetView(lab, width=400, register=False)
+    wide = FleetView(lab, width=1200, register=False)
+    for i in range(4):
+        await lab.env.COUNTER.getByName(f"room-{i}").increment()
+    for view in (narrow, wide):
+        view._feed.flush()
+    first_lines = {view: [text.split("\n")[0] for text in view.source.data["text"]]
+                   for view in (narrow, wide)}
+    limit = narrow.label_limit(4)
+    assert limit < len("COUNTER:room-1")
+    assert first_lines[narrow] and all(len(t) <= limit for t in first_lines[narrow])
+    assert len(set(first_lines[narrow])) == 4  # still one name per object
+    assert "COUNTER:room-1" in first_lines[wide]  # room enough: the whole label
+    narrow.close()
+    wide.close()
+
+
 async def test_one_object_is_one_cell_of_the_fleet_not_the_whole_plot(lab):
     stub = lab.env.COUNTER.getByName("a")
     fleet = widgets.fleet(lab)
