@@ -23,10 +23,13 @@ if TYPE_CHECKING:
 __all__ = ["FleetView"]
 
 COLUMNS = ("x", "y", "label", "short", "queue", "in_flight", "load", "status", "resets",
-           "line", "text", "region", "heat", "done", "peak")
+           "line", "text", "region", "heat", "done", "peak", "ink")
 STATUS_LINE = {"live": "#334155", "reset": "#d62728", "evicted": "#94a3b8",
                "unknown": "#94a3b8", "not started": "#94a3b8", "idle": "#334155",
                "closed": "#94a3b8"}
+
+#: From this share of the colour scale up, a cell's fill is dark enough to need white text.
+DARK_FILL = 0.55
 
 #: The grid is at least this many cells wide and high, so one object is one cell, not the plot.
 MIN_GRID = 4
@@ -70,7 +73,7 @@ class FleetView(Panel):
                          fill_color={"field": "heat", "transform": self.mapper},
                          line_color="line", line_width=2)
         fig.text(x="x", y="y", text="text", source=self.source, text_align="center",
-                 text_baseline="middle", text_font_size=px(12, scale))
+                 text_baseline="middle", text_font_size=px(12, scale), text_color="ink")
         fig.add_tools(HoverTool(renderers=[cells], tooltips=[
             ("object", "@label"), ("status", "@status"), ("queued", "@queue"),
             ("longest queue", "@peak"), ("calls answered", "@done"),
@@ -146,7 +149,9 @@ class FleetView(Panel):
             data["text"].append(f"{short}\n{where}{r.queue} queued\n{r.done} calls"
                                 if n <= 36 else "")
         self._labels = data["label"]
-        self.mapper.high = max(8, max(data["peak"], default=0))
+        self.mapper.high = high = max(8, max(data["peak"], default=0))
+        # White text on the darkest reds (a hot cell), dark text elsewhere: readable on both.
+        data["ink"] = ["#ffffff" if h >= DARK_FILL * high else "#111827" for h in data["heat"]]
         rows_needed = max(MIN_GRID, math.ceil(n / cols))
         self.figure.x_range.update(start=-0.5, end=cols - 0.5)
         self.figure.y_range.update(start=-rows_needed + 0.5, end=0.5)

@@ -251,6 +251,12 @@ async def test_a_narrow_fleet_shortens_labels_to_fit_its_cells(lab):
     assert first_lines[narrow] and all(len(t) <= limit for t in first_lines[narrow])
     assert len(set(first_lines[narrow])) == 4  # still one name per object
     assert "COUNTER:room-1" in first_lines[wide]  # room enough: the whole label
+    assert set(narrow.source.data["ink"]) == {"#111827"}  # cool cells: dark text
+    row = narrow.reducer.rows["COUNTER:room-0"]
+    row.heat = row.peak = narrow.mapper.high = 20  # the hottest colour: white text on it
+    narrow.refresh()
+    ink = dict(zip(narrow.source.data["label"], narrow.source.data["ink"]))
+    assert ink["COUNTER:room-0"] == "#ffffff" and ink["COUNTER:room-1"] == "#111827"
     narrow.close()
     wide.close()
 
