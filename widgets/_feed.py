@@ -1,12 +1,13 @@
 """The feed: one subscription per lab, buffered, flushed to the panels a few dozen times a second.
 
 The lab calls subscribers synchronously inside every step (``lab.subscribe``), so the feed's
-subscriber does the least possible work: it appends the event to a bounded ``deque``. An asyncio
+subscriber does little work: it appends the event to a bounded ``deque``. An asyncio
 task on the kernel's loop wakes every ``interval`` seconds (40 ms: at most 25 frames a second),
 takes the buffered events, hands them to each panel's ``consume(events)`` (the reducers), then
 asks each panel that changed to ``render()`` once (Bokeh ``stream``/``patch`` inside
 ``Document.hold``, widget traits inside ``hold_sync``). So a burst of 10,000 events costs the
-runtime 10,000 ``deque.append`` calls and the front end at most 25 messages per panel per second.
+runtime 10,000 ``deque.append`` calls and the reducers' folding (below), and the front end at
+most 25 messages per panel per second.
 
 At full speed the reducers do not wait for the frame: every ``REDUCE_EVERY`` buffered events
 are handed to the panels' ``consume`` at once (rendering still waits for the frame). Events
@@ -14,6 +15,8 @@ that waited a whole frame (40 ms, thousands of them on a busy lab) outlived the 
 collector's young generation and were promoted to the old ones, whose collections then scanned
 the kernel's whole heap (Bokeh models, widgets) over and over: that cost a busy lab more than
 the reducers themselves (bench/RESULTS-watching.txt). Handed over after 64, they die young.
+The runtime's step that emitted the 64th event may be the object's own code: the panels fold
+in an empty context, so nothing they start is taken for the object's.
 
 Slow motion (``play_slowly``): instead of handing every buffered event over at the next frame,
 the feed releases them one at a time, ``seconds_per_event`` apart. A step of the runtime takes
@@ -36,6 +39,7 @@ which unsubscribes it from the lab.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 import weakref
 from collections import deque
@@ -115,7 +119,11 @@ class Feed:
         if n >= self._check_at:
             if n >= REDUCE_EVERY - 1 and self.seconds_per_event is None:
                 buffer.append(event)
-                self._reduce()
+                if not self._reducing:
+                    # In an empty context: the step that emitted the 64th event may be the
+                    # object's own code, and a task a panel starts while folding (the storage
+                    # inspector reading values) would otherwise be adopted by that object.
+                    contextvars.Context().run(self._reduce)
                 return
             if n == buffer.maxlen:  # slow motion fell this far behind: the oldest go
                 self._dropped += 1

@@ -289,3 +289,31 @@ def test_repeated_errors_do_not_grow_the_error_output(lab):
     assert len(c.errors.outputs) <= 21
     assert "error 99" in c.errors.outputs[-1]["text"]
     c.close()
+
+
+async def test_panels_folding_inside_object_code_start_no_task_of_that_object():
+    # The feed hands events to the panels every 64 events, from whichever runtime step emitted
+    # the 64th: here a put() inside the object's own method. A dashboard opened without a
+    # target picks that object then, and its storage inspector starts reading the object's
+    # values: that read must stay the panel's, not become a task of the object (the runtime
+    # adopts tasks created while object code runs, and gates them).
+    from durable_lab import DurableObject, Lab
+    from durable_lab.events import InputGateLocked
+
+    class Writer(DurableObject):
+        async def burst(self):
+            for i in range(100):
+                self.ctx.storage.put(f"k{i}", i)
+            return 1
+
+    lab = Lab(storage="memory", seed=1)
+    ns = lab.bind("W", Writer)
+    board = widgets.dashboard(lab)
+    rec = lab.record()
+    assert await ns.getByName("a").burst() == 1
+    await asyncio.sleep(0.1)
+    holders = [e.holder for e in rec.of(InputGateLocked)]
+    assert holders and not any("task" in h for h in holders), holders
+    assert board.storage.target == "W:a"
+    board.close()
+    await lab.close()
