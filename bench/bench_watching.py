@@ -51,13 +51,19 @@ class Counter(DurableObject):
         return n + 1
 
 
-async def run_case(case: str, seconds: float) -> tuple[float, float]:
-    """(calls per CPU second, events per call) of one round of ``case``."""
+async def counter_lab() -> tuple[Lab, list]:
+    """A fresh memory lab with 8 counters, each called once (constructed, warm)."""
     lab = Lab(storage="memory", seed=1)
     ns = lab.bind("C", Counter)
     stubs = [ns.getByName(f"o{i}") for i in range(8)]
     for stub in stubs:
         await stub.increment()
+    return lab, stubs
+
+
+async def run_case(case: str, seconds: float) -> tuple[float, float]:
+    """(calls per CPU second, events per call) of one round of ``case``."""
+    lab, stubs = await counter_lab()
     board = sub = None
     if case == "subscriber":
         sub = lab.subscribe(lambda event: None)
@@ -91,11 +97,7 @@ async def run_case(case: str, seconds: float) -> tuple[float, float]:
 
 async def run_calls(case: str, calls: int) -> None:
     """Make ``calls`` trivial calls (16 clients, 8 objects) under ``case``; for --callgrind."""
-    lab = Lab(storage="memory", seed=1)
-    ns = lab.bind("C", Counter)
-    stubs = [ns.getByName(f"o{i}") for i in range(8)]
-    for stub in stubs:
-        await stub.increment()
+    lab, stubs = await counter_lab()
     board = None
     if case == "subscriber":
         lab.subscribe(lambda event: None)

@@ -147,11 +147,6 @@ class WebSocketsView(Panel):
     def apply(self, event: RuntimeEvent) -> None:
         self.reducer.apply(event)
 
-    def fold(self, events: list[RuntimeEvent]) -> None:
-        apply = self.reducer.apply
-        for event in events:
-            apply(event)
-
     def draw(self) -> None:
         html = render_sockets_html(self.reducer)
         if html != self.html.value:
