@@ -141,106 +141,135 @@ class ObjectState:
             return
         _fold_object_events((e,), lambda _label: self)
 
-def _fold_object_events(events: Sequence[ev.RuntimeEvent],
-                        state_of: Callable[[str], ObjectState]) -> None:  # noqa: C901
+
+def _fold_object_events(events: Sequence[ev.RuntimeEvent],  # noqa: C901
+                        state_of: Callable[[str], ObjectState],
+                        lab_wide: ObjectsReducer | None = None) -> None:
     """Fold each event into the :class:`ObjectState` of its object (``state_of(label)``, asked
-    once per object per batch). One loop with the branches inline, not a call per event: a
-    dashboard folds every event of the lab here (see the module docstring)."""
+    once per object per batch); the scheduler's events (pauses, steps) into ``lab_wide``.
+
+    One loop with the branches inline, not a call per event: a dashboard folds every event of
+    the lab here (see the module docstring). The event classes are local names and the
+    branches go from the most frequent event of a call to the rarest (a trivial call emits two
+    StorageOps and one each of queued, gate locked, started, gate unlocked, finished, reply
+    held and released): each ``t is ...`` tried costs every event that gets past it."""
+    StorageOp, DeliveryQueued, DeliveryStarted = ev.StorageOp, ev.DeliveryQueued, ev.DeliveryStarted
+    InputGateLocked, InputGateUnlocked = ev.InputGateLocked, ev.InputGateUnlocked
+    DeliveryFinished, ReplyHeld, ReplyReleased = ev.DeliveryFinished, ev.ReplyHeld, ev.ReplyReleased
+    FlushStarted, CommitDone, TurnEnded = ev.FlushStarted, ev.CommitDone, ev.TurnEnded
+    DeliveryResumed = ev.DeliveryResumed
     states: dict[str, ObjectState] = {}
     for e in events:
         label = e.object
         if not label:
+            if lab_wide is not None and type(e) in _SCHEDULER_EVENTS:
+                lab_wide._scheduler_event(e)
             continue
         s = states.get(label)
         if s is None:
             s = states[label] = state_of(label)
+            if e.object_id:
+                s.object_id = e.object_id
         s.last_seq = e.seq
-        if e.object_id:
-            s.object_id = e.object_id
         t = type(e)
-        if t is ev.DeliveryQueued:
-            s.mailbox[e.delivery] = e.method
-        elif t is ev.DeliveryStarted:
-            s.mailbox.pop(e.delivery, None)
-            s.methods[e.delivery] = e.method
-            s.running = e.delivery
-            s.status = "live"
-        elif t is ev.TurnEnded:
-            s.awaiting[e.delivery] = e.awaiting
-            if s.running == e.delivery:
-                s.running = None
-        elif t is ev.DeliveryResumed:
-            s.awaiting.pop(e.delivery, None)
-            s.running = e.delivery
-        elif t is ev.StorageOp:
+        if t is StorageOp:
             d = e.delivery
-            if d in s.awaiting:  # code after a storage read runs on, gate still held
-                del s.awaiting[d]
+            awaiting = s.awaiting
+            if awaiting and d in awaiting:  # code after a storage read runs on, gate held
+                del awaiting[d]
                 s.running = d
             if e.cache == "write":
                 if e.op == "deleteAll":
                     s.dirty["*"] = d
                 else:
+                    dirty = s.dirty
                     for key in e.keys:
-                        s.dirty[key] = d
-        elif t is ev.DeliveryFinished:
-            s.awaiting.pop(e.delivery, None)
-            s.methods.pop(e.delivery, None)
-            if s.running == e.delivery:
-                s.running = None
-            s.finished += 1
-        elif t is ev.InputGateLocked:
+                        dirty[key] = d
+        elif t is DeliveryQueued:
+            s.mailbox[e.delivery] = e.method
+        elif t is InputGateLocked:
             if e.depth == 0:
-                s.gate_holder = e.holder
+                s.gate_holder = holder = e.holder
                 s.gate_waiting = e.waiting
-                s.critical_section = e.holder == "critical section"
-        elif t is ev.InputGateUnlocked:
+                s.critical_section = holder == "critical section"
+        elif t is DeliveryStarted:
+            d = e.delivery
+            s.mailbox.pop(d, None)
+            s.methods[d] = e.method
+            s.running = d
+            s.status = "live"
+        elif t is InputGateUnlocked:
             if e.depth == 0:
                 s.gate_holder = ""
                 s.gate_waiting = e.waiting
                 s.critical_section = False
-        elif t is ev.FlushStarted:
-            keys = e.puts + e.deletes + (("*",) if e.delete_all else ())
-            s.batches[e.batch] = keys
+        elif t is DeliveryFinished:
+            d = e.delivery
+            if s.awaiting:
+                s.awaiting.pop(d, None)
+            s.methods.pop(d, None)
+            if s.running == d:
+                s.running = None
+            s.finished += 1
+        elif t is ReplyHeld:
+            s.held[e.delivery] = e.waiting_for
+        elif t is ReplyReleased:
+            s.held.pop(e.delivery, None)
+            s.released.append((e.delivery, e.ok))
+        elif t is FlushStarted:
+            s.batches[e.batch] = e.puts + e.deletes + (("*",) if e.delete_all else ())
             # A batch takes every pending write; a key left out was a no-op write (the same
             # value again), which the cache drops.
             s.dirty.clear()
-        elif t is ev.CommitDone:
+        elif t is CommitDone:
             s.batches.pop(e.batch, None)
             s.last_batch = (e.batch, e.keys, True)
             s.commits += 1
             # Each held reply waited for the commits in flight when it was held: one fewer now
             # (at 0 it is releasable, and goes out at the next step).
-            for d, n in s.held.items():
-                if n > 0:
-                    s.held[d] = n - 1
-        elif t is ev.CommitFailed:
-            keys = s.batches.pop(e.batch, ())
-            s.last_batch = (e.batch, len(keys), False)
-        elif t is ev.ReplyHeld:
-            s.held[e.delivery] = e.waiting_for
-        elif t is ev.ReplyReleased:
-            s.held.pop(e.delivery, None)
-            s.released.append((e.delivery, e.ok))
-        elif t is ev.InstanceConstructed:
-            s.incarnation = e.incarnation
-            s.status = "live"
-            s.batches.clear()
-        elif t is ev.InstanceReset and e.reason == "labClosed":
-            # Not a failure of this object: the whole lab was closed (``await lab.close()``).
-            s.clear_instance()
-            s.status = "closed"
-        elif t is ev.InstanceReset:
-            s.clear_instance()
-            s.status = "reset"
-            s.resets += 1
-            s.reset_seq = e.seq
-            s.last_reset = f"{e.reason}: {e.lost_writes} unflushed write(s) lost"
-        elif t is ev.InstanceEvicted:
-            s.clear_instance()
-            s.status = "evicted"
-        elif t is ev.FaultInjected:
-            s.last_fault = f"{e.fault} ({e.detail})" if e.detail else e.fault
+            held = s.held
+            if held:
+                for d, n in held.items():
+                    if n > 0:
+                        held[d] = n - 1
+        elif t is TurnEnded:
+            s.awaiting[e.delivery] = e.awaiting
+            if s.running == e.delivery:
+                s.running = None
+        elif t is DeliveryResumed:
+            s.awaiting.pop(e.delivery, None)
+            s.running = e.delivery
+        elif t in _SCHEDULER_EVENTS:  # a step the learner took (of this object)
+            if lab_wide is not None:
+                lab_wide._scheduler_event(e)
+        else:
+            _fold_rare_object_event(s, e)
+
+
+def _fold_rare_object_event(s: ObjectState, e: ev.RuntimeEvent) -> None:
+    t = type(e)
+    if t is ev.CommitFailed:
+        keys = s.batches.pop(e.batch, ())
+        s.last_batch = (e.batch, len(keys), False)
+    elif t is ev.InstanceConstructed:
+        s.incarnation = e.incarnation
+        s.status = "live"
+        s.batches.clear()
+    elif t is ev.InstanceReset and e.reason == "labClosed":
+        # Not a failure of this object: the whole lab was closed (``await lab.close()``).
+        s.clear_instance()
+        s.status = "closed"
+    elif t is ev.InstanceReset:
+        s.clear_instance()
+        s.status = "reset"
+        s.resets += 1
+        s.reset_seq = e.seq
+        s.last_reset = f"{e.reason}: {e.lost_writes} unflushed write(s) lost"
+    elif t is ev.InstanceEvicted:
+        s.clear_instance()
+        s.status = "evicted"
+    elif t is ev.FaultInjected:
+        s.last_fault = f"{e.fault} ({e.detail})" if e.detail else e.fault
 
 
 _SCHEDULER_EVENTS = frozenset({ev.StepTaken, ev.Paused, ev.Resumed})
@@ -263,16 +292,15 @@ class ObjectsReducer:
         if not events:
             return
         touch = self.objects.touch
-        _fold_object_events(events, lambda label: touch(label, ObjectState))
-        for e in events:
-            t = type(e)
-            if t in _SCHEDULER_EVENTS:
-                if t is ev.StepTaken:
-                    self.steps += 1
-                    self.last_step = e.description
-                else:
-                    self.paused = t is ev.Paused
+        _fold_object_events(events, lambda label: touch(label, ObjectState), self)
         self.seq = events[-1].seq
+
+    def _scheduler_event(self, e: ev.RuntimeEvent) -> None:
+        if type(e) is ev.StepTaken:
+            self.steps += 1
+            self.last_step = e.description
+        else:
+            self.paused = type(e) is ev.Paused
 
     def get(self, label: str) -> ObjectState:
         return self.objects.get(label) or ObjectState(label)
@@ -341,6 +369,12 @@ class GateLanes:
         r["label"].append(label)
         if lane == "input gate":
             self.closed_spans += 1
+
+    #: The events that open or close a span (the timeline hands it only these).
+    RELEVANT = frozenset({ev.InputGateLocked, ev.InputGateUnlocked, ev.FlushStarted,
+                          ev.CommitDone, ev.CommitFailed, ev.ReplyHeld, ev.OutgoingCallHeld,
+                          ev.ReplyReleased, ev.OutgoingCallReleased, ev.InstanceReset,
+                          ev.InstanceEvicted})
 
     def apply(self, e: ev.RuntimeEvent, x: int) -> None:
         if not e.object:
@@ -450,20 +484,37 @@ class TimelineReducer:
     def consume(self, events: Sequence[ev.RuntimeEvent]) -> None:
         only = self.only
         apply = self._apply
+        lanes = self.gates
+        gate_events = GateLanes.RELEVANT
         for e in events:
             if only is None or e.object == only:
+                if type(e) in gate_events or lanes.object is None:
+                    lanes.apply(e, e.seq)
                 apply(e)
 
     def apply(self, e: ev.RuntimeEvent) -> None:
-        if self.only is None or e.object == self.only:
-            self._apply(e)
+        self.consume((e,))
 
     def _apply(self, e: ev.RuntimeEvent) -> None:  # noqa: C901
         x = e.seq
         self.last_x = x
-        self.gates.apply(e, x)
         t = type(e)
-        if t is ev.DeliveryQueued:
+        if t is ev.StorageOp:
+            if e.cache != "write":
+                seg = self.open.get(e.delivery)
+                if seg is not None and seg[0] == "awaiting storage":
+                    self._open(e.delivery, "running", x, e.object)
+                return
+            d = e.delivery
+            seg = self.open.get(d)
+            if seg is not None and seg[0] == "awaiting storage":
+                self._open(d, "running", x, e.object)
+            writers = self._writers.get(e.object)
+            if writers is None:
+                writers = self._writers[e.object] = {}
+            for key in e.keys or ("*",):
+                writers[key] = d
+        elif t is ev.DeliveryQueued:
             self.methods[e.delivery] = e.method
             arriving, self._arriving = self._arriving, None
             hop = (arriving[1] if arriving is not None and arriving[0] == e.object
@@ -497,15 +548,6 @@ class TimelineReducer:
         elif t is ev.TurnEnded:
             kind = "awaiting storage" if e.gate_held else "awaiting io"
             self._open(e.delivery, kind, x, e.object)
-        elif t is ev.StorageOp:
-            d = e.delivery
-            seg = self.open.get(d)
-            if seg is not None and seg[0] == "awaiting storage":
-                self._open(d, "running", x, e.object)
-            if e.cache == "write":
-                writers = self._writers.setdefault(e.object, {})
-                for key in e.keys or ("*",):
-                    writers[key] = d
         elif t is ev.DeliveryFinished:
             self._close(e.delivery, x)
             self.methods.pop(e.delivery, None)
@@ -577,6 +619,10 @@ class KeyState:
     before: str = ""  # the state before a pending write (restored if the write was a no-op)
 
 
+def _new_key_table(_label: str) -> OrderedDict[str, KeyState]:
+    return OrderedDict()
+
+
 class StorageReducer:
     """Per object, the state of every key seen written: pending vs flushing vs committed."""
 
@@ -586,7 +632,7 @@ class StorageReducer:
         self._deletes: dict[tuple[str, int], set[str]] = {}
 
     def _keys(self, label: str) -> OrderedDict[str, KeyState]:
-        return self.objects.touch(label, lambda _: OrderedDict())
+        return self.objects.touch(label, _new_key_table)
 
     def _set(self, table: OrderedDict[str, KeyState], key: str, ks: KeyState) -> None:
         table[key] = ks
@@ -599,53 +645,75 @@ class StorageReducer:
                           ev.InstanceReset})
 
     def consume(self, events: Sequence[ev.RuntimeEvent]) -> None:
+        """Fold a batch: one LRU touch per object, writes (the commonest) inline."""
         relevant = self.RELEVANT
-        apply = self.apply
+        StorageOp = ev.StorageOp
+        tables: dict[str, OrderedDict[str, KeyState]] = {}
         for e in events:
             t = type(e)
-            if t in relevant and (t is not ev.StorageOp or e.cache == "write"):
-                apply(e)
+            if t not in relevant:
+                continue
+            if t is StorageOp:
+                if e.cache != "write":
+                    continue
+                table = tables.get(e.object)
+                if table is None:
+                    table = tables[e.object] = self._keys(e.object)
+                if e.op == "deleteAll":
+                    self._delete_all(table, e)
+                    continue
+                for key in e.keys:
+                    ks = table.get(key)
+                    if ks is None:
+                        self._set(table, key, KeyState("pending", 0, e.delivery, e.seq))
+                        continue
+                    if ks.state != "pending":  # restored if the write turns out a no-op
+                        ks.before = ks.state
+                        ks.state = "pending"
+                    ks.delivery, ks.seq = e.delivery, e.seq
+                    table.move_to_end(key)
+            else:
+                table = tables.get(e.object)
+                if table is None:
+                    table = tables[e.object] = self._keys(e.object)
+                self._fold_batch_event(table, e)
 
     def apply(self, e: ev.RuntimeEvent) -> None:
+        self.consume((e,))
+
+    def _delete_all(self, table: OrderedDict[str, KeyState], e: ev.RuntimeEvent) -> None:
+        for ks in table.values():
+            if ks.state == "committed":
+                ks.state, ks.seq = "pending", e.seq
+        self._set(table, "*", KeyState("pending", 0, e.delivery, e.seq))
+
+    def _fold_batch_event(self, table: OrderedDict[str, KeyState],
+                          e: ev.RuntimeEvent) -> None:
         t = type(e)
-        if t is ev.StorageOp:
-            if e.cache != "write":
-                return
-            table = self._keys(e.object)
-            if e.op == "deleteAll":
-                for ks in table.values():
-                    if ks.state == "committed":
-                        ks.state, ks.seq = "pending", e.seq
-                self._set(table, "*", KeyState("pending", 0, e.delivery, e.seq))
-                return
-            for key in e.keys:
-                old = table.get(key)
-                before = "" if old is None else (old.before if old.state == "pending"
-                                                 else old.state)
-                self._set(table, key, KeyState("pending", old.batch if old else 0, e.delivery,
-                                               e.seq, before))
-        elif t is ev.FlushStarted:
-            table = self._keys(e.object)
-            batch = set(e.puts + e.deletes + (("*",) if e.delete_all else ()))
-            for key, ks in list(table.items()):
-                if ks.state == "pending" and key not in batch:  # a no-op write: dropped
-                    if ks.before:
-                        ks.state = ks.before
-                    else:
-                        del table[key]
-            for key in e.puts + e.deletes + (("*",) if e.delete_all else ()):
+        if t is ev.FlushStarted:
+            taken = e.puts + e.deletes + (("*",) if e.delete_all else ())
+            if len(table) > len(taken) or any(k not in table for k in taken):
+                batch = set(taken)
+                for key, ks in list(table.items()):
+                    if ks.state == "pending" and key not in batch:  # a no-op write: dropped
+                        if ks.before:
+                            ks.state = ks.before
+                        else:
+                            del table[key]
+            for key in taken:
                 ks = table.get(key)
                 if ks is None:
                     ks = KeyState("pending")
                     self._set(table, key, ks)
                 ks.state, ks.batch, ks.seq = "flushing", e.batch, e.seq
-            self._deletes[(e.object, e.batch)] = set(e.deletes)
+            if e.deletes:
+                self._deletes[(e.object, e.batch)] = set(e.deletes)
         elif t is ev.CommitDone or t is ev.CommitFailed:
-            table = self._keys(e.object)
-            deletes = self._deletes.pop((e.object, e.batch), set())
+            deletes = self._deletes.pop((e.object, e.batch), ()) if self._deletes else ()
             ok = t is ev.CommitDone
+            batch = e.batch
             for key, ks in list(table.items()):
-                if ks.state == "flushing" and ks.batch == e.batch:
+                if ks.state == "flushing" and ks.batch == batch:
                     if not ok:
                         ks.state = "failed"
                     elif key == "*":
@@ -657,7 +725,6 @@ class StorageReducer:
                         ks.state = "deleted" if key in deletes else "committed"
                     ks.seq = e.seq
         elif t is ev.InstanceReset:
-            table = self._keys(e.object)
             for key, ks in list(table.items()):
                 if ks.state == "pending":  # a batch already flying may still land
                     if e.lost_writes:
@@ -848,34 +915,43 @@ class MetricsReducer:
     def consume(self, events: Sequence[ev.RuntimeEvent]) -> None:  # noqa: C901
         self.events += len(events)
         relevant = self.RELEVANT
+        StorageOp, DeliveryQueued, DeliveryStarted = ev.StorageOp, ev.DeliveryQueued, ev.DeliveryStarted
+        DeliveryFinished, ReplyHeld, ReplyReleased = ev.DeliveryFinished, ev.ReplyHeld, ev.ReplyReleased
         queued_at, queues, writes_of = self._queued_at, self.queues, self._writes_of
+        finished = self._finished  # a delivery that just finished: was its reply held?
         for e in events:
-            if self._finished is not None:
-                self._settle(e)
             t = type(e)
+            if finished is not None:
+                # The event right after a DeliveryFinished says whether its reply was held
+                # (the runtime emits ReplyHeld next if so): if not, the call was answered when
+                # it finished.
+                if not (t is ReplyHeld and e.delivery == finished):
+                    self._answer(finished, self._finished_at)
+                finished = None
             if t not in relevant:
                 continue
-            if t is ev.DeliveryQueued:
-                queued_at[e.delivery] = (e.time, e.method)
-                queues[e.object] = e.queue_length
-            elif t is ev.DeliveryStarted:
-                q = queues.get(e.object, 0)
-                queues[e.object] = q - 1 if q > 0 else 0
-            elif t is ev.StorageOp:
+            if t is StorageOp:
                 # Writes the code made, skipped ones ("unchanged": the same value) included.
                 if e.cache == "write" or e.cache == "unchanged":
                     n = len(e.keys) or 1
                     writes_of[e.delivery] = writes_of.get(e.delivery, 0) + n
                     self.writes += n
-            elif t is ev.DeliveryFinished:
-                self._finished, self._finished_at = e.delivery, e.time
-            elif t is ev.ReplyReleased:
+            elif t is DeliveryQueued:
+                queued_at[e.delivery] = (e.time, e.method)
+                queues[e.object] = e.queue_length
+            elif t is DeliveryStarted:
+                q = queues.get(e.object, 0)
+                queues[e.object] = q - 1 if q > 0 else 0
+            elif t is DeliveryFinished:
+                finished, self._finished_at = e.delivery, e.time
+            elif t is ReplyReleased:
                 self._answer(e.delivery, e.time)
             elif t is ev.CommitDone:
                 self.commits += 1
                 self.batch_hist[_bin(e.keys)] += 1
             elif t is ev.InstanceReset or t is ev.InstanceEvicted:
                 queues[e.object] = 0
+        self._finished = finished
         if len(queued_at) > 100_000:  # calls that never answered (lab closed...)
             for d in list(queued_at)[:50_000]:
                 queued_at.pop(d, None)
@@ -883,13 +959,6 @@ class MetricsReducer:
 
     def apply(self, e: ev.RuntimeEvent) -> None:
         self.consume((e,))
-
-    def _settle(self, e: ev.RuntimeEvent) -> None:
-        """The event right after a DeliveryFinished says whether its reply was held (the
-        runtime emits ReplyHeld next if so): if not, the call was answered when it finished."""
-        d, self._finished = self._finished, None
-        if not (type(e) is ev.ReplyHeld and e.delivery == d):
-            self._answer(d, self._finished_at)  # type: ignore[arg-type]
 
     def snapshot(self, dt: float) -> dict[str, float]:
         """Rates over the last ``dt`` seconds (one frame) and the current queue depth."""

@@ -32,7 +32,7 @@ async def test_dashboard_draws_a_run_and_closing_unsubscribes(lab):
     assert _attr(view, "data-gate") == "open"
     assert "5 answered" in view
     assert set(d.timeline.segments.data["kind"]) >= {"queued", "running", "reply held"}
-    assert d.timeline.markers.data["size"]  # commit markers with batch sizes
+    assert len(d.timeline.markers.data["size"]) > 0  # commit markers with batch sizes
     assert 'data-state="committed"' in d.storage.html.value
     assert list(d.fleet.source.data["label"]) == ["COUNTER:room-1"]
     assert "events: <b>" in d.controls.status.value
