@@ -9,6 +9,10 @@ Three rules keep the runtime honest and fast:
   :attr:`EventBus.errors` (bounded) and logged, and the subscriber stays subscribed;
 - with no subscriber, the runtime checks :attr:`EventBus.active` (a plain attribute) before it
   even builds an event, so an unobserved lab pays one attribute read per step.
+
+A subscriber that only stores events (the panels' feed appends them to a ``deque``) can
+subscribe the container's own ``append``: no Python frame per event. To look at what it stored
+now and then, it asks :meth:`EventBus.wake_at` for a call once the stream reaches a given event.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import Any
 from .events import RuntimeEvent
 
 _new = object.__new__
+#: ``seq`` of no wake-up: larger than any stream will reach.
+_NEVER = 1 << 62
 
 __all__ = ["EventBus", "Recorder", "Subscription"]
 
@@ -60,6 +66,8 @@ class EventBus:
         self._subscriptions: list[Subscription] = []
         self._callbacks: tuple[Subscriber, ...] = ()
         self._seq = 0
+        self._wakes: dict[Callable[[], None], int] = {}  # callback -> seq to call it after
+        self._wake_seq = _NEVER  # the smallest of those
         #: True while at least one subscriber listens; the runtime checks it before building events.
         self.active = False
         #: The last subscriber errors, as (subscriber, exception) pairs.
@@ -92,6 +100,33 @@ class EventBus:
         """The ``seq`` of the last event emitted (0 before any): how many were built so far."""
         return self._seq
 
+    def wake_at(self, seq: int, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once, right after event number ``seq`` has reached every
+        subscriber (after the next event if ``seq`` has passed). Asking again for the same
+        callback moves its wake-up; :meth:`cancel_wake` drops it. A callback that raises is
+        kept in :attr:`errors`, like a subscriber."""
+        if not callable(callback):
+            raise TypeError(f"wake_at() takes a callable, got {type(callback).__name__}")
+        self._wakes[callback] = max(int(seq), self._seq + 1)
+        self._wake_seq = min(self._wakes.values())
+
+    def cancel_wake(self, callback: Callable[[], None]) -> None:
+        """Forget ``callback``'s wake-up, if it has one."""
+        if self._wakes.pop(callback, None) is not None:
+            self._wake_seq = min(self._wakes.values(), default=_NEVER)
+
+    def _wake(self) -> None:
+        due = [cb for cb, seq in self._wakes.items() if seq <= self._seq]
+        for callback in due:
+            del self._wakes[callback]
+        self._wake_seq = min(self._wakes.values(), default=_NEVER)
+        for callback in due:
+            try:
+                callback()
+            except Exception as exc:  # like a subscriber: never breaks the runtime
+                self.errors.append((callback, exc))  # type: ignore[arg-type]
+                log.exception("durable_lab wake-up %r failed", callback)
+
     def emit(self, event_type: type[RuntimeEvent], *values: Any) -> None:
         """Build an ``event_type`` from the next ``seq``, the time and ``values``; deliver it.
 
@@ -109,6 +144,8 @@ class EventBus:
             except Exception as exc:  # a broken panel must not break the runtime
                 self.errors.append((callback, exc))
                 log.exception("durable_lab event subscriber %r failed on %s", callback, event)
+        if self._seq >= self._wake_seq:
+            self._wake()
 
 
 class Recorder:

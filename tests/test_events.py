@@ -60,6 +60,59 @@ async def test_a_failing_subscriber_does_not_break_the_runtime(memory_lab, caplo
     assert memory_lab.bus.active is False
 
 
+async def test_wake_at_calls_once_after_that_event_reached_every_subscriber(memory_lab):
+    bus = memory_lab.bus
+    rec = memory_lab.record()
+    start = bus.seq
+    woken = []  # (seq of the bus, seq of the last event the recorder holds) at each wake-up
+    bus.wake_at(start + 5, lambda: woken.append((bus.seq, rec.events[-1].seq)))
+    moved = []
+    bus.wake_at(start + 3, lambda: moved.append(bus.seq))
+    cancelled = []
+
+    def never():
+        cancelled.append(bus.seq)
+
+    bus.wake_at(start + 2, never)
+    bus.cancel_wake(never)
+    await workload(memory_lab)
+    assert bus.seq > start + 5
+    assert woken == [(start + 5, start + 5)]  # once, after the recorder had event 5
+    assert moved == [start + 3] and cancelled == []
+
+
+async def test_wake_at_a_passed_event_wakes_at_the_next_and_asking_again_moves_it(memory_lab):
+    bus = memory_lab.bus
+    rec = memory_lab.record()
+    await workload(memory_lab)
+    now = bus.seq
+    woken = []
+
+    def wake():
+        woken.append(bus.seq)
+
+    bus.wake_at(now - 10, wake)  # passed: the next event
+    bus.wake_at(now + 4, wake)  # the same callback again: moved, not added
+    await workload(memory_lab)
+    assert woken == [now + 4]
+    rec.close()
+
+
+async def test_a_failing_wake_up_is_kept_and_the_runtime_goes_on(memory_lab):
+    bus = memory_lab.bus
+    rec = memory_lab.record()
+
+    def broken():
+        raise RuntimeError("feed bug")
+
+    bus.wake_at(bus.seq + 1, broken)
+    await workload(memory_lab)
+    assert any(exc.args == ("feed bug",) for _cb, exc in bus.errors)
+    assert len(rec.events) > 20  # everything still emitted and delivered
+    with pytest.raises(TypeError, match="wake_at\\(\\) takes a callable, got int"):
+        bus.wake_at(1, 5)
+
+
 async def test_every_delivery_is_queued_started_and_finished(memory_lab):
     rec = memory_lab.record()
     await workload(memory_lab)

@@ -1,7 +1,9 @@
 """The feed: one subscription per lab, buffered, flushed to the panels a few dozen times a second.
 
 The lab calls subscribers synchronously inside every step (``lab.subscribe``), so the feed's
-subscriber does little work: it appends the event to a bounded ``deque``. An asyncio
+subscriber does as little as can be: it is the ``append`` of a bounded ``deque`` (a C call, no
+Python frame per event), and the bus wakes the feed when it should look (``EventBus.wake_at``:
+at the first event after a frame, to time the lag, then every ``REDUCE_EVERY`` events). An asyncio
 task on the kernel's loop wakes every ``interval`` seconds (40 ms: at most 25 frames a second),
 takes the buffered events, hands them to each panel's ``consume(events)`` (the reducers), then
 asks each panel that changed to ``render()`` once (Bokeh ``stream``/``patch`` inside
@@ -9,14 +11,16 @@ asks each panel that changed to ``render()`` once (Bokeh ``stream``/``patch`` in
 runtime 10,000 ``deque.append`` calls and the reducers' folding (below), and the front end at
 most 25 messages per panel per second.
 
-At full speed the reducers do not wait for the frame: every ``REDUCE_EVERY`` buffered events
-are handed to the panels' ``consume`` at once (rendering still waits for the frame). Events
+At full speed the reducers do not wait for the frame: every ``REDUCE_EVERY`` events the
+buffered ones are handed to the panels' ``consume`` at once (rendering still waits for the
+frame). Events
 that waited a whole frame (40 ms, thousands of them on a busy lab) outlived the garbage
 collector's young generation and were promoted to the old ones, whose collections then scanned
 the kernel's whole heap (Bokeh models, widgets) over and over: that cost a busy lab more than
 the reducers themselves (bench/RESULTS-watching.txt). Handed over after 64, they die young.
 The runtime's step that emitted the 64th event may be the object's own code: the panels fold
-in an empty context, so nothing they start is taken for the object's.
+in an empty context, so nothing they start is taken for the object's. (A Python subscriber
+that counted to 64 itself cost the busy lab more than the deque it fed: a frame per event.)
 
 Slow motion (``play_slowly``): instead of handing every buffered event over at the next frame,
 the feed releases them one at a time, ``seconds_per_event`` apart. A step of the runtime takes
@@ -87,10 +91,9 @@ class Feed:
         self.lab = lab
         self.interval = interval
         self._buffer: deque[RuntimeEvent] = deque(maxlen=max_buffer)
-        self._check_at = min(REDUCE_EVERY - 1, max_buffer)  # _on_event looks closer from here
         self._listeners: list[Listener] = []
-        self._events = 0
-        self._dropped = 0
+        self._events = 0  # events handed to the listeners
+        self._dropped_at_close = 0
         self._frames = 0
         self._first_at: float | None = None  # when the oldest event not yet drawn came
         self._reduced = 0  # events handed to the reducers since the last frame
@@ -107,29 +110,35 @@ class Feed:
         self._credit = 0.0  # events owed to the panels under slow motion
         self._last_tick = time.perf_counter()
         self.errors: deque[BaseException] = deque(maxlen=20)
-        self._subscription = lab.subscribe(self._on_event)
+        # The deque's own append: no Python call per event (a full deque drops its oldest).
+        self._seq_at_start = lab.bus.seq
+        self._subscription = lab.subscribe(self._buffer.append)
+        self._arm()
         if autostart:
             self.start()
 
-    # -- the subscriber: called by the runtime, inside its step ----------------------------
+    # -- the subscriber: the deque's append, called by the runtime inside its step ----------
 
-    def _on_event(self, event: RuntimeEvent) -> None:
-        buffer = self._buffer
-        n = len(buffer)
-        if n >= self._check_at:
-            if n >= REDUCE_EVERY - 1 and self.seconds_per_event is None:
-                buffer.append(event)
-                if not self._reducing:
-                    # In an empty context: the step that emitted the 64th event may be the
-                    # object's own code, and a task a panel starts while folding (the storage
-                    # inspector reading values) would otherwise be adopted by that object.
-                    contextvars.Context().run(self._reduce)
-                return
-            if n == buffer.maxlen:  # slow motion fell this far behind: the oldest go
-                self._dropped += 1
-        elif n == 0 and self._first_at is None:
-            self._first_at = time.perf_counter()
-        buffer.append(event)
+    def _arm(self) -> None:
+        """Ask the bus for a wake-up at the next event (the first one the panels have not
+        drawn: its arrival starts the lag clock)."""
+        if not self._closed:
+            self.lab.bus.wake_at(self.lab.bus.seq + 1, self._first_event)
+
+    def _first_event(self) -> None:
+        self._first_at = time.perf_counter()
+        self.lab.bus.wake_at(self.lab.bus.seq + REDUCE_EVERY - 1, self._buffer_full)
+
+    def _buffer_full(self) -> None:
+        """``REDUCE_EVERY`` events buffered: hand them to the reducers now (at full speed)."""
+        if self._closed:
+            return
+        self.lab.bus.wake_at(self.lab.bus.seq + REDUCE_EVERY, self._buffer_full)
+        if self.seconds_per_event is None and not self._reducing:
+            # In an empty context: the step that emitted this event may be the object's own
+            # code, and a task a panel starts while folding (the storage inspector reading
+            # values) would otherwise be adopted by that object.
+            contextvars.Context().run(self._reduce)
 
     def _reduce(self, limit: int | None = None) -> int:
         """Hand the buffered events (at most ``limit``) to every listener's ``consume``."""
@@ -250,7 +259,11 @@ class Feed:
             return 0
         self._reduce(limit)
         first_at = self._first_at
-        self._first_at = time.perf_counter() if buffer else None  # the rest waits from now
+        if buffer:
+            self._first_at = time.perf_counter()  # the rest waits from now
+        else:
+            self._first_at = None
+            self._arm()  # the lag clock starts again at the next event
         handed, self._reduced = self._reduced, 0
         self._render_all()
         end = time.perf_counter()
@@ -274,12 +287,21 @@ class Feed:
         if show is not None:
             show(exc)
 
+    @property
+    def dropped(self) -> int:
+        """Events the full buffer let go (slow motion far behind): all the lab emitted since
+        the feed subscribed, less those handed to the panels and those still waiting."""
+        if self._closed:
+            return self._dropped_at_close
+        received = self.lab.bus.seq - self._seq_at_start
+        return max(0, received - self._events - len(self._buffer))
+
     def reset_lag(self) -> None:
         self._max_lag = 0.0
 
     def statistics(self) -> FeedStatistics:
         return FeedStatistics(
-            events=self._events, dropped=self._dropped, frames=self._frames,
+            events=self._events, dropped=self.dropped, frames=self._frames,
             buffered=len(self._buffer), last_lag=self._last_lag, max_lag=self._max_lag,
             last_frame_cost=self._last_cost, listeners=len(self._listeners),
             subscribed=not self._subscription.closed,
@@ -295,8 +317,11 @@ class Feed:
         """Unsubscribe from the lab and stop the flush task. Idempotent."""
         if self._closed:
             return
+        self._dropped_at_close = self.dropped
         self._closed = True
         self._subscription.close()
+        self.lab.bus.cancel_wake(self._first_event)
+        self.lab.bus.cancel_wake(self._buffer_full)
         self._buffer.clear()
         self._listeners.clear()
         if self._task is not None and not self._task.done():
