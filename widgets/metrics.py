@@ -12,12 +12,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
+import numpy as np
 from bokeh.layouts import gridplot
 from bokeh.models import ColumnDataSource, Label, Legend, Range1d
 from bokeh.plotting import figure
 
 from ._base import Panel
-from ._plots import LiveBokehModel
+from ._plots import LiveBokehModel, stream_columns
 from ._reducers import BATCH_BINS, MetricsReducer
 from ._theme import px, style_figure
 
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     from durable_lab.events import RuntimeEvent
 
 __all__ = ["Metrics", "latency_axis_top"]
+
+#: The NumPy type of the latency dots' numeric columns (see _plots.stream_columns).
+_LATENCY_TYPES = {"writes": np.int32, "ms": np.float64}
 
 #: Bars of the batch histogram start here on the log axis (a count of 1 still shows).
 LOG_FLOOR = 0.7
@@ -134,9 +138,10 @@ class Metrics(Panel):
         if points:
             step = max(1, len(points) // 200)  # at most 200 dots per sample
             sample = points[::step]
-            self.latency.stream({"writes": [p[0] for p in sample],
-                                 "ms": [round(p[1], 3) for p in sample],
-                                 "method": [p[2] for p in sample]}, rollover=self.max_points)
+            stream_columns(self.latency, {"writes": [p[0] for p in sample],
+                                          "ms": [round(p[1], 3) for p in sample],
+                                          "method": [p[2] for p in sample]},
+                           self.max_points, _LATENCY_TYPES)
             self._latencies.extend(round(p[1], 3) for p in sample)
             del self._latencies[:-self.max_points]
             self._follow_latency(max(p[0] for p in sample))
@@ -179,7 +184,8 @@ class Metrics(Panel):
         self._show_percentiles()
         top, above = latency_axis_top(self._latencies)
         self._f4.y_range.update(start=0, end=top)
-        most = max(max(self.latency.data["writes"], default=0), writes)
+        shown = self.latency.data["writes"]
+        most = max(int(np.max(shown)) if len(shown) else 0, writes)
         self._f4.x_range.update(start=-0.5, end=max(10, most * 1.1 + 1))
         title = self._latency_title + (f" ({above} slower calls above the axis)" if above else "")
         if self._f4.title.text != title:

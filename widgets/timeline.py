@@ -10,7 +10,6 @@ microsecond is still a red span you can hover.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
@@ -21,7 +20,7 @@ from bokeh.plotting import figure
 from bokeh.transform import factor_cmap
 
 from ._base import Panel
-from ._plots import LiveBokehModel
+from ._plots import LiveBokehModel, stream_columns
 from ._reducers import (
     GATE_COLUMNS,
     GATE_LANES,
@@ -37,40 +36,13 @@ if TYPE_CHECKING:
     from durable_lab import Lab
     from durable_lab.events import RuntimeEvent
 
-__all__ = ["Timeline", "stream_columns"]
+__all__ = ["Timeline"]
 
-#: The columns of whole numbers in each source (the others are text, ``ok`` is a flag).
-_SEGMENT_NUMBERS = frozenset({"delivery", "left"})
-_MARKER_NUMBERS = frozenset({"delivery", "x", "batch", "size"})
-_GATE_NUMBERS = frozenset({"left"})
-_DECIMALS = frozenset({"right"})
-
-
-def stream_columns(source: ColumnDataSource, rows: dict[str, list[Any]], rollover: int,
-                   whole_numbers: Collection[str]) -> None:
-    """``source.stream(rows, rollover)``, as NumPy columns, and only the rows that stay.
-
-    Bokeh encodes a list column value by value (about a microsecond each: a busy lab streams
-    thousands of rows a second to the timeline, and that was most of what drawing it cost),
-    but a NumPy column in one piece: numbers as a binary buffer, text (``<U`` arrays) as one
-    JSON list. Rows beyond ``rollover`` would be dropped at once by the stream: they are not
-    sent at all.
-    """
-    n = len(next(iter(rows.values())))
-    cut = n - rollover if rollover and n > rollover else 0
-    data: dict[str, Any] = {}
-    for name, values in rows.items():
-        if cut:
-            values = values[cut:]
-        if name in whole_numbers:
-            data[name] = np.array(values, dtype=np.int32)
-        elif name in _DECIMALS:
-            data[name] = np.array(values, dtype=np.float64)
-        elif name == "ok":
-            data[name] = np.array(values, dtype=np.bool_)
-        else:
-            data[name] = np.array(values, dtype=np.str_)
-    source.stream(data, rollover=rollover)
+#: The NumPy type of each column the timeline streams (stream_columns: the others are text).
+_SEGMENT_TYPES = {"delivery": np.int32, "left": np.int32, "right": np.float64}
+_MARKER_TYPES = {"delivery": np.int32, "x": np.int32, "batch": np.int32, "size": np.int32,
+                 "ok": np.bool_}
+_GATE_TYPES = {"left": np.int32, "right": np.float64}
 
 
 class Timeline(Panel):
@@ -181,11 +153,11 @@ class Timeline(Panel):
         open_rows = reducer.open_rows()
         open_gates = reducer.gates.open_rows(reducer.last_x)
         if segments["delivery"]:
-            stream_columns(self.segments, segments, self.rollover, _SEGMENT_NUMBERS)
+            stream_columns(self.segments, segments, self.rollover, _SEGMENT_TYPES)
         if markers["delivery"]:
-            stream_columns(self.markers, markers, self.rollover, _MARKER_NUMBERS)
+            stream_columns(self.markers, markers, self.rollover, _MARKER_TYPES)
         if gate_rows["lane"]:
-            stream_columns(self.gate_spans, gate_rows, self.rollover, _GATE_NUMBERS)
+            stream_columns(self.gate_spans, gate_rows, self.rollover, _GATE_TYPES)
         if open_rows["delivery"] or self.open_segments.data["delivery"]:
             self.open_segments.data = open_rows
         if open_gates["lane"] or self.open_gate_spans.data["lane"]:
