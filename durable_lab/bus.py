@@ -135,16 +135,16 @@ class EventBus:
         class's own (see :func:`durable_lab.events.build`; keywords cost three times as much).
         Callers check :attr:`active` first, so this is only reached when someone listens.
         """
-        self._seq += 1
+        seq = self._seq = self._seq + 1
         event = _new(event_type)
-        event_type._fill(event, self._seq, self._now(), values)  # type: ignore[attr-defined]
+        event_type._fill(event, seq, self._now(), values)  # type: ignore[attr-defined]
         for callback in self._callbacks:
             try:
                 callback(event)
             except Exception as exc:  # a broken panel must not break the runtime
                 self.errors.append((callback, exc))
                 log.exception("durable_lab event subscriber %r failed on %s", callback, event)
-        if self._seq >= self._wake_seq:
+        if seq >= self._wake_seq:
             self._wake()
 
 

@@ -895,17 +895,26 @@ class MetricsReducer:
         self._writes_of: dict[int, int] = {}
         self._finished: int | None = None  # a delivery whose reply may be held next
         self._finished_at = 0.0
-        #: (writes, latency ms, method, object) per answered call, since the last take().
+        #: (writes, latency ms, method, object) per followed call answered since take_points().
         self.points: list[tuple[int, float, str, str]] = []
         self.max_points = max_points
+        #: The latency of one call in this many is followed (set by take_points: a busy lab
+        #: answers thousands of calls between two takes, the panel draws DOTS_PER_TAKE).
+        self.follow_every = 1
+        self._until_followed = 1  # calls queued until the next one followed
+        self._answered_at_take = 0
         self._last = (0, 0, 0)  # events, answered, commits at the last snapshot
 
+    #: Latency dots wanted per take_points() (the metrics panel samples four times a second).
+    DOTS_PER_TAKE = 200
+
     def _answer(self, d: int, t: float) -> None:
-        start = self._queued_at.pop(d, None)
-        writes = self._writes_of.pop(d, 0)
         self.answered += 1
-        if start is not None and len(self.points) < self.max_points:
-            self.points.append((writes, (t - start[0]) * 1000.0, start[1], ""))
+        start = self._queued_at.pop(d, None)
+        if start is not None:
+            writes = self._writes_of.pop(d, 0)
+            if len(self.points) < self.max_points:
+                self.points.append((writes, (t - start[0]) * 1000.0, start[1], ""))
 
     #: The events the metrics fold (the others are only counted).
     RELEVANT = frozenset({ev.DeliveryQueued, ev.DeliveryStarted, ev.StorageOp,
@@ -919,6 +928,7 @@ class MetricsReducer:
         DeliveryFinished, ReplyHeld, ReplyReleased = ev.DeliveryFinished, ev.ReplyHeld, ev.ReplyReleased
         queued_at, queues, writes_of = self._queued_at, self.queues, self._writes_of
         finished = self._finished  # a delivery that just finished: was its reply held?
+        until = self._until_followed
         for e in events:
             t = type(e)
             if finished is not None:
@@ -934,11 +944,15 @@ class MetricsReducer:
                 # Writes the code made, skipped ones ("unchanged": the same value) included.
                 if e.cache == "write" or e.cache == "unchanged":
                     n = len(e.keys) or 1
-                    writes_of[e.delivery] = writes_of.get(e.delivery, 0) + n
                     self.writes += n
+                    if e.delivery in queued_at:
+                        writes_of[e.delivery] = writes_of.get(e.delivery, 0) + n
             elif t is DeliveryQueued:
-                queued_at[e.delivery] = (e.time, e.method)
                 queues[e.object] = e.queue_length
+                until -= 1
+                if until <= 0:  # a call whose latency is followed
+                    until = self.follow_every
+                    queued_at[e.delivery] = (e.time, e.method)
             elif t is DeliveryStarted:
                 q = queues.get(e.object, 0)
                 queues[e.object] = q - 1 if q > 0 else 0
@@ -952,6 +966,7 @@ class MetricsReducer:
             elif t is ev.InstanceReset or t is ev.InstanceEvicted:
                 queues[e.object] = 0
         self._finished = finished
+        self._until_followed = until
         if len(queued_at) > 100_000:  # calls that never answered (lab closed...)
             for d in list(queued_at)[:50_000]:
                 queued_at.pop(d, None)
@@ -975,7 +990,13 @@ class MetricsReducer:
         }
 
     def take_points(self) -> list[tuple[int, float, str, str]]:
+        """The dots since the last take; from now on follow one call in as many as make about
+        DOTS_PER_TAKE dots until the next take, if calls keep coming as fast (a systematic
+        sample: the same the panel drew when it took every n-th of all calls' dots)."""
         points, self.points = self.points, []
+        answered, self._answered_at_take = (self.answered - self._answered_at_take,
+                                            self.answered)
+        self.follow_every = max(1, answered // self.DOTS_PER_TAKE)
         return points
 
 

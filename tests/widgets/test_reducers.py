@@ -221,6 +221,24 @@ async def test_metrics_latency_vs_writes_and_batches(lab):
     assert m.snapshot(0.5)["calls_per_s"] == 0.0
 
 
+async def test_metrics_follow_one_call_in_n_once_calls_outnumber_the_dots(lab):
+    stubs = [lab.env.COUNTER.getByName(f"busy-{i}") for i in range(4)]
+    rec = lab.record()
+    await asyncio.gather(*(s.write_many(2) for s in stubs for _ in range(100)))
+    rec.close()
+    m = MetricsReducer()
+    m.DOTS_PER_TAKE = 20
+    m.consume(list(rec.events))
+    first = m.take_points()
+    assert len(first) == 400 and m.answered == 400  # at first every call is followed
+    assert m.follow_every == 20  # 400 answered since the last take, 20 dots wanted
+    m.consume(list(rec.events))  # as many calls again (the same deliveries, played again)
+    second = m.take_points()
+    assert m.answered == 800  # every call still counted for the rates
+    assert 18 <= len(second) <= 22  # one followed in 20
+    assert all(w == 2 and ms >= 0 and method == "write_many" for w, ms, method, _ in second)
+
+
 async def test_describe_event_covers_every_event_type():
     events = await two_increments()
     texts = [describe_event(e) for e in events]
