@@ -134,7 +134,7 @@ class Feed:
         if self._closed:
             return
         self.lab.bus.wake_at(self.lab.bus.seq + REDUCE_EVERY, self._buffer_full)
-        if self.seconds_per_event is None and not self._reducing:
+        if self.seconds_per_event is None:  # (_reduce skips a reduce already under way)
             # In an empty context: the step that emitted this event may be the object's own
             # code, and a task a panel starts while folding (the storage inspector reading
             # values) would otherwise be adopted by that object.

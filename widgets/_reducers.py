@@ -651,17 +651,16 @@ class StorageReducer:
         tables: dict[str, OrderedDict[str, KeyState]] = {}
         for e in events:
             t = type(e)
-            if t not in relevant:
+            if t not in relevant or (t is StorageOp and e.cache != "write"):
                 continue
-            if t is StorageOp:
-                if e.cache != "write":
-                    continue
-                table = tables.get(e.object)
-                if table is None:
-                    table = tables[e.object] = self._keys(e.object)
-                if e.op == "deleteAll":
-                    self._delete_all(table, e)
-                    continue
+            table = tables.get(e.object)
+            if table is None:
+                table = tables[e.object] = self._keys(e.object)
+            if t is not StorageOp:
+                self._fold_batch_event(table, e)
+            elif e.op == "deleteAll":
+                self._delete_all(table, e)
+            else:
                 for key in e.keys:
                     ks = table.get(key)
                     if ks is None:
@@ -672,11 +671,6 @@ class StorageReducer:
                         ks.state = "pending"
                     ks.delivery, ks.seq = e.delivery, e.seq
                     table.move_to_end(key)
-            else:
-                table = tables.get(e.object)
-                if table is None:
-                    table = tables[e.object] = self._keys(e.object)
-                self._fold_batch_event(table, e)
 
     def apply(self, e: ev.RuntimeEvent) -> None:
         self.consume((e,))

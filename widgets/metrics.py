@@ -136,7 +136,7 @@ class Metrics(Panel):
         self.rates.stream(row, rollover=self.rollover)
         self._follow_rates(t, snap)
         if points:
-            step = max(1, len(points) // 200)  # at most 200 dots per sample
+            step = max(1, len(points) // self.reducer.DOTS_PER_TAKE)  # dots per sample, at most
             sample = points[::step]
             stream_columns(self.latency, {"writes": [p[0] for p in sample],
                                           "ms": [round(p[1], 3) for p in sample],
