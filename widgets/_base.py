@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
-from . import _comms, _feed
+from . import _comms, _feed, _lifecycle
 
 if TYPE_CHECKING:
     from durable_lab import Lab
@@ -47,6 +47,8 @@ class Panel(w.VBox):  # type: ignore[misc]
         self._registered = register
         self._closed = False
         self._feed.add(self)
+        # Once per kernel: the page learns to show "kernel restarted" on a panel (_lifecycle).
+        _lifecycle.ensure_frontend()
         #: Re-opening a panel with the same key on the same lab replaces it (one per cell).
         self.registry_key = self._registry_key()
         if register:

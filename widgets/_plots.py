@@ -12,6 +12,8 @@ import numpy as np
 from bokeh.protocol import Protocol
 from jupyter_bokeh.widgets import BokehModel
 
+from ._lifecycle import ensure_frontend
+
 __all__ = ["LiveBokehModel", "ensure_bokehjs", "stream_columns"]
 
 _loaded = False
@@ -168,7 +170,10 @@ def ensure_bokehjs(resources: Any = None) -> None:
     with no network: Bokeh's own default fetches it from cdn.bokeh.org, and a workshop room
     often has no internet (the plots then show "Click to show javascript error"). Inline works
     wherever the notebook runs, Binder included; it costs a few MB in the output of the cell
-    that opened the first panel (only on disk if that notebook is saved with outputs).
+    that opened the first panel, in the page.
+
+    Saved notebooks do not keep it: the project's server extension drops BokehJS (and every
+    panel's live output) from the file when a notebook is saved (widgets/_server.py).
 
     Who asked for something else gets it: ``resources`` (``"cdn"``, ``"inline"`` or a
     ``bokeh.resources.Resources``), or else a ``BOKEH_RESOURCES`` environment variable, which
@@ -190,6 +195,8 @@ def ensure_bokehjs(resources: Any = None) -> None:
     output_notebook(resources=_resources(resources, os.environ, INLINE, Resources),
                     hide_banner=True)
     _loaded = True
+    # The restart note's style and the guard that keeps closed tabs quiet (widgets/_lifecycle).
+    ensure_frontend(bokeh=True)
 
 
 def _resources(asked: Any, environ: Mapping[str, str], inline: Any, make: Any) -> Any:

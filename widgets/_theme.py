@@ -79,3 +79,31 @@ def style_figure(fig: object, scale: float = 1.0) -> None:
         axis.axis_label_text_font_size = px(13, scale)
         axis.major_label_text_font_size = px(12, scale)
     fig.toolbar.logo = None  # type: ignore[attr-defined]
+
+
+# -- lifecycle: what a panel shows once its kernel is gone (widgets/_lifecycle.py ships it) ----
+#
+# ipywidgets marks every widget view whose kernel restarted with the class
+# ``jupyter-widgets-disconnected`` (and its own CSS draws a red broken-link icon on each). A
+# panel then is a still picture of the last frame, but its header still said "live" and
+# "PAUSED": this block says what happened and how to go on, once per panel (not per nested
+# widget), hides the words that claim liveness, and greys the picture.
+
+#: The note shown on a panel whose kernel restarted.
+RESTART_NOTE = ("Kernel restarted: this panel is a still picture now and no longer updates. "
+                "Run the cells again from the top (Run > Run All Cells) for a live one.")
+
+_GONE = ".dl-panel.jupyter-widgets-disconnected"
+# The outermost such panel (a dashboard holds panels; each is disconnected too).
+_OUTER = f"{_GONE}:not(.jupyter-widgets-disconnected .dl-panel)"
+
+LIFECYCLE_CSS = f"""
+{_OUTER}::before {{
+  content: "{RESTART_NOTE}"; display: block; align-self: stretch; color: #7c2d12;
+  font: 600 13px/1.45 sans-serif; background: #fff7ed; border: 1px solid #fb923c;
+  border-radius: 6px; padding: 6px 10px; margin: 2px 0 6px; white-space: normal;
+}}
+{_GONE} .jupyter-widgets-disconnected::before {{ content: none; display: none; }}
+{_OUTER} > * {{ opacity: 0.55; filter: grayscale(1); pointer-events: none; }}
+{_GONE} .dl-status, {_GONE} .dl-runstate, {_GONE} .dl-choices {{ display: none !important; }}
+"""

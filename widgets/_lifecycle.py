@@ -1,0 +1,118 @@
+"""What the page needs for a panel's end of life: a note after a kernel restart, quiet tab closes.
+
+Two things happen to a panel's views that no kernel-side code sees:
+
+- **The kernel restarts.** ipywidgets then marks every widget view of that notebook with the
+  class ``jupyter-widgets-disconnected`` (its own CSS draws a red broken-link icon on each one)
+  and the views stay on screen, still saying "live" and "PAUSED". The panels' lifecycle CSS
+  (``widgets._theme.LIFECYCLE_CSS``) turns that class into one note per panel ("Kernel
+  restarted: ... Run the cells again ..."), hides the words that claim liveness and greys the
+  last picture.
+- **The notebook's tab closes (or the kernel restarts) while plots are on screen.** jupyter_bokeh
+  4.1's view forwards every change of its BokehJS document to the kernel, and never stops: it
+  keeps its document when the view is removed. The plots being detached resize, BokehJS
+  records the new sizes as document changes, and each one is sent on a comm whose kernel
+  connection is gone: ``Error: Cannot send``, uncaught (about 160 for a lesson's tab). The
+  guard below wraps the callbacks registered on a BokehJS ``Document``: the first "Cannot send"
+  from one unhooks it from that document (nothing sent on that comm can ever arrive), and any
+  other error goes on as before. ``window.__durableLab.silenced`` counts the unhooked callbacks.
+
+Both ship as one small script, published once per kernel as a display output (the first panel's
+cell): :func:`ensure_frontend`. It runs again after BokehJS is loaded (``ensure_bokehjs``), since
+the guard patches BokehJS's ``Document`` class, which a page that loads BokehJS again replaces.
+The output is marked (``durable_lab_frontend`` in its metadata) so that saving drops it
+(widgets/_server.py): it matters only to the page that ran it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ._theme import LIFECYCLE_CSS
+
+__all__ = ["FRONTEND_KEY", "ensure_frontend", "frontend_script"]
+
+#: Output metadata key marking the page-support output (the save hook drops such outputs).
+FRONTEND_KEY = "durable_lab_frontend"
+_BOKEH_LOAD = "application/vnd.bokehjs_load.v0+json"
+
+_styled = False  # the style was sent to this kernel's page
+_guarded = False  # ... and the BokehJS guard, after BokehJS was loaded
+
+# Written for this project. ``__CSS__`` is replaced by the lifecycle CSS as a JSON string.
+_SCRIPT = """(function (root) {
+  "use strict";
+  var state = root.__durableLab = root.__durableLab || {silenced: 0};
+  // 1. The lifecycle style, once per page; a later kernel's copy replaces the text.
+  var style = document.getElementById("dl-lifecycle-style");
+  if (!style) {
+    style = document.createElement("style");
+    style.id = "dl-lifecycle-style";
+    document.head.appendChild(style);
+  }
+  style.textContent = __CSS__;
+  // 2. The guard on BokehJS documents (only once BokehJS is in the page).
+  var Bokeh = root.Bokeh;
+  if (!Bokeh || typeof Bokeh.require !== "function") { return; }
+  var Document;
+  try { Document = Bokeh.require("document").Document; } catch (e) { return; }
+  var proto = Document.prototype;
+  if (!proto || proto.__dlGuarded) { return; }
+  proto.__dlGuarded = true;
+  state.guarded = (state.guarded || 0) + 1;
+  var onChange = proto.on_change, removeOnChange = proto.remove_on_change;
+  proto.on_change = function (callback, allowBatches) {
+    var doc = this;
+    var guards = doc.__dlGuards || (doc.__dlGuards = new Map());
+    var guard = guards.get(callback);
+    if (!guard) {
+      guard = function (event) {
+        try {
+          return callback(event);
+        } catch (err) {
+          // "Cannot send": the comm this document's widget view sends on belongs to a kernel
+          // connection that is gone (tab closed, kernel restarted). It never comes back.
+          if (!err || err.message !== "Cannot send") { throw err; }
+          removeOnChange.call(doc, guard);
+          guards.delete(callback);
+          state.silenced += 1;
+        }
+      };
+      guards.set(callback, guard);
+    }
+    return onChange.call(doc, guard, allowBatches);
+  };
+  proto.remove_on_change = function (callback) {
+    var guard = this.__dlGuards && this.__dlGuards.get(callback);
+    if (guard) { this.__dlGuards.delete(callback); }
+    return removeOnChange.call(this, guard || callback);
+  };
+})(window);
+"""
+
+
+def frontend_script() -> str:
+    """The page-support script (style and BokehJS guard), as sent to the page."""
+    return _SCRIPT.replace("__CSS__", json.dumps(LIFECYCLE_CSS))
+
+
+def ensure_frontend(*, bokeh: bool = False) -> None:
+    """Send the page-support script once per kernel; again once BokehJS is loaded (``bokeh``:
+    called right after loading it). Outside a Jupyter kernel this does nothing."""
+    global _styled, _guarded
+    if _guarded or (_styled and not bokeh):
+        return
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "kernel"):
+        return
+    from IPython.display import publish_display_data
+
+    script = frontend_script()
+    publish_display_data({"application/javascript": script, _BOKEH_LOAD: script},
+                         metadata={FRONTEND_KEY: True})
+    _styled = True
+    _guarded = _guarded or bokeh
