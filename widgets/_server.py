@@ -16,7 +16,9 @@ autosave), :func:`replace_live_outputs` rewrites the copy that goes to disk:
   matter to the page that ran them;
 - BokehJS loading outputs are dropped when nothing left in the notebook needs BokehJS (no static
   ``bokeh.plotting.show`` output); otherwise the first one is kept and any later copy dropped,
-  so BokehJS is saved at most once per notebook.
+  so BokehJS is saved at most once per notebook;
+- saved widget state (``metadata.widgets``, written only if someone turned JupyterLab's "save
+  widget state" on) goes too once the views it would draw are notes.
 
 The open page is not touched: the learner keeps the live panels on screen; only the file on
 disk differs. The kernel loads BokehJS into the page inline as before (offline, no race with
@@ -47,17 +49,19 @@ BOKEH_EXEC = "application/vnd.bokehjs_exec.v0+json"
 #: The class of the static note that replaces a widget view in a saved notebook.
 NOTE_CLASS = "dl-saved-panel"
 
-# A panel's text/plain is its repr, ``<Watch open>`` (widgets._base.Panel.__repr__).
+# A panel's text/plain is its repr, ``<Watch open>`` (widgets._base.Panel.__repr__); a box of
+# panels (side_by_side) shows theirs among its children: ``HBox(children=(<FleetView open>, ...``
 _PANEL_REPR = re.compile(r"<([A-Z][A-Za-z]*) (?:open|closed)>")
 
 
 def saved_note(plain: str) -> dict[str, str]:
     """The static output that stands for a widget view in the file: HTML and plain text."""
-    m = _PANEL_REPR.fullmatch(plain.strip())
-    what = f"live panel ({m[1]})" if m else "live widget"
+    names = list(dict.fromkeys(_PANEL_REPR.findall(plain)))
+    what = (f"live panel{'s' if len(names) > 1 else ''} ({', '.join(names)})" if names
+            else "live widget")
     text = (f"[{what}: it showed the lab while the kernel ran; a saved notebook keeps no live "
             f"state. Run the cells again from the top (Run > Run All Cells) to see it.]")
-    name = html.escape(m[1]) if m else "widget"
+    name = html.escape(" ".join(names)) if names else "widget"
     note = (f'<div class="{NOTE_CLASS}" data-panel="{name}" style="font:13px/1.45 sans-serif;'
             f'color:#334155;background:#f1f5f9;border:1px dashed #94a3b8;border-radius:6px;'
             f'padding:6px 10px;margin:2px 0;max-width:60em">&#9632; <b>{html.escape(what)}</b>:'
@@ -74,7 +78,7 @@ def _text(value: Any) -> str:
 def replace_live_outputs(nb: dict[str, Any]) -> dict[str, int]:
     """Rewrite ``nb`` (nbformat 4 as a dict) in place for saving; returns what it changed:
     ``{"notes": widget views replaced, "frontend": support outputs dropped, "bokehjs":
-    BokehJS loads dropped}``."""
+    BokehJS loads dropped}``, plus ``"state": 1`` if saved widget state was dropped."""
     counts = {"notes": 0, "frontend": 0, "bokehjs": 0}
     cells = [c for c in nb.get("cells", ()) if c.get("cell_type") == "code"]
     needs_bokehjs = any(BOKEH_EXEC in (o.get("data") or {})
@@ -102,6 +106,12 @@ def replace_live_outputs(nb: dict[str, Any]) -> dict[str, int]:
             outputs.append(out)
         if "outputs" in cell:
             cell["outputs"] = outputs
+    # Saved widget state (JupyterLab's "save widget state" setting, nbclient) only serves to
+    # draw the views just replaced: the panels' plots would carry their whole documents.
+    metadata = nb.get("metadata") or {}
+    if counts["notes"] and "widgets" in metadata:
+        del metadata["widgets"]
+        counts["state"] = 1
     return counts
 
 

@@ -87,7 +87,8 @@ def style_figure(fig: object, scale: float = 1.0) -> None:
 # ``jupyter-widgets-disconnected`` (and its own CSS draws a red broken-link icon on each). A
 # panel then is a still picture of the last frame, but its header still said "live" and
 # "PAUSED": this block says what happened and how to go on, once per panel (not per nested
-# widget), hides the words that claim liveness, and greys the picture.
+# widget, nor on a box holding panels, e.g. side_by_side), hides the words that claim
+# liveness, and greys the picture.
 
 #: The note shown on a panel whose kernel restarted.
 RESTART_NOTE = ("Kernel restarted: this panel is a still picture now and no longer updates. "
@@ -95,7 +96,7 @@ RESTART_NOTE = ("Kernel restarted: this panel is a still picture now and no long
 
 _GONE = ".dl-panel.jupyter-widgets-disconnected"
 # The outermost such panel (a dashboard holds panels; each is disconnected too).
-_OUTER = f"{_GONE}:not(.jupyter-widgets-disconnected .dl-panel)"
+_OUTER = f"{_GONE}:not(.dl-panel .dl-panel)"
 
 LIFECYCLE_CSS = f"""
 {_OUTER}::before {{
@@ -103,7 +104,8 @@ LIFECYCLE_CSS = f"""
   font: 600 13px/1.45 sans-serif; background: #fff7ed; border: 1px solid #fb923c;
   border-radius: 6px; padding: 6px 10px; margin: 2px 0 6px; white-space: normal;
 }}
-{_GONE} .jupyter-widgets-disconnected::before {{ content: none; display: none; }}
+{_GONE} .jupyter-widgets-disconnected::before,
+.jupyter-widgets-disconnected:has(.dl-panel)::before {{ content: none; display: none; }}
 {_OUTER} > * {{ opacity: 0.55; filter: grayscale(1); pointer-events: none; }}
 {_GONE} .dl-status, {_GONE} .dl-runstate, {_GONE} .dl-choices {{ display: none !important; }}
 """

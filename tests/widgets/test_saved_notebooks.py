@@ -70,6 +70,14 @@ def test_any_other_widget_gets_a_generic_note():
     assert "live widget" in data["text/plain"] and 'data-panel="widget"' in data["text/html"]
 
 
+def test_a_box_of_panels_names_them():
+    nb = _nb([_view("HBox(children=(<FleetView open>, <Metrics open>), layout=Layout(flex_flo…")])
+    replace_live_outputs(nb)
+    data = nb["cells"][1]["outputs"][0]["data"]
+    assert "live panels (FleetView, Metrics)" in data["text/plain"], data
+    assert 'data-panel="FleetView Metrics"' in data["text/html"]
+
+
 def test_an_execute_result_keeps_its_kind_and_count():
     out = {**_view("<Dashboard open>"), "output_type": "execute_result", "execution_count": 7}
     nb = _nb([out])
@@ -176,7 +184,8 @@ def test_an_executed_notebook_saves_small_with_one_note_per_panel(tmp_path, monk
     content = json.loads(nbformat.writes(nb))
     counts = replace_live_outputs(content)
     after = len(json.dumps(content, indent=1))
-    assert counts == {"notes": 2, "frontend": 1, "bokehjs": 1}, counts
+    # nbclient stores the widget state (as JupyterLab can): the plots' whole documents
+    assert counts == {"notes": 2, "frontend": 1, "bokehjs": 1, "state": 1}, counts
     assert before > 2_000_000, before  # BokehJS inline, as the page needs it
     assert after < 20_000, after
     notes = [o["data"]["text/plain"] for c in content["cells"] for o in c["outputs"]]
