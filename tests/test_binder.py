@@ -75,6 +75,12 @@ def test_a_fresh_binder_environment_runs_the_tour(tmp_path):
     sh([python, "-m", "pip", "install", "--quiet", "-r", "binder/requirements.txt"], repo, env)
     sh(["bash", "binder/postBuild"], repo, env)
 
+    # The panels' server extension is enabled for the image's Jupyter server by the config
+    # the install puts in the environment (pyproject shared-data; widgets/_server.py).
+    enabled = venv / "etc" / "jupyter" / "jupyter_server_config.d" / "durable_lab.json"
+    assert json.loads(enabled.read_text())["ServerApp"]["jpserver_extensions"] == {
+        "widgets._server": True}
+
     # Nothing leaks in from the developer's environment: durable_lab comes from the copy.
     where = sh([python, "-c", "import durable_lab; print(durable_lab.__file__)"], tmp_path, env)
     assert where.strip().startswith(str(repo)), where

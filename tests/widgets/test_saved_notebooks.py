@@ -190,3 +190,67 @@ def test_an_executed_notebook_saves_small_with_one_note_per_panel(tmp_path, monk
     assert after < 20_000, after
     notes = [o["data"]["text/plain"] for c in content["cells"] for o in c["outputs"]]
     assert ["live panel (Watch)" in notes[0], "live panel (Timeline)" in notes[1]] == [True, True]
+
+
+# -- a real Jupyter server, the extension enabled by the project's config ---------------------
+
+
+@pytest.mark.slow
+def test_a_jupyter_server_with_the_projects_config_saves_notes(tmp_path):
+    """``jupyter server`` finds the extension through the config folder an install provides,
+    and a notebook saved through its REST API (as JupyterLab saves) lands rewritten."""
+    import secrets
+    import socket
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_hex(8)
+    env = {k: v for k, v in os.environ.items() if k != "JUPYTER_CONFIG_PATH"}
+    env["JUPYTER_CONFIG_PATH"] = str(ROOT / "jupyter-config")
+    env["JUPYTER_RUNTIME_DIR"] = str(tmp_path / "runtime")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    root = tmp_path / "root"
+    root.mkdir()
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter_server", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+         "--ServerApp.port_retries=0", "--ServerApp.allow_root=True", "--no-browser",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}/api"
+    headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()
+            try:
+                with urllib.request.urlopen(f"{base}/status?token={token}", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "jupyter server did not start in 60 s"
+                time.sleep(0.2)
+        nb = _nb([_support(), _load(50_000), _view("<Watch open>")])
+        body = json.dumps({"type": "notebook", "format": "json", "content": nb}).encode()
+        req = urllib.request.Request(f"{base}/contents/lesson.ipynb", data=body,
+                                     method="PUT", headers=headers)
+        with urllib.request.urlopen(req, timeout=20) as r:
+            assert r.status in (200, 201)
+        saved = json.loads((root / "lesson.ipynb").read_text())
+        outs = saved["cells"][1]["outputs"]
+        assert [list(o["data"]) for o in outs] == [["text/html", "text/plain"]], outs
+        assert "live panel (Watch)" in "".join(outs[0]["data"]["text/plain"])
+        assert (root / "lesson.ipynb").stat().st_size < 5_000
+    finally:
+        req = urllib.request.Request(f"{base}/shutdown", method="POST", headers=headers)
+        try:
+            urllib.request.urlopen(req, timeout=10).close()
+            proc.wait(timeout=20)
+        except Exception:
+            proc.terminate()
+            proc.wait(timeout=10)
+        log.close()
+    assert "widgets._server" in (tmp_path / "server.log").read_text()
