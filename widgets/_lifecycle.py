@@ -17,27 +17,37 @@ Two things happen to a panel's views that no kernel-side code sees:
   from one unhooks it from that document (nothing sent on that comm can ever arrive), and any
   other error goes on as before. ``window.__durableLab.silenced`` counts the unhooked callbacks.
 
-Both ship as one small script, published once per kernel as a display output (the first panel's
+Both ship as one small script, published once per page as a display output (the first panel's
 cell): :func:`ensure_frontend`. It runs again after BokehJS is loaded (``ensure_bokehjs``), since
 the guard patches BokehJS's ``Document`` class, which a page that loads BokehJS again replaces.
 The output is marked (``durable_lab_frontend`` in its metadata) so that saving drops it
-(widgets/_server.py): it matters only to the page that ran it.
+(widgets/_server.py): it matters only to the page that ran it. Since saved notebooks keep
+neither BokehJS nor this script, a page that connects to a running kernel afresh (reloaded, a
+second window) has neither. Its widget manager announces itself by opening ipywidgets' control
+comm (to ask for every widget's state; older front ends ask each widget, ``request_state``):
+the kernel then counts a new page (:func:`new_page`), and the next panel sends BokehJS
+(``ensure_bokehjs``) and the script again. A mere reconnection counts too: BokehJS is then sent
+once more than needed, which costs page memory, nothing else.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from ._theme import LIFECYCLE_CSS
 
-__all__ = ["FRONTEND_KEY", "ensure_frontend", "frontend_script"]
+__all__ = ["FRONTEND_KEY", "ensure_frontend", "frontend_script", "new_page", "page_generation"]
 
 #: Output metadata key marking the page-support output (the save hook drops such outputs).
 FRONTEND_KEY = "durable_lab_frontend"
 _BOKEH_LOAD = "application/vnd.bokehjs_load.v0+json"
 
-_styled = False  # the style was sent to this kernel's page
-_guarded = False  # ... and the BokehJS guard, after BokehJS was loaded
+#: Bumped when a page may have connected to this kernel afresh (see :func:`new_page`).
+_page = 0
+_styled_for: int | None = None  # the page generation the style was sent to
+_guarded_for: int | None = None  # ... and the BokehJS guard, after BokehJS was loaded
+_watching = False  # the widget control comm is watched for new pages
 
 # Written for this project. ``__CSS__`` is replaced by the lifecycle CSS as a JSON string.
 _SCRIPT = """(function (root) {
@@ -96,11 +106,23 @@ def frontend_script() -> str:
     return _SCRIPT.replace("__CSS__", json.dumps(LIFECYCLE_CSS))
 
 
+def page_generation() -> int:
+    """How many times a page may have connected to this kernel afresh (0: the first one)."""
+    return _page
+
+
+def new_page() -> None:
+    """A page may have connected without the script or BokehJS (a reload, a second window:
+    saved notebooks keep neither): the next panel sends them again."""
+    global _page
+    _page += 1
+
+
 def ensure_frontend(*, bokeh: bool = False) -> None:
-    """Send the page-support script once per kernel; again once BokehJS is loaded (``bokeh``:
+    """Send the page-support script once per page; again once BokehJS is loaded (``bokeh``:
     called right after loading it). Outside a Jupyter kernel this does nothing."""
-    global _styled, _guarded
-    if _guarded or (_styled and not bokeh):
+    global _styled_for, _guarded_for
+    if _guarded_for == _page or (_styled_for == _page and not bokeh):
         return
     try:
         from IPython import get_ipython
@@ -111,8 +133,35 @@ def ensure_frontend(*, bokeh: bool = False) -> None:
         return
     from IPython.display import publish_display_data
 
+    _watch_pages()
     script = frontend_script()
     publish_display_data({"application/javascript": script, _BOKEH_LOAD: script},
                          metadata={FRONTEND_KEY: True})
-    _styled = True
-    _guarded = _guarded or bokeh
+    _styled_for = _page
+    if bokeh:
+        _guarded_for = _page
+
+
+def _watch_pages() -> None:
+    """Count a new page whenever a front end opens ipywidgets' control comm: each widget
+    manager does that when it connects to the kernel (ipywidgets 8: a page loaded or reloaded,
+    a second window, a reconnection), to ask for every widget's state."""
+    global _watching
+    if _watching:
+        return
+    _watching = True
+    try:
+        from ipywidgets import Widget
+        from ipywidgets.comm import get_comm_manager
+    except ImportError:
+        return
+    manager = get_comm_manager()
+    opened = getattr(Widget, "handle_control_comm_opened", None)
+    if manager is None or opened is None:
+        return
+
+    def control_comm_opened(comm: Any, msg: Any) -> Any:
+        new_page()
+        return opened(comm, msg)
+
+    manager.register_target("jupyter.widget.control", control_comm_opened)

@@ -12,11 +12,12 @@ import numpy as np
 from bokeh.protocol import Protocol
 from jupyter_bokeh.widgets import BokehModel
 
+from . import _lifecycle
 from ._lifecycle import ensure_frontend
 
 __all__ = ["LiveBokehModel", "ensure_bokehjs", "stream_columns"]
 
-_loaded = False
+_loaded_for: int | None = None  # the page generation BokehJS was sent to (_lifecycle)
 
 
 class LiveBokehModel(BokehModel):  # type: ignore[misc]
@@ -118,6 +119,16 @@ class LiveBokehModel(BokehModel):  # type: ignore[misc]
         self._dl_closed = True
         super().close()
 
+    def _handle_msg(self, msg: dict[str, Any]) -> None:
+        # A front end asking for the state of a model it did not make (older ipywidgets front
+        # ends; version 8 uses the control comm, see _lifecycle): a page that connected to this
+        # kernel afresh. Saved notebooks hold no BokehJS (widgets/_server.py), so that page may
+        # have none: the next panel loads it again.
+        data = msg.get("content", {}).get("data", {})
+        if isinstance(data, dict) and data.get("method") == "request_state":
+            _lifecycle.new_page()
+        super()._handle_msg(msg)
+
     def _sync_model(self, model: Any, content: dict[str, Any], buffers: list[Any]) -> None:
         kind = content.get("kind")
         if kind == "RootRemoved":  # a view clears its document to re-draw from a new snapshot
@@ -164,7 +175,7 @@ def _event_name(content: dict[str, Any]) -> str | None:
 
 
 def ensure_bokehjs(resources: Any = None) -> None:
-    """Load BokehJS into the notebook page once per kernel (``BokehModel`` needs it).
+    """Load BokehJS into the notebook page once per page and kernel (``BokehModel`` needs it).
 
     BokehJS is embedded in the page (``bokeh.resources.INLINE``) by default, so the panels draw
     with no network: Bokeh's own default fetches it from cdn.bokeh.org, and a workshop room
@@ -179,8 +190,8 @@ def ensure_bokehjs(resources: Any = None) -> None:
     ``bokeh.resources.Resources``), or else a ``BOKEH_RESOURCES`` environment variable, which
     Bokeh reads itself. Outside a Jupyter kernel (tests, scripts) this does nothing.
     """
-    global _loaded
-    if _loaded:
+    global _loaded_for
+    if _loaded_for == _lifecycle.page_generation():
         return
     try:
         from IPython import get_ipython
@@ -194,7 +205,7 @@ def ensure_bokehjs(resources: Any = None) -> None:
 
     output_notebook(resources=_resources(resources, os.environ, INLINE, Resources),
                     hide_banner=True)
-    _loaded = True
+    _loaded_for = _lifecycle.page_generation()
     # The restart note's style and the guard that keeps closed tabs quiet (widgets/_lifecycle).
     ensure_frontend(bokeh=True)
 

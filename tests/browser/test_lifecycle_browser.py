@@ -15,7 +15,10 @@ see widgets/_server.py), no network:
    the page's guard (widgets/_lifecycle.py) unhooks them at the first "Cannot send", so no
    uncaught error. ``window.__durableLab.silenced`` counts the unhooked documents (it must be
    above 0: the test met the case it guards).
-4. Shut the kernels down and **reopen** the saved lesson: the notes are shown, no "Error
+4. **A fresh page on the running kernel** (as a reload or a second window): the notes come
+   back from the file, and a panel made in a new cell draws its plot (the page got no BokehJS
+   from the file; the kernel sends it again, widgets/_plots.py ``page_may_be_new``).
+5. Shut the kernels down and **reopen** the saved lesson: the notes are shown, no "Error
    displaying widget: model not found", no "JavaScript output is disabled".
 
 No console error or uncaught page error in any phase, and no request off this machine. The
@@ -52,6 +55,9 @@ pytestmark = browser_marks()
 LESSON = "06_contention_sharding"  # fleet, metrics, where-time-went and a watch: many plots
 #: A saved lesson with its outputs but no live state: printed text and notes (bytes).
 MAX_SAVED_BYTES = 150_000
+# The lesson's extra last cell: a panel of its own, run again on a fresh page (step 5).
+RELOAD_CELL = ("import widgets\nfrom durable_lab import Lab\n"
+               "widgets.timeline(Lab(storage='memory'))")
 NOTE = ".dl-saved-panel"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 BOKEH_LOAD = "application/vnd.bokehjs_load.v0+json"
@@ -88,8 +94,14 @@ def _with_extension(env_of: Any) -> Any:
     return env
 
 
-def _lesson_text() -> str:
-    return next(g.text for g in generate() if g.lesson and g.name == LESSON)
+def _lesson() -> Any:
+    """The lesson as generated, plus a last cell that makes a panel of its own (step 5 runs
+    it again on a fresh page)."""
+    import nbformat
+
+    nb = next(g.fresh() for g in generate() if g.lesson and g.name == LESSON)
+    nb.cells.append(nbformat.v4.new_code_cell(RELOAD_CELL))
+    return nb
 
 
 def _wait(fn: Any, what: str, timeout: float = 60.0, poll: float = 0.2) -> Any:
@@ -140,7 +152,7 @@ def run(shots: pathlib.Path, *, extension: bool = True) -> dict:
     if extension:
         harness.server_env = _with_extension(env_of)
     try:
-        with BrowserSession("lifecycle-end", {"lesson.ipynb": _lesson_text()},
+        with BrowserSession("lifecycle-end", {"lesson.ipynb": _lesson()},
                             shots=shots) as session:
             _drive(session, shots, session.report, full=extension)
     finally:
@@ -152,6 +164,7 @@ def _drive(session: BrowserSession, shots: pathlib.Path, report: dict, *, full: 
     T = report["timings_s"]
     path = session.root / "lesson.ipynb"
     page = session.new_page(viewport={"width": 1400, "height": 1000})
+    page.on("dialog", lambda d: d.accept())  # "leave the page?" when it navigates (step 5)
     t0 = time.monotonic()
 
     # 1. run, save
@@ -219,7 +232,25 @@ def _drive(session: BrowserSession, shots: pathlib.Path, report: dict, *, full: 
     report["silenced_after_close"] = history[-1][1]
     T["close"] = round(time.monotonic() - t1, 1)
 
-    # 4. no kernel, reopen the saved lesson in a fresh page
+    # 5. a fresh page on the still-running kernel (a reload, a second window): the notebook
+    # comes back from the file (notes), and a panel made now draws its plot, though that page
+    # got no BokehJS from the file: the kernel sends it again.
+    session.phase = "reload"
+    t1 = time.monotonic()
+    session.open_notebook(page, "lesson.ipynb", workspace="reload")
+    _wait(lambda: page.locator(NOTE).count() == report["resaved"]["notes"], "notes after reload")
+    new_cell = page.locator(".jp-Notebook .jp-CodeCell").last  # RELOAD_CELL, a note now
+    new_cell.scroll_into_view_if_needed()
+    new_cell.locator(".jp-InputPrompt").first.click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+Enter")  # run it in place
+    new_cell.locator(".dl-panel canvas").first.wait_for(timeout=60_000)
+    report["reload"] = {"notes": page.locator(NOTE).count(),
+                        "js_error_boxes": page.get_by_text(harness.JS_ERROR_BOX_TEXT).count(),
+                        "new_panel_canvases": new_cell.locator(".dl-panel canvas").count()}
+    T["reload"] = round(time.monotonic() - t1, 1)
+
+    # 6. no kernel, reopen the saved lesson in a fresh page
     session.phase = "reopen"
     t1 = time.monotonic()
     page.close()
@@ -249,6 +280,9 @@ def assert_report(r: dict) -> None:
         assert saved["bytes"] < MAX_SAVED_BYTES, saved
     # saving left the page alone: the panels are still live there
     assert r["page_after_save"] == {"live_panels": r["live_panels"], "notes": 0}, r
+    rl = r["reload"]
+    assert rl["notes"] == r["resaved"]["notes"] and rl["js_error_boxes"] == 0, rl
+    assert rl["new_panel_canvases"] >= 1, rl
     rs = r["restart"]
     assert rs["disconnected"] == rs["panels"] == r["live_panels"], rs
     assert all("Kernel restarted" in n and "Run All Cells" in n for n in rs["notes"]), rs

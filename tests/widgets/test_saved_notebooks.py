@@ -254,3 +254,48 @@ def test_a_jupyter_server_with_the_projects_config_saves_notes(tmp_path):
             proc.wait(timeout=10)
         log.close()
     assert "widgets._server" in (tmp_path / "server.log").read_text()
+
+
+def test_a_new_page_gets_bokehjs_and_the_script_again_with_the_next_panel(monkeypatch):
+    """A page that connects to a running kernel afresh (a reload: the saved file has no
+    BokehJS) opens ipywidgets' control comm, or (older front ends) asks each widget for its
+    state; either way the next panel must send BokehJS and the support script again."""
+    from bokeh.plotting import figure
+
+    from widgets import _plots
+    from widgets._plots import LiveBokehModel
+
+    g = _lifecycle.page_generation()
+    monkeypatch.setattr(_plots, "_loaded_for", g)
+    monkeypatch.setattr(_lifecycle, "_styled_for", g)
+    monkeypatch.setattr(_lifecycle, "_guarded_for", g)
+    plot = LiveBokehModel(figure(width=100, height=100))
+    plot._handle_msg({"content": {"data": {"method": "custom", "content": {}}}, "buffers": []})
+    assert _lifecycle.page_generation() == g  # other messages: the same page
+    plot._handle_msg({"content": {"data": {"method": "request_state"}}, "buffers": []})
+    assert _lifecycle.page_generation() == g + 1
+    assert _plots._loaded_for != _lifecycle.page_generation()  # ensure_bokehjs sends again
+    assert _lifecycle._guarded_for != _lifecycle.page_generation()
+    plot.close()
+
+
+def test_opening_the_widget_control_comm_counts_a_new_page(monkeypatch):
+    """ipywidgets 8 front ends open the control comm when they connect: that is the signal."""
+    import ipywidgets
+
+    registered = {}
+
+    class Manager:
+        def register_target(self, name, fn):  # type: ignore[no-untyped-def]
+            registered[name] = fn
+
+    seen = []
+    monkeypatch.setattr(_lifecycle, "_watching", False)
+    monkeypatch.setattr("ipywidgets.comm.get_comm_manager", lambda: Manager())
+    monkeypatch.setattr(ipywidgets.Widget, "handle_control_comm_opened",
+                        lambda comm, msg: seen.append((comm, msg)))
+    _lifecycle._watch_pages()
+    g = _lifecycle.page_generation()
+    registered["jupyter.widget.control"]("comm", {"metadata": {}})
+    assert _lifecycle.page_generation() == g + 1
+    assert seen == [("comm", {"metadata": {}})]  # ipywidgets still answers it
