@@ -59,15 +59,14 @@ def saved_note(plain: str) -> dict[str, str]:
     names = list(dict.fromkeys(_PANEL_REPR.findall(plain)))
     what = (f"live panel{'s' if len(names) > 1 else ''} ({', '.join(names)})" if names
             else "live widget")
-    text = (f"[{what}: it showed the lab while the kernel ran; a saved notebook keeps no live "
-            f"state. Run the cells again from the top (Run > Run All Cells) to see it.]")
+    text = (f"[{what}: a saved notebook keeps no live panels. Run the cells again from the "
+            f"top (Run > Run All Cells) to see it.]")
     name = html.escape(" ".join(names)) if names else "widget"
     note = (f'<div class="{NOTE_CLASS}" data-panel="{name}" style="font:13px/1.45 sans-serif;'
             f'color:#334155;background:#f1f5f9;border:1px dashed #94a3b8;border-radius:6px;'
             f'padding:6px 10px;margin:2px 0;max-width:60em">&#9632; <b>{html.escape(what)}</b>:'
-            f' it showed the lab while the kernel ran; a saved notebook keeps no live state. '
-            f'Run the cells again from the top (<i>Run &#9656; Run All Cells</i>) to see it.'
-            f'</div>')
+            f' a saved notebook keeps no live panels. Run the cells again from the top '
+            f'(<i>Run &#9656; Run All Cells</i>) to see it.</div>')
     return {"text/html": note, "text/plain": text}
 
 
