@@ -47,6 +47,16 @@ COLORS = {
 
 
 def esc(text: object) -> str:
+    """``text`` as HTML text or as a quoted attribute value (``data-x="..."``, ``title='...'``).
+
+    Every string a caller or object code chose (an object's name, a method, a key, a value, an
+    error, a WebSocket tag, a table, a region, a transition's description) goes through here
+    before it is put into a panel's HTML: an ipywidgets ``HTML`` value is inserted as markup,
+    unsanitised, so a name like ``<img src=x onerror=...>`` would run in the notebook of whoever
+    watches. ``&``, ``<``, ``>`` and both quotes are escaped, so one helper serves text and
+    attributes alike. (Bokeh plots need nothing: their ``@column`` tooltips are escaped by
+    BokehJS and their titles, labels and glyph text are drawn on a canvas.)
+    """
     return html.escape(str(text), quote=True)
 
 

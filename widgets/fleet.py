@@ -14,7 +14,7 @@ from bokeh.plotting import figure
 from ._base import Panel
 from ._plots import LiveBokehModel
 from ._reducers import FleetReducer
-from ._theme import px, style_figure
+from ._theme import esc, px, style_figure
 
 if TYPE_CHECKING:
     from durable_lab import Lab
@@ -163,7 +163,8 @@ class FleetView(Panel):
         self.summary.value = (
             f'<div class="dl-fleet" data-objects="{n}" data-queued="{total_q}" style="font:12px '
             f'sans-serif">{n} objects · {total_q} calls queued'
-            + (f" · hottest: <b>{hot.label}</b> ({hot.queue} queued now, {hot.peak} at most, "
+            # The name is the caller's choice: text, never markup (see _theme.esc).
+            + (f" · hottest: <b>{esc(hot.label)}</b> ({hot.queue} queued now, {hot.peak} at most, "
                f"{hot.done} calls)" if hot and hot.peak else "")
             + (f" · in {regions} region(s), grouped by region" if regions else "")
             + "</div>")
