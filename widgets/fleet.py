@@ -53,6 +53,8 @@ class FleetView(Panel):
 
     kind = "fleet"
     min_interval = 0.4  # seconds between redraws at full speed (see Panel)
+    #: The narrowest the plot may be drawn (``fit_width``); None: the width it was made with.
+    _label_width: int | None = None
 
     def __init__(self, lab: Lab, *, on_select: Callable[[str], None] | None = None,
                  width: int = 420, height: int = 300, scale: float = 1.0,
@@ -116,10 +118,17 @@ class FleetView(Panel):
         with self.plot.frame():  # one patch message per frame (_plots.LiveBokehModel)
             self._draw_frame()
 
+    def fit_width(self, pixels: int) -> None:
+        """The plot may now be drawn as narrow as ``pixels`` (``widgets.side_by_side`` lets it
+        shrink with its cell): cut the cells' labels to fit that width."""
+        self._label_width = min(self.figure.width, pixels)
+        self.refresh()
+
     def label_limit(self, cols: int) -> int:
         """How many characters of a label fit in a cell ``cols`` cells to a row: a 400-pixel
         fleet (the dashboard's) fits ``COUNTER:room-1`` nowhere, ``COU:room-1`` does."""
-        cell_px = 0.92 * (self.figure.width - 30) / cols  # the plot's frame is ~30 px in
+        width = self._label_width or self.figure.width
+        cell_px = 0.92 * (width - 30) / cols  # the plot's frame is ~30 px in
         return max(6, int(cell_px / (0.6 * self._font_px)))  # ~0.6 em per character
 
     def _draw_frame(self) -> None:
