@@ -2,7 +2,8 @@
 stays text (issue 17: side_by_side stacked its panels; the fleet ran an ``<img onerror>``).
 
 A notebook runs lesson 06's form (``side_by_side(fleet, metrics)``) and lesson 08's form
-(``side_by_side(websockets, watch)``) on objects whose names are markup. In a 1280x800 window,
+(``side_by_side(websockets, watch)``) on objects whose names are markup, then a dashboard on
+one of them whose call raises an error made of markup. In a 1280x800 window,
 with JupyterLab's left sidebar open (its default) and closed, the two cells of each row must
 share one line (same top, the second to the right of the first), every plot must fit inside its
 cell (it shrank with it instead of overflowing), and the page must hold no element the name's
@@ -44,6 +45,10 @@ class Counter(DurableObject):
         self.ctx.storage.put("n", n + 1)
         return n + 1
 
+    async def fail(self):
+        self.ctx.storage.put(EVIL, EVIL)
+        raise ValueError(EVIL)
+
 class Room(DurableObject):
     async def fetch(self, request):
         client, server = WebSocketPair()
@@ -62,8 +67,13 @@ await run_workload(COUNTER, method="increment", clients=4, per_client=10, rate=2
 sockets = widgets.websockets(lab, f"ROOMS:{EVIL}")
 room_view = widgets.watch(lab, f"ROOMS:{EVIL}", timeline=False)
 widgets.side_by_side(sockets, room_view)''',
+    "board = widgets.dashboard(lab, COUNTER.getByName(EVIL + '0'))\nboard",
     '''\
 ws = await lab.connect(ROOMS.getByName(EVIL))
+try:
+    await COUNTER.getByName(EVIL + "0").fail()
+except ValueError:
+    pass
 await lab.wait_idle()
 await asyncio.sleep(1.0)
 print("DONE")''',
@@ -159,4 +169,6 @@ def test_panels_share_a_row_and_names_stay_text(session):
     # ... and the names are there, as text: in the fleet's summary and the sockets' tags.
     assert page.locator(".dl-fleet", has_text=EVIL).count() >= 1
     assert page.locator(".dl-websockets", has_text=EVIL).count() >= 1
+    assert page.locator(".dl-eventlog", has_text=f"ValueError: {EVIL}").count() == 1
+    assert page.locator(".dl-objectview", has_text=f"COUNTER:{EVIL}0").count() == 1
     page.screenshot(path=str(session.shots / "side-by-side-1280x800.png"))
