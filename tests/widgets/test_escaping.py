@@ -16,18 +16,25 @@ import asyncio
 from html.parser import HTMLParser
 from typing import Any
 
+import re
+
 import ipywidgets as w
-from bokeh.models import ColumnDataSource, HoverTool, Markup
+from bokeh.models import Axis, ColumnDataSource, HoverTool, Markup, Title
 from bokeh.models.dom import DOMNode
 
 import widgets
 from durable_lab import DurableObject, Lab, Response, WebSocketPair
 from durable_lab.network import Network
 from widgets._plots import LiveBokehModel
+from widgets._theme import plain
+
+#: What BokehJS typesets as TeX in a title or an axis label (models/text/utils.js).
+TEX = re.compile(r"\$\$[\s\S]*?\$\$|\\\[[\s\S]*?\\\]|\\\([\s\S]*?\\\)")
 
 # Each breaks out of text (a tag with a handler) and, for the name and the key, out of a
 # double-quoted or single-quoted attribute too.
-NAME = '<img src=x onerror=alert(1)>" onfocus="alert(2)\' onclick=\'alert(2)'
+NAME = ('<img src=x onerror=alert(1)>" onfocus="alert(2)\' onclick=\'alert(2)'
+        "$$\\href{javascript:alert(11)}{tex}$$")  # and TeX, for a Bokeh title
 METHOD = "<svg onload=alert(3)>"
 KEY = "<script>alert(4)</script>\" onmouseover=\"alert(4)"
 VALUE = "<img src=v onerror=alert(5)>"
@@ -143,13 +150,21 @@ def bokeh_models(panel: w.Widget) -> list[Any]:
             for m in x._model.references()]
 
 
-def assert_bokeh_escapes(panel: w.Widget, *, in_data: tuple[str, ...] = ()) -> None:
+def assert_bokeh_escapes(panel: w.Widget, *, in_data: tuple[str, ...] = (),
+                         in_titles: tuple[str, ...] = ()) -> None:
     """Tooltips are (label, template) pairs with constant templates: no ``{safe}`` and no
     caller text in them (BokehJS escapes ``@column`` values, not the template); no Bokeh model
-    that renders HTML carries caller text; ``in_data`` strings did reach the plots' data."""
+    that renders HTML carries caller text; no title or axis label holds TeX (a caller's
+    ``$$...$$`` would be typeset); ``in_data`` strings did reach the plots' data and
+    ``in_titles`` their titles (as typed, see ``plain``)."""
     models = bokeh_models(panel)
     assert models, f"{type(panel).__name__} has no plot"
     data: list[str] = []
+    titles = [str(m.text) for m in models if isinstance(m, Title)]
+    titles += [str(m.axis_label) for m in models if isinstance(m, Axis) and m.axis_label]
+    assert [t for t in titles if TEX.search(t)] == []
+    for s in in_titles:
+        assert any(plain(s) in t for t in titles), (s, titles)
     for m in models:
         if isinstance(m, HoverTool):
             assert isinstance(m.tooltips, list), "a tooltip template in HTML: escape its values"
@@ -249,9 +264,9 @@ async def test_markup_from_callers_is_text_in_every_panel():
         assert_no_markup_from_callers(where, shows=(label, METHOD))
 
         assert_bokeh_escapes(dash.fleet, in_data=(label, REGION))
-        assert_bokeh_escapes(dash.timeline, in_data=(label, METHOD))
+        assert_bokeh_escapes(dash.timeline, in_data=(label, METHOD), in_titles=(label,))
         assert_bokeh_escapes(dash.metrics)
-        assert_bokeh_escapes(where, in_data=(label, METHOD))
+        assert_bokeh_escapes(where, in_data=(label, METHOD), in_titles=(label,))
         side = widgets.side_by_side(dash.fleet, sockets)
         assert_no_markup_from_callers(side, shows=(label, TAG))
         assert [p.error_count for p in (*dash.panels, *watch.panels, sql, sockets, where)] == [
@@ -269,3 +284,5 @@ def test_the_scanner_finds_what_escaping_prevents():
     assert Scan(f'<div data-object="{NAME}"></div>').foreign  # out of a double-quoted value
     assert Scan(f"<div data-object='{NAME}'></div>").foreign  # out of a single-quoted value
     assert Scan(f"<b>{ERROR}</b>").foreign == ["<b onmouseover=...>"]
+    assert TEX.search(f"Gates of HOST:{NAME}") and not TEX.search(f"Gates of {plain(NAME)}")
+    assert plain(r"\(x\) \[y\] $$z$$").replace("\u200b", "") == r"\(x\) \[y\] $$z$$"
