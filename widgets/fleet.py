@@ -45,7 +45,13 @@ def short_label(label: str, limit: int = 14) -> str:
         return label
     ns = namespace[:max(3, limit - len(name) - 2)]
     text = f"{ns}:{name}"
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    if len(text) <= limit:
+        return text
+    # Narrower still (a fleet shrunk by side_by_side): the name's end tells objects apart
+    # (obj-0, obj-1), so the binding gives way first, down to one letter, then the name's start.
+    ns = namespace[:max(1, limit - len(name) - 1)]
+    text = f"{ns}:{name}"
+    return text if len(text) <= limit else f"{namespace[:1]}:…{name[-max(1, limit - 3):]}"
 
 
 class FleetView(Panel):

@@ -71,8 +71,16 @@ async def test_fleet_and_metrics_share_one_row_in_a_normal_window(lab):
     assert grid.sizing_mode == "stretch_width"
     assert {c.sizing_mode for c, *_ in grid.children} == {"stretch_width"}
     assert fleet.plot.layout.width == "100%"
-    # Its cells' labels are cut for the narrowest it may be drawn, not the width it was made.
-    assert fleet.label_limit(4) < labels_alone
+    # Its cells' labels are cut for the narrowest it may be drawn, not the width it was made,
+    # and still tell the objects apart.
+    limit = fleet.label_limit(4)
+    assert limit < labels_alone
+    for i in range(4):
+        await lab.env.COUNTER.getByName(f"obj-{i}").increment()
+    fleet._feed.flush()
+    first_lines = [text.split("\n")[0] for text in fleet.source.data["text"]]
+    assert len(first_lines) == 4 and all(len(t) <= limit for t in first_lines), first_lines
+    assert len(set(first_lines)) == 4, first_lines
     assert all(c.layout.overflow == "auto" for c in box.children)  # never over a neighbour
     fleet.close()
     metrics.close()
