@@ -171,4 +171,6 @@ def test_panels_share_a_row_and_names_stay_text(session):
     assert page.locator(".dl-websockets", has_text=EVIL).count() >= 1
     assert page.locator(".dl-eventlog", has_text=f"ValueError: {EVIL}").count() == 1
     assert page.locator(".dl-objectview", has_text=f"COUNTER:{EVIL}0").count() == 1
+    page.locator(".dl-side-by-side").first.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
     page.screenshot(path=str(session.shots / "side-by-side-1280x800.png"))
