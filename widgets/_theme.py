@@ -113,8 +113,9 @@ def style_figure(fig: object, scale: float = 1.0) -> None:
 # ``jupyter-widgets-disconnected`` (and its own CSS draws a red broken-link icon on each). A
 # panel then is a still picture of the last frame, but its header still said "live" and
 # "PAUSED": this block says what happened and how to go on, once per panel (not per nested
-# widget, nor on a box holding panels, e.g. side_by_side), hides the words that claim
-# liveness, and greys the picture.
+# widget, nor on side_by_side's boxes), hides the words that claim liveness, and greys the
+# picture. Plain class selectors only: a `:has()` rule on every widget of the page would make
+# the browser re-check it at each of the panels' DOM updates.
 
 #: The note shown on a panel whose kernel restarted.
 RESTART_NOTE = ("Kernel restarted: this panel is a still picture now and no longer updates. "
@@ -131,7 +132,8 @@ LIFECYCLE_CSS = f"""
   border-radius: 6px; padding: 6px 10px; margin: 2px 0 6px; white-space: normal;
 }}
 {_GONE} .jupyter-widgets-disconnected::before,
-.jupyter-widgets-disconnected:has(.dl-panel)::before {{ content: none; display: none; }}
+.dl-side-by-side.jupyter-widgets-disconnected::before,
+.dl-side-by-side .jupyter-widgets-disconnected::before {{ content: none; display: none; }}
 {_OUTER} > * {{ opacity: 0.55; filter: grayscale(1); pointer-events: none; }}
 {_GONE} .dl-status, {_GONE} .dl-runstate, {_GONE} .dl-choices {{ display: none !important; }}
 """
