@@ -31,6 +31,59 @@ def code(text: str, *tags: str) -> Cell:
     return ("code", textwrap.dedent(text).strip(), tags)
 
 
+# -- claims: every sentence about a panel is a test ---------------------------------------------
+#
+# Where the prose says what a panel or an output shows ("a rising row of dots", "the tags
+# column", "MAILBOX (2)"), a ``claim(...)`` follows that text in the lesson list. A claim is not
+# a cell of the learner's notebook: ``notebook()`` leaves it out. tests/test_lesson_claims.py
+# runs each lesson headless with the claims put back in, each as a hidden code cell right where
+# it stands, so it runs in the lesson's own kernel after the cells above it and before the cells
+# below; a false claim fails the test with its sentence. The browser lesson test waits for the
+# ``page`` text of the claims that have one (tests/browser/test_lessons_browser.py).
+
+
+class Claim(tuple):  # a 3-tuple like a Cell, so code that unpacks cells still works
+    """What a lesson says a panel or an output shows, and how to check it.
+
+    ``says``: words of the lesson (of the two cells just above the claim), quoted exactly;
+    ``check``: Python run in the lesson's kernel at that point; it asserts, with a message
+    naming what the panel showed instead. Helpers from tests/claim_kit.py are in scope
+    (``await settled(lab)``, ``text_of(panel)``, ``panel_of(lab, kind)``, ...);
+    ``output``: a regular expression the output of the code cell just above must match;
+    ``page``: (CSS selector, regular expression): in a real browser, an element matching the
+    selector must show text matching the expression at some moment after that cell ran.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, says: str, check: str, output: str, page: tuple[str, str] | None) -> Claim:
+        return super().__new__(cls, ("claim", check, (says, output, page)))
+
+    @property
+    def says(self) -> str:
+        return self[2][0]
+
+    @property
+    def check(self) -> str:
+        return self[1]
+
+    @property
+    def output(self) -> str:
+        return self[2][1]
+
+    @property
+    def page(self) -> tuple[str, str] | None:
+        return self[2][2]
+
+
+def claim(says: str, check: str = "", *, output: str = "",
+          page: tuple[str, str] | None = None) -> Claim:
+    """A claim of the lesson about a panel or an output (see ``Claim``)."""
+    if not (check.strip() or output):
+        raise ValueError(f"claim {says!r}: give a check, an output pattern or both")
+    return Claim(" ".join(says.split()), textwrap.dedent(check).strip(), output, page)
+
+
 SHOW = '''
 from durable_lab.tour import describe
 
@@ -2180,13 +2233,24 @@ def notebook(cells: list[Cell]) -> Any:
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
     made = []
-    for i, (kind, source, tags) in enumerate(cells):
+    for i, (kind, source, tags) in enumerate(c for c in cells if c[0] != "claim"):
         cell = new_markdown_cell(source) if kind == "markdown" else new_code_cell(source)
         if tags:
             cell.metadata["tags"] = list(tags)
         cell["id"] = f"cell-{i:02}"
         made.append(cell)
     return new_notebook(cells=made, metadata=dict(KERNEL))
+
+
+def claims_of(cells: list[Cell]) -> list[tuple[int, Claim]]:
+    """The lesson's claims, each with the number of notebook cells above it (where it runs)."""
+    found, position = [], 0
+    for cell in cells:
+        if isinstance(cell, Claim):
+            found.append((position, cell))
+        else:
+            position += 1
+    return found
 
 
 def solution_notebook(name: str, keys: list[str]) -> Any:
