@@ -524,9 +524,10 @@ L00 = [
     '''),
     md("""
     `[1, 2]`: no update is lost. Look for *"awaits storage: gate
-    stays LOCKED"*: while call 1 waits for its read, the **input gate** keeps call 2 out, so
-    read and write of one call are never split by another call.
+    stays LOCKED"*: while the first call waits for its read, the **input gate** keeps the second
+    out, so read and write of one call are never split by another call.
     """),
+    claim("awaits storage: gate stays LOCKED", output=r"call \d+ awaits storage: gate stays LOCKED"),
     md("""
     ## 2. A timer between read and write
 
@@ -554,6 +555,7 @@ L00 = [
     not storage lets the next call in. "Single-threaded" does not mean "no races". Lesson 02 is
     all about this.
     """),
+    claim("awaits io: gate OPENS", output=r"\[1, 1\][\s\S]*awaits io: gate OPENS[\s\S]*value: 1"),
     md("""
     ## 3. A hundred writes in one call
 
@@ -578,6 +580,7 @@ L00 = [
     **One.** Writes made in the same turn are *coalesced* into one atomic batch; `await put()`
     does not even end the turn. Lesson 04 measures what that saves.
     """),
+    claim("**One.**", output=r"(?m)^commits: 1$"),
     md("""
     ## 4. A commit that fails
 
@@ -601,6 +604,9 @@ L00 = [
     caller got an error instead of a false "done". The object restarted from what was committed.
     Lesson 03 is about this promise.
     """),
+    claim("The reply was **held** by the output gate until the commit, the commit failed",
+          output=r"^the caller got an error[\s\S]*reply to call \d+ HELD by the output gate"
+                 r"[\s\S]*commit #\d+ FAILED[\s\S]*a new stub reads: 2"),
     md("""
     ## Optional: the panels
 
@@ -628,6 +634,16 @@ L00 = [
                                 seed=1)
     print(result.summary())
     '''),
+    claim("mailbox chips, the gate opening and closing, batches flying to storage, replies held and released", '''
+    await settled(lab)
+    board = panel_of(lab, "dashboard")
+    lanes = column(board.timeline.gate_spans, "lane")
+    for lane in ("input gate", "commit", "output gate"):
+        assert lane in lanes, f"no {lane!r} span on the dashboard's timeline: {set(lanes)}"
+    hot = board.object_view.state
+    assert hot.label == "COUNTER:hot" and hot.finished >= 30 and hot.commits >= 1, hot
+    assert "✓ ok" in text_of(board.object_view), text_of(board.object_view)[:300]
+    ''', page=(".dl-releasedbox", r"✓ ok")),
     *exercise_cells("00", """
     ## Exercise 00 · a counter that remembers
 
@@ -734,6 +750,12 @@ class Counter(DurableObject):
     constructed on the next call, with the same id and the same storage. **Predict:** after an
     eviction, what does the object view's *incarnation* say, and what does the counter return?
     """),
+    claim("Three cells, not four", '''
+    await settled(lab)
+    labels = sorted(column(fleet.source, "label"))
+    assert labels == ["COUNTER:room-1", "COUNTER:room-2", "COUNTER:room-3"], labels
+    assert "3 objects" in text_of(fleet), text_of(fleet)
+    ''', page=(".dl-fleet", r"^3 objects")),
     code('''
     view = widgets.object_view(lab, stub)   # the object of room-1, large
     view
@@ -747,6 +769,11 @@ class Counter(DurableObject):
     Incarnation 2, and the count went on from storage: memory is a cache of the object, storage
     is the object. (Lesson 05 comes back to this.)
     """),
+    claim("Incarnation 2, and the count went on from storage", '''
+    await settled(lab)
+    assert view.state.incarnation == 2, view.state
+    assert "incarnation 2" in text_of(view), text_of(view)[:200]
+    ''', output=r"after eviction: 3\b", page=(".dl-objectview", r"incarnation 2\b")),
     md("""
     ## Ten clients, one counter, three runtimes
 
@@ -874,8 +901,21 @@ class Counter(DurableObject):
     The panel on the right lists what `lab.choices()` returns: the transitions the gates allow
     **now**, one button each. **Click `1: admit delivery 2 ...`** to admit the second call first
     (or run the next cell, which does the same from code), and watch the object view and the
-    timeline: the *input gate* lane turns red while the call runs.
+    timeline: the *input gate* lane turns red while the call runs. Before you click, the object
+    view shows both calls waiting in its *Mailbox (2)*, the gate OPEN, the running turn idle.
     """),
+    claim("the object view shows both calls waiting in its *Mailbox (2)*, the gate OPEN", '''
+    await settled(lab)
+    shown = text_of(board.object_view)
+    assert "Mailbox (2)" in shown, shown[:300]
+    assert board.object_view.state.gate_open and board.object_view.state.running is None, shown[:300]
+    '''),
+    claim("one button each", '''
+    await settled(lab)
+    labels = [b.description for b in board.scheduler.buttons.children]
+    assert len(labels) == len(lab.choices()) >= 2, (labels, lab.choices())
+    assert labels[1].startswith("1: admit delivery 2"), labels
+    '''),
     code('''
     options = lab.choices()
     if len(options) > 1 and options[1].kind == "admit":
@@ -887,6 +927,13 @@ class Counter(DurableObject):
     gate offered **nobody** else. Take the remaining steps in any order you like, by clicking or
     with the next cell; the answer is always `[1, 2]` in some order.
     """),
+    claim("The second call ran its whole read-then-write in one go", '''
+    await settled(lab)
+    tl = board.timeline
+    labels = column(tl.gate_spans, "label") + column(tl.open_gate_spans, "label")
+    lanes = column(tl.gate_spans, "lane") + column(tl.open_gate_spans, "lane")
+    assert ("input gate", "#2") in set(zip(lanes, labels)), list(zip(lanes, labels))
+    ''', output=r"^\[\[0\] admit delivery 1 at COUNTER:a, \[1\] start the flush of COUNTER:a"),
     code('''
     while not all(c.done() for c in calls):
         options = lab.choices()
@@ -903,6 +950,7 @@ class Counter(DurableObject):
     """),
     code('''
     other = COUNTER.getByName("b")
+    board.select(other)                       # the panel above follows b now
     lab.pause()
     calls = [asyncio.ensure_future(other.increment_after_io()) for _ in range(2)]
     await lab.step()                          # constructor
@@ -915,7 +963,7 @@ class Counter(DurableObject):
     print(await asyncio.gather(*calls), "value:", await other.value())
     '''),
     md("""
-    Both returned 1: a lost update, produced on purpose (on the timeline: two *awaiting io*
+    Both returned 1: a lost update, produced on purpose (on the timeline above: two *awaiting io*
     lanes side by side while the gate lane is empty). The gate holds only while the object
     waits for **its own storage**; a timer, a `fetch`, a call to another object or
     `storage.sync()` all let the next request in.
@@ -929,6 +977,19 @@ class Counter(DurableObject):
     **Predict:** three increments arrive at once. While one of them runs, is the gate open or
     closed? Where do the other two wait?
     """),
+    claim("two *awaiting io* lanes side by side while the gate lane is empty", '''
+    await settled(lab)
+    seg = board.timeline.segments.data
+    io = [(l, r) for k, l, r in zip(seg["kind"], seg["left"], seg["right"]) if k == "awaiting io"]
+    assert len(io) == 2 and max(l for l, _ in io) < min(r for _, r in io), io
+    both = (max(l for l, _ in io), min(r for _, r in io))
+    gates = board.timeline.gate_spans.data
+    closed = [(l, r) for lane, l, r in zip(gates["lane"], gates["left"], gates["right"])
+              if lane == "input gate"]
+    free = [x + 0.5 for x in range(int(both[0]), int(both[1]))
+            if not any(l <= x + 0.5 <= r for l, r in closed)]
+    assert free, f"the input gate lane is closed all the time both wait {both}: {closed}"
+    ''', output=r"(?m)^\[1, 1\] value: 1$"),
     code('''
     slow = Lab(storage="memory", seed=1)
     slow_counter = slow.bind("COUNTER", Counter).getByName("slow")
@@ -950,6 +1011,14 @@ class Counter(DurableObject):
     **Predict:** wrapping read-sleep-write in `blockConcurrencyWhile` fixes the counter. What
     does it cost when 5 calls arrive at once and each sleeps 1 s (lab time)?
     """),
+    claim("The red spans on the timeline's *input gate* lane stay after the run, one per call", '''
+    await settled(slow)
+    gates = slow_view.timeline.gate_spans.data
+    held = [label for lane, label in zip(gates["lane"], gates["label"]) if lane == "input gate"]
+    calls = sorted(label for label in held if label.startswith("#"))
+    assert len(calls) == 3 and len(set(calls)) == 3, f"input-gate spans: {held}"
+    assert slow_view.object_view.state.finished == 3, slow_view.object_view.state
+    ''', output=r"\[1, 2, 3\]", page=(".dl-objectview .dl-gatebox", r"CLOSED\s*held by")),
     code('''
     class BlockingCounter(Counter):
         async def increment_after_io(self):
@@ -981,6 +1050,9 @@ class Counter(DurableObject):
     time. **Predict:** ann and bob claim seat A1 at the same moment with the class below. Who
     gets it, and who pays?
     """),
+    claim("Correct, but five times slower",
+          output=r"Counter: \[1, 1, 1, 1, 1\], value 1, took 1 s[\s\S]*"
+                 r"BlockingCounter: \[1, 2, 3, 4, 5\], value 5, took 5 s"),
     code('''
     from durable_lab.exercises import Payments
 
@@ -1075,6 +1147,18 @@ class Account(DurableObject):
     **Predict:** we make the next commit fail and deposit 50. What does the caller get, and what
     is the balance afterwards?
     """),
+    claim("*finished → reply HELD → commit durable → reply released.*",
+          output=r"finished[\s\S]*reply to call \d+ HELD[\s\S]*commit #\d+ durable[\s\S]*"
+                 r"reply to call \d+ released"),
+    claim("the purple span on the *output gate* lane, over the blue *commit* span", '''
+    await settled(lab)
+    gates = view.timeline.gate_spans.data
+    spans = {lane: (l, r) for lane, l, r in zip(gates["lane"], gates["left"], gates["right"])}
+    assert "output gate" in spans and "commit" in spans, gates
+    (hl, hr), (cl, cr) = spans["output gate"], spans["commit"]
+    assert hl <= cl and hr >= cr, f"output gate {spans['output gate']}, commit {spans['commit']}"
+    assert "✓ ok" in text_of(view.object_view), text_of(view.object_view)[:300]
+    '''),
     code('''
     lab.faults.fail_next_commit(acct)
     rec = lab.record()
@@ -1098,12 +1182,32 @@ class Account(DurableObject):
     No false "done": the held reply became an error (the red **✗ ERROR** chip under
     *Released*, and the red *batch FAILED* in *Storage*), the object reset to what was
     committed (100: the banner says how many writes were lost), and the stub that saw the
-    reset is broken for good (make a new one).
+    reset is broken for good (make a new one). On the timeline, the failed commit is drawn in red
+    on the *commit* lane.
 
     ## The same failure without gates
 
     **Predict:** the same class, the same failure, under `model="none"`.
     """),
+    claim("the red **✗ ERROR** chip under *Released*, and the red *batch FAILED* in *Storage*", '''
+    await settled(lab)
+    shown = text_of(view.object_view)
+    assert "✗ ERROR" in shown and "FAILED" in shown, shown[:400]
+    ''', output=r"balance: 100", page=(".dl-releasedbox", r"✗ ERROR")),
+    claim("the banner says how many writes were lost", '''
+    await settled(lab)
+    banner = view.object_view.state.last_reset
+    assert "1 unflushed write(s) lost" in banner, f"the banner says: {banner!r}"
+    '''),
+    claim("the failed commit is drawn in red on the *commit* lane", '''
+    await settled(lab)
+    gates = view.timeline.gate_spans.data
+    commits = [f"{k} {d}" for lane, k, d in zip(gates["lane"], gates["kind"], gates["detail"])
+               if lane == "commit"]
+    assert any("fail" in c.lower() for c in commits), f"commit spans: {commits}"
+    marks = view.timeline.markers.data
+    assert False in list(marks["ok"]), marks
+    '''),
     code('''
     naive = Lab(storage="memory", seed=1, model="none")
     n_acct = naive.bind("ACCOUNTS", Account).getByName("alice")
@@ -1123,6 +1227,7 @@ class Account(DurableObject):
     **Predict:** `deposit_fast` passes `allowUnconfirmed=True`. With the same failure, what does
     the caller hear?
     """),
+    claim("The caller was told 150; storage says 100", output=r"reply: 150\s+balance: 100"),
     code('''
     fast = ACCOUNTS.getByName("bob")
     await fast.deposit_fast(100)
@@ -1137,6 +1242,7 @@ class Account(DurableObject):
     told 150. Use it only for writes whose loss nobody acts on (a "last seen" timestamp, a
     cache), never for money, tickets or rate limits.
     """),
+    claim("the caller has already been told 150", output=r"reply: 150\s+balance: 100"),
     *exercise_cells("03", """
     ## Exercise 03 · no false acknowledgments
 
