@@ -1278,19 +1278,32 @@ L04 = [
     code(LESSON_IMPORTS + '''
 
 class Writer(DurableObject):
+    # Every call writes new values (call number 1, 2, 3, ...): a put() of the value a key
+    # already holds changes nothing, so the cache drops it and it is never committed.
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        self.calls = 0
+
+    def new_value(self):
+        self.calls += 1
+        return self.calls
+
     async def one_turn(self, n):
+        v = self.new_value()
         for i in range(n):
-            self.ctx.storage.put(f"k{i}", i)         # all in one turn
+            self.ctx.storage.put(f"k{i}", v)         # all in one turn
         return n
 
     async def awaited_puts(self, n):
+        v = self.new_value()
         for i in range(n):
-            await self.ctx.storage.put(f"k{i}", i)   # await put(): still the same turn
+            await self.ctx.storage.put(f"k{i}", v)   # await put(): still the same turn
         return n
 
     async def sync_each(self, n):
+        v = self.new_value()
         for i in range(n):
-            self.ctx.storage.put(f"k{i}", i)
+            self.ctx.storage.put(f"k{i}", v)
             await self.ctx.storage.sync()            # wait for the commit: ends the turn
         return n
 
@@ -1321,13 +1334,18 @@ async def measure(method, n):
     md("""
     A `put()` changes the in-memory cache at once and returns an already-finished awaitable, so
     awaiting it does not end the turn. `sync()` waits for storage: the turn ends, the batch is
-    committed, and the next write starts a new batch.
+    committed, and the next write starts a new batch. (Each call writes new values, the number
+    of the call: a `put()` of the value a key already holds changes nothing, and the cache drops
+    it. Rewriting the same values would commit nothing at all.)
 
     ## Watch a batch form
 
     **Predict:** `one_turn(12)` on a lab whose commits take half a second, in slow motion. How
     many keys are pending at most? How many batches fly to storage? When does the reply go?
     """),
+    claim("`sync()` waits for storage: the turn ends, the batch is committed, and the next write starts a new batch",
+          output=r"one_turn:\s+1 commits[\s\S]*awaited_puts:\s+1 commits[\s\S]*"
+                 r"sync_each:\s+10 commits"),
     code('''
     watched = Lab(storage="memory", seed=1, commit_latency=0.5)
     writer = watched.bind("W", Writer).getByName("w")
@@ -1347,6 +1365,26 @@ async def measure(method, n):
 
     **Predict:** how does the latency of each method grow with n?
     """),
+    claim("left the cache together as **one** batch (blue, 12 keys), and the reply waited under the output gate until that batch landed", '''
+    await settled(watched)
+    gates = batch_view.timeline.gate_spans.data
+    spans = [(lane, l, r, d) for lane, l, r, d in zip(gates["lane"], gates["left"],
+                                                      gates["right"], gates["detail"])]
+    commits = [s for s in spans if s[0] == "commit"]
+    assert len(commits) == 1 and ": 12 key(s)" in commits[0][3], commits
+    held = [s for s in spans if s[0] == "output gate"]
+    assert held and held[0][1] <= commits[0][1] and held[0][2] >= commits[0][2], (held, commits)
+    state = batch_view.object_view.state
+    assert state.last_batch is not None and state.last_batch[1:] == (12, True), state.last_batch
+    '''),
+    claim("The storage inspector shows each key with its value and the batch it went in", '''
+    await settled(watched)
+    rows = batch_view.storage.rows()
+    assert sorted(k for k, _ in rows) == sorted(f"k{i}" for i in range(12)), rows
+    assert len({ks.batch for _, ks in rows}) == 1 and rows[0][1].batch, rows
+    shown = text_of(batch_view.storage)
+    assert all(f"k{i} 1 committed batch" in shown for i in range(12)), shown
+    ''', page=(".dl-storage-inspector", r"k11 1 committed batch \d")),
     code('''
     print(f"{'n':>5} | {'one_turn':>14} | {'sync_each':>16}")
     print("-" * 43)
@@ -1359,6 +1397,7 @@ async def measure(method, n):
     Flat against linear: the whole turn costs one commit. The metrics panel shows the same on a
     live lab: every dot is one call, latency against the writes it made.
     """),
+    claim("Flat against linear", output=r"100 \|\s+1 commit\s+5 ms \|\s+100 commits\s+500 ms"),
     code('''
     live = Lab(storage="memory", seed=1, commit_latency=0.005)
     live_writer = live.bind("W", Writer).getByName("w")
@@ -1372,6 +1411,18 @@ async def measure(method, n):
             await live_writer.sync_each(n)      # the rising one: a commit per write
     await asyncio.sleep(0.6)                    # the panel samples four times a second
     '''),
+    claim("the rising one: a commit per write", '''
+    await settled(live)
+    dots = live_metrics.latency.data
+    points = list(zip(dots["method"], dots["writes"], dots["ms"]))
+    assert len(points) == 36, f"{len(points)} dots for 36 calls"
+    rising = {n: max(ms for m, w, ms in points if m == "sync_each" and w == n)
+              for n in (1, 2, 5, 10, 20, 40)}
+    flat = max(ms for m, w, ms in points if m == "one_turn")
+    assert rising[40] > 2 * rising[5] > 2 * rising[1] and rising[40] >= 40 * 5, rising
+    assert flat < rising[40] / 4, (flat, rising)
+    assert "latency of 36 recent calls" in text_of(live_metrics), text_of(live_metrics)
+    '''),
     md("""
     Two rows of dots: `one_turn` stays flat whatever n is, `sync_each` climbs by a commit per
     write. The batch-size histogram (log scale) shows both kinds of commits: many one-key
@@ -1384,6 +1435,12 @@ async def measure(method, n):
     **Predict:** does the *reply* of `one_turn` wait for the commit, even though the handler
     never awaited anything? (Lesson 03 says ...)
     """),
+    claim("many one-key commits from `sync_each` and a few big ones from `one_turn`", '''
+    await settled(live)
+    bars = dict(zip(live_metrics.batches.data["bin"], live_metrics.batches.data["count"]))
+    assert bars["1"] >= 3 * (1 + 2 + 5 + 10 + 20 + 40), bars
+    assert bars["17-64"] == 6 and bars["9-16"] == 3, bars
+    '''),
     code('''
     lab = Lab(storage="memory", seed=1, clock="auto", commit_latency=0.005)
     stub = lab.bind("W", Writer).getByName("w")
@@ -1393,6 +1450,8 @@ async def measure(method, n):
     print([e.kind for e in rec.events if e.kind in ("DeliveryFinished", "ReplyHeld",
                                                      "CommitDone", "ReplyReleased")])
     '''),
+    claim("does the *reply* of `one_turn` wait for the commit",
+          output=r"\['DeliveryFinished', 'ReplyHeld', 'CommitDone', 'ReplyReleased'\]"),
     *exercise_cells("04", """
     ## Exercise 04 · n writes, one commit
 
