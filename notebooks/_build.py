@@ -1521,6 +1521,13 @@ L05 = [
     print("-- evicted --")
     print(await session.visit())
     '''),
+    claim("its header shows the *incarnation* and whether an instance is live or evicted; the storage inspector shows what survives", '''
+    await settled(lab)
+    state = session_view.object_view.state
+    assert (state.incarnation, state.status) == (2, "live"), state
+    assert "incarnation 2" in text_of(session_view.object_view), text_of(session_view)[:200]
+    assert "visits 3 committed" in text_of(session_view.storage), text_of(session_view.storage)
+    ''', output=r"-- evicted --\s+constructor runs\s+\{'in_memory': 1, 'stored': 3\}"),
     md("""
     **Predict:** with `idle_timeout=10`, does the object survive 5 s of silence? 15 s?
     """),
@@ -1580,6 +1587,21 @@ L05 = [
 
     **Predict:** the alarm handler throws twice. When does it run again, and how many times?
     """),
+    claim("It fired at t=30 s, on a fresh instance: in the panel, an `alarm` delivery arrived in the mailbox of incarnation 2", '''
+    await settled(lab)
+    state = reminder_view.object_view.state
+    assert state.incarnation == 2, state
+    seg = reminder_view.timeline.segments.data
+    alarms = {d for d, m in zip(seg["delivery"], seg["method"]) if m == "alarm"}
+    assert len(alarms) == 1 and "queued" in {k for d, k in zip(seg["delivery"], seg["kind"])
+                                             if d in alarms}, dict(seg)
+    ''', output=r"(?m)^  t= 30\.0s  alarm! 'stand up' \(retryCount=0\)$",
+          page=(".dl-objectview[data-object='REMINDERS:ada']", r"incarnation 2\b")),
+    claim("the timeline lane of that delivery is labelled `alarm`", '''
+    await settled(lab)
+    drawn = drawn_text(reminder_view.timeline)
+    assert "alarm" in drawn, f"the timeline draws no 'alarm' label: {drawn[:300]}"
+    '''),
     code('''
     auto = Lab(storage="memory", seed=1, clock="auto")
     T0 = auto.clock.now()
@@ -1607,6 +1629,9 @@ L05 = [
     **at least once**: a handler can run again after its side effects already happened (a
     message sent, an email mailed). Handlers must be safe to repeat.
     """),
+    claim("Retries back off: 2 s, then 4 s (plus up to 25 % jitter)",
+          output=r"t= 0\.00s  alarm handler FAILED[^\n]*\nt= 2\.[0-4]\ds  alarm handler FAILED"
+                 r"[^\n]*\nt= (6\.\d\d|7\.[0-4]\d)s  alarm handler succeeded"),
     *exercise_cells("05", """
     ## Exercise 05 · a batcher on an alarm
 
@@ -1691,11 +1716,38 @@ class Counter(DurableObject):
     one at a time (2 ms each here). Coalescing keeps that wait short (many increments share one
     commit); a second object would commit in parallel.
     """),
+    claim("On the hot object most of a call's time is `output_gate`", '''
+    phases = result.phases(object=result.hot_object)
+    biggest = max(phases, key=lambda phase: phases[phase]["p50"])
+    assert biggest == "output_gate", {k: round(v["p50"] * 1000, 3) for k, v in phases.items()}
+    '''),
     md("""
     The fleet is a heat map of queues: one dark cell (the hot object, its queue long) among
     pale ones; the queue-depth plot shows that one queue, and the percentiles above the plots
     how long its calls waited. Now the same 400 calls spread evenly over 8 objects:
     """),
+    claim("one dark cell (the hot object, its queue long) among pale ones", '''
+    await settled(hot)
+    fleet = panel_of(hot, "fleet")
+    peaks = dict(zip(column(fleet.source, "label"), column(fleet.source, "peak")))
+    hottest = max(peaks, key=peaks.get)
+    assert hottest == result.hot_object and len(peaks) == 8, peaks
+    assert peaks[hottest] >= 6 and all(3 * p < peaks[hottest] for k, p in peaks.items()
+                                        if k != hottest), peaks
+    ''', page=(".dl-fleet", r"hottest: COUNTER:\S+ \(0 queued now, [6-9] at most")),
+    claim("the queue-depth plot shows that one queue", '''
+    await settled(hot)
+    metrics = panel_of(hot, "metrics")
+    fleet = panel_of(hot, "fleet")
+    peak = max(column(fleet.source, "peak"))
+    drawn = max(column(metrics.rates, "max_queue"), default=0)
+    assert drawn >= peak / 2, f"the queue-depth plot reaches {drawn}; the hot queue reached {peak}"
+    '''),
+    claim("the percentiles above the plots how long its calls waited", '''
+    await settled(hot)
+    shown = text_of(panel_of(hot, "metrics").percentiles)
+    assert "latency of 400 recent calls" in shown, shown
+    '''),
     code('''
     even = Lab(storage="memory", seed=1, commit_latency=0.002)
     even_counters = even.bind("COUNTER", Counter)
@@ -1770,6 +1822,24 @@ class Counter(DurableObject):
     slow request stalled the whole object. Hold the gate only around what must not interleave (a storage read and write), and
     do slow I/O outside it.
     """),
+    claim("one long red span on the *input gate* lane, held by the `critical section`), and the ping's lane is grey, queued, all along", '''
+    await settled(lab)
+    tl = report_view.timeline
+    gates = tl.gate_spans.data
+    critical = [(l, r, d) for lane, l, r, d in zip(gates["lane"], gates["left"], gates["right"],
+                                                   gates["detail"])
+                if lane == "input gate" and "critical section" in d]
+    assert len(critical) == 1, dict(gates)
+    left, right, _ = critical[0]
+    seg = tl.segments.data
+    rows = list(zip(seg["delivery"], seg["method"], seg["kind"], seg["left"], seg["right"]))
+    ping = [r for r in rows if r[1] == "ping"]
+    queued = [r for r in ping if r[2] == "queued"]
+    assert queued and queued[0][3] < right and queued[0][4] >= right, (ping, critical)
+    report = [r for r in rows if r[1] == "slow_report" and left < r[4] and r[3] < right]
+    assert not [r for r in report if r[2] == "awaiting io"], (
+        f"drawn as gate-open 'awaiting io' inside the critical section: {report}")
+    '''),
     *exercise_cells("06a", """
     ## Exercise 06a · no head-of-line blocking
 

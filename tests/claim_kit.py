@@ -17,7 +17,7 @@ import html
 import re
 from typing import Any
 
-__all__ = ["column", "html_of", "panel_of", "panels_of", "settled", "text_of"]
+__all__ = ["column", "drawn_text", "html_of", "panel_of", "panels_of", "settled", "text_of"]
 
 
 def panels_of(lab: Any) -> list[Any]:
@@ -88,3 +88,39 @@ def text_of(widget: Any) -> str:
 def column(source: Any, name: str) -> list[Any]:
     """A Bokeh ``ColumnDataSource`` column as a plain list (NumPy arrays included)."""
     return list(source.data[name])
+
+
+def drawn_text(panel: Any) -> str:
+    """Every piece of text the panel's Bokeh plots draw: titles, axis labels and tick-label
+    overrides, labels, legends, and the string columns of text glyphs (lane names, counts)."""
+    from bokeh.models import Axis, GlyphRenderer, Label, LabelSet, Legend, Plot, Title
+    from bokeh.models.glyphs import Text
+
+    roots = [getattr(panel, name) for name in ("figure", "gate_figure") if hasattr(panel, name)]
+    found: list[str] = []
+    for root in roots:
+        for model in root.references():
+            if isinstance(model, Title) and model.text:
+                found.append(str(model.text))
+            elif isinstance(model, Axis):
+                found.append(str(model.axis_label or ""))
+                overrides = getattr(model, "major_label_overrides", None) or {}
+                found.extend(str(v) for v in overrides.values())
+            elif isinstance(model, Label):
+                found.append(str(model.text))
+            elif isinstance(model, Legend):
+                for item in model.items:
+                    label = item.label
+                    found.append(str(label.get("value", "") if isinstance(label, dict)
+                                     else getattr(label, "value", label) or ""))
+            elif isinstance(model, (LabelSet, GlyphRenderer)):
+                glyph = getattr(model, "glyph", None)
+                field = (model.text if isinstance(model, LabelSet) else
+                         glyph.text if isinstance(glyph, Text) else None)
+                source = model.source if isinstance(model, LabelSet) else model.data_source
+                name = field if isinstance(field, str) else getattr(field, "field", None)
+                if name and name in getattr(source, "data", {}):
+                    found.extend(str(v) for v in source.data[name])
+            elif isinstance(model, Plot):
+                continue
+    return " ".join(" ".join(found).split())
