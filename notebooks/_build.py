@@ -1893,7 +1893,8 @@ class Room(DurableObject):
     async def fetch(self, request):
         name = parse_qs(urlparse(request.url).query).get("name", ["anon"])[0]
         client, server = WebSocketPair()
-        self.ctx.acceptWebSocket(server)              # the runtime owns it from now on
+        self.ctx.acceptWebSocket(server, [name])      # the runtime owns it from now on;
+                                                      # its tags: getWebSockets(name) finds it
         server.serializeAttachment({"name": name})     # kept with the socket
         self.ctx.setWebSocketAutoResponse(WebSocketRequestResponsePair("ping", "pong"))
         return Response(None, status=101, web_socket=client)
@@ -1929,31 +1930,63 @@ room = ROOMS.getByName("lobby")
     print("bob got:", bob.messages)
     '''),
     md("""
+    Both got it, ann included: `getWebSockets()` returns every socket. The WebSockets panel lists
+    the two sockets with their names: the tags column shows the tags `acceptWebSocket(server,
+    [name])` gave them (`ann`, `bob`), one message in for ann's, one out for each.
+
     ## Hibernation
 
     After `hibernate_after` seconds without events the instance is dropped, but the sockets stay
-    open, held by the runtime. **Predict:** 11 s later bob sends a message. Does the room answer?
-    Is the constructor called again? Does it still know bob's name?
+    open, held by the runtime. **Predict:** 11 s pass in silence. What does the WebSockets panel
+    say about the room, and are the sockets still open?
     """),
+    claim("The WebSockets panel lists the two sockets with their names: the tags column shows the tags", '''
+    await settled(lab)
+    rows = list(sockets.reducer.sockets.values())
+    assert [r.tags for r in rows] == [("ann",), ("bob",)], rows
+    assert [(r.received, r.sent) for r in rows] == [(1, 1), (0, 1)], rows
+    shown = text_of(sockets)
+    assert "ann open 1 in · 1 out" in shown and "bob open 0 in · 1 out" in shown, shown
+    ''', output=r"ann got: \['ann: hi'\]\s+bob got: \['ann: hi'\]", page=(".dl-socket", r"\bbob\b")),
     code('''
     rec = lab.record()
     lab.clock.advance(11)
     await lab.wait_idle()
-    await bob.send("anyone there?")
-    await lab.wait_idle()
     rec.close()
     print([e.reason for e in rec.events if e.kind == "InstanceEvicted"])
+    '''),
+    md("""
+    **HIBERNATED**: no instance in memory, and both sockets still open. **Predict:** bob now sends
+    a message. Does the room answer? Is the constructor called again? Does it still know bob's
+    name?
+    """),
+    claim("**HIBERNATED**: no instance in memory, and both sockets still open", '''
+    await settled(lab)
+    assert sockets.reducer.instance == "hibernated", sockets.reducer
+    assert [r.state for r in sockets.reducer.sockets.values()] == ["open", "open"], sockets.reducer
+    assert "HIBERNATED" in text_of(sockets), text_of(sockets)
+    ''', output=r"^\['hibernation'\]$", page=(".dl-websockets .dl-instance", r"HIBERNATED")),
+    code('''
+    await bob.send("anyone there?")
+    await lab.wait_idle()
     print("ann got:", ann.messages[-1])
     '''),
     md("""
-    A new instance was constructed for bob's message; `getWebSockets()` found both sockets and
-    the attachment still held bob's name. Anything kept in fields would have been lost.
+    A new instance was constructed for bob's message (the panel says AWAKE again, woken once);
+    `getWebSockets()` found both sockets and the attachment still held bob's name. Anything
+    kept in fields would have been lost.
 
     ## Sends wait for the output gate
 
     **Predict:** the handler writes `count`, then sends. If that write's commit fails, do the
     clients receive the message?
     """),
+    claim("A new instance was constructed for bob's message (the panel says AWAKE again, woken once)", '''
+    await settled(lab)
+    r = sockets.reducer
+    assert (r.instance, r.wakeups, r.hibernations) == ("awake", 1, 1), r
+    assert "AWAKE" in text_of(sockets) and "woken 1 time(s)" in text_of(sockets), text_of(sockets)
+    ''', output=r"Room constructed\s+ann got: bob: anyone there\?"),
     code('''
     lab.faults.fail_next_commit(room)
     rec = lab.record()
@@ -1973,6 +2006,13 @@ room = ROOMS.getByName("lobby")
     `fetch` above also set `ctx.setWebSocketAutoResponse(WebSocketRequestResponsePair("ping",
     "pong"))`. **Predict:** carol pings a hibernated room. Is the object constructed to answer?
     """),
+    claim("The message was held behind the commit and dropped when it failed; the reset closed the sockets with 1011", '''
+    await settled(lab)
+    rows = list(sockets.reducer.sockets.values())
+    assert [(r.dropped, r.state, r.close.split()[0]) for r in rows] == [
+        (1, "closed", "1011"), (1, "closed", "1011")], rows
+    assert "1 dropped" in text_of(sockets) and "closed 1011" in text_of(sockets), text_of(sockets)
+    ''', output=r"bob's last message: bob: anyone there\?\s+ann's socket closed with code 1011"),
     code('''
     room2 = ROOMS.getByName("quiet")
     carol = await lab.connect(room2, "/?name=carol")
@@ -2049,6 +2089,12 @@ L07 = [
     await lab.evict(notes)
     print(await notes.all())
     '''),
+    claim("the object's tables, live", '''
+    await settled(lab)
+    shown = text_of(tables)
+    assert "notes" in shown and "buy milk" in shown and "call Bob" in shown, shown
+    assert 'data-rows="2"' in html_of(tables), html_of(tables)[:300]
+    ''', page=(".dl-sql", r"call Bob")),
     md("""
     ## Every call is synchronous
 
@@ -2088,6 +2134,8 @@ L07 = [
     **Predict:** a transfer moves points between two rows and raises in the middle. With
     `transactionSync`, what is left?
     """),
+    claim("Neither the row nor the key of the failed turn survived",
+          output=r"(?m)^\[\{'id': 1, 'body': 'first'\}\] first$"),
     code('''
     class Wallets(DurableObject):
         def __init__(self, ctx, env):
