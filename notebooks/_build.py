@@ -2292,6 +2292,15 @@ print("after an eviction:", [await user.allow() for _ in range(3)])
             allowed[call.object] = allowed.get(call.object, 0) + 1
     print("allowed per user:", allowed, "| errors:", result.errors)
     '''),
+    claim("click a fleet cell to open that user", '''
+    await settled(proof)
+    labels = column(board.fleet.source, "label")
+    assert sorted(labels) == ["RATE_LIMITER:ann", "RATE_LIMITER:bob", "RATE_LIMITER:cat"], labels
+    board.fleet.source.selected.indices = [labels.index("RATE_LIMITER:cat")]   # the click
+    await settled(proof)
+    assert board.object_view.target == "RATE_LIMITER:cat", board.object_view.target
+    assert text_of(board.object_view).startswith("RATE_LIMITER:cat"), text_of(board.object_view)
+    ''', page=(".dl-fleet", r"^3 objects")),
     md("""
     ## Going further
 
@@ -2397,6 +2406,32 @@ FIVE = ["wnam", "weur", "apac-ne", "sam", "oc"]     # five continents (Cloudflar
     **Predict:** one object `"global"` for the whole service, created by a member in `wnam`.
     Ten clients in five regions post to it. Which regions see a p50 under 50 ms?
     """),
+    claim("Tokyo's post took one local round trip (10 ms); Amsterdam's took the Amsterdam-Tokyo round trip (230 ms)",
+          output=r"from apac-ne\s+10 ms[\s\S]*from weur\s+230 ms"),
+    claim("the teal *network* spans are the trips: one before *queued* (the request on its way in), one after the reply left the output gate", '''
+    await settled(lab)
+    seg = room_view.timeline.segments.data
+    lanes = {}
+    for d, left, right, kind in sorted(zip(seg["delivery"], seg["left"], seg["right"],
+                                           seg["kind"])):
+        lanes.setdefault(d, []).append((left, right, kind))
+    kinds = [[k for _, _, k in sorted(spans)] for spans in lanes.values()]
+    trips = [k for k in kinds if "network" in k]
+    assert len(trips) == 2, kinds
+    for k in trips:
+        assert k[0] == "network" and k[1] == "queued" and k[-1] == "network", kinds
+    '''),
+    claim("The object's own work is the same sliver in both lanes", '''
+    await settled(lab)
+    seg = room_view.timeline.segments.data
+    width = {}
+    for d, left, right, kind in zip(seg["delivery"], seg["left"], seg["right"], seg["kind"]):
+        width.setdefault(kind, []).append(float(right) - float(left))
+    trips, work = max(width.get("network", [0])), max(width.get("running", [0]))
+    assert trips >= 20 * work, (
+        f"the longest trip (115 ms one way) is drawn {trips:.1f} wide, the object's work "
+        f"{work:.1f}: the timeline is not drawn against lab time")
+    '''),
     code('''
     world = Lab(storage="memory", seed=1, clock="auto", network="cloudflare-regions")
     world_rooms = world.bind("ROOMS", Room)
@@ -2418,6 +2453,17 @@ FIVE = ["wnam", "weur", "apac-ne", "sam", "oc"]     # five continents (Cloudflar
     Most of a room's members live in one region. **Predict:** one object per room, each created
     by one of its own members: what p50 and p95 does each region see now?
     """),
+    claim("One region is fast, four are not: the object lives in `wnam` (its fleet cell says so)", '''
+    await settled(world)
+    fleet = panel_of(world, "fleet")
+    cells = dict(zip(column(fleet.source, "label"), column(fleet.source, "text")))
+    assert list(cells) == ["ROOMS:global"] and "wnam" in cells["ROOMS:global"], cells
+    import re
+    shown = text_of(panel_of(world, "metrics").percentiles)
+    p50 = float(re.search(r"p50 ([0-9.]+)", shown).group(1))
+    assert 100 <= p50 <= 175, f"the metrics panel says {shown!r}; the calls took 10-175 ms of lab time"
+    ''', output=r"wnam\s+40 ok\s+p50\s+10\.00 ms[\s\S]*weur\s+40 ok\s+p50\s+145\.00 ms",
+          page=(".dl-percentiles", r"p50 1[0-9][0-9]\.[0-9]")),
     code('''
     HOMES = {"wnam": "wnam/startups", "weur": "weur/techno", "apac-ne": "apac-ne/anime",
              "sam": "sam/futebol", "oc": "oc/surf"}
@@ -2447,6 +2493,17 @@ FIVE = ["wnam", "weur", "apac-ne", "sam", "oc"]     # five continents (Cloudflar
     (its first post comes from `weur`). Back home, Sydney members post with
     `locationHint="oc"`. Where does the room live, and what does a Sydney post cost?
     """),
+    claim("Every region now sees one local round trip. The fleet groups its cells by region: one room per continent", '''
+    import re
+    await settled(sharded)
+    fleet = panel_of(sharded, "fleet")
+    regions = dict(zip(column(fleet.source, "label"), column(fleet.source, "region")))
+    assert regions == {f"ROOMS:{room}": region for region, room in HOMES.items()}, regions
+    assert "in 5 region(s), grouped by region" in text_of(fleet), text_of(fleet)
+    shown = text_of(panel_of(sharded, "metrics").percentiles)
+    p50, p95 = (float(re.search(rf"{p} ([0-9.]+)", shown).group(1)) for p in ("p50", "p95"))
+    assert 9 <= p50 <= p95 <= 11, f"the metrics panel says {shown!r}; every call took 10 ms"
+    ''', output=r"(?m)^(\S+\s+-> \S+\s+p50   10 ms   p95   10 ms\n){5}"),
     code('''
     await sharded.client("weur").env.ROOMS.getByName("oc/cricket").post("visitor", "g'day")
     sydney = sharded.client("oc").env.ROOMS.getByName("oc/cricket", locationHint="oc")
@@ -2465,6 +2522,7 @@ FIVE = ["wnam", "weur", "apac-ne", "sam", "oc"]     # five continents (Cloudflar
     whose objects run and store data only in the EU (`weur` or `eeur` in the lab). Its ids differ
     from the plain namespace's for the same name, and it refuses ids from elsewhere:
     """),
+    claim("The hint came too late", output=r"^\d+ ms from Sydney; the room lives in weur$"),
     code('''
     eu_rooms = sharded.client("apac-ne").env.ROOMS.jurisdiction("eu")
     print(eu_rooms.idFromName("gdpr") == sharded.env.ROOMS.idFromName("gdpr"))   # another id
@@ -2475,6 +2533,8 @@ FIVE = ["wnam", "weur", "apac-ne", "sam", "oc"]     # five continents (Cloudflar
     except TypeError as error:
         print("TypeError:", error)
     '''),
+    claim("whose objects run and store data only in the EU (`weur` or `eeur` in the lab)",
+          output=r"^False\nplaced in (weur|eeur)\nTypeError: "),
     *exercise_cells("10", """
     ## Exercise 10 · a latency budget per region
 
