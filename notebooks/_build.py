@@ -45,7 +45,7 @@ def code(text: str, *tags: str) -> Cell:
 class Claim(tuple):  # a 3-tuple like a Cell, so code that unpacks cells still works
     """What a lesson says a panel or an output shows, and how to check it.
 
-    ``says``: words of the lesson (of the two cells just above the claim), quoted exactly;
+    ``says``: words of the lesson (of the three cells just above the claim), quoted exactly;
     ``check``: Python run in the lesson's kernel at that point; it asserts, with a message
     naming what the panel showed instead. Helpers from tests/claim_kit.py are in scope
     (``await settled(lab)``, ``text_of(panel)``, ``panel_of(lab, kind)``, ...);
@@ -527,7 +527,8 @@ L00 = [
     stays LOCKED"*: while the first call waits for its read, the **input gate** keeps the second
     out, so read and write of one call are never split by another call.
     """),
-    claim("awaits storage: gate stays LOCKED", output=r"call \d+ awaits storage: gate stays LOCKED"),
+    claim("awaits storage: gate stays LOCKED",
+          output=r"^\[1, 2\]\n[\s\S]*call \d+ awaits storage: gate stays LOCKED"),
     md("""
     ## 2. A timer between read and write
 
@@ -719,12 +720,16 @@ class Counter(DurableObject):
 
     **Predict:** after `COUNTER.get(id)` but before any call, is there a live instance?
     """),
+    claim("every Worker anywhere computes the same id for `room-1`",
+          output=r"^True [0-9a-f]{16} \.\.\.\nanother lab, same name: True\n"),
     code('''
     stub = COUNTER.get(a)
     print([(o.label, o.state) for o in await lab.objects()])
     await stub.increment()
     print([(o.label, o.state, o.incarnations) for o in await lab.objects()])
     '''),
+    claim("A stub does not start the object; the first call does",
+          output=r"^\[\('COUNTER:room-1', 'not started'\)\]\n\[\('COUNTER:room-1', 'idle', 1\)\]"),
     md("""
     ## See it: one cell per object
 
@@ -804,6 +809,10 @@ class Counter(DurableObject):
     the same value, and `linearizable` asks: *could one copy of the counter, answering one call
     at a time, have given these answers?*
     """),
+    claim("Without gates, most increments read the same old value and overwrite each other",
+          output=r"gates: replies \[1, 2, 3, 4, 5, 6, 7, 8, 9, 10\] -> value 10\n"
+                 r"\s*none: replies \[1, 1, 1, [^\]]*\] -> value [1-5]\n"
+                 r"serial: replies \[1, 2, 3, 4, 5, 6, 7, 8, 9, 10\] -> value 10"),
     code('''
     run = Lab(storage="memory", seed=1, model="none", record=True)
     counter = run.bind("COUNTER", Counter).getByName("x")
@@ -825,6 +834,7 @@ class Counter(DurableObject):
     that instance can decide the order. A stateless Worker fleet has no such place: the
     key-value store sees interleaved reads and writes from many machines.
     """),
+    claim("**Why it works with gates:**", output=r"^Linearizable: all 10 calls"),
     *exercise_cells("01", """
     ## Exercise 01 · a counter without gates
 
@@ -942,6 +952,7 @@ class Counter(DurableObject):
     lab.resume()
     print([c.result() for c in calls])
     '''),
+    claim("the answer is always `[1, 2]` in some order", output=r"(?m)^\[(1, 2|2, 1)\]$"),
     md("""
     ## Now with a timer between read and write
 
@@ -1017,6 +1028,8 @@ class Counter(DurableObject):
     held = [label for lane, label in zip(gates["lane"], gates["label"]) if lane == "input gate"]
     calls = sorted(label for label in held if label.startswith("#"))
     assert len(calls) == 3 and len(set(calls)) == 3, f"input-gate spans: {held}"
+    holders = [d for lane, d in zip(gates["lane"], gates["detail"]) if lane == "input gate"]
+    assert sum(d.startswith("closed by delivery") for d in holders) == 3, holders
     assert slow_view.object_view.state.finished == 3, slow_view.object_view.state
     ''', output=r"\[1, 2, 3\]", page=(".dl-objectview .dl-gatebox", r"CLOSED\s*held by")),
     code('''

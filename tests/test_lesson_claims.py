@@ -106,9 +106,9 @@ def run(nb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
 
 
 def near_text(cells: list, position: int) -> str:  # type: ignore[type-arg]
-    """The text of the two notebook cells above a claim, whitespace collapsed."""
+    """The text of the three notebook cells above a claim, whitespace collapsed."""
     learner = [c for c in cells if c[0] != "claim"]
-    return " ".join(" ".join(src for _, src, _ in learner[max(0, position - 2):position]).split())
+    return " ".join(" ".join(src for _, src, _ in learner[max(0, position - 3):position]).split())
 
 
 LESSON_NAMES = list(BUILD.LESSONS)
@@ -129,7 +129,7 @@ def test_each_claim_quotes_the_text_just_above_it(name):
     cells, _ = BUILD.LESSONS[name]
     for position, c in BUILD.claims_of(cells):
         assert c.says and c.says in near_text(cells, position), (
-            f"{name}: the claim {c.says!r} does not quote the two cells above it:\n"
+            f"{name}: the claim {c.says!r} does not quote the three cells above it:\n"
             f"{near_text(cells, position)[-600:]}")
 
 
