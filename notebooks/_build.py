@@ -1215,7 +1215,8 @@ class Account(DurableObject):
     claim("the failed commit is drawn in red on the *commit* lane", '''
     await settled(lab)
     gates = view.timeline.gate_spans.data
-    commits = [f"{k} {d}" for lane, k, d in zip(gates["lane"], gates["kind"], gates["detail"])
+    commits = [f"{k} {d} {label}" for lane, k, d, label in zip(gates["lane"], gates["kind"],
+                                                              gates["detail"], gates["label"])
                if lane == "commit"]
     assert any("fail" in c.lower() for c in commits), f"commit spans: {commits}"
     marks = view.timeline.markers.data
@@ -1744,7 +1745,7 @@ class Counter(DurableObject):
     fleet = panel_of(hot, "fleet")
     peaks = dict(zip(column(fleet.source, "label"), column(fleet.source, "peak")))
     hottest = max(peaks, key=peaks.get)
-    assert hottest == result.hot_object and len(peaks) == 8, peaks
+    assert hottest == f"COUNTER:{result.hot_object}" and len(peaks) == 8, (result.hot_object, peaks)
     assert peaks[hottest] >= 6 and all(3 * p < peaks[hottest] for k, p in peaks.items()
                                         if k != hottest), peaks
     ''', page=(".dl-fleet", r"hottest: COUNTER:\S+ \(0 queued now, [6-9] at most")),
@@ -2436,9 +2437,11 @@ FIVE = ["wnam", "weur", "apac-ne", "sam", "oc"]     # five continents (Cloudflar
     '''),
     claim("The object's own work is the same sliver in both lanes", '''
     await settled(lab)
-    seg = room_view.timeline.segments.data
+    tl = room_view.timeline
+    seg = tl.segments.data
+    x_left, x_right = getattr(tl, "x_columns", ("left", "right"))     # the x axis drawn
     width = {}
-    for d, left, right, kind in zip(seg["delivery"], seg["left"], seg["right"], seg["kind"]):
+    for left, right, kind in zip(seg[x_left], seg[x_right], seg["kind"]):
         width.setdefault(kind, []).append(float(right) - float(left))
     trips, work = max(width.get("network", [0])), max(width.get("running", [0]))
     assert trips >= 20 * work, (
