@@ -635,7 +635,8 @@ L00 = [
                                 seed=1)
     print(result.summary())
     '''),
-    claim("mailbox chips, the gate opening and closing, batches flying to storage, replies held and released", '''
+    claim("mailbox chips, the gate opening and closing, batches flying to storage, replies held "
+          "and released", '''
     await settled(lab)
     board = panel_of(lab, "dashboard")
     lanes = column(board.timeline.gate_spans, "lane")
@@ -918,7 +919,8 @@ class Counter(DurableObject):
     await settled(lab)
     shown = text_of(board.object_view)
     assert "Mailbox (2)" in shown, shown[:300]
-    assert board.object_view.state.gate_open and board.object_view.state.running is None, shown[:300]
+    state = board.object_view.state
+    assert state.gate_open and state.running is None, shown[:300]
     '''),
     claim("one button each", '''
     await settled(lab)
@@ -1359,7 +1361,8 @@ async def measure(method, n):
     **Predict:** `one_turn(12)` on a lab whose commits take half a second, in slow motion. How
     many keys are pending at most? How many batches fly to storage? When does the reply go?
     """),
-    claim("`sync()` waits for storage: the turn ends, the batch is committed, and the next write starts a new batch",
+    claim("`sync()` waits for storage: the turn ends, the batch is committed, and the next "
+          "write starts a new batch",
           output=r"one_turn:\s+1 commits[\s\S]*awaited_puts:\s+1 commits[\s\S]*"
                  r"sync_each:\s+10 commits"),
     code('''
@@ -1381,7 +1384,8 @@ async def measure(method, n):
 
     **Predict:** how does the latency of each method grow with n?
     """),
-    claim("left the cache together as **one** batch (blue, 12 keys), and the reply waited under the output gate until that batch landed", '''
+    claim("left the cache together as **one** batch (blue, 12 keys), and the reply waited under "
+          "the output gate until that batch landed", '''
     await settled(watched)
     gates = batch_view.timeline.gate_spans.data
     spans = [(lane, l, r, d) for lane, l, r, d in zip(gates["lane"], gates["left"],
@@ -1537,7 +1541,8 @@ L05 = [
     print("-- evicted --")
     print(await session.visit())
     '''),
-    claim("its header shows the *incarnation* and whether an instance is live or evicted; the storage inspector shows what survives", '''
+    claim("its header shows the *incarnation* and whether an instance is live or evicted; the "
+          "storage inspector shows what survives", '''
     await settled(lab)
     state = session_view.object_view.state
     assert (state.incarnation, state.status) == (2, "live"), state
@@ -1603,7 +1608,8 @@ L05 = [
 
     **Predict:** the alarm handler throws twice. When does it run again, and how many times?
     """),
-    claim("It fired at t=30 s, on a fresh instance: in the panel, an `alarm` delivery arrived in the mailbox of incarnation 2", '''
+    claim("It fired at t=30 s, on a fresh instance: in the panel, an `alarm` delivery arrived "
+          "in the mailbox of incarnation 2", '''
     await settled(lab)
     state = reminder_view.object_view.state
     assert state.incarnation == 2, state
@@ -1838,7 +1844,8 @@ class Counter(DurableObject):
     slow request stalled the whole object. Hold the gate only around what must not interleave (a storage read and write), and
     do slow I/O outside it.
     """),
-    claim("one long red span on the *input gate* lane, held by the `critical section`), and the ping's lane is grey, queued, all along", '''
+    claim("one long red span on the *input gate* lane, held by the `critical section`), and the "
+          "ping's lane is grey, queued, all along", '''
     await settled(lab)
     tl = report_view.timeline
     gates = tl.gate_spans.data
@@ -1956,14 +1963,16 @@ room = ROOMS.getByName("lobby")
     open, held by the runtime. **Predict:** 11 s pass in silence. What does the WebSockets panel
     say about the room, and are the sockets still open?
     """),
-    claim("The WebSockets panel lists the two sockets with their names: the tags column shows the tags", '''
+    claim("The WebSockets panel lists the two sockets with their names: the tags column shows "
+          "the tags", '''
     await settled(lab)
     rows = list(sockets.reducer.sockets.values())
     assert [r.tags for r in rows] == [("ann",), ("bob",)], rows
     assert [(r.received, r.sent) for r in rows] == [(1, 1), (0, 1)], rows
     shown = text_of(sockets)
     assert "ann open 1 in · 1 out" in shown and "bob open 0 in · 1 out" in shown, shown
-    ''', output=r"ann got: \['ann: hi'\]\s+bob got: \['ann: hi'\]", page=(".dl-socket", r"\bbob\b")),
+    ''', output=r"ann got: \['ann: hi'\]\s+bob got: \['ann: hi'\]",
+          page=(".dl-socket", r"\bbob\b")),
     code('''
     rec = lab.record()
     lab.clock.advance(11)
@@ -1997,7 +2006,8 @@ room = ROOMS.getByName("lobby")
     **Predict:** the handler writes `count`, then sends. If that write's commit fails, do the
     clients receive the message?
     """),
-    claim("A new instance was constructed for bob's message (the panel says AWAKE again, woken once)", '''
+    claim("A new instance was constructed for bob's message (the panel says AWAKE again, woken "
+          "once)", '''
     await settled(lab)
     r = sockets.reducer
     assert (r.instance, r.wakeups, r.hibernations) == ("awake", 1, 1), r
@@ -2022,7 +2032,8 @@ room = ROOMS.getByName("lobby")
     `fetch` above also set `ctx.setWebSocketAutoResponse(WebSocketRequestResponsePair("ping",
     "pong"))`. **Predict:** carol pings a hibernated room. Is the object constructed to answer?
     """),
-    claim("The message was held behind the commit and dropped when it failed; the reset closed the sockets with 1011", '''
+    claim("The message was held behind the commit and dropped when it failed; the reset closed "
+          "the sockets with 1011", '''
     await settled(lab)
     rows = list(sockets.reducer.sockets.values())
     assert [(r.dropped, r.state, r.close.split()[0]) for r in rows] == [
@@ -2422,9 +2433,11 @@ FIVE = ["wnam", "weur", "apac-ne", "sam", "oc"]     # five continents (Cloudflar
     **Predict:** one object `"global"` for the whole service, created by a member in `wnam`.
     Ten clients in five regions post to it. Which regions see a p50 under 50 ms?
     """),
-    claim("Tokyo's post took one local round trip (10 ms); Amsterdam's took the Amsterdam-Tokyo round trip (230 ms)",
+    claim("Tokyo's post took one local round trip (10 ms); Amsterdam's took the "
+          "Amsterdam-Tokyo round trip (230 ms)",
           output=r"from apac-ne\s+10 ms[\s\S]*from weur\s+230 ms"),
-    claim("the teal *network* spans are the trips: one before *queued* (the request on its way in), one after the reply left the output gate", '''
+    claim("the teal *network* spans are the trips: one before *queued* (the request on its way "
+          "in), one after the reply left the output gate", '''
     await settled(lab)
     seg = room_view.timeline.segments.data
     lanes = {}
@@ -2471,7 +2484,8 @@ FIVE = ["wnam", "weur", "apac-ne", "sam", "oc"]     # five continents (Cloudflar
     Most of a room's members live in one region. **Predict:** one object per room, each created
     by one of its own members: what p50 and p95 does each region see now?
     """),
-    claim("One region is fast, four are not: the object lives in `wnam` (its fleet cell says so)", '''
+    claim("One region is fast, four are not: the object lives in `wnam` (its fleet cell says "
+          "so)", '''
     await settled(world)
     fleet = panel_of(world, "fleet")
     cells = dict(zip(column(fleet.source, "label"), column(fleet.source, "text")))
@@ -2479,7 +2493,7 @@ FIVE = ["wnam", "weur", "apac-ne", "sam", "oc"]     # five continents (Cloudflar
     import re
     shown = text_of(panel_of(world, "metrics").percentiles)
     p50 = float(re.search(r"p50 ([0-9.]+)", shown).group(1))
-    assert 100 <= p50 <= 175, f"the metrics panel says {shown!r}; the calls took 10-175 ms of lab time"
+    assert 100 <= p50 <= 175, f"the panel says {shown!r}; the calls took 10-175 ms of lab time"
     ''', output=r"wnam\s+40 ok\s+p50\s+10\.00 ms[\s\S]*weur\s+40 ok\s+p50\s+145\.00 ms",
           page=(".dl-percentiles", r"p50 1[0-9][0-9]\.[0-9]")),
     code('''
@@ -2511,7 +2525,8 @@ FIVE = ["wnam", "weur", "apac-ne", "sam", "oc"]     # five continents (Cloudflar
     (its first post comes from `weur`). Back home, Sydney members post with
     `locationHint="oc"`. Where does the room live, and what does a Sydney post cost?
     """),
-    claim("Every region now sees one local round trip. The fleet groups its cells by region: one room per continent", '''
+    claim("Every region now sees one local round trip. The fleet groups its cells by region: "
+          "one room per continent", '''
     import re
     await settled(sharded)
     fleet = panel_of(sharded, "fleet")

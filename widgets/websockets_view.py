@@ -129,8 +129,8 @@ def render_sockets_html(r: WebSocketsReducer) -> str:
             f'style="font-family:sans-serif"><div style="font:600 14px sans-serif;margin:2px 0 '
             f'6px">WebSockets of {esc(r.only or "(no object yet)")} '
             f'{chip(words, color, cls="dl-instance")} <span style="font:12px sans-serif;'
-            f'color:{COLORS["muted"]}" class="dl-hibernations" data-hibernations="{r.hibernations}">'
-            f'hibernated {r.hibernations} time(s) · woken {r.wakeups} time(s)</span></div>'
+            f'color:{COLORS["muted"]}" class="dl-hibernations" '
+            f'data-hibernations="{r.hibernations}">hibernated {r.hibernations} time(s) · woken {r.wakeups} time(s)</span></div>'
             f'{table}</div>')
 
 
