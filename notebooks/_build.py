@@ -1209,7 +1209,7 @@ class Account(DurableObject):
     shown = text_of(view.object_view)
     assert "✗ ERROR" in shown and "FAILED" in shown, shown[:400]
     ''', output=r"balance: 100", page=(".dl-releasedbox", r"✗ ERROR")),
-    claim("the banner says how many writes were lost", '''
+    claim("the banner says how many writes were lost", r'''
     await settled(lab)
     import re
     banner = view.object_view.state.last_reset
