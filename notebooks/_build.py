@@ -1033,7 +1033,7 @@ class Counter(DurableObject):
     holders = [d for lane, d in zip(gates["lane"], gates["detail"]) if lane == "input gate"]
     assert sum(d.startswith("closed by delivery") for d in holders) == 3, holders
     assert slow_view.object_view.state.finished == 3, slow_view.object_view.state
-    ''', output=r"\[1, 2, 3\]", page=(".dl-objectview .dl-gatebox", r"CLOSED\s*held by")),
+    ''', output=r"\[1, 2, 3\]", page=(".dl-objectview .dl-gatebox", r"CLOSED\s*held by delivery \d")),
     code('''
     class BlockingCounter(Counter):
         async def increment_after_io(self):
@@ -1618,7 +1618,7 @@ L05 = [
     assert len(alarms) == 1 and "queued" in {k for d, k in zip(seg["delivery"], seg["kind"])
                                              if d in alarms}, dict(seg)
     ''', output=r"(?m)^  t= 30\.0s  alarm! 'stand up' \(retryCount=0\)$",
-          page=(".dl-objectview[data-object='REMINDERS:ada']", r"incarnation 2\b")),
+          page=(".dl-objectview[data-object='REMINDERS:ada']", r"incarnation 2 · 2 answered")),
     claim("the timeline lane of that delivery is labelled `alarm`", '''
     await settled(lab)
     drawn = drawn_text(reminder_view.timeline)
@@ -1756,7 +1756,8 @@ class Counter(DurableObject):
     assert hottest == f"COUNTER:{result.hot_object}" and len(peaks) == 8, (result.hot_object, peaks)
     assert peaks[hottest] >= 6 and all(3 * p < peaks[hottest] for k, p in peaks.items()
                                         if k != hottest), peaks
-    ''', page=(".dl-fleet", r"hottest: COUNTER:\S+ \(0 queued now, [6-9] at most")),
+    ''', page=(".dl-fleet", r"^8 objects · 0 calls queued · hottest: COUNTER:\S+ "
+                                  r"\(0 queued now, [6-9] at most")),
     claim("the queue-depth plot shows that one queue", '''
     await settled(hot)
     metrics = panel_of(hot, "metrics")
