@@ -162,6 +162,12 @@ WRONG = [
         await self.ctx.storage.put("n", n + by)
         return n + by
         '''), "model='none'", ("released before the put",)),
+    Wrong("01", "the read before the lock is taken", locked('''
+        n = (await self.ctx.storage.get("n")) or 0
+        async with self.lock:
+            await self.ctx.storage.put("n", n + by)
+        return n + by
+        '''), "model='none'", ("reads the count before it takes the lock",)),
     Wrong("01", "blockConcurrencyWhile, which has no gate to close here", '''
         class LockedCounter(DurableObject):
             async def increment(self, by=1):

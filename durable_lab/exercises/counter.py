@@ -17,7 +17,7 @@ from ._core import (
     run_check,
 )
 
-__all__ = ["CONCURRENT_INCREMENTS", "check_counter", "check_locked_counter"]
+__all__ = ["CONCURRENT_INCREMENTS", "SLOW_COMMIT", "check_counter", "check_locked_counter"]
 
 #: Increments sent at once in the concurrency scenarios of exercises 00 and 01.
 CONCURRENT_INCREMENTS = 10
@@ -140,6 +140,11 @@ async def check_counter(cls: type) -> CheckResult:
 
 # -- 01: no gates, so bring a lock --------------------------------------------------------
 
+#: The no-gates scenario runs twice: on instant storage, and on storage whose writes take
+#: this long (lab time), so a write still on its way when the lock is released is caught.
+SLOW_COMMIT = 0.005
+
+
 LOCK_HINT = (
     "Without gates (model='none') two increments can both read the old value before either "
     "writes. Make one lock per object in the constructor (`self.lock = asyncio.Lock()`) and "
@@ -154,13 +159,17 @@ PER_CALL_HINT = (
 UNAWAITED_HINT = (
     "You have a lock; now await the put inside it. Under model='none' a put is its own trip to "
     "storage: one you do not await is still on its way when the lock is released, and the next "
-    "increment reads the old value (the check ran once more with storage that takes 5 ms per "
-    "write, as real storage does).")
+    "increment reads the old value (the check ran once more with storage that takes "
+    f"{SLOW_COMMIT * 1000:g} ms per write, as real storage does).")
 RELEASED_HINT = (
     "Your lock is released before the put: the next increment gets the lock, reads, and reads "
     "the old value, because your write has not reached storage yet. Hold the lock from the get "
     "until the put is done: `async with self.lock:` around the get AND `await "
     "self.ctx.storage.put(...)`.")
+READ_OUTSIDE_HINT = (
+    "Your increment reads the count before it takes the lock: two increments both read the old "
+    "value, then take turns writing the same new one. The lock must cover the read too: hold "
+    "it from the get until the awaited put is done.")
 BCW_HINT = (
     "blockConcurrencyWhile closes the input gate, and under model='none' there is no input "
     "gate to close: it keeps nobody out. Build the gate yourself: make one lock per object in "
@@ -193,10 +202,15 @@ def _lock_diagnosis(cls: type) -> str:
     locked = [node for node in ast.walk(tree) if isinstance(node, ast.AsyncWith)]
     if not locked:
         return LOCK_HINT
-    puts = [node for node in ast.walk(tree)
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "put"]
+    def storage_calls(name: str) -> list[ast.Call]:
+        return [node for node in ast.walk(tree)  # type: ignore[arg-type]
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == name]
+
+    puts = storage_calls("put")
     inside = {id(n) for block in locked for n in ast.walk(block)}
+    if any(id(get) not in inside for get in storage_calls("get")):
+        return READ_OUTSIDE_HINT
     if any(id(put) not in inside for put in puts):
         return RELEASED_HINT
     awaited = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Await)}
@@ -225,11 +239,6 @@ async def _locked_evicted(cls: type) -> None:
         if got != [2, 3]:
             raise Fail(f"two increments, an eviction, then value() and increment() returned "
                        f"{got} instead of [2, 3].", FIELD_HINT_01)
-
-
-#: The no-gates scenario runs twice: on instant storage, and on storage whose writes take
-#: this long (lab time), so a write still on its way when the lock is released is caught.
-SLOW_COMMIT = 0.005
 
 
 async def _no_gates(cls: type) -> str:
