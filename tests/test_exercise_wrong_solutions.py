@@ -383,7 +383,8 @@ WRONG = [
         self.ctx.storage.put(f"msg:{count:06}", line)
 ''', '''        self.__dict__.setdefault("lines", []).append(line)
 ''').replace('''        rows = await self.ctx.storage.list(prefix="msg:", reverse=True, limit=50)
-        return list(reversed(list(rows.values())))''', '''        return self.__dict__.get("lines", [])'''),
+        return list(reversed(list(rows.values())))''',
+        '''        return self.__dict__.get("lines", [])'''),
           "history survives an eviction", ("returned [] instead of", "Store each line in "
                                            "storage")),
     # -- 09 · the rate limiter -----------------------------------------------------------------

@@ -25,7 +25,8 @@ from ..errors import DurableObjectError
 from ..lab import Lab
 from ..objects import DurableObject
 
-__all__ = ["CheckResult", "Fail", "Scenario", "ScenarioOutcome", "explore", "method_tree", "run_check"]
+__all__ = ["CheckResult", "Fail", "Scenario", "ScenarioOutcome", "explore", "method_tree",
+           "run_check"]
 
 #: Wall-clock seconds a scenario may take before it is reported as stuck.
 SCENARIO_TIMEOUT = 15.0
