@@ -752,8 +752,9 @@ class Counter(DurableObject):
     Make `LockedCounter` lose no update **even under `model="none"`**. There is no input gate
     there, so you have to build one: an `asyncio.Lock` per object, held from the read to the
     write. (This works only because all calls for one id reach one instance: the one-owner
-    rule at work.) The check sends 10 increments at once twice, on instant storage and on
-    storage whose writes take 5 ms, and evicts the object once.
+    rule at work.) The check sends 10 increments at once on instant storage, then on slow
+    storage (5 ms, then 2 s of lab time per write: only an awaited put is sure to have landed),
+    and evicts the object once.
     """),
     md("""
     ---

@@ -45,7 +45,8 @@ def subject(key: str, source: str):  # type: ignore[no-untyped-def]
 LIMITER = subject("09", build.SOLUTIONS["09"])
 
 QUOTED = {
-    "01": [f"on storage whose writes take {counter.SLOW_COMMIT * 1000:g} ms"],
+    "01": [f"then on slow storage ({counter.SLOW_COMMITS[0] * 1000:g} ms, then "
+           f"{counter.SLOW_COMMITS[1]:g} s of lab time per write"],
     "02": [f"({seats.ADVERSARIAL_SCHEDULES} random legal schedules of {len(seats.CLAIMANTS)} "
            "claims)"],
     "03": [f"runs {ledger.CHAOS_DEPOSITS} deposits from {ledger.CHAOS_CLIENTS} clients while 1 "

@@ -156,6 +156,14 @@ WRONG = [
             self.ctx.storage.put("n", n + by)
             return n + by
         '''), "model='none'", ("storage taking 5 ms per write", "await the put inside it")),
+    Wrong("01", "a timer instead of awaiting the put", locked('''
+        async with self.lock:
+            n = (await self.ctx.storage.get("n")) or 0
+            self.ctx.storage.put("n", n + by)
+            await durable_lab.sleep(0.1)        # "give the write time to land"
+            return n + by
+        '''), "model='none'", ("storage taking 2000 ms per write",
+                               "wait for a timer instead of for the write")),
     Wrong("01", "the lock released before the put", locked('''
         async with self.lock:
             n = (await self.ctx.storage.get("n")) or 0

@@ -17,7 +17,7 @@ from ._core import (
     run_check,
 )
 
-__all__ = ["CONCURRENT_INCREMENTS", "SLOW_COMMIT", "check_counter", "check_locked_counter"]
+__all__ = ["CONCURRENT_INCREMENTS", "SLOW_COMMITS", "check_counter", "check_locked_counter"]
 
 #: Increments sent at once in the concurrency scenarios of exercises 00 and 01.
 CONCURRENT_INCREMENTS = 10
@@ -140,9 +140,10 @@ async def check_counter(cls: type) -> CheckResult:
 
 # -- 01: no gates, so bring a lock --------------------------------------------------------
 
-#: The no-gates scenario runs twice: on instant storage, and on storage whose writes take
-#: this long (lab time), so a write still on its way when the lock is released is caught.
-SLOW_COMMIT = 0.005
+#: The no-gates scenario runs on instant storage, then on storage whose writes take these
+#: long (lab time, on an auto clock: the check does not wait for them), so a write still on its
+#: way when the lock is released is caught, even when the code sleeps "to let it land".
+SLOW_COMMITS = (0.005, 2.0)
 
 
 LOCK_HINT = (
@@ -159,8 +160,14 @@ PER_CALL_HINT = (
 UNAWAITED_HINT = (
     "You have a lock; now await the put inside it. Under model='none' a put is its own trip to "
     "storage: one you do not await is still on its way when the lock is released, and the next "
-    "increment reads the old value (the check ran once more with storage that takes "
-    f"{SLOW_COMMIT * 1000:g} ms per write, as real storage does).")
+    "increment reads the old value (the check ran the burst again on slow storage, "
+    f"{SLOW_COMMITS[0] * 1000:g} ms then {SLOW_COMMITS[1]:g} s per write).")
+TIMER_HINT = (
+    "You have a lock, and you wait for a timer instead of for the write: a sleep does not know "
+    "when the write lands. On storage slower than your sleep (the check tried "
+    f"{SLOW_COMMITS[1]:g} s per write) the lock is released while the put is still on its way, "
+    "and the next increment reads the old value. Await the put itself inside the lock: "
+    "`await self.ctx.storage.put('n', n + by)`.")
 RELEASED_HINT = (
     "Your lock is released before the put: the next increment gets the lock, reads, and reads "
     "the old value, because your write has not reached storage yet. Hold the lock from the get "
@@ -215,7 +222,7 @@ def _lock_diagnosis(cls: type) -> str:
         return RELEASED_HINT
     awaited = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Await)}
     if any(id(put) not in awaited for put in puts):
-        return UNAWAITED_HINT
+        return TIMER_HINT if storage_calls("sleep") else UNAWAITED_HINT
     return LOCK_HINT
 
 
@@ -243,7 +250,7 @@ async def _locked_evicted(cls: type) -> None:
 
 async def _no_gates(cls: type) -> str:
     n = CONCURRENT_INCREMENTS
-    for latency in (0.0, SLOW_COMMIT):
+    for latency in (0.0, *SLOW_COMMITS):
         async with Lab(storage="memory", seed=1, model="none", record=True, clock="auto",
                        commit_latency=latency) as lab:
             stub = lab.bind("COUNTER", cls).getByName("x")
