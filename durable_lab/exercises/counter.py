@@ -192,37 +192,35 @@ FIELD_HINT_01 = (
 def _lock_diagnosis(cls: type) -> str:
     """The hint for a counter that lost updates without gates, from the shape of increment().
 
-    Read from the method's syntax tree (not its text): where the lock is made, whether the put
-    is inside the ``async with`` block, and whether it is awaited.
+    Read from the method's syntax tree (not its text) once the scenario has measured the lost
+    updates: where the lock is made, what the ``async with`` block covers, whether the put is
+    awaited.
     """
     tree = method_tree(cls, "increment")
     if tree is None:
         return LOCK_HINT
-    calls = {node.func.attr: node for node in ast.walk(tree)
-             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)}
-    if "blockConcurrencyWhile" in calls:
+    nodes = list(ast.walk(tree))
+
+    def calls_to(name: str) -> list[ast.Call]:
+        return [node for node in nodes if isinstance(node, ast.Call)
+                and name in (getattr(node.func, "attr", None), getattr(node.func, "id", None))]
+
+    if calls_to("blockConcurrencyWhile"):
         return BCW_HINT
-    if any(isinstance(node, ast.Call) and isinstance(node.func, (ast.Attribute, ast.Name))
-           and (getattr(node.func, "attr", None) or getattr(node.func, "id", None)) == "Lock"
-           for node in ast.walk(tree)):
+    if calls_to("Lock"):
         return PER_CALL_HINT
-    locked = [node for node in ast.walk(tree) if isinstance(node, ast.AsyncWith)]
+    locked = [node for node in nodes if isinstance(node, ast.AsyncWith)]
     if not locked:
         return LOCK_HINT
-    def storage_calls(name: str) -> list[ast.Call]:
-        return [node for node in ast.walk(tree)  # type: ignore[arg-type]
-                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == name]
-
-    puts = storage_calls("put")
     inside = {id(n) for block in locked for n in ast.walk(block)}
-    if any(id(get) not in inside for get in storage_calls("get")):
+    if any(id(get) not in inside for get in calls_to("get")):
         return READ_OUTSIDE_HINT
+    puts = calls_to("put")
     if any(id(put) not in inside for put in puts):
         return RELEASED_HINT
-    awaited = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Await)}
+    awaited = {id(node.value) for node in nodes if isinstance(node, ast.Await)}
     if any(id(put) not in awaited for put in puts):
-        return TIMER_HINT if storage_calls("sleep") else UNAWAITED_HINT
+        return TIMER_HINT if calls_to("sleep") else UNAWAITED_HINT
     return LOCK_HINT
 
 
