@@ -1705,7 +1705,8 @@ room = ROOMS.getByName("lobby")
     ## Exercise 08 · a chat room that hibernates
 
     `ChatRoom` keeps its sockets and names in fields. The check connects ann and bob, hibernates
-    the room, and talks again; it also asks `history()` for the stored lines after an eviction.
+    the room, and talks again; it also asks `history()` for the stored lines after a
+    hibernation, one more line and an eviction.
     Make every line reach everyone, with the right name, and keep the history in storage.
     """),
     md("""

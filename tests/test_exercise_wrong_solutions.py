@@ -395,6 +395,13 @@ WRONG = [
         '''        return self.__dict__.get("lines", [])'''),
           "history survives an eviction", ("returned [] instead of", "Store each line in "
                                            "storage")),
+    Wrong("08", "line numbers counted in a field", edit(
+        "08", '''        count = (await self.ctx.storage.get("count")) or 0
+        self.ctx.storage.put("count", count + 1)
+''', '''        count = self.__dict__.setdefault("count", 0)
+        self.count = count + 1
+'''), "history survives an eviction", ("'back again' overwrote the first line",
+                                           "Keep the count in storage")),
     # -- 09 · the rate limiter -----------------------------------------------------------------
     Wrong("09", "a count in a field (the starter)", build.STARTERS["09"], "window slides",
           ("(expected True)", "The window slides")),
