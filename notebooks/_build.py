@@ -471,7 +471,7 @@ L00 = [
     '''),
     md("""
     `[1, 2]`: no update is lost. Look for *"awaits storage: gate
-    stays LOCKED"*: while call 1 waits for its read, the **input gate** keeps call 2 out, so
+    stays CLOSED"*: while call 1 waits for its read, the **input gate** keeps call 2 out, so
     read and write of one call are never split by another call.
     """),
     md("""
