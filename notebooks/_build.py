@@ -924,7 +924,8 @@ class Counter(DurableObject):
     assert "Mailbox (2)" in shown, shown[:300]
     state = board.object_view.state
     assert state.gate_open and state.running is None, shown[:300]
-    '''),
+    ''', page=(".dl-objectview[data-object='COUNTER:a'] .dl-mailbox",
+               r"(?:MAILBOX|Mailbox) \(2\)")),
     claim("one button each", '''
     await settled(lab)
     labels = [b.description for b in board.scheduler.buttons.children]
@@ -1036,7 +1037,8 @@ class Counter(DurableObject):
     holders = [d for lane, d in zip(gates["lane"], gates["detail"]) if lane == "input gate"]
     assert sum(d.startswith("closed by delivery") for d in holders) == 3, holders
     assert slow_view.object_view.state.finished == 3, slow_view.object_view.state
-    ''', output=r"\[1, 2, 3\]", page=(".dl-objectview .dl-gatebox", r"CLOSED\s*held by delivery \d")),
+    ''', output=r"\[1, 2, 3\]",
+          page=(".dl-objectview .dl-gatebox", r"CLOSED\s*held by delivery \d")),
     code('''
     class BlockingCounter(Counter):
         async def increment_after_io(self):
@@ -1219,7 +1221,7 @@ class Account(DurableObject):
     banner = view.object_view.state.last_reset
     assert re.search(r"\b1 \w+ write\(s\) lost", banner), f"the banner says: {banner!r}"
     assert banner in text_of(view.object_view), text_of(view.object_view)[:300]
-    '''),
+    ''', page=(".dl-objectview .dl-reset", r"\b1 \w+ write\(s\) lost")),
     claim("the failed commit is drawn in red on the *commit* lane", '''
     await settled(lab)
     gates = view.timeline.gate_spans.data
