@@ -258,7 +258,8 @@ async def test_building_the_dashboard_twice_leaves_one_subscription(lab):
     assert widgets.open_panels(lab) == {"dashboard": second}
     await asyncio.gather(*[stub.increment() for _ in range(3)])
     second._feed.flush()
-    assert "3 answered" in second.object_view.html.value  # counts from its own start
+    # It started from the lab's snapshot (1 answered before it opened), then counted 3 more.
+    assert "4 answered" in second.object_view.html.value
     assert [p.errors.outputs for p in (second, *second.panels)] == [()] * 8
     second.close()
     assert lab.bus.subscriber_count == 0
