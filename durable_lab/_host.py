@@ -526,6 +526,8 @@ class Instance:
         #: not, for snapshots (snapshot.py).
         self.running: int | None = None
         self.awaits: dict[int, str] = {}
+        #: Calls to other objects held by this object's output gate (OutgoingCallHeld).
+        self.outgoing_held = 0
         #: Deliveries not yet answered; a reset answers them all with its error.
         self.deliveries: set[Delivery] = set()
         self.broken: BaseException | None = None

@@ -78,6 +78,8 @@ class ObjectSnapshot:
     dirty: tuple[str, ...] = ()
     batches: tuple[tuple[int, tuple[str, ...]], ...] = ()
     held: tuple[tuple[int, int], ...] = ()  # (delivery, commits it still waits for)
+    #: Calls to other objects held by the output gate (``OutgoingCallHeld``, not released).
+    outgoing_held: int = 0
     finished: int = 0
     commits: int = 0
     resets: int = 0
@@ -223,7 +225,7 @@ def object_snapshot(host: Any, seq: int, *, region: str | None = None,
         gate_holder=holder, gate_waiters=tuple(waiting),
         critical_section=holder == "critical section", running=running,
         in_flight=tuple(in_flight), awaiting=tuple(instance.awaits.items()),
-        dirty=_dirty(instance), held=held)
+        dirty=_dirty(instance), held=held, outgoing_held=instance.outgoing_held)
 
 
 def lab_snapshot(hosts: Iterable[Any], seq: int, *, paused: bool, steps: int, last_step: str,

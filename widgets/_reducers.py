@@ -493,7 +493,7 @@ class GateLanes:
         if o.batches:
             batch, keys = o.batches[-1]
             self.open["commit"] = (x, f"batch {batch}: {len(keys)} key(s)", f"b{batch}")
-        self.held = len(o.held)
+        self.held = len(o.held) + o.outgoing_held
         if self.held:
             self.open["output gate"] = (x, "replies held until the commit lands", "")
 
