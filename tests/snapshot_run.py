@@ -109,7 +109,10 @@ async def moments(lab: Lab, at: Callable[[str], Any], *, free_passes: int = 60) 
     return outcomes
 
 
-def make_lab(tmp_path: Any) -> Lab:
-    lab = Lab(tmp_path / "lab", commit_latency=0.002, seed=7)
+def make_lab(tmp_path: Any, *, memory: bool = False) -> Lab:
+    """SQLite files with a commit latency (commits really in flight), or ``memory``: the
+    in-memory backend, where a run does the same thing every time (no I/O thread)."""
+    lab = (Lab(storage="memory", seed=7) if memory else
+           Lab(tmp_path / "lab", commit_latency=0.002, seed=7))
     lab.bind("ACCOUNT", Account)
     return lab

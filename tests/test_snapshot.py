@@ -165,8 +165,9 @@ async def test_the_snapshot_is_the_fold_of_the_events_at_every_moment(tmp_path):
 
 async def test_a_lab_nobody_watched_gives_what_a_watcher_from_the_start_folded(tmp_path):
     """The runtime keeps what a snapshot reads whether or not events are built: run the same
-    seeded run twice, watched and unwatched, and compare the snapshots moment by moment."""
-    watched_lab, quiet_lab = make_lab(tmp_path / "a"), make_lab(tmp_path / "b")
+    seeded run twice, watched and unwatched, and compare the snapshots moment by moment (in
+    memory: SQLite's I/O thread would make the two runs' timing differ)."""
+    watched_lab, quiet_lab = make_lab(tmp_path, memory=True), make_lab(tmp_path, memory=True)
     recorded = watched_lab.record()
     watched: list[LabSnapshot] = []
     quiet: list[LabSnapshot] = []
