@@ -590,7 +590,8 @@ class TimelineReducer:
             lanes = [(d, "queued", m) for d, m in o.mailbox]
             for d, m in o.methods.items():
                 what = awaiting.get(d)
-                kind = ("running" if what is None else
+                # (Admitted, not started yet: its lane turns "running" at DeliveryStarted.)
+                kind = ("queued" if d == o.admitted else "running" if what is None else
                         "awaiting storage" if what == "storage" else "awaiting io")
                 lanes.append((d, kind, m))
             lanes += [(d, "reply held", "") for d, _ in o.held]
