@@ -683,7 +683,7 @@ class Lab:
             return _snapshot.lab_snapshot(
                 list(self._hosts.values()), seq, paused=scheduler.paused,
                 steps=scheduler.steps_taken, last_step=scheduler.last_step, closed=self._closed,
-                region_of=self._region_of)
+                region_of=self._region_of, time=self.clock.now())
         host = _inspect.host_for(self, target)
         if host is None:
             raise LookupError(f"this lab has not seen {target!r}: snapshot() takes a stub, an id "

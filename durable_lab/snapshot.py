@@ -113,6 +113,9 @@ class LabSnapshot:
     last_step: str  # the description of the last one
     closed: bool
     objects: tuple[ObjectSnapshot, ...] = field(default_factory=tuple)
+    #: The lab clock when it was taken (epoch seconds, like ``RuntimeEvent.time``): where a
+    #: panel drawing against lab time opens the lanes the snapshot says are open.
+    time: float = 0.0
 
     def get(self, label: str) -> ObjectSnapshot | None:
         """The snapshot of the object labelled ``label`` (None if the lab has not seen it)."""
@@ -229,9 +232,9 @@ def object_snapshot(host: Any, seq: int, *, region: str | None = None,
 
 
 def lab_snapshot(hosts: Iterable[Any], seq: int, *, paused: bool, steps: int, last_step: str,
-                 closed: bool, region_of: Any = None) -> LabSnapshot:
+                 closed: bool, region_of: Any = None, time: float = 0.0) -> LabSnapshot:
     """A :class:`LabSnapshot` of ``hosts`` (in the order the lab first saw them)."""
     objects = tuple(object_snapshot(h, seq, region=region_of(h) if region_of else None)
                     for h in hosts)
     return LabSnapshot(seq=seq, paused=paused, steps=steps, last_step=last_step,
-                       closed=closed, objects=objects)
+                       closed=closed, objects=objects, time=time)
