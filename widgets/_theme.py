@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 
 __all__ = ["COLORS", "GATE_COLORS", "KEY_COLORS", "SEGMENT_COLORS", "chip", "esc", "pill",
-           "px", "scale_css", "style_figure"]
+           "px", "scale_css", "scale_stylesheet", "scaled_classes", "style_figure"]
 
 #: Timeline segment kinds -> colour.
 SEGMENT_COLORS = {
@@ -70,6 +70,43 @@ def px(size: float, scale: float = 1.0) -> str:
 def scale_css(scale: float) -> str:
     """Inline style that enlarges an HTML panel by ``scale`` (1.0: nothing)."""
     return "" if scale == 1.0 else f"zoom:{scale:g};"
+
+
+# -- projector scale: the HTML and ipywidgets parts -------------------------------------------
+#
+# A panel's HTML and its ipywidgets (buttons, menus, text fields) grow by CSS ``zoom`` on the
+# widget that holds them: every length inside (fixed widths such as a 190 px menu included)
+# grows by the same factor, and the box lays out its content in the width it has divided by
+# the factor, so a row of buttons wraps instead of running out of its card. Bokeh plots are
+# never zoomed (BokehJS would measure its canvas wrong and a click would miss): they are made
+# ``scale`` times larger in Python instead (``px(size, scale)``, widths and heights).
+# Zoomed boxes must not nest: ``scaled_classes`` goes on leaves (a Controls panel, a summary
+# line, a card's title), never on a box that also holds a plot or another zoomed box.
+
+
+def _scale_tag(scale: float) -> str:
+    return f"dl-zoom-{round(scale * 100)}"
+
+
+def scaled_classes(scale: float) -> list[str]:
+    """CSS classes that enlarge a widget by ``scale`` (with :func:`scale_stylesheet` in the
+    page); none at 1.0."""
+    return [] if scale == 1.0 else ["dl-zoomed", _scale_tag(scale)]
+
+
+def scale_stylesheet(scale: float) -> str:
+    """The ``<style>`` that the classes of :func:`scaled_classes` need (empty at 1.0). Put it in
+    the page once per panel that uses them (an ``ipywidgets.HTML``); two copies are harmless.
+    Also: text in the dashboard's cards wraps rather than being cut (no ``nowrap`` button
+    label or ``ellipsis`` left where a longer word fits the line)."""
+    if scale == 1.0:
+        return ""
+    tag = _scale_tag(scale)
+    return (f"<style>.{tag}{{zoom:{scale:g}}}"
+            # buttons: their label wraps inside the button when the row is narrow
+            f".{tag} .jupyter-button{{white-space:normal;height:auto;"
+            f"min-height:var(--jp-widgets-inline-height);line-height:1.25}}"
+            "</style>")
 
 
 def style_figure(fig: object, scale: float = 1.0) -> None:

@@ -44,10 +44,17 @@ class Watch(Panel):
         label = self.target = label_of(target)
         sub: dict[str, Any] = {"feed": feed, "register": False}
         self.object_view = ObjectView(lab, label, reducer=self.objects, scale=scale, **sub)
+        # One set of stepping buttons: the Controls bar. With the scheduler, the bar leaves the
+        # list of next transitions to it (clickable there), and the scheduler shows no bar of
+        # its own; without a Controls bar here, the scheduler brings one.
         self.controls = (Controls(lab, label, reducer=self.objects, faults=False, speed=speed,
-                                  **sub) if controls or speed else None)
-        self.scheduler = (SchedulerPanel(lab, label, reducer=self.objects, **sub)
+                                  transitions=not scheduler, scale=scale, **sub)
+                         if controls or speed else None)
+        self.scheduler = (SchedulerPanel(lab, label, reducer=self.objects,
+                                         controls=self.controls is None, **sub)
                           if scheduler else None)
+        if self.scheduler is not None and self.controls is not None:
+            self.scheduler.share_lock(self.controls)
         self.timeline = (Timeline(lab, label, height=260, scale=scale, **sub)
                          if timeline else None)
         self.storage = StorageInspector(lab, label, **sub) if storage else None
