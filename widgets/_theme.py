@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 
 __all__ = ["COLORS", "GATE_COLORS", "KEY_COLORS", "SEGMENT_COLORS", "chip", "esc", "pill",
-           "px", "scale_css", "scale_stylesheet", "scaled_classes", "style_figure"]
+           "layout_stylesheet", "px", "scale_css", "scale_stylesheet", "scaled_classes", "style_figure"]
 
 #: Timeline segment kinds -> colour.
 SEGMENT_COLORS = {
@@ -54,8 +54,10 @@ def chip(text: str, color: str, *, cls: str = "dl-chip", title: str = "",
          fg: str = "#fff") -> str:
     return (f'<span class="{cls}" title="{esc(title)}" style="display:inline-block;'
             f"margin:2px;padding:2px 7px;border-radius:10px;background:{color};color:{fg};"
-            f"font:12px/1.5 monospace;white-space:nowrap;max-width:100%;overflow:hidden;"
-            f'text-overflow:ellipsis;vertical-align:top">{esc(text)}</span>')
+            # A chip longer than its box wraps (inside the chip) rather than ending in "...":
+            # at scale=1.5 "batch 4: last:1, n" was cut to "batch 4 lan...".
+            f"font:12px/1.5 monospace;white-space:normal;overflow-wrap:anywhere;"
+            f'max-width:100%;box-sizing:border-box;vertical-align:top">{esc(text)}</span>')
 
 
 def pill(text: str, color: str) -> str:
@@ -82,6 +84,23 @@ def scale_css(scale: float) -> str:
 # ``scale`` times larger in Python instead (``px(size, scale)``, widths and heights).
 # Zoomed boxes must not nest: ``scaled_classes`` goes on leaves (a Controls panel, a summary
 # line, a card's title), never on a box that also holds a plot or another zoomed box.
+
+
+def layout_stylesheet() -> str:
+    """The ``<style>`` of a composed panel (dashboard, watch): text that would run out of its
+    box wraps instead (event lines, storage values; a long line keeps the whole of its words),
+    so a narrow notebook or a projector scale cuts nothing off. Rules scoped to ``.dl-panel``."""
+    return ("<style>"
+            # break-spaces: a space at the end of a wrapped line wraps too (pre-wrap lets it
+            # hang past the box's edge)
+            ".dl-panel .dl-eventlog{white-space:break-spaces!important;overflow-wrap:anywhere}"
+            ".dl-panel .dl-eventlog .dl-event{padding-left:2ch;text-indent:-2ch}"
+            ".dl-panel .dl-storage-inspector td{white-space:normal!important;"
+            "overflow-wrap:anywhere;text-overflow:clip!important}"
+            ".dl-panel .widget-label,.dl-panel .widget-label-basic{white-space:normal}"
+            # the object view's HTML is 100% wide plus its 2 px margins: 4 px too wide
+            ".dl-object_view>.widget-html{width:auto!important}"
+            "</style>")
 
 
 def _scale_tag(scale: float) -> str:

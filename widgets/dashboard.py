@@ -10,7 +10,7 @@ from ._base import Panel
 from ._plots import ensure_bokehjs
 from ._reducers import ObjectsReducer
 from ._targets import label_of
-from ._theme import px, scale_stylesheet, scaled_classes
+from ._theme import layout_stylesheet, px, scale_stylesheet, scaled_classes
 from .controls import Controls
 from .event_log import EventLog
 from .fleet import FleetView
@@ -46,6 +46,17 @@ def _row(*cards: w.Widget) -> w.HBox:
                                               width="100%"))
     row.add_class("dl-row")
     return row
+
+
+def _one_column(plot: Any) -> None:
+    """Re-stack a grid of plots (Bokeh ``GridPlot``) as one column, in reading order."""
+    from bokeh.models import GridPlot
+
+    grid = getattr(plot, "_model", None)
+    if not isinstance(grid, GridPlot):
+        return
+    cells = sorted(grid.children, key=lambda c: (c[1], c[2]))
+    grid.children = [(child[0], i, 0) for i, child in enumerate(cells)]
 
 
 def _stretch(plot: Any) -> None:
@@ -111,9 +122,14 @@ class Dashboard(Panel):
                 widget.add_class(cls)
         for panel in (self.timeline, self.metrics):
             _stretch(panel.plot)
+        if scale > 1:
+            # Projector: the metrics' plots one under the other, each the card's width. Two
+            # side by side in a narrow notebook left "Commit batch sizes (keys, log scale)"
+            # too little room for its title.
+            _one_column(self.metrics.plot)
         s = scale
         self.children = (
-            w.HTML(scale_stylesheet(scale)),
+            w.HTML(layout_stylesheet() + scale_stylesheet(scale)),
             _row(_card("Controls", self.controls, scale=s)),
             _row(_card("Object view", w.VBox([self.picker, self.object_view]), scale=s,
                        basis=round(560 * s)),

@@ -38,6 +38,8 @@ loads) that keeps, per panel element class (``dl-objectview``, ``dl-runstate``, 
 - :func:`wait_count` ``(locator, at_least)``: wait until a locator matches that many elements
   (Bokeh canvases are in shadow roots: a Playwright locator sees them).
 - :func:`wait_text` ``(locator, text)``: wait until it shows that text.
+- :func:`click_until` ``(page, locator, js)``: click an idempotent button (*Pause*, *Play*)
+  until the predicate holds (a click lost while a busy page re-lays itself out is repeated).
 - :func:`wait_all_cells_ran`: every code cell ran and the kernel is idle.
 - :data:`TIMEOUT_SCALE` (``BROWSER_TIMEOUT_SCALE``, default 1): every deadline above is
   multiplied by it, for a machine that is slower still.
@@ -580,3 +582,20 @@ def wait_count(locator: Any, at_least: int = 1, *, timeout: float = 60.0, what: 
         time.sleep(0.1)
         n = locator.count()
     return n
+
+
+def click_until(page: Any, locator: Any, js: str, arg: Any = None, *, timeout: float = 60.0,
+                tries: int = 3, what: str = "") -> Any:
+    """Click ``locator`` until the JS predicate ``js`` holds (at most ``tries`` clicks, the
+    deadline shared among them); returns its value. Only for idempotent buttons (*Pause*,
+    *Play*): on a busy machine a click can land while the page re-lays a panel out, and be
+    lost (seen once in ~20 runs: the button took focus, the kernel never heard of it)."""
+    per_try = timeout / tries
+    for attempt in range(1, tries + 1):
+        locator.click()
+        try:
+            return wait_js(page, js, arg, timeout=per_try, what=what)
+        except AssertionError:
+            if attempt == tries:
+                raise
+    return None

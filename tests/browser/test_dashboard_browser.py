@@ -24,6 +24,7 @@ from harness import (
     BrowserSession,
     attr,
     browser_marks,
+    click_until,
     hide_left_sidebar,
     print_report,
     run_all,
@@ -94,8 +95,9 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
         raise AssertionError("a cell wrote to stderr: " + err.first.inner_text()[-800:])
 
     # 3. Pause, then Step: exactly one transition
-    page.locator(".jupyter-widgets button", has_text="Pause").click()
-    wait_attr(page, ".dl-runstate", "data-paused", lambda v: v == "true")
+    click_until(page, page.locator(".jupyter-widgets button", has_text="Pause"),
+                "() => document.querySelector('.dl-runstate')?.dataset.paused === 'true'",
+                what="the lab paused")
     wait_attr(page, ".dl-choices", "data-count", lambda v: int(v) > 0)
     # Frames already on their way may still move the counter: wait until it has held still
     # for a second (a deadline bounds it), then step.
@@ -119,8 +121,9 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
         page.locator(".dl-reset[data-active='true']").count() == 1)
     seen["reset_reason"] = attr(page, ".dl-reset", "data-reason")
     page.locator(".dl-dashboard").first.screenshot(path=shots / "dashboard-reset.png")
-    page.locator(".jupyter-widgets button", has_text="Play").click()
-    wait_attr(page, ".dl-runstate", "data-paused", lambda v: v == "false")
+    click_until(page, page.locator(".jupyter-widgets button", has_text="Play"),
+                "() => document.querySelector('.dl-runstate')?.dataset.paused === 'false'",
+                what="the lab running again")
     wait_attr(page, view, "data-status", lambda v: v == "live")
     checks["live_again"] = True
     checks["panel_errors"] = page.locator(".dl-errors .jp-OutputArea-output").count()
