@@ -38,11 +38,15 @@ loads) that keeps, per panel element class (``dl-objectview``, ``dl-runstate``, 
 - :func:`wait_count` ``(locator, at_least)``: wait until a locator matches that many elements
   (Bokeh canvases are in shadow roots: a Playwright locator sees them).
 - :func:`wait_text` ``(locator, text)``: wait until it shows that text.
+- :func:`shoot` ``(page, locator, path)``: a screenshot of a live panel as it is now (not
+  ``locator.screenshot()``, which waits for the panel to stop moving).
 - :func:`click_until` ``(page, locator, js)``: click an idempotent button (*Pause*, *Play*)
   until the predicate holds (a click lost while a busy page re-lays itself out is repeated).
 - :func:`wait_all_cells_ran`: every code cell ran and the kernel is idle.
 - :data:`TIMEOUT_SCALE` (``BROWSER_TIMEOUT_SCALE``, default 1): every deadline above is
-  multiplied by it, for a machine that is slower still.
+  multiplied by it, for a machine that is slower still. The defaults are generous (a minute
+  or two): a deadline only bounds how long a failure takes to show; a pass never waits for it.
+  They were chosen on this 2-core machine with both cores kept busy and a load average of 20.
 
 A check that something does *not* happen (the step counter stays put while paused) still has to
 watch for a while; that is the only kind of sampling left, and it says so where it is done.
@@ -403,7 +407,7 @@ class BrowserSession:
         if workspace is not None and self.app == "jupyterlab":
             prefix = f"lab/workspaces/{workspace}/tree"
         page.goto(self.server.url(f"{prefix}/{name}"))
-        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000 * TIMEOUT_SCALE)
         if wait_kernel and self.app == "jupyterlab":
             wait_kernel_idle(page)
         self.report["timings_s"][f"open {name}"] = round(time.monotonic() - t0, 1)
@@ -412,8 +416,8 @@ class BrowserSession:
 # -- page helpers ----------------------------------------------------------------------------
 
 
-def wait_kernel_idle(page: Any, timeout: float = 60.0) -> None:
-    page.wait_for_function(KERNEL_IDLE_JS, timeout=timeout * 1000, polling=100)
+def wait_kernel_idle(page: Any, timeout: float = 120.0) -> None:
+    page.wait_for_function(KERNEL_IDLE_JS, timeout=timeout * TIMEOUT_SCALE * 1000, polling=100)
 
 
 def menu(page: Any, top: str, item: str) -> None:
@@ -428,7 +432,7 @@ def run_all(page: Any) -> None:
 
     menu(page, "Run", "Run All Cells")
     expect(page.locator(".jp-CodeCell .jp-InputPrompt").first).not_to_have_text(
-        "[ ]:", timeout=10_000)
+        "[ ]:", timeout=30_000 * TIMEOUT_SCALE)
 
 
 def hide_left_sidebar(page: Any) -> None:
@@ -453,7 +457,7 @@ def wait_all_cells_ran(page: Any, timeout: float = 120.0, tick: Any = None,
     so such a cell did run; callers report these prompts (see :func:`stuck_prompts`). Raises
     if neither happens in ``timeout``. ``tick()``, if given, is called at every poll.
     """
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * TIMEOUT_SCALE
     prompts: list[str] = []
     idle_since: float | None = None
     while time.monotonic() < deadline:
@@ -485,7 +489,7 @@ def log_console_text(page: Any) -> str:
     handles a widget's message). The console is closed again afterwards."""
     menu(page, "View", "Show Log Console")
     panel = page.locator(".jp-LogConsolePanel").first
-    panel.wait_for(timeout=10_000)
+    panel.wait_for(timeout=30_000 * TIMEOUT_SCALE)
     page.wait_for_timeout(500)  # entries render asynchronously
     text = panel.inner_text()
     menu(page, "View", "Show Log Console")  # a toggle: closes it
@@ -498,7 +502,7 @@ def attr(page: Any, selector: str, name: str) -> str | None:
     return loc.first.get_attribute(name) if loc.count() else None
 
 
-def wait_attr(page: Any, selector: str, name: str, pred: Any, timeout: float = 30.0) -> str:
+def wait_attr(page: Any, selector: str, name: str, pred: Any, timeout: float = 60.0) -> str:
     """Poll ``attr`` until ``pred(value)``; returns the value."""
     deadline = time.monotonic() + timeout * TIMEOUT_SCALE
     value = None
@@ -516,7 +520,7 @@ def print_report(report: dict[str, Any]) -> None:
                      default=str))
 
 
-def wait_js(page: Any, js: str, arg: Any = None, *, timeout: float = 30.0,
+def wait_js(page: Any, js: str, arg: Any = None, *, timeout: float = 60.0,
             what: str = "", state_js: str | None = None) -> Any:
     """Wait until the JS function ``js`` (called with ``arg``) returns something truthy; return
     it. Runs in the page (``page.wait_for_function``, polled every 100 ms), so a slow test
@@ -551,7 +555,7 @@ def reset_seen(page: Any) -> None:
     page.evaluate("() => window.__dlSeenReset && window.__dlSeenReset()")
 
 
-def wait_seen(page: Any, key: str, name: str, pred_js: str, *, timeout: float = 60.0,
+def wait_seen(page: Any, key: str, name: str, pred_js: str, *, timeout: float = 120.0,
               what: str = "") -> list[str]:
     """Wait until the values recorded for ``data-<name>`` on ``.<key>`` (``"dl-objectview"``,
     ``"gate"``), oldest first, satisfy ``pred_js`` (a JS function of that list, e.g.
@@ -566,14 +570,14 @@ def wait_seen(page: Any, key: str, name: str, pred_js: str, *, timeout: float = 
                    state_js=f"() => ((window.__dlSeen || {{}})[{key!r}] || {{}})[{name!r}]")
 
 
-def wait_text(locator: Any, text: str, *, timeout: float = 30.0) -> None:
+def wait_text(locator: Any, text: str, *, timeout: float = 60.0) -> None:
     """Wait until ``locator`` (its first match) shows ``text`` (Playwright's ``expect``)."""
     from playwright.sync_api import expect
 
     expect(locator.first).to_contain_text(text, timeout=timeout * TIMEOUT_SCALE * 1000)
 
 
-def wait_count(locator: Any, at_least: int = 1, *, timeout: float = 60.0, what: str = "") -> int:
+def wait_count(locator: Any, at_least: int = 1, *, timeout: float = 120.0, what: str = "") -> int:
     """Wait until ``locator`` matches at least ``at_least`` elements (Playwright locators see
     into Bokeh's shadow DOM, ``document.querySelectorAll`` does not); returns the count."""
     deadline = time.monotonic() + timeout * TIMEOUT_SCALE
@@ -587,7 +591,7 @@ def wait_count(locator: Any, at_least: int = 1, *, timeout: float = 60.0, what: 
     return n
 
 
-def click_until(page: Any, locator: Any, js: str, arg: Any = None, *, timeout: float = 60.0,
+def click_until(page: Any, locator: Any, js: str, arg: Any = None, *, timeout: float = 120.0,
                 tries: int = 3, what: str = "") -> Any:
     """Click ``locator`` until the JS predicate ``js`` holds (at most ``tries`` clicks, the
     deadline shared among them); returns its value. Only for idempotent buttons (*Pause*,
@@ -602,3 +606,30 @@ def click_until(page: Any, locator: Any, js: str, arg: Any = None, *, timeout: f
             if attempt == tries:
                 raise
     return None
+
+
+_SCROLL_TO_TOP_JS = """el => {
+  el.scrollIntoView({block: "start"});
+  const r = el.getBoundingClientRect();
+  return {x: r.x, y: r.y, width: r.width, height: r.height};
+}"""
+
+
+def shoot(page: Any, target: Any, path: Any) -> None:
+    """Screenshot ``target`` (a locator: its first match) as it is now, scrolled to the top of
+    the notebook and clipped to the window. Not ``locator.screenshot()``: that first waits for
+    the element to stop moving, and a live panel on a busy machine does not stop within its
+    30 s (a dashboard test failed that way, after all its checks had passed). If JupyterLab
+    scrolled while the shot was taken (Run All follows the running cell), it is taken again."""
+    size = page.viewport_size
+    element = target.first if hasattr(target, "first") else target
+    for _ in range(4):
+        box = element.evaluate(_SCROLL_TO_TOP_JS)
+        top = max(0.0, box["y"])
+        clip = {"x": max(0.0, box["x"]), "y": top,
+                "width": max(1.0, min(box["width"], size["width"] - max(0.0, box["x"]))),
+                "height": max(1.0, min(box["height"], size["height"] - top))}
+        page.screenshot(path=path, clip=clip)
+        after = element.bounding_box()
+        if after is not None and abs(after["y"] - box["y"]) < 2:
+            return

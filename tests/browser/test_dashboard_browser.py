@@ -28,6 +28,7 @@ from harness import (
     hide_left_sidebar,
     print_report,
     run_all,
+    shoot,
     shots_dir,
     wait_attr,
     wait_count,
@@ -56,13 +57,13 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
     run_all(page)
     # 1. the panels render
     view = ".dl-objectview"
-    page.locator(view).wait_for(timeout=60_000 * TIMEOUT_SCALE)
+    page.locator(view).wait_for(timeout=120_000 * TIMEOUT_SCALE)
     canvas = page.locator(".jp-OutputArea canvas")
     checks["bokeh_canvases"] = wait_count(canvas, 3, what="three Bokeh canvases")
     checks["panels"] = {c: wait_count(page.locator(c), 1) for c in (
         ".dl-objectview", ".dl-runstate", ".dl-storage-inspector", ".dl-fleet", ".dl-eventlog")}
     page.locator(".jupyter-widgets button", has_text="Step").wait_for(timeout=30_000 * TIMEOUT_SCALE)
-    page.locator(".jp-OutputArea-output", has_text="WORKLOAD STARTED").wait_for(timeout=60_000 * TIMEOUT_SCALE)
+    page.locator(".jp-OutputArea-output", has_text="WORKLOAD STARTED").wait_for(timeout=120_000 * TIMEOUT_SCALE)
     # scroll the dashboard's output into view
     page.locator(".dl-dashboard").first.scroll_into_view_if_needed()
 
@@ -78,7 +79,7 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
                 what="a moment with calls queued, replies held and the gate closed")
     except AssertionError:
         pass  # only the picture's moment; the checks below wait for their own conditions
-    page.locator(".dl-dashboard").first.screenshot(path=shots / "dashboard-running.png")
+    shoot(page, page.locator(".dl-dashboard"), shots / "dashboard-running.png")
     gates = wait_seen(page, "dl-objectview", "gate",
                       "v => v.includes('open') && v.includes('closed')",
                       what="the object view's gate shown both open and closed")
@@ -90,7 +91,7 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
     checks["gate_changed"] = {"open", "closed"} <= set(seen["gate_states"])
     err = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
     expect(page.locator(".jp-OutputArea-output", has_text="PHASE 1 DONE True").or_(err).first
-           ).to_be_visible(timeout=60_000 * TIMEOUT_SCALE)
+           ).to_be_visible(timeout=120_000 * TIMEOUT_SCALE)
     if err.count():
         raise AssertionError("a cell wrote to stderr: " + err.first.inner_text()[-800:])
 
@@ -111,7 +112,7 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
     seen["steps"] = [before, after, settled]
     checks["step_is_one_transition"] = after == before + 1 == settled
     checks["choices_after_step"] = int(attr(page, ".dl-choices", "data-count"))
-    page.locator(".dl-dashboard").first.screenshot(path=shots / "dashboard-paused.png")
+    shoot(page, page.locator(".dl-dashboard"), shots / "dashboard-paused.png")
 
     # 4. Crash: a reset the object view shows; Play brings the object back
     resets = int(attr(page, view, "data-resets"))
@@ -120,7 +121,7 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
     checks["reset_shown"] = int(attr(page, view, "data-resets")) == resets + 1 and (
         page.locator(".dl-reset[data-active='true']").count() == 1)
     seen["reset_reason"] = attr(page, ".dl-reset", "data-reason")
-    page.locator(".dl-dashboard").first.screenshot(path=shots / "dashboard-reset.png")
+    shoot(page, page.locator(".dl-dashboard"), shots / "dashboard-reset.png")
     click_until(page, page.locator(".jupyter-widgets button", has_text="Play"),
                 "() => document.querySelector('.dl-runstate')?.dataset.paused === 'false'",
                 what="the lab running again")
@@ -129,9 +130,9 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
     checks["panel_errors"] = page.locator(".dl-errors .jp-OutputArea-output").count()
     # the object view shows the object live again before its picture is taken
     wait_attr(page, view, "data-status", lambda v: v == "live")
-    page.locator(".dl-object_view").first.screenshot(path=shots / "object-view.png")
-    page.locator(".dl-timeline").first.screenshot(path=shots / "timeline.png")
-    page.locator(".dl-metrics").first.screenshot(path=shots / "metrics.png")
+    shoot(page, page.locator(".dl-object_view"), shots / "object-view.png")
+    shoot(page, page.locator(".dl-timeline"), shots / "timeline.png")
+    shoot(page, page.locator(".dl-metrics"), shots / "metrics.png")
 
 
 def _steady(page, selector: str, name: str, quiet: float = 1.0, timeout: float = 30.0) -> int:

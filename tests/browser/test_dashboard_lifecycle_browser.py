@@ -35,6 +35,7 @@ from harness import (
     print_report,
     reset_seen,
     run_all,
+    shoot,
     shots_dir,
     wait_count,
     wait_js,
@@ -57,7 +58,7 @@ def _prompt(cell) -> str:
     return cell.locator(".jp-InputPrompt").first.inner_text().strip()
 
 
-def _run_cell(page, index: int, done: str, timeout: float = 90.0) -> None:
+def _run_cell(page, index: int, done: str, timeout: float = 300.0) -> None:
     """Select code cell ``index`` (command mode) and run it in place; wait for its new prompt.
 
     ``done``: a selector inside the cell that its last output shows (the dashboard, the
@@ -114,7 +115,7 @@ def _state(page, index: int) -> dict:
     # closed widgets leave the page asynchronously: wait until one dashboard is left
     try:
         wait_js(page, "() => document.querySelectorAll('.dl-dashboard').length === 1",
-                timeout=20, what="one dashboard in the page")
+                timeout=60, what="one dashboard in the page")
     except AssertionError:
         pass  # counted and asserted below, with the rest of the state
     out = _count(page, index)
@@ -148,7 +149,7 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
     # code cells: 0 setup, 1 dashboard, 2 workload, 3 phase (awaits 3 s), 4 count
     count_cell = 4
     expect(_code_cell(page, count_cell).locator(".jp-OutputArea-output", has_text="SUBSCRIBERS")
-           .or_(page.locator(STDERR)).first).to_be_visible(timeout=90_000 * TIMEOUT_SCALE)
+           .or_(page.locator(STDERR)).first).to_be_visible(timeout=180_000 * TIMEOUT_SCALE)
     states["run_all"] = _state(page, count_cell)
     T["run_all"] = round(time.monotonic() - t0, 1)
 
@@ -176,7 +177,8 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
     _code_cell(page, 3).locator(".jp-InputPrompt").first.click()
     page.keyboard.press("Escape")
     page.keyboard.press("v")
-    expect(page.locator(".jp-Notebook .jp-CodeCell")).to_have_count(6, timeout=10_000)
+    expect(page.locator(".jp-Notebook .jp-CodeCell")).to_have_count(
+        6, timeout=30_000 * TIMEOUT_SCALE)
     count_cell = 5  # the copy is code cell 4 now
     _run_cell(page, 4, DASHBOARD_DONE)
     _run_cell(page, count_cell, COUNT_DONE)
@@ -193,7 +195,7 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
     page.locator(".lm-MenuBar-itemLabel:text-is('Kernel')").click()
     page.locator(".lm-Menu-itemLabel", has_text="Restart Kernel and Run All Cells").click()
     page.locator(".jp-Dialog .jp-mod-accept").click()
-    deadline = time.monotonic() + 120 * TIMEOUT_SCALE
+    deadline = time.monotonic() + 300 * TIMEOUT_SCALE
     while True:
         out = _code_cell(page, count_cell).locator(".jp-OutputArea-output")
         text = out.first.inner_text() if out.count() else ""
@@ -208,7 +210,7 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
         time.sleep(0.2)
     states["restarted"] = _state(page, count_cell)
     T["restart_and_run_all"] = round(time.monotonic() - t1, 1)
-    page.locator(".dl-dashboard").first.screenshot(path=shots / "dashboard-after-restart.png")
+    shoot(page, page.locator(".dl-dashboard"), shots / "dashboard-after-restart.png")
     T["total"] = round(time.monotonic() - t0, 1)
 
 

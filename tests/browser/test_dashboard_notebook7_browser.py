@@ -59,7 +59,7 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
     checks, T = report["checks"], report["timings_s"]
     t0 = time.monotonic()
     session.open_notebook(page, "dashboard.ipynb")
-    wait_js(page, KERNEL_READY_JS, timeout=60, what="Notebook 7's kernel ready")
+    wait_js(page, KERNEL_READY_JS, timeout=120, what="Notebook 7's kernel ready")
     page.wait_for_timeout(500)  # (the menu's command may not be enabled in the same instant)
     T["opened"] = round(time.monotonic() - t0, 1)
     session.phase = "run"
@@ -67,10 +67,10 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
     expect(page.locator(".jp-CodeCell .jp-InputPrompt").first).not_to_have_text(
         "[ ]:", timeout=30_000 * TIMEOUT_SCALE)
     view = ".dl-objectview"
-    page.locator(view).wait_for(timeout=60_000 * TIMEOUT_SCALE)
+    page.locator(view).wait_for(timeout=120_000 * TIMEOUT_SCALE)
     canvas = page.locator(".dl-dashboard canvas")
     page.locator(".jp-OutputArea-output", has_text="WORKLOAD STARTED").wait_for(
-        timeout=60_000 * TIMEOUT_SCALE)
+        timeout=120_000 * TIMEOUT_SCALE)
     checks["bokeh_canvases"] = wait_count(canvas, 3, what="three Bokeh canvases")
     checks["dashboards"] = page.locator(".dl-dashboard").count()
     checks["panels"] = {c: wait_count(page.locator(c), 1) for c in (
@@ -78,7 +78,7 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
     page.locator(".dl-dashboard").first.scroll_into_view_if_needed()
     err = page.locator(STDERR)
     expect(page.locator(".jp-OutputArea-output", has_text="PHASE 1 DONE True").or_(err).first
-           ).to_be_visible(timeout=60_000 * TIMEOUT_SCALE)
+           ).to_be_visible(timeout=120_000 * TIMEOUT_SCALE)
     # Updates are waited for, not sampled: the page's recorder (harness.RECORDER_JS) keeps
     # every event number the object view showed. On a 2-core machine with a workload running,
     # Notebook 7 applied the object view's updates only every 2-3 s; a fixed window missed them.

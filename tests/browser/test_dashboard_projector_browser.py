@@ -83,18 +83,18 @@ def test_nothing_is_cut_off_or_overlaps(session, screen):
     try:
         session.open_notebook(page, f"{screen}.ipynb", workspace=screen.replace(".", "-"))
         run_all(page)
-        page.locator(".dl-dashboard .dl-objectview").wait_for(timeout=60_000 * TIMEOUT_SCALE)
+        page.locator(".dl-dashboard .dl-objectview").wait_for(timeout=120_000 * TIMEOUT_SCALE)
         wait_count(page.locator(".dl-dashboard canvas"), 3, what="the dashboard's canvases")
         err = page.locator(STDERR)
         expect(page.locator(".jp-OutputArea-output", has_text="PHASE 1 DONE True").or_(err)
-               .first).to_be_visible(timeout=90_000 * TIMEOUT_SCALE)
+               .first).to_be_visible(timeout=180_000 * TIMEOUT_SCALE)
         assert not err.count(), err.first.inner_text()[-800:]
         # 1. running, with the object view's longest chips: a batch in flight, replies held
         wait_seen(page, "dl-objectview", "batches", "v => v.some(x => x !== '0')",
                   what="a batch in flight")
         wait_js(page, """() => { const e = document.querySelector('.dl-dashboard .dl-objectview');
                     return e && e.dataset.batches !== '0' && e.dataset.held !== '0'; }""",
-                timeout=60, what="a batch in flight and replies held, shown at once")
+                timeout=120, what="a batch in flight and replies held, shown at once")
         running = _measure(page, report, "running")
         # 2. paused, with the next transitions listed under the Controls bar
         click_until(page, page.locator(".dl-dashboard .jupyter-widgets button",
@@ -102,7 +102,7 @@ def test_nothing_is_cut_off_or_overlaps(session, screen):
                     """() => { const r = document.querySelector('.dl-dashboard .dl-runstate');
                     const c = document.querySelector('.dl-dashboard .dl-choices');
                     return r && r.dataset.paused === 'true' && c && +c.dataset.count > 0; }""",
-                    timeout=90, what="paused, with the next transitions listed")
+                    timeout=180, what="paused, with the next transitions listed")
         paused = _measure(page, report, "paused")
         if scale == 1.5:  # the picture: the dashboard's top, paused (calls wait, a list of
             # next transitions), in the whole 1280x800 window
