@@ -329,6 +329,10 @@ class BrowserSession:
             self.browser = self._pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                                     args=CHROME_ARGS)
             self.context = self.browser.new_context(viewport={"width": 1500, "height": 2500})
+            # Playwright's own 30 s per action (a click, a locator's wait) is too short for a
+            # page whose main thread a live dashboard keeps busy on a loaded 2-core machine: a
+            # click on Pause timed out "done scrolling" there. A deadline bounds a failure only.
+            self.context.set_default_timeout(120_000 * TIMEOUT_SCALE)
             self.context.route(_NOT_LOCAL, self._block)
         except BaseException:
             self._close()
