@@ -465,8 +465,11 @@ def wait_all_cells_ran(page: Any, timeout: float = 120.0, tick: Any = None,
     prompts: list[str] = []
     idle_since: float | None = None
     while time.monotonic() < deadline:
+        # textContent, not innerText: JupyterLab 4.6 skips rendering cells out of the window
+        # (windowingMode "contentVisibility"), and their innerText is "" although the prompt
+        # is there (the tour test saw its first three prompts empty once it had scrolled down).
         prompts = [p.strip() for p in page.locator(".jp-CodeCell .jp-InputPrompt")
-                   .all_inner_texts()]
+                   .all_text_contents()]
         shown = [p for p in prompts if p]  # a collapsed cell shows no prompt
         idle = bool(page.evaluate(KERNEL_IDLE_JS))
         now = time.monotonic()
