@@ -86,9 +86,12 @@ class Dashboard(Panel):
         super().__init__(lab, **kwargs)
         feed = self._feed
         self.objects = ObjectsReducer()
+        if self.start is not None:  # (Panel.__init__ ran before the reducer existed)
+            self.objects.seed(self.start)
         label = label_of(target)
         self.target = label
         sub = {"feed": feed, "register": False}
+        self.controls = Controls(lab, label, reducer=self.objects, scale=scale, **sub)
         self.object_view = ObjectView(lab, label, reducer=self.objects, scale=scale, **sub)
         self.fleet = FleetView(lab, on_select=self.select, width=400, height=260, scale=scale,
                                **sub)
@@ -96,7 +99,6 @@ class Dashboard(Panel):
         self.timeline = Timeline(lab, label, width=620, height=300, scale=scale, **sub)
         self.metrics = Metrics(lab, width=300, height=200, scale=scale, **sub)
         self.event_log = EventLog(lab, **sub)
-        self.controls = Controls(lab, label, reducer=self.objects, scale=scale, **sub)
         self.picker = w.Dropdown(options=[label] if label else [], value=label,
                                  description="object", layout=w.Layout(width="320px",
                                                                        max_width="100%"))
@@ -110,7 +112,11 @@ class Dashboard(Panel):
             feed.remove(panel)
             feed.add(panel)
         self._layout(scale)
-        self.spawn(self._seed_fleet())
+        if label is None and self.start is not None:
+            live = [o.label for o in self.start.objects if o.in_memory]
+            if live:
+                self.select(live[0])
+        self._update_picker()
 
     def _layout(self, scale: float) -> None:
         """Rows of cards that wrap (see _card); at ``scale`` != 1 the HTML and widget parts
@@ -142,11 +148,6 @@ class Dashboard(Panel):
             _card("Event log", self.event_log, scale=s),
             self.errors,
         )
-
-    async def _seed_fleet(self) -> None:
-        if not self.lab.closed:
-            self.fleet.seed(await self.lab.objects())
-            self._update_picker()
 
     @property
     def panels(self) -> tuple[Panel, ...]:
