@@ -6,7 +6,8 @@ import html
 import re
 
 __all__ = ["COLORS", "GATE_COLORS", "KEY_COLORS", "SEGMENT_COLORS", "chip", "esc", "pill",
-           "plain", "px", "scale_css", "style_figure"]
+           "layout_stylesheet", "plain", "px", "scale_css", "scale_stylesheet", "scaled_classes",
+           "style_figure"]
 
 #: Timeline segment kinds -> colour.
 SEGMENT_COLORS = {
@@ -80,8 +81,10 @@ def chip(text: str, color: str, *, cls: str = "dl-chip", title: str = "",
          fg: str = "#fff") -> str:
     return (f'<span class="{cls}" title="{esc(title)}" style="display:inline-block;'
             f"margin:2px;padding:2px 7px;border-radius:10px;background:{color};color:{fg};"
-            f"font:12px/1.5 monospace;white-space:nowrap;max-width:100%;overflow:hidden;"
-            f'text-overflow:ellipsis;vertical-align:top">{esc(text)}</span>')
+            # A chip longer than its box wraps (inside the chip) rather than ending in "...":
+            # at scale=1.5 "batch 4: last:1, n" was cut to "batch 4 lan...".
+            f"font:12px/1.5 monospace;white-space:normal;overflow-wrap:anywhere;"
+            f'max-width:100%;box-sizing:border-box;vertical-align:top">{esc(text)}</span>')
 
 
 def pill(text: str, color: str) -> str:
@@ -96,6 +99,60 @@ def px(size: float, scale: float = 1.0) -> str:
 def scale_css(scale: float) -> str:
     """Inline style that enlarges an HTML panel by ``scale`` (1.0: nothing)."""
     return "" if scale == 1.0 else f"zoom:{scale:g};"
+
+
+# -- projector scale: the HTML and ipywidgets parts -------------------------------------------
+#
+# A panel's HTML and its ipywidgets (buttons, menus, text fields) grow by CSS ``zoom`` on the
+# widget that holds them: every length inside (fixed widths such as a 190 px menu included)
+# grows by the same factor, and the box lays out its content in the width it has divided by
+# the factor, so a row of buttons wraps instead of running out of its card. Bokeh plots are
+# never zoomed (BokehJS would measure its canvas wrong and a click would miss): they are made
+# ``scale`` times larger in Python instead (``px(size, scale)``, widths and heights).
+# Zoomed boxes must not nest: ``scaled_classes`` goes on leaves (a Controls panel, a summary
+# line, a card's title), never on a box that also holds a plot or another zoomed box.
+
+
+def layout_stylesheet() -> str:
+    """The ``<style>`` of a composed panel (dashboard, watch): text that would run out of its
+    box wraps instead (event lines, storage values; a long line keeps the whole of its words),
+    so a narrow notebook or a projector scale cuts nothing off. Rules scoped to ``.dl-panel``."""
+    return ("<style>"
+            # break-spaces: a space at the end of a wrapped line wraps too (pre-wrap lets it
+            # hang past the box's edge)
+            ".dl-panel .dl-eventlog{white-space:break-spaces!important;overflow-wrap:anywhere}"
+            ".dl-panel .dl-eventlog .dl-event{padding-left:2ch;text-indent:-2ch}"
+            ".dl-panel .dl-storage-inspector td{white-space:normal!important;"
+            "overflow-wrap:anywhere;text-overflow:clip!important}"
+            ".dl-panel .widget-label,.dl-panel .widget-label-basic{white-space:normal}"
+            # the object view's HTML is 100% wide plus its 2 px margins: 4 px too wide
+            ".dl-object_view>.widget-html{width:auto!important}"
+            "</style>")
+
+
+def _scale_tag(scale: float) -> str:
+    return f"dl-zoom-{round(scale * 100)}"
+
+
+def scaled_classes(scale: float) -> list[str]:
+    """CSS classes that enlarge a widget by ``scale`` (with :func:`scale_stylesheet` in the
+    page); none at 1.0."""
+    return [] if scale == 1.0 else ["dl-zoomed", _scale_tag(scale)]
+
+
+def scale_stylesheet(scale: float) -> str:
+    """The ``<style>`` that the classes of :func:`scaled_classes` need (empty at 1.0). Put it in
+    the page once per panel that uses them (an ``ipywidgets.HTML``); two copies are harmless.
+    Also: text in the dashboard's cards wraps rather than being cut (no ``nowrap`` button
+    label or ``ellipsis`` left where a longer word fits the line)."""
+    if scale == 1.0:
+        return ""
+    tag = _scale_tag(scale)
+    return (f"<style>.{tag}{{zoom:{scale:g}}}"
+            # buttons: their label wraps inside the button when the row is narrow
+            f".{tag} .jupyter-button{{white-space:normal;height:auto;"
+            f"min-height:var(--jp-widgets-inline-height);line-height:1.25}}"
+            "</style>")
 
 
 def style_figure(fig: object, scale: float = 1.0) -> None:

@@ -6,6 +6,10 @@ Errors raised by a callback are shown in the panel (``self.errors``), never swal
 Speed: "full speed" resumes the lab. A slower speed keeps the lab paused and takes the oldest
 transition ``n`` times a second (``await lab.step()``), so a person can follow every change.
 Seed and concurrency model are fixed when the ``Lab`` is made; the panel shows them.
+
+These are the lab's only stepping buttons: the scheduler panel (``widgets.scheduler``,
+``watch(..., scheduler=True)``) puts its clickable list of transitions under this bar instead
+of a second Pause / Run / Step row (``transitions=False`` here then leaves the list to it).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import ipywidgets as w
 from ._base import Panel
 from ._reducers import ObjectsReducer
 from ._targets import label_of, target_for
-from ._theme import COLORS, esc
+from ._theme import COLORS, esc, scale_stylesheet, scaled_classes
 
 if TYPE_CHECKING:
     from durable_lab import Lab
@@ -46,12 +50,17 @@ class Controls(Panel):
     kind = "controls"
 
     def __init__(self, lab: Lab, target: Any = None, *, reducer: ObjectsReducer | None = None,
-                 faults: bool = True, speed: float | None = None, **kwargs: Any) -> None:
+                 faults: bool = True, speed: float | None = None, transitions: bool = True,
+                 scale: float = 1.0, **kwargs: Any) -> None:
         if speed is not None and speed not in dict((v, k) for k, v in SPEEDS):
             raise ValueError(f"speed must be one of {[v for _, v in SPEEDS]} steps/s "
                              f"(0: full speed), got {speed!r}")
         self.reducer = reducer if reducer is not None else ObjectsReducer()
         self._shared = reducer is not None
+        # False where a clickable list of the same transitions sits next to these buttons
+        # (the scheduler panel, watch(..., scheduler=True)): one list, not two.
+        self.transitions = transitions
+        self.scale = scale
         self.target = label_of(target)
         self._step_lock = asyncio.Lock()
         self._autoplay: asyncio.Future[Any] | None = None
@@ -94,6 +103,11 @@ class Controls(Panel):
                         layout=w.Layout(flex_flow="row wrap", align_items="center"))
         self.children = ((run, self.status, faults, self.next_steps, self.errors) if faults_row
                          else (run, self.status, self.next_steps, self.errors))
+        # A projector (scale=1.5): the buttons, menus and text grow with the panels (_theme).
+        for cls in scaled_classes(scale):
+            self.add_class(cls)
+        if scale != 1.0:
+            self.children = (*self.children, w.HTML(scale_stylesheet(scale)))
         if speed:
             self.play_at(speed)
         self.refresh()
@@ -252,6 +266,8 @@ class Controls(Panel):
                 '<div class="dl-choices dl-lab-closed" data-count="0" style="font:13px '
                 'sans-serif">This lab is closed (<code>await lab.close()</code> ran): calls '
                 'on it fail. Re-run the cell that makes the <code>Lab()</code> to go on.</div>')
+        elif paused and not self.transitions:
+            self.next_steps.value = ""
         elif paused:
             choices = lab.choices()
             items = "".join(f"<li>{esc(repr(c))}</li>" for c in choices[:6])

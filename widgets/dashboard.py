@@ -10,6 +10,7 @@ from ._base import Panel
 from ._plots import ensure_bokehjs
 from ._reducers import ObjectsReducer
 from ._targets import label_of
+from ._theme import layout_stylesheet, px, scale_stylesheet, scaled_classes
 from .controls import Controls
 from .event_log import EventLog
 from .fleet import FleetView
@@ -25,13 +26,50 @@ if TYPE_CHECKING:
 __all__ = ["Dashboard", "dashboard"]
 
 
-def _card(title: str, body: w.Widget, width: str = "auto") -> w.VBox:
-    head = w.HTML(f'<div style="font:600 14px sans-serif;color:#0f172a;margin:0 0 4px">{title}'
-                  "</div>")
-    box = w.VBox([head, body], layout=w.Layout(border="1px solid #e2e8f0", padding="6px 8px",
-                                                margin="4px", width=width))
+def _card(title: str, body: w.Widget, *, scale: float = 1.0, basis: int = 0) -> w.VBox:
+    """A titled box. In a wrapping row it takes ``basis`` pixels or more (0: its content's
+    width) and shares what is left; it never grows wider than the row, so a narrow notebook
+    (a projector at ``scale=1.5``, a JupyterLab with its file browser open) stacks the cards
+    instead of cutting them off on the right."""
+    head = w.HTML(f'<div class="dl-card-title" style="font:600 {px(14, scale)}/1.3 sans-serif;'
+                  f'color:#0f172a;margin:0 0 4px;white-space:normal">{title}</div>')
+    box = w.VBox([head, body], layout=w.Layout(
+        border="1px solid #e2e8f0", padding="6px 8px", margin="4px",
+        flex=f"1 1 {basis}px" if basis else "1 1 auto", min_width="0", max_width="100%"))
     box.add_class("dl-card")
     return box
+
+
+def _row(*cards: w.Widget) -> w.HBox:
+    """Cards side by side while they fit, one under the other when they do not."""
+    row = w.HBox(list(cards), layout=w.Layout(flex_flow="row wrap", align_items="flex-start",
+                                              width="100%"))
+    row.add_class("dl-row")
+    return row
+
+
+def _one_column(plot: Any) -> None:
+    """Re-stack a grid of plots (Bokeh ``GridPlot``) as one column, in reading order."""
+    from bokeh.models import GridPlot
+
+    grid = getattr(plot, "_model", None)
+    if not isinstance(grid, GridPlot):
+        return
+    cells = sorted(grid.children, key=lambda c: (c[1], c[2]))
+    grid.children = [(child[0], i, 0) for i, child in enumerate(cells)]
+
+
+def _stretch(plot: Any) -> None:
+    """Make a panel's Bokeh layout follow its card's width (plots keep their height): a plot
+    sized for a wide screen would run out of a narrow one. Every layout inside goes along
+    (a column of two figures, a grid of four)."""
+    from bokeh.models import LayoutDOM
+
+    root = getattr(plot, "_model", None)
+    if root is None:
+        return
+    for model in root.select({"type": LayoutDOM}):
+        model.sizing_mode = "stretch_width"
 
 
 class Dashboard(Panel):
@@ -53,7 +91,7 @@ class Dashboard(Panel):
         label = label_of(target)
         self.target = label
         sub = {"feed": feed, "register": False}
-        self.controls = Controls(lab, label, reducer=self.objects, **sub)
+        self.controls = Controls(lab, label, reducer=self.objects, scale=scale, **sub)
         self.object_view = ObjectView(lab, label, reducer=self.objects, scale=scale, **sub)
         self.fleet = FleetView(lab, on_select=self.select, width=400, height=260, scale=scale,
                                **sub)
@@ -62,7 +100,8 @@ class Dashboard(Panel):
         self.metrics = Metrics(lab, width=300, height=200, scale=scale, **sub)
         self.event_log = EventLog(lab, **sub)
         self.picker = w.Dropdown(options=[label] if label else [], value=label,
-                                 description="object", layout=w.Layout(width="320px"))
+                                 description="object", layout=w.Layout(width="320px",
+                                                                       max_width="100%"))
         self._syncing_picker = False  # True while the code (not a user) sets the picker
         self.picker.observe(self.guarded(self._picked), names=["value"])
         # Order matters: the shared reducer must see a frame's events before its readers.
@@ -72,21 +111,43 @@ class Dashboard(Panel):
                       self.timeline, self.metrics, self.event_log):
             feed.remove(panel)
             feed.add(panel)
-        self.children = (
-            _card("Controls", self.controls),
-            w.HBox([_card("Object view", w.VBox([self.picker, self.object_view]), "62%"),
-                    w.VBox([_card("Fleet (click an object to open it)", self.fleet),
-                            _card("Storage inspector", self.storage)],
-                           layout=w.Layout(width="38%"))]),
-            w.HBox([_card("Timeline", self.timeline), _card("Metrics", self.metrics)]),
-            _card("Event log", self.event_log),
-            self.errors,
-        )
+        self._layout(scale)
         if label is None and self.start is not None:
             live = [o.label for o in self.start.objects if o.in_memory]
             if live:
                 self.select(live[0])
         self._update_picker()
+
+    def _layout(self, scale: float) -> None:
+        """Rows of cards that wrap (see _card); at ``scale`` != 1 the HTML and widget parts
+        grow by CSS zoom and the plots by their own sizes (_theme, "projector scale")."""
+        zoom = scaled_classes(scale)
+        for widget in (self.picker, self.fleet.summary, self.storage, self.event_log,
+                       self.timeline.follow):
+            for cls in zoom:
+                widget.add_class(cls)
+        for panel in (self.timeline, self.metrics):
+            _stretch(panel.plot)
+        if scale > 1:
+            # Projector: the metrics' plots one under the other, each the card's width. Two
+            # side by side in a narrow notebook left "Commit batch sizes (keys, log scale)"
+            # too little room for its title.
+            _one_column(self.metrics.plot)
+        s = scale
+        self.children = (
+            w.HTML(layout_stylesheet() + scale_stylesheet(scale)),
+            _row(_card("Controls", self.controls, scale=s)),
+            _row(_card("Object view", w.VBox([self.picker, self.object_view]), scale=s,
+                       basis=round(560 * s)),
+                 w.VBox([_card("Fleet (click an object to open it)", self.fleet, scale=s),
+                         _card("Storage inspector", self.storage, scale=s)],
+                        layout=w.Layout(flex=f"1 1 {round(self.fleet.figure.width) + 30}px",
+                                        min_width="0", max_width="100%"))),
+            _row(_card("Timeline", self.timeline, scale=s, basis=round(560 * s)),
+                 _card("Metrics", self.metrics, scale=s, basis=round(560 * s))),
+            _card("Event log", self.event_log, scale=s),
+            self.errors,
+        )
 
     @property
     def panels(self) -> tuple[Panel, ...]:

@@ -11,6 +11,9 @@ The choices change without events (a held reply becomes releasable when its comm
 timer fires), so while paused the panel redraws every frame; that is one ``lab.choices()`` call.
 The buttons are rebuilt only when the set of choices changes, so a click is never lost to a
 redraw. A click on a transition that is no longer legal (the lab moved on) says so in red.
+
+Pausing, resuming and stepping are the Controls bar's (one set of stepping buttons in every
+panel): this panel shows that bar above its list, or, inside ``watch(...)``, uses the watch's.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ._base import Panel
 from ._reducers import ObjectsReducer
 from ._targets import label_of
 from ._theme import COLORS, esc
+from .controls import Controls
 
 if TYPE_CHECKING:
     from durable_lab import Lab
@@ -56,7 +60,7 @@ class SchedulerPanel(Panel):
     kind = "scheduler"
 
     def __init__(self, lab: Lab, target: Any = None, *, reducer: ObjectsReducer | None = None,
-                 **kwargs: Any) -> None:
+                 controls: bool = True, **kwargs: Any) -> None:
         self.reducer = reducer if reducer is not None else ObjectsReducer()
         self._shared = reducer is not None
         self.target = label_of(target)
@@ -65,35 +69,31 @@ class SchedulerPanel(Panel):
         self.clicks = 0  # transitions taken from this panel
         self.last_taken = ""
         self.message = ""  # a refusal to show (a stale click), in red
-        self.pause_button = w.Button(description="Pause", button_style="warning",
-                                     tooltip="hold every transition: lab.pause()")
-        self.run_button = w.Button(description="▶ Run", button_style="success",
-                                   tooltip="run freely again: lab.resume()")
-        self.oldest_button = w.Button(description="Step (oldest)", tooltip=(
-            "take the transition that would have happened first: await lab.step()"))
         self.status = w.HTML()
         self.buttons = w.VBox(layout=w.Layout(align_items="flex-start"))
         super().__init__(lab, **kwargs)
-        self.pause_button.on_click(self.guarded(lambda _b: self._pause()))
-        self.run_button.on_click(self.guarded(lambda _b: self._run()))
-        self.oldest_button.on_click(self.guarded(lambda _b: self.spawn(self.take_oldest())))
+        # The stepping buttons are the Controls bar's (Play / Pause / Step +1 / speed), the
+        # same everywhere; this panel adds the clickable list under it. Inside watch(), the
+        # watch's own Controls bar is that bar (controls=False here).
+        self.controls: Controls | None = None
+        if controls:
+            self.controls = Controls(lab, target, reducer=self.reducer, faults=False,
+                                     transitions=False, feed=self._feed, register=False)
+            self.share_lock(self.controls)
         # Long transition names wrap inside their button instead of being cut off.
         style = w.HTML("<style>.dl-choice-button{white-space:normal;height:auto;"
                        "min-height:32px;text-align:left;line-height:1.3;padding:4px 10px}"
                        "</style>")
-        self.children = (w.HBox([self.pause_button, self.run_button, self.oldest_button]),
-                         self.status, self.buttons, style, self.errors)
+        self.children = tuple(x for x in (self.controls, self.status, self.buttons, style,
+                                          self.errors) if x is not None)
         self.refresh()
+
+    def share_lock(self, controls: Controls) -> None:
+        """Take turns with ``controls``' Step button: a click here and a Step there never
+        race for the same transition."""
+        self._lock = controls._step_lock
 
     # -- actions --------------------------------------------------------------------------
-
-    def _pause(self) -> None:
-        self.lab.pause()
-        self.refresh()
-
-    def _run(self) -> None:
-        self.lab.resume()
-        self.refresh()
 
     async def take(self, key: tuple[str, str, int, int]) -> Choice | None:
         """Take the transition ``key`` (see :func:`choice_key`) if it is still legal."""
@@ -108,16 +108,6 @@ class SchedulerPanel(Panel):
             else:
                 taken = None
                 self.message = "that transition is no longer possible: pick one of the list"
-        self.refresh()
-        return taken
-
-    async def take_oldest(self) -> Choice | None:
-        async with self._lock:
-            taken = await self.lab.step()
-            if taken is not None:
-                self.clicks += 1
-                self.last_taken = taken.description
-                self.message = ""
         self.refresh()
         return taken
 
@@ -171,7 +161,7 @@ class SchedulerPanel(Panel):
             state, color = "RUNNING", COLORS["ok"]
         hint = ("pick the next transition below; only what the gates allow is offered"
                 if paused and choices else
-                "nothing can happen now: make a call, advance the clock, or Run"
+                "nothing can happen now: make a call, advance the clock, or press Play"
                 if paused else "press Pause to take over the scheduling")
         message = (f'<div class="dl-scheduler-message" style="color:{COLORS["bad"]};'
                    f'font:13px sans-serif">{esc(self.message)}</div>' if self.message else "")

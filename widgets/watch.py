@@ -16,6 +16,7 @@ import ipywidgets as w
 from ._base import Panel
 from ._reducers import ObjectsReducer
 from ._targets import label_of
+from ._theme import layout_stylesheet, scale_stylesheet
 from .controls import Controls
 from .object_view import ObjectView
 from .scheduler_panel import SchedulerPanel
@@ -46,10 +47,17 @@ class Watch(Panel):
         label = self.target = label_of(target)
         sub: dict[str, Any] = {"feed": feed, "register": False}
         self.object_view = ObjectView(lab, label, reducer=self.objects, scale=scale, **sub)
+        # One set of stepping buttons: the Controls bar. With the scheduler, the bar leaves the
+        # list of next transitions to it (clickable there), and the scheduler shows no bar of
+        # its own; without a Controls bar here, the scheduler brings one.
         self.controls = (Controls(lab, label, reducer=self.objects, faults=False, speed=speed,
-                                  **sub) if controls or speed else None)
-        self.scheduler = (SchedulerPanel(lab, label, reducer=self.objects, **sub)
+                                  transitions=not scheduler, scale=scale, **sub)
+                         if controls or speed else None)
+        self.scheduler = (SchedulerPanel(lab, label, reducer=self.objects,
+                                         controls=self.controls is None, **sub)
                           if scheduler else None)
+        if self.scheduler is not None and self.controls is not None:
+            self.scheduler.share_lock(self.controls)
         self.timeline = (Timeline(lab, label, height=260, scale=scale, **sub)
                          if timeline else None)
         self.storage = StorageInspector(lab, label, **sub) if storage else None
@@ -59,13 +67,20 @@ class Watch(Panel):
             feed.add(panel)
         middle: list[w.Widget] = [self.object_view]
         if self.scheduler is not None:
-            self.object_view.layout.width = "62%"
+            # Side by side while both fit, the list under the object view when they do not
+            # (a narrow notebook, a projector scale).
+            self.object_view.layout.flex = f"1 1 {round(520 * scale)}px"
+            self.object_view.layout.min_width = "0"
             box = w.VBox([w.HTML('<b style="font:14px sans-serif">The next transitions '
                                  '(click one to take it)</b>'), self.scheduler],
-                         layout=w.Layout(width="38%", padding="0 0 0 8px"))
-            middle = [w.HBox([self.object_view, box], layout=w.Layout(width="100%"))]
-        self.children = tuple(x for x in (self.controls, *middle, self.timeline, self.storage,
-                                          self.errors) if x is not None)
+                         layout=w.Layout(flex=f"1 1 {round(300 * scale)}px", min_width="0",
+                                         padding="0 0 0 8px"))
+            middle = [w.HBox([self.object_view, box],
+                             layout=w.Layout(width="100%", flex_flow="row wrap",
+                                             align_items="flex-start"))]
+        style = w.HTML(layout_stylesheet() + scale_stylesheet(scale))
+        self.children = tuple(x for x in (style, self.controls, *middle, self.timeline,
+                                          self.storage, self.errors) if x is not None)
         self.add_class("dl-watch")
 
     def _registry_key(self) -> str:

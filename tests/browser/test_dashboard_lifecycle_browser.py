@@ -28,13 +28,18 @@ import time
 from dashboard_notebook import build
 from harness import (
     STDERR,
+    TIMEOUT_SCALE,
     BrowserSession,
-    attr,
     browser_marks,
     log_console_text,
     print_report,
+    reset_seen,
     run_all,
+    shoot,
     shots_dir,
+    wait_count,
+    wait_js,
+    wait_seen,
 )
 
 pytestmark = browser_marks()
@@ -53,7 +58,7 @@ def _prompt(cell) -> str:
     return cell.locator(".jp-InputPrompt").first.inner_text().strip()
 
 
-def _run_cell(page, index: int, done: str, timeout: float = 90.0) -> None:
+def _run_cell(page, index: int, done: str, timeout: float = 300.0) -> None:
     """Select code cell ``index`` (command mode) and run it in place; wait for its new prompt.
 
     ``done``: a selector inside the cell that its last output shows (the dashboard, the
@@ -66,7 +71,7 @@ def _run_cell(page, index: int, done: str, timeout: float = 90.0) -> None:
     cell.locator(".jp-InputPrompt").first.click()
     page.keyboard.press("Escape")
     page.keyboard.press("Control+Enter")
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * TIMEOUT_SCALE
     seen_running = False
     while time.monotonic() < deadline:
         now = _prompt(cell)
@@ -93,27 +98,31 @@ def _count(page, index: int) -> dict:
     return {"subscribers": int(m[1]), "listeners": int(m[2]), "open": m[3], "pid": int(m[4])}
 
 
-def _updates(page, seconds: float = 3.0) -> list[int]:
-    """The visible dashboard's last event number, sampled; it must grow (the panels update)."""
-    seqs = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        v = attr(page, ".dl-dashboard .dl-runstate", "data-seq")
-        if v is not None and (not seqs or int(v) != seqs[-1]):
-            seqs.append(int(v))
-        time.sleep(0.1)
-    return seqs
+def _updates(page) -> list[int]:
+    """The visible dashboard's event numbers, waited for until they grew twice (the panels
+    update). Recorded by the page (harness.RECORDER_JS) from the moment reset_seen() ran, so a
+    busy machine cannot make the test look in the wrong second."""
+    values = wait_seen(page, "dl-runstate", "seq",
+                       "v => v.length >= 3 && +v[v.length - 1] > +v[0]",
+                       what="the dashboard's event number growing")
+    return [int(v) for v in values]
 
 
 def _state(page, index: int) -> dict:
     """One snapshot after a (re-)run: counts printed by the kernel and what the page shows."""
-    page.locator(".dl-dashboard .dl-objectview").first.wait_for(timeout=30_000)
-    page.locator(".dl-dashboard canvas").first.wait_for(timeout=30_000)
-    page.wait_for_timeout(500)  # closed widgets leave the page asynchronously
+    page.locator(".dl-dashboard .dl-objectview").first.wait_for(timeout=60_000 * TIMEOUT_SCALE)
+    wait_count(page.locator(".dl-dashboard canvas"), 3, what="the dashboard's canvases")
+    # closed widgets leave the page asynchronously: wait until one dashboard is left
+    try:
+        wait_js(page, "() => document.querySelectorAll('.dl-dashboard').length === 1",
+                timeout=60, what="one dashboard in the page")
+    except AssertionError:
+        pass  # counted and asserted below, with the rest of the state
     out = _count(page, index)
     out["dashboards"] = page.locator(".dl-dashboard").count()
     out["objectviews"] = page.locator(".dl-objectview").count()
     out["canvases"] = page.locator(".dl-dashboard canvas").count()
+    reset_seen(page)
     out["seq"] = _updates(page)
     out["stderr"] = page.locator(STDERR).count()
     out["panel_errors"] = page.locator(".dl-errors .jp-OutputArea-output").count()
@@ -140,7 +149,7 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
     # code cells: 0 setup, 1 dashboard, 2 workload, 3 phase (awaits 3 s), 4 count
     count_cell = 4
     expect(_code_cell(page, count_cell).locator(".jp-OutputArea-output", has_text="SUBSCRIBERS")
-           .or_(page.locator(STDERR)).first).to_be_visible(timeout=60_000)
+           .or_(page.locator(STDERR)).first).to_be_visible(timeout=180_000 * TIMEOUT_SCALE)
     states["run_all"] = _state(page, count_cell)
     T["run_all"] = round(time.monotonic() - t0, 1)
 
@@ -168,7 +177,8 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
     _code_cell(page, 3).locator(".jp-InputPrompt").first.click()
     page.keyboard.press("Escape")
     page.keyboard.press("v")
-    expect(page.locator(".jp-Notebook .jp-CodeCell")).to_have_count(6, timeout=10_000)
+    expect(page.locator(".jp-Notebook .jp-CodeCell")).to_have_count(
+        6, timeout=30_000 * TIMEOUT_SCALE)
     count_cell = 5  # the copy is code cell 4 now
     _run_cell(page, 4, DASHBOARD_DONE)
     _run_cell(page, count_cell, COUNT_DONE)
@@ -185,7 +195,7 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
     page.locator(".lm-MenuBar-itemLabel:text-is('Kernel')").click()
     page.locator(".lm-Menu-itemLabel", has_text="Restart Kernel and Run All Cells").click()
     page.locator(".jp-Dialog .jp-mod-accept").click()
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 300 * TIMEOUT_SCALE
     while True:
         out = _code_cell(page, count_cell).locator(".jp-OutputArea-output")
         text = out.first.inner_text() if out.count() else ""
@@ -200,7 +210,7 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
         time.sleep(0.2)
     states["restarted"] = _state(page, count_cell)
     T["restart_and_run_all"] = round(time.monotonic() - t1, 1)
-    page.locator(".dl-dashboard").first.screenshot(path=shots / "dashboard-after-restart.png")
+    shoot(page, page.locator(".dl-dashboard"), shots / "dashboard-after-restart.png")
     T["total"] = round(time.monotonic() - t0, 1)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import nbformat
 import pytest
@@ -28,6 +27,7 @@ from harness import (
     print_report,
     run_all,
     wait_all_cells_ran,
+    wait_js,
 )
 from nbformat.v4 import new_code_cell, new_notebook
 
@@ -113,10 +113,16 @@ def test_plots_hold_what_the_kernel_holds(session, form):
         assert not page.locator(ERROR_OUTPUT).count(), page.locator(ERROR_OUTPUT).first.inner_text()
         text = page.locator(".jp-OutputArea-output", has_text="KERNEL_ROWS").first.inner_text()
         kernel = json.loads(re.search(r"\{.*\}", text)[0].replace("'", '"'))
-        # the page may still be applying the last frames: poll, then compare
-        deadline = time.monotonic() + 10
-        while (shown := page.evaluate(ROWS_JS)) != kernel and time.monotonic() < deadline:
-            time.sleep(0.2)
+        # the page may still be applying the last frames: wait (in the page) until it holds
+        # what the kernel holds; on timeout, compare what it had then
+        try:
+            shown = wait_js(page, f"""k => {{ const o = ({ROWS_JS})();
+                const same = Object.keys(o).length === Object.keys(k).length
+                             && Object.keys(k).every(n => o[n] === k[n]);
+                return same ? o : null; }}""", kernel, timeout=30,
+                            what="the plots' rows to equal the kernel's")
+        except AssertionError:
+            shown = page.evaluate(ROWS_JS)
         session.report[form] = {"kernel": kernel, "browser": shown}
         assert kernel["timeline"] > 20, kernel  # the workload streamed rows
         assert shown == kernel, f"{form}: the page shows {shown}, the kernel holds {kernel}"
