@@ -62,6 +62,8 @@ async def test_the_feed_flushes_by_itself_at_most_25_times_a_second(lab):
     view = widgets.object_view(lab, stub)
     feed = view._feed
     assert feed.interval == pytest.approx(0.04)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     for _ in range(30):
         await stub.increment()
     # Drawn by a frame of its own (no flush by hand): wait for it, with a deadline (a redraw
@@ -72,8 +74,12 @@ async def test_the_feed_flushes_by_itself_at_most_25_times_a_second(lab):
         if "30 answered" in view.html.value:
             break
     stats = feed.statistics()
+    elapsed = loop.time() - started
     assert stats.buffered == 0 and stats.events > 300
-    assert 1 <= stats.frames <= 4  # 300+ events, a handful of frames
+    # 300+ events, and at most one frame per 40 ms of the time they took to come (a loaded
+    # machine makes the 30 calls slower, so it may take more frames, never more per second).
+    assert 1 <= stats.frames <= elapsed / 0.04 + 1, (stats.frames, elapsed)
+    assert stats.frames < stats.events / 10  # frames are not per event
     assert "30 answered" in view.html.value
     view.close()
     assert feed.closed and not stats.dropped
