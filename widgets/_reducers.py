@@ -428,7 +428,7 @@ class GateLanes:
         return rows
 
 
-def _forget_oldest(table: dict[int, int]) -> None:
+def _forget_oldest(table: dict[int, Any]) -> None:
     """Keep a hop table bounded (hops whose other end never comes, e.g. at lab.close())."""
     if len(table) > _MAX_HOPS:
         for key in list(table)[: len(table) - _MAX_HOPS]:
@@ -876,15 +876,37 @@ def _bin(size: int) -> int:
 
 
 class MetricsReducer:
-    """Counters for throughput, queue depth, batch sizes, and latency vs writes per call."""
+    """Throughput, queue depth, batch sizes and latency against writes, all on the lab clock.
 
-    def __init__(self, max_points: int = 5000) -> None:
+    **Intervals of lab time, not samples.** Every event carries ``time``, the lab clock's
+    reading when it happened (real, auto or manual clock: ``durable_lab/clock.py``). The
+    reducer cuts lab time into intervals of ``interval`` seconds from ``origin`` and, for each,
+    counts every call answered and every commit in it (a rate is that count over the
+    interval's length) and keeps the *highest* queue depth reached in it (all objects, and the
+    busiest one). Nothing happens between two wall-clock samples unseen: a burst of 400 calls
+    that queues and drains in 0.3 s is the tallest point of its interval, and on an auto clock
+    a minute of simulated alarms spreads over a minute of the axis however fast it ran.
+    Intervals in which nothing happened are not stored one by one: a run of them is two rows
+    at zero (its first and its last), so an hour's jump of a manual clock costs two rows.
+
+    **Latency is the caller's, on the lab clock**: from the call's arrival in the mailbox to
+    the reply leaving the output gate (or the code finishing, if the reply was not held); with
+    ``Lab(network=...)``, from the request leaving the caller's region to the reply landing
+    back there (the :class:`~durable_lab.events.NetworkHopStarted`/``Ended`` pair of its hop).
+    So a post from Amsterdam to an object in Tokyo is 230 ms however little the object did.
+    """
+
+    def __init__(self, max_points: int = 5000, *, interval: float = 0.25,
+                 origin: float | None = None, max_rows: int = 480) -> None:
+        if not interval > 0:
+            raise ValueError(f"interval must be > 0 seconds of lab time, got {interval!r}")
         self.events = 0
         self.answered = 0
         self.commits = 0
         self.writes = 0
         self.batch_hist = [0] * len(BATCH_BINS)
         self.queues: dict[str, int] = {}
+        self.depth = 0  # calls queued now, all objects
         self._queued_at: dict[int, tuple[float, str]] = {}
         self._writes_of: dict[int, int] = {}
         self._finished: int | None = None  # a delivery whose reply may be held next
@@ -897,23 +919,72 @@ class MetricsReducer:
         self.follow_every = 1
         self._until_followed = 1  # calls queued until the next one followed
         self._answered_at_take = 0
-        self._last = (0, 0, 0)  # events, answered, commits at the last snapshot
+        # -- intervals of lab time ----------------------------------------------------------
+        self.interval = float(interval)
+        self.origin = origin  # lab time of t = 0 (None: the first event's)
+        self._index = -1  # the open interval (-1: none yet)
+        self._ends = float("-inf")  # lab time at which the open interval ends
+        self._calls = 0  # answered in the open interval
+        self._commits = 0
+        self._peak = 0  # highest depth (all objects) in the open interval
+        self._busiest = 0  # longest queue of one object in the open interval
+        #: Closed intervals not yet taken: (t, calls/s, commits/s, queue depth, busiest queue).
+        self.rows: deque[tuple[float, float, float, float, float]] = deque(maxlen=max_rows)
+        # -- network hops (Lab(network=...)): a call's latency includes its two trips -------
+        self._hop_sent: dict[int, float] = {}  # request hop -> lab time it left
+        self._arriving: tuple[str, int, int] | None = None  # (object, hop, seq) just arrived
+        #: delivery -> (its request's hop, lab time the request left the caller)
+        self._hop_of: dict[int, tuple[int, float]] = {}
+        self._returning: dict[int, int] = {}  # hop -> delivery whose reply travels back
 
-    #: Latency dots wanted per take_points() (the metrics panel samples four times a second).
+    #: Latency dots wanted per take_points() (the metrics panel takes them about 4 times a second).
     DOTS_PER_TAKE = 200
 
     def _answer(self, d: int, t: float) -> None:
+        if self._hop_of:
+            came = self._hop_of.pop(d, None)
+            if came is not None:  # answered when the reply lands back (NetworkHopEnded)
+                self._returning[came[0]] = d
+                return
         self.answered += 1
+        self._calls += 1
         start = self._queued_at.pop(d, None)
         if start is not None:
             writes = self._writes_of.pop(d, 0)
             if len(self.points) < self.max_points:
                 self.points.append((writes, (t - start[0]) * 1000.0, start[1], ""))
 
+    def _roll(self, t: float) -> None:
+        """Lab time reached ``t``: close the open interval (and any empty ones) and open the
+        one ``t`` falls in."""
+        if self.origin is None:
+            self.origin = t
+        width = self.interval
+        index = int((t - self.origin) // width)
+        if index <= self._index:  # (a clock that stepped back: stay in the open interval)
+            return
+        if self._index >= 0:
+            rows = self.rows
+            depth = float(self.depth)
+            busiest = float(max(self.queues.values(), default=0))
+            rows.append((self._index * width, self._calls / width, self._commits / width,
+                         float(self._peak), float(self._busiest)))
+            gap = index - self._index - 1  # intervals with no event: two rows at zero
+            if gap >= 1:
+                rows.append(((self._index + 1) * width, 0.0, 0.0, depth, busiest))
+            if gap >= 2:
+                rows.append(((index - 1) * width, 0.0, 0.0, depth, busiest))
+        self._index = index
+        self._ends = self.origin + (index + 1) * width
+        self._calls = self._commits = 0
+        self._peak = self.depth
+        self._busiest = max(self.queues.values(), default=0)
+
     #: The events the metrics fold (the others are only counted).
     RELEVANT = frozenset({ev.DeliveryQueued, ev.DeliveryStarted, ev.StorageOp,
                           ev.DeliveryFinished, ev.ReplyReleased, ev.CommitDone,
-                          ev.InstanceReset, ev.InstanceEvicted})
+                          ev.InstanceReset, ev.InstanceEvicted, ev.NetworkHopStarted,
+                          ev.NetworkHopEnded})
 
     def consume(self, events: Sequence[ev.RuntimeEvent]) -> None:  # noqa: C901
         self.events += len(events)
@@ -927,13 +998,15 @@ class MetricsReducer:
             t = type(e)
             if finished is not None:
                 # The event right after a DeliveryFinished says whether its reply was held
-                # (the runtime emits ReplyHeld next if so): if not, the call was answered when
-                # it finished.
+                # (the runtime emits ReplyHeld next, in the same step, if so): if not, the
+                # call was answered when it finished (in the interval it finished in).
                 if not (t is ReplyHeld and e.delivery == finished):
                     self._answer(finished, self._finished_at)
                 finished = None
             if t not in relevant:
                 continue
+            if e.time >= self._ends:
+                self._roll(e.time)
             if t is StorageOp:
                 # Writes the code made, skipped ones ("unchanged": the same value) included.
                 if e.cache == "write" or e.cache == "unchanged":
@@ -942,23 +1015,39 @@ class MetricsReducer:
                     if e.delivery in queued_at:
                         writes_of[e.delivery] = writes_of.get(e.delivery, 0) + n
             elif t is DeliveryQueued:
-                queues[e.object] = e.queue_length
+                q = e.queue_length
+                self.depth += q - queues.get(e.object, 0)
+                queues[e.object] = q
+                if self.depth > self._peak:
+                    self._peak = self.depth
+                if q > self._busiest:
+                    self._busiest = q
                 until -= 1
+                arriving = self._arriving
+                if arriving is not None:
+                    self._arrived(e, arriving)
                 if until <= 0:  # a call whose latency is followed
                     until = self.follow_every
-                    queued_at[e.delivery] = (e.time, e.method)
+                    came = self._hop_of.get(e.delivery) if self._hop_of else None
+                    queued_at[e.delivery] = (e.time if came is None else came[1], e.method)
             elif t is DeliveryStarted:
                 q = queues.get(e.object, 0)
-                queues[e.object] = q - 1 if q > 0 else 0
+                if q > 0:
+                    queues[e.object] = q - 1
+                    self.depth -= 1
             elif t is DeliveryFinished:
                 finished, self._finished_at = e.delivery, e.time
             elif t is ReplyReleased:
                 self._answer(e.delivery, e.time)
             elif t is ev.CommitDone:
                 self.commits += 1
+                self._commits += 1
                 self.batch_hist[_bin(e.keys)] += 1
             elif t is ev.InstanceReset or t is ev.InstanceEvicted:
+                self.depth -= queues.get(e.object, 0)
                 queues[e.object] = 0
+            else:
+                self._hop(e)
         self._finished = finished
         self._until_followed = until
         if len(queued_at) > 100_000:  # calls that never answered (lab closed...)
@@ -966,22 +1055,60 @@ class MetricsReducer:
                 queued_at.pop(d, None)
                 writes_of.pop(d, None)
 
+    def _hop(self, e: ev.RuntimeEvent) -> None:
+        """A network hop (Lab(network=...)): the request leaving, arriving; the reply leaving,
+        landing (the call is answered then, its latency ending there)."""
+        if type(e) is ev.NetworkHopStarted:
+            if e.leg == "request":
+                self._hop_sent[e.hop] = e.time
+                _forget_oldest(self._hop_sent)
+        elif e.leg == "request":
+            self._arriving = (e.object, e.hop, e.seq)
+        else:
+            d = self._returning.pop(e.hop, None)
+            if d is not None:
+                self._answer(d, e.time)
+
+    def _arrived(self, e: ev.RuntimeEvent, arriving: tuple[str, int, int]) -> None:
+        """A delivery queued right after a request arrived: the call that came over the wire
+        (the same matching as the timeline's, see TimelineReducer)."""
+        self._arriving = None
+        obj, hop, seq = arriving
+        if (obj == e.object and e.kind_of_delivery in ("rpc", "fetch")
+                and e.seq - seq <= _ARRIVAL_GAP and hop in self._hop_sent):
+            self._hop_of[e.delivery] = (hop, self._hop_sent.pop(hop))
+            if len(self._hop_of) > _MAX_HOPS:
+                for d in list(self._hop_of)[: len(self._hop_of) - _MAX_HOPS]:
+                    del self._hop_of[d]
+            _forget_oldest(self._returning)
+
     def apply(self, e: ev.RuntimeEvent) -> None:
         self.consume((e,))
 
-    def snapshot(self, dt: float) -> dict[str, float]:
-        """Rates over the last ``dt`` seconds (one frame) and the current queue depth."""
-        events, answered, commits = self._last
-        self._last = (self.events, self.answered, self.commits)
-        dt = dt if dt > 0 else 1.0
-        depth = sum(self.queues.values())
-        return {
-            "events_per_s": (self.events - events) / dt,
-            "calls_per_s": (self.answered - answered) / dt,
-            "commits_per_s": (self.commits - commits) / dt,
-            "queue_depth": float(depth),
-            "max_queue": float(max(self.queues.values(), default=0)),
-        }
+    def settle(self) -> None:
+        """Every event of the steps taken so far has been folded: a call whose code finished
+        last, with no ``ReplyHeld`` after it, was answered then. (The reducer waits for the
+        event after a ``DeliveryFinished`` to know; the panel calls this when the feed has no
+        event left to hand over, so the last call of a run is counted without waiting for
+        another event. Not in ``consume``: a batch may end between the two events.)"""
+        finished, self._finished = self._finished, None
+        if finished is not None:
+            self._answer(finished, self._finished_at)
+
+    def take_rows(self) -> list[tuple[float, float, float, float, float]]:
+        """The intervals closed since the last take: (t, calls/s, commits/s, queue depth,
+        busiest queue), t in seconds of lab time since ``origin``."""
+        rows = list(self.rows)
+        self.rows.clear()
+        return rows
+
+    def open_row(self) -> tuple[float, float, float, float, float] | None:
+        """The interval events are still falling into (its rates so far), None before any."""
+        if self._index < 0:
+            return None
+        width = self.interval
+        return (self._index * width, self._calls / width, self._commits / width,
+                float(self._peak), float(self._busiest))
 
     def take_points(self) -> list[tuple[int, float, str, str]]:
         """The dots since the last take; from now on follow one call in as many as make about
