@@ -310,24 +310,35 @@ class ObjectsReducer:
 
 #: Segment kinds of the timeline, in drawing order, with their colours (see _theme).
 #: "network" only appears with Lab(network=...): the request's trip before "queued", the
-#: reply's trip after "reply held".
+#: reply's trip after "reply held". "awaiting io, gate held": awaiting io while the input gate
+#: stays closed (inside a blockConcurrencyWhile section, or under Lab(model="serial")).
 SEGMENT_KINDS = ("network", "queued", "running", "awaiting storage", "awaiting io",
-                 "reply held")
+                 "awaiting io, gate held", "reply held")
 
 #: Network hops a timeline remembers while they travel (older ones are forgotten first).
 _MAX_HOPS = 5000
 #: Events between a request's arrival and its DeliveryQueued: at most the InputGateLocked of a
 #: constructor (a first call makes the instance, whose constructor queues first).
 _ARRIVAL_GAP = 3
+#: Lane names remembered (delivery -> "alarm", method...), the oldest forgotten first.
+_MAX_LANE_NAMES = 5000
+
+#: The width, in events, of a span that opened and closed at the same event.
+MIN_EVENT_WIDTH = 0.6
 
 
 def _columns(*names: str) -> dict[str, list[Any]]:
     return {name: [] for name in names}
 
 
-SEGMENT_COLUMNS = ("delivery", "left", "right", "kind", "object", "method", "detail")
-MARKER_COLUMNS = ("delivery", "x", "batch", "size", "ok", "object", "label")
-GATE_COLUMNS = ("lane", "left", "right", "kind", "object", "detail", "label")
+#: Every row carries both x coordinates: ``left``/``right`` in events (the event's ``seq``)
+#: and ``t_left``/``t_right`` in milliseconds of lab time since the timeline's origin; the
+#: panel draws one pair or the other (``Timeline(x="events" | "time")``).
+SEGMENT_COLUMNS = ("delivery", "left", "right", "t_left", "t_right", "kind", "object", "method",
+                   "detail")
+MARKER_COLUMNS = ("delivery", "x", "t", "batch", "size", "ok", "object", "label")
+GATE_COLUMNS = ("lane", "left", "right", "t_left", "t_right", "kind", "object", "detail",
+                "label")
 
 #: The gate lanes above the delivery lanes, top to bottom, and what a span on each means.
 GATE_LANES = ("input gate", "commit", "output gate")
@@ -335,38 +346,49 @@ GATE_KINDS = {"input gate": "gate closed", "commit": "commit in flight",
               "output gate": "replies held"}
 
 
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f} ms" if seconds < 1 else f"{seconds:.3f} s"
+
+
 class GateLanes:
-    """When one object's input gate was closed (and by whom), when a commit was in flight and
-    when replies were held by the output gate: spans on the event axis.
+    """When one object's input gate was closed (and by whom), when a commit was in flight (and
+    whether it failed) and when replies were held by the output gate: spans with both x
+    coordinates (events and lab time, see SEGMENT_COLUMNS).
 
     At full speed a closed gate lasts microseconds and no frame ever shows it; as a span on the
     timeline it stays visible after the fact, next to the deliveries it kept waiting.
     """
 
-    def __init__(self, only: str | None = None) -> None:
+    def __init__(self, only: str | None = None, origin: float | None = None) -> None:
         self.object = only  # None: the first object that does something
-        self.open: dict[str, tuple[int, str, str]] = {}  # lane -> (start, detail, label)
+        self.origin = origin  # lab time of t = 0 ms (None: the first event's)
+        self.open: dict[str, tuple[int, float, str, str]] = {}  # lane -> (seq, ms, detail, label)
         self.rows = _columns(*GATE_COLUMNS)
         self.held = 0  # replies and outgoing calls held now
         self.closed_spans = 0  # input-gate spans closed so far (for tests and summaries)
+        self.failed_commits = 0
 
-    def _start(self, lane: str, x: int, detail: str, label: str) -> None:
-        self._end(lane, x)
-        self.open[lane] = (x, detail, label)
+    def _start(self, lane: str, x: int, t: float, detail: str, label: str) -> None:
+        self._end(lane, x, t)
+        self.open[lane] = (x, t, detail, label)
 
-    def _end(self, lane: str, x: int) -> None:
+    def _end(self, lane: str, x: int, t: float, kind: str = "", label: str | None = None
+             ) -> None:
         seg = self.open.pop(lane, None)
         if seg is None:
             return
-        start, detail, label = seg
+        start, start_t, detail, own_label = seg
         r = self.rows
         r["lane"].append(lane)
         r["left"].append(start)
-        r["right"].append(max(x, start + 0.6))
-        r["kind"].append(GATE_KINDS[lane])
+        r["right"].append(max(x, start + MIN_EVENT_WIDTH))
+        r["t_left"].append(start_t)
+        r["t_right"].append(max(t, start_t))
+        r["kind"].append(kind or GATE_KINDS[lane])
         r["object"].append(self.object or "")
-        r["detail"].append(f"{detail} (events {start}-{x})")
-        r["label"].append(label)
+        r["detail"].append(f"{detail} (events {start}-{x}, {_ms((t - start_t) / 1000)} of lab "
+                           "time)")
+        r["label"].append(own_label if label is None else label)
         if lane == "input gate":
             self.closed_spans += 1
 
@@ -376,51 +398,61 @@ class GateLanes:
                           ev.ReplyReleased, ev.OutgoingCallReleased, ev.InstanceReset,
                           ev.InstanceEvicted})
 
-    def apply(self, e: ev.RuntimeEvent, x: int) -> None:
+    def apply(self, e: ev.RuntimeEvent, x: int, t: float | None = None) -> None:
         if not e.object:
             return
         if self.object is None:
             self.object = e.object
         elif e.object != self.object:
             return
-        t = type(e)
-        if t is ev.InputGateLocked:
+        if t is None:
+            if self.origin is None:
+                self.origin = e.time
+            t = (e.time - self.origin) * 1000.0
+        kind = type(e)
+        if kind is ev.InputGateLocked:
             if e.depth == 0:
                 number = _delivery_of(e.holder)
                 label = f"#{number}" if number is not None else e.holder.split(" ")[0]
-                self._start("input gate", x, f"closed by {e.holder}", label)
-        elif t is ev.InputGateUnlocked:
+                self._start("input gate", x, t, f"closed by {e.holder}", label)
+        elif kind is ev.InputGateUnlocked:
             if e.depth == 0:
-                self._end("input gate", x)
-        elif t is ev.FlushStarted:
+                self._end("input gate", x, t)
+        elif kind is ev.FlushStarted:
             n = len(e.puts) + len(e.deletes) + (1 if e.delete_all else 0)
-            self._start("commit", x, f"batch {e.batch}: {n} key(s)", f"b{e.batch}")
-        elif t is ev.CommitDone or t is ev.CommitFailed:
-            self._end("commit", x)
-        elif t is ev.ReplyHeld or t is ev.OutgoingCallHeld:
+            self._start("commit", x, t, f"batch {e.batch}: {n} key(s)", f"b{e.batch}")
+        elif kind is ev.CommitDone:
+            self._end("commit", x, t)
+        elif kind is ev.CommitFailed:
+            # Red and labelled: the batch did NOT reach storage (the object resets next).
+            self.failed_commits += 1
+            self._end("commit", x, t, "commit failed", f"b{e.batch} failed")
+        elif kind is ev.ReplyHeld or kind is ev.OutgoingCallHeld:
             self.held += 1
             if self.held == 1:
-                self._start("output gate", x, "replies held until the commit lands", "")
-        elif t is ev.ReplyReleased or t is ev.OutgoingCallReleased:
+                self._start("output gate", x, t, "replies held until the commit lands", "")
+        elif kind is ev.ReplyReleased or kind is ev.OutgoingCallReleased:
             if self.held > 0:
                 self.held -= 1
                 if self.held == 0:
-                    self._end("output gate", x)
-        elif t is ev.InstanceReset or t is ev.InstanceEvicted:
+                    self._end("output gate", x, t)
+        elif kind is ev.InstanceReset or kind is ev.InstanceEvicted:
             for lane in list(self.open):
-                self._end(lane, x)
+                self._end(lane, x, t)
             self.held = 0
 
     def take(self) -> dict[str, list[Any]]:
         rows, self.rows = self.rows, _columns(*GATE_COLUMNS)
         return rows
 
-    def open_rows(self, last_x: int) -> dict[str, list[Any]]:
+    def open_rows(self, last_x: int, last_t: float = 0.0) -> dict[str, list[Any]]:
         rows = _columns(*GATE_COLUMNS)
-        for lane, (start, detail, label) in self.open.items():
+        for lane, (start, start_t, detail, label) in self.open.items():
             rows["lane"].append(lane)
             rows["left"].append(start)
-            rows["right"].append(max(last_x + 0.6, start + 0.6))
+            rows["right"].append(max(last_x + MIN_EVENT_WIDTH, start + MIN_EVENT_WIDTH))
+            rows["t_left"].append(start_t)
+            rows["t_right"].append(max(last_t, start_t))
             rows["kind"].append(GATE_KINDS[lane])
             rows["object"].append(self.object or "")
             rows["detail"].append(f"{detail} (since event {start})")
@@ -438,48 +470,59 @@ def _forget_oldest(table: dict[int, Any]) -> None:
 class TimelineReducer:
     """Lanes per delivery: closed segments and commit markers, as rows to stream.
 
-    The x axis is the event's ``seq`` (the order of everything that happened), so a run on a
-    memory backend, where everything takes microseconds, still spreads out readably; ``time``
-    is kept for the hover. ``only`` restricts the lanes to one object's deliveries.
+    Each row has two x coordinates (SEGMENT_COLUMNS): the event's ``seq`` (the order of
+    everything that happened, so a run on a memory backend, where everything takes
+    microseconds, still spreads out readably) and its lab time in milliseconds since
+    ``origin`` (so a 230 ms trip is 23 times as wide as a 10 ms one). ``only`` restricts the
+    lanes to one object's deliveries. ``names`` gives each lane's name: its method, or
+    ``alarm`` / ``websocket`` for the deliveries the runtime makes itself.
     """
 
-    def __init__(self, only: str | None = None) -> None:
+    def __init__(self, only: str | None = None, origin: float | None = None) -> None:
         self.only = only
-        #: delivery -> (kind, start seq, object, method)
-        self.open: dict[int, tuple[str, int, str, str]] = {}
+        self.origin = origin  # lab time of t = 0 ms (None: the first event's)
+        #: delivery -> (kind, start seq, start ms, object, method)
+        self.open: dict[int, tuple[str, int, float, str, str]] = {}
         self.methods: dict[int, str] = {}
+        self.names: dict[int, str] = {}  # delivery -> lane name ("alarm", its method...)
         self.segments = _columns(*SEGMENT_COLUMNS)
         self.markers = _columns(*MARKER_COLUMNS)
         #: per object: key -> delivery that wrote it last (who a commit belongs to)
         self._writers: dict[str, dict[str, int]] = {}
         self._batch_writers: dict[tuple[str, int], set[int]] = {}
         self.last_x = 0
-        self.gates = GateLanes(only)
+        self.last_t = 0.0  # ms of lab time of the latest event
+        self.gates = GateLanes(only, origin)
+        #: Objects whose input gate a blockConcurrencyWhile section holds now: an await there
+        #: keeps the gate closed, whatever the TurnEnded says (its gate_held is the turn's).
+        self._sections: set[str] = set()
         #: Network hops (Lab(network=...)): where each request left, the request that just
         #: arrived (object, hop, seq: its DeliveryQueued follows within _ARRIVAL_GAP events,
         #: only a new instance's constructor admission in between; else the call was not
         #: queued), and the delivery each hop became.
-        self._hop_sent: dict[int, int] = {}
+        self._hop_sent: dict[int, tuple[int, float]] = {}
         self._arriving: tuple[str, int, int] | None = None
         self._hop_delivery: dict[int, int] = {}
 
-    def _close(self, delivery: int, x: int) -> None:
+    def _close(self, delivery: int, x: int, t: float) -> None:
         seg = self.open.pop(delivery, None)
         if seg is None:
             return
-        kind, start, obj, method = seg
+        kind, start, start_t, obj, method = seg
         s = self.segments
         s["delivery"].append(delivery)
         s["left"].append(start)
-        s["right"].append(max(x, start + 0.6))
+        s["right"].append(max(x, start + MIN_EVENT_WIDTH))
+        s["t_left"].append(start_t)
+        s["t_right"].append(t if t > start_t else start_t)
         s["kind"].append(kind)
         s["object"].append(obj)
         s["method"].append(method)
-        s["detail"].append(f"{kind}: events {start}-{x}")
+        s["detail"].append(f"{kind}: events {start}-{x}, {_ms((t - start_t) / 1000)} of lab time")
 
-    def _open(self, delivery: int, kind: str, x: int, obj: str) -> None:
-        self._close(delivery, x)
-        self.open[delivery] = (kind, x, obj, self.methods.get(delivery, ""))
+    def _open(self, delivery: int, kind: str, x: int, t: float, obj: str) -> None:
+        self._close(delivery, x, t)
+        self.open[delivery] = (kind, x, t, obj, self.methods.get(delivery, ""))
 
     def consume(self, events: Sequence[ev.RuntimeEvent]) -> None:
         only = self.only
@@ -488,27 +531,32 @@ class TimelineReducer:
         gate_events = GateLanes.RELEVANT
         for e in events:
             if only is None or e.object == only:
+                origin = self.origin
+                if origin is None:
+                    origin = self.origin = lanes.origin = e.time
+                t = (e.time - origin) * 1000.0
                 if type(e) in gate_events or lanes.object is None:
-                    lanes.apply(e, e.seq)
-                apply(e)
+                    lanes.apply(e, e.seq, t)
+                apply(e, t)
 
     def apply(self, e: ev.RuntimeEvent) -> None:
         self.consume((e,))
 
-    def _apply(self, e: ev.RuntimeEvent) -> None:  # noqa: C901
+    def _apply(self, e: ev.RuntimeEvent, now: float) -> None:  # noqa: C901
         x = e.seq
         self.last_x = x
+        self.last_t = now
         t = type(e)
         if t is ev.StorageOp:
             if e.cache != "write":
                 seg = self.open.get(e.delivery)
                 if seg is not None and seg[0] == "awaiting storage":
-                    self._open(e.delivery, "running", x, e.object)
+                    self._open(e.delivery, "running", x, now, e.object)
                 return
             d = e.delivery
             seg = self.open.get(d)
             if seg is not None and seg[0] == "awaiting storage":
-                self._open(d, "running", x, e.object)
+                self._open(d, "running", x, now, e.object)
             writers = self._writers.get(e.object)
             if writers is None:
                 writers = self._writers[e.object] = {}
@@ -516,47 +564,60 @@ class TimelineReducer:
                 writers[key] = d
         elif t is ev.DeliveryQueued:
             self.methods[e.delivery] = e.method
+            kind_of = e.kind_of_delivery
+            self.names[e.delivery] = kind_of if kind_of in ("alarm", "websocket") else e.method
+            if len(self.names) > _MAX_LANE_NAMES:
+                del self.names[next(iter(self.names))]
             arriving, self._arriving = self._arriving, None
             hop = (arriving[1] if arriving is not None and arriving[0] == e.object
-                   and e.kind_of_delivery in ("rpc", "fetch")
+                   and kind_of in ("rpc", "fetch")
                    and e.seq - arriving[2] <= _ARRIVAL_GAP else None)
             if hop is not None and hop in self._hop_sent:
                 # The request's trip, drawn on the lane it turned into, ending where it queued.
-                self.open[e.delivery] = ("network", self._hop_sent.pop(hop), e.object, e.method)
+                sent_x, sent_t = self._hop_sent.pop(hop)
+                self.open[e.delivery] = ("network", sent_x, sent_t, e.object, e.method)
                 self._hop_delivery[hop] = e.delivery
                 _forget_oldest(self._hop_delivery)
-            self._open(e.delivery, "queued", x, e.object)
+            self._open(e.delivery, "queued", x, now, e.object)
         elif t is ev.NetworkHopStarted:
             if e.leg == "request":
-                self._hop_sent[e.hop] = x
+                self._hop_sent[e.hop] = (x, now)
                 _forget_oldest(self._hop_sent)
             else:
                 d = self._hop_delivery.get(e.hop)
                 if d is not None:
                     self.methods[d] = e.method
-                    self._open(d, "network", x, e.object)
+                    self._open(d, "network", x, now, e.object)
         elif t is ev.NetworkHopEnded:
             if e.leg == "request":
                 self._arriving = (e.object, e.hop, x)
             else:
                 d = self._hop_delivery.pop(e.hop, None)
                 if d is not None:
-                    self._close(d, x)
+                    self._close(d, x, now)
                     self.methods.pop(d, None)
         elif t is ev.DeliveryStarted or t is ev.DeliveryResumed:
-            self._open(e.delivery, "running", x, e.object)
+            self._open(e.delivery, "running", x, now, e.object)
         elif t is ev.TurnEnded:
-            kind = "awaiting storage" if e.gate_held else "awaiting io"
-            self._open(e.delivery, kind, x, e.object)
+            if e.awaiting == "storage":
+                kind = "awaiting storage"
+            elif e.gate_held or e.object in self._sections:
+                kind = "awaiting io, gate held"
+            else:
+                kind = "awaiting io"
+            self._open(e.delivery, kind, x, now, e.object)
         elif t is ev.DeliveryFinished:
-            self._close(e.delivery, x)
+            self._close(e.delivery, x, now)
             self.methods.pop(e.delivery, None)
         elif t is ev.ReplyHeld:
             self.methods.setdefault(e.delivery, "")
-            self._open(e.delivery, "reply held", x, e.object)
+            self._open(e.delivery, "reply held", x, now, e.object)
         elif t is ev.ReplyReleased:
-            self._close(e.delivery, x)
+            self._close(e.delivery, x, now)
             self.methods.pop(e.delivery, None)
+        elif t is ev.InputGateLocked or t is ev.InputGateUnlocked:
+            if e.depth == 0 and e.holder == "critical section":
+                self._section(e.object, t is ev.InputGateLocked, x, now)
         elif t is ev.FlushStarted:
             writers = self._writers.get(e.object, {})
             owners = {writers[k] for k in e.puts + e.deletes if k in writers}
@@ -572,18 +633,33 @@ class TimelineReducer:
             for d in sorted(owners):
                 m["delivery"].append(d)
                 m["x"].append(x)
+                m["t"].append(now)
                 m["batch"].append(e.batch)
                 m["size"].append(size)
                 m["ok"].append(ok)
                 m["object"].append(e.object)
-                m["label"].append(str(size) if ok else "✗")
+                m["label"].append(str(size) if ok else "✗ failed")
         elif t is ev.InstanceReset or t is ev.InstanceEvicted:
-            for d in [d for d, seg in self.open.items() if seg[2] == e.object]:
-                self._close(d, x)
+            self._sections.discard(e.object)
+            for d in [d for d, seg in self.open.items() if seg[3] == e.object]:
+                self._close(d, x, now)
             self._writers.pop(e.object, None)
             for key in [k for k in self._batch_writers if k[0] == e.object]:
                 if t is ev.InstanceReset:
                     del self._batch_writers[key]
+
+    def _section(self, obj: str, closed: bool, x: int, now: float) -> None:
+        """A blockConcurrencyWhile section took (or gave back) the object's input gate: the
+        deliveries of that object awaiting io now wait with the gate closed (or open again)."""
+        before, after = (("awaiting io", "awaiting io, gate held") if closed else
+                         ("awaiting io, gate held", "awaiting io"))
+        if closed:
+            self._sections.add(obj)
+        else:
+            self._sections.discard(obj)
+        for d, seg in list(self.open.items()):
+            if seg[0] == before and seg[3] == obj:
+                self._open(d, after, x, now, obj)
 
     def take(self) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
         """The rows closed since the last call (segments, markers), then forget them."""
@@ -595,11 +671,14 @@ class TimelineReducer:
     def open_rows(self) -> dict[str, list[Any]]:
         """The segments still open, drawn up to the latest event (replaced once per frame)."""
         rows = _columns(*SEGMENT_COLUMNS)
-        end = self.last_x + 0.6
-        for d, (kind, start, obj, method) in self.open.items():
+        end = self.last_x + MIN_EVENT_WIDTH
+        now = self.last_t
+        for d, (kind, start, start_t, obj, method) in self.open.items():
             rows["delivery"].append(d)
             rows["left"].append(start)
-            rows["right"].append(max(end, start + 0.6))
+            rows["right"].append(max(end, start + MIN_EVENT_WIDTH))
+            rows["t_left"].append(start_t)
+            rows["t_right"].append(max(now, start_t))
             rows["kind"].append(kind)
             rows["object"].append(obj)
             rows["method"].append(method)
