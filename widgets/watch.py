@@ -36,7 +36,8 @@ class Watch(Panel):
 
     def __init__(self, lab: Lab, target: Any = None, *, timeline: bool = True,
                  scheduler: bool = False, storage: bool = False, controls: bool = True,
-                 speed: float | None = None, scale: float = 1.0, **kwargs: Any) -> None:
+                 speed: float | None = None, scale: float = 1.0, x: str = "events",
+                 **kwargs: Any) -> None:
         self.target = label_of(target)
         super().__init__(lab, **kwargs)
         feed = self._feed
@@ -48,7 +49,7 @@ class Watch(Panel):
                                   **sub) if controls or speed else None)
         self.scheduler = (SchedulerPanel(lab, label, reducer=self.objects, **sub)
                           if scheduler else None)
-        self.timeline = (Timeline(lab, label, height=260, scale=scale, **sub)
+        self.timeline = (Timeline(lab, label, x=x, height=260, scale=scale, **sub)
                          if timeline else None)
         self.storage = StorageInspector(lab, label, **sub) if storage else None
         # Order matters: the shared reducer folds a frame's events before its readers draw.
