@@ -210,6 +210,11 @@ class Metrics(Panel):
         del rows[:-self.rollover]
         self._open = open_row
         shown = (rows + [open_row] if open_row is not None else rows)[-self.rollover:]
+        if shown:
+            # The last interval's step ends where the interval does (a step is drawn from one
+            # point to the next: without this, one interval alone would draw nothing).
+            last = shown[-1]
+            shown = [*shown, (last[0] + self.reducer.interval, *last[1:])]
         columns = list(zip(*shown, strict=True)) if shown else [()] * 5
         self.rates.data = {name: np.array(values, dtype=np.float64)
                            for name, values in zip(_RATE_COLUMNS, columns, strict=True)}
@@ -222,7 +227,7 @@ class Metrics(Panel):
             return
         start = float(times[0])
         width = self.reducer.interval
-        end = float(times[-1]) + width
+        end = float(times[-1])  # (the end of the last interval: see _draw_rates)
         self._f1.x_range.update(start=start, end=max(end, start + 10 * width))
         top_rate = max(float(np.max(data["calls_per_s"])), float(np.max(data["commits_per_s"])))
         top_queue = float(np.max(data["queue_depth"]))

@@ -79,8 +79,15 @@ _LEGEND = {"awaiting storage": "awaiting storage (gate held)",
 #: Approximate width of one character of a 11 px label, in pixels (for fit_labels).
 _CHAR_PX = 6.5
 
-#: Longest lane name on the delivery axis, in characters (the rest is cut).
-_LANE_NAME_CHARS = 10
+#: Longest lane name on the delivery axis, in characters (longer ones are cut, with "…").
+_LANE_NAME_CHARS = 11
+
+#: Pixels a lane label needs vertically (12 px text and a little air).
+_LANE_LABEL_PX = 15
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= _LANE_NAME_CHARS else name[:_LANE_NAME_CHARS - 1] + "…"
 
 
 def fit_labels(lefts: Any, rights: Any, labels: Any, start: float, end: float,
@@ -336,11 +343,15 @@ class Timeline(Panel):
         self._name_lanes(bottom, top)
 
     def _name_lanes(self, bottom: int, top: int) -> None:
-        """One tick per lane, named by its delivery and method ("7 alarm")."""
-        lanes = list(range(bottom, top + 1))
+        """A tick per lane, named by its delivery and method ("7 alarm"); every second or
+        third lane only when the lanes are thinner than a line of text (alarm lanes always)."""
         names = self.reducer.names
-        overrides = {d: f"{d} {names[d][:_LANE_NAME_CHARS]}" if names.get(d) else str(d)
-                     for d in lanes}
+        frame = max(40, self.figure.height - round(150 * self.scale))  # less title, axis, legend
+        per_lane = frame / (top - bottom + 1)
+        step = max(1, -(-round(_LANE_LABEL_PX * self.scale) // max(1, int(per_lane))))
+        lanes = [d for d in range(bottom, top + 1)
+                 if (d - bottom) % step == 0 or names.get(d) == "alarm"]
+        overrides = {d: f"{d} {_short(names[d])}" if names.get(d) else str(d) for d in lanes}
         axis = self.figure.yaxis[0]
         if list(axis.ticker.ticks) != lanes:
             axis.ticker.ticks = lanes
