@@ -234,6 +234,20 @@ async def test_a_burst_of_400_calls_at_one_object_shows_its_queue():
         m.close()
 
 
+async def test_lesson_06s_hot_object_queue_shows_on_the_queue_depth_plot():
+    """The lesson's own workload: 8 clients, 400 increments, 90 % at one object."""
+    async with Lab(storage="memory", seed=1, commit_latency=0.002) as hot:
+        counters = hot.bind("COUNTER", Counter)
+        m = widgets.metrics(hot)
+        await run_workload(counters, method="increment", clients=8, calls=400, objects=8,
+                           distribution="hot", skew=0.9, seed=1)
+        _draw(m)
+        busiest = list(m.rates.data["max_queue"])
+        assert max(busiest) >= 5  # the hot object's queue (8 clients: at most 7-8 waiting)
+        assert not m._empty[1].visible
+        m.close()
+
+
 def test_queue_depth_per_interval_is_the_highest_reached_in_it():
     from durable_lab import events as ev
 
