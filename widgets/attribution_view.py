@@ -78,6 +78,7 @@ def show_on_timeline(timeline: Timeline, delivery: int) -> bool:
     half = timeline.lanes / 2
     timeline.figure.y_range.update(start=delivery - half, end=delivery + half)
     timeline.segments.selected.indices = rows
+    timeline.refresh()  # the lanes in view named, the gate labels fitted to the new window
     return True
 
 

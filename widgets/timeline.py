@@ -224,6 +224,7 @@ class Timeline(Panel):
         # A pan or zoom by hand (follow off): the gate labels that fit change.
         for attr in ("start", "end"):
             self.figure.x_range.on_change(attr, self._zoomed)
+            self.figure.y_range.on_change(attr, self._zoomed)
 
     # -- the x axis ---------------------------------------------------------------------------
 
@@ -256,7 +257,7 @@ class Timeline(Panel):
 
     def _zoomed(self, _attr: str, _old: Any, _new: Any) -> None:
         if not self.follow.value:
-            self._dirty = True  # re-fit the gate labels at the next frame
+            self._dirty = True  # re-fit the gate labels and lane names at the next frame
 
     def _gate_title(self) -> str:
         who = self.reducer.gates.object
@@ -305,6 +306,12 @@ class Timeline(Panel):
             self.gate_figure.title.text = title
         if self.follow.value and reducer.last_x:
             self._follow(open_rows)
+        else:  # panned or zoomed by hand (or scrolled to a call): name the lanes in view
+            y_range = self.figure.y_range
+            bottom = max(1, int(np.ceil(y_range.start)))
+            top = int(np.floor(y_range.end))
+            if top >= bottom:
+                self._name_lanes(bottom, top)
         self._fit_gate_labels()
 
     def _follow(self, open_rows: dict[str, list[Any]]) -> None:

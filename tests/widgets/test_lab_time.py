@@ -208,6 +208,7 @@ async def test_where_time_went_scrolls_a_lab_time_timeline_in_its_units():
         x_range = tl.figure.x_range
         # The call spans 5,000 ms of lab time; the view shows it with a margin in ms.
         assert x_range.start < 0 and 5000 < x_range.end < 6000
+        assert tl.figure.yaxis[0].major_label_overrides[1] == "1 slow_report"  # lane in view
         tl.close()
 
 
