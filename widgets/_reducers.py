@@ -346,10 +346,6 @@ GATE_KINDS = {"input gate": "gate closed", "commit": "commit in flight",
               "output gate": "replies held"}
 
 
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.3f} ms" if seconds < 1 else f"{seconds:.3f} s"
-
-
 class GateLanes:
     """When one object's input gate was closed (and by whom), when a commit was in flight (and
     whether it failed) and when replies were held by the output gate: spans with both x
@@ -386,8 +382,7 @@ class GateLanes:
         r["t_right"].append(max(t, start_t))
         r["kind"].append(kind or GATE_KINDS[lane])
         r["object"].append(self.object or "")
-        r["detail"].append(f"{detail} (events {start}-{x}, {_ms((t - start_t) / 1000)} of lab "
-                           "time)")
+        r["detail"].append(f"{detail} (events {start}-{x})")
         r["label"].append(own_label if label is None else label)
         if lane == "input gate":
             self.closed_spans += 1
@@ -518,7 +513,7 @@ class TimelineReducer:
         s["kind"].append(kind)
         s["object"].append(obj)
         s["method"].append(method)
-        s["detail"].append(f"{kind}: events {start}-{x}, {_ms((t - start_t) / 1000)} of lab time")
+        s["detail"].append(f"{kind}: events {start}-{x}")  # (lab time: the hover's t columns)
 
     def _open(self, delivery: int, kind: str, x: int, t: float, obj: str) -> None:
         self._close(delivery, x, t)
@@ -529,9 +524,9 @@ class TimelineReducer:
         apply = self._apply
         lanes = self.gates
         gate_events = GateLanes.RELEVANT
+        origin = self.origin
         for e in events:
             if only is None or e.object == only:
-                origin = self.origin
                 if origin is None:
                     origin = self.origin = lanes.origin = e.time
                 t = (e.time - origin) * 1000.0
@@ -1073,6 +1068,7 @@ class MetricsReducer:
         queued_at, queues, writes_of = self._queued_at, self.queues, self._writes_of
         finished = self._finished  # a delivery that just finished: was its reply held?
         until = self._until_followed
+        ends = self._ends  # lab time at which the open interval ends
         for e in events:
             t = type(e)
             if finished is not None:
@@ -1084,8 +1080,9 @@ class MetricsReducer:
                 finished = None
             if t not in relevant:
                 continue
-            if e.time >= self._ends:
+            if e.time >= ends:
                 self._roll(e.time)
+                ends = self._ends
             if t is StorageOp:
                 # Writes the code made, skipped ones ("unchanged": the same value) included.
                 if e.cache == "write" or e.cache == "unchanged":

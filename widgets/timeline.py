@@ -14,8 +14,8 @@ Two x axes, one toggle (``x=`` or the buttons above the plot):
   or manual) since the timeline opened. Distance and commit latency have width: a 230 ms trip
   from Amsterdam is 23 times as wide as a 10 ms local one. What takes no lab time (an object's
   own work on an auto or manual clock) has zero width; such spans stay visible because every
-  bar is outlined in its own colour, ``MIN_SPAN_PX`` pixels wide at any zoom (their true
-  extent is in the hover). A clock that never moved puts everything at one instant: the event
+  bar is outlined in its own colour, ``MIN_SPAN_PX`` pixels wide at any zoom (the hover gives
+  every span's lab time, on either axis). A clock that never moved puts everything at one instant: the event
   axis then shows the order.
 
 Every row carries both coordinates (``widgets._reducers.SEGMENT_COLUMNS``): switching the axis
@@ -75,6 +75,9 @@ MIN_SPAN_PX = 2
 _LEGEND = {"awaiting storage": "awaiting storage (gate held)",
            "awaiting io": "awaiting io (gate open)",
            "awaiting io, gate held": "awaiting io (gate held)"}
+
+#: A span's lab time in the hover, on either axis (ms since the timeline opened).
+_LAB_TIME_TIP = "@t_left{0.000} to @t_right{0.000} ms"
 
 #: Approximate width of one character of a 11 px label, in pixels (for fit_labels).
 _CHAR_PX = 6.5
@@ -163,7 +166,8 @@ class Timeline(Panel):
         labels = gates.text(x="x", y="lane", text="label", source=self.gate_labels, x_offset=2,
                             text_baseline="middle", text_font_size=px(11, scale),
                             text_color="#ffffff")
-        gates.add_tools(HoverTool(renderers=[spans], tooltips=[("", "@kind"), ("", "@detail")]))
+        gates.add_tools(HoverTool(renderers=[spans], tooltips=[
+            ("", "@kind"), ("", "@detail"), ("lab time", _LAB_TIME_TIP)]))
         gates.xaxis.visible = False
         style_figure(gates, scale)
         gates.min_border_left = border
@@ -186,7 +190,8 @@ class Timeline(Panel):
         mark_text = fig.text(x="x", y="delivery", text="label", source=self.markers, x_offset=7,
                              y_offset=-4, text_font_size=px(12, scale), text_color="#14532d")
         fig.add_tools(HoverTool(renderers=[bars], tooltips=[
-            ("delivery", "@delivery @method"), ("object", "@object"), ("", "@detail")]))
+            ("delivery", "@delivery @method"), ("object", "@object"), ("", "@detail"),
+            ("lab time", _LAB_TIME_TIP)]))
         fig.add_tools(HoverTool(renderers=[marks], tooltips=[
             ("commit", "batch @batch of @object"), ("keys", "@size")]))
         fig.yaxis.ticker = FixedTicker(ticks=[1, 2, 3])
