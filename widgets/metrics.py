@@ -47,6 +47,7 @@ _LATENCY_TYPES = {"writes": np.int32, "ms": np.float64}
 
 #: The columns of the rates source, in the order of MetricsReducer's rows.
 _RATE_COLUMNS = ("t", "calls_per_s", "commits_per_s", "queue_depth", "max_queue")
+_RATE_TYPES = dict.fromkeys(_RATE_COLUMNS, np.float64)
 
 #: Bars of the batch histogram start here on the log axis (a count of 1 still shows).
 LOG_FLOOR = 0.7
@@ -93,9 +94,10 @@ class Metrics(Panel):
         self.max_points = points
         self._last_sample = 0.0
         self._latencies: list[float] = []
-        #: The intervals drawn: closed ones, then the open one (replaced as it fills).
-        self._rows: list[tuple[float, float, float, float, float]] = []
+        #: The open interval drawn last, and how many rows at the end of the rates source are
+        #: provisional (that interval and the point where it ends: see _draw_rates).
         self._open: tuple[float, float, float, float, float] | None = None
+        self._provisional = 0
         self.rates = ColumnDataSource({"t": [], "calls_per_s": [], "commits_per_s": [],
                                        "queue_depth": [], "max_queue": []}, name="metrics_rates")
         self.batches = ColumnDataSource({"bin": [b[0] for b in BATCH_BINS],
@@ -202,22 +204,33 @@ class Metrics(Panel):
 
     def _draw_rates(self, closed: list[tuple[float, float, float, float, float]],
                     open_row: tuple[float, float, float, float, float] | None) -> None:
-        """The intervals of lab time: the closed ones, then the one still filling."""
+        """The intervals of lab time: the closed ones, then the one still filling, then where
+        the last one ends (a step is drawn from one point to the next: without that point,
+        one interval alone would draw nothing).
+
+        The last two rows of the source are provisional (the open interval and the end
+        point): each frame patches them with what comes next and streams the rest, so a
+        frame sends the rows that changed, not the whole plot."""
         if not closed and open_row == self._open:
             return
-        rows = self._rows
-        rows.extend(closed)
-        del rows[:-self.rollover]
         self._open = open_row
-        shown = (rows + [open_row] if open_row is not None else rows)[-self.rollover:]
-        if shown:
-            # The last interval's step ends where the interval does (a step is drawn from one
-            # point to the next: without this, one interval alone would draw nothing).
-            last = shown[-1]
-            shown = [*shown, (last[0] + self.reducer.interval, *last[1:])]
-        columns = list(zip(*shown, strict=True)) if shown else [()] * 5
-        self.rates.data = {name: np.array(values, dtype=np.float64)
-                           for name, values in zip(_RATE_COLUMNS, columns, strict=True)}
+        rows = [*closed, open_row] if open_row is not None else list(closed)
+        if not rows:
+            return
+        last = rows[-1]
+        rows.append((last[0] + self.reducer.interval, *last[1:]))
+        size = len(self.rates.data["t"])
+        provisional = min(self._provisional, size)
+        if provisional:
+            first = size - provisional
+            self.rates.patch({name: [(first + i, rows[i][c]) for i in range(provisional)]
+                              for c, name in enumerate(_RATE_COLUMNS)})
+        rest = rows[provisional:]
+        if rest:
+            columns = list(zip(*rest, strict=True))
+            stream_columns(self.rates, dict(zip(_RATE_COLUMNS, columns, strict=True)),
+                           self.rollover, _RATE_TYPES)
+        self._provisional = 2 if open_row is not None else 1
         self._follow_rates()
 
     def _follow_rates(self) -> None:
