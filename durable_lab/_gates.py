@@ -458,7 +458,8 @@ class InputGate:
     def admit(self, waiter: _Waiter) -> None:
         """Admit this waiter now (the learner's choice). The gate must be open."""
         if self._lock is not None:
-            raise RuntimeError(f"{self._label}'s input gate is locked by {self._lock.holder}")
+            raise RuntimeError(f"{self._label}'s input gate is CLOSED (held by "
+                               f"{self._lock.holder})")
         for lane in (self._micro, self._priority, self._waiters):
             if waiter in lane:
                 lane.remove(waiter)

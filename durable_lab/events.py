@@ -30,7 +30,8 @@ The vocabulary (see docs/events.md for a worked example):
 - a delivery is *queued* at the object's input gate, *started* when admitted, its *turn ends*
   each time it awaits something pending, it is *resumed* when admitted again through the gate,
   and it *finishes* (ok or with an error);
-- the input gate is *locked* for each holder it admits and *unlocked* when that holder releases;
+- the input gate is *locked* (``InputGateLocked``; the panels say CLOSED) for each holder it
+  admits and *unlocked* (``InputGateUnlocked``; OPEN) when that holder releases;
 - storage operations say whether the cache answered (``hit``) or storage had to be read
   (``miss``); writes only change the cache (``write``);
 - a *flush* takes every pending write as one batch and *commits* it in one transaction;
@@ -179,7 +180,7 @@ class DeliveryStarted(RuntimeEvent):
 class TurnEnded(RuntimeEvent):
     """The delivery's code awaited something pending: its turn is over.
 
-    ``awaiting`` says what: ``"storage"`` (a read that needs I/O: the input gate stays locked),
+    ``awaiting`` says what: ``"storage"`` (a read that needs I/O: the input gate stays CLOSED),
     ``"io"`` (a timer, another object, ``sync()``...: the gate opens and others may run),
     ``"blockConcurrencyWhile"`` (a critical section runs next) or ``"yield"`` (``sleep(0)``).
     """

@@ -294,7 +294,7 @@ class Lab:
         ``sql=True`` makes the class *SQLite-backed* (Cloudflare's ``new_sqlite_classes``):
         ``ctx.storage.sql`` is available and every storage call is synchronous, as in workerd's
         ActorSqlite. The default is a *KV-backed* class (ActorCache): reads that miss the cache
-        wait for storage with the input gate locked.
+        wait for storage with the input gate CLOSED.
 
         Binding a name again with another class is a code update: live instances are reset
         (calls in flight fail with "Durable Object reset because its code was updated.") and

@@ -16,7 +16,7 @@ kind                   what happens when it is taken
 =====================  =====================================================================
 
 ``lab.choices()`` lists the transitions that are legal *now*: only those the gates allow (a
-locked input gate offers nobody; an open one offers each of its waiters, in any order the learner
+CLOSED input gate offers nobody; an open one offers each of its waiters, in any order the learner
 likes). ``await lab.choose(i)`` takes one and lets the runtime run until it reaches the next
 transitions; ``await lab.step()`` takes the one that would have happened first. This is how a
 lesson lets a learner play scheduler and try to produce a lost update: with the gates on, no
@@ -28,9 +28,10 @@ calls can be made (they queue), widgets respond.
 
 A call made while the lab is paused waits at its object's gate like any other delivery; so that
 a learner who paused in one cell is not left staring at a silent cell later, the first client
-call of each pause logs a warning on the ``durable_lab`` logger (in Jupyter an unconfigured
-logger's warnings show in the cell, on stderr): "the lab is paused: COUNTER:a.increment() waits
-until you press Play or Step".
+call of each pause prints one line, as ordinary output (stdout: in Jupyter plain text under the
+cell, not the red box of stderr, because nothing went wrong): "the lab is paused:
+COUNTER:a.increment() waits until you press Play or Step". ``lab.scheduler.note_paused_calls =
+False`` keeps it quiet.
 
 Deliberately not transitions: storage reads and timers complete by themselves (time is the
 clock's business: ``lab.clock.advance()`` on a manual clock); object code between two awaits is
@@ -41,7 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
+import sys
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,9 +59,7 @@ __all__ = ["Breakpoint", "Choice", "Scheduler", "TRANSITION_KINDS"]
 TRANSITION_KINDS = ("admit", "resume", "critical section", "constructor", "task", "flush",
                     "commit", "reply")
 
-log = logging.getLogger("durable_lab")
-
-#: Logged once per pause, at the first call a client makes while paused.
+#: Printed once per pause, at the first call a client makes while paused.
 PAUSED_CALL_MESSAGE = ("the lab is paused: %s.%s() waits until you press Play or Step "
                        "(lab.resume() / await lab.step())")
 
@@ -140,7 +139,7 @@ class Scheduler:
         self.steps_taken = 0
         #: Whether this pause already told the learner that calls wait (once per pause).
         self._told_paused = False
-        #: Log "the lab is paused: ... waits" at the first call of a pause. Code that pauses a
+        #: Print "the lab is paused: ... waits" at the first call of a pause. Code that pauses a
         #: lab of its own to play scheduler (the exercise checks, trace replay) turns it off.
         self.note_paused_calls = True
         #: With ``Lab(record=True)``: every transition taken, in order (for lab.trace()).
@@ -194,7 +193,9 @@ class Scheduler:
         """A client called ``target.method()``: while paused, say once that it waits."""
         if self.paused and not self._told_paused and self.note_paused_calls:
             self._told_paused = True
-            log.warning(PAUSED_CALL_MESSAGE, target, method)
+            # A note, not a warning: printed to stdout (looked up now, so whoever captures
+            # sys.stdout, a notebook cell or a test, gets it).
+            print(PAUSED_CALL_MESSAGE % (target, method), file=sys.stdout, flush=True)
 
     # -- the learner's controls ------------------------------------------------------------
 

@@ -10,7 +10,7 @@ What each call costs in turns (the thing to learn):
   awaitable: ``await`` on it does not end the turn, so the writes of one turn coalesce.
   They are not ``async def``: called without ``await`` they still take effect.
 - ``get()`` of a known key is a cache *hit* (no I/O, the turn goes on); of an unknown key a
-  *miss*: storage is read and the input gate stays locked until the code after the ``await``
+  *miss*: storage is read and the input gate stays CLOSED until the code after the ``await``
   has run, so read-then-write cannot interleave with other deliveries.
 - ``list()`` always reads storage (a miss) and merges the cache's newer entries over the rows.
 - ``sync()`` waits for the commits pending now. It is *not* a storage read: the input gate opens
@@ -381,7 +381,7 @@ class DurableObjectStorage:
         """Delete a key (result: whether it existed) or a list of keys (result: how many did).
 
         Takes effect now, without await. If the cache does not know whether a key existed,
-        the result needs a storage read (with the input gate locked, as in workerd).
+        the result needs a storage read (with the input gate CLOSED, as in workerd).
         """
         self._instance.check_usable()
         single = isinstance(keys, str)

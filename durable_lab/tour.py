@@ -22,7 +22,7 @@ _SHOWN = {
     "DeliveryStarted": lambda e: f"call {e.delivery} admitted by the input gate",
     "TurnEnded": lambda e: (
         f"call {e.delivery} awaits {e.awaiting}: gate "
-        + ("stays LOCKED" if e.gate_held else "OPENS")
+        + ("stays CLOSED" if e.gate_held else "OPENS")
     ),
     "DeliveryResumed": lambda e: f"call {e.delivery} resumes (admitted again)",
     "DeliveryFinished": lambda e: f"call {e.delivery} finished" + ("" if e.ok else f" with {e.error}"),

@@ -471,7 +471,7 @@ L00 = [
     '''),
     md("""
     `[1, 2]`: no update is lost. Look for *"awaits storage: gate
-    stays LOCKED"*: while call 1 waits for its read, the **input gate** keeps call 2 out, so
+    stays CLOSED"*: while call 1 waits for its read, the **input gate** keeps call 2 out, so
     read and write of one call are never split by another call.
     """),
     md("""
@@ -579,9 +579,10 @@ L00 = [
     ## Exercise 00 · a counter that remembers
 
     `MyCounter` below keeps its count in a field (`self.count`). Run the cell: the check runs
-    your class through hidden scenarios (two names, an eviction, concurrent calls) and says what
-    happens. Then fix the class so that every scenario passes: the count must live in
-    `self.ctx.storage`, per object.
+    your class through hidden scenarios (two names, an eviction and the increments after it,
+    concurrent calls) and says what happens. Then fix the class so that every scenario passes:
+    the count must live in `self.ctx.storage`, per object. (Writing a field through to storage
+    is not enough: after an eviction the field starts over, and the check increments again.)
     """),
     md("""
     ---
@@ -751,7 +752,9 @@ class Counter(DurableObject):
     Make `LockedCounter` lose no update **even under `model="none"`**. There is no input gate
     there, so you have to build one: an `asyncio.Lock` per object, held from the read to the
     write. (This works only because all calls for one id reach one instance: the one-owner
-    rule at work.)
+    rule at work.) The check sends 10 increments at once on instant storage, then on slow
+    storage (5 ms, then 2 s of lab time per write: only an awaited put is sure to have landed),
+    and evicts the object once.
     """),
     md("""
     ---
@@ -950,8 +953,9 @@ class Counter(DurableObject):
     ## Exercise 02 · one seat, one payment
 
     Fix `Seat` so that the seat is sold once and only the winner pays, whatever the schedule.
-    The check also plays scheduler (25 random legal schedules of 3 claims) and makes the
-    payment call fail once: a failed payment must leave the seat free for the next buyer.
+    The check also plays scheduler (25 random legal schedules of 3 claims), evicts the object
+    after a sale, and makes the payment call fail once: a failed payment must leave the seat
+    free for the next buyer.
     """),
     md("""
     ---
@@ -1087,9 +1091,10 @@ class Account(DurableObject):
     *exercise_cells("03", """
     ## Exercise 03 · no false acknowledgments
 
-    `Ledger` was "optimised" with `allowUnconfirmed`. The check fails a commit and then runs 40
-    deposits from 3 clients while 1 commit in 5 fails (over 2 accounts), and asks the history
-    checker whether the balances the clients were told can all be true. Fix it.
+    `Ledger` was "optimised" with `allowUnconfirmed`. The check fails a commit (and deposits
+    again after it), then runs 40 deposits from 3 clients while 1 commit in 5 fails (over 2
+    accounts), and asks the history checker whether the balances the clients were told can all
+    be true. Fix it.
     """),
     md("""
     ---
@@ -1700,7 +1705,8 @@ room = ROOMS.getByName("lobby")
     ## Exercise 08 · a chat room that hibernates
 
     `ChatRoom` keeps its sockets and names in fields. The check connects ann and bob, hibernates
-    the room, and talks again; it also asks `history()` for the stored lines after an eviction.
+    the room, and talks again; it also asks `history()` for the stored lines after a
+    hibernation, one more line and an eviction.
     Make every line reach everyone, with the right name, and keep the history in storage.
     """),
     md("""
@@ -1853,7 +1859,8 @@ L07 = [
     `add_score(player, points)` returns the player's new total; `top(n)` returns the n best as
     `[{"player": ..., "total": ...}, ...]`, best first. The starter pastes values into SQL and
     sorts nothing. The check bound your class with `sql=True` and tries quotes, a name that is
-    SQL, evictions and ordering.
+    SQL, evictions and ordering; it also watches the statements `top(n)` runs, so the right rows
+    sorted in Python do not count: SQL must sort and cut (`ORDER BY ... LIMIT`).
     """),
     md("""
     ---

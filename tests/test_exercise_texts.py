@@ -14,7 +14,8 @@ import textwrap
 
 import pytest
 
-from durable_lab.exercises import CHECKS, batcher, bulk, chat, contention, ledger, leaderboard
+from durable_lab.exercises import CHECKS, batcher, bulk, chat, contention, counter, ledger
+from durable_lab.exercises import leaderboard
 from durable_lab.exercises import placement, ratelimit, seats
 from durable_lab.exercises.helpers import Exporter
 
@@ -44,6 +45,8 @@ def subject(key: str, source: str):  # type: ignore[no-untyped-def]
 LIMITER = subject("09", build.SOLUTIONS["09"])
 
 QUOTED = {
+    "01": [f"then on slow storage ({counter.SLOW_COMMITS[0] * 1000:g} ms, then "
+           f"{counter.SLOW_COMMITS[1]:g} s of lab time per write"],
     "02": [f"({seats.ADVERSARIAL_SCHEDULES} random legal schedules of {len(seats.CLAIMANTS)} "
            "claims)"],
     "03": [f"runs {ledger.CHAOS_DEPOSITS} deposits from {ledger.CHAOS_CLIENTS} clients while 1 "
@@ -117,6 +120,16 @@ def test_the_sql_hint_runs_against_the_starters_table():
     db.execute(create.group(1))
     bindings = example.group(2).split(", ")
     db.execute(example.group(1), ["O'Brien"] * len(bindings))  # raises if a column is wrong
+
+
+def test_the_sort_hint_runs_against_the_starters_table():
+    create = re.search(r'"(CREATE TABLE[^"]+)"', build.STARTERS["07"])
+    example = re.search(r"`(SELECT [^`]+ORDER BY[^`]+LIMIT \?)`", leaderboard.SORT_HINT)
+    assert create and example, leaderboard.SORT_HINT
+    db = sqlite3.connect(":memory:")
+    db.execute(create.group(1))
+    db.executemany("INSERT INTO scores VALUES (?, ?)", [("ann", 3), ("bob", 9), ("cat", 5)])
+    assert db.execute(example.group(1), [2]).fetchall() == [("bob", 9), ("cat", 5)]
 
 
 async def test_the_history_hint_asks_only_for_what_the_check_measures():

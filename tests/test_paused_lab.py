@@ -1,10 +1,14 @@
 """A paused lab speaks and agrees with itself (issue 9): a call made while paused says in the cell
-that it waits, and ``lab.choices()`` lists what ``lab.step()`` takes, right after a clock jump."""
+that it waits, and ``lab.choices()`` lists what ``lab.step()`` takes, right after a clock jump.
+
+The note is ordinary output (issue 17, item 9): printed on stdout, so Jupyter shows plain text
+under the cell, not the red stderr box of an error or a logged warning."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
+
+import pytest
 
 import durable_lab
 from durable_lab import DurableObject, Lab
@@ -24,48 +28,61 @@ PAUSED_WORDS = ("the lab is paused: NAP:a.ping() waits until you press Play or S
                 "(lab.resume() / await lab.step())")
 
 
-def paused_notes(caplog) -> list[str]:  # type: ignore[no-untyped-def]
-    return [r.getMessage() for r in caplog.records
-            if r.name == "durable_lab" and "the lab is paused" in r.getMessage()]
+class PausedNotes:
+    """The "the lab is paused" lines printed so far (on stdout), and all of stderr."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self.capsys = capsys
+        self.lines: list[str] = []
+        self.stderr = ""
+
+    def __call__(self) -> list[str]:
+        out, err = self.capsys.readouterr()
+        self.lines += [line for line in out.splitlines() if "the lab is paused" in line]
+        self.stderr += err
+        return self.lines
 
 
-async def test_a_call_made_while_paused_says_once_per_pause_that_it_waits(caplog):
-    caplog.set_level(logging.WARNING, logger="durable_lab")
+@pytest.fixture
+def paused_notes(capsys: pytest.CaptureFixture[str]) -> PausedNotes:
+    return PausedNotes(capsys)
+
+
+async def test_a_call_made_while_paused_says_once_per_pause_that_it_waits(paused_notes):
     async with Lab(storage="memory") as lab:
         stub = lab.bind("NAP", Napper).getByName("a")
         assert await stub.ping() == "pong"
-        assert paused_notes(caplog) == []  # running freely: no word
+        assert paused_notes() == []  # running freely: no word
         lab.pause()
         first = stub.ping()
         second = stub.ping()
-        assert paused_notes(caplog) == [PAUSED_WORDS]  # once, not once per call
-        assert [r.levelname for r in caplog.records if r.name == "durable_lab"] == ["WARNING"]
+        assert paused_notes() == [PAUSED_WORDS]  # once, not once per call
+        assert paused_notes.stderr == ""  # ordinary output: nothing on stderr, no warning
         lab.resume()
         assert await asyncio.gather(first, second) == ["pong", "pong"]
         lab.pause()  # a new pause: a new note
         third = stub.nap(0)
-        assert paused_notes(caplog)[1:] == [PAUSED_WORDS.replace("ping", "nap")]
+        assert paused_notes()[1:] == [PAUSED_WORDS.replace("ping", "nap")]
         lab.resume()
         assert await third == 0
 
 
-async def test_calls_between_objects_while_paused_log_nothing(caplog):
+async def test_calls_between_objects_while_paused_print_nothing(paused_notes):
     class Caller(DurableObject):
         async def call(self):
             return await self.env.NAP.getByName("b").ping()
 
-    caplog.set_level(logging.WARNING, logger="durable_lab")
     async with Lab(storage="memory") as lab:
         lab.bind("NAP", Napper)
         caller = lab.bind("CALLER", Caller).getByName("x")
         lab.pause()
         reply = caller.call()
-        assert len(paused_notes(caplog)) == 1  # the learner's own call
+        assert len(paused_notes()) == 1  # the learner's own call
         while not reply.done():
             if await lab.step() is None:
                 await asyncio.sleep(0)
         assert reply.result() == "pong"
-        assert len(paused_notes(caplog)) == 1  # CALLER:x -> NAP:b was object code: no note
+        assert len(paused_notes()) == 1  # CALLER:x -> NAP:b was object code: no note
 
 
 async def test_choices_after_a_clock_advance_list_what_step_takes():
@@ -126,8 +143,7 @@ async def test_running_freely_a_sleep_resumes_as_before():
         assert "DeliveryResumed" in rec.kinds()
 
 
-async def test_code_that_pauses_its_own_lab_to_play_scheduler_can_keep_quiet(caplog):
-    caplog.set_level(logging.WARNING, logger="durable_lab")
+async def test_code_that_pauses_its_own_lab_to_play_scheduler_can_keep_quiet(paused_notes):
     async with Lab(storage="memory") as lab:
         stub = lab.bind("NAP", Napper).getByName("a")
         lab.scheduler.note_paused_calls = False
@@ -135,10 +151,10 @@ async def test_code_that_pauses_its_own_lab_to_play_scheduler_can_keep_quiet(cap
         reply = stub.ping()
         lab.resume()
         assert await reply == "pong"
-    assert paused_notes(caplog) == []
+    assert paused_notes() == []
 
 
-async def test_an_exercise_check_playing_scheduler_prints_no_paused_note(caplog):
+async def test_an_exercise_check_playing_scheduler_prints_no_paused_note(paused_notes):
     from durable_lab.exercises import check_seat
 
     class Seat(DurableObject):
@@ -152,7 +168,6 @@ async def test_an_exercise_check_playing_scheduler_prints_no_paused_note(caplog)
         async def owner(self):
             return await self.ctx.storage.get("owner")
 
-    caplog.set_level(logging.WARNING, logger="durable_lab")
     result = await check_seat(Seat)
     assert any("adversarial" in o.name for o in result.outcomes)
-    assert paused_notes(caplog) == []
+    assert paused_notes() == []

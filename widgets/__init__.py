@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._feed import Feed, FeedStatistics, feed_for, live_feeds, open_panels
+from ._layout import SideBySide
 from ._plots import LiveBokehModel, ensure_bokehjs
 from .attribution_view import WhereTimeWent
 from .controls import Controls
@@ -44,6 +45,7 @@ __all__ = [
     "Metrics",
     "ObjectView",
     "SchedulerPanel",
+    "SideBySide",
     "SqlTables",
     "StorageInspector",
     "Timeline",
@@ -148,8 +150,7 @@ def where_time_went(lab: Lab, target: Any = None, *, result: Any = None, slowest
                          scale=scale)
 
 
-def side_by_side(*panels: Any) -> Any:
-    """Show panels next to each other (an ``ipywidgets.HBox`` that wraps when narrow)."""
-    import ipywidgets
-
-    return ipywidgets.HBox(list(panels), layout=ipywidgets.Layout(flex_flow="row wrap"))
+def side_by_side(*panels: Any) -> SideBySide:
+    """Show panels next to each other in one row: each may shrink to about 60 % of its width
+    (its plots follow), and the row wraps only when even that does not fit (widgets/_layout.py)."""
+    return SideBySide(list(panels))

@@ -1202,9 +1202,24 @@ class MetricsReducer:
 _HIDDEN = frozenset({"seq", "time", "object", "object_id"})
 
 
+def _gate_words(e: ev.RuntimeEvent) -> str | None:
+    """The gate bookkeeping events in the object view's words: the gate is CLOSED or OPEN
+    (the event names say Locked/Unlocked; a learner reads the panel's words)."""
+    t = type(e)
+    if t is not ev.InputGateLocked and t is not ev.InputGateUnlocked:
+        return None
+    which = "input gate" if not e.depth else f"gate of critical section (depth {e.depth})"
+    if t is ev.InputGateLocked:
+        return f"{which} CLOSED, held by {e.holder} ({e.waiting} waiting)"
+    return f"{which} OPEN: {e.holder} released it ({e.waiting} waiting)"
+
+
 def describe_event(e: ev.RuntimeEvent) -> str:
     """Plain words for the log: the tour's sentence if it has one, else the fields."""
     text = _describe(e)
+    if text is not None:
+        return text
+    text = _gate_words(e)
     if text is not None:
         return text
     return ", ".join(f"{f.name}={getattr(e, f.name)!r}" for f in dataclasses.fields(e)

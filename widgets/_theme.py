@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import html
+import re
 
 __all__ = ["COLORS", "GATE_COLORS", "KEY_COLORS", "SEGMENT_COLORS", "chip", "esc", "pill",
-           "px", "scale_css", "style_figure"]
+           "plain", "px", "scale_css", "style_figure"]
 
 #: Timeline segment kinds -> colour.
 SEGMENT_COLORS = {
@@ -49,7 +50,32 @@ COLORS = {
 
 
 def esc(text: object) -> str:
+    """``text`` as HTML text or as a quoted attribute value (``data-x="..."``, ``title='...'``).
+
+    Every string a caller or object code chose (an object's name, a method, a key, a value, an
+    error, a WebSocket tag, a table, a region, a transition's description) goes through here
+    before it is put into a panel's HTML: an ipywidgets ``HTML`` value is inserted as markup,
+    unsanitised, so a name like ``<img src=x onerror=...>`` would run in the notebook of whoever
+    watches. ``&``, ``<``, ``>`` and both quotes are escaped, so one helper serves text and
+    attributes alike. (Bokeh plots draw titles, labels and glyph text on a canvas and escape
+    their ``@column`` tooltips; a title that holds a caller's text goes through :func:`plain`.)
+    """
     return html.escape(str(text), quote=True)
+
+
+#: A TeX delimiter's first two characters (``$$``, ``\[``, ``\(``): BokehJS renders a title or
+#: an axis label holding ``$$...$$``, ``\[...\]`` or ``\(...\)`` as math (MathJax).
+_TEX_START = re.compile(r"\$(?=\$)|\\(?=[\[(])")
+
+
+def plain(text: object) -> str:
+    """``text`` for a Bokeh title or axis label, shown as typed, never typeset as TeX.
+
+    A caller's name in a title (``Gates of COUNTER:$$x$$``) would otherwise be handed to MathJax.
+    A zero-width space after the delimiter's first character breaks every delimiter and
+    changes nothing a reader sees. (Glyph text and tooltips are never typeset.)
+    """
+    return _TEX_START.sub(lambda m: m[0] + "\u200b", str(text))
 
 
 def chip(text: str, color: str, *, cls: str = "dl-chip", title: str = "",

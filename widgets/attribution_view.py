@@ -27,7 +27,7 @@ from ._base import Panel
 from ._feed import open_panels
 from ._plots import LiveBokehModel
 from ._targets import label_of
-from ._theme import esc, px, style_figure
+from ._theme import esc, plain, px, style_figure
 
 if TYPE_CHECKING:
     from durable_lab import Lab
@@ -140,7 +140,7 @@ class WhereTimeWent(Panel):
         if self.result is not None:
             return f"Where the time went: the {self.slowest} slowest calls of the workload"
         who = self.target or "(the first object a call finishes on)"
-        return f"Where the time went: the last {self.slowest} calls of {who}"
+        return f"Where the time went: the last {self.slowest} calls of {plain(who)}"
 
     # -- the feed's side --------------------------------------------------------------------
 

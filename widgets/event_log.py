@@ -68,9 +68,10 @@ class EventLog(Panel):
             text = describe_event(e)
             color = "#b91c1c" if ("Failed" in e.kind or "Reset" in e.kind
                                   or "Fault" in e.kind) else "#111827"
-            lines.append(f'<div class="dl-event" data-kind="{e.kind}" style="color:{color}">'
+            who = f"{e.object or 'lab':<18}"  # padded before escaping: aligned as read
+            lines.append(f'<div class="dl-event" data-kind="{esc(e.kind)}" style="color:{color}">'
                          f'<span style="color:{COLORS["muted"]}">{e.seq:>7}</span> '
-                         f'{esc(e.object or "lab"):<18} <b>{e.kind}</b> {esc(text)}</div>')
+                         f'{esc(who)} <b>{esc(e.kind)}</b> {esc(text)}</div>')
         self.html.value = (f'<div class="dl-eventlog" data-count="{len(self.events)}" '
                            f'style="font:12px/1.45 monospace;max-height:320px;overflow:auto;'
                            f'white-space:pre">{"".join(lines) or "no events yet"}</div>')

@@ -14,7 +14,7 @@ from bokeh.plotting import figure
 from ._base import Panel
 from ._plots import LiveBokehModel
 from ._reducers import FleetReducer
-from ._theme import px, style_figure
+from ._theme import esc, px, style_figure
 
 if TYPE_CHECKING:
     from durable_lab import Lab
@@ -45,7 +45,13 @@ def short_label(label: str, limit: int = 14) -> str:
         return label
     ns = namespace[:max(3, limit - len(name) - 2)]
     text = f"{ns}:{name}"
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    if len(text) <= limit:
+        return text
+    # Narrower still (a fleet shrunk by side_by_side): the name's end tells objects apart
+    # (obj-0, obj-1), so the binding gives way first, down to one letter, then the name's start.
+    ns = namespace[:max(1, limit - len(name) - 1)]
+    text = f"{ns}:{name}"
+    return text if len(text) <= limit else f"{namespace[:1]}:…{name[-max(1, limit - 3):]}"
 
 
 class FleetView(Panel):
@@ -53,6 +59,8 @@ class FleetView(Panel):
 
     kind = "fleet"
     min_interval = 0.4  # seconds between redraws at full speed (see Panel)
+    #: The narrowest the plot may be drawn (``fit_width``); None: the width it was made with.
+    _label_width: int | None = None
 
     def __init__(self, lab: Lab, *, on_select: Callable[[str], None] | None = None,
                  width: int = 420, height: int = 300, scale: float = 1.0,
@@ -116,10 +124,17 @@ class FleetView(Panel):
         with self.plot.frame():  # one patch message per frame (_plots.LiveBokehModel)
             self._draw_frame()
 
+    def fit_width(self, pixels: int) -> None:
+        """The plot may now be drawn as narrow as ``pixels`` (``widgets.side_by_side`` lets it
+        shrink with its cell): cut the cells' labels to fit that width."""
+        self._label_width = min(self.figure.width, pixels)
+        self.refresh()
+
     def label_limit(self, cols: int) -> int:
         """How many characters of a label fit in a cell ``cols`` cells to a row: a 400-pixel
         fleet (the dashboard's) fits ``COUNTER:room-1`` nowhere, ``COU:room-1`` does."""
-        cell_px = 0.92 * (self.figure.width - 30) / cols  # the plot's frame is ~30 px in
+        width = self._label_width or self.figure.width
+        cell_px = 0.92 * (width - 30) / cols  # the plot's frame is ~30 px in
         return max(6, int(cell_px / (0.6 * self._font_px)))  # ~0.6 em per character
 
     def _draw_frame(self) -> None:
@@ -163,7 +178,8 @@ class FleetView(Panel):
         self.summary.value = (
             f'<div class="dl-fleet" data-objects="{n}" data-queued="{total_q}" style="font:12px '
             f'sans-serif">{n} objects · {total_q} calls queued'
-            + (f" · hottest: <b>{hot.label}</b> ({hot.queue} queued now, {hot.peak} at most, "
+            # The name is the caller's choice: text, never markup (see _theme.esc).
+            + (f" · hottest: <b>{esc(hot.label)}</b> ({hot.queue} queued now, {hot.peak} at most, "
                f"{hot.done} calls)" if hot and hot.peak else "")
             + (f" · in {regions} region(s), grouped by region" if regions else "")
             + "</div>")

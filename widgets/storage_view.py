@@ -116,7 +116,7 @@ class StorageInspector(Panel):
             text = preview(value) if key in shown else ("(deleted)" if ks.state == "deleted"
                                                         else "")
             body.append(
-                f'<tr class="dl-key" data-state="{ks.state}"><td style="font:13px monospace;'
+                f'<tr class="dl-key" data-state="{esc(ks.state)}"><td style="font:13px monospace;'
                 f'padding:1px 8px">{esc(key)}</td><td class="dl-value" title="{esc(repr(value))}"'
                 f' style="font:13px monospace;padding:1px 8px;max-width:260px;overflow:hidden;'
                 f'text-overflow:ellipsis;white-space:nowrap">{esc(text)}</td>'

@@ -47,7 +47,7 @@ from ._reducers import (
     TimelineReducer,
 )
 from ._targets import label_of
-from ._theme import GATE_COLORS, SEGMENT_COLORS, px, style_figure
+from ._theme import GATE_COLORS, SEGMENT_COLORS, plain, px, style_figure
 
 if TYPE_CHECKING:
     from durable_lab import Lab
@@ -266,7 +266,7 @@ class Timeline(Panel):
 
     def _gate_title(self) -> str:
         who = self.reducer.gates.object
-        return f"Gates of {who}" if who else "Gates (of the first object that runs)"
+        return f"Gates of {plain(who)}" if who else "Gates (of the first object that runs)"
 
     def select(self, target: Any) -> None:
         """Show another object's lanes (starting from now)."""

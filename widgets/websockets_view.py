@@ -109,7 +109,7 @@ def render_sockets_html(r: WebSocketsReducer) -> str:
         held = chip(f"{s.held} held", "#9467bd") if s.held else ""
         dropped = chip(f"{s.dropped} dropped", COLORS["bad"]) if s.dropped else ""
         rows.append(
-            f'<tr class="dl-socket" data-socket="{s.socket}" data-state="{s.state}" '
+            f'<tr class="dl-socket" data-socket="{s.socket}" data-state="{esc(s.state)}" '
             f'data-held="{s.held}"><td style="padding:2px 8px;font:13px monospace">#{s.socket}'
             f'</td><td>{tags}</td><td>{state}</td><td style="padding:0 8px;font:13px '
             f'sans-serif">{s.received} in · {s.sent} out · {s.auto} auto</td>'

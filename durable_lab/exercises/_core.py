@@ -9,10 +9,12 @@ lesson notebook that ships a starter class still runs top to bottom.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import inspect
 import json
 import random
+import textwrap
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,7 +25,8 @@ from ..errors import DurableObjectError
 from ..lab import Lab
 from ..objects import DurableObject
 
-__all__ = ["CheckResult", "Fail", "Scenario", "ScenarioOutcome", "explore", "run_check"]
+__all__ = ["CheckResult", "Fail", "Scenario", "ScenarioOutcome", "explore", "method_tree",
+           "run_check"]
 
 #: Wall-clock seconds a scenario may take before it is reported as stuck.
 SCENARIO_TIMEOUT = 15.0
@@ -399,3 +402,21 @@ def source_of(cls: type) -> str:
                 except (OSError, TypeError):
                     continue
     return "\n".join(parts)
+
+
+def method_tree(cls: type, name: str) -> ast.AST | None:
+    """The syntax tree of method ``name`` of ``cls`` (None if Python cannot find its source).
+
+    Used only to word a hint after a scenario has *measured* the failure: the tree tells where a
+    lock is made or whether a put is awaited, which the events cannot.
+    """
+    function = getattr(cls, name, None)
+    function = getattr(function, "__func__", function)
+    try:
+        text = inspect.getsource(function)  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return None
+    try:
+        return ast.parse(textwrap.dedent(text))
+    except SyntaxError:
+        return None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+from collections.abc import Sequence
+
 from ..errors import DurableObjectError
-from ..events import CommitDone
+from ..events import CommitDone, StorageOp
 from ..lab import Lab
-from ._core import CheckResult, Fail, Scenario, run_check, source_of
+from ._core import CheckResult, Fail, Scenario, method_tree, run_check
 
 __all__ = ["BULK_ITEMS", "COMMIT_LATENCY", "MIXED_ITEMS", "check_bulk_save"]
 
@@ -13,7 +16,7 @@ __all__ = ["BULK_ITEMS", "COMMIT_LATENCY", "MIXED_ITEMS", "check_bulk_save"]
 BULK_ITEMS = 50
 COMMIT_LATENCY = 0.01
 #: Items saved in the scenario where a commit fails in the middle of save_all().
-MIXED_ITEMS = 10
+MIXED_ITEMS = 25
 
 # {what}: what ends the turn; {measured}: what the scenario saw. Says no more than was measured
 # (a loop may end its turn after every item, or every tenth: "each item becomes its own commit"
@@ -29,11 +32,19 @@ def _items(n: int, tag: str = "v") -> dict[str, str]:
     return {f"item:{i:03}": f"{tag}{i}" for i in range(n)}
 
 
-def _what_ends_the_turn(cls: type) -> str:
-    source = source_of(cls)
-    for needle, what in (("sync()", "await self.ctx.storage.sync()"),
-                         ("sleep(", "a sleep"), ("getByName", "a call to another object")):
-        if needle in source:
+def _what_ends_the_turn(cls: type, events: Sequence[object] = ()) -> str:
+    """What ended save_all()'s turns: from the events of the measured call where they say it
+    (a ``sync`` storage op, a call to another object), else from the method's syntax tree."""
+    if any(isinstance(e, StorageOp) and e.op == "sync" for e in events):
+        return "await self.ctx.storage.sync()"
+    tree = method_tree(cls, "save_all")
+    called = {node.func.attr if isinstance(node.func, ast.Attribute) else
+              getattr(node.func, "id", "")
+              for node in (ast.walk(tree) if tree is not None else ())
+              if isinstance(node, ast.Call)}
+    for name, what in (("sync", "await self.ctx.storage.sync()"), ("sleep", "a sleep"),
+                       ("getByName", "a call to another object")):
+        if name in called:
             return what
     return "an await of something that is not a storage read"
 
@@ -66,7 +77,7 @@ async def _one_commit(cls: type) -> str:
             raise Fail(f"saving {BULK_ITEMS} items took {commits} commits and "
                        f"{elapsed * 1000:.0f} ms of lab time (each commit costs "
                        f"{COMMIT_LATENCY * 1000:.0f} ms here).",
-                       AWAIT_HINT.format(what=_what_ends_the_turn(cls), measured=(
+                       AWAIT_HINT.format(what=_what_ends_the_turn(cls, rec.events), measured=(
                            f"your {BULK_ITEMS} items went out as {commits} commits, "
                            "each one all or nothing on its own")))
         return f"{BULK_ITEMS} items, 1 commit, {elapsed * 1000:.0f} ms of lab time."

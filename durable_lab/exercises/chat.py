@@ -84,14 +84,22 @@ async def _history(cls: type) -> None:
         for i in range(HISTORY_MESSAGES):
             await _say(lab, ann, f"message {i}")
         await lab.hibernate(room)
+        await _say(lab, ann, "back again")  # a new instance writes the next line
         await lab.evict(room)
         got = await room.history()
-        want = [f"ann: message {i}" for i in range(HISTORY_MESSAGES)]
+        want = [f"ann: message {i}" for i in range(HISTORY_MESSAGES)] + ["ann: back again"]
         if got != want:
-            raise Fail(f"ann sent {HISTORY_MESSAGES} messages, the room was evicted, and "
-                       f"history() then returned {got!r} instead of {want!r}.",
-                       "Store each line in storage as it is sent (e.g. one key per message, "
-                       "msg:000001), and have history() return the stored lines in order.")
+            overwritten = (len(got) == HISTORY_MESSAGES and "ann: back again" in got
+                           and "ann: message 0" not in got)
+            raise Fail(f"ann sent {HISTORY_MESSAGES} messages, the room hibernated, she sent "
+                       f"'back again', the room was evicted, and history() then returned "
+                       f"{got!r} instead of {want!r}.",
+                       "Your line numbers restarted after hibernation: a counter kept in a "
+                       "field (self.count) starts over in every new instance, so 'back again' "
+                       "overwrote the first line. Keep the count in storage too." if overwritten
+                       else "Store each line in storage as it is sent (e.g. one key per "
+                       "message, msg:000001, numbered by a count kept in storage), and have "
+                       "history() return the stored lines in order.")
 
 
 async def check_chat_room(cls: type) -> CheckResult:

@@ -7,6 +7,7 @@ import inspect
 from collections import Counter
 from typing import Any
 
+from ..events import CriticalSectionStarted
 from ..lab import Lab
 from ._core import CheckResult, Fail, Scenario, advance, run_check, settle
 from .helpers import Exporter, RoomLog
@@ -56,11 +57,26 @@ async def _export_sends_snapshot(cls: type) -> None:
                        "returns.")
 
 
+BCW_HINT = (
+    "Your export runs the slow upload inside blockConcurrencyWhile, which keeps EVERY request "
+    "out of the object until it is done: one slow request stalls the whole queue behind it. "
+    "Take the snapshot first (a storage read; the gate stays closed while you read), then "
+    "await the upload OUTSIDE any critical section. The snapshot is consistent because it was "
+    "read in one turn.")
+LOCK_HINT = (
+    "No blockConcurrencyWhile here, yet update() and get() waited for the whole export: your "
+    "code holds something they wait for (an asyncio.Lock, or a flag they poll) across the slow "
+    "upload. A lock held across slow I/O is the same head-of-line blocking as "
+    "blockConcurrencyWhile. Take the snapshot first (a storage read: the input gate keeps it "
+    "consistent), release everything, then await the upload.")
+
+
 async def _not_stuck(cls: type) -> str:
     lab = _lab()
     async with lab:
         stub = lab.bind("PROFILE", cls).getByName("u1")
         await stub.update("name", "Ada")
+        rec = lab.record()
         export = asyncio.ensure_future(stub.export())
         await settle(lab)  # the export is now waiting for the slow exporter
         update = asyncio.ensure_future(stub.update("city", "Paris"))
@@ -69,16 +85,20 @@ async def _not_stuck(cls: type) -> str:
         stuck = not (update.done() and read.done())
         await advance(lab, Exporter.DELAY + 1)
         await asyncio.gather(export, update, read, return_exceptions=True)
+        rec.close()
         if stuck:
+            critical = any(isinstance(e, CriticalSectionStarted) and e.object == "PROFILE:u1"
+                           for e in rec.events)
             raise Fail(f"while export() waited {Exporter.DELAY:.0f} s for the exporter, an "
-                       "update() and a get() sent meanwhile could not even start: they waited "
-                       "for the whole export.",
-                       "blockConcurrencyWhile (or a lock) around a slow call keeps EVERY "
-                       "request out of the object until it is done: one slow request stalls "
-                       "the whole queue behind it. Take the snapshot first (a storage read; the "
-                       "gate stays closed while you read), then await the upload OUTSIDE any "
-                       "critical section. The snapshot is consistent because it was read in "
-                       "one turn.")
+                       "update() and a get() sent meanwhile did not answer until it was done: "
+                       "they waited for the whole export.", BCW_HINT if critical else LOCK_HINT)
+        uploads = await lab.env.EXPORTER.getByName("x").uploads()
+        if uploads != [{"name": "Ada"}]:
+            raise Fail(f"export() started when the profile was {{'name': 'Ada'}}; city was "
+                       f"updated while the upload was in flight, and the exporter received "
+                       f"{uploads!r}.",
+                       "Upload the snapshot read when export() started, once: read it in one "
+                       "turn (one list() or get()), then await the upload of exactly that.")
         return "Updates and reads went on while the export waited for the exporter."
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..lab import Lab
 from ._core import CheckResult, Fail, Scenario, run_check
+from ._statements import Statements, watching
 
 __all__ = ["check_leaderboard"]
 
@@ -75,11 +76,22 @@ async def _injection(cls: type) -> None:
                        BINDINGS_HINT)
 
 
+SORT_HINT = (
+    "Let SQL sort and cut: `SELECT player, total FROM scores ORDER BY total DESC LIMIT ?`, "
+    "with n as the binding, hands your code just n rows. Reading every row and sorting (or "
+    "slicing) in Python gives the same answer today, but each top(n) then reads the whole "
+    "table into your object: as the board grows, so do the rows read (which Cloudflare bills) "
+    "and the memory, where SQL with an index on total looks at just n rows.")
+
+
 async def _top(cls: type) -> None:
+    statements = Statements()
     async with _lab() as lab:
-        stub = lab.bind("BOARD", cls, sql=True).getByName("game-1")
-        for player, points in [("ann", 3), ("bob", 9), ("cat", 5), ("dan", 1), ("eve", 7)]:
+        stub = lab.bind("BOARD", watching(cls, statements), sql=True).getByName("game-1")
+        players = [("ann", 3), ("bob", 9), ("cat", 5), ("dan", 1), ("eve", 7)]
+        for player, points in players:
             await stub.add_score(player, points)
+        statements.clear()
         try:
             top = await stub.top(3)
         except TypeError as exc:
@@ -91,6 +103,14 @@ async def _top(cls: type) -> None:
                        "order, as [{'player': 'bob', 'total': 9}, ...].",
                        "Let SQL sort and cut: SELECT player, total FROM scores ORDER BY total "
                        "DESC LIMIT ?, with n as the binding.")
+        ran = statements.rows()
+        wide = [(query, rows) for query, rows in ran if rows > 3]
+        if wide:
+            query, rows = max(wide, key=lambda run: run[1])
+            raise Fail(f"top(3) returned the right players, but to find them your object ran "
+                       f"`{query}`, which handed it {rows} rows ({len(players)} players on the "
+                       f"board): the sorting and cutting happened in Python, not in SQL.",
+                       SORT_HINT)
 
 
 async def _evicted(cls: type) -> None:

@@ -24,6 +24,23 @@ DOUBLE_HINT = (
     "of making every other request wait for the payment.")
 
 
+PAID_HINT = (
+    "Someone was charged without getting the seat: the claim paid before the seat was theirs. "
+    "Awaiting the payment opens the input gate, so what you read before it may be stale after "
+    "it, and checking again after paying is too late: the money is gone. Reserve first (read "
+    "the owner and write your user in the same turn, with no other await in between), then "
+    "pay, and free the seat again if the payment fails.")
+
+TAKEN_HINT = ("When the seat is taken, return False and charge nobody: look at the owner (and "
+              "reserve the seat) before you pay, not after.")
+
+FIELD_HINT = (
+    "The owner lives in a field, and fields are lost when the object is evicted (the "
+    "constructor runs again): the seat is for sale again. Keep the owner in storage: "
+    "`self.ctx.storage.put('owner', user)`, and read it with "
+    "`await self.ctx.storage.get('owner')`.")
+
+
 def _lab(cls: type, seed: int = 1) -> tuple[Lab, object, object]:
     lab = Lab(storage="memory", seed=seed, clock="manual")
     lab.bind("PAYMENTS", Payments)
@@ -58,12 +75,12 @@ async def _one_claim(cls: type) -> None:
         if again is not False or len(charges) != 1:
             raise Fail(f"a second claim (bob's) of the taken seat returned {again!r} and the "
                        f"payment service now holds {charges!r}.",
-                       "When the seat is taken, return False and charge nobody.")
+                       TAKEN_HINT)
 
 
 def _judge(results: list[tuple[bool, object]], users: list[str], owner: object,
-           charges: list[list[object]]) -> str | None:
-    """None if the outcome is acceptable, else what went wrong."""
+           charges: list[list[object]]) -> tuple[str, str] | None:
+    """None if the outcome is acceptable, else what went wrong and the hint that names it."""
     winners = [u for u, (ok, v) in zip(users, results, strict=True) if ok and v is True]
     failed = [u for u, (ok, _) in zip(users, results, strict=True) if not ok]
     paid = [c[0] for c in charges]
@@ -71,14 +88,16 @@ def _judge(results: list[tuple[bool, object]], users: list[str], owner: object,
         who = (f"both {winners[0]} and {winners[1]}" if len(winners) == 2
                else f"all of {', '.join(winners)}")
         return (f"{who} were told they got the seat (owner() says "
-                f"{owner!r}); the payment service charged {paid}.")
+                f"{owner!r}); the payment service charged {paid}.", DOUBLE_HINT)
     if len(paid) != len(set(paid)) or any(p not in winners for p in paid):
         return (f"the winner(s) {winners} but the payment service charged {paid}: someone paid "
-                "without getting the seat, or paid twice.")
+                "without getting the seat, or paid twice.", PAID_HINT)
     if winners and owner != winners[0]:
-        return f"{winners[0]} was told they got the seat, but owner() says {owner!r}."
+        return (f"{winners[0]} was told they got the seat, but owner() says {owner!r}.",
+                "owner() returns the user whose claim returned True.")
     if not winners and not failed:
-        return f"nobody got the free seat (every claim returned False; owner() = {owner!r})."
+        return (f"nobody got the free seat (every claim returned False; owner() = {owner!r}).",
+                "The first claim of a free seat must win.")
     return None
 
 
@@ -90,9 +109,10 @@ async def _two_at_once(cls: type) -> None:
         results = await _run(lab, gather_outcomes(*(seat.claim(u) for u in users)))
         owner = await _run(lab, seats.getByName("A1").owner())  # type: ignore[attr-defined]
         charges = await _run(lab, bank.charges())  # type: ignore[attr-defined]
-        problem = _judge(results, users, owner, charges)
-        if problem:
-            raise Fail("ann and bob claimed seat A1 at the same time: " + problem, DOUBLE_HINT)
+        judged = _judge(results, users, owner, charges)
+        if judged:
+            problem, hint = judged
+            raise Fail("ann and bob claimed seat A1 at the same time: " + problem, hint)
 
 
 async def _adversarial(cls: type) -> str:
@@ -105,14 +125,15 @@ async def _adversarial(cls: type) -> str:
             fresh = seats.getByName("A1")  # type: ignore[attr-defined]
             owner = await _run(lab, fresh.owner())
             charges = await _run(lab, bank.charges())  # type: ignore[attr-defined]
-            problem = _judge(run.outcomes, users, owner, charges)
-            if problem:
+            judged = _judge(run.outcomes, users, owner, charges)
+            if judged:
+                problem, hint = judged
                 raise Fail(
                     f"the check played scheduler (seed {seed}): it paused the lab, sent "
                     f"{len(users)} claims, and took legal transitions at random:\n"
                     f"{run.schedule_text()}\n"
                     f"Result: {problem}",
-                    DOUBLE_HINT + " To watch this schedule, run lab.pause(), send the claims, "
+                    hint + " To watch this schedule, run lab.pause(), send the claims, "
                     "and take the same choices with lab.choose(i).")
     return (f"{ADVERSARIAL_SCHEDULES} random schedules of {len(users)} claims: never two "
             "winners, never a double charge.")
@@ -146,6 +167,23 @@ async def _payment_fails(cls: type) -> None:
     return ""
 
 
+async def _evicted(cls: type) -> None:
+    lab, seats, bank = _lab(cls)
+    async with lab:
+        seat = seats.getByName("A1")  # type: ignore[attr-defined]
+        await _run(lab, seat.claim("ann"))
+        await lab.evict(seat)  # type: ignore[arg-type]
+        owner = await _run(lab, seat.owner())
+        again = await _run(lab, gather_outcomes(seat.claim("bob")))
+        charges = await _run(lab, bank.charges())  # type: ignore[attr-defined]
+        if owner != "ann" or again[0] != (True, False) or len(charges) != 1:
+            told = again[0][1] if again[0][0] else f"raised {again[0][1]!r}"
+            raise Fail(f"ann bought the seat; the object was evicted from memory; then owner() "
+                       f"said {owner!r}, bob's claim returned {told}, and the payment service "
+                       f"holds {charges!r}.",
+                       FIELD_HINT if owner != "ann" or again[0] != (True, False) else TAKEN_HINT)
+
+
 async def check_seat(cls: type) -> CheckResult:
     """Exercise 02: ``claim(user)`` sells the one seat exactly once; ``owner()``.
 
@@ -157,6 +195,7 @@ async def check_seat(cls: type) -> CheckResult:
          Scenario("two claims at the same time", _two_at_once),
          Scenario("you are not the scheduler any more: "
                   f"{ADVERSARIAL_SCHEDULES} adversarial schedules", _adversarial),
+         Scenario("the sale survives an eviction", _evicted),
          Scenario("the payment call fails", _payment_fails)],
         methods=("claim", "owner"),
         praise="No schedule sells the seat twice, and a failed payment leaves it free. You now "

@@ -247,7 +247,8 @@ async def test_describe_event_covers_every_event_type():
     events = await two_increments()
     texts = [describe_event(e) for e in events]
     assert texts[1] == "call 1 (increment) queued, 1 waiting"
-    assert "holder='constructor'" in texts[0]
+    assert texts[0] == "input gate CLOSED, held by constructor (0 waiting)"  # the panel's word
+    assert texts[4] == "input gate OPEN: constructor released it (2 waiting)"
     assert describe_event(ev.Resumed(seq=1, time=0.0)) == ""
 
 
