@@ -363,7 +363,9 @@ class Timeline(Panel):
         step = max(1, -(-round(_LANE_LABEL_PX * self.scale) // max(1, int(per_lane))))
         lanes = [d for d in range(bottom, top + 1)
                  if (d - bottom) % step == 0 or names.get(d) == "alarm"]
-        overrides = {d: f"{d} {_short(names[d])}" if names.get(d) else str(d) for d in lanes}
+        # (plain(): BokehJS would typeset a method name holding $$...$$ as TeX in a tick label)
+        overrides = {d: f"{d} {plain(_short(names[d]))}" if names.get(d) else str(d)
+                     for d in lanes}
         axis = self.figure.yaxis[0]
         if list(axis.ticker.ticks) != lanes:
             axis.ticker.ticks = lanes
