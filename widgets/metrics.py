@@ -115,7 +115,7 @@ class Metrics(Panel):
         calls = f1.step("t", "calls_per_s", source=self.rates, line_width=2, mode="after")
         commits = f1.step("t", "commits_per_s", source=self.rates, color="#2ca02c",
                           line_width=2, mode="after")
-        f2 = figure(title="Queue depth (highest in each interval)", x_axis_label="lab time (s)",
+        f2 = figure(title="Queue depth (max per interval)", x_axis_label="lab time (s)",
                     x_range=f1.x_range, y_range=Range1d(0, 1), **common)
         depth = f2.step("t", "queue_depth", source=self.rates, line_width=2, color="#d62728",
                         mode="after")
