@@ -37,6 +37,8 @@ from .namespace import DurableObjectNamespace as DurableObjectNamespace
 from .namespace import DurableObjectStub as DurableObjectStub
 from .objects import DurableObject as DurableObject
 from .objects import DurableObjectState as DurableObjectState
+from .snapshot import LabSnapshot as LabSnapshot
+from .snapshot import ObjectSnapshot as ObjectSnapshot
 from .storage import DurableObjectStorage as DurableObjectStorage
 from .websockets import ClientWebSocket as ClientWebSocket
 from .websockets import WebSocket as WebSocket
@@ -67,6 +69,8 @@ __all__ = [
     "Lab",
     "LabClosedError",
     "LabFolderError",
+    "LabSnapshot",
+    "ObjectSnapshot",
     "OverloadedError",
     "Recorder",
     "Request",

@@ -99,6 +99,10 @@ class StorageCache:
         #: True after deleteAll(): every key not in ``values`` is known absent.
         self.all_known = False
         self.flushing: dict[str, bytes | None] = {}
+        #: Whether the batch in ``flushing`` starts with a deleteAll (its FlushStarted said).
+        self.flushing_delete_all = False
+        #: Writes of a batch whose commit failed: lost with the reset that follows.
+        self._failed_writes = 0
         #: Metadata (the alarm time) known to this instance, and changes waiting for a flush.
         #: ``metadata_loaded`` is False until storage was read once.
         self.metadata: dict[str, bytes | None] = {}
@@ -270,6 +274,7 @@ class StorageCache:
         metadata, self.dirty_metadata = self.dirty_metadata, {}
         delete_all, self.delete_all_pending = self.delete_all_pending, False
         self.flushing = batch
+        self.flushing_delete_all = delete_all
         self._running_flush = done
         self.flush_count += 1
         instance = self.instance
@@ -312,6 +317,12 @@ class StorageCache:
         except Exception as exc:
             self.flushing = {}
             self._running_flush = None
+            # The batch never reached storage: its writes are lost with the reset below
+            # (those a later write of the same key superseded are counted once).
+            self._failed_writes = (len(batch.keys() - self.dirty.keys())
+                                   + len(metadata.keys() - self.dirty_metadata.keys())
+                                   + (1 if delete_all and not self.delete_all_pending else 0))
+            instance.host.last_batch = (number, len(batch) + (1 if delete_all else 0), False)
             if bus.active:
                 bus.emit(CommitFailed, instance.label, instance.object_id, number,
                          f"{type(exc).__name__}: {exc}", getattr(exc, "injected", False))
@@ -324,6 +335,9 @@ class StorageCache:
         self.commit_count += 1
         self.flushing = {}
         self._running_flush = None
+        host = instance.host
+        host.commits += 1
+        host.last_batch = (number, len(batch), True)
         if bus.active:
             bus.emit(CommitDone, instance.label, instance.object_id, number, len(batch),
                      clock.now() - started)
@@ -350,7 +364,10 @@ class StorageCache:
     def close(self, error: BaseException) -> int:
         """Drop the cache (the instance is being reset). Returns how many writes were lost."""
         self.closed = True
-        lost = len(self.dirty) + len(self.dirty_metadata)
+        # Written and never durable: what waits for the next flush, and the batch whose
+        # commit just failed (the reset that follows a failed commit loses it too).
+        lost = len(self.dirty) + len(self.dirty_metadata) + self._failed_writes
+        self._failed_writes = 0
         if self._next_flush is not None and not self._next_flush.done():
             self._next_flush.set_exception(error)
             self._next_flush.exception()
@@ -358,6 +375,27 @@ class StorageCache:
         self.dirty = {}
         self.dirty_metadata = {}
         return lost
+
+    def batch_in_flight(self) -> tuple[int, tuple[str, ...]] | None:
+        """(number, keys) of the batch being committed now, keys as its FlushStarted names
+        them (puts, deletes, then ``"*"`` for a deleteAll); None if none is."""
+        if self._running_flush is None:
+            return None
+        batch = self.flushing
+        keys = (*(k for k, v in batch.items() if v is not ABSENT),
+                *(k for k, v in batch.items() if v is ABSENT),
+                *(("*",) if self.flushing_delete_all else ()))
+        return self.flush_count, keys
+
+    def overlay(self) -> list[tuple[bool, dict[str, bytes | None]]]:
+        """The writes not yet durable, oldest first, as (starts with deleteAll, {key: value
+        or None for a delete}): the batch being committed, then the pending writes. Laid
+        over what storage holds, they give what the object sees (``inspect.kv_snapshot``)."""
+        layers = []
+        if self._running_flush is not None:
+            layers.append((self.flushing_delete_all, self.flushing))
+        layers.append((self.delete_all_pending, self.dirty))
+        return layers
 
     def statistics(self) -> CacheStatistics:
         return CacheStatistics(

@@ -210,6 +210,26 @@ class InputGate:
         """Other code of the current turn is waiting to run (the turn lane is not empty)."""
         return bool(self._micro)
 
+    @property
+    def holder(self) -> str:
+        """Who holds the gate's lock now ("" if nobody: storage reads may still hold it)."""
+        lock = self._lock
+        return lock.holder if lock is not None else ""
+
+    @property
+    def holder_kind(self) -> str:
+        """How the holder was admitted: admit, resume, critical section, constructor, task
+        ("" if nobody holds the lock)."""
+        lock = self._lock
+        return lock.kind if lock is not None else ""
+
+    def queued(self) -> list[tuple[str, str]]:
+        """(holder, kind) of everyone waiting at the gate, lane by lane (the turn lane,
+        critical sections, then arrival order), callers that gave up left out."""
+        return [(waiter.holder, waiter.kind)
+                for lane in (self._micro, self._priority, self._waiters) for waiter in lane
+                if not waiter.future.cancelled()]
+
     def statistics(self) -> InputGateStatistics:
         return InputGateStatistics(
             locked=self._lock is not None or self._reads > 0,

@@ -113,9 +113,9 @@ class Delivery:
     time goes (``attribution.py``: a current phase, the lab time it entered it, and one bucket
     per phase, moved along by the host and the driver at the transitions they already make)."""
 
-    __slots__ = ("args", "end", "host", "id", "info", "kind", "kwargs", "method", "phase",
-                 "queue_ahead", "reply", "since", "spent", "start", "task", "turns",
-                 "waiting_for")
+    __slots__ = ("args", "end", "held_at", "host", "id", "info", "kind", "kwargs", "method",
+                 "phase", "queue_ahead", "reply", "since", "spent", "start", "started", "task",
+                 "turns", "waiting_for")
 
     def __init__(self, delivery_id: int, kind: str, method: str, args: tuple[Any, ...],
                  kwargs: dict[str, Any], reply: asyncio.Future[Any], host: ObjectHost | None = None,
@@ -127,6 +127,11 @@ class Delivery:
         self.kwargs = kwargs
         self.reply = reply
         self.task: asyncio.Future[Any] | None = None
+        #: True once its code started (``DeliveryStarted``): it has left the mailbox.
+        self.started = False
+        #: Once its reply is held: (commits it waited for then, ``host.commits`` then), so
+        #: that a snapshot can say how many it still waits for (snapshot.py).
+        self.held_at: tuple[int, int] | None = None
         #: Once its code is done: the output-gate wait its reply is held by (see reset()).
         self.waiting_for: asyncio.Future[None] | None = None
         # Attribution (see attribution.py). Always on, so kept to five plain stores: the phase
@@ -225,6 +230,27 @@ class ObjectHost:
         #: Its last finished calls, kept only while someone asked (lab.keep_recent_calls).
         keep = lab._recent_calls
         self.recent: deque[Delivery] | None = deque(maxlen=keep) if keep else None
+        # What the event stream said about this object so far, kept whether or not anyone
+        # listens, so that a panel opened late starts from it (snapshot.py): counters and the
+        # last outcomes, each updated where the runtime emits the event it mirrors.
+        #: Deliveries whose code finished (``DeliveryFinished``), commits landed
+        #: (``CommitDone``), resets (``InstanceReset`` other than ``labClosed``).
+        self.finished = 0
+        self.commits = 0
+        self.resets = 0
+        #: The incarnation last constructed (``InstanceConstructed``; 0: none yet).
+        self.constructed = 0
+        #: (batch, keys, ok) of the last batch to land or fail; the last reset as
+        #: "reason: n uncommitted write(s) lost" and the event seq it happened at.
+        self.last_batch: tuple[int, int, bool] | None = None
+        self.last_reset = ""
+        self.reset_seq = 0
+        #: The last replies released by the output gate: (delivery, ok).
+        self.released: deque[tuple[int, bool]] = deque(maxlen=6)
+        #: The last fault armed for it (``FaultInjected``), as "kind (detail)".
+        self.last_fault = ""
+        #: The cache of the instance before this one: a batch of it may still be landing.
+        self.previous_cache: Any = None
 
     def ensure_instance(self) -> Instance:
         inst = self.instance
@@ -347,6 +373,7 @@ class ObjectHost:
             self.broken[self.generation] = error
             self.generation += 1
         self._landing = inst.cache.in_flight
+        self.previous_cache = inst.cache
 
 
 class CriticalSection:
@@ -493,6 +520,14 @@ class Instance:
         self.critical_sections: dict[asyncio.Future[Any], CriticalSection] = {}
         self.tasks: set[asyncio.Future[Any]] = set()
         self.queued = 0
+        #: The delivery whose turn runs now and what each delivery awaits ("storage", "io",
+        #: ...), as the event stream tells it (DeliveryStarted/Resumed set ``running``,
+        #: TurnEnded sets ``awaits``): kept where those events are emitted, listened to or
+        #: not, for snapshots (snapshot.py).
+        self.running: int | None = None
+        self.awaits: dict[int, str] = {}
+        #: Calls to other objects held by this object's output gate (OutgoingCallHeld).
+        self.outgoing_held = 0
         #: Deliveries not yet answered; a reset answers them all with its error.
         self.deliveries: set[Delivery] = set()
         self.broken: BaseException | None = None
@@ -543,6 +578,7 @@ class Instance:
             obj.env = self.lab.env
             obj.__init__(self.ctx, self.lab.env)
             self.obj = obj
+            self.host.constructed = self.incarnation
             if self.bus.active:
                 self.bus.emit(InstanceConstructed, self.label, self.object_id,
                               self.cls.__qualname__, self.incarnation)
@@ -576,6 +612,8 @@ class Instance:
                 delivery.spent[QUEUED] += now - delivery.since
                 delivery.phase = RUNNING
                 delivery.since = now
+            delivery.started = True
+            self.running = delivery.id
             if bus.active:
                 bus.emit(DeliveryStarted, self.label, self.object_id, delivery.id, delivery.method)
             is_alarm = delivery.kind == "alarm"
@@ -621,6 +659,12 @@ class Instance:
         delivery.spent[delivery.phase] += now - delivery.since
         delivery.phase = OUTPUT_GATE
         delivery.since = now
+        # (mirrors the event, for snapshots: see Instance.running)
+        if self.awaits:
+            self.awaits.pop(delivery.id, None)
+        if self.running == delivery.id:
+            self.running = None
+        self.host.finished += 1
         if bus.active:
             bus.emit(DeliveryFinished, self.label, self.object_id, delivery.id, error is None,
                      "" if error is None else f"{type(error).__name__}: {error}")
@@ -646,6 +690,7 @@ class Instance:
                 stats = self.cache.statistics()
                 delivery.note("held_writes", stats.dirty_keys + stats.flushing_keys)
                 delivery.note("held_commits", self.output_gate.pending_commits)
+                delivery.held_at = (self.output_gate.pending_commits, self.host.commits)
                 if bus.active:
                     bus.emit(ReplyHeld, self.label, self.object_id, delivery.id,
                              self.output_gate.pending_commits)
@@ -679,11 +724,13 @@ class Instance:
             # failed lock.)
             error = self.broken
         reply = delivery.reply
-        if held and bus.active:
+        if held:
             # What the caller got: a reset may have answered it with its error already.
             ok = (error is None if not reply.done() else
                   not reply.cancelled() and reply._exception is None)  # (not "retrieved")
-            bus.emit(ReplyReleased, self.label, self.object_id, delivery.id, ok)
+            self.host.released.append((delivery.id, ok))
+            if bus.active:
+                bus.emit(ReplyReleased, self.label, self.object_id, delivery.id, ok)
         self.deliveries.discard(delivery)
         # The reply goes now: the call ends (a network leg back, if any, adds to it). Its
         # last phase ended at ``since`` (its code finished, or waited() moved it; a call a
@@ -789,9 +836,15 @@ class Instance:
         lost = self.cache.close(error)
         self.host.on_reset(self, error, stubs_broken, reason)
         self._cancel_idle_timer()
+        host = self.host
+        if reason != "labClosed":
+            host.resets += 1
+            host.last_reset = f"{reason}: {lost} uncommitted write(s) lost"
         if self.bus.active:
             self.bus.emit(InstanceReset, self.label, self.object_id, reason, str(error),
                           stubs_broken, lost)
+        if reason != "labClosed":
+            host.reset_seq = self.bus.seq
         if self.host.websockets is not None and not self.evicted:
             self.host.websockets.reset(reason, error)  # a reset disconnects the object's sockets
         # Answer every caller now: a delivery task cancelled before it ever ran cannot. A reply

@@ -43,15 +43,23 @@ class NaiveStorage:
         self._backend = instance.lab.backend
         self._key = instance.storage_key
         self._batches = itertools.count(1)
+        #: Batches written and not yet landed: number -> keys, as FlushStarted said (snapshots).
+        self.in_flight: dict[int, tuple[str, ...]] = {}
 
     # -- plumbing ------------------------------------------------------------------------
 
     def _emit(self, op: str, keys: tuple[str, ...], cache: str) -> None:
         inst = self._instance
-        if inst.bus.active:
+        if inst.bus.active or inst.awaits:
             driver = current_driver.get()
-            inst.bus.emit(StorageOp, inst.label, inst.object_id,
-                          driver.delivery if driver is not None else 0, op, keys, cache)
+            delivery = driver.delivery if driver is not None else 0
+            awaits = inst.awaits
+            if awaits and delivery in awaits:  # (see DurableObjectStorage._emit)
+                del awaits[delivery]
+                inst.running = delivery
+            if inst.bus.active:
+                inst.bus.emit(StorageOp, inst.label, inst.object_id, delivery, op, keys,
+                              cache)
 
     def _task(self, coro: Any) -> asyncio.Future[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -62,6 +70,7 @@ class NaiveStorage:
         inst = self._instance
         bus = inst.bus
         number = next(self._batches)
+        self.in_flight[number] = (*puts, *deletes, *(("*",) if delete_all else ()))
         if bus.active:
             bus.emit(FlushStarted, inst.label, inst.object_id, number, tuple(puts), tuple(deletes),
                      delete_all, False)
@@ -73,10 +82,15 @@ class NaiveStorage:
             await self._backend.commit(self._key, delete_all=delete_all, puts=puts,
                                        deletes=deletes, metadata={})
         except Exception as exc:
+            keys = self.in_flight.pop(number, ())
+            inst.host.last_batch = (number, len(keys), False)
             if bus.active:
                 bus.emit(CommitFailed, inst.label, inst.object_id, number,
                          f"{type(exc).__name__}: {exc}", getattr(exc, "injected", False))
             raise StorageError(f"write failed and was lost: {exc}") from exc
+        self.in_flight.pop(number, None)
+        inst.host.commits += 1
+        inst.host.last_batch = (number, len(puts) + len(deletes), True)
         if bus.active:
             bus.emit(CommitDone, inst.label, inst.object_id, number, len(puts) + len(deletes),
                      inst.lab.clock.now() - started)

@@ -340,6 +340,10 @@ class SqliteEngine:
         self.on_commit: list[Any] = []
         self.flush_count = 0
         self.commit_count = 0
+        #: Batches committed locally and not yet confirmed: number -> keys (snapshots).
+        self.in_flight_batches: dict[int, tuple[str, ...]] = {}
+        #: Writes of a transaction whose COMMIT failed: lost with the reset that follows.
+        self._failed_writes = 0
         self._flush_task: asyncio.Task[None] | None = None
         self._conn: sqlite3.Connection | None = None
         self._owns_conn = False
@@ -586,6 +590,11 @@ class SqliteEngine:
         self._committing = True
         self.flush_count += 1
         number = self.flush_count
+        # Its keys, as FlushStarted says them, until it lands or fails (snapshots).
+        self.in_flight_batches[number] = (
+            *(k for k, p in self._txn_keys.items() if p),
+            *(k for k, p in self._txn_keys.items() if not p),
+            *(("*",) if self._txn_delete_all else ()))
         instance = self.instance
         lab = self.lab
         bus = instance.bus
@@ -644,6 +653,9 @@ class SqliteEngine:
         if fut.done():
             return  # the object was reset meanwhile (its output gate broke)
         self.commit_count += 1
+        self.in_flight_batches.pop(number, None)
+        instance.host.commits += 1
+        instance.host.last_batch = (number, keys, True)
         if instance.bus.active:
             instance.bus.emit(CommitDone, instance.label, instance.object_id, number, keys,
                               lab.clock.now() - started)
@@ -658,6 +670,8 @@ class SqliteEngine:
         bus = instance.bus
         self._rollback_quietly()
         self._reload_metadata_quietly()
+        failed = self.in_flight_batches.pop(number, ())
+        instance.host.last_batch = (number, len(failed), False)
         if bus.active:
             bus.emit(CommitFailed, instance.label, instance.object_id, number,
                      f"{type(exc).__name__}: {exc}", getattr(exc, "injected", False))
@@ -675,6 +689,8 @@ class SqliteEngine:
         self._gated = False
         self._txn_keys = {}
         self._txn_delete_all = False
+        # Rolled back, never durable: lost with the reset below (close() counts them).
+        self._failed_writes = self._txn_writes
         self._txn_writes = 0
         self.dirty_metadata = {}
         if not fut.done():
@@ -1088,7 +1104,7 @@ class SqliteEngine:
         if self._closed:
             return 0
         self._closed = True
-        lost = self._txn_writes
+        lost = self._txn_writes + self._failed_writes
         fut, self._commit_fut = self._commit_fut, None
         if fut is not None and not fut.done():
             fut.set_exception(error)

@@ -250,6 +250,7 @@ class Driver:
                 if serial:
                     # Under "serial" the strand keeps the gate across every await.
                     is_read = fut in instance.gate_holding_reads
+                    self._turn_ended("storage" if is_read else "io")
                     if bus.active:
                         bus.emit(TurnEnded, instance.label, instance.object_id, self.delivery,
                                  "storage" if is_read else "io", True)
@@ -277,6 +278,7 @@ class Driver:
                     if not gate.has_turn_waiters:
                         # Nothing else of the turn waits to run: keep the lock itself across
                         # the read (the same admissions, one step less when stepping).
+                        self._turn_ended("storage")
                         if bus.active:
                             bus.emit(TurnEnded, instance.label, instance.object_id, self.delivery,
                                      "storage", True)
@@ -310,8 +312,18 @@ class Driver:
         finally:
             self.release()
 
+    def _turn_ended(self, awaiting: str) -> None:
+        """Keep ``Instance.running``/``awaits`` as a ``TurnEnded`` event makes a reader of the
+        stream fold them (snapshot.py), whether or not the event is emitted."""
+        instance = self.instance
+        delivery = self.delivery
+        instance.awaits[delivery] = awaiting
+        if instance.running == delivery:
+            instance.running = None
+
     def _end_turn(self, awaiting: str, gate_held: bool = False) -> None:
         self.release()
+        self._turn_ended(awaiting)
         bus = self.instance.bus
         if bus.active:
             bus.emit(TurnEnded, self.instance.label, self.instance.object_id, self.delivery,
@@ -364,8 +376,13 @@ class Driver:
             call.enter(RUNNING, self.instance.now())
             call.turns = getattr(call, "turns", 1) + 1
         bus = self.instance.bus
-        if event and bus.active:
-            bus.emit(DeliveryResumed, self.instance.label, self.instance.object_id, self.delivery)
+        if event:
+            instance = self.instance
+            if instance.awaits:
+                instance.awaits.pop(self.delivery, None)
+            instance.running = self.delivery
+            if bus.active:
+                bus.emit(DeliveryResumed, instance.label, instance.object_id, self.delivery)
         return cancelled
 
     async def _reenter_quietly(self, admission: asyncio.Future[InputLock]) -> BaseException | None:

@@ -351,7 +351,9 @@ class InstanceReset(RuntimeEvent):
     reason: str
     error: str
     stubs_broken: bool
-    lost_writes: int  # keys written but not yet committed, now lost
+    #: Keys written and never committed, now lost: those waiting for the next flush, and
+    #: those of the batch whose failed commit caused this reset.
+    lost_writes: int
 
 
 @_event

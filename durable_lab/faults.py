@@ -94,10 +94,12 @@ class Faults:
         host = self._resolve(target)
         rules.append(_Rule(target=None if host is None else host.object_id, **rule))
         bus = self._lab.bus
+        detail = ", ".join(f"{k}={v}" for k, v in rule.items() if k != "detail")
+        if host is not None:  # (kept for snapshots, as a reader of the event would)
+            host.last_fault = f"{kind} ({detail})" if detail else kind
         if bus.active:
             bus.emit(FaultInjected, "" if host is None else host.label,
-                     "" if host is None else host.object_id, kind,
-                     ", ".join(f"{k}={v}" for k, v in rule.items() if k != "detail"))
+                     "" if host is None else host.object_id, kind, detail)
 
     def _take(self, rules: list[_Rule], object_id: str) -> _Rule | None:
         for rule in rules:

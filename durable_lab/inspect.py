@@ -72,15 +72,17 @@ async def kv_snapshot(lab: Lab, target: Any, *, limit: int = 500) -> dict[str, A
         rows = _sql_rows(lab, host, "SELECT key, value FROM _cf_KV ORDER BY key LIMIT ?",
                          (limit,))
         return {key: _decode(value) for key, value in rows}
-    found: dict[str, bytes | None] = {}
-    if cache is None or not cache.delete_all_pending:
-        for key, value in await lab.backend.list(host.storage_key, start=None, end=None,
-                                                 reverse=False, limit=limit):
-            found[key] = value
-    if cache is not None:  # writes not committed yet win over what storage holds
-        for layer in (cache.flushing, cache.dirty):
-            for key, value in layer.items():
-                found[key] = value
+    found: dict[str, bytes | None] = dict(await lab.backend.list(
+        host.storage_key, start=None, end=None, reverse=False, limit=limit))
+    # The cache as it is now, after the read: writes not committed yet win over what storage
+    # holds (a batch that landed meanwhile is in both: the same values).
+    instance = host.instance
+    cache = instance.cache if instance is not None else None
+    if cache is not None and not cache.is_sqlite:
+        for delete_all, layer in cache.overlay():
+            if delete_all:
+                found = {}
+            found.update(layer)
     return {key: _decode(found[key]) for key in sorted(found)[:limit]
             if found[key] is not None}
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from . import _turns
 from . import alarms as _alarms
 from . import inspect as _inspect
+from . import snapshot as _snapshot
 from . import websockets as _websockets
 from ._backends import MemoryBackend, SqliteBackend
 from ._folder import FolderLock
@@ -665,6 +666,52 @@ class Lab:
         """What ``target``'s key-value storage holds now, pending writes included: read from
         outside, nothing delivered to the object, no gate touched (``durable_lab.inspect``)."""
         return await _inspect.kv_snapshot(self, target, limit=limit)
+
+    def snapshot(self, target: Any = None) -> Any:
+        """The live state now, as a reader of the event stream up to ``bus.seq`` knows it.
+
+        ``lab.snapshot()``: a ``LabSnapshot`` (the scheduler, and every object the lab has
+        seen, in first-seen order); ``lab.snapshot(target)`` (a stub, an id or a label): that
+        object's ``ObjectSnapshot`` (mailbox, input gate, running turn, awaits, pending
+        writes, batches in flight, held replies...). Read synchronously, from outside: nothing
+        is delivered, no gate touched, no event emitted. A panel opened late starts from it
+        and folds the events after its ``seq`` (durable_lab/snapshot.py, docs/panels.md).
+        """
+        seq = self.bus.seq
+        if target is None:
+            scheduler = self.scheduler
+            return _snapshot.lab_snapshot(
+                list(self._hosts.values()), seq, paused=scheduler.paused,
+                steps=scheduler.steps_taken, last_step=scheduler.last_step, closed=self._closed,
+                region_of=self._region_of, time=self.clock.now())
+        host = _inspect.host_for(self, target)
+        if host is None:
+            raise LookupError(f"this lab has not seen {target!r}: snapshot() takes a stub, an id "
+                              f"or the label of an object the lab has seen (e.g. 'COUNTER:room-1')")
+        return _snapshot.object_snapshot(host, seq, region=self._region_of(host))
+
+    async def snapshot_storage(self, target: Any, *, limit: int = 500) -> Any:
+        """``snapshot(target)`` with ``storage`` filled: the key-value data as the object sees
+        it (``lab.peek``), read at the same ``seq`` as the rest (a commit that lands while
+        storage is read makes it read again)."""
+        host = _inspect.host_for(self, target)
+        if host is None:
+            raise LookupError(f"this lab has not seen {target!r}: snapshot_storage() takes a "
+                              f"stub, an id or the label of an object the lab has seen")
+        import dataclasses
+
+        for _ in range(20):
+            commits, instance = host.commits, host.instance
+            values = await _inspect.kv_snapshot(self, target, limit=limit)
+            if host.commits == commits and host.instance is instance:
+                break
+        # (Still moving after 20 reads: the last read, with the state it ended at.)
+        snap = _snapshot.object_snapshot(host, self.bus.seq, region=self._region_of(host))
+        return dataclasses.replace(snap, storage=values)
+
+    def _region_of(self, host: ObjectHost) -> str | None:
+        network = self.network
+        return network._placements.get(host.storage_key) if network is not None else None
 
     def tables(self, target: Any, *, rows: int = 20) -> list[_inspect.TableSnapshot]:
         """The SQL tables of a SQLite-backed object now: columns, row count, first ``rows``."""

@@ -361,11 +361,13 @@ class DurableObjectStub:
         sent = clock.now()  # the call was made now; the caller's output gate holds it
 
         async def send() -> None:
+            caller.outgoing_held += 1  # (kept for snapshots, as the events tell it)
             if bus.active:
                 bus.emit(OutgoingCallHeld, caller.label, caller.object_id, driver.delivery, target)
             try:
                 await pending
             except BaseException as exc:
+                caller.outgoing_held -= 1
                 if bus.active:
                     bus.emit(OutgoingCallReleased, caller.label, caller.object_id, driver.delivery,
                              target, False)
@@ -373,6 +375,7 @@ class DurableObjectStub:
                     reply.set_exception(exc if not isinstance(exc, asyncio.CancelledError)
                                         else (caller.broken or exc))
                 return
+            caller.outgoing_held -= 1
             if bus.active:
                 bus.emit(OutgoingCallReleased, caller.label, caller.object_id, driver.delivery,
                          target, True)

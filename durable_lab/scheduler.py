@@ -137,6 +137,8 @@ class Scheduler:
         self._breakpoints: list[Breakpoint] = []
         self._seq = itertools.count(1)
         self.steps_taken = 0
+        #: The description of the last transition taken ("" before any).
+        self.last_step = ""
         #: Whether this pause already told the learner that calls wait (once per pause).
         self._told_paused = False
         #: Print "the lab is paused: ... waits" at the first call of a pause. Code that pauses a
@@ -274,6 +276,7 @@ class Scheduler:
 
     def _take(self, choice: Choice) -> None:
         self.steps_taken += 1
+        self.last_step = choice.description
         bus = self._lab.bus
         if bus.active:
             bus.emit(StepTaken, choice.object, "", choice.kind, choice.description)

@@ -321,7 +321,7 @@ class SqlStorage:
             raise TypeError(f"exec() takes the SQL text as a str, got {type(query).__name__}")
         params = check_bindings(bindings)
         cursor = self._engine.exec(query, params)
-        if storage._instance.bus.active:
+        if storage._instance.bus.active or storage._instance.awaits:
             storage._emit("sql", (), "write" if cursor.wrote else "hit")
         return cursor
 

@@ -268,10 +268,20 @@ class DurableObjectStorage:
         self._done: asyncio.Future[None] | None = None
 
     def _emit(self, op: str, keys: Iterable[str], cache: str) -> None:
+        """Emit the StorageOp (if someone listens). Called also while a delivery awaits
+        something (``Instance.awaits``): a storage call of a delivery that awaited storage
+        says its code runs on, and the runtime keeps that as a reader of the stream folds it
+        (for snapshots, listened to or not)."""
         inst = self._instance
         driver = current_driver.get()
-        inst.bus.emit(StorageOp, inst.label, inst.object_id,
-                      driver.delivery if driver is not None else 0, op, tuple(keys), cache)
+        delivery = driver.delivery if driver is not None else 0
+        awaits = inst.awaits
+        if awaits and delivery in awaits:
+            del awaits[delivery]
+            inst.running = delivery
+        if inst.bus.active:
+            inst.bus.emit(StorageOp, inst.label, inst.object_id, delivery, op, tuple(keys),
+                          cache)
 
     def _start_read(self, coro: Any, allow_concurrency: bool) -> asyncio.Future[Any]:
         task = spawn(coro)
@@ -303,10 +313,10 @@ class DurableObjectStorage:
             key = _check_key(keys)
             known, data = self._cache.lookup(key)
             if known:
-                if self._instance.bus.active:
+                if self._instance.bus.active or self._instance.awaits:
                     self._emit("get", (key,), "hit")
                 return _done(None if data is None else self._decode(key, data))
-            if self._instance.bus.active:
+            if self._instance.bus.active or self._instance.awaits:
                 self._emit("get", (key,), "miss")
             return self._start_read(self._read_one(key, not noCache), allowConcurrency)
         wanted = sorted(set(_check_keys(keys, "get")))
@@ -318,7 +328,7 @@ class DurableObjectStorage:
                 missing.append(key)
             elif data is not None:
                 found[key] = data
-        if self._instance.bus.active:
+        if self._instance.bus.active or self._instance.awaits:
             self._emit("get", wanted, "miss" if missing else "hit")
         if not missing:
             return _done({k: self._decode(k, found[k]) for k in wanted if k in found})
@@ -358,12 +368,12 @@ class DurableObjectStorage:
             if len(data) > MAX_VALUE_SIZE:
                 _encode(key, value)
             changed = self._cache.write_one(key, data)
-            if instance.bus.active:
+            if instance.bus.active or instance.awaits:
                 self._emit("put", (key,), "write" if changed else UNCHANGED)
             return self._done_none()
         items = _kv_put_items(key, value)
         changed = self._cache.write(items, confirmed=not allowUnconfirmed)
-        if self._instance.bus.active:
+        if self._instance.bus.active or self._instance.awaits:
             self._emit("put", [k for k, _ in items], "write" if changed else UNCHANGED)
         return self._done_none()
 
@@ -399,7 +409,7 @@ class DurableObjectStorage:
             read = self._start_read(self._cache.read_missing(unknown, remember=False),
                                     allowConcurrency)
         changed = self._cache.write([(k, None) for k in names], confirmed=not allowUnconfirmed)
-        if self._instance.bus.active:
+        if self._instance.bus.active or self._instance.awaits:
             self._emit("delete", names,
                        "miss" if unknown else "write" if changed else UNCHANGED)
         if not unknown:
@@ -421,7 +431,7 @@ class DurableObjectStorage:
         self._cache.delete_all()
         # The alarm goes too (compat flag delete_all_deletes_alarm, default from 2026-02-24).
         self._cache.set_metadata("alarm", None, confirmed=True)
-        if self._instance.bus.active:
+        if self._instance.bus.active or self._instance.awaits:
             self._emit("deleteAll", (), "write")
         return _done(None)
 
@@ -437,7 +447,7 @@ class DurableObjectStorage:
         """Keys and values in key order, as a dict: ``start`` inclusive, ``end`` exclusive."""
         self._instance.check_usable()
         start, end = _list_bounds(prefix, start, startAfter, end, limit)
-        if self._instance.bus.active:
+        if self._instance.bus.active or self._instance.awaits:
             self._emit("list", (), self._LIST_CACHE)
         if start is not None and end is not None and start >= end:
             return _done({})
@@ -465,7 +475,7 @@ class DurableObjectStorage:
         """Wait until every write made so far is durable. The input gate opens meanwhile."""
         self._instance.check_usable()
         pending = [f for f in self._cache.pending_commits() if not f.done()]
-        if self._instance.bus.active:
+        if self._instance.bus.active or self._instance.awaits:
             self._emit("sync", (), "miss")
         # Always a real turn boundary, as on SQLite-backed storage (the a2 trace).
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -798,12 +808,12 @@ class SqlDurableObjectStorage(DurableObjectStorage):
         if isinstance(keys, str):
             key = _check_sql_key(keys)
             data = engine.kv_get(key)
-            if self._instance.bus.active:
+            if self._instance.bus.active or self._instance.awaits:
                 self._emit("get", (key,), "hit")
             return _done(None if data is None else self._decode(key, data))
         wanted = sorted(set(_check_sql_keys(keys, "get")))
         found = engine.kv_get_many(wanted)
-        if self._instance.bus.active:
+        if self._instance.bus.active or self._instance.awaits:
             self._emit("get", wanted, "hit")
         return _done({k: self._decode(k, found[k]) for k in wanted if k in found})
 
@@ -813,7 +823,7 @@ class SqlDurableObjectStorage(DurableObjectStorage):
         self._instance.check_usable()
         items = _sql_put_items(key, value)
         self._cache.kv_put(items, confirmed=not allowUnconfirmed)
-        if self._instance.bus.active:
+        if self._instance.bus.active or self._instance.awaits:
             self._emit("put", [k for k, _ in items], "write")
         return self._done_none()
 
@@ -825,7 +835,7 @@ class SqlDurableObjectStorage(DurableObjectStorage):
         names = ([_check_sql_key(keys)] if single
                  else list(dict.fromkeys(_check_sql_keys(keys, "delete"))))
         deleted = self._cache.kv_delete(names, confirmed=not allowUnconfirmed)
-        if self._instance.bus.active:
+        if self._instance.bus.active or self._instance.awaits:
             self._emit("delete", names, "write")
         return _done(deleted > 0 if single else deleted)
 
@@ -845,7 +855,7 @@ class SqlDurableObjectStorage(DurableObjectStorage):
         commit before the closure ends, so there is nothing to wait for (still a turn boundary)."""
         if self._cache.explicit_depth:
             self._instance.check_usable()
-            if self._instance.bus.active:
+            if self._instance.bus.active or self._instance.awaits:
                 self._emit("sync", (), "miss")
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             asyncio.get_running_loop().call_soon(lambda: fut.done() or fut.set_result(None))

@@ -34,7 +34,7 @@ _SHOWN = {
     "ReplyHeld": lambda e: f"reply to call {e.delivery} HELD by the output gate",
     "ReplyReleased": lambda e: f"reply to call {e.delivery} released" + ("" if e.ok else " as an error"),
     "InstanceConstructed": lambda e: f"{e.class_name} constructed (incarnation {e.incarnation})",
-    "InstanceReset": lambda e: f"object RESET ({e.reason}): {e.lost_writes} unflushed writes lost",
+    "InstanceReset": lambda e: f"object RESET ({e.reason}): {e.lost_writes} uncommitted writes lost",
     "LabClosed": lambda e: f"the lab is CLOSED (lab.close()): {e.instances} live object(s) "
                            "closing, calls refused from now on",
     "ObjectPlaced": lambda e: f"placed in {e.region} " + {

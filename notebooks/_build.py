@@ -31,6 +31,59 @@ def code(text: str, *tags: str) -> Cell:
     return ("code", textwrap.dedent(text).strip(), tags)
 
 
+# -- claims: every sentence about a panel is a test ---------------------------------------------
+#
+# Where the prose says what a panel or an output shows ("a rising row of dots", "the tags
+# column", "MAILBOX (2)"), a ``claim(...)`` follows that text in the lesson list. A claim is not
+# a cell of the learner's notebook: ``notebook()`` leaves it out. tests/test_lesson_claims.py
+# runs each lesson headless with the claims put back in, each as a hidden code cell right where
+# it stands, so it runs in the lesson's own kernel after the cells above it and before the cells
+# below; a false claim fails the test with its sentence. The browser lesson test waits for the
+# ``page`` text of the claims that have one (tests/browser/test_lessons_browser.py).
+
+
+class Claim(tuple):  # a 3-tuple like a Cell, so code that unpacks cells still works
+    """What a lesson says a panel or an output shows, and how to check it.
+
+    ``says``: words of the lesson (of the three cells just above the claim), quoted exactly;
+    ``check``: Python run in the lesson's kernel at that point; it asserts, with a message
+    naming what the panel showed instead. Helpers from tests/claim_kit.py are in scope
+    (``await settled(lab)``, ``text_of(panel)``, ``panel_of(lab, kind)``, ...);
+    ``output``: a regular expression the output of the code cell just above must match;
+    ``page``: (CSS selector, regular expression): in a real browser, an element matching the
+    selector must show text matching the expression at some moment after that cell ran.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, says: str, check: str, output: str, page: tuple[str, str] | None) -> Claim:
+        return super().__new__(cls, ("claim", check, (says, output, page)))
+
+    @property
+    def says(self) -> str:
+        return self[2][0]
+
+    @property
+    def check(self) -> str:
+        return self[1]
+
+    @property
+    def output(self) -> str:
+        return self[2][1]
+
+    @property
+    def page(self) -> tuple[str, str] | None:
+        return self[2][2]
+
+
+def claim(says: str, check: str = "", *, output: str = "",
+          page: tuple[str, str] | None = None) -> Claim:
+    """A claim of the lesson about a panel or an output (see ``Claim``)."""
+    if not (check.strip() or output):
+        raise ValueError(f"claim {says!r}: give a check, an output pattern or both")
+    return Claim(" ".join(says.split()), textwrap.dedent(check).strip(), output, page)
+
+
 SHOW = '''
 from durable_lab.tour import describe
 
@@ -471,9 +524,11 @@ L00 = [
     '''),
     md("""
     `[1, 2]`: no update is lost. Look for *"awaits storage: gate
-    stays CLOSED"*: while call 1 waits for its read, the **input gate** keeps call 2 out, so
-    read and write of one call are never split by another call.
+    stays CLOSED"*: while the first call waits for its read, the **input gate** keeps the second
+    out, so read and write of one call are never split by another call.
     """),
+    claim("awaits storage: gate stays CLOSED",
+          output=r"^\[1, 2\]\n[\s\S]*call \d+ awaits storage: gate stays CLOSED"),
     md("""
     ## 2. A timer between read and write
 
@@ -501,6 +556,7 @@ L00 = [
     not storage lets the next call in. "Single-threaded" does not mean "no races". Lesson 02 is
     all about this.
     """),
+    claim("awaits io: gate OPENS", output=r"\[1, 1\][\s\S]*awaits io: gate OPENS[\s\S]*value: 1"),
     md("""
     ## 3. A hundred writes in one call
 
@@ -525,6 +581,7 @@ L00 = [
     **One.** Writes made in the same turn are *coalesced* into one atomic batch; `await put()`
     does not even end the turn. Lesson 04 measures what that saves.
     """),
+    claim("**One.**", output=r"(?m)^commits: 1$"),
     md("""
     ## 4. A commit that fails
 
@@ -548,6 +605,9 @@ L00 = [
     caller got an error instead of a false "done". The object restarted from what was committed.
     Lesson 03 is about this promise.
     """),
+    claim("The reply was **held** by the output gate until the commit, the commit failed",
+          output=r"^the caller got an error[\s\S]*reply to call \d+ HELD by the output gate"
+                 r"[\s\S]*commit #\d+ FAILED[\s\S]*a new stub reads: 2"),
     md("""
     ## Optional: the panels
 
@@ -575,6 +635,17 @@ L00 = [
                                 seed=1)
     print(result.summary())
     '''),
+    claim("mailbox chips, the gate opening and closing, batches flying to storage, replies held "
+          "and released", '''
+    await settled(lab)
+    board = panel_of(lab, "dashboard")
+    lanes = column(board.timeline.gate_spans, "lane")
+    for lane in ("input gate", "commit", "output gate"):
+        assert lane in lanes, f"no {lane!r} span on the dashboard's timeline: {set(lanes)}"
+    hot = board.object_view.state
+    assert hot.label == "COUNTER:hot" and hot.finished >= 30 and hot.commits >= 1, hot
+    assert "✓ ok" in text_of(board.object_view), text_of(board.object_view)[:300]
+    ''', page=(".dl-releasedbox", r"✓ ok")),
     *exercise_cells("00", """
     ## Exercise 00 · a counter that remembers
 
@@ -651,12 +722,16 @@ class Counter(DurableObject):
 
     **Predict:** after `COUNTER.get(id)` but before any call, is there a live instance?
     """),
+    claim("every Worker anywhere computes the same id for `room-1`",
+          output=r"^True [0-9a-f]{16} \.\.\.\nanother lab, same name: True\n"),
     code('''
     stub = COUNTER.get(a)
     print([(o.label, o.state) for o in await lab.objects()])
     await stub.increment()
     print([(o.label, o.state, o.incarnations) for o in await lab.objects()])
     '''),
+    claim("A stub does not start the object; the first call does",
+          output=r"^\[\('COUNTER:room-1', 'not started'\)\]\n\[\('COUNTER:room-1', 'idle', 1\)\]"),
     md("""
     ## See it: one cell per object
 
@@ -682,6 +757,12 @@ class Counter(DurableObject):
     constructed on the next call, with the same id and the same storage. **Predict:** after an
     eviction, what does the object view's *incarnation* say, and what does the counter return?
     """),
+    claim("Three cells, not four", '''
+    await settled(lab)
+    labels = sorted(column(fleet.source, "label"))
+    assert labels == ["COUNTER:room-1", "COUNTER:room-2", "COUNTER:room-3"], labels
+    assert "3 objects" in text_of(fleet), text_of(fleet)
+    ''', page=(".dl-fleet", r"^3 objects")),
     code('''
     view = widgets.object_view(lab, stub)   # the object of room-1, large
     view
@@ -695,6 +776,11 @@ class Counter(DurableObject):
     Incarnation 2, and the count went on from storage: memory is a cache of the object, storage
     is the object. (Lesson 05 comes back to this.)
     """),
+    claim("Incarnation 2, and the count went on from storage", '''
+    await settled(lab)
+    assert view.state.incarnation == 2, view.state
+    assert "incarnation 2" in text_of(view), text_of(view)[:200]
+    ''', output=r"after eviction: 3\b", page=(".dl-objectview", r"incarnation 2\b")),
     md("""
     ## Ten clients, one counter, three runtimes
 
@@ -725,6 +811,10 @@ class Counter(DurableObject):
     the same value, and `linearizable` asks: *could one copy of the counter, answering one call
     at a time, have given these answers?*
     """),
+    claim("Without gates, most increments read the same old value and overwrite each other",
+          output=r"gates: replies \[1, 2, 3, 4, 5, 6, 7, 8, 9, 10\] -> value 10\n"
+                 r"\s*none: replies \[1, 1, 1, [^\]]*\] -> value [1-5]\n"
+                 r"serial: replies \[1, 2, 3, 4, 5, 6, 7, 8, 9, 10\] -> value 10"),
     code('''
     run = Lab(storage="memory", seed=1, model="none", record=True)
     counter = run.bind("COUNTER", Counter).getByName("x")
@@ -746,6 +836,7 @@ class Counter(DurableObject):
     that instance can decide the order. A stateless Worker fleet has no such place: the
     key-value store sees interleaved reads and writes from many machines.
     """),
+    claim("**Why it works with gates:**", output=r"^Linearizable: all 10 calls"),
     *exercise_cells("01", """
     ## Exercise 01 · a counter without gates
 
@@ -824,8 +915,23 @@ class Counter(DurableObject):
     The panel on the right lists what `lab.choices()` returns: the transitions the gates allow
     **now**, one button each. **Click `1: admit delivery 2 ...`** to admit the second call first
     (or run the next cell, which does the same from code), and watch the object view and the
-    timeline: the *input gate* lane turns red while the call runs.
+    timeline: the *input gate* lane turns red while the call runs. Before you click, the object
+    view shows both calls waiting in its *Mailbox (2)*, the gate OPEN, the running turn idle.
     """),
+    claim("the object view shows both calls waiting in its *Mailbox (2)*, the gate OPEN", '''
+    await settled(lab)
+    shown = text_of(board.object_view)
+    assert "Mailbox (2)" in shown, shown[:300]
+    state = board.object_view.state
+    assert state.gate_open and state.running is None, shown[:300]
+    ''', page=(".dl-objectview[data-object='COUNTER:a'] .dl-mailbox",
+               r"(?:MAILBOX|Mailbox) \(2\)")),
+    claim("one button each", '''
+    await settled(lab)
+    labels = [b.description for b in board.scheduler.buttons.children]
+    assert len(labels) == len(lab.choices()) >= 2, (labels, lab.choices())
+    assert labels[1].startswith("1: admit delivery 2"), labels
+    '''),
     code('''
     options = lab.choices()
     if len(options) > 1 and options[1].kind == "admit":
@@ -837,6 +943,13 @@ class Counter(DurableObject):
     gate offered **nobody** else. Take the remaining steps in any order you like, by clicking or
     with the next cell; the answer is always `[1, 2]` in some order.
     """),
+    claim("The second call ran its whole read-then-write in one go", '''
+    await settled(lab)
+    tl = board.timeline
+    labels = column(tl.gate_spans, "label") + column(tl.open_gate_spans, "label")
+    lanes = column(tl.gate_spans, "lane") + column(tl.open_gate_spans, "lane")
+    assert ("input gate", "#2") in set(zip(lanes, labels)), list(zip(lanes, labels))
+    ''', output=r"^\[\[0\] admit delivery 1 at COUNTER:a, \[1\] start the flush of COUNTER:a"),
     code('''
     while not all(c.done() for c in calls):
         options = lab.choices()
@@ -845,6 +958,7 @@ class Counter(DurableObject):
     lab.resume()
     print([c.result() for c in calls])
     '''),
+    claim("the answer is always `[1, 2]` in some order", output=r"(?m)^\[(1, 2|2, 1)\]$"),
     md("""
     ## Now with a timer between read and write
 
@@ -853,6 +967,7 @@ class Counter(DurableObject):
     """),
     code('''
     other = COUNTER.getByName("b")
+    board.select(other)                       # the panel above follows b now
     lab.pause()
     calls = [asyncio.ensure_future(other.increment_after_io()) for _ in range(2)]
     await lab.step()                          # constructor
@@ -865,7 +980,7 @@ class Counter(DurableObject):
     print(await asyncio.gather(*calls), "value:", await other.value())
     '''),
     md("""
-    Both returned 1: a lost update, produced on purpose (on the timeline: two *awaiting io*
+    Both returned 1: a lost update, produced on purpose (on the timeline above: two *awaiting io*
     lanes side by side while the gate lane is empty). The gate holds only while the object
     waits for **its own storage**; a timer, a `fetch`, a call to another object or
     `storage.sync()` all let the next request in.
@@ -879,6 +994,19 @@ class Counter(DurableObject):
     **Predict:** three increments arrive at once. While one of them runs, is the gate open or
     closed? Where do the other two wait?
     """),
+    claim("two *awaiting io* lanes side by side while the gate lane is empty", '''
+    await settled(lab)
+    seg = board.timeline.segments.data
+    io = [(l, r) for k, l, r in zip(seg["kind"], seg["left"], seg["right"]) if k == "awaiting io"]
+    assert len(io) == 2 and max(l for l, _ in io) < min(r for _, r in io), io
+    both = (max(l for l, _ in io), min(r for _, r in io))
+    gates = board.timeline.gate_spans.data
+    closed = [(l, r) for lane, l, r in zip(gates["lane"], gates["left"], gates["right"])
+              if lane == "input gate"]
+    free = [x + 0.5 for x in range(int(both[0]), int(both[1]))
+            if not any(l <= x + 0.5 <= r for l, r in closed)]
+    assert free, f"the input gate lane is closed all the time both wait {both}: {closed}"
+    ''', output=r"(?m)^\[1, 1\] value: 1$"),
     code('''
     slow = Lab(storage="memory", seed=1)
     slow_counter = slow.bind("COUNTER", Counter).getByName("slow")
@@ -900,6 +1028,17 @@ class Counter(DurableObject):
     **Predict:** wrapping read-sleep-write in `blockConcurrencyWhile` fixes the counter. What
     does it cost when 5 calls arrive at once and each sleeps 1 s (lab time)?
     """),
+    claim("The red spans on the timeline's *input gate* lane stay after the run, one per call", '''
+    await settled(slow)
+    gates = slow_view.timeline.gate_spans.data
+    held = [label for lane, label in zip(gates["lane"], gates["label"]) if lane == "input gate"]
+    calls = sorted(label for label in held if label.startswith("#"))
+    assert len(calls) == 3 and len(set(calls)) == 3, f"input-gate spans: {held}"
+    holders = [d for lane, d in zip(gates["lane"], gates["detail"]) if lane == "input gate"]
+    assert sum(d.startswith("closed by delivery") for d in holders) == 3, holders
+    assert slow_view.object_view.state.finished == 3, slow_view.object_view.state
+    ''', output=r"\[1, 2, 3\]",
+          page=(".dl-objectview .dl-gatebox", r"CLOSED\s*held by delivery \d")),
     code('''
     class BlockingCounter(Counter):
         async def increment_after_io(self):
@@ -931,6 +1070,9 @@ class Counter(DurableObject):
     time. **Predict:** ann and bob claim seat A1 at the same moment with the class below. Who
     gets it, and who pays?
     """),
+    claim("Correct, but five times slower",
+          output=r"Counter: \[1, 1, 1, 1, 1\], value 1, took 1 s[\s\S]*"
+                 r"BlockingCounter: \[1, 2, 3, 4, 5\], value 5, took 5 s"),
     code('''
     from durable_lab.exercises import Payments
 
@@ -1026,6 +1168,18 @@ class Account(DurableObject):
     **Predict:** we make the next commit fail and deposit 50. What does the caller get, and what
     is the balance afterwards?
     """),
+    claim("*finished → reply HELD → commit durable → reply released.*",
+          output=r"finished[\s\S]*reply to call \d+ HELD[\s\S]*commit #\d+ durable[\s\S]*"
+                 r"reply to call \d+ released"),
+    claim("the purple span on the *output gate* lane, over the blue *commit* span", '''
+    await settled(lab)
+    gates = view.timeline.gate_spans.data
+    spans = {lane: (l, r) for lane, l, r in zip(gates["lane"], gates["left"], gates["right"])}
+    assert "output gate" in spans and "commit" in spans, gates
+    (hl, hr), (cl, cr) = spans["output gate"], spans["commit"]
+    assert hl <= cl and hr >= cr, f"output gate {spans['output gate']}, commit {spans['commit']}"
+    assert "✓ ok" in text_of(view.object_view), text_of(view.object_view)[:300]
+    '''),
     code('''
     lab.faults.fail_next_commit(acct)
     rec = lab.record()
@@ -1049,12 +1203,35 @@ class Account(DurableObject):
     No false "done": the held reply became an error (the red **✗ ERROR** chip under
     *Released*, and the red *batch FAILED* in *Storage*), the object reset to what was
     committed (100: the banner says how many writes were lost), and the stub that saw the
-    reset is broken for good (make a new one).
+    reset is broken for good (make a new one). On the timeline, the failed commit is drawn in red
+    on the *commit* lane.
 
     ## The same failure without gates
 
     **Predict:** the same class, the same failure, under `model="none"`.
     """),
+    claim("the red **✗ ERROR** chip under *Released*, and the red *batch FAILED* in *Storage*", '''
+    await settled(lab)
+    shown = text_of(view.object_view)
+    assert "✗ ERROR" in shown and "FAILED" in shown, shown[:400]
+    ''', output=r"balance: 100", page=(".dl-releasedbox", r"✗ ERROR")),
+    claim("the banner says how many writes were lost", r'''
+    await settled(lab)
+    import re
+    banner = view.object_view.state.last_reset
+    assert re.search(r"\b1 \w+ write\(s\) lost", banner), f"the banner says: {banner!r}"
+    assert banner in text_of(view.object_view), text_of(view.object_view)[:300]
+    ''', page=(".dl-objectview .dl-reset", r"\b1 \w+ write\(s\) lost")),
+    claim("the failed commit is drawn in red on the *commit* lane", '''
+    await settled(lab)
+    gates = view.timeline.gate_spans.data
+    commits = [f"{k} {d} {label}" for lane, k, d, label in zip(gates["lane"], gates["kind"],
+                                                              gates["detail"], gates["label"])
+               if lane == "commit"]
+    assert any("fail" in c.lower() for c in commits), f"commit spans: {commits}"
+    marks = view.timeline.markers.data
+    assert False in list(marks["ok"]), marks
+    '''),
     code('''
     naive = Lab(storage="memory", seed=1, model="none")
     n_acct = naive.bind("ACCOUNTS", Account).getByName("alice")
@@ -1074,6 +1251,7 @@ class Account(DurableObject):
     **Predict:** `deposit_fast` passes `allowUnconfirmed=True`. With the same failure, what does
     the caller hear?
     """),
+    claim("The caller was told 150; storage says 100", output=r"reply: 150\s+balance: 100"),
     code('''
     fast = ACCOUNTS.getByName("bob")
     await fast.deposit_fast(100)
@@ -1088,6 +1266,7 @@ class Account(DurableObject):
     told 150. Use it only for writes whose loss nobody acts on (a "last seen" timestamp, a
     cache), never for money, tickets or rate limits.
     """),
+    claim("the caller has already been told 150", output=r"reply: 150\s+balance: 100"),
     *exercise_cells("03", """
     ## Exercise 03 · no false acknowledgments
 
@@ -1124,19 +1303,32 @@ L04 = [
     code(LESSON_IMPORTS + '''
 
 class Writer(DurableObject):
+    # Every call writes new values (call number 1, 2, 3, ...): a put() of the value a key
+    # already holds changes nothing, so the cache drops it and it is never committed.
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        self.calls = 0
+
+    def new_value(self):
+        self.calls += 1
+        return self.calls
+
     async def one_turn(self, n):
+        v = self.new_value()
         for i in range(n):
-            self.ctx.storage.put(f"k{i}", i)         # all in one turn
+            self.ctx.storage.put(f"k{i}", v)         # all in one turn
         return n
 
     async def awaited_puts(self, n):
+        v = self.new_value()
         for i in range(n):
-            await self.ctx.storage.put(f"k{i}", i)   # await put(): still the same turn
+            await self.ctx.storage.put(f"k{i}", v)   # await put(): still the same turn
         return n
 
     async def sync_each(self, n):
+        v = self.new_value()
         for i in range(n):
-            self.ctx.storage.put(f"k{i}", i)
+            self.ctx.storage.put(f"k{i}", v)
             await self.ctx.storage.sync()            # wait for the commit: ends the turn
         return n
 
@@ -1167,13 +1359,19 @@ async def measure(method, n):
     md("""
     A `put()` changes the in-memory cache at once and returns an already-finished awaitable, so
     awaiting it does not end the turn. `sync()` waits for storage: the turn ends, the batch is
-    committed, and the next write starts a new batch.
+    committed, and the next write starts a new batch. (Each call writes new values, the number
+    of the call: a `put()` of the value a key already holds changes nothing, and the cache drops
+    it. Rewriting the same values would commit nothing at all.)
 
     ## Watch a batch form
 
     **Predict:** `one_turn(12)` on a lab whose commits take half a second, in slow motion. How
     many keys are pending at most? How many batches fly to storage? When does the reply go?
     """),
+    claim("`sync()` waits for storage: the turn ends, the batch is committed, and the next "
+          "write starts a new batch",
+          output=r"one_turn:\s+1 commits[\s\S]*awaited_puts:\s+1 commits[\s\S]*"
+                 r"sync_each:\s+10 commits"),
     code('''
     watched = Lab(storage="memory", seed=1, commit_latency=0.5)
     writer = watched.bind("W", Writer).getByName("w")
@@ -1193,6 +1391,27 @@ async def measure(method, n):
 
     **Predict:** how does the latency of each method grow with n?
     """),
+    claim("left the cache together as **one** batch (blue, 12 keys), and the reply waited under "
+          "the output gate until that batch landed", '''
+    await settled(watched)
+    gates = batch_view.timeline.gate_spans.data
+    spans = [(lane, l, r, d) for lane, l, r, d in zip(gates["lane"], gates["left"],
+                                                      gates["right"], gates["detail"])]
+    commits = [s for s in spans if s[0] == "commit"]
+    assert len(commits) == 1 and ": 12 key(s)" in commits[0][3], commits
+    held = [s for s in spans if s[0] == "output gate"]
+    assert held and held[0][1] <= commits[0][1] and held[0][2] >= commits[0][2], (held, commits)
+    state = batch_view.object_view.state
+    assert state.last_batch is not None and state.last_batch[1:] == (12, True), state.last_batch
+    '''),
+    claim("The storage inspector shows each key with its value and the batch it went in", '''
+    await settled(watched)
+    rows = batch_view.storage.rows()
+    assert sorted(k for k, _ in rows) == sorted(f"k{i}" for i in range(12)), rows
+    assert len({ks.batch for _, ks in rows}) == 1 and rows[0][1].batch, rows
+    shown = text_of(batch_view.storage)
+    assert all(f"k{i} 1 committed batch" in shown for i in range(12)), shown
+    ''', page=(".dl-storage-inspector", r"k11 1 committed batch \d")),
     code('''
     print(f"{'n':>5} | {'one_turn':>14} | {'sync_each':>16}")
     print("-" * 43)
@@ -1205,6 +1424,7 @@ async def measure(method, n):
     Flat against linear: the whole turn costs one commit. The metrics panel shows the same on a
     live lab: every dot is one call, latency against the writes it made.
     """),
+    claim("Flat against linear", output=r"100 \|\s+1 commit\s+5 ms \|\s+100 commits\s+500 ms"),
     code('''
     live = Lab(storage="memory", seed=1, commit_latency=0.005)
     live_writer = live.bind("W", Writer).getByName("w")
@@ -1218,6 +1438,18 @@ async def measure(method, n):
             await live_writer.sync_each(n)      # the rising one: a commit per write
     await asyncio.sleep(0.6)                    # the panel samples four times a second
     '''),
+    claim("the rising one: a commit per write", '''
+    await settled(live)
+    dots = live_metrics.latency.data
+    points = list(zip(dots["method"], dots["writes"], dots["ms"]))
+    assert len(points) == 36, f"{len(points)} dots for 36 calls"
+    rising = {n: max(ms for m, w, ms in points if m == "sync_each" and w == n)
+              for n in (1, 2, 5, 10, 20, 40)}
+    flat = max(ms for m, w, ms in points if m == "one_turn")
+    assert rising[40] > 2 * rising[5] > 2 * rising[1] and rising[40] >= 40 * 5, rising
+    assert flat < rising[40] / 4, (flat, rising)
+    assert "latency of 36 recent calls" in text_of(live_metrics), text_of(live_metrics)
+    '''),
     md("""
     Two rows of dots: `one_turn` stays flat whatever n is, `sync_each` climbs by a commit per
     write. The batch-size histogram (log scale) shows both kinds of commits: many one-key
@@ -1230,6 +1462,12 @@ async def measure(method, n):
     **Predict:** does the *reply* of `one_turn` wait for the commit, even though the handler
     never awaited anything? (Lesson 03 says ...)
     """),
+    claim("many one-key commits from `sync_each` and a few big ones from `one_turn`", '''
+    await settled(live)
+    bars = dict(zip(live_metrics.batches.data["bin"], live_metrics.batches.data["count"]))
+    assert bars["1"] >= 3 * (1 + 2 + 5 + 10 + 20 + 40), bars
+    assert bars["17-64"] == 6 and bars["9-16"] == 3, bars
+    '''),
     code('''
     lab = Lab(storage="memory", seed=1, clock="auto", commit_latency=0.005)
     stub = lab.bind("W", Writer).getByName("w")
@@ -1239,6 +1477,8 @@ async def measure(method, n):
     print([e.kind for e in rec.events if e.kind in ("DeliveryFinished", "ReplyHeld",
                                                      "CommitDone", "ReplyReleased")])
     '''),
+    claim("does the *reply* of `one_turn` wait for the commit",
+          output=r"\['DeliveryFinished', 'ReplyHeld', 'CommitDone', 'ReplyReleased'\]"),
     *exercise_cells("04", """
     ## Exercise 04 · n writes, one commit
 
@@ -1308,6 +1548,14 @@ L05 = [
     print("-- evicted --")
     print(await session.visit())
     '''),
+    claim("its header shows the *incarnation* and whether an instance is live or evicted; the "
+          "storage inspector shows what survives", '''
+    await settled(lab)
+    state = session_view.object_view.state
+    assert (state.incarnation, state.status) == (2, "live"), state
+    assert "incarnation 2" in text_of(session_view.object_view), text_of(session_view)[:200]
+    assert "visits 3 committed" in text_of(session_view.storage), text_of(session_view.storage)
+    ''', output=r"-- evicted --\s+constructor runs\s+\{'in_memory': 1, 'stored': 3\}"),
     md("""
     **Predict:** with `idle_timeout=10`, does the object survive 5 s of silence? 15 s?
     """),
@@ -1367,6 +1615,22 @@ L05 = [
 
     **Predict:** the alarm handler throws twice. When does it run again, and how many times?
     """),
+    claim("It fired at t=30 s, on a fresh instance: in the panel, an `alarm` delivery arrived "
+          "in the mailbox of incarnation 2", '''
+    await settled(lab)
+    state = reminder_view.object_view.state
+    assert state.incarnation == 2, state
+    seg = reminder_view.timeline.segments.data
+    alarms = {d for d, m in zip(seg["delivery"], seg["method"]) if m == "alarm"}
+    assert len(alarms) == 1 and "queued" in {k for d, k in zip(seg["delivery"], seg["kind"])
+                                             if d in alarms}, dict(seg)
+    ''', output=r"(?m)^  t= 30\.0s  alarm! 'stand up' \(retryCount=0\)$",
+          page=(".dl-objectview[data-object='REMINDERS:ada']", r"incarnation 2 · 2 answered")),
+    claim("the timeline lane of that delivery is labelled `alarm`", '''
+    await settled(lab)
+    drawn = drawn_text(reminder_view.timeline)
+    assert "alarm" in drawn, f"the timeline draws no 'alarm' label: {drawn[:300]}"
+    '''),
     code('''
     auto = Lab(storage="memory", seed=1, clock="auto")
     T0 = auto.clock.now()
@@ -1394,6 +1658,9 @@ L05 = [
     **at least once**: a handler can run again after its side effects already happened (a
     message sent, an email mailed). Handlers must be safe to repeat.
     """),
+    claim("Retries back off: 2 s, then 4 s (plus up to 25 % jitter)",
+          output=r"t= 0\.00s  alarm handler FAILED[^\n]*\nt= 2\.[0-4]\ds  alarm handler FAILED"
+                 r"[^\n]*\nt= (6\.\d\d|7\.[0-4]\d)s  alarm handler succeeded"),
     *exercise_cells("05", """
     ## Exercise 05 · a batcher on an alarm
 
@@ -1478,11 +1745,39 @@ class Counter(DurableObject):
     one at a time (2 ms each here). Coalescing keeps that wait short (many increments share one
     commit); a second object would commit in parallel.
     """),
+    claim("On the hot object most of a call's time is `output_gate`", '''
+    phases = result.phases(object=result.hot_object)
+    biggest = max(phases, key=lambda phase: phases[phase]["p50"])
+    assert biggest == "output_gate", {k: round(v["p50"] * 1000, 3) for k, v in phases.items()}
+    '''),
     md("""
     The fleet is a heat map of queues: one dark cell (the hot object, its queue long) among
     pale ones; the queue-depth plot shows that one queue, and the percentiles above the plots
     how long its calls waited. Now the same 400 calls spread evenly over 8 objects:
     """),
+    claim("one dark cell (the hot object, its queue long) among pale ones", '''
+    await settled(hot)
+    fleet = panel_of(hot, "fleet")
+    peaks = dict(zip(column(fleet.source, "label"), column(fleet.source, "peak")))
+    hottest = max(peaks, key=peaks.get)
+    assert hottest == f"COUNTER:{result.hot_object}" and len(peaks) == 8, (result.hot_object, peaks)
+    assert peaks[hottest] >= 6 and all(3 * p < peaks[hottest] for k, p in peaks.items()
+                                        if k != hottest), peaks
+    ''', page=(".dl-fleet", r"^8 objects · 0 calls queued · hottest: COUNTER:\S+ "
+                                  r"\(0 queued now, [6-9] at most")),
+    claim("the queue-depth plot shows that one queue", '''
+    await settled(hot)
+    metrics = panel_of(hot, "metrics")
+    fleet = panel_of(hot, "fleet")
+    peak = max(column(fleet.source, "peak"))
+    drawn = max(column(metrics.rates, "max_queue"), default=0)
+    assert drawn >= peak / 2, f"the queue-depth plot reaches {drawn}; the hot queue reached {peak}"
+    '''),
+    claim("the percentiles above the plots how long its calls waited", '''
+    await settled(hot)
+    shown = text_of(panel_of(hot, "metrics").percentiles)
+    assert "latency of 400 recent calls" in shown, shown
+    '''),
     code('''
     even = Lab(storage="memory", seed=1, commit_latency=0.002)
     even_counters = even.bind("COUNTER", Counter)
@@ -1557,6 +1852,25 @@ class Counter(DurableObject):
     slow request stalled the whole object. Hold the gate only around what must not interleave (a storage read and write), and
     do slow I/O outside it.
     """),
+    claim("one long red span on the *input gate* lane, held by the `critical section`), and the "
+          "ping's lane is grey, queued, all along", '''
+    await settled(lab)
+    tl = report_view.timeline
+    gates = tl.gate_spans.data
+    critical = [(l, r, d) for lane, l, r, d in zip(gates["lane"], gates["left"], gates["right"],
+                                                   gates["detail"])
+                if lane == "input gate" and "critical section" in d]
+    assert len(critical) == 1, dict(gates)
+    left, right, _ = critical[0]
+    seg = tl.segments.data
+    rows = list(zip(seg["delivery"], seg["method"], seg["kind"], seg["left"], seg["right"]))
+    ping = [r for r in rows if r[1] == "ping"]
+    queued = [r for r in ping if r[2] == "queued"]
+    assert queued and queued[0][3] < right and queued[0][4] >= right, (ping, critical)
+    report = [r for r in rows if r[1] == "slow_report" and left < r[4] and r[3] < right]
+    assert not [r for r in report if r[2] == "awaiting io"], (
+        f"drawn as gate-open 'awaiting io' inside the critical section: {report}")
+    '''),
     *exercise_cells("06a", """
     ## Exercise 06a · no head-of-line blocking
 
@@ -1610,7 +1924,8 @@ class Room(DurableObject):
     async def fetch(self, request):
         name = parse_qs(urlparse(request.url).query).get("name", ["anon"])[0]
         client, server = WebSocketPair()
-        self.ctx.acceptWebSocket(server)              # the runtime owns it from now on
+        self.ctx.acceptWebSocket(server, [name])      # the runtime owns it from now on;
+                                                      # its tags: getWebSockets(name) finds it
         server.serializeAttachment({"name": name})     # kept with the socket
         self.ctx.setWebSocketAutoResponse(WebSocketRequestResponsePair("ping", "pong"))
         return Response(None, status=101, web_socket=client)
@@ -1646,31 +1961,66 @@ room = ROOMS.getByName("lobby")
     print("bob got:", bob.messages)
     '''),
     md("""
+    Both got it, ann included: `getWebSockets()` returns every socket. The WebSockets panel lists
+    the two sockets with their names: the tags column shows the tags `acceptWebSocket(server,
+    [name])` gave them (`ann`, `bob`), one message in for ann's, one out for each.
+
     ## Hibernation
 
     After `hibernate_after` seconds without events the instance is dropped, but the sockets stay
-    open, held by the runtime. **Predict:** 11 s later bob sends a message. Does the room answer?
-    Is the constructor called again? Does it still know bob's name?
+    open, held by the runtime. **Predict:** 11 s pass in silence. What does the WebSockets panel
+    say about the room, and are the sockets still open?
     """),
+    claim("The WebSockets panel lists the two sockets with their names: the tags column shows "
+          "the tags", '''
+    await settled(lab)
+    rows = list(sockets.reducer.sockets.values())
+    assert [r.tags for r in rows] == [("ann",), ("bob",)], rows
+    assert [(r.received, r.sent) for r in rows] == [(1, 1), (0, 1)], rows
+    shown = text_of(sockets)
+    assert "ann open 1 in · 1 out" in shown and "bob open 0 in · 1 out" in shown, shown
+    ''', output=r"ann got: \['ann: hi'\]\s+bob got: \['ann: hi'\]",
+          page=(".dl-socket", r"\bbob\b")),
     code('''
     rec = lab.record()
     lab.clock.advance(11)
     await lab.wait_idle()
-    await bob.send("anyone there?")
-    await lab.wait_idle()
     rec.close()
     print([e.reason for e in rec.events if e.kind == "InstanceEvicted"])
+    '''),
+    md("""
+    **HIBERNATED**: no instance in memory, and both sockets still open. **Predict:** bob now sends
+    a message. Does the room answer? Is the constructor called again? Does it still know bob's
+    name?
+    """),
+    claim("**HIBERNATED**: no instance in memory, and both sockets still open", '''
+    await settled(lab)
+    assert sockets.reducer.instance == "hibernated", sockets.reducer
+    assert [r.state for r in sockets.reducer.sockets.values()] == ["open", "open"], sockets.reducer
+    assert "HIBERNATED" in text_of(sockets), text_of(sockets)
+    ''', output=r"^\['hibernation'\]$", page=(".dl-websockets .dl-instance", r"HIBERNATED")),
+    code('''
+    await bob.send("anyone there?")
+    await lab.wait_idle()
     print("ann got:", ann.messages[-1])
     '''),
     md("""
-    A new instance was constructed for bob's message; `getWebSockets()` found both sockets and
-    the attachment still held bob's name. Anything kept in fields would have been lost.
+    A new instance was constructed for bob's message (the panel says AWAKE again, woken once);
+    `getWebSockets()` found both sockets and the attachment still held bob's name. Anything
+    kept in fields would have been lost.
 
     ## Sends wait for the output gate
 
     **Predict:** the handler writes `count`, then sends. If that write's commit fails, do the
     clients receive the message?
     """),
+    claim("A new instance was constructed for bob's message (the panel says AWAKE again, woken "
+          "once)", '''
+    await settled(lab)
+    r = sockets.reducer
+    assert (r.instance, r.wakeups, r.hibernations) == ("awake", 1, 1), r
+    assert "AWAKE" in text_of(sockets) and "woken 1 time(s)" in text_of(sockets), text_of(sockets)
+    ''', output=r"Room constructed\s+ann got: bob: anyone there\?"),
     code('''
     lab.faults.fail_next_commit(room)
     rec = lab.record()
@@ -1690,6 +2040,14 @@ room = ROOMS.getByName("lobby")
     `fetch` above also set `ctx.setWebSocketAutoResponse(WebSocketRequestResponsePair("ping",
     "pong"))`. **Predict:** carol pings a hibernated room. Is the object constructed to answer?
     """),
+    claim("The message was held behind the commit and dropped when it failed; the reset closed "
+          "the sockets with 1011", '''
+    await settled(lab)
+    rows = list(sockets.reducer.sockets.values())
+    assert [(r.dropped, r.state, r.close.split()[0]) for r in rows] == [
+        (1, "closed", "1011"), (1, "closed", "1011")], rows
+    assert "1 dropped" in text_of(sockets) and "closed 1011" in text_of(sockets), text_of(sockets)
+    ''', output=r"bob's last message: bob: anyone there\?\s+ann's socket closed with code 1011"),
     code('''
     room2 = ROOMS.getByName("quiet")
     carol = await lab.connect(room2, "/?name=carol")
@@ -1767,6 +2125,12 @@ L07 = [
     await lab.evict(notes)
     print(await notes.all())
     '''),
+    claim("the object's tables, live", '''
+    await settled(lab)
+    shown = text_of(tables)
+    assert "notes" in shown and "buy milk" in shown and "call Bob" in shown, shown
+    assert 'data-rows="2"' in html_of(tables), html_of(tables)[:300]
+    ''', page=(".dl-sql", r"call Bob")),
     md("""
     ## Every call is synchronous
 
@@ -1806,6 +2170,8 @@ L07 = [
     **Predict:** a transfer moves points between two rows and raises in the middle. With
     `transactionSync`, what is left?
     """),
+    claim("Neither the row nor the key of the failed turn survived",
+          output=r"(?m)^\[\{'id': 1, 'body': 'first'\}\] first$"),
     code('''
     class Wallets(DurableObject):
         def __init__(self, ctx, env):
@@ -1963,6 +2329,15 @@ print("after an eviction:", [await user.allow() for _ in range(3)])
             allowed[call.object] = allowed.get(call.object, 0) + 1
     print("allowed per user:", allowed, "| errors:", result.errors)
     '''),
+    claim("click a fleet cell to open that user", '''
+    await settled(proof)
+    labels = column(board.fleet.source, "label")
+    assert sorted(labels) == ["RATE_LIMITER:ann", "RATE_LIMITER:bob", "RATE_LIMITER:cat"], labels
+    board.fleet.source.selected.indices = [labels.index("RATE_LIMITER:cat")]   # the click
+    await settled(proof)
+    assert board.object_view.target == "RATE_LIMITER:cat", board.object_view.target
+    assert text_of(board.object_view).startswith("RATE_LIMITER:cat"), text_of(board.object_view)
+    ''', page=(".dl-fleet", r"^3 objects")),
     md("""
     ## Going further
 
@@ -2068,6 +2443,36 @@ FIVE = ["wnam", "weur", "apac-ne", "sam", "oc"]     # five continents (Cloudflar
     **Predict:** one object `"global"` for the whole service, created by a member in `wnam`.
     Ten clients in five regions post to it. Which regions see a p50 under 50 ms?
     """),
+    claim("Tokyo's post took one local round trip (10 ms); Amsterdam's took the "
+          "Amsterdam-Tokyo round trip (230 ms)",
+          output=r"from apac-ne\s+10 ms[\s\S]*from weur\s+230 ms"),
+    claim("the teal *network* spans are the trips: one before *queued* (the request on its way "
+          "in), one after the reply left the output gate", '''
+    await settled(lab)
+    seg = room_view.timeline.segments.data
+    lanes = {}
+    for d, left, right, kind in sorted(zip(seg["delivery"], seg["left"], seg["right"],
+                                           seg["kind"])):
+        lanes.setdefault(d, []).append((left, right, kind))
+    kinds = [[k for _, _, k in sorted(spans)] for spans in lanes.values()]
+    trips = [k for k in kinds if "network" in k]
+    assert len(trips) == 2, kinds
+    for k in trips:
+        assert k[0] == "network" and k[1] == "queued" and k[-1] == "network", kinds
+    '''),
+    claim("The object's own work is the same sliver in both lanes", '''
+    await settled(lab)
+    tl = room_view.timeline
+    seg = tl.segments.data
+    x_left, x_right = getattr(tl, "x_columns", ("left", "right"))     # the x axis drawn
+    width = {}
+    for left, right, kind in zip(seg[x_left], seg[x_right], seg["kind"]):
+        width.setdefault(kind, []).append(float(right) - float(left))
+    trips, work = max(width.get("network", [0])), max(width.get("running", [0]))
+    assert trips >= 20 * work, (
+        f"the longest trip (115 ms one way) is drawn {trips:.1f} wide, the object's work "
+        f"{work:.1f}: the timeline is not drawn against lab time")
+    '''),
     code('''
     world = Lab(storage="memory", seed=1, clock="auto", network="cloudflare-regions")
     world_rooms = world.bind("ROOMS", Room)
@@ -2089,6 +2494,18 @@ FIVE = ["wnam", "weur", "apac-ne", "sam", "oc"]     # five continents (Cloudflar
     Most of a room's members live in one region. **Predict:** one object per room, each created
     by one of its own members: what p50 and p95 does each region see now?
     """),
+    claim("One region is fast, four are not: the object lives in `wnam` (its fleet cell says "
+          "so)", '''
+    await settled(world)
+    fleet = panel_of(world, "fleet")
+    cells = dict(zip(column(fleet.source, "label"), column(fleet.source, "text")))
+    assert list(cells) == ["ROOMS:global"] and "wnam" in cells["ROOMS:global"], cells
+    import re
+    shown = text_of(panel_of(world, "metrics").percentiles)
+    p50 = float(re.search(r"p50 ([0-9.]+)", shown).group(1))
+    assert 100 <= p50 <= 175, f"the panel says {shown!r}; the calls took 10-175 ms of lab time"
+    ''', output=r"wnam\s+40 ok\s+p50\s+10\.00 ms[\s\S]*weur\s+40 ok\s+p50\s+145\.00 ms",
+          page=(".dl-percentiles", r"p50 1[0-9][0-9]\.[0-9]")),
     code('''
     HOMES = {"wnam": "wnam/startups", "weur": "weur/techno", "apac-ne": "apac-ne/anime",
              "sam": "sam/futebol", "oc": "oc/surf"}
@@ -2118,6 +2535,18 @@ FIVE = ["wnam", "weur", "apac-ne", "sam", "oc"]     # five continents (Cloudflar
     (its first post comes from `weur`). Back home, Sydney members post with
     `locationHint="oc"`. Where does the room live, and what does a Sydney post cost?
     """),
+    claim("Every region now sees one local round trip. The fleet groups its cells by region: "
+          "one room per continent", '''
+    import re
+    await settled(sharded)
+    fleet = panel_of(sharded, "fleet")
+    regions = dict(zip(column(fleet.source, "label"), column(fleet.source, "region")))
+    assert regions == {f"ROOMS:{room}": region for region, room in HOMES.items()}, regions
+    assert "in 5 region(s), grouped by region" in text_of(fleet), text_of(fleet)
+    shown = text_of(panel_of(sharded, "metrics").percentiles)
+    p50, p95 = (float(re.search(rf"{p} ([0-9.]+)", shown).group(1)) for p in ("p50", "p95"))
+    assert 9 <= p50 <= p95 <= 11, f"the metrics panel says {shown!r}; every call took 10 ms"
+    ''', output=r"(?m)^(\S+\s+-> \S+\s+p50   10 ms   p95   10 ms\n){5}"),
     code('''
     await sharded.client("weur").env.ROOMS.getByName("oc/cricket").post("visitor", "g'day")
     sydney = sharded.client("oc").env.ROOMS.getByName("oc/cricket", locationHint="oc")
@@ -2136,6 +2565,7 @@ FIVE = ["wnam", "weur", "apac-ne", "sam", "oc"]     # five continents (Cloudflar
     whose objects run and store data only in the EU (`weur` or `eeur` in the lab). Its ids differ
     from the plain namespace's for the same name, and it refuses ids from elsewhere:
     """),
+    claim("The hint came too late", output=r"^\d+ ms from Sydney; the room lives in weur$"),
     code('''
     eu_rooms = sharded.client("apac-ne").env.ROOMS.jurisdiction("eu")
     print(eu_rooms.idFromName("gdpr") == sharded.env.ROOMS.idFromName("gdpr"))   # another id
@@ -2146,6 +2576,8 @@ FIVE = ["wnam", "weur", "apac-ne", "sam", "oc"]     # five continents (Cloudflar
     except TypeError as error:
         print("TypeError:", error)
     '''),
+    claim("whose objects run and store data only in the EU (`weur` or `eeur` in the lab)",
+          output=r"^False\nplaced in (weur|eeur)\nTypeError: "),
     *exercise_cells("10", """
     ## Exercise 10 · a latency budget per region
 
@@ -2187,13 +2619,24 @@ def notebook(cells: list[Cell]) -> Any:
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
     made = []
-    for i, (kind, source, tags) in enumerate(cells):
+    for i, (kind, source, tags) in enumerate(c for c in cells if c[0] != "claim"):
         cell = new_markdown_cell(source) if kind == "markdown" else new_code_cell(source)
         if tags:
             cell.metadata["tags"] = list(tags)
         cell["id"] = f"cell-{i:02}"
         made.append(cell)
     return new_notebook(cells=made, metadata=dict(KERNEL))
+
+
+def claims_of(cells: list[Cell]) -> list[tuple[int, Claim]]:
+    """The lesson's claims, each with the number of notebook cells above it (where it runs)."""
+    found, position = [], 0
+    for cell in cells:
+        if isinstance(cell, Claim):
+            found.append((position, cell))
+        else:
+            position += 1
+    return found
 
 
 def solution_notebook(name: str, keys: list[str]) -> Any:

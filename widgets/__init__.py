@@ -4,8 +4,9 @@
     widgets.dashboard(lab)                 # everything, focused on the first object seen
     widgets.object_view(lab, stub)         # or one panel at a time, for a lesson
 
-Panels draw only from the lab's event stream (``lab.subscribe``), ``lab.objects()`` and public
-methods; they batch updates per frame (at most 25 a second) and keep bounded buffers.
+Panels draw only from the lab's event stream (``lab.subscribe``), the snapshot they start
+from (``lab.snapshot()``: a panel opened late shows what already waits) and public methods;
+they batch updates per frame (at most 25 a second) and keep bounded buffers.
 Opening a panel of a kind already open on the same lab closes the old one, and ``close()``
 unsubscribes. See docs/panels.md.
 """

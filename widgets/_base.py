@@ -22,6 +22,11 @@ __all__ = ["Panel"]
 class Panel(w.VBox):  # type: ignore[misc]
     """A reducer plus a view. Subclasses implement ``apply(event)`` and ``draw()``.
 
+    A panel opened while the lab is busy starts from the truth: the lab's snapshot
+    (``lab.snapshot()``, taken when it opens, kept as ``self.start``) is handed to ``start_from``,
+    and the feed then hands it only the events after the snapshot's ``seq``
+    (``skip_until``): no gap, no double count (docs/panels.md, "Panels opened late").
+
     ``consume`` folds a frame's events into the reducer and marks the panel dirty; ``render``
     draws at most once per frame. Callback errors are shown in ``self.errors`` (an ``Output``
     at the bottom of the panel), never swallowed. ``close()`` unsubscribes.
@@ -46,6 +51,12 @@ class Panel(w.VBox):  # type: ignore[misc]
         self._feed = feed if feed is not None else _feed.feed_for(lab)
         self._registered = register
         self._closed = False
+        #: The snapshot this panel started from (None: the lab was closed, or is not a Lab).
+        self.start = self._feed.snapshot() if hasattr(self._feed, "snapshot") else None
+        #: The feed hands this panel only the events after this seq (see _feed._reduce).
+        self.skip_until = self.start.seq if self.start is not None else 0
+        if self.start is not None:
+            self.start_from(self.start)
         self._feed.add(self)
         #: Re-opening a panel with the same key on the same lab replaces it (one per cell).
         self.registry_key = self._registry_key()
@@ -57,6 +68,10 @@ class Panel(w.VBox):  # type: ignore[misc]
         return self.kind
 
     # -- the feed's side ------------------------------------------------------------------
+
+    def start_from(self, snapshot: Any) -> None:
+        """Start the panel's state from ``snapshot`` (a ``durable_lab.LabSnapshot``): what
+        happened before it opened. Panels with a reducer of their own override this."""
 
     def apply(self, event: RuntimeEvent) -> None:
         raise NotImplementedError

@@ -34,6 +34,13 @@ If the runtime outruns the panels by more than ``max_buffer`` events between two
 oldest are dropped and counted (``statistics().dropped``): the panels' state may then be off
 until the next reset or eviction; it never grows without bound.
 
+Panels opened late (docs/panels.md): a panel starts from the lab's snapshot
+(``lab.snapshot()``, :meth:`Feed.snapshot`) stamped with the ``seq`` of the last event it
+reflects, and sets ``skip_until`` to that seq: the feed hands it only the events after it.
+Events already buffered when it opened are in the snapshot, so they are skipped for it (no
+double count); the feed was subscribed before the snapshot was taken, so every later event
+reaches it (no gap).
+
 Registry: :func:`attach` keeps, per lab (weakly), one feed and, per kind of top-level panel, the
 panel last opened. Opening a panel of a kind already open on that lab closes the old one, so
 re-running a cell never leaves two subscriptions behind. The last panel closed closes the feed,
@@ -103,6 +110,7 @@ class Feed:
         self._last_cost = 0.0
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._snapshot: Any = None  # the last lab.snapshot() taken (see snapshot())
         #: True while the frame task flushes (panels may then skip a redraw).
         self.in_frame_loop = False
         #: Slow motion: seconds between two events handed to the panels (None: all at once).
@@ -153,8 +161,17 @@ class Feed:
         self._reducing = True
         try:
             for listener in list(self._listeners):
+                batch = events
+                skip = getattr(listener, "skip_until", 0)
+                if skip:
+                    # Opened at event ``skip``: its snapshot holds the events up to there.
+                    if events[-1].seq <= skip:
+                        continue
+                    if events[0].seq <= skip:
+                        batch = [e for e in events if e.seq > skip]
+                    listener.skip_until = 0  # (every later batch is newer)
                 try:
-                    listener.consume(events)
+                    listener.consume(batch)
                 except Exception as exc:
                     self._report(listener, exc)
         finally:
@@ -164,6 +181,18 @@ class Feed:
         return len(events)
 
     # -- listeners ------------------------------------------------------------------------
+
+    def snapshot(self) -> Any:
+        """The lab's snapshot now (``lab.snapshot()``), taken once per event seq: the panels
+        a dashboard opens together start from the same one. None once the lab is closed."""
+        lab = self.lab
+        if lab.closed:
+            return None
+        seq = lab.bus.seq
+        snap = self._snapshot
+        if snap is None or snap.seq != seq:
+            snap = self._snapshot = lab.snapshot()
+        return snap
 
     def add(self, listener: Listener) -> None:
         if listener not in self._listeners:

@@ -63,6 +63,12 @@ def fold(reducer: Any, events: Iterable[ev.RuntimeEvent]) -> Any:
     return reducer
 
 
+def _objects_of(snap: Any) -> Sequence[Any]:
+    """The object snapshots in a ``durable_lab`` ``LabSnapshot``, or the one ``ObjectSnapshot``."""
+    objects = getattr(snap, "objects", None)
+    return (snap,) if objects is None else objects
+
+
 def _delivery_of(holder: str) -> int | None:
     head, _, number = holder.rpartition(" ")
     return int(number) if head == "delivery" and number.isdigit() else None
@@ -141,6 +147,37 @@ class ObjectState:
             return
         _fold_object_events((e,), lambda _label: self)
 
+    def seed(self, snap: Any) -> None:
+        """Start from ``snap`` (a ``durable_lab.ObjectSnapshot``): the state a reader of the
+        stream would have folded from events 1..``snap.seq``. Fold only later events next."""
+        self.object_id = snap.object_id or self.object_id
+        if snap.status == "not started":
+            # Calls queued at an instance not constructed yet: no status event so far.
+            self.status = "unknown" if snap.in_memory else "not started"
+        else:
+            self.status = snap.status
+        self.incarnation = snap.incarnation
+        self.mailbox = dict(snap.mailbox)
+        self.gate_holder = snap.gate_holder
+        self.gate_waiting = len(snap.gate_waiters)
+        self.critical_section = snap.critical_section
+        self.running = snap.running
+        self.methods = snap.methods
+        self.awaiting = dict(snap.awaiting)
+        # (Who wrote a pending key is not kept by the runtime: 0, "before the panel".)
+        self.dirty = dict.fromkeys(snap.dirty, 0)
+        self.batches = dict(snap.batches)
+        self.last_batch = snap.last_batch
+        self.held = dict(snap.held)
+        self.released = deque(snap.released, maxlen=self.released.maxlen)
+        self.last_reset = snap.last_reset
+        self.reset_seq = snap.reset_seq
+        self.last_fault = snap.last_fault
+        self.finished = snap.finished
+        self.commits = snap.commits
+        self.resets = snap.resets
+        self.last_seq = max(self.last_seq, snap.seq)
+
 
 def _fold_object_events(events: Sequence[ev.RuntimeEvent],  # noqa: C901
                         state_of: Callable[[str], ObjectState],
@@ -192,6 +229,18 @@ def _fold_object_events(events: Sequence[ev.RuntimeEvent],  # noqa: C901
                 s.gate_holder = holder = e.holder
                 s.gate_waiting = e.waiting
                 s.critical_section = holder == "critical section"
+                mailbox = s.mailbox
+                if mailbox and holder[:9] == "delivery ":
+                    # Its first admission: it leaves the mailbox and its turn is the running
+                    # one now (its DeliveryStarted comes one step of the runtime later; in
+                    # between, a frame must not show it queued AND holding the gate).
+                    tail = holder[9:]
+                    if tail.isdigit():
+                        d = int(tail)
+                        method = mailbox.pop(d, None)
+                        if method is not None:
+                            s.methods[d] = method
+                            s.running = d
         elif t is DeliveryStarted:
             d = e.delivery
             s.mailbox.pop(d, None)
@@ -264,7 +313,7 @@ def _fold_rare_object_event(s: ObjectState, e: ev.RuntimeEvent) -> None:
         s.status = "reset"
         s.resets += 1
         s.reset_seq = e.seq
-        s.last_reset = f"{e.reason}: {e.lost_writes} unflushed write(s) lost"
+        s.last_reset = f"{e.reason}: {e.lost_writes} uncommitted write(s) lost"
     elif t is ev.InstanceEvicted:
         s.clear_instance()
         s.status = "evicted"
@@ -304,6 +353,21 @@ class ObjectsReducer:
 
     def get(self, label: str) -> ObjectState:
         return self.objects.get(label) or ObjectState(label)
+
+    def seed(self, snap: Any) -> None:
+        """Start from a ``durable_lab.LabSnapshot`` (every object, the scheduler) or one
+        ``ObjectSnapshot``: what happened before the panel opened. The panel then folds only
+        the events after ``snap.seq`` (the feed drops the others: widgets/_feed.py)."""
+        objects = getattr(snap, "objects", None)
+        if objects is None:
+            objects = (snap,)
+        else:
+            self.paused = snap.paused
+            self.steps = snap.steps
+            self.last_step = snap.last_step
+        for o in objects:
+            self.objects.touch(o.label, ObjectState).seed(o)
+        self.seq = max(self.seq, snap.seq)
 
 
 # -- timeline --------------------------------------------------------------------------------
@@ -440,6 +504,25 @@ class GateLanes:
         rows, self.rows = self.rows, _columns(*GATE_COLUMNS)
         return rows
 
+    def seed(self, o: Any, t: float = 0.0) -> None:
+        """Open the spans an ``ObjectSnapshot`` says are open (from its ``seq``, and ``t`` ms of
+        lab time: the snapshot is taken when the panel opens, the origin of its lab time)."""
+        if self.object is None:
+            self.object = o.label
+        elif o.label != self.object:
+            return
+        x = o.seq
+        if o.gate_holder:
+            number = _delivery_of(o.gate_holder)
+            label = f"#{number}" if number is not None else o.gate_holder.split(" ")[0]
+            self.open["input gate"] = (x, t, f"closed by {o.gate_holder}", label)
+        if o.batches:
+            batch, keys = o.batches[-1]
+            self.open["commit"] = (x, t, f"batch {batch}: {len(keys)} key(s)", f"b{batch}")
+        self.held = len(o.held) + o.outgoing_held
+        if self.held:
+            self.open["output gate"] = (x, t, "replies held until the commit lands", "")
+
     def open_rows(self, last_x: int, last_t: float = 0.0) -> dict[str, list[Any]]:
         rows = _columns(*GATE_COLUMNS)
         for lane, (start, start_t, detail, label) in self.open.items():
@@ -536,6 +619,37 @@ class TimelineReducer:
 
     def apply(self, e: ev.RuntimeEvent) -> None:
         self.consume((e,))
+
+    def seed(self, snap: Any) -> None:
+        """Open a lane, from ``snap.seq``, for each delivery a ``durable_lab`` snapshot says
+        is queued, running, awaiting or held; open the gate lanes it says are open. (Their
+        lab time starts at ``last_t``: 0 ms, the panel's origin, when it has just opened.)"""
+        only = self.only
+        objects = [o for o in _objects_of(snap)
+                   if only is None or o.label == only]
+        x = snap.seq
+        t = self.last_t
+        self.last_x = max(self.last_x, x)
+        for o in objects:
+            awaiting = dict(o.awaiting)
+            if o.critical_section:
+                self._sections.add(o.label)
+            lanes = [(d, "queued", m) for d, m in o.mailbox]
+            for d, m in o.methods.items():
+                what = awaiting.get(d)
+                # (Admitted, not started yet: its lane turns "running" at DeliveryStarted.)
+                kind = ("queued" if d == o.admitted else "running" if what is None else
+                        "awaiting storage" if what == "storage" else
+                        "awaiting io, gate held" if o.critical_section else "awaiting io")
+                lanes.append((d, kind, m))
+            lanes += [(d, "reply held", "") for d, _ in o.held]
+            for d, kind, method in lanes:
+                self.methods[d] = method
+                self.names.setdefault(d, method)
+                self.open[d] = (kind, x, t, o.label, method)
+        live = [o for o in objects if o.gate_holder or o.batches or o.held or o.mailbox]
+        if live:
+            self.gates.seed(live[0], t)
 
     def _apply(self, e: ev.RuntimeEvent, now: float) -> None:  # noqa: C901
         x = e.seq
@@ -749,6 +863,31 @@ class StorageReducer:
     def apply(self, e: ev.RuntimeEvent) -> None:
         self.consume((e,))
 
+    def seed(self, snap: Any) -> None:
+        """Start from a ``durable_lab`` snapshot (``LabSnapshot`` or ``ObjectSnapshot``):
+        each object's pending keys and the keys of its batches in flight; keys stored
+        (``snap.storage``, if read) show as committed. Who wrote a pending key is not kept by
+        the runtime (``delivery`` 0)."""
+        for o in _objects_of(snap):
+            if not (o.dirty or o.batches or o.storage):
+                continue
+            table = self._keys(o.label)
+            for key in o.storage or ():
+                if key not in table:
+                    self._set(table, key, KeyState("committed", 0, 0, o.seq))
+            for batch, keys in o.batches:
+                for key in keys:
+                    self._set(table, key, KeyState("flushing", batch, 0, o.seq))
+            for key in o.dirty:
+                ks = table.get(key)
+                before = ks.state if ks is not None and ks.state != "pending" else ""
+                self._set(table, key, KeyState("pending", 0, 0, o.seq, before))
+            for batch, keys in o.batches:
+                deletes = {k for k in keys if k != "*" and o.storage is not None
+                           and k not in o.storage}
+                if deletes:
+                    self._deletes[(o.label, batch)] = deletes
+
     def _delete_all(self, table: OrderedDict[str, KeyState], e: ev.RuntimeEvent) -> None:
         for ks in table.values():
             if ks.state == "committed":
@@ -900,13 +1039,28 @@ class FleetReducer:
         elif t is ev.ObjectPlaced:
             r.region = e.region
 
-    def seed(self, label: str, *, queue: int, in_flight: int, status: str,
+    def seed(self, snap: Any, *, queue: int = 0, in_flight: int = 0, status: str = "unknown",
              region: str | None = None) -> None:
-        """Start from ``lab.objects()`` (what happened before the panel opened)."""
-        r = self._row(label)
-        r.queue, r.in_flight, r.status = queue, in_flight, status
-        if region:
-            r.region = region
+        """Start from a ``durable_lab`` snapshot (``LabSnapshot`` or ``ObjectSnapshot``):
+        every object's queue, calls in flight, status, calls answered and resets so far.
+        (``seed(label, queue=..., in_flight=..., status=..., region=...)`` sets one row.)"""
+        if isinstance(snap, str):
+            r = self._row(snap)
+            r.queue, r.in_flight, r.status = queue, in_flight, status
+            if region:
+                r.region = region
+            return
+        for o in _objects_of(snap):
+            r = self._row(o.label)
+            r.queue = r.peak = o.queued
+            r.heat = float(o.queued)
+            r.in_flight = len(o.in_flight)
+            # (A call queued makes an instance: the fleet calls it live from then on.)
+            r.status = "live" if o.in_memory else o.status
+            r.done = r._done_at_last_tick = o.finished
+            r.resets = o.resets
+            if o.region:
+                r.region = o.region
 
     #: How much of a cell's heat is left after one frame (25 frames a second: after 3 s, 24 %).
     HEAT_KEPT = 0.98
@@ -1160,6 +1314,13 @@ class MetricsReducer:
 
     def apply(self, e: ev.RuntimeEvent) -> None:
         self.consume((e,))
+
+    def seed(self, snap: Any) -> None:
+        """Start the queue depths from a ``durable_lab`` snapshot (calls waiting now)."""
+        for o in _objects_of(snap):
+            if o.queued:
+                self.depth += o.queued - self.queues.get(o.label, 0)
+                self.queues[o.label] = o.queued
 
     def settle(self) -> None:
         """Every event of the steps taken so far has been folded: a call whose code finished

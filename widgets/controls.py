@@ -98,6 +98,11 @@ class Controls(Panel):
             self.play_at(speed)
         self.refresh()
 
+    def start_from(self, snapshot: Any) -> None:
+        """Start from the lab's snapshot unless the reducer is shared (the dashboard's)."""
+        if not self._shared:
+            self.reducer.seed(snapshot)
+
     # -- actions --------------------------------------------------------------------------
 
     def _target(self) -> Any:

@@ -48,6 +48,8 @@ class Dashboard(Panel):
         super().__init__(lab, **kwargs)
         feed = self._feed
         self.objects = ObjectsReducer()
+        if self.start is not None:  # (Panel.__init__ ran before the reducer existed)
+            self.objects.seed(self.start)
         label = label_of(target)
         self.target = label
         sub = {"feed": feed, "register": False}
@@ -80,12 +82,11 @@ class Dashboard(Panel):
             _card("Event log", self.event_log),
             self.errors,
         )
-        self.spawn(self._seed_fleet())
-
-    async def _seed_fleet(self) -> None:
-        if not self.lab.closed:
-            self.fleet.seed(await self.lab.objects())
-            self._update_picker()
+        if label is None and self.start is not None:
+            live = [o.label for o in self.start.objects if o.in_memory]
+            if live:
+                self.select(live[0])
+        self._update_picker()
 
     @property
     def panels(self) -> tuple[Panel, ...]:

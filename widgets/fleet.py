@@ -103,12 +103,10 @@ class FleetView(Panel):
         except Exception as exc:
             self.show_error(exc)
 
-    def seed(self, infos: list[Any]) -> None:
-        """Start from ``await lab.objects()`` (objects seen before the panel opened)."""
-        for info in infos:
-            self.reducer.seed(info.label, queue=info.queue_length, in_flight=info.in_flight,
-                              status=info.state, region=getattr(info, "region", None))
-        self.refresh()
+    def start_from(self, snapshot: Any) -> None:
+        """Start from the lab's snapshot: every object seen before the panel opened, with
+        its queue, calls in flight, status and calls answered so far."""
+        self.reducer.seed(snapshot)
 
     def apply(self, event: RuntimeEvent) -> None:
         self.reducer.apply(event)

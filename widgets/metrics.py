@@ -157,6 +157,10 @@ class Metrics(Panel):
         self.children = (self.percentiles, self.plot, self.errors)
         self._show_percentiles()
 
+    def start_from(self, snapshot: Any) -> None:
+        """Start the queue depths from the calls waiting when the panel opened."""
+        self.reducer.seed(snapshot)
+
     def apply(self, event: RuntimeEvent) -> None:
         self.reducer.apply(event)
 

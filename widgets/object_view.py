@@ -170,21 +170,15 @@ class ObjectView(Panel):
         self.children = (self.html, self.errors)
         self.layout.width = "100%"
         self.refresh()
-        if not lab.closed:
-            self.spawn(self._seed())
 
-    async def _seed(self) -> None:
-        """What happened before the panel opened: the incarnation and state of the objects
-        the lab has seen (``lab.objects()``), for objects no event has described yet."""
-        for info in await self.lab.objects():
-            state = self.reducer.objects.touch(info.label, ObjectState)
-            if state.incarnation == 0 and info.incarnations:
-                state.incarnation = info.incarnations
-                state.object_id = state.object_id or info.id
-                if state.status == "unknown":
-                    state.status = {"idle": "live", "broken": "reset"}.get(info.state,
-                                                                           info.state)
-        self.refresh()
+    def start_from(self, snapshot: Any) -> None:
+        """Start from the lab's snapshot: a panel opened while calls wait shows them (a
+        shared reducer is seeded by the dashboard that owns it)."""
+        if not self._shared:
+            self.reducer.seed(snapshot)
+        if self.target is None:
+            live = [o.label for o in snapshot.objects if o.in_memory]
+            self.target = live[0] if live else None
 
     def apply(self, event: RuntimeEvent) -> None:
         if not self._shared:

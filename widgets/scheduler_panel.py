@@ -130,6 +130,11 @@ class SchedulerPanel(Panel):
 
     # -- the feed's side ------------------------------------------------------------------
 
+    def start_from(self, snapshot: Any) -> None:
+        """Start from the lab's snapshot (steps taken, objects) unless the reducer is shared."""
+        if not self._shared:
+            self.reducer.seed(snapshot)
+
     def select(self, target: Any) -> None:
         self.target = label_of(target)
         self._shown = None

@@ -57,6 +57,14 @@ class StorageInspector(Panel):
         self.children = (self.html, self.errors)
         self.refresh()
 
+    def start_from(self, snapshot: Any) -> None:
+        """Start from the lab's snapshot: keys pending and in flight now (values and the
+        keys already stored come from ``lab.peek``, read at the first frame)."""
+        self.reducer.seed(snapshot)
+        if self.target is None:
+            live = [o.label for o in snapshot.objects if o.in_memory]
+            self.target = live[0] if live else None
+
     def apply(self, event: RuntimeEvent) -> None:
         self.fold([event])
 

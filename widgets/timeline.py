@@ -271,12 +271,20 @@ class Timeline(Panel):
     def select(self, target: Any) -> None:
         """Show another object's lanes (starting from now)."""
         self.reducer = TimelineReducer(only=label_of(target), origin=self.origin)
+        start = self._feed.snapshot()
+        if start is not None:  # lanes open now, then the events after the snapshot
+            self.reducer.seed(start)
+            self.skip_until = start.seq
         with self.plot.frame():  # one patch message (LiveBokehModel.frame)
             for source in (self.segments, self.open_segments, self.markers, self.gate_spans,
                            self.open_gate_spans, self.gate_labels):
                 source.data = {c: [] for c in source.data}
             self.gate_figure.title.text = self._gate_title()
         self.refresh()
+
+    def start_from(self, snapshot: Any) -> None:
+        """Open lanes for the deliveries queued, running or held when the panel opened."""
+        self.reducer.seed(snapshot)
 
     # -- the feed's side ----------------------------------------------------------------------
 

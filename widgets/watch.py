@@ -42,6 +42,8 @@ class Watch(Panel):
         super().__init__(lab, **kwargs)
         feed = self._feed
         self.objects = ObjectsReducer()
+        if self.start is not None:  # (Panel.__init__ ran before the reducer existed)
+            self.objects.seed(self.start)
         label = self.target = label_of(target)
         sub: dict[str, Any] = {"feed": feed, "register": False}
         self.object_view = ObjectView(lab, label, reducer=self.objects, scale=scale, **sub)

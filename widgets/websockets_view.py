@@ -49,6 +49,9 @@ class WebSocketsReducer:
     sockets: dict[int, SocketRow] = field(default_factory=dict)
     instance: str = "not started"  # awake, hibernated, evicted, reset, not started
     wakeups: int = 0  # instances constructed while sockets were open
+    #: Times the instance hibernated: kept, so a hibernation is still told after the next
+    #: message woke the object (both may happen within one cell).
+    hibernations: int = 0
 
     def apply(self, e: RuntimeEvent) -> None:  # noqa: C901 - one branch per event type
         t = type(e)
@@ -85,6 +88,7 @@ class WebSocketsReducer:
             self.instance = "awake"
         elif t is ev.InstanceEvicted:
             self.instance = "hibernated" if e.reason == "hibernation" else "evicted"
+            self.hibernations += e.reason == "hibernation"
         elif t is ev.InstanceReset:
             self.instance = "closed" if e.reason == "labClosed" else "reset"
 
@@ -125,7 +129,9 @@ def render_sockets_html(r: WebSocketsReducer) -> str:
             f'style="font-family:sans-serif"><div style="font:600 14px sans-serif;margin:2px 0 '
             f'6px">WebSockets of {esc(r.only or "(no object yet)")} '
             f'{chip(words, color, cls="dl-instance")} <span style="font:12px sans-serif;'
-            f'color:{COLORS["muted"]}">woken {r.wakeups} time(s)</span></div>{table}</div>')
+            f'color:{COLORS["muted"]}" class="dl-hibernations" '
+            f'data-hibernations="{r.hibernations}">hibernated {r.hibernations} time(s) · '
+            f'woken {r.wakeups} time(s)</span></div>{table}</div>')
 
 
 class WebSocketsView(Panel):

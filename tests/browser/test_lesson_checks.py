@@ -26,6 +26,8 @@ GOOD = {
     "seen": {"dl-objectview": {"data-seq": ["1", "7", "12"], "data-gate": ["open", "closed",
                                                                           "open"]}},
     "scheduler": {"clicked": "1: admit delivery 2", "buttons": 2, "steps": [1, 2, 2]},
+    "claims": [{"says": "HIBERNATED", "selector": ".dl-instance", "pattern": "HIBERNATED",
+                "met": True, "text": "HIBERNATED: no instance in memory"}],
 }
 ALL = Expect(panels=True, gate_closed=True, scheduler=True)
 
@@ -57,6 +59,9 @@ def test_each_broken_report_fails_its_check():
                                                             "data-gate": ["open"]}}),
         "one click took 2": _with(scheduler={"clicked": "0", "buttons": 2, "steps": [1, 3, 3]}),
         "then 1 more": _with(scheduler={"clicked": "0", "buttons": 2, "steps": [1, 2, 3]}),
+        "never showed what the lesson says": _with(claims=[{
+            "says": "HIBERNATED", "selector": ".dl-instance", "pattern": "HIBERNATED",
+            "met": False, "text": "AWAKE: the instance is in memory"}]),
     }
     for words, report in cases.items():
         failures = check("02_input_gate", ALL, report)

@@ -17,6 +17,10 @@ closed for one frame is still seen. After *Run All* each lesson must show:
   BokehJS itself (``Bokeh.index``: the views, not the kernel's copy);
 - if the lesson shows panels (``.dl-panel``), that they changed while its workload ran (a
   ``data-seq`` or ``data-steps`` took at least two values) and that none reported an error;
+- every claim of the lesson with a ``page=(selector, pattern)`` (notebooks/_build.py: a
+  sentence of the lesson about a panel): some element matching the selector showed text
+  matching the pattern at some moment of the run (recorded by ``CLAIMS_JS`` on every DOM
+  change, then waited for with a deadline);
 - what ``EXPECT`` adds per lesson: panels at all (``panels``), the input gate seen CLOSED in an
   object view (``gate_closed``), and the clickable scheduler (``scheduler``): one click on a
   ``.dl-choice-button`` advances its ``.dl-scheduler``'s ``data-steps`` by exactly one.
@@ -36,6 +40,7 @@ listed in the lesson's ``stuck_prompts`` and does not fail the lesson.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -58,7 +63,7 @@ from harness import (
     stuck_prompts,
     wait_all_cells_ran,
 )
-from notebook_sources import generate
+from notebook_sources import generate, load_build
 
 pytestmark = browser_marks()
 
@@ -66,6 +71,14 @@ pytestmark = browser_marks()
 # JupyterLab autosaves outputs and edits into those): tests/notebook_sources.py.
 GENERATED = {g.name: g.text for g in generate() if g.lesson}
 LESSONS = [ROOT / "notebooks" / f"{name}.ipynb" for name in GENERATED]
+
+# Per lesson, its claims with a ``page=(selector, pattern)`` (notebooks/_build.py: what the
+# lesson says a panel shows, as a reader sees it on the page).
+_BUILD = load_build()
+PAGE_CLAIMS: dict[str, list[dict[str, str]]] = {
+    name: [{"says": c.says, "selector": c.page[0], "pattern": c.page[1]}
+           for _, c in _BUILD.claims_of(cells) if c.page]
+    for name, (cells, _) in _BUILD.LESSONS.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +179,55 @@ RECORDER_JS = r"""
                               attributeFilter: ATTRS});
 })();
 """
+
+# The lesson's page claims, watched from before JupyterLab loads: every DOM change (a new
+# panel HTML, a changed attribute or text) re-tests the claims not yet met against the rendered
+# text (innerText, spaces collapsed) of every element matching their selector; the first
+# match is kept with its text and time. A claim about a moment (the room HIBERNATED before bob
+# wakes it) is seen however briefly it was on screen; the test then waits, with a deadline,
+# until every claim is met (CLAIMS_MET_JS), instead of sampling the page.
+CLAIMS_JS = r"""
+(claims => {
+  const state = claims.map(c => ({...c, re: new RegExp(c.pattern), met: false, text: null}));
+  window.__dlClaims = state;
+  const textOf = el => (el.innerText || el.textContent || "").replace(/\s+/g, " ").trim();
+  function test() {
+    let open = 0;
+    for (const c of state) {
+      if (c.met) continue;
+      for (const el of document.querySelectorAll(c.selector)) {
+        const text = textOf(el);
+        if (c.re.test(text)) { c.met = true; c.text = text.slice(0, 300); break; }
+        c.last = text.slice(0, 300);
+      }
+      if (!c.met) open += 1;
+    }
+    return open;
+  }
+  const observer = new MutationObserver(() => { if (test() === 0) observer.disconnect(); });
+  const start = () => observer.observe(document, {subtree: true, childList: true,
+                                                  characterData: true, attributes: true});
+  if (document.documentElement) start();
+  else document.addEventListener("DOMContentLoaded", start);
+})
+"""
+
+# True once every page claim was met (a list of the claims still open otherwise).
+CLAIMS_MET_JS = "() => (window.__dlClaims || []).every(c => c.met)"
+CLAIMS_JS_REPORT = ("() => (window.__dlClaims || []).map(c => ({says: c.says, selector: "
+                    "c.selector, pattern: c.pattern, met: c.met, text: c.text || c.last || null}))")
+
+
+def wait_for_claims(page: Any, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Wait (with a deadline, not by sampling: the page recorded every match) until the page
+    showed what each of the lesson's page claims says; returns them with what was seen."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    # On a timeout the report says which claim the page never showed, and what it showed.
+    with contextlib.suppress(PlaywrightTimeout):
+        page.wait_for_function(CLAIMS_MET_JS, timeout=timeout * 1000, polling=200)
+    return page.evaluate(CLAIMS_JS_REPORT)
+
 
 # Puts the object view the page copied when it showed the gate CLOSED (RECORDER_JS) in a box
 # over the page, with the slow-motion status line above it; false if there is no copy yet.
@@ -376,6 +438,7 @@ def _lesson_report(session: BrowserSession, page: Any, stem: str, expect: Expect
     hide_left_sidebar(page)
     r["prompts"] = _run(page, stem, expect.pause_after, interact, tick)
     r["run_s"] = round(time.monotonic() - t0, 1)
+    r["claims"] = wait_for_claims(page)
     if expect.scheduler and expect.pause_after is None:
         interact()
     r["unrun_cells"] = [i for i, p in enumerate(r["prompts"]) if p == "[ ]:"]
@@ -450,6 +513,10 @@ def check(stem: str, expect: Expect, r: dict) -> list[str]:
             "data-gate", []):
         bad.append(f"the input gate was never shown closed: "
                    f"{r['seen'].get('dl-objectview', {}).get('data-gate')}")
+    for c in r.get("claims", []):
+        if not c["met"]:
+            bad.append(f"the page never showed what the lesson says ({c['says']!r}): no "
+                       f"{c['selector']} matched {c['pattern']!r}; it showed {c['text']!r}")
     if expect.scheduler:
         before, after, settled = r["scheduler"]["steps"]
         if not after == before + 1 == settled:
@@ -463,6 +530,7 @@ def test_lesson_in_jupyterlab(session, path):
     stem, expect = path.stem, EXPECT.get(path.stem, Expect())
     page = session.new_page(viewport={"width": 1500, "height": 2500})
     page.add_init_script(RECORDER_JS)
+    page.add_init_script(f"{CLAIMS_JS}({json.dumps(PAGE_CLAIMS.get(stem, []))});")
     try:
         r = _lesson_report(session, page, stem, expect)
     except Exception as exc:

@@ -111,3 +111,22 @@ async def test_websockets_panel_shows_sockets_hibernation_and_held_messages():
     panel._feed.flush()
     assert 'data-state="closed"' in panel.html.value
     panel.close()
+
+
+async def test_websockets_panel_tells_a_hibernation_after_a_message_woke_the_object():
+    # Hibernated and woken again within one cell: the panel's header still says it hibernated.
+    lab = Lab(storage="memory", seed=1, clock="manual", hibernate_after=10)
+    room = lab.bind("ROOMS", Room).getByName("lobby")
+    panel = widgets.websockets(lab, room)
+    ann = await lab.connect(room)
+    lab.clock.advance(11)
+    await lab.wait_idle()
+    await ann.send("hi")
+    await lab.wait_idle()
+    panel._feed.flush()
+    html = panel.html.value
+    assert 'data-instance="awake"' in html
+    assert 'data-hibernations="1"' in html and "hibernated 1 time(s) · woken 1 time(s)" in html
+    assert panel.reducer.hibernations == 1 and panel.reducer.wakeups == 1
+    await lab.close()
+    panel.close()
