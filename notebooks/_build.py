@@ -2420,7 +2420,7 @@ FIVE = ["wnam", "weur", "apac-ne", "sam", "oc"]     # five continents (Cloudflar
     in Amsterdam (`weur`) posts to it. How long does each post take, in lab milliseconds?
     """),
     code('''
-    room_view = widgets.watch(lab, lab.env.ROOMS.getByName("tokyo"))
+    room_view = widgets.watch(lab, lab.env.ROOMS.getByName("tokyo"), x="time")
     room_view
     '''),
     code('''

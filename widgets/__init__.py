@@ -80,14 +80,15 @@ def object_view(lab: Lab, target: Any = None, *, scale: float = 1.0) -> ObjectVi
 
 def watch(lab: Lab, target: Any = None, *, timeline: bool = True, scheduler: bool = False,
           storage: bool = False, controls: bool = True, speed: float | None = None,
-          scale: float = 1.0) -> Watch:
+          scale: float = 1.0, x: str = "events") -> Watch:
     """A lesson's panel: the object view and its timeline with the gate lanes; optionally the
     clickable scheduler (``scheduler=True``), the storage inspector, and slow motion
-    (``speed=3``: three transitions a second; ``.full_speed()`` ends it)."""
+    (``speed=3``: three transitions a second; ``.full_speed()`` ends it). ``x="time"`` draws
+    the timeline against lab time instead of event number (a toggle in the panel too)."""
     if timeline:
         ensure_bokehjs()
     return Watch(lab, target, timeline=timeline, scheduler=scheduler, storage=storage,
-                 controls=controls, speed=speed, scale=scale)
+                 controls=controls, speed=speed, scale=scale, x=x)
 
 
 def scheduler(lab: Lab, target: Any = None) -> SchedulerPanel:
@@ -95,10 +96,12 @@ def scheduler(lab: Lab, target: Any = None) -> SchedulerPanel:
     return SchedulerPanel(lab, target)
 
 
-def timeline(lab: Lab, target: Any = None, *, scale: float = 1.0) -> Timeline:
-    """The gate lanes and one lane per delivery (of ``target`` only, or of every object)."""
+def timeline(lab: Lab, target: Any = None, *, x: str = "events", scale: float = 1.0
+             ) -> Timeline:
+    """The gate lanes and one lane per delivery (of ``target`` only, or of every object),
+    against event number (``x="events"``) or milliseconds of lab time (``x="time"``)."""
     ensure_bokehjs()
-    return Timeline(lab, target, scale=scale)
+    return Timeline(lab, target, x=x, scale=scale)
 
 
 def storage(lab: Lab, target: Any = None) -> StorageInspector:

@@ -374,24 +374,35 @@ class ObjectsReducer:
 
 #: Segment kinds of the timeline, in drawing order, with their colours (see _theme).
 #: "network" only appears with Lab(network=...): the request's trip before "queued", the
-#: reply's trip after "reply held".
+#: reply's trip after "reply held". "awaiting io, gate held": awaiting io while the input gate
+#: stays closed (inside a blockConcurrencyWhile section, or under Lab(model="serial")).
 SEGMENT_KINDS = ("network", "queued", "running", "awaiting storage", "awaiting io",
-                 "reply held")
+                 "awaiting io, gate held", "reply held")
 
 #: Network hops a timeline remembers while they travel (older ones are forgotten first).
 _MAX_HOPS = 5000
 #: Events between a request's arrival and its DeliveryQueued: at most the InputGateLocked of a
 #: constructor (a first call makes the instance, whose constructor queues first).
 _ARRIVAL_GAP = 3
+#: Lane names remembered (delivery -> "alarm", method...), the oldest forgotten first.
+_MAX_LANE_NAMES = 5000
+
+#: The width, in events, of a span that opened and closed at the same event.
+MIN_EVENT_WIDTH = 0.6
 
 
 def _columns(*names: str) -> dict[str, list[Any]]:
     return {name: [] for name in names}
 
 
-SEGMENT_COLUMNS = ("delivery", "left", "right", "kind", "object", "method", "detail")
-MARKER_COLUMNS = ("delivery", "x", "batch", "size", "ok", "object", "label")
-GATE_COLUMNS = ("lane", "left", "right", "kind", "object", "detail", "label")
+#: Every row carries both x coordinates: ``left``/``right`` in events (the event's ``seq``)
+#: and ``t_left``/``t_right`` in milliseconds of lab time since the timeline's origin; the
+#: panel draws one pair or the other (``Timeline(x="events" | "time")``).
+SEGMENT_COLUMNS = ("delivery", "left", "right", "t_left", "t_right", "kind", "object", "method",
+                   "detail")
+MARKER_COLUMNS = ("delivery", "x", "t", "batch", "size", "ok", "object", "label")
+GATE_COLUMNS = ("lane", "left", "right", "t_left", "t_right", "kind", "object", "detail",
+                "label")
 
 #: The gate lanes above the delivery lanes, top to bottom, and what a span on each means.
 GATE_LANES = ("input gate", "commit", "output gate")
@@ -400,37 +411,43 @@ GATE_KINDS = {"input gate": "gate closed", "commit": "commit in flight",
 
 
 class GateLanes:
-    """When one object's input gate was closed (and by whom), when a commit was in flight and
-    when replies were held by the output gate: spans on the event axis.
+    """When one object's input gate was closed (and by whom), when a commit was in flight (and
+    whether it failed) and when replies were held by the output gate: spans with both x
+    coordinates (events and lab time, see SEGMENT_COLUMNS).
 
     At full speed a closed gate lasts microseconds and no frame ever shows it; as a span on the
     timeline it stays visible after the fact, next to the deliveries it kept waiting.
     """
 
-    def __init__(self, only: str | None = None) -> None:
+    def __init__(self, only: str | None = None, origin: float | None = None) -> None:
         self.object = only  # None: the first object that does something
-        self.open: dict[str, tuple[int, str, str]] = {}  # lane -> (start, detail, label)
+        self.origin = origin  # lab time of t = 0 ms (None: the first event's)
+        self.open: dict[str, tuple[int, float, str, str]] = {}  # lane -> (seq, ms, detail, label)
         self.rows = _columns(*GATE_COLUMNS)
         self.held = 0  # replies and outgoing calls held now
         self.closed_spans = 0  # input-gate spans closed so far (for tests and summaries)
+        self.failed_commits = 0
 
-    def _start(self, lane: str, x: int, detail: str, label: str) -> None:
-        self._end(lane, x)
-        self.open[lane] = (x, detail, label)
+    def _start(self, lane: str, x: int, t: float, detail: str, label: str) -> None:
+        self._end(lane, x, t)
+        self.open[lane] = (x, t, detail, label)
 
-    def _end(self, lane: str, x: int) -> None:
+    def _end(self, lane: str, x: int, t: float, kind: str = "", label: str | None = None
+             ) -> None:
         seg = self.open.pop(lane, None)
         if seg is None:
             return
-        start, detail, label = seg
+        start, start_t, detail, own_label = seg
         r = self.rows
         r["lane"].append(lane)
         r["left"].append(start)
-        r["right"].append(max(x, start + 0.6))
-        r["kind"].append(GATE_KINDS[lane])
+        r["right"].append(max(x, start + MIN_EVENT_WIDTH))
+        r["t_left"].append(start_t)
+        r["t_right"].append(max(t, start_t))
+        r["kind"].append(kind or GATE_KINDS[lane])
         r["object"].append(self.object or "")
         r["detail"].append(f"{detail} (events {start}-{x})")
-        r["label"].append(label)
+        r["label"].append(own_label if label is None else label)
         if lane == "input gate":
             self.closed_spans += 1
 
@@ -440,47 +457,56 @@ class GateLanes:
                           ev.ReplyReleased, ev.OutgoingCallReleased, ev.InstanceReset,
                           ev.InstanceEvicted})
 
-    def apply(self, e: ev.RuntimeEvent, x: int) -> None:
+    def apply(self, e: ev.RuntimeEvent, x: int, t: float | None = None) -> None:
         if not e.object:
             return
         if self.object is None:
             self.object = e.object
         elif e.object != self.object:
             return
-        t = type(e)
-        if t is ev.InputGateLocked:
+        if t is None:
+            if self.origin is None:
+                self.origin = e.time
+            t = (e.time - self.origin) * 1000.0
+        kind = type(e)
+        if kind is ev.InputGateLocked:
             if e.depth == 0:
                 number = _delivery_of(e.holder)
                 label = f"#{number}" if number is not None else e.holder.split(" ")[0]
-                self._start("input gate", x, f"closed by {e.holder}", label)
-        elif t is ev.InputGateUnlocked:
+                self._start("input gate", x, t, f"closed by {e.holder}", label)
+        elif kind is ev.InputGateUnlocked:
             if e.depth == 0:
-                self._end("input gate", x)
-        elif t is ev.FlushStarted:
+                self._end("input gate", x, t)
+        elif kind is ev.FlushStarted:
             n = len(e.puts) + len(e.deletes) + (1 if e.delete_all else 0)
-            self._start("commit", x, f"batch {e.batch}: {n} key(s)", f"b{e.batch}")
-        elif t is ev.CommitDone or t is ev.CommitFailed:
-            self._end("commit", x)
-        elif t is ev.ReplyHeld or t is ev.OutgoingCallHeld:
+            self._start("commit", x, t, f"batch {e.batch}: {n} key(s)", f"b{e.batch}")
+        elif kind is ev.CommitDone:
+            self._end("commit", x, t)
+        elif kind is ev.CommitFailed:
+            # Red and labelled: the batch did NOT reach storage (the object resets next).
+            self.failed_commits += 1
+            self._end("commit", x, t, "commit failed", f"b{e.batch} failed")
+        elif kind is ev.ReplyHeld or kind is ev.OutgoingCallHeld:
             self.held += 1
             if self.held == 1:
-                self._start("output gate", x, "replies held until the commit lands", "")
-        elif t is ev.ReplyReleased or t is ev.OutgoingCallReleased:
+                self._start("output gate", x, t, "replies held until the commit lands", "")
+        elif kind is ev.ReplyReleased or kind is ev.OutgoingCallReleased:
             if self.held > 0:
                 self.held -= 1
                 if self.held == 0:
-                    self._end("output gate", x)
-        elif t is ev.InstanceReset or t is ev.InstanceEvicted:
+                    self._end("output gate", x, t)
+        elif kind is ev.InstanceReset or kind is ev.InstanceEvicted:
             for lane in list(self.open):
-                self._end(lane, x)
+                self._end(lane, x, t)
             self.held = 0
 
     def take(self) -> dict[str, list[Any]]:
         rows, self.rows = self.rows, _columns(*GATE_COLUMNS)
         return rows
 
-    def seed(self, o: Any) -> None:
-        """Open the spans an ``ObjectSnapshot`` says are open (from its ``seq``)."""
+    def seed(self, o: Any, t: float = 0.0) -> None:
+        """Open the spans an ``ObjectSnapshot`` says are open (from its ``seq``, and ``t`` ms of
+        lab time: the snapshot is taken when the panel opens, the origin of its lab time)."""
         if self.object is None:
             self.object = o.label
         elif o.label != self.object:
@@ -489,20 +515,22 @@ class GateLanes:
         if o.gate_holder:
             number = _delivery_of(o.gate_holder)
             label = f"#{number}" if number is not None else o.gate_holder.split(" ")[0]
-            self.open["input gate"] = (x, f"closed by {o.gate_holder}", label)
+            self.open["input gate"] = (x, t, f"closed by {o.gate_holder}", label)
         if o.batches:
             batch, keys = o.batches[-1]
-            self.open["commit"] = (x, f"batch {batch}: {len(keys)} key(s)", f"b{batch}")
+            self.open["commit"] = (x, t, f"batch {batch}: {len(keys)} key(s)", f"b{batch}")
         self.held = len(o.held) + o.outgoing_held
         if self.held:
-            self.open["output gate"] = (x, "replies held until the commit lands", "")
+            self.open["output gate"] = (x, t, "replies held until the commit lands", "")
 
-    def open_rows(self, last_x: int) -> dict[str, list[Any]]:
+    def open_rows(self, last_x: int, last_t: float = 0.0) -> dict[str, list[Any]]:
         rows = _columns(*GATE_COLUMNS)
-        for lane, (start, detail, label) in self.open.items():
+        for lane, (start, start_t, detail, label) in self.open.items():
             rows["lane"].append(lane)
             rows["left"].append(start)
-            rows["right"].append(max(last_x + 0.6, start + 0.6))
+            rows["right"].append(max(last_x + MIN_EVENT_WIDTH, start + MIN_EVENT_WIDTH))
+            rows["t_left"].append(start_t)
+            rows["t_right"].append(max(last_t, start_t))
             rows["kind"].append(GATE_KINDS[lane])
             rows["object"].append(self.object or "")
             rows["detail"].append(f"{detail} (since event {start})")
@@ -510,7 +538,7 @@ class GateLanes:
         return rows
 
 
-def _forget_oldest(table: dict[int, int]) -> None:
+def _forget_oldest(table: dict[int, Any]) -> None:
     """Keep a hop table bounded (hops whose other end never comes, e.g. at lab.close())."""
     if len(table) > _MAX_HOPS:
         for key in list(table)[: len(table) - _MAX_HOPS]:
@@ -520,102 +548,124 @@ def _forget_oldest(table: dict[int, int]) -> None:
 class TimelineReducer:
     """Lanes per delivery: closed segments and commit markers, as rows to stream.
 
-    The x axis is the event's ``seq`` (the order of everything that happened), so a run on a
-    memory backend, where everything takes microseconds, still spreads out readably; ``time``
-    is kept for the hover. ``only`` restricts the lanes to one object's deliveries.
+    Each row has two x coordinates (SEGMENT_COLUMNS): the event's ``seq`` (the order of
+    everything that happened, so a run on a memory backend, where everything takes
+    microseconds, still spreads out readably) and its lab time in milliseconds since
+    ``origin`` (so a 230 ms trip is 23 times as wide as a 10 ms one). ``only`` restricts the
+    lanes to one object's deliveries. ``names`` gives each lane's name: its method, or
+    ``alarm`` / ``websocket`` for the deliveries the runtime makes itself.
     """
 
-    def __init__(self, only: str | None = None) -> None:
+    def __init__(self, only: str | None = None, origin: float | None = None) -> None:
         self.only = only
-        #: delivery -> (kind, start seq, object, method)
-        self.open: dict[int, tuple[str, int, str, str]] = {}
+        self.origin = origin  # lab time of t = 0 ms (None: the first event's)
+        #: delivery -> (kind, start seq, start ms, object, method)
+        self.open: dict[int, tuple[str, int, float, str, str]] = {}
         self.methods: dict[int, str] = {}
+        self.names: dict[int, str] = {}  # delivery -> lane name ("alarm", its method...)
         self.segments = _columns(*SEGMENT_COLUMNS)
         self.markers = _columns(*MARKER_COLUMNS)
         #: per object: key -> delivery that wrote it last (who a commit belongs to)
         self._writers: dict[str, dict[str, int]] = {}
         self._batch_writers: dict[tuple[str, int], set[int]] = {}
         self.last_x = 0
-        self.gates = GateLanes(only)
+        self.last_t = 0.0  # ms of lab time of the latest event
+        self.gates = GateLanes(only, origin)
+        #: Objects whose input gate a blockConcurrencyWhile section holds now: an await there
+        #: keeps the gate closed, whatever the TurnEnded says (its gate_held is the turn's).
+        self._sections: set[str] = set()
         #: Network hops (Lab(network=...)): where each request left, the request that just
         #: arrived (object, hop, seq: its DeliveryQueued follows within _ARRIVAL_GAP events,
         #: only a new instance's constructor admission in between; else the call was not
         #: queued), and the delivery each hop became.
-        self._hop_sent: dict[int, int] = {}
+        self._hop_sent: dict[int, tuple[int, float]] = {}
         self._arriving: tuple[str, int, int] | None = None
         self._hop_delivery: dict[int, int] = {}
 
-    def _close(self, delivery: int, x: int) -> None:
+    def _close(self, delivery: int, x: int, t: float) -> None:
         seg = self.open.pop(delivery, None)
         if seg is None:
             return
-        kind, start, obj, method = seg
+        kind, start, start_t, obj, method = seg
         s = self.segments
         s["delivery"].append(delivery)
         s["left"].append(start)
-        s["right"].append(max(x, start + 0.6))
+        s["right"].append(max(x, start + MIN_EVENT_WIDTH))
+        s["t_left"].append(start_t)
+        s["t_right"].append(t if t > start_t else start_t)
         s["kind"].append(kind)
         s["object"].append(obj)
         s["method"].append(method)
-        s["detail"].append(f"{kind}: events {start}-{x}")
+        s["detail"].append(f"{kind}: events {start}-{x}")  # (lab time: the hover's t columns)
 
-    def _open(self, delivery: int, kind: str, x: int, obj: str) -> None:
-        self._close(delivery, x)
-        self.open[delivery] = (kind, x, obj, self.methods.get(delivery, ""))
+    def _open(self, delivery: int, kind: str, x: int, t: float, obj: str) -> None:
+        self._close(delivery, x, t)
+        self.open[delivery] = (kind, x, t, obj, self.methods.get(delivery, ""))
 
     def consume(self, events: Sequence[ev.RuntimeEvent]) -> None:
         only = self.only
         apply = self._apply
         lanes = self.gates
         gate_events = GateLanes.RELEVANT
+        origin = self.origin
         for e in events:
             if only is None or e.object == only:
+                if origin is None:
+                    origin = self.origin = lanes.origin = e.time
+                t = (e.time - origin) * 1000.0
                 if type(e) in gate_events or lanes.object is None:
-                    lanes.apply(e, e.seq)
-                apply(e)
+                    lanes.apply(e, e.seq, t)
+                apply(e, t)
 
     def apply(self, e: ev.RuntimeEvent) -> None:
         self.consume((e,))
 
     def seed(self, snap: Any) -> None:
         """Open a lane, from ``snap.seq``, for each delivery a ``durable_lab`` snapshot says
-        is queued, running, awaiting or held; open the gate lanes it says are open."""
+        is queued, running, awaiting or held; open the gate lanes it says are open. (Their
+        lab time starts at ``last_t``: 0 ms, the panel's origin, when it has just opened.)"""
         only = self.only
         objects = [o for o in _objects_of(snap)
                    if only is None or o.label == only]
         x = snap.seq
+        t = self.last_t
         self.last_x = max(self.last_x, x)
         for o in objects:
             awaiting = dict(o.awaiting)
+            if o.critical_section:
+                self._sections.add(o.label)
             lanes = [(d, "queued", m) for d, m in o.mailbox]
             for d, m in o.methods.items():
                 what = awaiting.get(d)
                 # (Admitted, not started yet: its lane turns "running" at DeliveryStarted.)
                 kind = ("queued" if d == o.admitted else "running" if what is None else
-                        "awaiting storage" if what == "storage" else "awaiting io")
+                        "awaiting storage" if what == "storage" else
+                        "awaiting io, gate held" if o.critical_section else "awaiting io")
                 lanes.append((d, kind, m))
             lanes += [(d, "reply held", "") for d, _ in o.held]
             for d, kind, method in lanes:
                 self.methods[d] = method
-                self.open[d] = (kind, x, o.label, method)
+                self.names.setdefault(d, method)
+                self.open[d] = (kind, x, t, o.label, method)
         live = [o for o in objects if o.gate_holder or o.batches or o.held or o.mailbox]
         if live:
-            self.gates.seed(live[0])
+            self.gates.seed(live[0], t)
 
-    def _apply(self, e: ev.RuntimeEvent) -> None:  # noqa: C901
+    def _apply(self, e: ev.RuntimeEvent, now: float) -> None:  # noqa: C901
         x = e.seq
         self.last_x = x
+        self.last_t = now
         t = type(e)
         if t is ev.StorageOp:
             if e.cache != "write":
                 seg = self.open.get(e.delivery)
                 if seg is not None and seg[0] == "awaiting storage":
-                    self._open(e.delivery, "running", x, e.object)
+                    self._open(e.delivery, "running", x, now, e.object)
                 return
             d = e.delivery
             seg = self.open.get(d)
             if seg is not None and seg[0] == "awaiting storage":
-                self._open(d, "running", x, e.object)
+                self._open(d, "running", x, now, e.object)
             writers = self._writers.get(e.object)
             if writers is None:
                 writers = self._writers[e.object] = {}
@@ -623,47 +673,60 @@ class TimelineReducer:
                 writers[key] = d
         elif t is ev.DeliveryQueued:
             self.methods[e.delivery] = e.method
+            kind_of = e.kind_of_delivery
+            self.names[e.delivery] = kind_of if kind_of in ("alarm", "websocket") else e.method
+            if len(self.names) > _MAX_LANE_NAMES:
+                del self.names[next(iter(self.names))]
             arriving, self._arriving = self._arriving, None
             hop = (arriving[1] if arriving is not None and arriving[0] == e.object
-                   and e.kind_of_delivery in ("rpc", "fetch")
+                   and kind_of in ("rpc", "fetch")
                    and e.seq - arriving[2] <= _ARRIVAL_GAP else None)
             if hop is not None and hop in self._hop_sent:
                 # The request's trip, drawn on the lane it turned into, ending where it queued.
-                self.open[e.delivery] = ("network", self._hop_sent.pop(hop), e.object, e.method)
+                sent_x, sent_t = self._hop_sent.pop(hop)
+                self.open[e.delivery] = ("network", sent_x, sent_t, e.object, e.method)
                 self._hop_delivery[hop] = e.delivery
                 _forget_oldest(self._hop_delivery)
-            self._open(e.delivery, "queued", x, e.object)
+            self._open(e.delivery, "queued", x, now, e.object)
         elif t is ev.NetworkHopStarted:
             if e.leg == "request":
-                self._hop_sent[e.hop] = x
+                self._hop_sent[e.hop] = (x, now)
                 _forget_oldest(self._hop_sent)
             else:
                 d = self._hop_delivery.get(e.hop)
                 if d is not None:
                     self.methods[d] = e.method
-                    self._open(d, "network", x, e.object)
+                    self._open(d, "network", x, now, e.object)
         elif t is ev.NetworkHopEnded:
             if e.leg == "request":
                 self._arriving = (e.object, e.hop, x)
             else:
                 d = self._hop_delivery.pop(e.hop, None)
                 if d is not None:
-                    self._close(d, x)
+                    self._close(d, x, now)
                     self.methods.pop(d, None)
         elif t is ev.DeliveryStarted or t is ev.DeliveryResumed:
-            self._open(e.delivery, "running", x, e.object)
+            self._open(e.delivery, "running", x, now, e.object)
         elif t is ev.TurnEnded:
-            kind = "awaiting storage" if e.gate_held else "awaiting io"
-            self._open(e.delivery, kind, x, e.object)
+            if e.awaiting == "storage":
+                kind = "awaiting storage"
+            elif e.gate_held or e.object in self._sections:
+                kind = "awaiting io, gate held"
+            else:
+                kind = "awaiting io"
+            self._open(e.delivery, kind, x, now, e.object)
         elif t is ev.DeliveryFinished:
-            self._close(e.delivery, x)
+            self._close(e.delivery, x, now)
             self.methods.pop(e.delivery, None)
         elif t is ev.ReplyHeld:
             self.methods.setdefault(e.delivery, "")
-            self._open(e.delivery, "reply held", x, e.object)
+            self._open(e.delivery, "reply held", x, now, e.object)
         elif t is ev.ReplyReleased:
-            self._close(e.delivery, x)
+            self._close(e.delivery, x, now)
             self.methods.pop(e.delivery, None)
+        elif t is ev.InputGateLocked or t is ev.InputGateUnlocked:
+            if e.depth == 0 and e.holder == "critical section":
+                self._section(e.object, t is ev.InputGateLocked, x, now)
         elif t is ev.FlushStarted:
             writers = self._writers.get(e.object, {})
             owners = {writers[k] for k in e.puts + e.deletes if k in writers}
@@ -679,18 +742,33 @@ class TimelineReducer:
             for d in sorted(owners):
                 m["delivery"].append(d)
                 m["x"].append(x)
+                m["t"].append(now)
                 m["batch"].append(e.batch)
                 m["size"].append(size)
                 m["ok"].append(ok)
                 m["object"].append(e.object)
-                m["label"].append(str(size) if ok else "✗")
+                m["label"].append(str(size) if ok else "✗ failed")
         elif t is ev.InstanceReset or t is ev.InstanceEvicted:
-            for d in [d for d, seg in self.open.items() if seg[2] == e.object]:
-                self._close(d, x)
+            self._sections.discard(e.object)
+            for d in [d for d, seg in self.open.items() if seg[3] == e.object]:
+                self._close(d, x, now)
             self._writers.pop(e.object, None)
             for key in [k for k in self._batch_writers if k[0] == e.object]:
                 if t is ev.InstanceReset:
                     del self._batch_writers[key]
+
+    def _section(self, obj: str, closed: bool, x: int, now: float) -> None:
+        """A blockConcurrencyWhile section took (or gave back) the object's input gate: the
+        deliveries of that object awaiting io now wait with the gate closed (or open again)."""
+        before, after = (("awaiting io", "awaiting io, gate held") if closed else
+                         ("awaiting io, gate held", "awaiting io"))
+        if closed:
+            self._sections.add(obj)
+        else:
+            self._sections.discard(obj)
+        for d, seg in list(self.open.items()):
+            if seg[0] == before and seg[3] == obj:
+                self._open(d, after, x, now, obj)
 
     def take(self) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
         """The rows closed since the last call (segments, markers), then forget them."""
@@ -702,11 +780,14 @@ class TimelineReducer:
     def open_rows(self) -> dict[str, list[Any]]:
         """The segments still open, drawn up to the latest event (replaced once per frame)."""
         rows = _columns(*SEGMENT_COLUMNS)
-        end = self.last_x + 0.6
-        for d, (kind, start, obj, method) in self.open.items():
+        end = self.last_x + MIN_EVENT_WIDTH
+        now = self.last_t
+        for d, (kind, start, start_t, obj, method) in self.open.items():
             rows["delivery"].append(d)
             rows["left"].append(start)
-            rows["right"].append(max(end, start + 0.6))
+            rows["right"].append(max(end, start + MIN_EVENT_WIDTH))
+            rows["t_left"].append(start_t)
+            rows["t_right"].append(max(now, start_t))
             rows["kind"].append(kind)
             rows["object"].append(obj)
             rows["method"].append(method)
@@ -1023,15 +1104,37 @@ def _bin(size: int) -> int:
 
 
 class MetricsReducer:
-    """Counters for throughput, queue depth, batch sizes, and latency vs writes per call."""
+    """Throughput, queue depth, batch sizes and latency against writes, all on the lab clock.
 
-    def __init__(self, max_points: int = 5000) -> None:
+    **Intervals of lab time, not samples.** Every event carries ``time``, the lab clock's
+    reading when it happened (real, auto or manual clock: ``durable_lab/clock.py``). The
+    reducer cuts lab time into intervals of ``interval`` seconds from ``origin`` and, for each,
+    counts every call answered and every commit in it (a rate is that count over the
+    interval's length) and keeps the *highest* queue depth reached in it (all objects, and the
+    busiest one). Nothing happens between two wall-clock samples unseen: a burst of 400 calls
+    that queues and drains in 0.3 s is the tallest point of its interval, and on an auto clock
+    a minute of simulated alarms spreads over a minute of the axis however fast it ran.
+    Intervals in which nothing happened are not stored one by one: a run of them is two rows
+    at zero (its first and its last), so an hour's jump of a manual clock costs two rows.
+
+    **Latency is the caller's, on the lab clock**: from the call's arrival in the mailbox to
+    the reply leaving the output gate (or the code finishing, if the reply was not held); with
+    ``Lab(network=...)``, from the request leaving the caller's region to the reply landing
+    back there (the :class:`~durable_lab.events.NetworkHopStarted`/``Ended`` pair of its hop).
+    So a post from Amsterdam to an object in Tokyo is 230 ms however little the object did.
+    """
+
+    def __init__(self, max_points: int = 5000, *, interval: float = 0.25,
+                 origin: float | None = None, max_rows: int = 480) -> None:
+        if not interval > 0:
+            raise ValueError(f"interval must be > 0 seconds of lab time, got {interval!r}")
         self.events = 0
         self.answered = 0
         self.commits = 0
         self.writes = 0
         self.batch_hist = [0] * len(BATCH_BINS)
         self.queues: dict[str, int] = {}
+        self.depth = 0  # calls queued now, all objects
         self._queued_at: dict[int, tuple[float, str]] = {}
         self._writes_of: dict[int, int] = {}
         self._finished: int | None = None  # a delivery whose reply may be held next
@@ -1044,23 +1147,72 @@ class MetricsReducer:
         self.follow_every = 1
         self._until_followed = 1  # calls queued until the next one followed
         self._answered_at_take = 0
-        self._last = (0, 0, 0)  # events, answered, commits at the last snapshot
+        # -- intervals of lab time ----------------------------------------------------------
+        self.interval = float(interval)
+        self.origin = origin  # lab time of t = 0 (None: the first event's)
+        self._index = -1  # the open interval (-1: none yet)
+        self._ends = float("-inf")  # lab time at which the open interval ends
+        self._calls = 0  # answered in the open interval
+        self._commits = 0
+        self._peak = 0  # highest depth (all objects) in the open interval
+        self._busiest = 0  # longest queue of one object in the open interval
+        #: Closed intervals not yet taken: (t, calls/s, commits/s, queue depth, busiest queue).
+        self.rows: deque[tuple[float, float, float, float, float]] = deque(maxlen=max_rows)
+        # -- network hops (Lab(network=...)): a call's latency includes its two trips -------
+        self._hop_sent: dict[int, float] = {}  # request hop -> lab time it left
+        self._arriving: tuple[str, int, int] | None = None  # (object, hop, seq) just arrived
+        #: delivery -> (its request's hop, lab time the request left the caller)
+        self._hop_of: dict[int, tuple[int, float]] = {}
+        self._returning: dict[int, int] = {}  # hop -> delivery whose reply travels back
 
-    #: Latency dots wanted per take_points() (the metrics panel samples four times a second).
+    #: Latency dots wanted per take_points() (the metrics panel takes them about 4 times a second).
     DOTS_PER_TAKE = 200
 
     def _answer(self, d: int, t: float) -> None:
+        if self._hop_of:
+            came = self._hop_of.pop(d, None)
+            if came is not None:  # answered when the reply lands back (NetworkHopEnded)
+                self._returning[came[0]] = d
+                return
         self.answered += 1
+        self._calls += 1
         start = self._queued_at.pop(d, None)
         if start is not None:
             writes = self._writes_of.pop(d, 0)
             if len(self.points) < self.max_points:
                 self.points.append((writes, (t - start[0]) * 1000.0, start[1], ""))
 
+    def _roll(self, t: float) -> None:
+        """Lab time reached ``t``: close the open interval (and any empty ones) and open the
+        one ``t`` falls in."""
+        if self.origin is None:
+            self.origin = t
+        width = self.interval
+        index = int((t - self.origin) // width)
+        if index <= self._index:  # (a clock that stepped back: stay in the open interval)
+            return
+        if self._index >= 0:
+            rows = self.rows
+            depth = float(self.depth)
+            busiest = float(max(self.queues.values(), default=0))
+            rows.append((self._index * width, self._calls / width, self._commits / width,
+                         float(self._peak), float(self._busiest)))
+            gap = index - self._index - 1  # intervals with no event: two rows at zero
+            if gap >= 1:
+                rows.append(((self._index + 1) * width, 0.0, 0.0, depth, busiest))
+            if gap >= 2:
+                rows.append(((index - 1) * width, 0.0, 0.0, depth, busiest))
+        self._index = index
+        self._ends = self.origin + (index + 1) * width
+        self._calls = self._commits = 0
+        self._peak = self.depth
+        self._busiest = max(self.queues.values(), default=0)
+
     #: The events the metrics fold (the others are only counted).
     RELEVANT = frozenset({ev.DeliveryQueued, ev.DeliveryStarted, ev.StorageOp,
                           ev.DeliveryFinished, ev.ReplyReleased, ev.CommitDone,
-                          ev.InstanceReset, ev.InstanceEvicted})
+                          ev.InstanceReset, ev.InstanceEvicted, ev.NetworkHopStarted,
+                          ev.NetworkHopEnded})
 
     def consume(self, events: Sequence[ev.RuntimeEvent]) -> None:  # noqa: C901
         self.events += len(events)
@@ -1070,17 +1222,21 @@ class MetricsReducer:
         queued_at, queues, writes_of = self._queued_at, self.queues, self._writes_of
         finished = self._finished  # a delivery that just finished: was its reply held?
         until = self._until_followed
+        ends = self._ends  # lab time at which the open interval ends
         for e in events:
             t = type(e)
             if finished is not None:
                 # The event right after a DeliveryFinished says whether its reply was held
-                # (the runtime emits ReplyHeld next if so): if not, the call was answered when
-                # it finished.
+                # (the runtime emits ReplyHeld next, in the same step, if so): if not, the
+                # call was answered when it finished (in the interval it finished in).
                 if not (t is ReplyHeld and e.delivery == finished):
                     self._answer(finished, self._finished_at)
                 finished = None
             if t not in relevant:
                 continue
+            if e.time >= ends:
+                self._roll(e.time)
+                ends = self._ends
             if t is StorageOp:
                 # Writes the code made, skipped ones ("unchanged": the same value) included.
                 if e.cache == "write" or e.cache == "unchanged":
@@ -1089,29 +1245,72 @@ class MetricsReducer:
                     if e.delivery in queued_at:
                         writes_of[e.delivery] = writes_of.get(e.delivery, 0) + n
             elif t is DeliveryQueued:
-                queues[e.object] = e.queue_length
+                q = e.queue_length
+                self.depth += q - queues.get(e.object, 0)
+                queues[e.object] = q
+                if self.depth > self._peak:
+                    self._peak = self.depth
+                if q > self._busiest:
+                    self._busiest = q
                 until -= 1
+                arriving = self._arriving
+                if arriving is not None:
+                    self._arrived(e, arriving)
                 if until <= 0:  # a call whose latency is followed
                     until = self.follow_every
-                    queued_at[e.delivery] = (e.time, e.method)
+                    came = self._hop_of.get(e.delivery) if self._hop_of else None
+                    queued_at[e.delivery] = (e.time if came is None else came[1], e.method)
             elif t is DeliveryStarted:
                 q = queues.get(e.object, 0)
-                queues[e.object] = q - 1 if q > 0 else 0
+                if q > 0:
+                    queues[e.object] = q - 1
+                    self.depth -= 1
             elif t is DeliveryFinished:
                 finished, self._finished_at = e.delivery, e.time
             elif t is ReplyReleased:
                 self._answer(e.delivery, e.time)
             elif t is ev.CommitDone:
                 self.commits += 1
+                self._commits += 1
                 self.batch_hist[_bin(e.keys)] += 1
             elif t is ev.InstanceReset or t is ev.InstanceEvicted:
+                self.depth -= queues.get(e.object, 0)
                 queues[e.object] = 0
+            else:
+                self._hop(e)
         self._finished = finished
         self._until_followed = until
         if len(queued_at) > 100_000:  # calls that never answered (lab closed...)
             for d in list(queued_at)[:50_000]:
                 queued_at.pop(d, None)
                 writes_of.pop(d, None)
+
+    def _hop(self, e: ev.RuntimeEvent) -> None:
+        """A network hop (Lab(network=...)): the request leaving, arriving; the reply leaving,
+        landing (the call is answered then, its latency ending there)."""
+        if type(e) is ev.NetworkHopStarted:
+            if e.leg == "request":
+                self._hop_sent[e.hop] = e.time
+                _forget_oldest(self._hop_sent)
+        elif e.leg == "request":
+            self._arriving = (e.object, e.hop, e.seq)
+        else:
+            d = self._returning.pop(e.hop, None)
+            if d is not None:
+                self._answer(d, e.time)
+
+    def _arrived(self, e: ev.RuntimeEvent, arriving: tuple[str, int, int]) -> None:
+        """A delivery queued right after a request arrived: the call that came over the wire
+        (the same matching as the timeline's, see TimelineReducer)."""
+        self._arriving = None
+        obj, hop, seq = arriving
+        if (obj == e.object and e.kind_of_delivery in ("rpc", "fetch")
+                and e.seq - seq <= _ARRIVAL_GAP and hop in self._hop_sent):
+            self._hop_of[e.delivery] = (hop, self._hop_sent.pop(hop))
+            if len(self._hop_of) > _MAX_HOPS:
+                for d in list(self._hop_of)[: len(self._hop_of) - _MAX_HOPS]:
+                    del self._hop_of[d]
+            _forget_oldest(self._returning)
 
     def apply(self, e: ev.RuntimeEvent) -> None:
         self.consume((e,))
@@ -1120,21 +1319,33 @@ class MetricsReducer:
         """Start the queue depths from a ``durable_lab`` snapshot (calls waiting now)."""
         for o in _objects_of(snap):
             if o.queued:
+                self.depth += o.queued - self.queues.get(o.label, 0)
                 self.queues[o.label] = o.queued
 
-    def snapshot(self, dt: float) -> dict[str, float]:
-        """Rates over the last ``dt`` seconds (one frame) and the current queue depth."""
-        events, answered, commits = self._last
-        self._last = (self.events, self.answered, self.commits)
-        dt = dt if dt > 0 else 1.0
-        depth = sum(self.queues.values())
-        return {
-            "events_per_s": (self.events - events) / dt,
-            "calls_per_s": (self.answered - answered) / dt,
-            "commits_per_s": (self.commits - commits) / dt,
-            "queue_depth": float(depth),
-            "max_queue": float(max(self.queues.values(), default=0)),
-        }
+    def settle(self) -> None:
+        """Every event of the steps taken so far has been folded: a call whose code finished
+        last, with no ``ReplyHeld`` after it, was answered then. (The reducer waits for the
+        event after a ``DeliveryFinished`` to know; the panel calls this when the feed has no
+        event left to hand over, so the last call of a run is counted without waiting for
+        another event. Not in ``consume``: a batch may end between the two events.)"""
+        finished, self._finished = self._finished, None
+        if finished is not None:
+            self._answer(finished, self._finished_at)
+
+    def take_rows(self) -> list[tuple[float, float, float, float, float]]:
+        """The intervals closed since the last take: (t, calls/s, commits/s, queue depth,
+        busiest queue), t in seconds of lab time since ``origin``."""
+        rows = list(self.rows)
+        self.rows.clear()
+        return rows
+
+    def open_row(self) -> tuple[float, float, float, float, float] | None:
+        """The interval events are still falling into (its rates so far), None before any."""
+        if self._index < 0:
+            return None
+        width = self.interval
+        return (self._index * width, self._calls / width, self._commits / width,
+                float(self._peak), float(self._busiest))
 
     def take_points(self) -> list[tuple[int, float, str, str]]:
         """The dots since the last take; from now on follow one call in as many as make about

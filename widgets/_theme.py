@@ -15,6 +15,7 @@ SEGMENT_COLORS = {
     "running": "#1f77b4",  # a turn runs
     "awaiting storage": "#ff7f0e",  # awaiting a read, gate held
     "awaiting io": "#ffdd57",  # awaiting io, gate open for others
+    "awaiting io, gate held": "#8c564b",  # awaiting io, the gate closed (blockConcurrencyWhile)
     "reply held": "#9467bd",  # done, reply held by the output gate
     "network": "#17becf",  # on the wire: the request on its way in, the reply on its way back
 }
@@ -23,6 +24,7 @@ SEGMENT_COLORS = {
 GATE_COLORS = {
     "gate closed": "#d62728",  # the input gate keeps every other event out
     "commit in flight": "#1f77b4",  # a batch on its way to storage
+    "commit failed": "#d62728",  # the batch did NOT reach storage (the object resets)
     "replies held": "#9467bd",  # the output gate holds replies until the commit lands
 }
 

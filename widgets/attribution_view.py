@@ -65,17 +65,20 @@ def show_on_timeline(timeline: Timeline, delivery: int) -> bool:
                  if d == delivery]
     if not rows and not open_rows:
         return False
-    lefts = [timeline.segments.data["left"][i] for i in rows]
-    lefts += [timeline.open_segments.data["left"][i] for i in open_rows]
-    rights = [timeline.segments.data["right"][i] for i in rows]
-    rights += [timeline.open_segments.data["right"][i] for i in open_rows]
+    left, right = timeline.x_columns  # event numbers or ms of lab time (the axis drawn)
+    lefts = [timeline.segments.data[left][i] for i in rows]
+    lefts += [timeline.open_segments.data[left][i] for i in open_rows]
+    rights = [timeline.segments.data[right][i] for i in rows]
+    rights += [timeline.open_segments.data[right][i] for i in open_rows]
     timeline.follow.value = False  # (else the next frame scrolls away again)
-    start, end = min(lefts), max(rights)
-    pad = max(2.0, (end - start) * 0.1)
+    start, end = float(min(lefts)), float(max(rights))
+    # A margin of a tenth on each side; at least two events, or a millisecond of lab time.
+    pad = max(2.0 if timeline.x == "events" else 1.0, (end - start) * 0.1)
     timeline.figure.x_range.update(start=start - pad, end=end + pad)
     half = timeline.lanes / 2
     timeline.figure.y_range.update(start=delivery - half, end=delivery + half)
     timeline.segments.selected.indices = rows
+    timeline.refresh()  # the lanes in view named, the gate labels fitted to the new window
     return True
 
 

@@ -1,5 +1,12 @@
 """Metrics: throughput, queue depth, commit batch sizes, latency against writes per call.
 
+Everything is on the **lab clock** and computed **from events**, not sampled: the x axis is
+seconds of lab time since the panel opened, each point is one interval of lab time (``sample``
+seconds) with every call and commit in it counted and the highest queue depth reached in it
+(``MetricsReducer``); latencies are lab-clock latencies as the caller saw them (network trips
+included). A lab on the auto or manual clock reads the same as one on the real clock: a call
+that took 190 ms of lab time shows 190 ms however fast the notebook ran it.
+
 Readable at every size: legends sit above the plots, never on the lines; batch sizes use a log
 scale (550 one-key batches next to five 100-key batches both show); the latency axis follows
 the 99th percentile so one 25 s outlier cannot squash everything else (outliers are counted in
@@ -14,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 import numpy as np
 from bokeh.layouts import gridplot
-from bokeh.models import ColumnDataSource, Label, Legend, Range1d
+from bokeh.models import (
+    BasicTickFormatter,
+    ColumnDataSource,
+    FixedTicker,
+    Label,
+    Legend,
+    Range1d,
+)
 from bokeh.plotting import figure
 
 from ._base import Panel
@@ -31,6 +45,10 @@ __all__ = ["Metrics", "latency_axis_top"]
 #: The NumPy type of the latency dots' numeric columns (see _plots.stream_columns).
 _LATENCY_TYPES = {"writes": np.int32, "ms": np.float64}
 
+#: The columns of the rates source, in the order of MetricsReducer's rows.
+_RATE_COLUMNS = ("t", "calls_per_s", "commits_per_s", "queue_depth", "max_queue")
+_RATE_TYPES = dict.fromkeys(_RATE_COLUMNS, np.float64)
+
 #: Bars of the batch histogram start here on the log axis (a count of 1 still shows).
 LOG_FLOOR = 0.7
 
@@ -46,21 +64,40 @@ def latency_axis_top(values: list[float]) -> tuple[float, int]:
     return top, sum(1 for v in ordered if v > top)
 
 
+def log_ticks(top: float) -> tuple[list[float], list[float]]:
+    """Major ticks (labelled: 1, 10, 100, ...) and minor ones (2-9 of each decade) of a log
+    axis from 1 to ``top``. Bokeh's own log ticker falls back to linear ticks (1, 2, ..., 10)
+    on a range of a decade or two, whose labels then pile up at the top of each decade."""
+    major: list[float] = []
+    minor: list[float] = []
+    decade = 1.0
+    while decade <= top * 10:
+        major.append(decade)
+        minor.extend(decade * m for m in range(2, 10))
+        decade *= 10
+    return major, minor
+
+
 class Metrics(Panel):
-    """Four small live plots, sampled every ``sample`` seconds, bounded by ``rollover``."""
+    """Four small live plots over intervals of ``sample`` seconds of lab time (drawn at most
+    every ``sample`` seconds of wall time), bounded by ``rollover`` intervals."""
 
     kind = "metrics"
 
     def __init__(self, lab: Lab, *, sample: float = 0.25, rollover: int = 480,
                  points: int = 3000, width: int = 360, height: int = 220, scale: float = 1.0,
                  **kwargs: Any) -> None:
-        self.reducer = MetricsReducer()
+        self.reducer = MetricsReducer(interval=sample, origin=lab.clock.now(),
+                                      max_rows=rollover)
         self.sample = sample
         self.rollover = rollover
         self.max_points = points
-        self._t0 = time.perf_counter()
-        self._last_sample = self._t0
+        self._last_sample = 0.0
         self._latencies: list[float] = []
+        #: The open interval drawn last, and how many rows at the end of the rates source are
+        #: provisional (that interval and the point where it ends: see _draw_rates).
+        self._open: tuple[float, float, float, float, float] | None = None
+        self._provisional = 0
         self.rates = ColumnDataSource({"t": [], "calls_per_s": [], "commits_per_s": [],
                                        "queue_depth": [], "max_queue": []}, name="metrics_rates")
         self.batches = ColumnDataSource({"bin": [b[0] for b in BATCH_BINS],
@@ -72,15 +109,18 @@ class Metrics(Panel):
                                         name="metrics_latency")
         common = {"width": round(width * scale), "height": round(height * scale),
                   "tools": "pan,wheel_zoom,box_zoom,reset"}
-        f1 = figure(title="Throughput (per second)", x_axis_label="seconds",
-                    x_range=Range1d(0, 10), y_range=Range1d(0, 1), **common)
-        calls = f1.line("t", "calls_per_s", source=self.rates, line_width=2)
-        commits = f1.line("t", "commits_per_s", source=self.rates, color="#2ca02c", line_width=2)
-        f2 = figure(title="Queue depth", x_axis_label="seconds", x_range=f1.x_range,
-                    y_range=Range1d(0, 1), **common)
-        depth = f2.line("t", "queue_depth", source=self.rates, line_width=2, color="#d62728")
-        busiest = f2.line("t", "max_queue", source=self.rates, line_width=2, color="#ff7f0e",
-                          line_dash="dashed")
+        # One step per interval of lab time: its value holds across the interval it counts.
+        f1 = figure(title="Throughput (per second of lab time)", x_axis_label="lab time (s)",
+                    x_range=Range1d(0, 10 * sample), y_range=Range1d(0, 1), **common)
+        calls = f1.step("t", "calls_per_s", source=self.rates, line_width=2, mode="after")
+        commits = f1.step("t", "commits_per_s", source=self.rates, color="#2ca02c",
+                          line_width=2, mode="after")
+        f2 = figure(title="Queue depth (max per interval)", x_axis_label="lab time (s)",
+                    x_range=f1.x_range, y_range=Range1d(0, 1), **common)
+        depth = f2.step("t", "queue_depth", source=self.rates, line_width=2, color="#d62728",
+                        mode="after")
+        busiest = f2.step("t", "max_queue", source=self.rates, line_width=2, color="#ff7f0e",
+                          line_dash="dashed", mode="after")
         for fig, items in ((f1, [("calls answered", [calls]), ("commits", [commits])]),
                            (f2, [("all objects", [depth]), ("busiest object", [busiest])])):
             fig.add_layout(Legend(items=items, orientation="horizontal", margin=0, padding=2,
@@ -88,12 +128,16 @@ class Metrics(Panel):
         f3 = figure(title="Commit batch sizes (keys, log scale)",
                     x_range=[b[0] for b in BATCH_BINS], y_axis_type="log",
                     y_range=Range1d(LOG_FLOOR, 10), y_axis_label="commits", **common)
+        major, minor = log_ticks(10)
+        f3.yaxis.ticker = FixedTicker(ticks=major, minor_ticks=minor)
+        f3.yaxis.formatter = BasicTickFormatter(use_scientific=False)
         f3.vbar(x="bin", top="top", bottom=LOG_FLOOR, width=0.8, source=self.batches,
                 color="#1f77b4")
         f3.text(x="bin", y="top", text="text", source=self.batches, text_align="center",
                 text_baseline="bottom", text_font_size=px(11, scale), y_offset=-1)
         f4 = figure(title="Latency vs writes per call", x_axis_label="writes in the call",
-                    y_axis_label="ms", x_range=Range1d(0, 10), y_range=Range1d(0, 1), **common)
+                    y_axis_label="ms (lab clock)", x_range=Range1d(0, 10), y_range=Range1d(0, 1),
+                    **common)
         f4.scatter("writes", "ms", source=self.latency, size=round(6 * scale), alpha=0.5,
                    color="#9467bd")
         self._f1, self._f2, self._f3, self._f4 = f1, f2, f3, f4
@@ -131,16 +175,16 @@ class Metrics(Panel):
         now = time.perf_counter()
         if now - self._last_sample < self.sample:
             return
-        dt, self._last_sample = now - self._last_sample, now
-        snap = self.reducer.snapshot(dt)
-        points = self.reducer.take_points()
-        t = round(now - self._t0, 2)
-        row = {k: [v] for k, v in snap.items() if k in self.rates.data}
-        row["t"] = [t]
-        self.rates.stream(row, rollover=self.rollover)
-        self._follow_rates(t, snap)
+        self._last_sample = now
+        reducer = self.reducer
+        if not self._feed.statistics().buffered:
+            # Every event of the steps taken so far is folded (not slow motion mid-playback):
+            # a call that finished last, its reply not held, is answered (see settle()).
+            reducer.settle()
+        self._draw_rates(reducer.take_rows(), reducer.open_row())
+        points = reducer.take_points()
         if points:
-            step = max(1, len(points) // self.reducer.DOTS_PER_TAKE)  # dots per sample, at most
+            step = max(1, len(points) // reducer.DOTS_PER_TAKE)  # dots per take, at most
             sample = points[::step]
             stream_columns(self.latency, {"writes": [p[0] for p in sample],
                                           "ms": [round(p[1], 3) for p in sample],
@@ -149,38 +193,81 @@ class Metrics(Panel):
             self._latencies.extend(round(p[1], 3) for p in sample)
             del self._latencies[:-self.max_points]
             self._follow_latency(max(p[0] for p in sample))
-        counts = list(self.reducer.batch_hist)
+        counts = list(reducer.batch_hist)
         if counts != list(self.batches.data["count"]):
             self.batches.data = {
                 "bin": [b[0] for b in BATCH_BINS], "count": counts,
                 "top": [c if c > 0 else LOG_FLOOR for c in counts],
                 "text": [str(c) if c else "" for c in counts]}
-            self._f3.y_range.update(start=LOG_FLOOR, end=max(10, max(counts) * 3))
+            top = max(10, max(counts) * 3)
+            self._f3.y_range.update(start=LOG_FLOOR, end=top)
+            major, minor = log_ticks(top)
+            if list(self._f3.yaxis[0].ticker.ticks) != major:
+                self._f3.yaxis[0].ticker.update(ticks=major, minor_ticks=minor)
             self._empty[2].visible = not any(counts)
 
-    def _follow_rates(self, t: float, snap: dict[str, float]) -> None:
+    def _draw_rates(self, closed: list[tuple[float, float, float, float, float]],
+                    open_row: tuple[float, float, float, float, float] | None) -> None:
+        """The intervals of lab time: the closed ones, then the one still filling, then where
+        the last one ends (a step is drawn from one point to the next: without that point,
+        one interval alone would draw nothing).
+
+        The last two rows of the source are provisional (the open interval and the end
+        point): each frame patches them with what comes next and streams the rest, so a
+        frame sends the rows that changed, not the whole plot."""
+        if not closed and open_row == self._open:
+            return
+        self._open = open_row
+        rows = [*closed, open_row] if open_row is not None else list(closed)
+        if not rows:
+            return
+        last = rows[-1]
+        rows.append((last[0] + self.reducer.interval, *last[1:]))
+        size = len(self.rates.data["t"])
+        provisional = min(self._provisional, size)
+        if provisional:
+            first = size - provisional
+            self.rates.patch({name: [(first + i, rows[i][c]) for i in range(provisional)]
+                              for c, name in enumerate(_RATE_COLUMNS)})
+        rest = rows[provisional:]
+        if rest:
+            columns = list(zip(*rest, strict=True))
+            stream_columns(self.rates, dict(zip(_RATE_COLUMNS, columns, strict=True)),
+                           self.rollover, _RATE_TYPES)
+        self._provisional = 2 if open_row is not None else 1
+        self._follow_rates()
+
+    def _follow_rates(self) -> None:
         data = self.rates.data
-        start = data["t"][0] if data["t"] else 0.0
-        self._f1.x_range.update(start=start, end=max(t, start + 10))
-        top_rate = max(max(data["calls_per_s"], default=0), max(data["commits_per_s"], default=0))
-        top_queue = max(data["queue_depth"], default=0)
+        times = data["t"]
+        if not len(times):
+            return
+        start = float(times[0])
+        width = self.reducer.interval
+        end = float(times[-1])  # (the end of the last interval: see _draw_rates)
+        self._f1.x_range.update(start=start, end=max(end, start + 10 * width))
+        top_rate = max(float(np.max(data["calls_per_s"])), float(np.max(data["commits_per_s"])))
+        top_queue = float(np.max(data["queue_depth"]))
         self._f1.y_range.update(start=0, end=max(1.0, top_rate * 1.15))
         self._f2.y_range.update(start=0, end=max(1.0, top_queue * 1.15))
-        seen = any(data["calls_per_s"]) or any(data["commits_per_s"])
+        seen = top_rate > 0
         self._empty[0].visible = not seen
-        self._empty[1].visible = not (seen or any(data["queue_depth"]))
+        self._empty[1].visible = not (seen or top_queue > 0)
 
     def _show_percentiles(self) -> None:
         values = sorted(self._latencies)
         if values:
             def pct(q: float) -> str:
                 return f"{values[min(len(values) - 1, int(q * len(values)))]:.1f}"
-            text = (f"latency of {len(values)} recent calls (ms): p50 <b>{pct(0.5)}</b> · "
+            followed = "" if self.reducer.follow_every == 1 else ", a sample"
+            text = (f"latency of {len(values)} recent calls (ms of lab time{followed}): "
+                    f"p50 <b>{pct(0.5)}</b> · "
                     f"p95 <b>{pct(0.95)}</b> · p99 <b>{pct(0.99)}</b> · max <b>{values[-1]:.1f}"
                     f"</b>")
         else:
             text = "latency: no call answered yet"
         self.percentiles.value = (f'<div class="dl-percentiles" data-calls="{len(values)}" '
+                                  f'data-answered="{self.reducer.answered}" '
                                   f'style="font:{px(14, self._scale)} sans-serif;margin:2px 4px">'
                                   f'{text}</div>')
 
@@ -196,5 +283,5 @@ class Metrics(Panel):
             self._f4.title.text = title
         self._empty[3].visible = False
 
-    def draw(self) -> None:  # render() samples on its own clock
+    def draw(self) -> None:  # render() draws at most every ``sample`` seconds
         pass

@@ -37,7 +37,8 @@ class Watch(Panel):
 
     def __init__(self, lab: Lab, target: Any = None, *, timeline: bool = True,
                  scheduler: bool = False, storage: bool = False, controls: bool = True,
-                 speed: float | None = None, scale: float = 1.0, **kwargs: Any) -> None:
+                 speed: float | None = None, scale: float = 1.0, x: str = "events",
+                 **kwargs: Any) -> None:
         self.target = label_of(target)
         super().__init__(lab, **kwargs)
         feed = self._feed
@@ -58,7 +59,7 @@ class Watch(Panel):
                           if scheduler else None)
         if self.scheduler is not None and self.controls is not None:
             self.scheduler.share_lock(self.controls)
-        self.timeline = (Timeline(lab, label, height=260, scale=scale, **sub)
+        self.timeline = (Timeline(lab, label, x=x, height=260, scale=scale, **sub)
                          if timeline else None)
         self.storage = StorageInspector(lab, label, **sub) if storage else None
         # Order matters: the shared reducer folds a frame's events before its readers draw.

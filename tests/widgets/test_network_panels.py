@@ -82,7 +82,7 @@ def test_a_request_not_queued_right_after_it_arrived_draws_no_network_span():
                ev.DeliveryQueued(seq=9, time=0.0, object="R:x", delivery=6,
                                  kind_of_delivery="alarm", method="alarm", queue_length=1)]
     tl = fold(TimelineReducer(), refused)
-    tl._close(6, 10)
+    tl._close(6, 10, 0.0)
     assert "network" not in lanes_of(tl).get(6, [("", 0, 0)])[0][0]
     arrived = [hop(1, ev.NetworkHopStarted), hop(2, ev.NetworkHopEnded),
                ev.DeliveryQueued(seq=3, time=0.0, object="R:x", delivery=7,

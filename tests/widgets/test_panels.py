@@ -12,7 +12,8 @@ from widgets import _feed
 from widgets.object_view import render_object_html
 from widgets._reducers import ObjectState
 
-from lab_fixtures import Counter  # noqa: F401
+from durable_lab import Lab
+from lab_fixtures import Counter
 
 
 def _attr(html: str, name: str) -> str:
@@ -210,20 +211,24 @@ async def test_selecting_another_object_refocuses_the_panels(lab):
     d.close()
 
 
-async def test_metrics_stream_rows_with_rollover(lab):
-    m = widgets.metrics(lab)
-    m.sample = 0.0
-    m.rollover = 5
-    stub = lab.env.COUNTER.getByName("m")
-    for n in (1, 50):
-        await stub.write_many(n)
-        m._feed.flush(force=True)
-    for _ in range(10):
-        m._feed.flush(force=True)
-    assert len(m.rates.data["t"]) == 5
-    assert sorted(m.latency.data["writes"]) == [1, 50]
-    assert sum(m.batches.data["count"]) == 2
-    m.close()
+async def test_metrics_stream_rows_with_rollover():
+    async with Lab(storage="memory", seed=1, clock="manual") as lab:
+        lab.bind("COUNTER", Counter)
+        m = widgets.metrics(lab)
+        m.sample = 0.0  # draw at every flush
+        m.rollover = 5
+        stub = lab.env.COUNTER.getByName("m")
+        for n in (1, 50, 2, 3, 4, 5, 6, 7):
+            await stub.write_many(n)
+            lab.clock.advance(1.0)  # the next call in another interval of lab time
+            m._feed.flush(force=True)
+        # The newest intervals only, and the end of the last one (where its step ends).
+        assert len(m.rates.data["t"]) == 5
+        assert list(m.rates.data["t"])[-2:] == [7.0, 7.25]  # seconds of lab time
+        assert sorted(m.latency.data["writes"]) == [1, 2, 3, 4, 5, 6, 7, 50]
+        # (only the first two committed: the later calls rewrote values already stored)
+        assert sum(m.batches.data["count"]) == m.reducer.commits == 2
+        m.close()
 
 
 def test_object_html_shows_every_part_of_the_state():
