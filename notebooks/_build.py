@@ -1436,7 +1436,6 @@ async def measure(method, n):
         for _ in range(3):
             await live_writer.one_turn(n)       # the flat row of dots
             await live_writer.sync_each(n)      # the rising one: a commit per write
-    await asyncio.sleep(0.6)                    # the panel samples four times a second
     '''),
     claim("the rising one: a commit per write", '''
     await settled(live)

@@ -157,7 +157,10 @@ async def test_the_snapshot_is_the_fold_of_the_events_at_every_moment(tmp_path):
         outcomes = await moments(lab, at)
     finally:
         await lab.close()
-    assert len(seen) > 40
+    # A dozen paused steps, eight passes of the failing commit, and free passes until the burst
+    # is done (how many depends on the machine's speed: 13 on a quiet one).
+    assert sum(m.startswith("after step") for m in seen) >= 10, seen
+    assert len(seen) >= 30, seen
     # The run went through every kind of state the snapshot describes, several times.
     assert all(n >= 2 for n in interesting.values()), interesting
     assert any(isinstance(o, Exception) for o in outcomes)  # the failed commit, the crash
