@@ -906,9 +906,9 @@ class Counter(DurableObject):
     stub = COUNTER.getByName("a")
 
     lab.pause()
+    board = widgets.watch(lab, stub, scheduler=True)
     calls = [asyncio.ensure_future(stub.increment()) for _ in range(2)]
     await lab.step()                    # the constructor
-    board = widgets.watch(lab, stub, scheduler=True)
     board
     '''),
     md("""
