@@ -659,7 +659,7 @@ L00 = [
     ---
     The lab stays open, so you can keep experimenting and its panels stay live. When you are
     done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
-    kernel does the same.
+    kernel ends it too (each panel then says *Kernel restarted* and how to go on).
     """),
     md("""
     **Next:** [01 · ownership, ids and stubs](01_ownership_ids_stubs.ipynb): why one owner per
@@ -851,7 +851,7 @@ class Counter(DurableObject):
     ---
     The lab stays open, so you can keep experimenting and its panels stay live. When you are
     done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
-    kernel does the same.
+    kernel ends it too (each panel then says *Kernel restarted* and how to go on).
     """),
     md("**Next:** [02 · the input gate](02_input_gate.ipynb): what it blocks, and what not."),
 ]
@@ -906,9 +906,9 @@ class Counter(DurableObject):
     stub = COUNTER.getByName("a")
 
     lab.pause()
+    board = widgets.watch(lab, stub, scheduler=True)
     calls = [asyncio.ensure_future(stub.increment()) for _ in range(2)]
     await lab.step()                    # the constructor
-    board = widgets.watch(lab, stub, scheduler=True)
     board
     '''),
     md("""
@@ -1103,7 +1103,7 @@ class Counter(DurableObject):
     ---
     The lab stays open, so you can keep experimenting and its panels stay live. When you are
     done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
-    kernel does the same.
+    kernel ends it too (each panel then says *Kernel restarted* and how to go on).
     """),
     md("**Next:** [03 · the output gate](03_output_gate.ipynb): no false acknowledgments."),
 ]
@@ -1279,7 +1279,7 @@ class Account(DurableObject):
     ---
     The lab stays open, so you can keep experimenting and its panels stay live. When you are
     done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
-    kernel does the same.
+    kernel ends it too (each panel then says *Kernel restarted* and how to go on).
     """),
     md("**Next:** [04 · write coalescing](04_write_coalescing.ipynb): n writes, one commit."),
 ]
@@ -1488,7 +1488,7 @@ async def measure(method, n):
     ---
     The lab stays open, so you can keep experimenting and its panels stay live. When you are
     done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
-    kernel does the same.
+    kernel ends it too (each panel then says *Kernel restarted* and how to go on).
     """),
     md("**Next:** [05 · alarms and the object lifecycle](05_alarms_lifecycle.ipynb)."),
 ]
@@ -1674,7 +1674,7 @@ L05 = [
     ---
     The lab stays open, so you can keep experimenting and its panels stay live. When you are
     done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
-    kernel does the same.
+    kernel ends it too (each panel then says *Kernel restarted* and how to go on).
     """),
     md("**Next:** [06 · contention and sharding](06_contention_sharding.ipynb)."),
 ]
@@ -2070,7 +2070,7 @@ room = ROOMS.getByName("lobby")
     ---
     The lab stays open, so you can keep experimenting and its panels stay live. When you are
     done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
-    kernel does the same.
+    kernel ends it too (each panel then says *Kernel restarted* and how to go on).
     """),
     md("**Next:** [09 · capstone](09_capstone.ipynb)."),
 ]
@@ -2231,7 +2231,7 @@ L07 = [
     ---
     The lab stays open, so you can keep experimenting and its panels stay live. When you are
     done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
-    kernel does the same.
+    kernel ends it too (each panel then says *Kernel restarted* and how to go on).
     """),
     md("**Next:** [08 · WebSockets and hibernation](08_websockets_hibernation.ipynb)."),
 ]
@@ -2352,7 +2352,7 @@ print("after an eviction:", [await user.allow() for _ in range(3)])
     ---
     The lab stays open, so you can keep experimenting and its panels stay live. When you are
     done, `await lab.close()` closes it (every panel then says **LAB CLOSED**); restarting the
-    kernel does the same.
+    kernel ends it too (each panel then says *Kernel restarted* and how to go on).
     """),
 ]
 # ---------------------------------------------------------------------------------------------

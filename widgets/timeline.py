@@ -76,6 +76,9 @@ _LEGEND = {"awaiting storage": "awaiting storage (gate held)",
            "awaiting io": "awaiting io (gate open)",
            "awaiting io, gate held": "awaiting io (gate held)"}
 
+#: Rows of the legend below the plot (filled column by column, see Timeline.__init__).
+_LEGEND_ROWS = 3
+
 #: A span's lab time in the hover, on either axis (ms since the timeline opened).
 _LAB_TIME_TIP = "@t_left{0.000} to @t_right{0.000} ms"
 
@@ -198,6 +201,10 @@ class Timeline(Panel):
         fig.min_border_left = border
         # The legend goes below the plot, never over the lanes it explains. One entry per
         # kind, drawn by legend-only renderers so every kind shows before it happens.
+        # Column by column, three kinds to a column (the order a call goes through them):
+        # Bokeh sizes each column to its widest label, so the long "awaiting ..." labels share
+        # one column. Four columns in rows put two long labels side by side and, at a
+        # projector's scale 1.5, made the legend wider than the plot (it was cut off left).
         items = []
         # "network" is listed only on a lab with geography (Lab(network=...)).
         for kind in [k for k in SEGMENT_KINDS
@@ -205,8 +212,9 @@ class Timeline(Panel):
             proxy = fig.hbar(y=[-10], left=[0], right=[0], height=0.7,
                              fill_color=SEGMENT_COLORS[kind], line_color=None)
             items.append((_LEGEND.get(kind, kind), [proxy]))
-        legend = Legend(items=items, orientation="horizontal", label_text_font_size=px(12, scale),
-                        click_policy="none", spacing=8, margin=2, ncols=4)
+        legend = Legend(items=items, orientation="vertical", nrows=_LEGEND_ROWS,
+                        label_text_font_size=px(12, scale), click_policy="none", spacing=8,
+                        margin=2)
         fig.add_layout(legend, "below")
         style_figure(fig, scale)
         #: The glyphs whose x columns the axis toggle re-points: (glyph, kind of glyph).
@@ -366,7 +374,7 @@ class Timeline(Panel):
         """A tick per lane, named by its delivery and method ("7 alarm"); every second or
         third lane only when the lanes are thinner than a line of text (alarm lanes always)."""
         names = self.reducer.names
-        frame = max(40, self.figure.height - round(150 * self.scale))  # less title, axis, legend
+        frame = max(40, self.figure.height - round(170 * self.scale))  # less title, axis, legend
         per_lane = frame / (top - bottom + 1)
         step = max(1, -(-round(_LANE_LABEL_PX * self.scale) // max(1, int(per_lane))))
         lanes = [d for d in range(bottom, top + 1)
