@@ -1985,6 +1985,7 @@ room = ROOMS.getByName("lobby")
     lab.clock.advance(11)
     await lab.wait_idle()
     rec.close()
+    await asyncio.sleep(0.3)   # a moment for the panel to draw it before the next cell runs
     print([e.reason for e in rec.events if e.kind == "InstanceEvicted"])
     '''),
     md("""
