@@ -102,6 +102,9 @@ class Expect:
     scheduler: bool = False
     choice: int = 0
     pause_after: str | None = None
+    #: (name, CSS selector): the last element matching each is screenshot after the run, as
+    #: ``<lesson>-<name>.png`` (a panel whose teaching moment is its final state).
+    after_run_shots: tuple[tuple[str, str], ...] = ()
 
 
 # Per lesson; a lesson not listed only gets the checks every lesson gets (and the "panels
@@ -114,7 +117,9 @@ EXPECT: dict[str, Expect] = {
     "02_input_gate": Expect(panels=True, gate_closed=True, scheduler=True, choice=1,
                             pause_after="board = widgets.watch(lab, stub, scheduler=True)"),
     "03_output_gate": Expect(panels=True),
-    "04_write_coalescing": Expect(panels=True),
+    # The metrics panel's two rows of dots (one_turn flat, sync_each rising) and the histogram.
+    "04_write_coalescing": Expect(panels=True,
+                                  after_run_shots=(("metrics", ".dl-panel.dl-metrics"),)),
     "05_alarms_lifecycle": Expect(panels=True),
     "06_contention_sharding": Expect(panels=True),
     "07_sql_api": Expect(panels=True),
@@ -455,6 +460,8 @@ def _lesson_report(session: BrowserSession, page: Any, stem: str, expect: Expect
         _shoot(page, first_panel_output(), shots / f"{stem}.png")
         shot["taken"] = True
     r["screenshot"] = shot["taken"]
+    for name, selector in expect.after_run_shots:
+        _shoot(page, page.locator(selector).last.element_handle(), shots / f"{stem}-{name}.png")
     if expect.gate_closed:
         r["gate_closed_screenshot"] = bool(shot.get("gate"))
     r["console_errors"] = session.report["console_errors"][errors0:]
