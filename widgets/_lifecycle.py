@@ -118,18 +118,24 @@ def new_page() -> None:
     _page += 1
 
 
+def kernel_shell() -> Any:
+    """The IPython shell of the Jupyter kernel this runs in, or None (tests, scripts, a
+    terminal IPython): only a kernel has a page to send scripts and plots to."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    return shell if shell is not None and hasattr(shell, "kernel") else None
+
+
 def ensure_frontend(*, bokeh: bool = False) -> None:
     """Send the page-support script once per page; again once BokehJS is loaded (``bokeh``:
     called right after loading it). Outside a Jupyter kernel this does nothing."""
     global _styled_for, _guarded_for
     if _guarded_for == _page or (_styled_for == _page and not bokeh):
         return
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
-    if shell is None or not hasattr(shell, "kernel"):
+    if kernel_shell() is None:
         return
     from IPython.display import publish_display_data
 

@@ -193,12 +193,7 @@ def ensure_bokehjs(resources: Any = None) -> None:
     global _loaded_for
     if _loaded_for == _lifecycle.page_generation():
         return
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
-    if shell is None or not hasattr(shell, "kernel"):
+    if _lifecycle.kernel_shell() is None:
         return
     from bokeh.io import output_notebook
     from bokeh.resources import INLINE, Resources
