@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BINDER = ROOT / "binder"
 #: What repo2docker's base image provides that matters here: a kernel and a way to run it.
 BASE_IMAGE = ["ipykernel", "nbclient", "nbformat"]
-SKIP = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache", ".mypy_cache",
-                              ".ruff_cache", ".hypothesis", ".benchmarks", "*.egg-info", "build",
-                              "dist")
+SKIP = shutil.ignore_patterns(".git", ".venv", ".venv-*", ".hub", "__pycache__", ".pytest_cache",
+                              ".mypy_cache", ".ruff_cache", ".hypothesis", ".benchmarks",
+                              "*.egg-info", "build", "dist")
 
 pytestmark = pytest.mark.slow
 
