@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A JupyterHub for a workshop room, on this machine: sets everything up (the project's .venv
-# with JupyterHub and the idle culler from PyPI, configurable-http-proxy from npm), starts the
+# A JupyterHub for a workshop room, on this machine: sets everything up (.venv-hub with the
+# course, JupyterHub and the idle culler from PyPI, configurable-http-proxy from npm), starts the
 # hub, prints the address and the workshop password, and runs until Ctrl-C (which stops every
 # learner's server; their files stay in the workshop folder). Configuration and the reasons
 # for it: deploy/jupyterhub/.
@@ -11,26 +11,28 @@
 # Options: --port P (8000; the hub also uses P+1 and P+2 on localhost), --ip ADDR (0.0.0.0),
 # --dir FOLDER (.hub: learners' homes, the hub's database, the passwords), --password PW
 # (8+ characters; default: made once, kept in FOLDER/hub/password), --mem 1G and --cpu 1
-# (per learner), --cull SECONDS (3600), and for --check: --users N (3), --lesson NN (04).
+# (per learner), --cull SECONDS (3600), and for --check: --users N (3), --lesson NN (04),
+# --report FILE (the results as JSON too; bench/bench_workshop.py reads it).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 die() { echo "hub.sh: $*" >&2; exit 2; }
 port="" ip="0.0.0.0" dir="$ROOT/.hub" password="" mem="1G" cpu="1" cull="3600"
-check=0 users=3 lesson="04"
+check=0 users=3 lesson="04" report=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --check) check=1; shift; continue ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        --port|--ip|--dir|--password|--mem|--cpu|--cull|--users|--lesson)
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --port|--ip|--dir|--password|--mem|--cpu|--cull|--users|--lesson|--report)
             [ $# -ge 2 ] || die "$1 needs a value"
             case "$1" in
                 --port) port="$2" ;; --ip) ip="$2" ;; --dir) dir="$2" ;;
                 --password) password="$2" ;; --mem) mem="$2" ;; --cpu) cpu="$2" ;;
                 --cull) cull="$2" ;; --users) users="$2" ;; --lesson) lesson="$2" ;;
+                --report) report="$2" ;;
             esac
             shift 2 ;;
-        *) die "unknown argument '$1' (allowed: --check --users N --lesson NN --port P --ip ADDR --dir FOLDER --password PW --mem SIZE --cpu CORES --cull SECONDS; see --help)" ;;
+        *) die "unknown argument '$1' (allowed: --check --users N --lesson NN --report FILE --port P --ip ADDR --dir FOLDER --password PW --mem SIZE --cpu CORES --cull SECONDS; see --help)" ;;
     esac
 done
 [[ -z "$port" || "$port" =~ ^[0-9]+$ && "$port" -ge 1024 && "$port" -le 65533 ]] \
@@ -179,7 +181,8 @@ if [ "$check" -eq 1 ]; then
     echo "hub.sh: preflight with $users learners on $url (tour, then lesson $lesson)"
     set +e
     python "$ROOT/deploy/jupyterhub/preflight.py" --url "$url" --password "$password" \
-        --admin-password "$admin_password" --users "$users" --lesson "$lesson"
+        --admin-password "$admin_password" --users "$users" --lesson "$lesson" \
+        ${report:+--json "$report"}
     status=$?
     set -e
     if [ "$status" -ne 0 ]; then
