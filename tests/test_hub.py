@@ -114,3 +114,31 @@ def test_bad_arguments_get_a_clear_error(args, says):
     result = hub_sh(*args, timeout=60)
     assert result.returncode == 2
     assert says in result.stderr, result.stderr
+
+
+def test_the_kubernetes_values_match_the_room_hub():
+    """deploy/kubernetes/config.yaml (Zero to JupyterHub) makes the same choices as the room's
+    hub: the login, the landing page, the idle timeout, the limits per learner."""
+    yaml = pytest.importorskip("yaml")
+    values = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "config.yaml").read_text())
+    room = (ROOT / "deploy" / "jupyterhub" / "jupyterhub_config.py").read_text()
+    script = HUB.read_text()
+
+    def room_setting(pattern: str, text: str = room) -> str:
+        found = re.search(pattern, text)
+        assert found, f"{pattern!r} not in the room's configuration"
+        return found.group(1)
+
+    assert values["hub"]["config"]["JupyterHub"]["authenticator_class"] == room_setting(
+        r'authenticator_class = "([^"]+)"')
+    assert values["singleuser"]["defaultUrl"] == room_setting(r'default_url = "([^"]+)"')
+    assert values["cull"]["enabled"] is True
+    assert str(values["cull"]["timeout"]) == room_setting(r'cull="(\d+)"', script)
+    assert values["singleuser"]["memory"]["limit"] == room_setting(r'mem="([^"]+)"', script)
+    assert str(values["singleuser"]["cpu"]["limit"]) == room_setting(r'cpu="([^"]+)"', script)
+    assert values["hub"]["config"]["Authenticator"]["username_pattern"] == room_setting(
+        r'username_pattern = r"([^"]+)"')
+    hook = " ".join(values["singleuser"]["lifecycleHooks"]["postStart"]["exec"]["command"])
+    assert "notebooks/*.ipynb" in hook and "[ -e" in hook, "copy lessons, keep learners' edits"
+    assert "SharedPasswordAuthenticator" not in values["hub"]["config"], \
+        "passwords are set at install time (--set), never in a committed file"
