@@ -135,6 +135,31 @@ export DURABLE_LAB_HUB_DIR="$dir" DURABLE_LAB_HUB_IP="$ip" DURABLE_LAB_HUB_PORT=
 export DURABLE_LAB_HUB_PASSWORD="$password" DURABLE_LAB_HUB_ADMIN_PASSWORD="$admin_password"
 export DURABLE_LAB_HUB_PROXY="$proxy" DURABLE_LAB_HUB_MEM="$mem" DURABLE_LAB_HUB_CPU="$cpu"
 export DURABLE_LAB_HUB_CULL="$cull" DURABLE_LAB_HUB_INSTRUCTOR="instructor"
+
+# Per-learner Unix uids (deploy/jupyterhub/workshop_spawner.py) need root, and every folder on
+# the way to the hub's Python, its environment, this checkout and the learners' homes must let
+# other users pass (o+x): a checkout or --dir under /root (0700) does not. Otherwise learners
+# share the hub's user, and the banner says why.
+closed="$(python - "$VENV" "$ROOT" "$dir" <<'EOF'
+import os, sys
+from pathlib import Path
+for start in [Path(sys.executable), Path(sys.base_prefix) / "lib", *map(Path, sys.argv[1:])]:
+    for folder in [start.resolve(), *start.resolve().parents]:
+        if folder.is_dir() and not os.stat(folder).st_mode & 0o001:
+            print(f"{folder} (mode {os.stat(folder).st_mode & 0o777:o})")
+            sys.exit()
+EOF
+)"
+if [ "$(id -u)" -ne 0 ]; then
+    export DURABLE_LAB_HUB_ISOLATE=0
+    isolation="NOT isolated: learners' servers run as you (run hub.sh as root for a uid per learner)"
+elif [ -n "$closed" ]; then
+    export DURABLE_LAB_HUB_ISOLATE=0
+    isolation="NOT isolated: $closed is closed to other users, so learners share root's uid; put the checkout and --dir under folders others may pass through (e.g. /srv)"
+else
+    export DURABLE_LAB_HUB_ISOLATE=1
+    isolation="each learner's server runs under their own Unix uid; homes are private"
+fi
 log="$dir/hub/jupyterhub.log"
 jupyterhub -f "$ROOT/deploy/jupyterhub/jupyterhub_config.py" >>"$log" 2>&1 &
 hub_pid=$!
@@ -208,6 +233,7 @@ cat <<EOF
   Instructor       name 'instructor', password $admin_password
                    (the admin page $url/hub/admin: every learner's server)
   Per learner      memory $mem, CPU $cpu core(s): $limits
+  Files            $isolation
   Idle servers     stopped after ${cull}s without activity (files stay)
   Homes            $dir/learners/   (kept when the hub stops)
   Log              $log

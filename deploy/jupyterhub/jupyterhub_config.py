@@ -74,6 +74,8 @@ c.Authenticator.username_pattern = r"^[a-z0-9][a-z0-9._-]{0,31}$"
 c.JupyterHub.spawner_class = "workshop_spawner.WorkshopSpawner"
 c.WorkshopSpawner.workshop_dir = str(WORKDIR / "learners")
 c.WorkshopSpawner.course_dir = env("DURABLE_LAB_HUB_COURSE", str(ROOT / "notebooks"))
+if env("DURABLE_LAB_HUB_ISOLATE") in ("0", "1"):  # hub.sh checked root and the folders' modes
+    c.WorkshopSpawner.isolate = env("DURABLE_LAB_HUB_ISOLATE") == "1"
 c.Spawner.cmd = [str(BIN / "jupyterhub-singleuser")]
 c.Spawner.default_url = "/lab/tree/notebooks/00_tour.ipynb"  # land on the tour
 c.Spawner.env_keep = ["PATH", "LANG", "LC_ALL", "VIRTUAL_ENV", "PYTHONPATH"]
