@@ -2,13 +2,14 @@
 
 Re-running a cell that opens a panel closes the previous panel of that kind (``_feed.attach``),
 and with it the comm of every widget inside. Messages from those widgets' views are still on
-their way to the kernel at that moment, and they reach it after the comms are gone (behind the running cell, or, where JupyterLab
-sends widget messages over a kernel subshell, a moment later on its thread). Two kinds arrive, measured in JupyterLab (tests/browser): jupyter_bokeh
-4.1 sends back every patch it applied (the "echo" ``LiveBokehModel`` ignores) for the last
-frames the old panel drew, and BokehJS reports the new sizes of every plot when the cell's old
-output is cleared (``inner_width``, ``outer_height``, ...). The kernel finds no comm for them
-and the ``comm`` package logs ``No such comm: <id>`` for each: dozens of lines in JupyterLab's
-log console per re-run, though nothing is wrong.
+their way to the kernel at that moment, and they reach it after the comms are gone (behind the
+running cell, or, where JupyterLab sends widget messages over a kernel subshell, a moment later
+on its thread). Two kinds arrive, measured in JupyterLab (tests/browser): jupyter_bokeh 4.1
+sends back every patch it applied (the "echo" ``LiveBokehModel`` ignores) for the last frames
+the old panel drew, and BokehJS reports the new sizes of every plot when the cell's old output
+is cleared (``inner_width``, ``outer_height``, ...). The kernel finds no comm for them and the
+``comm`` package logs ``No such comm: <id>`` for each: dozens of lines in JupyterLab's log
+console per re-run, though nothing is wrong.
 
 The kernel cannot wait for those messages (they come after the cell closed the comms), and the
 browser side is jupyter_bokeh's and JupyterLab's. So the panels remember the ids of the comms
