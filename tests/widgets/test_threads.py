@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import threading
 
+from test_late_views import DOCUMENT_READY, _plot
+
 import widgets
 from widgets import _threads
-
-from test_late_views import DOCUMENT_READY, _plot
 
 
 def _from_another_thread(fn) -> None:  # type: ignore[no-untyped-def]
