@@ -12,7 +12,8 @@ moment of a workshop, everyone pressing *Run All* together. From its report:
 - memory per learner: the peak of the learner's control group (their server and every kernel
   it started; the cgroup's own high-water mark), or the kernel's peak RSS where the hub cannot
   make control groups;
-- CPU per learner: user+system CPU seconds of the learner's two kernels.
+- CPU per learner: user+system CPU seconds of the learner's two kernels, and in brackets of
+  everything the learner ran (their cgroup's CPU accounting: the server's start included).
 
 Around each run this samples the machine (psutil): how busy both cores were and how much
 memory was in use beyond the baseline. The machine is shared, so the table also gives the load
@@ -82,6 +83,7 @@ def one_size(users: int, lesson: str) -> dict:
         "users": users, "ok": len(ok), "exit": result.returncode, "wall": wall, "load": load,
         "spawn": [lr["spawn"] for lr in learners], "run": [lr["run"] for lr in learners],
         "cpu": [lr["cpu"] for lr in learners], "memory": memory,
+        "learner_cpu": [lr["group_cpu"] for lr in learners if lr.get("group_cpu") is not None],
         "from_cgroup": all(lr["group_peak_mb"] for lr in learners),
         "machine_cpu": statistics.mean(sampler.cpu) if sampler.cpu else 0.0,
         "machine_cpu_peak": max(sampler.cpu or [0.0]),
@@ -97,13 +99,14 @@ def med(xs: list[float]) -> float:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "  N  ok  spawn med/max  run med/max   CPU/learner  mem/learner med/max  machine: "
-        "CPU mean/peak  +mem   load at start",
+        "  N  ok  spawn med/max  run med/max   CPU/learner (all)  mem/learner med/max  "
+        "machine: CPU mean/peak  +mem   load at start",
     ]
     for r in rows:
         lines.append(
             f"{r['users']:>3} {r['ok']:>3}  {med(r['spawn']):5.1f}/{max(r['spawn'] or [0]):5.1f}s "
-            f"{med(r['run']):6.1f}/{max(r['run'] or [0]):5.1f}s  {med(r['cpu']):6.1f}s    "
+            f"{med(r['run']):6.1f}/{max(r['run'] or [0]):5.1f}s  {med(r['cpu']):6.1f}s "
+            f"({med(r['learner_cpu']):4.1f}s)    "
             f"{med(r['memory']):6.0f}/{max(r['memory'] or [0]):4.0f} MB       "
             f"{r['machine_cpu']:5.0f}%/{r['machine_cpu_peak']:4.0f}%  "
             f"{r['machine_mem_mb']:5.0f} MB  {r['load']:.1f}")
@@ -152,7 +155,8 @@ def main() -> int:
         f"learner.\nmem/learner: "
         + ("peak of the learner's cgroup (server + kernels)" if all(r["from_cgroup"] for r in rows)
            else "peak RSS of the learner's biggest kernel (no cgroups here)")
-        + "; CPU/learner: CPU seconds of the learner's two kernels.\n")
+        + "; CPU/learner: CPU seconds of the learner's two kernels (all: the learner's cgroup, "
+          "server included).\n")
     text = f"{header}\n{table(rows)}\n\nknee: {knee(rows)}\n"
     print("\n" + text)
     if args.write:

@@ -73,9 +73,10 @@ def _own_path(controller: str) -> str:
 
 
 def _v1_mount(controller: str) -> Path:
+    marker = {"cpu": "cpu.cfs_quota_us", "cpuacct": "cpuacct.usage"}.get(controller,
+                                                                        "cgroup.procs")
     for candidate in (ROOT / controller, ROOT / "cpu,cpuacct", ROOT / "cpuacct,cpu"):
-        if (candidate / "cgroup.procs").exists() and (
-                controller != "cpu" or (candidate / "cpu.cfs_quota_us").exists()):
+        if (candidate / "cgroup.procs").exists() and (candidate / marker).exists():
             return candidate
     raise OSError(f"no cgroup v1 hierarchy for {controller} under {ROOT}")
 
@@ -113,6 +114,13 @@ def _prepare_v1(group: LearnerGroup, mem_limit: int | None, cpu_limit: float | N
         (path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
         (path / "cpu.cfs_quota_us").write_text(str(int(cpu_limit * PERIOD_US)))
         group.paths.append(path)
+    # Not a limit: the accounting of the learner's CPU time (server and kernels), which the
+    # preflight reports. Often the same hierarchy as cpu ("cpu,cpuacct"); here when separate.
+    with contextlib.suppress(OSError):
+        path = _v1_mount("cpuacct") / _own_path("cpuacct") / "durable_lab-hub" / group.name
+        if path not in group.paths:
+            path.mkdir(parents=True, exist_ok=True)
+            group.paths.append(path)
 
 
 def _prepare_v2(group: LearnerGroup, mem_limit: int | None, cpu_limit: float | None) -> None:

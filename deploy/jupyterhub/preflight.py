@@ -41,18 +41,28 @@ TOUR = "notebooks/00_tour.ipynb"
 PROBE = """
 import json as _j, os as _o, resource as _r
 _u = _r.getrusage(_r.RUSAGE_SELF)
-_peak = None
-try:
-    for _line in open('/proc/self/cgroup'):
-        _n, _c, _p = _line.strip().split(':', 2)
-        if 'memory' in _c.split(','):
-            _peak = int(open('/sys/fs/cgroup/memory' + _p + '/memory.max_usage_in_bytes').read())
-        elif _c == '' and _o.path.exists('/sys/fs/cgroup' + _p + '/memory.peak'):
-            _peak = int(open('/sys/fs/cgroup' + _p + '/memory.peak').read())
-except (OSError, ValueError):
-    pass
+_peak = _cpu = None
+def _read(path):
+    try:
+        return open(path).read()
+    except OSError:
+        return None
+for _line in open('/proc/self/cgroup'):
+    _n, _c, _p = _line.strip().split(':', 2)
+    _c = _c.split(',')
+    if 'memory' in _c and _read('/sys/fs/cgroup/memory' + _p + '/memory.max_usage_in_bytes'):
+        _peak = int(_read('/sys/fs/cgroup/memory' + _p + '/memory.max_usage_in_bytes'))
+    if 'cpuacct' in _c:
+        for _m in ('cpuacct', 'cpu,cpuacct', 'cpuacct,cpu'):
+            if _read('/sys/fs/cgroup/' + _m + _p + '/cpuacct.usage'):
+                _cpu = int(_read('/sys/fs/cgroup/' + _m + _p + '/cpuacct.usage')) / 1e9
+    if _c == [''] and _read('/sys/fs/cgroup' + _p + '/memory.peak'):  # cgroup v2
+        _peak = int(_read('/sys/fs/cgroup' + _p + '/memory.peak'))
+        for _l in (_read('/sys/fs/cgroup' + _p + '/cpu.stat') or '').splitlines():
+            if _l.startswith('usage_usec '):
+                _cpu = int(_l.split()[1]) / 1e6
 print(_j.dumps({'cpu': _u.ru_utime + _u.ru_stime, 'rss_kb': _u.ru_maxrss, 'group_peak': _peak,
-                'uid': _o.getuid(), 'home': _o.environ.get('HOME')}))
+                'group_cpu': _cpu, 'uid': _o.getuid(), 'home': _o.environ.get('HOME')}))
 """
 PEEK = """
 import os as _o
@@ -80,6 +90,7 @@ class Learner:
     cpu: float = 0.0
     kernel_peak_mb: float = 0.0
     group_peak_mb: float | None = None
+    group_cpu: float | None = None  # CPU s of the learner's cgroup: server and kernels
     panels: int = 0
     isolation: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -94,8 +105,10 @@ class Learner:
             peak += f", learner peak {self.group_peak_mb:.0f} MB"
         runs = ", ".join(f"{k} {v:.1f}s" for k, v in self.runs.items())
         status = "ok" if not self.errors else f"FAILED: {'; '.join(self.errors)}"
+        cpu = f"cpu {self.cpu:4.1f}s" + (f" (learner {self.group_cpu:.1f}s)"
+                                         if self.group_cpu is not None else "")
         return (f"{self.name:<12} spawn {self.spawn:5.1f}s  run {self.run:5.1f}s ({runs})  "
-                f"cpu {self.cpu:4.1f}s  {peak}  widgets {self.panels}  "
+                f"{cpu}  {peak}  widgets {self.panels}  "
                 f"isolation {'/'.join(self.isolation) or '-'}  errors {len(self.errors)}  "
                 f"{status}" + (f"  [{'; '.join(self.notes)}]" if self.notes else ""))
 
@@ -284,6 +297,8 @@ def work(hub: Hub, learner: Learner, lesson: str, args: argparse.Namespace) -> N
             learner.kernel_peak_mb = max(learner.kernel_peak_mb, found["rss_kb"] / 1024)
             if found["group_peak"] is not None:
                 learner.group_peak_mb = found["group_peak"] / 2**20
+            if found["group_cpu"] is not None:
+                learner.group_cpu = found["group_cpu"]
             learner.uid, learner.home = found["uid"], found["home"]
             if path != TOUR:
                 learner.panels = kernel.comms
