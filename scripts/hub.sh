@@ -22,7 +22,7 @@ check=0 users=3 lesson="04" report=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --check) check=1; shift; continue ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         --port|--ip|--dir|--password|--mem|--cpu|--cull|--users|--lesson|--report)
             [ $# -ge 2 ] || die "$1 needs a value"
             case "$1" in
