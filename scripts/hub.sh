@@ -101,7 +101,6 @@ EOF
 }
 if [ "$check" -eq 1 ]; then
     ip="127.0.0.1"
-    dir="$(mktemp -d "${TMPDIR:-/tmp}/durable_lab-hub-check.XXXXXX")"
     if [ -z "$port" ]; then   # a free block of three, so a running room hub is left alone
         for candidate in $(seq 18000 3 18300); do
             if ports_free "$ip" "$candidate" >/dev/null; then port="$candidate"; break; fi
@@ -111,6 +110,9 @@ fi
 port="${port:-8000}"
 if ! busy="$(ports_free "$ip" "$port")"; then
     die "port $busy is busy: another hub (or another program) already listens there. Stop it, or start this one on other ports: bash scripts/hub.sh --port $((port + 10))"
+fi
+if [ "$check" -eq 1 ]; then  # the preflight's hub is a throw-away: its own folder, removed after
+    dir="$(mktemp -d "${TMPDIR:-/tmp}/durable_lab-hub-check.XXXXXX")"
 fi
 
 mkdir -p "$dir/hub"

@@ -83,9 +83,12 @@ c.Spawner.environment = {"DURABLE_LAB_HUB": str(WORKDIR)}
 # Enforced by cgroups where the kernel allows (cgroup_limits.py); otherwise only shown.
 c.Spawner.mem_limit = env("DURABLE_LAB_HUB_MEM", "1G")
 c.Spawner.cpu_limit = float(env("DURABLE_LAB_HUB_CPU", "1"))
-# A room logging in at once on a small machine: give a server time to come up.
-c.Spawner.start_timeout = 180
-c.Spawner.http_timeout = 120
+# A room logging in at once on a small machine: give a server time to come up. A JupyterLab
+# server's start costs a few CPU seconds; measured (bench/RESULTS-workshop.txt) 12 learners
+# logging in together on 2 cores already busy with other work took longer than 120 s, and the
+# hub then gave up on all of them. Waiting is better than failing the whole room.
+c.Spawner.start_timeout = 300
+c.Spawner.http_timeout = 300
 c.JupyterHub.concurrent_spawn_limit = 20
 
 # -- idle culling -------------------------------------------------------------------------------

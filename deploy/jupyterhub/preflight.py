@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=3)
     parser.add_argument("--lesson", default="04", help="lesson number run after the tour")
     parser.add_argument("--prefix", default="learner-", help="learners' names: PREFIX1, ...")
-    parser.add_argument("--spawn-budget", type=float, default=180.0)
+    parser.add_argument("--spawn-budget", type=float, default=360.0)
     parser.add_argument("--cell-budget", type=float, default=120.0)
     parser.add_argument("--json", default="", help="also write the results to this file")
     args = parser.parse_args(argv)
