@@ -153,7 +153,8 @@ def main() -> int:
         f"Each N: a fresh hub (scripts/hub.sh --check), N learners log in at once, every one "
         f"runs the tour and lesson {args.lesson} at the same time; limits 1 core and 1 GiB per "
         f"learner.\nmem/learner: "
-        + ("peak of the learner's cgroup (server + kernels)" if all(r["from_cgroup"] for r in rows)
+        + ("peak of the learner's cgroup (server + kernels)"
+           if all(r["from_cgroup"] for r in rows if r["ok"])
            else "peak RSS of the learner's biggest kernel (no cgroups here)")
         + "; CPU/learner: CPU seconds of the learner's two kernels (all: the learner's cgroup, "
           "server included).\n")
