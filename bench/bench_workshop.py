@@ -115,10 +115,12 @@ def table(rows: list[dict]) -> str:
 
 def knee(rows: list[dict]) -> str:
     base = med(rows[0]["run"]) if rows and rows[0]["users"] == 1 else None
+    if base is None:
+        return "no N=1 in this run to compare with (include 1 in --sizes)"
     for r in rows:
         if r["ok"] < r["users"]:
             return f"N={r['users']}: {r['users'] - r['ok']} learner(s) failed"
-        if base and med(r["run"]) > 2 * base:
+        if med(r["run"]) > 2 * base:
             return (f"N={r['users']}: median run {med(r['run']):.1f}s, more than twice the "
                     f"{base:.1f}s of one learner")
     return "not reached: every size ran within twice the single learner's time"
