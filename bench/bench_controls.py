@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from durable_lab import DurableObject, Lab  # noqa: E402
+from durable_lab import DurableObject, Lab
 
 
 class Trivial(DurableObject):

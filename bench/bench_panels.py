@@ -35,11 +35,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import psutil  # noqa: E402
+import psutil
 
-import widgets  # noqa: E402
-from durable_lab import DurableObject, Lab  # noqa: E402
-
+import widgets
+from durable_lab import DurableObject, Lab
 
 #: CPU work per call (iterations of a small loop), set by calibrate(); 0 = trivial calls.
 WORK = [0]

@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from durable_lab import DurableObject, Lab  # noqa: E402
-from durable_lab.events import CommitDone  # noqa: E402
+from durable_lab import DurableObject, Lab
+from durable_lab.events import CommitDone
 
 REPEATS = 5
 PUT_SIZES = (1, 10, 100, 1000)

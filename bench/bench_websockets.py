@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from durable_lab import DurableObject, Lab, Response, WebSocketPair  # noqa: E402
+from durable_lab import DurableObject, Lab, Response, WebSocketPair
 
 CLIENTS = 100
 

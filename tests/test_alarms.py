@@ -103,7 +103,7 @@ async def test_past_time_fires_at_once_and_bad_times_are_refused(manual_lab):
 
 async def test_datetime_is_accepted(manual_lab):
     stub = manual_lab.bind("R", Reminder).getByName("dt")
-    when = dt.datetime.fromtimestamp(manual_lab.clock.now() + 30, tz=dt.timezone.utc)
+    when = dt.datetime.fromtimestamp(manual_lab.clock.now() + 30, tz=dt.UTC)
     await stub.schedule_at(when)
     assert await stub.get_alarm() == pytest.approx(when.timestamp() * 1000)
 

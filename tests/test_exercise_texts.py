@@ -13,13 +13,22 @@ import sqlite3
 import textwrap
 
 import pytest
-
-from durable_lab.exercises import CHECKS, batcher, bulk, chat, contention, counter, ledger
-from durable_lab.exercises import leaderboard
-from durable_lab.exercises import placement, ratelimit, seats
-from durable_lab.exercises.helpers import Exporter
-
 from notebook_sources import generate, load_build
+
+from durable_lab.exercises import (
+    CHECKS,
+    batcher,
+    bulk,
+    chat,
+    contention,
+    counter,
+    leaderboard,
+    ledger,
+    placement,
+    ratelimit,
+    seats,
+)
+from durable_lab.exercises.helpers import Exporter
 
 build = load_build()
 

@@ -74,7 +74,7 @@ class ChatRoom(DurableObject):
         for other in self.ctx.getWebSockets():
             other.send(f"{sender}: {message}")
 
-    async def webSocketClose(self, ws, code, reason, wasClean):  # noqa: N803
+    async def webSocketClose(self, ws, code, reason, wasClean):
         type(self).closes.append((ws.deserializeAttachment()["name"], code, reason, wasClean,
                                   ws.readyState, len(self.ctx.getWebSockets())))
         ws.close(code, "closing too")  # Cloudflare's usual pattern: ignored, already answered
@@ -316,7 +316,7 @@ async def test_lab_close_closes_every_socket():
     assert (live.close_code, sleeping.close_code) == (1001, 1001)
 
 
-async def test_close_from_the_client_calls_webSocketClose(memory_lab):  # noqa: N802
+async def test_close_from_the_client_calls_webSocketClose(memory_lab):
     stub = memory_lab.bind("ROOM", ChatRoom).getByName("closing")
     ann = await join(memory_lab, stub, "ann")
     bob = await join(memory_lab, stub, "bob")

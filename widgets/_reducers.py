@@ -40,8 +40,8 @@ __all__ = [
     "BATCH_BINS",
     "GATE_COLUMNS",
     "GATE_LANES",
-    "GateLanes",
     "FleetReducer",
+    "GateLanes",
     "MetricsReducer",
     "ObjectState",
     "ObjectsReducer",
@@ -179,7 +179,7 @@ class ObjectState:
         self.last_seq = max(self.last_seq, snap.seq)
 
 
-def _fold_object_events(events: Sequence[ev.RuntimeEvent],  # noqa: C901
+def _fold_object_events(events: Sequence[ev.RuntimeEvent],
                         state_of: Callable[[str], ObjectState],
                         lab_wide: ObjectsReducer | None = None) -> None:
     """Fold each event into the :class:`ObjectState` of its object (``state_of(label)``, asked
@@ -651,7 +651,7 @@ class TimelineReducer:
         if live:
             self.gates.seed(live[0], t)
 
-    def _apply(self, e: ev.RuntimeEvent, now: float) -> None:  # noqa: C901
+    def _apply(self, e: ev.RuntimeEvent, now: float) -> None:
         x = e.seq
         self.last_x = x
         self.last_t = now
@@ -1214,7 +1214,7 @@ class MetricsReducer:
                           ev.InstanceReset, ev.InstanceEvicted, ev.NetworkHopStarted,
                           ev.NetworkHopEnded})
 
-    def consume(self, events: Sequence[ev.RuntimeEvent]) -> None:  # noqa: C901
+    def consume(self, events: Sequence[ev.RuntimeEvent]) -> None:
         self.events += len(events)
         relevant = self.RELEVANT
         StorageOp, DeliveryQueued, DeliveryStarted = ev.StorageOp, ev.DeliveryQueued, ev.DeliveryStarted

@@ -5,9 +5,22 @@ from __future__ import annotations
 import html
 import re
 
-__all__ = ["COLORS", "GATE_COLORS", "KEY_COLORS", "SEGMENT_COLORS", "chip", "esc", "pill",
-           "layout_stylesheet", "plain", "px", "scale_css", "scale_stylesheet", "scaled_classes",
-           "style_figure"]
+__all__ = [
+    "COLORS",
+    "GATE_COLORS",
+    "KEY_COLORS",
+    "SEGMENT_COLORS",
+    "chip",
+    "esc",
+    "layout_stylesheet",
+    "pill",
+    "plain",
+    "px",
+    "scale_css",
+    "scale_stylesheet",
+    "scaled_classes",
+    "style_figure",
+]
 
 #: Timeline segment kinds -> colour.
 SEGMENT_COLORS = {

@@ -53,7 +53,7 @@ class WebSocketsReducer:
     #: message woke the object (both may happen within one cell).
     hibernations: int = 0
 
-    def apply(self, e: RuntimeEvent) -> None:  # noqa: C901 - one branch per event type
+    def apply(self, e: RuntimeEvent) -> None:
         t = type(e)
         if self.only is None:
             if t is not ev.WebSocketAccepted:

@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 import pytest
+from lab_fixtures import Counter
 
 import durable_lab
 import widgets
@@ -20,8 +21,6 @@ from widgets._reducers import MetricsReducer, TimelineReducer, fold
 from widgets.attribution_view import show_on_timeline
 from widgets.metrics import log_ticks
 from widgets.timeline import fit_labels
-
-from lab_fixtures import Counter
 
 
 class Room(DurableObject):

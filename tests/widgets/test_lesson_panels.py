@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import re
 
+from lab_fixtures import Counter, two_increments
+
 import widgets
 from durable_lab import DurableObject, Lab
 from widgets._reducers import GateLanes, ObjectState, StorageReducer, fold
 from widgets.object_view import render_object_html
-
-from lab_fixtures import Counter, two_increments
 
 
 def _attr(html: str, name: str) -> str:
@@ -104,7 +104,7 @@ class _GateFolder:
     def __init__(self, lanes: GateLanes) -> None:
         self.lanes = lanes
 
-    def apply(self, e) -> None:  # noqa: ANN001
+    def apply(self, e) -> None:
         self.lanes.apply(e, e.seq)
 
 
@@ -299,7 +299,7 @@ async def test_metrics_start_readable_and_use_a_log_scale_for_batches(lab):
     assert list(m.batches.data["top"])[0] == 3 and min(m.batches.data["top"]) > 0
     assert not m._empty[2].visible
     legends = [r for r in f1.above if type(r).__name__ == "Legend"]
-    assert legends and not f1.legend[0] in f1.center
+    assert legends and f1.legend[0] not in f1.center
     m.close()
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from lab_fixtures import Counter, two_increments
+
 from durable_lab import Lab
 from durable_lab import events as ev
 from widgets._reducers import (
@@ -16,8 +18,6 @@ from widgets._reducers import (
     describe_event,
     fold,
 )
-
-from lab_fixtures import Counter, two_increments
 
 OBJ = "COUNTER:room-1"
 
