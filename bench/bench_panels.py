@@ -240,7 +240,8 @@ async def _memory_check(mem_seconds: float) -> bool:
     if capped_at is not None:
         after = [s for s in mem["samples"] if s[0] >= capped_at]  # type: ignore[union-attr]
         print(f"   every buffer at its cap from t={capped_at:.0f} s; from then to the end: RSS "
-              f"{after[-1][1] - after[0][1]:+.1f} MiB, traced {after[-1][2] - after[0][2]:+.1f} MiB")
+              f"{after[-1][1] - after[0][1]:+.1f} MiB, "
+              f"traced {after[-1][2] - after[0][2]:+.1f} MiB")
     else:
         print("   not every buffer reached its cap during the run")
     print(f"   achieved {mem['events_per_s']:.0f} events/s; RSS growth after warm-up "

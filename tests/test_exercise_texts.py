@@ -35,7 +35,7 @@ build = load_build()
 
 def lesson_text(key: str) -> str:
     """The markdown of the lesson that holds exercise ``key``, whitespace collapsed."""
-    for name, (cells, keys) in build.LESSONS.items():
+    for cells, keys in build.LESSONS.values():
         if key in keys:
             return " ".join(" ".join(src for kind, src, _ in cells if kind == "markdown").split())
     raise KeyError(key)

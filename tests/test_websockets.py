@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any, ClassVar
 
 import pytest
 
@@ -35,8 +36,8 @@ from durable_lab.events import (
 
 class ChatRoom(DurableObject):
     constructed = 0
-    closes: list = []
-    errors: list = []
+    closes: ClassVar[list[Any]] = []
+    errors: ClassVar[list[Any]] = []
 
     def __init__(self, ctx, env):
         super().__init__(ctx, env)

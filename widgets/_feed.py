@@ -272,7 +272,9 @@ class Feed:
 
     async def drained(self) -> None:
         """Wait until the panels have been handed every buffered event (slow motion)."""
-        while self._buffer and not self._closed:
+        # Polled at the frame loop's pace on purpose: the frame loop is what empties the
+        # buffer, and the runtime's subscriber (a bare deque.append) has no room for a signal.
+        while self._buffer and not self._closed:  # noqa: ASYNC110
             await asyncio.sleep(self.interval / 2)
 
     def flush(self, *, force: bool = False, limit: int | None = None) -> int:

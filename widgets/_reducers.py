@@ -1217,8 +1217,9 @@ class MetricsReducer:
     def consume(self, events: Sequence[ev.RuntimeEvent]) -> None:
         self.events += len(events)
         relevant = self.RELEVANT
-        StorageOp, DeliveryQueued, DeliveryStarted = ev.StorageOp, ev.DeliveryQueued, ev.DeliveryStarted
-        DeliveryFinished, ReplyHeld, ReplyReleased = ev.DeliveryFinished, ev.ReplyHeld, ev.ReplyReleased
+        StorageOp, DeliveryQueued = ev.StorageOp, ev.DeliveryQueued
+        DeliveryStarted, DeliveryFinished = ev.DeliveryStarted, ev.DeliveryFinished
+        ReplyHeld, ReplyReleased = ev.ReplyHeld, ev.ReplyReleased
         queued_at, queues, writes_of = self._queued_at, self.queues, self._writes_of
         finished = self._finished  # a delivery that just finished: was its reply held?
         until = self._until_followed

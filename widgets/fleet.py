@@ -72,8 +72,9 @@ class FleetView(Panel):
         self.on_select = on_select
         self.source = ColumnDataSource({c: [] for c in COLUMNS}, name="fleet_source")
         self.mapper = LinearColorMapper(palette=("#f8fafc", *OrRd9[::-1][2:]), low=0, high=8)
-        self.figure = fig = figure(width=width, height=height, title="Fleet: queue length per object",
-                                   tools="tap,reset", x_axis_type=None, y_axis_type=None,
+        self.figure = fig = figure(width=width, height=height,
+                                   title="Fleet: queue length per object", tools="tap,reset",
+                                   x_axis_type=None, y_axis_type=None,
                                    x_range=Range1d(-0.5, MIN_GRID - 0.5),
                                    y_range=Range1d(-MIN_GRID + 0.5, 0.5), name="fleet_fig")
         fig.grid.visible = False

@@ -15,8 +15,8 @@ Two x axes, one toggle (``x=`` or the buttons above the plot):
   from Amsterdam is 23 times as wide as a 10 ms local one. What takes no lab time (an object's
   own work on an auto or manual clock) has zero width; such spans stay visible because every
   bar is outlined in its own colour, ``MIN_SPAN_PX`` pixels wide at any zoom (the hover gives
-  every span's lab time, on either axis). A clock that never moved puts everything at one instant: the event
-  axis then shows the order.
+  every span's lab time, on either axis). A clock that never moved puts everything at one
+  instant: the event axis then shows the order.
 
 Every row carries both coordinates (``widgets._reducers.SEGMENT_COLUMNS``): switching the axis
 re-points the glyphs at the other columns and loses nothing. Gate-lane labels (``#7``, ``b3``)

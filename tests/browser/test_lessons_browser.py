@@ -28,11 +28,12 @@ closed for one frame is still seen. After *Run All* each lesson must show:
 Screenshots: per lesson that shows a panel, ``<lesson>.png`` (the output of the first panel, as
 soon as a panel has changed), plus ``<lesson>-gate-closed.png`` (the slow-motion object view
 with the gate CLOSED: a copy of its DOM the page keeps at that instant, since the closed gate
-shows for less time than a screenshot takes) and ``<lesson>-scheduler.png`` (after the click) where ``EXPECT`` asks for those, in
-``build/screenshots/lessons/``; the whole report in ``build/lessons-report.json``. Refresh
-the committed ones with ``SHOTS_DIR=docs/img bash scripts/test.sh
-tests/browser/test_lessons_browser.py`` (they land in ``docs/img/lessons/``). The module took 3 min 45 s for the ten lessons on this 2-core machine
-while other test suites ran (load average 7).
+shows for less time than a screenshot takes) and ``<lesson>-scheduler.png`` (after the click)
+where ``EXPECT`` asks for those, in ``build/screenshots/lessons/``; the whole report in
+``build/lessons-report.json``. Refresh the committed ones with ``SHOTS_DIR=docs/img bash
+scripts/test.sh tests/browser/test_lessons_browser.py`` (they land in ``docs/img/lessons/``).
+The module took 3 min 45 s for the ten lessons on this 2-core machine while other test suites
+ran (load average 7).
 
 A cell that ran but kept ``[*]:`` (JupyterLab lost its reply; harness.wait_all_cells_ran) is
 listed in the lesson's ``stuck_prompts`` and does not fail the lesson.
@@ -354,11 +355,11 @@ SCROLL_TO_TOP_JS = """e => {
 
 
 def _shoot(page: Any, target: Any, path: Any) -> None:
-    """Screenshot ``target`` (a locator or an element handle) as it is now. Not ``locator.screenshot()``: that waits
-    for the element to stop moving, and a live panel only stops when its workload ends (the
-    shots then showed the lab closed). Scroll it to the top of the notebook and clip the page
-    to its box; JupyterLab scrolls to the running cell as Run All goes on, so if the box moved
-    during the shot, take it again."""
+    """Screenshot ``target`` (a locator or an element handle) as it is now. Not
+    ``locator.screenshot()``: that waits for the element to stop moving, and a live panel only
+    stops when its workload ends (the shots then showed the lab closed). Scroll it to the top of
+    the notebook and clip the page to its box; JupyterLab scrolls to the running cell as Run All
+    goes on, so if the box moved during the shot, take it again."""
     size = page.viewport_size
     for _ in range(4):
         box = target.evaluate(SCROLL_TO_TOP_JS)
@@ -411,13 +412,12 @@ def _lesson_report(session: BrowserSession, page: Any, stem: str, expect: Expect
         # Where the lesson is about the gate: the object view as it was when it showed the gate
         # CLOSED (a copy the page kept at that instant, RECORDER_JS), shown over the page just
         # long enough for a screenshot.
-        if expect.gate_closed and not shot.get("gate"):
-            if page.evaluate(SHOW_GATE_SNAPSHOT_JS):
-                snap = page.locator("#dl-gate-snapshot")
-                page.screenshot(path=shots / f"{stem}-gate-closed.png",
-                                clip=snap.bounding_box())
-                page.evaluate("() => document.getElementById('dl-gate-snapshot').remove()")
-                shot["gate"] = True
+        if (expect.gate_closed and not shot.get("gate")
+                and page.evaluate(SHOW_GATE_SNAPSHOT_JS)):
+            snap = page.locator("#dl-gate-snapshot")
+            page.screenshot(path=shots / f"{stem}-gate-closed.png", clip=snap.bounding_box())
+            page.evaluate("() => document.getElementById('dl-gate-snapshot').remove()")
+            shot["gate"] = True
         # The panel moment: the first panel on the page, as soon as a panel has changed
         # (polls are slow on a busy machine: waiting for more often meant the run's end).
         if shot["taken"]:

@@ -57,7 +57,8 @@ def test_a_panel_becomes_a_note_naming_it_and_saying_how_to_see_it_again():
     assert outs[0] == printed  # other outputs untouched, in order
     data = outs[1]["data"]
     assert WIDGET_VIEW not in data
-    assert f'class="{NOTE_CLASS}"' in data["text/html"] and 'data-panel="Watch"' in data["text/html"]
+    assert f'class="{NOTE_CLASS}"' in data["text/html"]
+    assert 'data-panel="Watch"' in data["text/html"]
     assert "live panel (Watch)" in data["text/plain"]
     assert "Run All Cells" in data["text/plain"]
     assert outs[1]["output_type"] == "display_data"
