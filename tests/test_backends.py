@@ -264,7 +264,7 @@ async def test_statistics_count_commits_and_reads(backend):
     s1 = backend.statistics()
     assert (s1.commits, s1.reads) == (2, 3)
     with pytest.raises(dataclass_frozen_error()):
-        s1.commits = 5  # type: ignore[misc]
+        s1.commits = 5
 
 
 def dataclass_frozen_error():

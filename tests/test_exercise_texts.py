@@ -41,7 +41,7 @@ def lesson_text(key: str) -> str:
     raise KeyError(key)
 
 
-def subject(key: str, source: str):  # type: ignore[no-untyped-def]
+def subject(key: str, source: str):
     """A class from source, findable by the checks' hints as a notebook cell's is."""
     namespace: dict[str, object] = {}
     text = build.IMPORTS + "\n" + textwrap.dedent(source)

@@ -418,7 +418,7 @@ async def test_the_wrong_kind_of_subject_gets_a_kind_explanation(subject, words)
 
 async def test_an_async_constructor_is_refused_with_the_fix():
     class Bad(DurableObject):
-        async def __init__(self, ctx, env):  # type: ignore[misc]
+        async def __init__(self, ctx, env):
             pass
 
         async def increment(self, by=1):

@@ -38,7 +38,7 @@ def kernel_imports_this_checkout(monkeypatch):
         [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
 
 
-def with_claims(cells: list) -> tuple[object, list[tuple[int, object, int]]]:  # type: ignore[type-arg]
+def with_claims(cells: list) -> tuple[object, list[tuple[int, object, int]]]:
     """The learner's notebook with a prelude and each claim's check inserted where it stands.
 
     Returns the notebook and, per claim, (its cell index in that notebook or -1 for an
@@ -66,7 +66,7 @@ def with_claims(cells: list) -> tuple[object, list[tuple[int, object, int]]]:  #
     return nb, placed
 
 
-def printed(cell) -> str:  # type: ignore[no-untyped-def]
+def printed(cell) -> str:
     parts = []
     for o in cell.get("outputs", []):
         if o.output_type == "stream":
@@ -78,7 +78,7 @@ def printed(cell) -> str:  # type: ignore[no-untyped-def]
     return "".join(parts)
 
 
-def failures(nb, placed) -> list[str]:  # type: ignore[no-untyped-def]
+def failures(nb, placed) -> list[str]:
     bad = []
     prelude = nb.cells[0]
     if any(o.output_type == "error" for o in prelude.get("outputs", [])):
@@ -99,13 +99,13 @@ def failures(nb, placed) -> list[str]:  # type: ignore[no-untyped-def]
     return bad
 
 
-def run(nb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def run(nb, tmp_path: Path) -> None:
     client = nbclient.NotebookClient(nb, timeout=BUDGET, kernel_name="python3",
                                      allow_errors=True, resources={"metadata": {"path": tmp_path}})
     client.execute()
 
 
-def near_text(cells: list, position: int) -> str:  # type: ignore[type-arg]
+def near_text(cells: list, position: int) -> str:
     """The text of the three notebook cells above a claim, whitespace collapsed."""
     learner = [c for c in cells if c[0] != "claim"]
     return " ".join(" ".join(src for _, src, _ in learner[max(0, position - 3):position]).split())

@@ -37,7 +37,7 @@ def kernel_imports_this_checkout(monkeypatch):
         [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
 
 
-def run(nb, tmp_path: Path) -> tuple[object, float]:  # type: ignore[no-untyped-def]
+def run(nb, tmp_path: Path) -> tuple[object, float]:
     client = nbclient.NotebookClient(nb, timeout=BUDGET, kernel_name="python3",
                                      allow_errors=True, resources={"metadata": {"path": tmp_path}})
     started = time.perf_counter()
@@ -45,7 +45,7 @@ def run(nb, tmp_path: Path) -> tuple[object, float]:  # type: ignore[no-untyped-
     return nb, time.perf_counter() - started
 
 
-def errors_of(nb) -> list[str]:  # type: ignore[no-untyped-def]
+def errors_of(nb) -> list[str]:
     found = []
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code" or "raises-exception" in cell.metadata.get("tags", []):

@@ -287,7 +287,7 @@ def test_opening_the_widget_control_comm_counts_a_new_page(monkeypatch):
     registered = {}
 
     class Manager:
-        def register_target(self, name, fn):  # type: ignore[no-untyped-def]
+        def register_target(self, name, fn):
             registered[name] = fn
 
     seen = []
