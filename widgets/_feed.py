@@ -70,6 +70,11 @@ REDUCE_EVERY = 64
 
 
 class Listener(Protocol):
+    #: The ``seq`` of the snapshot a panel opened late started from (0: none): the feed hands
+    #: it only the events after it, then sets it back to 0. (Read with a default of 0: a
+    #: listener without one, a test's, gets every event.)
+    skip_until: int
+
     def consume(self, events: list[RuntimeEvent]) -> None: ...
 
     def render(self) -> None: ...

@@ -92,7 +92,7 @@ class SqlTables(Panel):
         if event.object != self.target:
             return
         t = type(event)
-        if t is ev.StorageOp and event.cache == "write":
+        if type(event) is ev.StorageOp and event.cache == "write":
             self._uncommitted = True
         elif t is ev.CommitDone or t is ev.CommitFailed or t is ev.InstanceReset:
             self._uncommitted = False
