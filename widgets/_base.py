@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["Panel"]
 
 
-class Panel(w.VBox):  # type: ignore[misc]
+class Panel(w.VBox):
     """A reducer plus a view. Subclasses implement ``apply(event)`` and ``draw()``.
 
     A panel opened while the lab is busy starts from the truth: the lab's snapshot
