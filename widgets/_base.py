@@ -163,8 +163,10 @@ class Panel(w.VBox):
 
         def done(t: asyncio.Future[Any]) -> None:
             self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                self.show_error(t.exception())  # type: ignore[arg-type]
+            if not t.cancelled():
+                error = t.exception()
+                if error is not None:
+                    self.show_error(error)
 
         task.add_done_callback(done)
         return task
