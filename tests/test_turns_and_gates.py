@@ -104,9 +104,6 @@ async def test_turn_boundaries_are_reported_with_the_gate_state(lab):
 
 async def test_block_concurrency_while_outside_object_code_is_refused(memory_lab):
     class Leaky(DurableObject):
-        async def leak(self):
-            return None
-
         def keep_ctx(self):
             type(self).ctx_seen = self.ctx
 

@@ -176,9 +176,9 @@ class Timeline(Panel):
         open_spans = gates.hbar(y="lane", left="left", right="right", height=0.7,
                                 source=self.open_gate_spans, fill_color=gmap,
                                 line_color="#334155", line_dash="dotted")
-        labels = gates.text(x="x", y="lane", text="label", source=self.gate_labels, x_offset=2,
-                            text_baseline="middle", text_font_size=px(11, scale),
-                            text_color="#ffffff")
+        gates.text(x="x", y="lane", text="label", source=self.gate_labels, x_offset=2,
+                   text_baseline="middle", text_font_size=px(11, scale),
+                   text_color="#ffffff")
         gates.add_tools(HoverTool(renderers=[spans], tooltips=[
             ("", "@kind"), ("", "@detail"), ("lab time", _LAB_TIME_TIP)]))
         gates.xaxis.visible = False
@@ -233,7 +233,6 @@ class Timeline(Panel):
             (spans.glyph, True), (open_spans.glyph, False), (bars.glyph, True),
             (open_bars.glyph, False)]
         self._mark_glyphs = (marks.glyph, mark_text.glyph)
-        self._label_glyph = labels.glyph
         self.follow = w.Checkbox(value=True, description="follow the latest events", indent=False)
         self.x_axis = w.ToggleButtons(options=[("event #", "events"), ("lab time", "time")],
                                       value=x, tooltips=["x = event number",
