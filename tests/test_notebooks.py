@@ -222,3 +222,32 @@ def test_an_exercise_cell_is_its_starter_between_the_import_and_the_call_of_its_
     body = starter[starter.index("class Seat"):starter.index('if __name__ == "__main__":')]
     assert cell == ("from durable_lab.exercises import check_seat\n\n\n" + body.strip()
                     + "\n\n\nawait check_seat(Seat)")
+
+
+def _imported(source: str) -> set[str]:
+    """The names the import statements of ``source`` bind (top level, top-level await allowed)."""
+    import ast
+
+    names = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def test_a_learner_can_write_the_shipped_solution_in_the_exercise_cell():
+    # Each lesson imports only what it uses (ruff checks that); what the exercise's solution
+    # imports must still be there when the learner gets to the exercise cell.
+    from notebook_sources import exercise_source, load_build
+
+    build = load_build()
+    for name, lesson in build.lessons().items():
+        for key in lesson.exercises:
+            ex = build.read_exercise(key)
+            cells = [c for c in lesson.cells if c.kind == "code"]
+            upto = next(i for i, c in enumerate(cells) if f"await {ex.check}(" in c.source)
+            available = set().union(*(_imported(c.source) for c in cells[:upto + 1]))
+            needed = _imported(exercise_source(key, "solution")) - {ex.check}
+            assert needed <= available, (
+                f"{name}: exercise {key}'s solution needs {sorted(needed - available)}, which "
+                "the lesson does not import before its exercise cell")
