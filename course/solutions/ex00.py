@@ -5,7 +5,6 @@ correct answers exist. scripts/build_lessons.py puts it into
 course/solutions/00_tour_solutions.ipynb.
 """
 
-
 from durable_lab import DurableObject
 from durable_lab.exercises import check_counter
 

@@ -5,7 +5,6 @@ correct answers exist. scripts/build_lessons.py puts it into
 course/solutions/09_capstone_solutions.ipynb.
 """
 
-
 import durable_lab
 from durable_lab import DurableObject
 from durable_lab.exercises import check_rate_limiter

@@ -5,7 +5,6 @@ Deliberately wrong or incomplete: tests/test_exercises.py proves that
 scripts/build_lessons.py puts the code below the imports into the lesson.
 """
 
-
 from durable_lab import DurableObject
 from durable_lab.exercises import check_leaderboard
 
