@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,7 +46,7 @@ def prelude(kit: str) -> str:
     return f"import sys\nsys.path.insert(0, {str(TESTS)!r})\n{kit}"
 
 
-def with_claims(lesson) -> tuple[object, list[tuple[int, object, int]]]:  # type: ignore[no-untyped-def]
+def with_claims(lesson: Any) -> tuple[Any, list[tuple[int, Any, int]]]:
     """The learner's notebook with a prelude and each claim's check inserted where it stands.
 
     Returns the notebook and, per claim, (its cell index in that notebook, the claim, the index
