@@ -110,8 +110,9 @@ class Lesson:
 # -- exercises --------------------------------------------------------------------------------
 
 
-def _split_module(path: Path) -> tuple[str, str, str, str, str]:
-    """(imports, code, check, subject, full text) of an exercise module."""
+def _split_module(path: Path) -> tuple[str, str, str, str]:
+    """(imports, code, check, subject) of an exercise module: its import block, the code
+    between that and its main block, and the names in the main block's ``check_x(Subject)``."""
     text = path.read_text()
     tree = ast.parse(text, str(path))
     lines = text.splitlines()
@@ -127,15 +128,16 @@ def _split_module(path: Path) -> tuple[str, str, str, str, str]:
                           "running the exercise's check on its subject")
     calls = [n for n in ast.walk(main) if isinstance(n, ast.Call)
              and isinstance(n.func, ast.Name) and n.func.id.startswith("check_")]
-    if len(calls) != 1 or len(calls[0].args) != 1 or not isinstance(calls[0].args[0], ast.Name):
+    func, args = (calls[0].func, calls[0].args) if len(calls) == 1 else (None, [])
+    if not (isinstance(func, ast.Name) and len(args) == 1 and isinstance(args[0], ast.Name)):
         raise SourceError(f"{path}: the main block must call one check_...(Subject)")
-    check, subject = calls[0].func.id, calls[0].args[0].id  # type: ignore[attr-defined]
+    check, subject = func.id, args[0].id
     first = imports[0].lineno if imports else body[0].lineno
     after_imports = imports[-1].end_lineno if imports else first - 1
     assert after_imports is not None
     import_text = "\n".join(lines[first - 1:after_imports]).strip()
     code = "\n".join(lines[after_imports:main.lineno - 1]).strip()
-    return import_text, code, check, subject, text
+    return import_text, code, check, subject
 
 
 def read_exercise(key: str) -> Exercise:
@@ -144,8 +146,8 @@ def read_exercise(key: str) -> Exercise:
     for path in (starter, solution):
         if not path.is_file():
             raise SourceError(f"exercise {key!r}: {path.relative_to(ROOT)} is missing")
-    _, starter_code, check, subject, _ = _split_module(starter)
-    imports, solution_code, check2, subject2, _ = _split_module(solution)
+    _, starter_code, check, subject = _split_module(starter)
+    imports, solution_code, check2, subject2 = _split_module(solution)
     if (check, subject) != (check2, subject2):
         raise SourceError(f"exercise {key!r}: the starter runs {check}({subject}), the "
                           f"solution {check2}({subject2}): they must be the same")
@@ -175,6 +177,8 @@ def _claim(path: Path, source: str) -> Claim:
     except ValueError as error:
         raise SourceError(f"{path}: claim({source[:40]!r}...): arguments must be literals "
                           f"({error})") from error
+    if not (isinstance(says, str) and says.strip()):
+        raise SourceError(f"{path}: claim(says, ...): says is the lesson's words, not {says!r}")
     unknown = set(options) - {"output", "page"}
     if unknown:
         raise SourceError(f"{path}: claim({says[:40]!r}): unknown argument(s) {sorted(unknown)} "
@@ -209,7 +213,8 @@ def read_lesson(path: Path) -> Lesson:
             if any(line.strip() and not line.lstrip().startswith("#")
                    for line in cell.source.splitlines()):
                 raise SourceError(f"{path}: the exercise cell {ex.key!r} is filled in from "
-                                  f"{ex.starter_path.relative_to(ROOT)}: leave it empty")
+                                  f"{ex.starter_path.relative_to(ROOT)}: leave it empty "
+                                  "(a comment may say so)")
             exercises.append(ex.key)
             cells.append(Cell("code", exercise_cell(ex), tags))
         else:
