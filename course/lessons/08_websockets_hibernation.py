@@ -19,7 +19,6 @@ from claim_kit import claim, settled, text_of
 # on a memory lab with a manual clock and `hibernate_after=10`.
 
 # %%
-import asyncio
 from urllib.parse import parse_qs, urlparse
 
 import widgets  # the live panels: docs/panels.md
@@ -109,7 +108,6 @@ rec = lab.record()
 lab.clock.advance(11)
 await lab.wait_idle()
 rec.close()
-await asyncio.sleep(0.3)   # a moment for the panel to draw it before the next cell runs
 print([e.reason for e in rec.events if e.kind == "InstanceEvicted"])
 
 # %% [markdown]
