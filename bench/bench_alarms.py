@@ -15,13 +15,13 @@ import argparse
 import asyncio
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
-import tempfile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from durable_lab import DurableObject, Lab, now  # noqa: E402
+from durable_lab import DurableObject, Lab, now
 
 
 class Ticker(DurableObject):

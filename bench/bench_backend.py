@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from durable_lab._backends import MemoryBackend, SqliteBackend  # noqa: E402
+from durable_lab._backends import MemoryBackend, SqliteBackend
 
 REPEATS = 5
 NS = "BENCH"

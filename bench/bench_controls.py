@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from durable_lab import DurableObject, Lab  # noqa: E402
+from durable_lab import DurableObject, Lab
 
 
 class Trivial(DurableObject):
@@ -42,10 +42,10 @@ class Counter(DurableObject):
 
 def strip_controls(lab: Lab) -> None:
     """Short-circuit every control hook of ``lab`` (the 'bare runtime' for comparison)."""
-    lab.scheduler.permit = lambda *a, **k: None  # type: ignore[method-assign]
-    lab.faults.take_call_failure = lambda host: None  # type: ignore[method-assign]
-    lab.faults.call_delay = lambda host: 0.0  # type: ignore[method-assign]
-    lab.scheduler.holds_admission = lambda gate, waiter: False  # type: ignore[method-assign]
+    lab.scheduler.permit = lambda *a, **k: None
+    lab.faults.take_call_failure = lambda host: None
+    lab.faults.call_delay = lambda host: 0.0
+    lab.scheduler.holds_admission = lambda gate, waiter: False
 
 
 async def rpc_rate(calls: int, bare: bool, record: bool = False) -> float:
@@ -92,7 +92,7 @@ async def trace_size(calls: int) -> tuple[int, int]:
     return len(json.dumps(trace)), len(json.dumps(without_events))
 
 
-def median_of(repeats: int, make) -> float:  # type: ignore[no-untyped-def]
+def median_of(repeats: int, make) -> float:
     return statistics.median(asyncio.run(make()) for _ in range(repeats))
 
 

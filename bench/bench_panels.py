@@ -35,11 +35,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import psutil  # noqa: E402
+import psutil
 
-import widgets  # noqa: E402
-from durable_lab import DurableObject, Lab  # noqa: E402
-
+import widgets
+from durable_lab import DurableObject, Lab
 
 #: CPU work per call (iterations of a small loop), set by calibrate(); 0 = trivial calls.
 WORK = [0]
@@ -235,13 +234,14 @@ async def _memory_check(mem_seconds: float) -> bool:
     WORK[0] = 0
     mem = await memory(mem_seconds)
     growth = mem["rss_growth_mb"]
-    first_rss = mem["samples"][0][1]  # type: ignore[index]
+    first_rss = mem["samples"][0][1]
     flat = growth < 20 and growth < 0.10 * first_rss
     capped_at = mem["capped_at"]
     if capped_at is not None:
-        after = [s for s in mem["samples"] if s[0] >= capped_at]  # type: ignore[union-attr]
+        after = [s for s in mem["samples"] if s[0] >= capped_at]
         print(f"   every buffer at its cap from t={capped_at:.0f} s; from then to the end: RSS "
-              f"{after[-1][1] - after[0][1]:+.1f} MiB, traced {after[-1][2] - after[0][2]:+.1f} MiB")
+              f"{after[-1][1] - after[0][1]:+.1f} MiB, "
+              f"traced {after[-1][2] - after[0][2]:+.1f} MiB")
     else:
         print("   not every buffer reached its cap during the run")
     print(f"   achieved {mem['events_per_s']:.0f} events/s; RSS growth after warm-up "

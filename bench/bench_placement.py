@@ -25,8 +25,9 @@ HERE = Path(__file__).resolve().parent
 
 def measure(tree: str) -> dict[str, float]:
     sys.path.insert(0, str(Path(tree) / "bench"))
-    import bench_runtime as b  # noqa: PLC0415 - from the tree under test
-    import durable_lab  # noqa: PLC0415
+    import bench_runtime as b
+
+    import durable_lab
 
     assert Path(durable_lab.__file__).resolve().is_relative_to(Path(tree).resolve()), \
         durable_lab.__file__

@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from durable_lab import DurableObject, Lab  # noqa: E402
-from durable_lab.events import CommitDone  # noqa: E402
+from durable_lab import DurableObject, Lab
+from durable_lab.events import CommitDone
 
 REPEATS = 5
 PUT_SIZES = (1, 10, 100, 1000)
@@ -282,7 +282,8 @@ async def main(quick: bool) -> None:
                 label = "sequential" if in_flight == 1 else f"{in_flight} in flight"
                 ratio = "" if in_flight == 1 else f"  x{med(xs) / seq:.2f} vs sequential"
                 print(f"  {storage:<6} {label:<13} {fmt_rate(xs)}{ratio}")
-        print(f"  sqlite/memory sequential: x{med(trivial['sqlite', 1]) / med(trivial['memory', 1]):.2f}")
+        sqlite_vs_memory = med(trivial["sqlite", 1]) / med(trivial["memory", 1])
+        print(f"  sqlite/memory sequential: x{sqlite_vs_memory:.2f}")
 
         puts = {}
         for latency in (0.001, 0.0):
@@ -298,7 +299,8 @@ async def main(quick: bool) -> None:
                           f"(CommitDone events/call {events:.2f})")
             base = med(res["puts", 1][0])
             for n in PUT_SIZES[1:]:
-                vs_sync = ("" if ("puts_sync", n) not in res else f"   sync-each/coalesced at n={n}: "
+                vs_sync = ("" if ("puts_sync", n) not in res else
+                           f"   sync-each/coalesced at n={n}: "
                            f"x{med(res['puts_sync', n][0]) / med(res['puts', n][0]):.1f}")
                 print(f"  coalesced latency(n={n})/latency(n=1): "
                       f"x{med(res['puts', n][0]) / base:.2f}{vs_sync}")
@@ -354,12 +356,14 @@ async def main(quick: bool) -> None:
           f"\n        (plain sqlite3 creates {med(raw):,.0f} new database files/s on this disk)")
     print(f"  {verdict(idle_cost < 0.05)}* event emission with no subscriber < 5% cost: "
           f"estimated {idle_cost:.2%} (*estimate)")
-    print(f"        Measured: no-subscriber/one-subscriber throughput x{med(bare) / med(observed):.2f}:"
-          f" a no-op subscriber\n        costs {cost:.0%} more time per call, the full price of "
+    print(f"        Measured: no-subscriber/one-subscriber throughput "
+          f"x{med(bare) / med(observed):.2f}: a no-op subscriber\n"
+          f"        costs {cost:.0%} more time per call, the full price of "
           f"building and delivering {events_per_call:.0f} events.\n"
           f"        Unobserved, the runtime only reads bus.active per emit site: "
           f"{events_per_call:.0f} x {check * 1e9:.0f} ns\n"
-          f"        of a {call_time * 1e6:.1f} us call. A build without emit sites is not timed here.")
+          f"        of a {call_time * 1e6:.1f} us call. "
+          f"A build without emit sites is not timed here.")
     print(f"  total bench time {time.perf_counter() - started:.1f}s")
 
 

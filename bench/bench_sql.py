@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from durable_lab import DurableObject, Lab  # noqa: E402
+from durable_lab import DurableObject, Lab
 
 REPEATS = 5
 

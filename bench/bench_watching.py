@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from durable_lab import DurableObject, Lab  # noqa: E402
+from durable_lab import DurableObject, Lab
 
 
 class Counter(DurableObject):
@@ -153,8 +153,9 @@ async def main(rounds: int, seconds: float) -> None:
                 per_call.append(epc)
     med = {c: statistics.median(v) for c, v in rates.items()}
     sub_cost = statistics.median(a / b - 1 for a, b in zip(rates["unobserved"],
-                                                            rates["subscriber"]))
-    kept = statistics.median(c / a for a, c in zip(rates["unobserved"], rates["dashboard"]))
+                                                            rates["subscriber"], strict=True))
+    kept = statistics.median(c / a for a, c in zip(rates["unobserved"], rates["dashboard"],
+                                                   strict=True))
     print(f"calls per CPU second, medians of {rounds} rounds of {seconds:g} s "
           f"(16 clients, 8 objects, ~{statistics.median(per_call):.1f} events per call):")
     for case in cases:

@@ -36,6 +36,8 @@ fi
 # is complete; JupyterLab accepts it like the one it would have made.
 JUPYTER_TOKEN="$(python -c "import secrets; print(secrets.token_hex(24))")"
 export JUPYTER_TOKEN
+# Opening a file makes its folder the file browser's root: learners see notebooks/ (the lessons),
+# not the sources and solutions in course/.
 jupyter lab "$TOUR" "${extra[@]}" "$@" &
 lab_pid=$!
 trap 'kill -TERM "$lab_pid" 2>/dev/null; wait "$lab_pid"; exit 130' INT TERM

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from durable_lab import DurableObject, Lab, LabFolderError  # noqa: E402
+from durable_lab import DurableObject, Lab, LabFolderError
 
 BINDING = "BUMP"
 

@@ -50,6 +50,6 @@ def check(event_type: type[RuntimeEvent], values: tuple[Any, ...]) -> None:
         MISMATCHES.append(f"{event_type.__name__}: {len(values)} values for "
                           f"{len(declared)} fields {[n for n, _ in declared]}")
         return
-    for (name, annotation), value in zip(declared, values):
+    for (name, annotation), value in zip(declared, values, strict=True):
         if not _accepts(annotation, value):
             MISMATCHES.append(f"{event_type.__name__}.{name} ({annotation}) got {value!r}")

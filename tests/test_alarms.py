@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
+from typing import Any, ClassVar
 
 import pytest
 
-from durable_lab import DurableObject, Lab
+from durable_lab import DurableObject, DurableObjectResetError, Lab
 
 
 class Reminder(DurableObject):
-    runs: list = []
+    runs: ClassVar[list[Any]] = []
     fail_times = 0
 
     async def schedule_in(self, seconds):
@@ -103,7 +105,7 @@ async def test_past_time_fires_at_once_and_bad_times_are_refused(manual_lab):
 
 async def test_datetime_is_accepted(manual_lab):
     stub = manual_lab.bind("R", Reminder).getByName("dt")
-    when = dt.datetime.fromtimestamp(manual_lab.clock.now() + 30, tz=dt.timezone.utc)
+    when = dt.datetime.fromtimestamp(manual_lab.clock.now() + 30, tz=dt.UTC)
     await stub.schedule_at(when)
     assert await stub.get_alarm() == pytest.approx(when.timestamp() * 1000)
 
@@ -125,7 +127,7 @@ async def test_failing_handler_is_retried_with_doubling_backoff_then_succeeds(ma
             break
     assert [r["retryCount"] for r in Reminder.runs] == [0, 1, 2]
     assert [r["isRetry"] for r in Reminder.runs] == [False, True, True]
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert 2.0 <= gaps[0] <= 2.0 * 1.25 + 0.1
     assert 4.0 <= gaps[1] <= 4.0 * 1.25 + 0.1
     assert await stub.get_alarm() is None
@@ -174,7 +176,7 @@ async def test_alarm_survives_eviction_and_a_lab_restart(tmp_path):
 
 async def test_alarm_handler_waits_at_the_input_gate(manual_lab):
     class Busy(DurableObject):
-        log: list[str] = []
+        log: ClassVar[list[str]] = []
 
         async def long_section(self):
             async def cs():
@@ -209,7 +211,7 @@ async def test_set_alarm_needs_an_alarm_handler(memory_lab):
 async def test_alarm_from_a_failed_turn_never_fires(manual_lab):
     stub = manual_lab.bind("R", Reminder).getByName("lost")
     manual_lab.fail_next_commit(stub)
-    with pytest.raises(Exception):
+    with pytest.raises(DurableObjectResetError):
         await stub.schedule_in(1)
     manual_lab.clock.advance(5)
     await manual_lab.wait_idle()

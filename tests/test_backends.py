@@ -264,7 +264,7 @@ async def test_statistics_count_commits_and_reads(backend):
     s1 = backend.statistics()
     assert (s1.commits, s1.reads) == (2, 3)
     with pytest.raises(dataclass_frozen_error()):
-        s1.commits = 5  # type: ignore[misc]
+        s1.commits = 5
 
 
 def dataclass_frozen_error():
@@ -420,7 +420,8 @@ async def test_sqlite_failure_part_way_rolls_back(tmp_path, monkeypatch):
         await commit(b, puts={"a": b"1", "b": b"2"}, metadata={"m": b"old"})
         # The metadata upsert is the LAST statement of the transaction: by the time it fails,
         # delete_all, the puts and the deletes have all been executed.
-        monkeypatch.setattr(_backends, "_SQL_PUT_METADATA", "INSERT INTO no_such_table VALUES (?, ?)")
+        monkeypatch.setattr(_backends, "_SQL_PUT_METADATA",
+                            "INSERT INTO no_such_table VALUES (?, ?)")
         with pytest.raises(StorageError) as info:
             await commit(b, delete_all=True, puts={"c": b"3"}, deletes=["a"],
                          metadata={"m": b"new"})

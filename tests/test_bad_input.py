@@ -271,7 +271,7 @@ async def test_limits_themselves_are_accepted(lab):
 
 
 async def test_a_handler_raising_value_error_reaches_the_caller_as_a_remote_value_error(lab, vault):
-    with pytest.raises(ValueError, match="^bad amount$") as info:
+    with pytest.raises(ValueError, match=r"^bad amount$") as info:
         await vault.fail("bad amount")
     assert type(info.value) is ValueError
     assert info.value.remote is True

@@ -436,7 +436,7 @@ def test_error_kinds_follow_cloudflare_flags():
     assert error_kind(OverloadedError()) == "overloaded"
     assert error_kind(DurableObjectResetError("gone", reason="evicted")) == "reset"
     remote = ValueError("x")
-    remote.remote = True  # type: ignore[attr-defined]
+    remote.remote = True
     assert error_kind(remote) == "remote"
     assert error_kind(TimeoutError()) == "timeout"
     assert error_kind(KeyError("k")) == "local"

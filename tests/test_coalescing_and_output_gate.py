@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
 
 import pytest
 
@@ -136,7 +137,7 @@ async def test_every_call_makes_exactly_one_commit_whatever_n(lab):
 
 async def test_sync_waits_for_the_commit_and_lets_others_in(slow_lab):
     class Syncer(DurableObject):
-        log: list[str] = []
+        log: ClassVar[list[str]] = []
 
         async def write_and_sync(self):
             self.ctx.storage.put("k", 1)

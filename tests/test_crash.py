@@ -60,7 +60,8 @@ def object_files(folder: Path) -> dict[str, Path]:
         finally:
             await lab.close()
 
-    return {name: folder / BINDING / f"{hex_id}.sqlite" for name, hex_id in asyncio.run(ids()).items()}
+    return {name: folder / BINDING / f"{hex_id}.sqlite"
+            for name, hex_id in asyncio.run(ids()).items()}
 
 
 def read_kv(path: Path) -> dict[str, object] | None:
@@ -285,8 +286,9 @@ def test_two_processes_racing_for_one_folder_lose_no_acknowledged_write(tmp_path
                         f"{where}: the second owner started {name} at {second_start[name]}, "
                         f"below the first owner's acknowledged {max(mine)}")
                 theirs = {i for n, i in second_acks if n == name}
-                assert not theirs & set(mine), f"{where}: both processes acknowledged the " \
-                                               f"same calls of {name}: {sorted(theirs & set(mine))[:5]}"
+                assert not theirs & set(mine), (
+                    f"{where}: both processes acknowledged the "
+                    f"same calls of {name}: {sorted(theirs & set(mine))[:5]}")
         if runs:
             assert runs[0][0] == committed, (
                 f"{where}: the first owner started from {runs[0][0]}, disk had {committed}")

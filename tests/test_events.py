@@ -1,4 +1,5 @@
-"""The event stream: typed, immutable, ordered, free when nobody listens, safe when a listener fails."""
+"""The event stream: typed, immutable, ordered, free when nobody listens, safe when a listener
+fails."""
 
 from __future__ import annotations
 
@@ -152,6 +153,6 @@ def test_building_by_position_gives_the_event_keywords_give(event_type):
     values = [f"v{i}" for i in range(len(names))]  # distinct, so a field out of place shows
     by_position = events.build(event_type, *values)
     assert type(by_position) is event_type
-    assert by_position == event_type(**dict(zip(names, values)))
+    assert by_position == event_type(**dict(zip(names, values, strict=True)))
     with pytest.raises(TypeError):
         events.build(event_type, *values[:-1])  # no defaults by position: every field is given

@@ -59,7 +59,7 @@ def reset_counters():
 async def test_plain_exception_fails_only_that_call_and_is_flagged_remote(lab):
     stub = lab.bind("A", Account).getByName("plain")
     await stub.deposit(5)
-    with pytest.raises(ValueError, match="^bad amount$") as info:
+    with pytest.raises(ValueError, match=r"^bad amount$") as info:
         await stub.fail()
     assert info.value.remote is True
     assert info.value.durableObjectReset is False
@@ -98,7 +98,7 @@ async def test_abort_discards_unflushed_writes_and_never_returns(lab):
     ns = lab.bind("A", Account)
     stub = ns.getByName("abort")
     await stub.deposit(1)
-    with pytest.raises(DurableObjectResetError, match="^test broken$") as info:
+    with pytest.raises(DurableObjectResetError, match=r"^test broken$") as info:
         await stub.abort_after_put()
     assert info.value.durableObjectReset
     assert Account.after_abort is False
@@ -110,7 +110,7 @@ async def test_abort_discards_unflushed_writes_and_never_returns(lab):
 async def test_abort_cannot_be_swallowed_by_except_exception(lab):
     ns = lab.bind("A", Account)
     with pytest.raises(DurableObjectResetError,
-                       match="^Application called abort\\(\\) to reset Durable Object.$"):
+                       match=r"^Application called abort\(\) to reset Durable Object.$"):
         await ns.getByName("swallow").swallow_abort()
 
 

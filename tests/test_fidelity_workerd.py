@@ -16,6 +16,7 @@ through the input gate.
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
 
 import pytest
 
@@ -38,7 +39,7 @@ CONSTRAINT_RESET = (
 class Idioms(DurableObject):
     """One class with every idiom of the table; ``log`` is shared through the class."""
 
-    log: list[str] = []
+    log: ClassVar[list[str]] = []
     constructed = 0
 
     def __init__(self, ctx, env):
@@ -146,7 +147,7 @@ class Idioms(DurableObject):
 class Relational(DurableObject):
     """A SQLite-backed class with a deferred foreign key (violations surface at COMMIT)."""
 
-    log: list[str] = []
+    log: ClassVar[list[str]] = []
 
     def __init__(self, ctx, env):
         super().__init__(ctx, env)
@@ -488,7 +489,7 @@ async def test_failing_statement_has_workerds_text(lab):
 
 
 class Tasks(DurableObject):
-    log: list[str] = []
+    log: ClassVar[list[str]] = []
 
     async def spawn_and_join(self):
         async def child(name):

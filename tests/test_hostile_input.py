@@ -28,8 +28,8 @@ import pytest
 from durable_lab import (
     DurableObject,
     DurableObjectError,
-    LabFolderError,
     Lab,
+    LabFolderError,
     OverloadedError,
     StorageCorruptError,
     now,

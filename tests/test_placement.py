@@ -174,15 +174,15 @@ async def test_a_call_pays_one_way_in_and_one_way_back_on_the_lab_clock():
                     ("NetworkHopEnded", "request", "weur", "apac-ne"),
                     ("NetworkHopStarted", "reply", "apac-ne", "weur"),
                     ("NetworkHopEnded", "reply", "apac-ne", "weur")]
-    ended = [e for e in rec.of(NetworkHopEnded) if e.hop == 2 and e.leg == "request"][0]
-    following = [e for e in rec.events if e.seq == ended.seq + 1][0]
+    ended = next(e for e in rec.of(NetworkHopEnded) if e.hop == 2 and e.leg == "request")
+    following = next(e for e in rec.events if e.seq == ended.seq + 1)
     assert isinstance(following, DeliveryQueued)
     started = [e for e in rec.of(NetworkHopStarted) if e.hop == 2]
     assert {e.delay for e in started} == {rtt("weur", "apac-ne") / 2}
     assert ended.time - started[0].time == pytest.approx(rtt("weur", "apac-ne") / 2)
     # The reply leaves only after the output gate released it.
     released = rec.of(ReplyReleased)[-1] if rec.of(ReplyReleased) else None
-    reply_start = [e for e in started if e.leg == "reply"][0]
+    reply_start = next(e for e in started if e.leg == "reply")
     if released is not None:
         assert released.seq < reply_start.seq
     await lab.close()
@@ -429,7 +429,7 @@ async def test_a_client_sees_every_binding_from_its_region_and_follows_a_rebind(
     assert client.ROOMS.name == "ROOMS" and client.env.ROOMS.cls is Room
     assert "calling from me" in repr(client.env.ROOMS)
     with pytest.raises(AttributeError, match=r"env has no binding 'CHAT' \(bindings: ROOMS\)"):
-        client.env.CHAT
+        _ = client.env.CHAT
 
     class Room2(Room):
         async def version(self):

@@ -43,7 +43,7 @@ class Folded:
     last_reset: str = ""
 
 
-def fold(events: list[ev.RuntimeEvent]) -> dict[str, Folded]:  # noqa: C901
+def fold(events: list[ev.RuntimeEvent]) -> dict[str, Folded]:
     objects: dict[str, Folded] = {}
     for e in events:
         if not e.object:

@@ -41,10 +41,6 @@ class Notes(DurableObject):
         self.sql.exec(query, *bindings)  # the cursor is never read
         return "ok"
 
-    async def run_raw(self, query, *bindings):
-        cursor = self.sql.exec(query, *bindings)
-        return cursor.columnNames, cursor.raw().toArray()
-
     async def one(self, query, *bindings):
         return dict(self.sql.exec(query, *bindings).one())
 

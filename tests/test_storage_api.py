@@ -577,7 +577,8 @@ async def test_storage_persists_across_labs_on_the_same_sqlite_folder(tmp_path):
         stub = ns.getByName("room")
         assert await stub.get("a") is None
         assert await stub.get("b") == [1, (2, 3)]
-        assert await stub.list() == [("b", [1, (2, 3)]), ("c", {"d": {4}}), ("later", "also durable")]
+        assert await stub.list() == [("b", [1, (2, 3)]), ("c", {"d": {4}}),
+                                     ("later", "also durable")]
         assert await ns.get(ns.idFromString(str(unique))).get("u") == "unique"
         assert await ns.getByName("other").list() == []
         # A key only in storage, deleted through a fresh cache.

@@ -8,6 +8,7 @@ non-storage I/O, which ends the turn and opens the input gate.
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
 
 import pytest
 
@@ -18,7 +19,7 @@ from durable_lab.events import CommitDone, FlushStarted, ReplyReleased
 class Scenario(DurableObject):
     """One class with every scenario's handler; ``log`` is shared through the class."""
 
-    log: list[str] = []
+    log: ClassVar[list[str]] = []
 
     async def get_then_put(self, who):
         self.log.append(f"{who}:start")
@@ -80,7 +81,7 @@ async def test_a2_sync_between_get_and_put_interleaves(lab):
 
 
 class Ctor(DurableObject):
-    log: list[str] = []
+    log: ClassVar[list[str]] = []
 
     def __init__(self, ctx, env):
         super().__init__(ctx, env)
@@ -107,7 +108,7 @@ async def test_c1_constructor_block_concurrency_while_runs_before_first_delivery
 
 
 class RequestBcw(DurableObject):
-    log: list[str] = []
+    log: ClassVar[list[str]] = []
 
     async def with_bcw(self, who):
         self.log.append(f"{who}:start")
@@ -235,7 +236,7 @@ async def test_d6_unconfirmed_write_is_acknowledged_before_it_is_durable(lab):
 
 
 class Breaks(DurableObject):
-    log: list[str] = []
+    log: ClassVar[list[str]] = []
     constructions = 0
 
     def __init__(self, ctx, env):
@@ -279,11 +280,11 @@ async def test_f_block_concurrency_while_throw_resets_the_object(lab):
     a = old.bcw_throw()
     b = old.slow()  # queued during the critical section
     for fut in (a, b):
-        with pytest.raises(DurableObjectResetError, match="^bcw exploded$") as info:
+        with pytest.raises(DurableObjectResetError, match=r"^bcw exploded$") as info:
             await fut
         assert info.value.durableObjectReset
         assert not info.value.remote
-    with pytest.raises(DurableObjectResetError, match="^bcw exploded$"):  # C: old stub
+    with pytest.raises(DurableObjectResetError, match=r"^bcw exploded$"):  # C: old stub
         await old.get_memory()
     new = ns.getByName("f")  # D: a new stub gets a fresh instance
     assert await new.get_memory() == "warm"

@@ -7,6 +7,8 @@ and the SQLite lab storage (``engine`` x ``lab`` fixtures).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import ClassVar
 
 import pytest
 
@@ -21,7 +23,7 @@ class Boom(Exception):
 class Bank(DurableObject):
     """Accounts in KV storage; every handler uses storage.transaction()."""
 
-    log: list[str] = []
+    log: ClassVar[list[str]] = []
 
     def __init__(self, ctx, env):
         super().__init__(ctx, env)
@@ -244,10 +246,8 @@ class Ledger(DurableObject):
 
         def outer():
             self._add("outer")
-            try:
+            with contextlib.suppress(Boom):
                 self.ctx.storage.transactionSync(inner)
-            except Boom:
-                pass
             self._add("outer again")
             return "outer ok"
 
@@ -295,10 +295,8 @@ class Ledger(DurableObject):
 
         async def outer(txn):
             self._add("outer")
-            try:
+            with contextlib.suppress(Boom):
                 await self.ctx.storage.transaction(inner)
-            except Boom:
-                pass
             return "outer"
 
         return await self.ctx.storage.transaction(outer)
@@ -397,10 +395,8 @@ async def test_kv_engine_writes_through_ctx_storage_are_not_part_of_the_transact
                 txn.put("inside", 1)
                 raise Boom("x")
 
-            try:
+            with contextlib.suppress(Boom):
                 await self.ctx.storage.transaction(body)
-            except Boom:
-                pass
             return await self.ctx.storage.get(["outside", "inside"])
 
     stub = lab.bind("MIXED", Mixed).getByName("m")
@@ -440,7 +436,7 @@ async def test_sync_inside_a_sqlite_transaction_does_not_wait_for_itself():
 
 
 class Meta(DurableObject):
-    committed: list[dict] = []
+    committed: ClassVar[list[dict]] = []
 
     def __init__(self, ctx, env):
         super().__init__(ctx, env)
@@ -465,10 +461,8 @@ class Meta(DurableObject):
             self.cache.set_metadata("alarm", data, confirmed=True)
             raise Boom("no")
 
-        try:
+        with contextlib.suppress(Boom):
             self.ctx.storage.transactionSync(body)
-        except Boom:
-            pass
         return await self.alarm_value()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
 
 import pytest
 
@@ -11,7 +12,7 @@ from durable_lab.events import DeliveryStarted, TurnEnded
 
 
 class Log(DurableObject):
-    log: list[str] = []
+    log: ClassVar[list[str]] = []
 
     def quick_sync(self, who):
         self.log.append(who)
@@ -23,7 +24,7 @@ class Log(DurableObject):
 
     async def hits_and_puts(self, n):
         self.ctx.storage.put("x", 0)
-        for i in range(n):
+        for _ in range(n):
             x = await self.ctx.storage.get("x")  # a hit: the key was just written
             await self.ctx.storage.put("x", x + 1)  # already finished: no turn boundary
         return await self.ctx.storage.get("x")
@@ -103,9 +104,6 @@ async def test_turn_boundaries_are_reported_with_the_gate_state(lab):
 
 async def test_block_concurrency_while_outside_object_code_is_refused(memory_lab):
     class Leaky(DurableObject):
-        async def leak(self):
-            return None
-
         def keep_ctx(self):
             type(self).ctx_seen = self.ctx
 

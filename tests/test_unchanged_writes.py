@@ -29,7 +29,7 @@ class Store(DurableObject):
         return await self.ctx.storage.get(key)
 
 
-async def ops_of(lab, call) -> tuple[list[tuple[str, tuple[str, ...], str]], int, int]:  # type: ignore[no-untyped-def]
+async def ops_of(lab, call) -> tuple[list[tuple[str, tuple[str, ...], str]], int, int]:
     rec = lab.record()
     await call
     await lab.wait_idle()

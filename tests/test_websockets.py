@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any, ClassVar
 
 import pytest
 
@@ -35,8 +36,8 @@ from durable_lab.events import (
 
 class ChatRoom(DurableObject):
     constructed = 0
-    closes: list = []
-    errors: list = []
+    closes: ClassVar[list[Any]] = []
+    errors: ClassVar[list[Any]] = []
 
     def __init__(self, ctx, env):
         super().__init__(ctx, env)
@@ -74,7 +75,7 @@ class ChatRoom(DurableObject):
         for other in self.ctx.getWebSockets():
             other.send(f"{sender}: {message}")
 
-    async def webSocketClose(self, ws, code, reason, wasClean):  # noqa: N803
+    async def webSocketClose(self, ws, code, reason, wasClean):
         type(self).closes.append((ws.deserializeAttachment()["name"], code, reason, wasClean,
                                   ws.readyState, len(self.ctx.getWebSockets())))
         ws.close(code, "closing too")  # Cloudflare's usual pattern: ignored, already answered
@@ -316,7 +317,7 @@ async def test_lab_close_closes_every_socket():
     assert (live.close_code, sleeping.close_code) == (1001, 1001)
 
 
-async def test_close_from_the_client_calls_webSocketClose(memory_lab):  # noqa: N802
+async def test_close_from_the_client_calls_webSocketClose(memory_lab):
     stub = memory_lab.bind("ROOM", ChatRoom).getByName("closing")
     ann = await join(memory_lab, stub, "ann")
     bob = await join(memory_lab, stub, "bob")

@@ -181,8 +181,8 @@ async def test_bad_parameters_are_refused(memory_lab):
     with pytest.raises(TypeError, match="no public method 'nope'"):
         await run_workload(ns, method="nope", calls=3)
     with pytest.raises(ValueError, match="distribution"):
-        await run_workload(ns, method="increment", calls=3, distribution="pareto")  # type: ignore[arg-type]
+        await run_workload(ns, method="increment", calls=3, distribution="pareto")
     with pytest.raises(ValueError, match="share"):
         await run_workload(ns, method="increment", calls=3, distribution="hot", skew=2)
     with pytest.raises(TypeError, match="must return a tuple"):
-        await run_workload(ns, method="increment", calls=3, args=lambda i, rng: 1)  # type: ignore[arg-type,return-value]
+        await run_workload(ns, method="increment", calls=3, args=lambda i, rng: 1)

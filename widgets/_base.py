@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["Panel"]
 
 
-class Panel(w.VBox):  # type: ignore[misc]
+class Panel(w.VBox):
     """A reducer plus a view. Subclasses implement ``apply(event)`` and ``draw()``.
 
     A panel opened while the lab is busy starts from the truth: the lab's snapshot
@@ -169,8 +169,10 @@ class Panel(w.VBox):  # type: ignore[misc]
 
         def done(t: asyncio.Future[Any]) -> None:
             self._tasks.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                self.show_error(t.exception())  # type: ignore[arg-type]
+            if not t.cancelled():
+                error = t.exception()
+                if error is not None:
+                    self.show_error(error)
 
         task.add_done_callback(done)
         return task

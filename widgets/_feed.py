@@ -70,6 +70,11 @@ REDUCE_EVERY = 64
 
 
 class Listener(Protocol):
+    #: The ``seq`` of the snapshot a panel opened late started from (0: none): the feed hands
+    #: it only the events after it, then sets it back to 0. (Read with a default of 0: a
+    #: listener without one, a test's, gets every event.)
+    skip_until: int
+
     def consume(self, events: list[RuntimeEvent]) -> None: ...
 
     def render(self) -> None: ...
@@ -272,7 +277,9 @@ class Feed:
 
     async def drained(self) -> None:
         """Wait until the panels have been handed every buffered event (slow motion)."""
-        while self._buffer and not self._closed:
+        # Polled at the frame loop's pace on purpose: the frame loop is what empties the
+        # buffer, and the runtime's subscriber (a bare deque.append) has no room for a signal.
+        while self._buffer and not self._closed:  # noqa: ASYNC110
             await asyncio.sleep(self.interval / 2)
 
     def flush(self, *, force: bool = False, limit: int | None = None) -> int:

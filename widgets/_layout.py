@@ -85,7 +85,7 @@ def _stretch(model: Any, widest: int) -> None:
     model.max_width = widest
 
 
-class SideBySide(w.HBox):  # type: ignore[misc]
+class SideBySide(w.HBox):
     """``panels`` in one row of shrinkable cells that wraps only when too narrow (see module)."""
 
     def __init__(self, panels: list[Any]) -> None:

@@ -1,4 +1,4 @@
-"""Bokeh helpers: the echo-safe ``BokehModel`` and BokehJS loading."""
+"""Bokeh helpers: the echo-safe ``BokehModel``, BokehJS loading, readable figure text."""
 
 from __future__ import annotations
 
@@ -9,18 +9,24 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from bokeh.models import Range1d
+from bokeh.models.annotations import LegendItem, Title
+from bokeh.models.renderers import GlyphRenderer
+from bokeh.plotting import figure
 from bokeh.protocol import Protocol
 from jupyter_bokeh.widgets import BokehModel
 
 from . import _lifecycle, _threads
 from ._lifecycle import ensure_frontend
+from ._theme import px
 
-__all__ = ["LiveBokehModel", "ensure_bokehjs", "stream_columns"]
+__all__ = ["LiveBokehModel", "ensure_bokehjs", "legend_items", "numeric_span", "stream_columns",
+           "style_figure"]
 
 _loaded_for: int | None = None  # the page generation BokehJS was sent to (_lifecycle)
 
 
-class LiveBokehModel(BokehModel):  # type: ignore[misc]
+class LiveBokehModel(BokehModel):
     """``BokehModel`` that ignores the front end's echo and re-sends its state to a late view.
 
     Echo: jupyter_bokeh 4.1.0 sends back every change BokehJS makes while applying a patch from
@@ -223,3 +229,29 @@ def _resources(asked: Any, environ: Mapping[str, str], inline: Any, make: Any) -
     if environ.get("BOKEH_RESOURCES"):
         return None  # output_notebook() then uses bokeh.settings.resources(), i.e. the variable
     return inline
+
+
+def style_figure(fig: figure, scale: float = 1.0) -> None:
+    """Readable text on a Bokeh figure: at least 12-14 px (Bokeh's default is ~11), scaled."""
+    if isinstance(fig.title, Title):  # (a figure's title is always one once it is made)
+        fig.title.text_font_size = px(14, scale)
+    for axis in (*fig.xaxis, *fig.yaxis):
+        axis.axis_label_text_font_size = px(13, scale)
+        axis.major_label_text_font_size = px(12, scale)
+    fig.toolbar.logo = None
+
+
+def legend_items(entries: Sequence[tuple[str, GlyphRenderer[Any]]]) -> list[LegendItem]:
+    """A legend's entries, one renderer each: what ``Legend(items=[(label, [renderer])])``
+    makes. (Bokeh's type stubs make ``GlyphRenderer`` invariant in its glyph, so a legend typed
+    for ``GlyphRenderer[Glyph]`` takes no ``GlyphRenderer[HBar]``: the renderers come in as
+    ``GlyphRenderer[Any]`` here, once.)"""
+    return [LegendItem(label=label, renderers=[renderer]) for label, renderer in entries]
+
+
+def numeric_span(axis_range: Range1d) -> tuple[float, float]:
+    """``(start, end)`` of a range of numbers: where a pan or zoom in the browser left it.
+    (Bokeh types a range's ends as numbers, datetimes or timedeltas; the panels' are numbers.)"""
+    start, end = axis_range.start, axis_range.end
+    assert isinstance(start, int | float) and isinstance(end, int | float), (start, end)
+    return float(start), float(end)

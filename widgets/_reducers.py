@@ -40,8 +40,8 @@ __all__ = [
     "BATCH_BINS",
     "GATE_COLUMNS",
     "GATE_LANES",
-    "GateLanes",
     "FleetReducer",
+    "GateLanes",
     "MetricsReducer",
     "ObjectState",
     "ObjectsReducer",
@@ -179,7 +179,7 @@ class ObjectState:
         self.last_seq = max(self.last_seq, snap.seq)
 
 
-def _fold_object_events(events: Sequence[ev.RuntimeEvent],  # noqa: C901
+def _fold_object_events(events: Sequence[ev.RuntimeEvent],
                         state_of: Callable[[str], ObjectState],
                         lab_wide: ObjectsReducer | None = None) -> None:
     """Fold each event into the :class:`ObjectState` of its object (``state_of(label)``, asked
@@ -189,7 +189,7 @@ def _fold_object_events(events: Sequence[ev.RuntimeEvent],  # noqa: C901
     the lab here (see the module docstring). The event classes are local names and the
     branches go from the most frequent event of a call to the rarest (a trivial call emits two
     StorageOps and one each of queued, gate locked, started, gate unlocked, finished, reply
-    held and released): each ``t is ...`` tried costs every event that gets past it."""
+    held and released): each ``type(e) is ...`` tried costs every event that gets past it."""
     StorageOp, DeliveryQueued, DeliveryStarted = ev.StorageOp, ev.DeliveryQueued, ev.DeliveryStarted
     InputGateLocked, InputGateUnlocked = ev.InputGateLocked, ev.InputGateUnlocked
     DeliveryFinished, ReplyHeld, ReplyReleased = ev.DeliveryFinished, ev.ReplyHeld, ev.ReplyReleased
@@ -208,8 +208,7 @@ def _fold_object_events(events: Sequence[ev.RuntimeEvent],  # noqa: C901
             if e.object_id:
                 s.object_id = e.object_id
         s.last_seq = e.seq
-        t = type(e)
-        if t is StorageOp:
+        if type(e) is StorageOp:
             d = e.delivery
             awaiting = s.awaiting
             if awaiting and d in awaiting:  # code after a storage read runs on, gate held
@@ -222,9 +221,9 @@ def _fold_object_events(events: Sequence[ev.RuntimeEvent],  # noqa: C901
                     dirty = s.dirty
                     for key in e.keys:
                         dirty[key] = d
-        elif t is DeliveryQueued:
+        elif type(e) is DeliveryQueued:
             s.mailbox[e.delivery] = e.method
-        elif t is InputGateLocked:
+        elif type(e) is InputGateLocked:
             if e.depth == 0:
                 s.gate_holder = holder = e.holder
                 s.gate_waiting = e.waiting
@@ -241,18 +240,18 @@ def _fold_object_events(events: Sequence[ev.RuntimeEvent],  # noqa: C901
                         if method is not None:
                             s.methods[d] = method
                             s.running = d
-        elif t is DeliveryStarted:
+        elif type(e) is DeliveryStarted:
             d = e.delivery
             s.mailbox.pop(d, None)
             s.methods[d] = e.method
             s.running = d
             s.status = "live"
-        elif t is InputGateUnlocked:
+        elif type(e) is InputGateUnlocked:
             if e.depth == 0:
                 s.gate_holder = ""
                 s.gate_waiting = e.waiting
                 s.critical_section = False
-        elif t is DeliveryFinished:
+        elif type(e) is DeliveryFinished:
             d = e.delivery
             if s.awaiting:
                 s.awaiting.pop(d, None)
@@ -260,17 +259,17 @@ def _fold_object_events(events: Sequence[ev.RuntimeEvent],  # noqa: C901
             if s.running == d:
                 s.running = None
             s.finished += 1
-        elif t is ReplyHeld:
+        elif type(e) is ReplyHeld:
             s.held[e.delivery] = e.waiting_for
-        elif t is ReplyReleased:
+        elif type(e) is ReplyReleased:
             s.held.pop(e.delivery, None)
             s.released.append((e.delivery, e.ok))
-        elif t is FlushStarted:
+        elif type(e) is FlushStarted:
             s.batches[e.batch] = e.puts + e.deletes + (("*",) if e.delete_all else ())
             # A batch takes every pending write; a key left out was a no-op write (the same
             # value again), which the cache drops.
             s.dirty.clear()
-        elif t is CommitDone:
+        elif type(e) is CommitDone:
             s.batches.pop(e.batch, None)
             s.last_batch = (e.batch, e.keys, True)
             s.commits += 1
@@ -281,14 +280,14 @@ def _fold_object_events(events: Sequence[ev.RuntimeEvent],  # noqa: C901
                 for d, n in held.items():
                     if n > 0:
                         held[d] = n - 1
-        elif t is TurnEnded:
+        elif type(e) is TurnEnded:
             s.awaiting[e.delivery] = e.awaiting
             if s.running == e.delivery:
                 s.running = None
-        elif t is DeliveryResumed:
+        elif type(e) is DeliveryResumed:
             s.awaiting.pop(e.delivery, None)
             s.running = e.delivery
-        elif t in _SCHEDULER_EVENTS:  # a step the learner took (of this object)
+        elif type(e) in _SCHEDULER_EVENTS:  # a step the learner took (of this object)
             if lab_wide is not None:
                 lab_wide._scheduler_event(e)
         else:
@@ -296,28 +295,27 @@ def _fold_object_events(events: Sequence[ev.RuntimeEvent],  # noqa: C901
 
 
 def _fold_rare_object_event(s: ObjectState, e: ev.RuntimeEvent) -> None:
-    t = type(e)
-    if t is ev.CommitFailed:
+    if type(e) is ev.CommitFailed:
         keys = s.batches.pop(e.batch, ())
         s.last_batch = (e.batch, len(keys), False)
-    elif t is ev.InstanceConstructed:
+    elif type(e) is ev.InstanceConstructed:
         s.incarnation = e.incarnation
         s.status = "live"
         s.batches.clear()
-    elif t is ev.InstanceReset and e.reason == "labClosed":
+    elif type(e) is ev.InstanceReset and e.reason == "labClosed":
         # Not a failure of this object: the whole lab was closed (``await lab.close()``).
         s.clear_instance()
         s.status = "closed"
-    elif t is ev.InstanceReset:
+    elif type(e) is ev.InstanceReset:
         s.clear_instance()
         s.status = "reset"
         s.resets += 1
         s.reset_seq = e.seq
         s.last_reset = f"{e.reason}: {e.lost_writes} uncommitted write(s) lost"
-    elif t is ev.InstanceEvicted:
+    elif type(e) is ev.InstanceEvicted:
         s.clear_instance()
         s.status = "evicted"
-    elif t is ev.FaultInjected:
+    elif type(e) is ev.FaultInjected:
         s.last_fault = f"{e.fault} ({e.detail})" if e.detail else e.fault
 
 
@@ -468,34 +466,33 @@ class GateLanes:
             if self.origin is None:
                 self.origin = e.time
             t = (e.time - self.origin) * 1000.0
-        kind = type(e)
-        if kind is ev.InputGateLocked:
+        if type(e) is ev.InputGateLocked:
             if e.depth == 0:
                 number = _delivery_of(e.holder)
                 label = f"#{number}" if number is not None else e.holder.split(" ")[0]
                 self._start("input gate", x, t, f"closed by {e.holder}", label)
-        elif kind is ev.InputGateUnlocked:
+        elif type(e) is ev.InputGateUnlocked:
             if e.depth == 0:
                 self._end("input gate", x, t)
-        elif kind is ev.FlushStarted:
+        elif type(e) is ev.FlushStarted:
             n = len(e.puts) + len(e.deletes) + (1 if e.delete_all else 0)
             self._start("commit", x, t, f"batch {e.batch}: {n} key(s)", f"b{e.batch}")
-        elif kind is ev.CommitDone:
+        elif type(e) is ev.CommitDone:
             self._end("commit", x, t)
-        elif kind is ev.CommitFailed:
+        elif type(e) is ev.CommitFailed:
             # Red and labelled: the batch did NOT reach storage (the object resets next).
             self.failed_commits += 1
             self._end("commit", x, t, "commit failed", f"b{e.batch} failed")
-        elif kind is ev.ReplyHeld or kind is ev.OutgoingCallHeld:
+        elif type(e) is ev.ReplyHeld or type(e) is ev.OutgoingCallHeld:
             self.held += 1
             if self.held == 1:
                 self._start("output gate", x, t, "replies held until the commit lands", "")
-        elif kind is ev.ReplyReleased or kind is ev.OutgoingCallReleased:
+        elif type(e) is ev.ReplyReleased or type(e) is ev.OutgoingCallReleased:
             if self.held > 0:
                 self.held -= 1
                 if self.held == 0:
                     self._end("output gate", x, t)
-        elif kind is ev.InstanceReset or kind is ev.InstanceEvicted:
+        elif type(e) is ev.InstanceReset or type(e) is ev.InstanceEvicted:
             for lane in list(self.open):
                 self._end(lane, x, t)
             self.held = 0
@@ -651,12 +648,11 @@ class TimelineReducer:
         if live:
             self.gates.seed(live[0], t)
 
-    def _apply(self, e: ev.RuntimeEvent, now: float) -> None:  # noqa: C901
+    def _apply(self, e: ev.RuntimeEvent, now: float) -> None:
         x = e.seq
         self.last_x = x
         self.last_t = now
-        t = type(e)
-        if t is ev.StorageOp:
+        if type(e) is ev.StorageOp:
             if e.cache != "write":
                 seg = self.open.get(e.delivery)
                 if seg is not None and seg[0] == "awaiting storage":
@@ -671,7 +667,7 @@ class TimelineReducer:
                 writers = self._writers[e.object] = {}
             for key in e.keys or ("*",):
                 writers[key] = d
-        elif t is ev.DeliveryQueued:
+        elif type(e) is ev.DeliveryQueued:
             self.methods[e.delivery] = e.method
             kind_of = e.kind_of_delivery
             self.names[e.delivery] = kind_of if kind_of in ("alarm", "websocket") else e.method
@@ -688,26 +684,26 @@ class TimelineReducer:
                 self._hop_delivery[hop] = e.delivery
                 _forget_oldest(self._hop_delivery)
             self._open(e.delivery, "queued", x, now, e.object)
-        elif t is ev.NetworkHopStarted:
+        elif type(e) is ev.NetworkHopStarted:
             if e.leg == "request":
                 self._hop_sent[e.hop] = (x, now)
                 _forget_oldest(self._hop_sent)
             else:
-                d = self._hop_delivery.get(e.hop)
-                if d is not None:
-                    self.methods[d] = e.method
-                    self._open(d, "network", x, now, e.object)
-        elif t is ev.NetworkHopEnded:
+                lane = self._hop_delivery.get(e.hop)
+                if lane is not None:
+                    self.methods[lane] = e.method
+                    self._open(lane, "network", x, now, e.object)
+        elif type(e) is ev.NetworkHopEnded:
             if e.leg == "request":
                 self._arriving = (e.object, e.hop, x)
             else:
-                d = self._hop_delivery.pop(e.hop, None)
-                if d is not None:
-                    self._close(d, x, now)
-                    self.methods.pop(d, None)
-        elif t is ev.DeliveryStarted or t is ev.DeliveryResumed:
+                lane = self._hop_delivery.pop(e.hop, None)
+                if lane is not None:
+                    self._close(lane, x, now)
+                    self.methods.pop(lane, None)
+        elif type(e) is ev.DeliveryStarted or type(e) is ev.DeliveryResumed:
             self._open(e.delivery, "running", x, now, e.object)
-        elif t is ev.TurnEnded:
+        elif type(e) is ev.TurnEnded:
             if e.awaiting == "storage":
                 kind = "awaiting storage"
             elif e.gate_held or e.object in self._sections:
@@ -715,29 +711,28 @@ class TimelineReducer:
             else:
                 kind = "awaiting io"
             self._open(e.delivery, kind, x, now, e.object)
-        elif t is ev.DeliveryFinished:
+        elif type(e) is ev.DeliveryFinished:
             self._close(e.delivery, x, now)
             self.methods.pop(e.delivery, None)
-        elif t is ev.ReplyHeld:
+        elif type(e) is ev.ReplyHeld:
             self.methods.setdefault(e.delivery, "")
             self._open(e.delivery, "reply held", x, now, e.object)
-        elif t is ev.ReplyReleased:
+        elif type(e) is ev.ReplyReleased:
             self._close(e.delivery, x, now)
             self.methods.pop(e.delivery, None)
-        elif t is ev.InputGateLocked or t is ev.InputGateUnlocked:
+        elif type(e) is ev.InputGateLocked or type(e) is ev.InputGateUnlocked:
             if e.depth == 0 and e.holder == "critical section":
-                self._section(e.object, t is ev.InputGateLocked, x, now)
-        elif t is ev.FlushStarted:
+                self._section(e.object, type(e) is ev.InputGateLocked, x, now)
+        elif type(e) is ev.FlushStarted:
             writers = self._writers.get(e.object, {})
             owners = {writers[k] for k in e.puts + e.deletes if k in writers}
             if e.delete_all and "*" in writers:
                 owners.add(writers["*"])
             writers.clear()  # the batch took every pending write (the rest were no-ops)
             self._batch_writers[(e.object, e.batch)] = owners
-        elif t is ev.CommitDone or t is ev.CommitFailed:
+        elif type(e) is ev.CommitDone or type(e) is ev.CommitFailed:
             owners = self._batch_writers.pop((e.object, e.batch), set()) or {0}
-            ok = t is ev.CommitDone
-            size = e.keys if ok else 0
+            ok, size = (True, e.keys) if type(e) is ev.CommitDone else (False, 0)
             m = self.markers
             for d in sorted(owners):
                 m["delivery"].append(d)
@@ -748,14 +743,14 @@ class TimelineReducer:
                 m["ok"].append(ok)
                 m["object"].append(e.object)
                 m["label"].append(str(size) if ok else "✗ failed")
-        elif t is ev.InstanceReset or t is ev.InstanceEvicted:
+        elif type(e) is ev.InstanceReset or type(e) is ev.InstanceEvicted:
             self._sections.discard(e.object)
             for d in [d for d, seg in self.open.items() if seg[3] == e.object]:
                 self._close(d, x, now)
             self._writers.pop(e.object, None)
-            for key in [k for k in self._batch_writers if k[0] == e.object]:
-                if t is ev.InstanceReset:
-                    del self._batch_writers[key]
+            for batch_key in [k for k in self._batch_writers if k[0] == e.object]:
+                if type(e) is ev.InstanceReset:
+                    del self._batch_writers[batch_key]
 
     def _section(self, obj: str, closed: bool, x: int, now: float) -> None:
         """A blockConcurrencyWhile section took (or gave back) the object's input gate: the
@@ -839,12 +834,12 @@ class StorageReducer:
         tables: dict[str, OrderedDict[str, KeyState]] = {}
         for e in events:
             t = type(e)
-            if t not in relevant or (t is StorageOp and e.cache != "write"):
+            if t not in relevant or (type(e) is StorageOp and e.cache != "write"):
                 continue
             table = tables.get(e.object)
             if table is None:
                 table = tables[e.object] = self._keys(e.object)
-            if t is not StorageOp:
+            if type(e) is not StorageOp:
                 self._fold_batch_event(table, e)
             elif e.op == "deleteAll":
                 self._delete_all(table, e)
@@ -888,7 +883,7 @@ class StorageReducer:
                 if deletes:
                     self._deletes[(o.label, batch)] = deletes
 
-    def _delete_all(self, table: OrderedDict[str, KeyState], e: ev.RuntimeEvent) -> None:
+    def _delete_all(self, table: OrderedDict[str, KeyState], e: ev.StorageOp) -> None:
         for ks in table.values():
             if ks.state == "committed":
                 ks.state, ks.seq = "pending", e.seq
@@ -896,28 +891,27 @@ class StorageReducer:
 
     def _fold_batch_event(self, table: OrderedDict[str, KeyState],
                           e: ev.RuntimeEvent) -> None:
-        t = type(e)
-        if t is ev.FlushStarted:
+        if type(e) is ev.FlushStarted:
             taken = e.puts + e.deletes + (("*",) if e.delete_all else ())
             if len(table) > len(taken) or any(k not in table for k in taken):
-                batch = set(taken)
+                in_batch = set(taken)
                 for key, ks in list(table.items()):
-                    if ks.state == "pending" and key not in batch:  # a no-op write: dropped
+                    if ks.state == "pending" and key not in in_batch:  # a no-op write: dropped
                         if ks.before:
                             ks.state = ks.before
                         else:
                             del table[key]
             for key in taken:
-                ks = table.get(key)
-                if ks is None:
-                    ks = KeyState("pending")
-                    self._set(table, key, ks)
-                ks.state, ks.batch, ks.seq = "flushing", e.batch, e.seq
+                flushing = table.get(key)
+                if flushing is None:
+                    flushing = KeyState("pending")
+                    self._set(table, key, flushing)
+                flushing.state, flushing.batch, flushing.seq = "flushing", e.batch, e.seq
             if e.deletes:
                 self._deletes[(e.object, e.batch)] = set(e.deletes)
-        elif t is ev.CommitDone or t is ev.CommitFailed:
+        elif type(e) is ev.CommitDone or type(e) is ev.CommitFailed:
             deletes = self._deletes.pop((e.object, e.batch), ()) if self._deletes else ()
-            ok = t is ev.CommitDone
+            ok = type(e) is ev.CommitDone
             batch = e.batch
             for key, ks in list(table.items()):
                 if ks.state == "flushing" and ks.batch == batch:
@@ -931,7 +925,7 @@ class StorageReducer:
                     else:
                         ks.state = "deleted" if key in deletes else "committed"
                     ks.seq = e.seq
-        elif t is ev.InstanceReset:
+        elif type(e) is ev.InstanceReset:
             for key, ks in list(table.items()):
                 if ks.state == "pending":  # a batch already flying may still land
                     if e.lost_writes:
@@ -1003,7 +997,7 @@ class FleetReducer:
             if r is None:
                 r = rows[e.object] = self._row(e.object)
             # The three events of every call, here; the rare ones in _fold_rare.
-            if t is ev.DeliveryQueued:
+            if type(e) is ev.DeliveryQueued:
                 r.queue = e.queue_length
                 if r.queue > r.peak:
                     r.peak = r.queue
@@ -1011,10 +1005,10 @@ class FleetReducer:
                     r.heat = r.queue
                 if r.status != "live":
                     r.status = "live"
-            elif t is ev.DeliveryStarted:
+            elif type(e) is ev.DeliveryStarted:
                 r.queue = max(0, r.queue - 1)
                 r.in_flight += 1
-            elif t is ev.DeliveryFinished:
+            elif type(e) is ev.DeliveryFinished:
                 r.in_flight = max(0, r.in_flight - 1)
                 r.done += 1
             else:
@@ -1024,19 +1018,18 @@ class FleetReducer:
         self.consume((e,))
 
     def _fold_rare(self, r: FleetRow, e: ev.RuntimeEvent) -> None:
-        t = type(e)
-        if t is ev.InstanceConstructed:
+        if type(e) is ev.InstanceConstructed:
             r.status = "live"
-        elif t is ev.InstanceReset:
+        elif type(e) is ev.InstanceReset:
             r.queue, r.in_flight = 0, 0
             if e.reason == "labClosed":  # the lab closed, not this object failing
                 r.status = "closed"
             else:
                 r.status = "reset"
                 r.resets += 1
-        elif t is ev.InstanceEvicted:
+        elif type(e) is ev.InstanceEvicted:
             r.status, r.queue, r.in_flight = "evicted", 0, 0
-        elif t is ev.ObjectPlaced:
+        elif type(e) is ev.ObjectPlaced:
             r.region = e.region
 
     def seed(self, snap: Any, *, queue: int = 0, in_flight: int = 0, status: str = "unknown",
@@ -1214,11 +1207,12 @@ class MetricsReducer:
                           ev.InstanceReset, ev.InstanceEvicted, ev.NetworkHopStarted,
                           ev.NetworkHopEnded})
 
-    def consume(self, events: Sequence[ev.RuntimeEvent]) -> None:  # noqa: C901
+    def consume(self, events: Sequence[ev.RuntimeEvent]) -> None:
         self.events += len(events)
         relevant = self.RELEVANT
-        StorageOp, DeliveryQueued, DeliveryStarted = ev.StorageOp, ev.DeliveryQueued, ev.DeliveryStarted
-        DeliveryFinished, ReplyHeld, ReplyReleased = ev.DeliveryFinished, ev.ReplyHeld, ev.ReplyReleased
+        StorageOp, DeliveryQueued = ev.StorageOp, ev.DeliveryQueued
+        DeliveryStarted, DeliveryFinished = ev.DeliveryStarted, ev.DeliveryFinished
+        ReplyHeld, ReplyReleased = ev.ReplyHeld, ev.ReplyReleased
         queued_at, queues, writes_of = self._queued_at, self.queues, self._writes_of
         finished = self._finished  # a delivery that just finished: was its reply held?
         until = self._until_followed
@@ -1229,7 +1223,7 @@ class MetricsReducer:
                 # The event right after a DeliveryFinished says whether its reply was held
                 # (the runtime emits ReplyHeld next, in the same step, if so): if not, the
                 # call was answered when it finished (in the interval it finished in).
-                if not (t is ReplyHeld and e.delivery == finished):
+                if not (type(e) is ReplyHeld and e.delivery == finished):
                     self._answer(finished, self._finished_at)
                 finished = None
             if t not in relevant:
@@ -1237,14 +1231,14 @@ class MetricsReducer:
             if e.time >= ends:
                 self._roll(e.time)
                 ends = self._ends
-            if t is StorageOp:
+            if type(e) is StorageOp:
                 # Writes the code made, skipped ones ("unchanged": the same value) included.
                 if e.cache == "write" or e.cache == "unchanged":
                     n = len(e.keys) or 1
                     self.writes += n
                     if e.delivery in queued_at:
                         writes_of[e.delivery] = writes_of.get(e.delivery, 0) + n
-            elif t is DeliveryQueued:
+            elif type(e) is DeliveryQueued:
                 q = e.queue_length
                 self.depth += q - queues.get(e.object, 0)
                 queues[e.object] = q
@@ -1260,23 +1254,23 @@ class MetricsReducer:
                     until = self.follow_every
                     came = self._hop_of.get(e.delivery) if self._hop_of else None
                     queued_at[e.delivery] = (e.time if came is None else came[1], e.method)
-            elif t is DeliveryStarted:
+            elif type(e) is DeliveryStarted:
                 q = queues.get(e.object, 0)
                 if q > 0:
                     queues[e.object] = q - 1
                     self.depth -= 1
-            elif t is DeliveryFinished:
+            elif type(e) is DeliveryFinished:
                 finished, self._finished_at = e.delivery, e.time
-            elif t is ReplyReleased:
+            elif type(e) is ReplyReleased:
                 self._answer(e.delivery, e.time)
-            elif t is ev.CommitDone:
+            elif type(e) is ev.CommitDone:
                 self.commits += 1
                 self._commits += 1
                 self.batch_hist[_bin(e.keys)] += 1
-            elif t is ev.InstanceReset or t is ev.InstanceEvicted:
+            elif type(e) is ev.InstanceReset or type(e) is ev.InstanceEvicted:
                 self.depth -= queues.get(e.object, 0)
                 queues[e.object] = 0
-            else:
+            elif type(e) is ev.NetworkHopStarted or type(e) is ev.NetworkHopEnded:
                 self._hop(e)
         self._finished = finished
         self._until_followed = until
@@ -1285,7 +1279,7 @@ class MetricsReducer:
                 queued_at.pop(d, None)
                 writes_of.pop(d, None)
 
-    def _hop(self, e: ev.RuntimeEvent) -> None:
+    def _hop(self, e: ev.NetworkHopStarted | ev.NetworkHopEnded) -> None:
         """A network hop (Lab(network=...)): the request leaving, arriving; the reply leaving,
         landing (the call is answered then, its latency ending there)."""
         if type(e) is ev.NetworkHopStarted:
@@ -1299,7 +1293,7 @@ class MetricsReducer:
             if d is not None:
                 self._answer(d, e.time)
 
-    def _arrived(self, e: ev.RuntimeEvent, arriving: tuple[str, int, int]) -> None:
+    def _arrived(self, e: ev.DeliveryQueued, arriving: tuple[str, int, int]) -> None:
         """A delivery queued right after a request arrived: the call that came over the wire
         (the same matching as the timeline's, see TimelineReducer)."""
         self._arriving = None
@@ -1366,11 +1360,10 @@ _HIDDEN = frozenset({"seq", "time", "object", "object_id"})
 def _gate_words(e: ev.RuntimeEvent) -> str | None:
     """The gate bookkeeping events in the object view's words: the gate is CLOSED or OPEN
     (the event names say Locked/Unlocked; a learner reads the panel's words)."""
-    t = type(e)
-    if t is not ev.InputGateLocked and t is not ev.InputGateUnlocked:
+    if type(e) is not ev.InputGateLocked and type(e) is not ev.InputGateUnlocked:
         return None
     which = "input gate" if not e.depth else f"gate of critical section (depth {e.depth})"
-    if t is ev.InputGateLocked:
+    if type(e) is ev.InputGateLocked:
         return f"{which} CLOSED, held by {e.holder} ({e.waiting} waiting)"
     return f"{which} OPEN: {e.holder} released it ({e.waiting} waiting)"
 
@@ -1383,5 +1376,7 @@ def describe_event(e: ev.RuntimeEvent) -> str:
     text = _gate_words(e)
     if text is not None:
         return text
+    if not dataclasses.is_dataclass(e):  # (every event is: durable_lab/events.py)
+        return repr(e)
     return ", ".join(f"{f.name}={getattr(e, f.name)!r}" for f in dataclasses.fields(e)
                      if f.name not in _HIDDEN)

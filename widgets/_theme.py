@@ -5,9 +5,21 @@ from __future__ import annotations
 import html
 import re
 
-__all__ = ["COLORS", "GATE_COLORS", "KEY_COLORS", "SEGMENT_COLORS", "chip", "esc", "pill",
-           "layout_stylesheet", "plain", "px", "scale_css", "scale_stylesheet", "scaled_classes",
-           "style_figure"]
+__all__ = [
+    "COLORS",
+    "GATE_COLORS",
+    "KEY_COLORS",
+    "SEGMENT_COLORS",
+    "chip",
+    "esc",
+    "layout_stylesheet",
+    "pill",
+    "plain",
+    "px",
+    "scale_css",
+    "scale_stylesheet",
+    "scaled_classes",
+]
 
 #: Timeline segment kinds -> colour.
 SEGMENT_COLORS = {
@@ -155,15 +167,6 @@ def scale_stylesheet(scale: float) -> str:
             f".{tag} .jupyter-button{{white-space:normal;height:auto;"
             f"min-height:var(--jp-widgets-inline-height);line-height:1.25}}"
             "</style>")
-
-
-def style_figure(fig: object, scale: float = 1.0) -> None:
-    """Readable text on a Bokeh figure: at least 12-14 px (Bokeh's default is ~11), scaled."""
-    fig.title.text_font_size = px(14, scale)  # type: ignore[attr-defined]
-    for axis in (*fig.xaxis, *fig.yaxis):  # type: ignore[attr-defined]
-        axis.axis_label_text_font_size = px(13, scale)
-        axis.major_label_text_font_size = px(12, scale)
-    fig.toolbar.logo = None  # type: ignore[attr-defined]
 
 
 # -- lifecycle: what a panel shows once its kernel is gone (widgets/_lifecycle.py ships it) ----

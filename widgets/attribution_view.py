@@ -17,7 +17,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
-from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Legend, TapTool
+from bokeh.models import ColumnDataSource, FactorRange, HoverTool, TapTool
+from bokeh.models.annotations import Legend, Title
 from bokeh.plotting import figure
 
 from durable_lab.attribution import PHASE_LABELS, PHASES, Breakdown, Explanation, phase_percentiles
@@ -25,9 +26,9 @@ from durable_lab.events import DeliveryFinished, NetworkHopEnded, ReplyReleased
 
 from ._base import Panel
 from ._feed import open_panels
-from ._plots import LiveBokehModel
+from ._plots import LiveBokehModel, legend_items, style_figure
 from ._targets import label_of
-from ._theme import esc, plain, px, style_figure
+from ._theme import esc, plain, px
 
 if TYPE_CHECKING:
     from durable_lab import Lab
@@ -108,18 +109,24 @@ class WhereTimeWent(Panel):
         self.breakdowns: list[Breakdown] = []
         self.selected: Breakdown | None = None
         self.source = ColumnDataSource({c: [] for c in COLUMNS}, name="where_time_went_source")
+        # The title and the calls' range the panel changes (kept: a figure's own are typed as
+        # any title or range).
+        self._heading = Title(text=self._title())
+        self._calls_range = FactorRange(factors=[])
         self.figure = fig = figure(
-            width=round(width * scale), height=round(320 * scale), title=self._title(),
-            y_range=FactorRange(factors=[]), x_axis_label="ms (lab clock)",
+            width=round(width * scale), height=round(320 * scale), title=self._heading,
+            y_range=self._calls_range, x_axis_label="ms (lab clock)",
             tools="tap,xwheel_zoom,reset,save", name="where_time_went_fig")
         bars = fig.hbar_stack(list(PHASES), y="call", height=0.75, source=self.source,
                               color=[PHASE_COLORS[p] for p in PHASES], line_color=None)
-        fig.add_tools(HoverTool(renderers=bars, tooltips=[
+        fig.add_tools(HoverTool(renderers=list(bars), tooltips=[
             ("call", "@object.@method (delivery @delivery)"),
             ("latency", "@latency{0.000} ms"),
             *((p, f"@{{{p}}}{{0.000}} ms (@{{{p}_pct}}{{0}} %)") for p in PHASES)]))
-        fig.select_one(TapTool).renderers = bars
-        legend = Legend(items=[(PHASE_LABELS[p], [r]) for p, r in zip(PHASES, bars, strict=True)],
+        tap = next(tool for tool in fig.tools if isinstance(tool, TapTool))
+        tap.renderers = list(bars)
+        legend = Legend(items=legend_items([(PHASE_LABELS[p], r)
+                                            for p, r in zip(PHASES, bars, strict=True)]),
                         orientation="horizontal", label_text_font_size=px(11, scale),
                         click_policy="none", spacing=6, margin=2, ncols=4)
         fig.add_layout(legend, "below")
@@ -188,8 +195,8 @@ class WhereTimeWent(Panel):
             doc.hold("combine")
         try:
             # Top to bottom in list order: a FactorRange lists its factors bottom-up.
-            self.figure.y_range.factors = list(reversed(data["call"]))
-            self.figure.title.text = self._title()
+            self._calls_range.factors = list(reversed(data["call"]))
+            self._heading.text = self._title()
             self.source.data = data
         finally:
             if doc is not None:

@@ -90,15 +90,19 @@ class Dashboard(Panel):
             self.objects.seed(self.start)
         label = label_of(target)
         self.target = label
-        sub = {"feed": feed, "register": False}
-        self.controls = Controls(lab, label, reducer=self.objects, scale=scale, **sub)
-        self.object_view = ObjectView(lab, label, reducer=self.objects, scale=scale, **sub)
+        # Every part shares the dashboard's feed and stays out of the per-kind registry.
+        self.controls = Controls(lab, label, reducer=self.objects, scale=scale, feed=feed,
+                                 register=False)
+        self.object_view = ObjectView(lab, label, reducer=self.objects, scale=scale, feed=feed,
+                                      register=False)
         self.fleet = FleetView(lab, on_select=self.select, width=400, height=260, scale=scale,
-                               **sub)
-        self.storage = StorageInspector(lab, label, **sub)
-        self.timeline = Timeline(lab, label, width=620, height=300, scale=scale, **sub)
-        self.metrics = Metrics(lab, width=300, height=200, scale=scale, **sub)
-        self.event_log = EventLog(lab, **sub)
+                               feed=feed, register=False)
+        self.storage = StorageInspector(lab, label, feed=feed, register=False)
+        self.timeline = Timeline(lab, label, width=620, height=300, scale=scale, feed=feed,
+                                 register=False)
+        self.metrics = Metrics(lab, width=300, height=200, scale=scale, feed=feed,
+                               register=False)
+        self.event_log = EventLog(lab, feed=feed, register=False)
         self.picker = w.Dropdown(options=[label] if label else [], value=label,
                                  description="object", layout=w.Layout(width="320px",
                                                                        max_width="100%"))
@@ -141,7 +145,7 @@ class Dashboard(Panel):
                        basis=round(560 * s)),
                  w.VBox([_card("Fleet (click an object to open it)", self.fleet, scale=s),
                          _card("Storage inspector", self.storage, scale=s)],
-                        layout=w.Layout(flex=f"1 1 {round(self.fleet.figure.width) + 30}px",
+                        layout=w.Layout(flex=f"1 1 {self.fleet.width_px + 30}px",
                                         min_width="0", max_width="100%"))),
             _row(_card("Timeline", self.timeline, scale=s, basis=round(560 * s)),
                  _card("Metrics", self.metrics, scale=s, basis=round(560 * s))),

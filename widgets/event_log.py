@@ -27,6 +27,7 @@ class EventLog(Panel):
     min_interval = 1.0  # seconds between redraws at full speed (see Panel)
 
     def __init__(self, lab: Lab, *, keep: int = 5000, show: int = 60, **kwargs: Any) -> None:
+        self.keep = keep
         self.events: deque[RuntimeEvent] = deque(maxlen=keep)
         self.show = show
         self.filter = w.Text(placeholder="filter: kind or object, e.g. Commit or room-1",
@@ -41,7 +42,7 @@ class EventLog(Panel):
 
     def consume(self, events: list[RuntimeEvent]) -> None:
         if events:
-            self.events.extend(events[-self.events.maxlen:])  # type: ignore[index]
+            self.events.extend(events[-self.keep:])
             self._dirty = True
 
     def apply(self, event: RuntimeEvent) -> None:

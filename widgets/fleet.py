@@ -12,9 +12,9 @@ from bokeh.palettes import OrRd9
 from bokeh.plotting import figure
 
 from ._base import Panel
-from ._plots import LiveBokehModel
+from ._plots import LiveBokehModel, style_figure
 from ._reducers import FleetReducer
-from ._theme import esc, px, style_figure
+from ._theme import esc, px
 
 if TYPE_CHECKING:
     from durable_lab import Lab
@@ -67,15 +67,19 @@ class FleetView(Panel):
                  **kwargs: Any) -> None:
         self.scale = scale
         width, height = round(width * scale), round(height * scale)
+        #: The plot's width in pixels, as made (``fit_width`` may let it be drawn narrower).
+        self.width_px = width
         self._font_px = 12 * scale
         self.reducer = FleetReducer()
         self.on_select = on_select
         self.source = ColumnDataSource({c: [] for c in COLUMNS}, name="fleet_source")
         self.mapper = LinearColorMapper(palette=("#f8fafc", *OrRd9[::-1][2:]), low=0, high=8)
-        self.figure = fig = figure(width=width, height=height, title="Fleet: queue length per object",
-                                   tools="tap,reset", x_axis_type=None, y_axis_type=None,
-                                   x_range=Range1d(-0.5, MIN_GRID - 0.5),
-                                   y_range=Range1d(-MIN_GRID + 0.5, 0.5), name="fleet_fig")
+        self.figure = fig = figure(width=width, height=height,
+                                   title="Fleet: queue length per object", tools="tap,reset",
+                                   x_axis_type=None, y_axis_type=None,
+                                   x_range=Range1d(start=-0.5, end=MIN_GRID - 0.5),
+                                   y_range=Range1d(start=-MIN_GRID + 0.5, end=0.5),
+                                   name="fleet_fig")
         fig.grid.visible = False
         cells = fig.rect(x="x", y="y", width=0.92, height=0.92, source=self.source,
                          fill_color={"field": "heat", "transform": self.mapper},
@@ -87,7 +91,8 @@ class FleetView(Panel):
             ("longest queue", "@peak"), ("calls answered", "@done"),
             ("in flight", "@in_flight"), ("load", "@load{0.0} calls/frame"),
             ("resets", "@resets"), ("region", "@region")]))
-        fig.select_one(TapTool).renderers = [cells]
+        tap = next(tool for tool in fig.tools if isinstance(tool, TapTool))
+        tap.renderers = [cells]
         style_figure(fig, scale)
         self.source.selected.on_change("indices", self._tapped)
         self.plot = LiveBokehModel(fig)
@@ -125,13 +130,13 @@ class FleetView(Panel):
     def fit_width(self, pixels: int) -> None:
         """The plot may now be drawn as narrow as ``pixels`` (``widgets.side_by_side`` lets it
         shrink with its cell): cut the cells' labels to fit that width."""
-        self._label_width = min(self.figure.width, pixels)
+        self._label_width = min(self.width_px, pixels)
         self.refresh()
 
     def label_limit(self, cols: int) -> int:
         """How many characters of a label fit in a cell ``cols`` cells to a row: a 400-pixel
         fleet (the dashboard's) fits ``COUNTER:room-1`` nowhere, ``COU:room-1`` does."""
-        width = self._label_width or self.figure.width
+        width = self._label_width or self.width_px
         cell_px = 0.92 * (width - 30) / cols  # the plot's frame is ~30 px in
         return max(6, int(cell_px / (0.6 * self._font_px)))  # ~0.6 em per character
 

@@ -16,25 +16,19 @@ the title); an empty plot says "no data yet" instead of showing axes from -1 to 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import ipywidgets as w
 import numpy as np
 from bokeh.layouts import gridplot
-from bokeh.models import (
-    BasicTickFormatter,
-    ColumnDataSource,
-    FixedTicker,
-    Label,
-    Legend,
-    Range1d,
-)
+from bokeh.models import BasicTickFormatter, ColumnDataSource, FactorRange, FixedTicker, Range1d
+from bokeh.models.annotations import Label, Legend, Title
 from bokeh.plotting import figure
 
 from ._base import Panel
-from ._plots import LiveBokehModel, stream_columns
+from ._plots import LiveBokehModel, legend_items, stream_columns, style_figure
 from ._reducers import BATCH_BINS, MetricsReducer
-from ._theme import px, style_figure
+from ._theme import px
 
 if TYPE_CHECKING:
     from durable_lab import Lab
@@ -48,6 +42,14 @@ _LATENCY_TYPES = {"writes": np.int32, "ms": np.float64}
 #: The columns of the rates source, in the order of MetricsReducer's rows.
 _RATE_COLUMNS = ("t", "calls_per_s", "commits_per_s", "queue_depth", "max_queue")
 _RATE_TYPES = dict.fromkeys(_RATE_COLUMNS, np.float64)
+
+class _FigureOptions(TypedDict):
+    """What the four plots have in common."""
+
+    width: int
+    height: int
+    tools: str
+
 
 #: Bars of the batch histogram start here on the log axis (a count of 1 still shows).
 LOG_FLOOR = 0.7
@@ -107,41 +109,52 @@ class Metrics(Panel):
                                         name="metrics_batches")
         self.latency = ColumnDataSource({"writes": [], "ms": [], "method": []},
                                         name="metrics_latency")
-        common = {"width": round(width * scale), "height": round(height * scale),
-                  "tools": "pan,wheel_zoom,box_zoom,reset"}
+        common = _FigureOptions(width=round(width * scale), height=round(height * scale),
+                                tools="pan,wheel_zoom,box_zoom,reset")
+        # The ranges the panel moves as data comes (kept: a figure's are typed as any Range).
+        self._time_range = Range1d(start=0, end=10 * sample)
+        self._rate_range = Range1d(start=0, end=1)
+        self._queue_range = Range1d(start=0, end=1)
+        self._batch_range = Range1d(start=LOG_FLOOR, end=10)
+        self._writes_range = Range1d(start=0, end=10)
+        self._latency_range = Range1d(start=0, end=1)
         # One step per interval of lab time: its value holds across the interval it counts.
         f1 = figure(title="Throughput (per second of lab time)", x_axis_label="lab time (s)",
-                    x_range=Range1d(0, 10 * sample), y_range=Range1d(0, 1), **common)
+                    x_range=self._time_range, y_range=self._rate_range, **common)
         calls = f1.step("t", "calls_per_s", source=self.rates, line_width=2, mode="after")
         commits = f1.step("t", "commits_per_s", source=self.rates, color="#2ca02c",
                           line_width=2, mode="after")
         f2 = figure(title="Queue depth (max per interval)", x_axis_label="lab time (s)",
-                    x_range=f1.x_range, y_range=Range1d(0, 1), **common)
+                    x_range=self._time_range, y_range=self._queue_range, **common)
         depth = f2.step("t", "queue_depth", source=self.rates, line_width=2, color="#d62728",
                         mode="after")
         busiest = f2.step("t", "max_queue", source=self.rates, line_width=2, color="#ff7f0e",
                           line_dash="dashed", mode="after")
-        for fig, items in ((f1, [("calls answered", [calls]), ("commits", [commits])]),
-                           (f2, [("all objects", [depth]), ("busiest object", [busiest])])):
-            fig.add_layout(Legend(items=items, orientation="horizontal", margin=0, padding=2,
+        for fig, items in ((f1, [("calls answered", calls), ("commits", commits)]),
+                           (f2, [("all objects", depth), ("busiest object", busiest)])):
+            # (Bokeh 3.9's stubs type ``padding`` as a Property of pixels, not pixels.)
+            fig.add_layout(Legend(items=legend_items(items), orientation="horizontal", margin=0,
+                                  padding=2,  # type: ignore[arg-type]
                                   label_text_font_size=px(12, scale), spacing=6), "above")
         f3 = figure(title="Commit batch sizes (keys, log scale)",
-                    x_range=[b[0] for b in BATCH_BINS], y_axis_type="log",
-                    y_range=Range1d(LOG_FLOOR, 10), y_axis_label="commits", **common)
+                    x_range=FactorRange(factors=[b[0] for b in BATCH_BINS]), y_axis_type="log",
+                    y_range=self._batch_range, y_axis_label="commits", **common)
         major, minor = log_ticks(10)
-        f3.yaxis.ticker = FixedTicker(ticks=major, minor_ticks=minor)
+        self._batch_ticks = FixedTicker(ticks=major, minor_ticks=minor)
+        f3.yaxis.ticker = self._batch_ticks
         f3.yaxis.formatter = BasicTickFormatter(use_scientific=False)
         f3.vbar(x="bin", top="top", bottom=LOG_FLOOR, width=0.8, source=self.batches,
                 color="#1f77b4")
         f3.text(x="bin", y="top", text="text", source=self.batches, text_align="center",
                 text_baseline="bottom", text_font_size=px(11, scale), y_offset=-1)
-        f4 = figure(title="Latency vs writes per call", x_axis_label="writes in the call",
-                    y_axis_label="ms (lab clock)", x_range=Range1d(0, 10), y_range=Range1d(0, 1),
-                    **common)
+        self._latency_title = "Latency vs writes per call"
+        self._latency_heading = Title(text=self._latency_title)  # + the outliers' count
+        f4 = figure(title=self._latency_heading, x_axis_label="writes in the call",
+                    y_axis_label="ms (lab clock)", x_range=self._writes_range,
+                    y_range=self._latency_range, **common)
         f4.scatter("writes", "ms", source=self.latency, size=round(6 * scale), alpha=0.5,
                    color="#9467bd")
         self._f1, self._f2, self._f3, self._f4 = f1, f2, f3, f4
-        self._latency_title = f4.title.text
         self._empty: list[Label] = []
         for fig in (f1, f2, f3, f4):
             style_figure(fig, scale)
@@ -200,10 +213,10 @@ class Metrics(Panel):
                 "top": [c if c > 0 else LOG_FLOOR for c in counts],
                 "text": [str(c) if c else "" for c in counts]}
             top = max(10, max(counts) * 3)
-            self._f3.y_range.update(start=LOG_FLOOR, end=top)
+            self._batch_range.update(start=LOG_FLOOR, end=top)
             major, minor = log_ticks(top)
-            if list(self._f3.yaxis[0].ticker.ticks) != major:
-                self._f3.yaxis[0].ticker.update(ticks=major, minor_ticks=minor)
+            if list(self._batch_ticks.ticks) != major:
+                self._batch_ticks.update(ticks=major, minor_ticks=minor)
             self._empty[2].visible = not any(counts)
 
     def _draw_rates(self, closed: list[tuple[float, float, float, float, float]],
@@ -245,11 +258,11 @@ class Metrics(Panel):
         start = float(times[0])
         width = self.reducer.interval
         end = float(times[-1])  # (the end of the last interval: see _draw_rates)
-        self._f1.x_range.update(start=start, end=max(end, start + 10 * width))
+        self._time_range.update(start=start, end=max(end, start + 10 * width))
         top_rate = max(float(np.max(data["calls_per_s"])), float(np.max(data["commits_per_s"])))
         top_queue = float(np.max(data["queue_depth"]))
-        self._f1.y_range.update(start=0, end=max(1.0, top_rate * 1.15))
-        self._f2.y_range.update(start=0, end=max(1.0, top_queue * 1.15))
+        self._rate_range.update(start=0, end=max(1.0, top_rate * 1.15))
+        self._queue_range.update(start=0, end=max(1.0, top_queue * 1.15))
         seen = top_rate > 0
         self._empty[0].visible = not seen
         self._empty[1].visible = not (seen or top_queue > 0)
@@ -274,13 +287,13 @@ class Metrics(Panel):
     def _follow_latency(self, writes: int) -> None:
         self._show_percentiles()
         top, above = latency_axis_top(self._latencies)
-        self._f4.y_range.update(start=0, end=top)
+        self._latency_range.update(start=0, end=top)
         shown = self.latency.data["writes"]
         most = max(int(np.max(shown)) if len(shown) else 0, writes)
-        self._f4.x_range.update(start=-0.5, end=max(10, most * 1.1 + 1))
+        self._writes_range.update(start=-0.5, end=max(10, most * 1.1 + 1))
         title = self._latency_title + (f" ({above} slower calls above the axis)" if above else "")
-        if self._f4.title.text != title:
-            self._f4.title.text = title
+        if self._latency_heading.text != title:
+            self._latency_heading.text = title
         self._empty[3].visible = False
 
     def draw(self) -> None:  # render() draws at most every ``sample`` seconds

@@ -21,10 +21,14 @@ __all__ = ["ObjectView", "render_object_html"]
 MAX_CHIPS = 10
 
 
+def _muted(html: str) -> str:
+    return f'<span style="color:{COLORS["muted"]};font:italic 12px sans-serif">{html}</span>'
+
+
 def _chips(items: list[str], color: str, *, cls: str = "dl-chip", fg: str = "#fff",
            empty: str = "empty") -> str:
     if not items:
-        return f'<span style="color:{COLORS["muted"]};font:italic 12px sans-serif">{esc(empty)}</span>'
+        return _muted(esc(empty))
     shown = "".join(chip(t, color, cls=cls, fg=fg) for t in items[:MAX_CHIPS])
     more = len(items) - MAX_CHIPS
     if more > 0:
@@ -35,8 +39,8 @@ def _chips(items: list[str], color: str, *, cls: str = "dl-chip", fg: str = "#ff
 def _box(title: str, body: str, *, cls: str, flex: str = "1", border: str = "",
          attrs: str = "") -> str:
     border = border or COLORS["border"]
-    return (f'<div class="{cls}" {attrs} style="flex:{flex} 1 0;min-width:0;overflow:hidden;margin:4px;'
-            f"padding:8px;border:2px solid {border};border-radius:8px;"
+    return (f'<div class="{cls}" {attrs} style="flex:{flex} 1 0;min-width:0;overflow:hidden;'
+            f"margin:4px;padding:8px;border:2px solid {border};border-radius:8px;"
             f'background:{COLORS["box"]}">'
             f'<div style="font:600 12px sans-serif;color:#334155;text-transform:uppercase;'
             f'letter-spacing:.04em;margin-bottom:6px">{esc(title)}</div>{body}</div>')
@@ -70,7 +74,7 @@ def render_object_html(s: ObjectState, scale: float = 1.0) -> str:
             for d, n in s.held.items()]
     released = [(f"#{d} ✓ ok" if ok else f"#{d} ✗ ERROR", ok) for d, ok in reversed(s.released)]
     if s.last_batch is None:
-        landed = f'<span style="color:{COLORS["muted"]};font:italic 12px sans-serif">no commit seen yet</span>'
+        landed = _muted("no commit seen yet")
     else:
         b, n, ok = s.last_batch
         landed = chip(f"batch {b} {'landed' if ok else 'FAILED'}",

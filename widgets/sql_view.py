@@ -52,8 +52,8 @@ def render_tables_html(label: str, tables: list[TableSnapshot], *, uncommitted: 
             f'sans-serif;color:{COLORS["muted"]}">{t.count} row(s)</span></div>'
             f'<table style="border-collapse:collapse;font:13px sans-serif"><tr style="color:'
             f'#334155">{head}</tr>{body}{tail}</table></div>')
-    note = (f'<span class="dl-uncommitted" style="color:#b45309;font:13px sans-serif"> · '
-            f'changes of the current transaction, not committed yet</span>' if uncommitted
+    note = ('<span class="dl-uncommitted" style="color:#b45309;font:13px sans-serif"> · '
+            'changes of the current transaction, not committed yet</span>' if uncommitted
             else "")
     empty = (f'<div style="color:{COLORS["muted"]};font:italic 13px sans-serif">no tables yet'
              f'</div>' if not tables else "")
@@ -92,7 +92,7 @@ class SqlTables(Panel):
         if event.object != self.target:
             return
         t = type(event)
-        if t is ev.StorageOp and event.cache == "write":
+        if type(event) is ev.StorageOp and event.cache == "write":
             self._uncommitted = True
         elif t is ev.CommitDone or t is ev.CommitFailed or t is ev.InstanceReset:
             self._uncommitted = False

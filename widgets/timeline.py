@@ -15,8 +15,8 @@ Two x axes, one toggle (``x=`` or the buttons above the plot):
   from Amsterdam is 23 times as wide as a 10 ms local one. What takes no lab time (an object's
   own work on an auto or manual clock) has zero width; such spans stay visible because every
   bar is outlined in its own colour, ``MIN_SPAN_PX`` pixels wide at any zoom (the hover gives
-  every span's lab time, on either axis). A clock that never moved puts everything at one instant: the event
-  axis then shows the order.
+  every span's lab time, on either axis). A clock that never moved puts everything at one
+  instant: the event axis then shows the order.
 
 Every row carries both coordinates (``widgets._reducers.SEGMENT_COLUMNS``): switching the axis
 re-points the glyphs at the other columns and loses nothing. Gate-lane labels (``#7``, ``b3``)
@@ -32,12 +32,15 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 import numpy as np
 from bokeh.layouts import column
-from bokeh.models import ColumnDataSource, FactorRange, FixedTicker, HoverTool, Legend, Range1d
+from bokeh.models import ColumnDataSource, FactorRange, FixedTicker, HoverTool, Range1d
+from bokeh.models.annotations import Legend, Title
+from bokeh.models.glyphs import HBar
+from bokeh.models.text import BaseText
 from bokeh.plotting import figure
 from bokeh.transform import factor_cmap
 
 from ._base import Panel
-from ._plots import LiveBokehModel, stream_columns
+from ._plots import LiveBokehModel, legend_items, numeric_span, stream_columns, style_figure
 from ._reducers import (
     GATE_COLUMNS,
     GATE_LANES,
@@ -47,7 +50,7 @@ from ._reducers import (
     TimelineReducer,
 )
 from ._targets import label_of
-from ._theme import GATE_COLORS, SEGMENT_COLORS, plain, px, style_figure
+from ._theme import GATE_COLORS, SEGMENT_COLORS, plain, px
 
 if TYPE_CHECKING:
     from durable_lab import Lab
@@ -137,6 +140,7 @@ class Timeline(Panel):
         self.lanes = lanes
         self.scale = scale
         self.width_px = round(width * scale)
+        self.height_px = round(height * scale)
         self.origin = lab.clock.now()  # lab time of 0 ms on the lab-time axis
         self.reducer = TimelineReducer(only=label_of(target), origin=self.origin)
         self.segments = ColumnDataSource({c: [] for c in SEGMENT_COLUMNS}, name="timeline_segments")
@@ -149,14 +153,20 @@ class Timeline(Panel):
         #: The gate labels drawn (fit_labels: those with room at the current zoom).
         self.gate_labels = ColumnDataSource({"x": [], "lane": [], "label": []},
                                             name="timeline_gate_labels")
-        width, height = self.width_px, round(height * scale)
+        width, height = self.width_px, self.height_px
         # Both plots' frames start at the same x (they share the x axis): the same room for
         # the y-axis labels on both.
         border = round(110 * scale)
         # -- the gate lanes --------------------------------------------------------------
+        # The title, ranges and lane ticker the panel changes (kept: a figure's own are typed
+        # as any title, range or ticker).
+        self._gates_heading = Title(text=self._gate_title())
+        self._x_range = Range1d(start=0, end=100)
+        self._y_range = Range1d(start=0.5, end=3.5)
+        self._lane_ticks = FixedTicker(ticks=[1, 2, 3])
         self.gate_figure = gates = figure(
-            width=width, height=round(125 * scale), title=self._gate_title(),
-            x_range=Range1d(0, 100), y_range=FactorRange(*reversed(GATE_LANES)),
+            width=width, height=round(125 * scale), title=self._gates_heading,
+            x_range=self._x_range, y_range=FactorRange(factors=list(reversed(GATE_LANES))),
             tools="xpan,xwheel_zoom,reset", active_scroll="xwheel_zoom",
             name="timeline_gates_fig")
         gmap = factor_cmap("kind", list(GATE_COLORS.values()), list(GATE_COLORS))
@@ -166,9 +176,9 @@ class Timeline(Panel):
         open_spans = gates.hbar(y="lane", left="left", right="right", height=0.7,
                                 source=self.open_gate_spans, fill_color=gmap,
                                 line_color="#334155", line_dash="dotted")
-        labels = gates.text(x="x", y="lane", text="label", source=self.gate_labels, x_offset=2,
-                            text_baseline="middle", text_font_size=px(11, scale),
-                            text_color="#ffffff")
+        gates.text(x="x", y="lane", text="label", source=self.gate_labels, x_offset=2,
+                   text_baseline="middle", text_font_size=px(11, scale),
+                   text_color="#ffffff")
         gates.add_tools(HoverTool(renderers=[spans], tooltips=[
             ("", "@kind"), ("", "@detail"), ("lab time", _LAB_TIME_TIP)]))
         gates.xaxis.visible = False
@@ -180,7 +190,7 @@ class Timeline(Panel):
             width=width, height=height, title="Deliveries: one lane each",
             x_axis_label=X_AXES[x][3], y_axis_label="delivery",
             tools="xpan,xwheel_zoom,box_zoom,reset,save", active_scroll="xwheel_zoom",
-            x_range=gates.x_range, y_range=Range1d(0.5, 3.5), name="timeline_fig")
+            x_range=self._x_range, y_range=self._y_range, name="timeline_fig")
         kinds = list(SEGMENT_KINDS)
         cmap = factor_cmap("kind", [SEGMENT_COLORS[k] for k in kinds], kinds)
         bars = fig.hbar(y="delivery", left="left", right="right", height=0.7, source=self.segments,
@@ -197,7 +207,7 @@ class Timeline(Panel):
             ("lab time", _LAB_TIME_TIP)]))
         fig.add_tools(HoverTool(renderers=[marks], tooltips=[
             ("commit", "batch @batch of @object"), ("keys", "@size")]))
-        fig.yaxis.ticker = FixedTicker(ticks=[1, 2, 3])
+        fig.yaxis.ticker = self._lane_ticks
         fig.min_border_left = border
         # The legend goes below the plot, never over the lanes it explains. One entry per
         # kind, drawn by legend-only renderers so every kind shows before it happens.
@@ -211,17 +221,18 @@ class Timeline(Panel):
                      if k != "network" or getattr(lab, "network", None) is not None]:
             proxy = fig.hbar(y=[-10], left=[0], right=[0], height=0.7,
                              fill_color=SEGMENT_COLORS[kind], line_color=None)
-            items.append((_LEGEND.get(kind, kind), [proxy]))
-        legend = Legend(items=items, orientation="vertical", nrows=_LEGEND_ROWS,
+            items.append((_LEGEND.get(kind, kind), proxy))
+        legend = Legend(items=legend_items(items), orientation="vertical", nrows=_LEGEND_ROWS,
                         label_text_font_size=px(12, scale), click_policy="none", spacing=8,
                         margin=2)
         fig.add_layout(legend, "below")
         style_figure(fig, scale)
-        #: The glyphs whose x columns the axis toggle re-points: (glyph, kind of glyph).
-        self._x_glyphs = [(spans.glyph, "bar"), (open_spans.glyph, "open"),
-                          (bars.glyph, "bar"), (open_bars.glyph, "open"),
-                          (marks.glyph, "mark"), (mark_text.glyph, "mark")]
-        self._label_glyph = labels.glyph
+        #: The glyphs whose x columns the axis toggle re-points: spans (and whether they are
+        #: closed ones, outlined on the lab-time axis) and marks.
+        self._span_glyphs: list[tuple[HBar, bool]] = [
+            (spans.glyph, True), (open_spans.glyph, False), (bars.glyph, True),
+            (open_bars.glyph, False)]
+        self._mark_glyphs = (marks.glyph, mark_text.glyph)
         self.follow = w.Checkbox(value=True, description="follow the latest events", indent=False)
         self.x_axis = w.ToggleButtons(options=[("event #", "events"), ("lab time", "time")],
                                       value=x, tooltips=["x = event number",
@@ -254,13 +265,12 @@ class Timeline(Panel):
 
     def _use_axis(self, x: str) -> None:
         left, right, mark, label = X_AXES[x]
-        for glyph, kind in self._x_glyphs:
-            if kind == "mark":
-                glyph.x = mark
-            else:
-                glyph.left, glyph.right = left, right
-                if kind == "bar":  # the outline that keeps a zero-width span visible
-                    glyph.line_alpha = 1.0 if x == "time" else 0.0
+        for glyph, closed in self._span_glyphs:
+            glyph.left, glyph.right = left, right
+            if closed:  # the outline that keeps a zero-width span visible
+                glyph.line_alpha = 1.0 if x == "time" else 0.0
+        for mark_glyph in self._mark_glyphs:
+            mark_glyph.x = mark
         self.figure.xaxis.axis_label = label
 
     def _axis_changed(self, change: dict[str, Any]) -> None:
@@ -287,7 +297,7 @@ class Timeline(Panel):
             for source in (self.segments, self.open_segments, self.markers, self.gate_spans,
                            self.open_gate_spans, self.gate_labels):
                 source.data = {c: [] for c in source.data}
-            self.gate_figure.title.text = self._gate_title()
+            self._gates_heading.text = self._gate_title()
         self.refresh()
 
     def start_from(self, snapshot: Any) -> None:
@@ -323,14 +333,14 @@ class Timeline(Panel):
         if open_gates["lane"] or self.open_gate_spans.data["lane"]:
             self.open_gate_spans.data = open_gates
         title = self._gate_title()
-        if self.gate_figure.title.text != title:
-            self.gate_figure.title.text = title
+        if self._gates_heading.text != title:
+            self._gates_heading.text = title
         if self.follow.value and reducer.last_x:
             self._follow(open_rows)
         else:  # panned or zoomed by hand (or scrolled to a call): name the lanes in view
-            y_range = self.figure.y_range
-            bottom = max(1, int(np.ceil(y_range.start)))
-            top = int(np.floor(y_range.end))
+            low, high = numeric_span(self._y_range)
+            bottom = max(1, int(np.ceil(low)))
+            top = int(np.floor(high))
             if top >= bottom:
                 self._name_lanes(bottom, top)
         self._fit_gate_labels()
@@ -358,7 +368,7 @@ class Timeline(Panel):
             oldest = float(np.min(shown)) if len(shown) else now
             span = max(now - oldest, 1.0)
             start, end = now - span * 1.04, now + span * 0.04
-        self.figure.x_range.update(start=start, end=end)
+        self._x_range.update(start=start, end=end)
         in_view = np.concatenate([delivery[rights >= start], open_d]).astype(np.int64)
         if not len(in_view):
             return
@@ -367,40 +377,39 @@ class Timeline(Panel):
         if top - bottom < 2:  # at least three lanes tall: one lane is not a whole plot
             bottom = max(1, top - 2)
             top = bottom + 2
-        self.figure.y_range.update(start=bottom - 0.5, end=top + 0.5)
+        self._y_range.update(start=bottom - 0.5, end=top + 0.5)
         self._name_lanes(bottom, top)
 
     def _name_lanes(self, bottom: int, top: int) -> None:
         """A tick per lane, named by its delivery and method ("7 alarm"); every second or
         third lane only when the lanes are thinner than a line of text (alarm lanes always)."""
         names = self.reducer.names
-        frame = max(40, self.figure.height - round(170 * self.scale))  # less title, axis, legend
+        frame = max(40, self.height_px - round(170 * self.scale))  # less title, axis, legend
         per_lane = frame / (top - bottom + 1)
         step = max(1, -(-round(_LANE_LABEL_PX * self.scale) // max(1, int(per_lane))))
         lanes = [d for d in range(bottom, top + 1)
                  if (d - bottom) % step == 0 or names.get(d) == "alarm"]
         # (plain(): BokehJS would typeset a method name holding $$...$$ as TeX in a tick label)
-        overrides = {d: f"{d} {plain(_short(names[d]))}" if names.get(d) else str(d)
-                     for d in lanes}
+        overrides: dict[float | str, str | BaseText] = {
+            d: f"{d} {plain(_short(names[d]))}" if names.get(d) else str(d) for d in lanes}
         axis = self.figure.yaxis[0]
-        if list(axis.ticker.ticks) != lanes:
-            axis.ticker.ticks = lanes
+        if list(self._lane_ticks.ticks) != lanes:
+            self._lane_ticks.ticks = lanes
         if axis.major_label_overrides != overrides:
             axis.major_label_overrides = overrides
 
     def _fit_gate_labels(self) -> None:
         left_col, right_col = self.x_columns
-        x_range = self.figure.x_range
-        start, end = x_range.start, x_range.end
+        start, end = numeric_span(self._x_range)
         columns: dict[str, list[Any]] = {"left": [], "right": [], "label": [], "lane": []}
         for source in (self.gate_spans, self.open_gate_spans):  # closed spans, then open ones
             data = source.data
             if not len(data["lane"]):
                 continue
-            rights = np.asarray(data[right_col], dtype=np.float64)
-            near = np.nonzero(rights >= start)[0]  # (only the spans that reach the window)
+            ends = np.asarray(data[right_col], dtype=np.float64)
+            near = np.nonzero(ends >= start)[0]  # (only the spans that reach the window)
             columns["left"].extend(np.asarray(data[left_col], dtype=np.float64)[near])
-            columns["right"].extend(rights[near])
+            columns["right"].extend(ends[near])
             columns["label"].extend(np.asarray(data["label"])[near])
             columns["lane"].extend(np.asarray(data["lane"])[near])
         labels: dict[str, list[Any]] = {"x": [], "lane": [], "label": []}

@@ -101,12 +101,6 @@ class Watch(Panel):
         else:
             self.lab.resume()
 
-    def slow_motion(self, speed: float) -> None:
-        """Take ``speed`` transitions a second from now on (the lab stays paused between)."""
-        if self.controls is None:
-            raise ValueError("this panel has no controls: open it with watch(..., controls=True)")
-        self.controls.play_at(speed)
-
     def select(self, target: Any) -> None:
         label = label_of(target)
         self.target = label

@@ -53,43 +53,42 @@ class WebSocketsReducer:
     #: message woke the object (both may happen within one cell).
     hibernations: int = 0
 
-    def apply(self, e: RuntimeEvent) -> None:  # noqa: C901 - one branch per event type
-        t = type(e)
+    def apply(self, e: RuntimeEvent) -> None:
         if self.only is None:
-            if t is not ev.WebSocketAccepted:
+            if type(e) is not ev.WebSocketAccepted:
                 return
             self.only = e.object
         if e.object != self.only:
             return
-        if t is ev.WebSocketAccepted:
+        if type(e) is ev.WebSocketAccepted:
             self.sockets[e.socket] = SocketRow(e.socket, e.tags)
-        elif t is ev.WebSocketMessageReceived:
+        elif type(e) is ev.WebSocketMessageReceived:
             self._row(e.socket).received += 1
-        elif t is ev.WebSocketMessageSent:
+        elif type(e) is ev.WebSocketMessageSent:
             row = self._row(e.socket)
             row.sent += 1
             if e.held:
                 row.held += 1
-        elif t is ev.WebSocketMessageReleased:
+        elif type(e) is ev.WebSocketMessageReleased:
             row = self._row(e.socket)
             row.held = max(0, row.held - 1)
             if not e.ok:
                 row.dropped += 1
-        elif t is ev.WebSocketAutoResponse:
+        elif type(e) is ev.WebSocketAutoResponse:
             self._row(e.socket).auto += 1
-        elif t is ev.WebSocketClosed:
+        elif type(e) is ev.WebSocketClosed:
             row = self._row(e.socket)
             row.state, row.close = "closed", f"{e.code} by {e.initiator}"
             row.dropped += row.held
             row.held = 0
-        elif t is ev.InstanceConstructed:
+        elif type(e) is ev.InstanceConstructed:
             if any(r.state == "open" for r in self.sockets.values()):
                 self.wakeups += 1
             self.instance = "awake"
-        elif t is ev.InstanceEvicted:
+        elif type(e) is ev.InstanceEvicted:
             self.instance = "hibernated" if e.reason == "hibernation" else "evicted"
             self.hibernations += e.reason == "hibernation"
-        elif t is ev.InstanceReset:
+        elif type(e) is ev.InstanceReset:
             self.instance = "closed" if e.reason == "labClosed" else "reset"
 
     def _row(self, socket: int) -> SocketRow:

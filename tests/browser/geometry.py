@@ -124,7 +124,8 @@ GEOMETRY_JS = r"""
       const cs = getComputedStyle(el);
       const room = el.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight)
                    - extra;
-      const need = textWidth(text, `${cs.fontStyle} ${cs.fontWeight} ${cs.fontSize} ${cs.fontFamily}`);
+      const need = textWidth(
+        text, `${cs.fontStyle} ${cs.fontWeight} ${cs.fontSize} ${cs.fontFamily}`);
       return [need <= room + SLACK, Math.round(need), Math.round(room)];
     };
     for (const s of root.querySelectorAll("select")) {

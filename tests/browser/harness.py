@@ -110,7 +110,9 @@ RECORDER_JS = r"""
 (() => {
   const seen = {};
   window.__dlSeen = seen;
-  window.__dlSeenReset = () => { for (const k of Object.keys(window.__dlSeen)) delete window.__dlSeen[k]; };
+  window.__dlSeenReset = () => {
+    for (const k of Object.keys(window.__dlSeen)) delete window.__dlSeen[k];
+  };
   const LIMIT = 5000;
   function keyOf(el) {
     for (const c of el.classList) if (c.startsWith("dl-")) return c;
@@ -164,14 +166,16 @@ def browser_marks(*extra: Any) -> list[Any]:
         # loaded 2-core machine (issue 17: both cores kept busy) can take longer and still pass
         pytest.mark.timeout(int(900 * TIMEOUT_SCALE)),
         pytest.mark.flaky(reruns=int(os.environ.get("BROWSER_RERUNS", "2")), reruns_delay=2),
-        pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                           reason=f"Chromium not installed at {CHROMIUM} (apt-get install chromium)"),
+        pytest.mark.skipif(
+            not os.path.exists(CHROMIUM),
+            reason=f"Chromium not installed at {CHROMIUM} (apt-get install chromium)"),
         *extra,
     ]
 
 
 def shots_dir(sub: str = "") -> pathlib.Path:
-    """Where screenshots go: ``$SHOTS_DIR`` (``docs/img`` refreshes the docs) or ``build/screenshots``."""
+    """Where screenshots go: ``$SHOTS_DIR`` (``docs/img`` refreshes the docs) or
+    ``build/screenshots``."""
     base = pathlib.Path(os.environ.get("SHOTS_DIR", ROOT / "build" / "screenshots"))
     if not base.is_absolute():
         base = ROOT / base

@@ -16,6 +16,7 @@ docs/). Skipped only when Chromium is not installed (CI installs it: apt-get ins
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from dashboard_notebook import build
@@ -62,8 +63,10 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
     checks["bokeh_canvases"] = wait_count(canvas, 3, what="three Bokeh canvases")
     checks["panels"] = {c: wait_count(page.locator(c), 1) for c in (
         ".dl-objectview", ".dl-runstate", ".dl-storage-inspector", ".dl-fleet", ".dl-eventlog")}
-    page.locator(".jupyter-widgets button", has_text="Step").wait_for(timeout=30_000 * TIMEOUT_SCALE)
-    page.locator(".jp-OutputArea-output", has_text="WORKLOAD STARTED").wait_for(timeout=120_000 * TIMEOUT_SCALE)
+    page.locator(".jupyter-widgets button", has_text="Step").wait_for(
+        timeout=30_000 * TIMEOUT_SCALE)
+    page.locator(".jp-OutputArea-output", has_text="WORKLOAD STARTED").wait_for(
+        timeout=120_000 * TIMEOUT_SCALE)
     # scroll the dashboard's output into view
     page.locator(".dl-dashboard").first.scroll_into_view_if_needed()
 
@@ -72,13 +75,12 @@ def _drive(session: BrowserSession, page, shots, report: dict) -> None:
     # for one frame counts however busy the machine is; the deadline only bounds a failure.
     # The screenshot waits for a telling moment (calls queued, replies held, gate closed), and
     # is taken anyway if that moment is gone before the test process gets to look.
-    try:
+    # (Only the picture's moment: the checks below wait for their own conditions.)
+    with contextlib.suppress(AssertionError):
         wait_js(page, """sel => { const e = document.querySelector(sel);
                    return e && e.dataset.mailbox !== "0" && e.dataset.held !== "0"
                           && e.dataset.gate === "closed"; }""", view, timeout=20,
                 what="a moment with calls queued, replies held and the gate closed")
-    except AssertionError:
-        pass  # only the picture's moment; the checks below wait for their own conditions
     shoot(page, page.locator(".dl-dashboard"), shots / "dashboard-running.png")
     gates = wait_seen(page, "dl-objectview", "gate",
                       "v => v.includes('open') && v.includes('closed')",

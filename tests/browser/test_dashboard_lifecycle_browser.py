@@ -22,6 +22,7 @@ console and failure screenshots: harness.py.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 
@@ -112,12 +113,11 @@ def _state(page, index: int) -> dict:
     """One snapshot after a (re-)run: counts printed by the kernel and what the page shows."""
     page.locator(".dl-dashboard .dl-objectview").first.wait_for(timeout=60_000 * TIMEOUT_SCALE)
     wait_count(page.locator(".dl-dashboard canvas"), 3, what="the dashboard's canvases")
-    # closed widgets leave the page asynchronously: wait until one dashboard is left
-    try:
+    # closed widgets leave the page asynchronously: wait until one dashboard is left (if not,
+    # it is counted and asserted below, with the rest of the state)
+    with contextlib.suppress(AssertionError):
         wait_js(page, "() => document.querySelectorAll('.dl-dashboard').length === 1",
                 timeout=60, what="one dashboard in the page")
-    except AssertionError:
-        pass  # counted and asserted below, with the rest of the state
     out = _count(page, index)
     out["dashboards"] = page.locator(".dl-dashboard").count()
     out["objectviews"] = page.locator(".dl-objectview").count()

@@ -32,7 +32,7 @@ GOOD = {
 ALL = Expect(panels=True, gate_closed=True, scheduler=True)
 
 
-def _with(**changes):  # type: ignore[no-untyped-def]
+def _with(**changes):
     r = copy.deepcopy(GOOD)
     r.update(changes)
     return r

@@ -2,9 +2,9 @@
 
 The "done when" of issue #9. One JupyterLab server (harness.py: no ``BOKEH_RESOURCES`` in its
 environment, every non-local request blocked and recorded) serves every lesson as
-``notebooks/_build.py`` generates it (not the files in notebooks/, which a learner's JupyterLab
-autosaves into); each lesson gets its own page (in its own JupyterLab workspace, so the previous
-lesson's tab is not restored) and its kernel is shut down afterwards. A
+scripts/build_lessons.py builds it from course/ (not the files in notebooks/, which a learner's
+JupyterLab autosaves into); each lesson gets its own page (in its own JupyterLab workspace, so
+the previous lesson's tab is not restored) and its kernel is shut down afterwards. A
 ``MutationObserver`` installed before JupyterLab loads records every value the panels' ``data-*``
 attributes take (``data-seq``, ``data-steps``, ``data-gate``, ...), however briefly, so a gate
 closed for one frame is still seen. After *Run All* each lesson must show:
@@ -17,10 +17,10 @@ closed for one frame is still seen. After *Run All* each lesson must show:
   BokehJS itself (``Bokeh.index``: the views, not the kernel's copy);
 - if the lesson shows panels (``.dl-panel``), that they changed while its workload ran (a
   ``data-seq`` or ``data-steps`` took at least two values) and that none reported an error;
-- every claim of the lesson with a ``page=(selector, pattern)`` (notebooks/_build.py: a
-  sentence of the lesson about a panel): some element matching the selector showed text
-  matching the pattern at some moment of the run (recorded by ``CLAIMS_JS`` on every DOM
-  change, then waited for with a deadline);
+- every claim of the lesson with a ``page=(selector, pattern)`` (a claim cell of its source in
+  course/lessons/: a sentence of the lesson about a panel): some element matching the selector
+  showed text matching the pattern at some moment of the run (recorded by ``CLAIMS_JS`` on
+  every DOM change, then waited for with a deadline);
 - what ``EXPECT`` adds per lesson: panels at all (``panels``), the input gate seen CLOSED in an
   object view (``gate_closed``), and the clickable scheduler (``scheduler``): one click on a
   ``.dl-choice-button`` advances its ``.dl-scheduler``'s ``data-steps`` by exactly one.
@@ -28,11 +28,12 @@ closed for one frame is still seen. After *Run All* each lesson must show:
 Screenshots: per lesson that shows a panel, ``<lesson>.png`` (the output of the first panel, as
 soon as a panel has changed), plus ``<lesson>-gate-closed.png`` (the slow-motion object view
 with the gate CLOSED: a copy of its DOM the page keeps at that instant, since the closed gate
-shows for less time than a screenshot takes) and ``<lesson>-scheduler.png`` (after the click) where ``EXPECT`` asks for those, in
-``build/screenshots/lessons/``; the whole report in ``build/lessons-report.json``. Refresh
-the committed ones with ``SHOTS_DIR=docs/img bash scripts/test.sh
-tests/browser/test_lessons_browser.py`` (they land in ``docs/img/lessons/``). The module took 3 min 45 s for the ten lessons on this 2-core machine
-while other test suites ran (load average 7).
+shows for less time than a screenshot takes) and ``<lesson>-scheduler.png`` (after the click)
+where ``EXPECT`` asks for those, in ``build/screenshots/lessons/``; the whole report in
+``build/lessons-report.json``. Refresh the committed ones with ``SHOTS_DIR=docs/img bash
+scripts/test.sh tests/browser/test_lessons_browser.py`` (they land in ``docs/img/lessons/``).
+The module took 3 min 45 s for the ten lessons on this 2-core machine while other test suites
+ran (load average 7).
 
 A cell that ran but kept ``[*]:`` (JupyterLab lost its reply; harness.wait_all_cells_ran) is
 listed in the lesson's ``stuck_prompts`` and does not fail the lesson.
@@ -67,18 +68,18 @@ from notebook_sources import generate, load_build
 
 pytestmark = browser_marks()
 
-# The lessons as notebooks/_build.py generates them, not the files in notebooks/ (a learner's
+# The lessons as scripts/build_lessons.py builds them, not the files in notebooks/ (a learner's
 # JupyterLab autosaves outputs and edits into those): tests/notebook_sources.py.
 GENERATED = {g.name: g.text for g in generate() if g.lesson}
 LESSONS = [ROOT / "notebooks" / f"{name}.ipynb" for name in GENERATED]
 
-# Per lesson, its claims with a ``page=(selector, pattern)`` (notebooks/_build.py: what the
+# Per lesson, its claims with a ``page=(selector, pattern)`` (course/lessons/: what the
 # lesson says a panel shows, as a reader sees it on the page).
 _BUILD = load_build()
 PAGE_CLAIMS: dict[str, list[dict[str, str]]] = {
     name: [{"says": c.says, "selector": c.page[0], "pattern": c.page[1]}
-           for _, c in _BUILD.claims_of(cells) if c.page]
-    for name, (cells, _) in _BUILD.LESSONS.items()}
+           for _, c in _BUILD.claims_of(lesson.cells) if c.page]
+    for name, lesson in _BUILD.lessons().items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,11 +355,11 @@ SCROLL_TO_TOP_JS = """e => {
 
 
 def _shoot(page: Any, target: Any, path: Any) -> None:
-    """Screenshot ``target`` (a locator or an element handle) as it is now. Not ``locator.screenshot()``: that waits
-    for the element to stop moving, and a live panel only stops when its workload ends (the
-    shots then showed the lab closed). Scroll it to the top of the notebook and clip the page
-    to its box; JupyterLab scrolls to the running cell as Run All goes on, so if the box moved
-    during the shot, take it again."""
+    """Screenshot ``target`` (a locator or an element handle) as it is now. Not
+    ``locator.screenshot()``: that waits for the element to stop moving, and a live panel only
+    stops when its workload ends (the shots then showed the lab closed). Scroll it to the top of
+    the notebook and clip the page to its box; JupyterLab scrolls to the running cell as Run All
+    goes on, so if the box moved during the shot, take it again."""
     size = page.viewport_size
     for _ in range(4):
         box = target.evaluate(SCROLL_TO_TOP_JS)
@@ -411,13 +412,12 @@ def _lesson_report(session: BrowserSession, page: Any, stem: str, expect: Expect
         # Where the lesson is about the gate: the object view as it was when it showed the gate
         # CLOSED (a copy the page kept at that instant, RECORDER_JS), shown over the page just
         # long enough for a screenshot.
-        if expect.gate_closed and not shot.get("gate"):
-            if page.evaluate(SHOW_GATE_SNAPSHOT_JS):
-                snap = page.locator("#dl-gate-snapshot")
-                page.screenshot(path=shots / f"{stem}-gate-closed.png",
-                                clip=snap.bounding_box())
-                page.evaluate("() => document.getElementById('dl-gate-snapshot').remove()")
-                shot["gate"] = True
+        if (expect.gate_closed and not shot.get("gate")
+                and page.evaluate(SHOW_GATE_SNAPSHOT_JS)):
+            snap = page.locator("#dl-gate-snapshot")
+            page.screenshot(path=shots / f"{stem}-gate-closed.png", clip=snap.bounding_box())
+            page.evaluate("() => document.getElementById('dl-gate-snapshot').remove()")
+            shot["gate"] = True
         # The panel moment: the first panel on the page, as soon as a panel has changed
         # (polls are slow on a busy machine: waiting for more often meant the run's end).
         if shot["taken"]:

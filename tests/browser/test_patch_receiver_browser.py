@@ -57,7 +57,7 @@ class _Collect:
     def __init__(self, events: list) -> None:
         self.events = events
 
-    def _document_patched(self, event) -> None:  # type: ignore[no-untyped-def]
+    def _document_patched(self, event) -> None:
         self.events.append(event)
 
 

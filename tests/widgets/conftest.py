@@ -7,4 +7,4 @@ import pytest
 pytest.importorskip("ipywidgets")
 pytest.importorskip("jupyter_bokeh")
 
-from lab_fixtures import lab  # noqa: E402,F401
+from lab_fixtures import lab  # noqa: F401

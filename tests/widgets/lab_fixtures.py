@@ -6,10 +6,7 @@ import asyncio
 
 import pytest
 
-
-
-
-from durable_lab import DurableObject, Lab  # noqa: E402
+from durable_lab import DurableObject, Lab
 
 
 class Counter(DurableObject):

@@ -133,4 +133,4 @@ async def test_without_a_target_it_follows_the_first_object_a_call_finishes_on()
 
 def test_slowest_must_be_positive():
     with pytest.raises(ValueError, match="slowest must be an int >= 1"):
-        widgets.WhereTimeWent(None, slowest=0)  # type: ignore[arg-type]
+        widgets.WhereTimeWent(None, slowest=0)

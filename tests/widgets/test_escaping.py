@@ -13,10 +13,9 @@ canvas text (never parsed as HTML): their tooltip templates must stay constant a
 from __future__ import annotations
 
 import asyncio
+import re
 from html.parser import HTMLParser
 from typing import Any
-
-import re
 
 import ipywidgets as w
 from bokeh.models import Axis, ColumnDataSource, HoverTool, Markup, Title

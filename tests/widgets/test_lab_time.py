@@ -7,10 +7,12 @@ on the Bokeh sources the browser draws.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 
 import numpy as np
 import pytest
+from lab_fixtures import Counter
 
 import durable_lab
 import widgets
@@ -20,8 +22,6 @@ from widgets._reducers import MetricsReducer, TimelineReducer, fold
 from widgets.attribution_view import show_on_timeline
 from widgets.metrics import log_ticks
 from widgets.timeline import fit_labels
-
-from lab_fixtures import Counter
 
 
 class Room(DurableObject):
@@ -163,8 +163,9 @@ async def test_timeline_on_lab_time_gives_distance_its_width():
         # The glyphs draw the lab-time columns, outlined so the zero-width work still shows.
         assert tl.figure.renderers[0].glyph.left == "t_left"
         assert tl.figure.renderers[0].glyph.line_alpha == 1.0
-        work = [r - l for d, k, l, r in zip(data["delivery"], data["kind"], data["t_left"],
-                                             data["t_right"], strict=True)
+        work = [right - left for d, k, left, right in zip(data["delivery"], data["kind"],
+                                                          data["t_left"], data["t_right"],
+                                                          strict=True)
                 if int(d) == amsterdam and k != "network"]
         assert work and max(work) < 1.0  # the sliver: no lab time on an auto clock
         # The window follows lab time: the whole of both calls is in view.
@@ -374,10 +375,10 @@ async def test_busy_gate_lanes_never_draw_overlapping_labels(lab):
     x_range = tl.figure.x_range
     per_px = (x_range.end - x_range.start) / (tl.width_px - 110)
     for lane in ("input gate", "commit"):
-        xs = sorted((x, text) for x, l, text in zip(labels["x"], labels["lane"],
-                                                    labels["label"], strict=True) if l == lane)
+        xs = sorted((x, text) for x, on, text in zip(labels["x"], labels["lane"],
+                                                     labels["label"], strict=True) if on == lane)
         assert xs, f"no label at all on {lane}"
-        for (x1, t1), (x2, _t2) in zip(xs, xs[1:]):
+        for (x1, t1), (x2, _t2) in itertools.pairwise(xs):
             assert (x2 - x1) / per_px >= len(t1) * 6.5  # the next starts after this one ends
     tl.close()
 

@@ -40,7 +40,7 @@ def _rows_in_bundle(model: LiveBokehModel) -> int:
     return found
 
 
-def _find_rows(node):  # type: ignore[no-untyped-def]
+def _find_rows(node):
     if isinstance(node, dict):
         if node.get("name") == "ColumnDataSource" or node.get("type") == "object":
             attrs = node.get("attributes", {})
@@ -95,7 +95,7 @@ def test_displaying_a_panel_refreshes_its_plots_first(lab):
     class Box(Panel):
         kind = "late-view-test"
 
-        def apply(self, event):  # type: ignore[no-untyped-def]
+        def apply(self, event):
             return None
 
         def draw(self) -> None:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import re
 
+from lab_fixtures import Counter, two_increments
+
 import widgets
 from durable_lab import DurableObject, Lab
 from widgets._reducers import GateLanes, ObjectState, StorageReducer, fold
 from widgets.object_view import render_object_html
-
-from lab_fixtures import Counter, two_increments
 
 
 def _attr(html: str, name: str) -> str:
@@ -104,7 +104,7 @@ class _GateFolder:
     def __init__(self, lanes: GateLanes) -> None:
         self.lanes = lanes
 
-    def apply(self, e) -> None:  # noqa: ANN001
+    def apply(self, e) -> None:
         self.lanes.apply(e, e.seq)
 
 
@@ -255,7 +255,7 @@ async def test_a_narrow_fleet_shortens_labels_to_fit_its_cells(lab):
     row = narrow.reducer.rows["COUNTER:room-0"]
     row.heat = row.peak = narrow.mapper.high = 20  # the hottest colour: white text on it
     narrow.refresh()
-    ink = dict(zip(narrow.source.data["label"], narrow.source.data["ink"]))
+    ink = dict(zip(narrow.source.data["label"], narrow.source.data["ink"], strict=True))
     assert ink["COUNTER:room-0"] == "#ffffff" and ink["COUNTER:room-1"] == "#111827"
     narrow.close()
     wide.close()
@@ -268,7 +268,7 @@ async def test_one_object_is_one_cell_of_the_fleet_not_the_whole_plot(lab):
     fleet._feed.flush()
     x, y = fleet.figure.x_range, fleet.figure.y_range
     assert (x.end - x.start) >= 4 and (y.end - y.start) >= 4  # a 4x4 grid at least
-    assert list(fleet.source.data["text"])[0].startswith("COUNTER:a")
+    assert next(iter(fleet.source.data["text"])).startswith("COUNTER:a")
     fleet.close()
 
 
@@ -296,10 +296,10 @@ async def test_metrics_start_readable_and_use_a_log_scale_for_batches(lab):
     m.render()
     counts = list(m.batches.data["count"])
     assert counts[0] == 3 and sum(counts) == 4
-    assert list(m.batches.data["top"])[0] == 3 and min(m.batches.data["top"]) > 0
+    assert next(iter(m.batches.data["top"])) == 3 and min(m.batches.data["top"]) > 0
     assert not m._empty[2].visible
     legends = [r for r in f1.above if type(r).__name__ == "Legend"]
-    assert legends and not f1.legend[0] in f1.center
+    assert legends and f1.legend[0] not in f1.center
     m.close()
 
 

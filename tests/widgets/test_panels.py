@@ -7,14 +7,13 @@ import re
 import time
 
 import pytest
+from lab_fixtures import Counter
 
 import widgets
-from widgets import _feed
-from widgets.object_view import render_object_html
-from widgets._reducers import ObjectState
-
 from durable_lab import Lab
-from lab_fixtures import Counter
+from widgets import _feed
+from widgets._reducers import ObjectState
+from widgets.object_view import render_object_html
 
 
 def _attr(html: str, name: str) -> str:
@@ -247,8 +246,8 @@ def test_object_html_shows_every_part_of_the_state():
 
 
 def test_panel_event_log_filter():
-    from durable_lab import events as ev
     from durable_lab import Lab
+    from durable_lab import events as ev
 
     lab = Lab(storage="memory")
     log = widgets.EventLog(lab, register=False)

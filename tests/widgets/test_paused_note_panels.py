@@ -8,7 +8,7 @@ import asyncio
 import widgets
 
 
-def notes(capsys) -> list[str]:  # type: ignore[no-untyped-def]
+def notes(capsys) -> list[str]:
     out, err = capsys.readouterr()
     assert "the lab is paused" not in err  # ordinary output, never on stderr
     return [line for line in out.splitlines() if "the lab is paused" in line]

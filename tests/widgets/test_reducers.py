@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+
+from lab_fixtures import Counter, two_increments
 
 from durable_lab import Lab
 from durable_lab import events as ev
@@ -16,8 +19,6 @@ from widgets._reducers import (
     describe_event,
     fold,
 )
-
-from lab_fixtures import Counter, two_increments
 
 OBJ = "COUNTER:room-1"
 
@@ -78,10 +79,8 @@ async def test_reset_clears_the_instance_and_shows_a_banner(lab):
     await stub.increment()
     rec = lab.record()
     lab.faults.fail_next_commit(stub)
-    try:
+    with contextlib.suppress(Exception):
         await stub.increment()
-    except Exception:
-        pass
     await lab.wait_idle()
     rec.close()
     s = fold(ObjectsReducer(), rec.events).get(OBJ)

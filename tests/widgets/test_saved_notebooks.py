@@ -57,7 +57,8 @@ def test_a_panel_becomes_a_note_naming_it_and_saying_how_to_see_it_again():
     assert outs[0] == printed  # other outputs untouched, in order
     data = outs[1]["data"]
     assert WIDGET_VIEW not in data
-    assert f'class="{NOTE_CLASS}"' in data["text/html"] and 'data-panel="Watch"' in data["text/html"]
+    assert f'class="{NOTE_CLASS}"' in data["text/html"]
+    assert 'data-panel="Watch"' in data["text/html"]
     assert "live panel (Watch)" in data["text/plain"]
     assert "Run All Cells" in data["text/plain"]
     assert outs[1]["output_type"] == "display_data"
@@ -286,7 +287,7 @@ def test_opening_the_widget_control_comm_counts_a_new_page(monkeypatch):
     registered = {}
 
     class Manager:
-        def register_target(self, name, fn):  # type: ignore[no-untyped-def]
+        def register_target(self, name, fn):
             registered[name] = fn
 
     seen = []

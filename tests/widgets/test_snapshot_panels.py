@@ -17,20 +17,21 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/snapshot_run.py
 
-import widgets  # noqa: E402
-from durable_lab import Lab  # noqa: E402
-from durable_lab import events as ev  # noqa: E402
-from snapshot_run import Account, make_lab, moments  # noqa: E402
-from widgets._reducers import ObjectsReducer  # noqa: E402
-from widgets.controls import Controls  # noqa: E402
-from widgets.dashboard import Dashboard  # noqa: E402
-from widgets.fleet import FleetView  # noqa: E402
-from widgets.metrics import Metrics  # noqa: E402
-from widgets.object_view import ObjectView, render_object_html  # noqa: E402
-from widgets.scheduler_panel import SchedulerPanel  # noqa: E402
-from widgets.storage_view import StorageInspector  # noqa: E402
-from widgets.timeline import Timeline  # noqa: E402
-from widgets.watch import Watch  # noqa: E402
+from snapshot_run import Account, make_lab, moments
+
+import widgets
+from durable_lab import Lab
+from durable_lab import events as ev
+from widgets._reducers import ObjectsReducer
+from widgets.controls import Controls
+from widgets.dashboard import Dashboard
+from widgets.fleet import FleetView
+from widgets.metrics import Metrics
+from widgets.object_view import ObjectView, render_object_html
+from widgets.scheduler_panel import SchedulerPanel
+from widgets.storage_view import StorageInspector
+from widgets.timeline import Timeline
+from widgets.watch import Watch
 
 TARGET = "ACCOUNT:alice"
 
@@ -130,7 +131,7 @@ async def test_every_panel_opened_at_any_moment_agrees_with_one_that_watched_fro
     def at(moment: str) -> None:
         count[0] += 1
         # A dozen moments and more, spread over the whole run, the reset among them.
-        if count[0] % 4 != 1 and "crash" not in moment and "failing commit, pass 2" != moment:
+        if count[0] % 4 != 1 and "crash" not in moment and moment != "failing commit, pass 2":
             return
         feed._reduce()  # the early panels are up to date: they saw every event
         for kind, make in KINDS.items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 import ipywidgets as w
+
 import widgets
 from widgets.controls import Controls
 

@@ -19,14 +19,14 @@ import widgets
 from widgets import _threads
 
 
-def _from_another_thread(fn) -> None:  # type: ignore[no-untyped-def]
+def _from_another_thread(fn) -> None:
     worker = threading.Thread(target=fn, name="subshell-stand-in")
     worker.start()
     worker.join(5)
     assert not worker.is_alive()
 
 
-async def _until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+async def _until(condition, what: str) -> None:
     for _ in range(500):
         if condition():
             return
@@ -73,7 +73,7 @@ async def test_a_step_click_from_another_thread_steps_the_lab_on_its_own_loop(la
     stepped_in: list[int] = []
     real_step = c._on_step
 
-    def recording_step(button):  # type: ignore[no-untyped-def]
+    def recording_step(button):
         stepped_in.append(threading.get_ident())
         return real_step(button)
 
@@ -109,7 +109,7 @@ async def test_a_view_message_from_another_thread_changes_the_plot_on_the_home_t
         refreshed_in.append(threading.get_ident())
         return real_refresh()
 
-    model.refresh_bundle = recording_refresh  # type: ignore[method-assign]
+    model.refresh_bundle = recording_refresh
     msg = {"content": {"data": {"method": "custom", "content": dict(DOCUMENT_READY)}},
            "buffers": []}
     _from_another_thread(lambda: model._handle_msg(msg))
