@@ -70,3 +70,5 @@ def test_lab_sh_prints_the_address_of_the_tour_itself():
         except subprocess.TimeoutExpired:
             os.killpg(lab.pid, signal.SIGKILL)
             lab.wait()
+        if lab.stdout is not None:
+            lab.stdout.close()
