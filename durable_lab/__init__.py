@@ -17,8 +17,8 @@ from .bus import Subscription as Subscription
 from .clock import AutoClock as AutoClock
 from .clock import ManualClock as ManualClock
 from .clock import RealClock as RealClock
-from .clock import now as now
-from .clock import sleep as sleep
+from ._turns import now as now
+from ._turns import sleep as sleep
 from .errors import DurableLabError as DurableLabError
 from .errors import DurableObjectError as DurableObjectError
 from .errors import DurableObjectResetError as DurableObjectResetError

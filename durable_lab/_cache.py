@@ -25,8 +25,8 @@ not remember the listed range.
 SQL API and transactions
 ------------------------
 This cache is the engine of *KV-backed* classes only. A class bound with
-``lab.bind(NAME, Cls, sql=True)`` is SQLite-backed: constructing a ``StorageCache`` for one of
-its instances returns a ``_sql_engine.SqliteEngine`` instead (workerd ``ActorSqlite``: no cache,
+``lab.bind(NAME, Cls, sql=True)`` is SQLite-backed: the host (``_host.open_storage``) gives its
+instances a ``_sql_engine.SqliteEngine`` instead (workerd ``ActorSqlite``: no cache,
 synchronous reads, writes in an implicit SQLite transaction committed after the turn). Both
 engines offer the same interface to the host, the lab and the alarm scheduler: ``close``,
 ``pending_commits``, ``in_flight``, ``commit_count``, and the metadata seam ``load_metadata`` /
@@ -67,26 +67,11 @@ class CacheStatistics:
     flush_in_flight: bool
 
 
-def _is_sql_backed(instance: Instance) -> bool:
-    namespace = getattr(getattr(instance, "host", None), "namespace", None)
-    return bool(getattr(namespace, "sql", False))
-
-
 class StorageCache:
     """The write-coalescing cache of one object instance."""
 
     #: False here; True on the SQLite engine (``_sql_engine.SqliteEngine``).
     is_sqlite = False
-
-    def __new__(cls, instance: Instance, backend: StorageBackend,
-                barrier: asyncio.Future[None] | None) -> Any:
-        # A SQLite-backed namespace (``lab.bind(..., sql=True)``) gets the ActorSqlite engine
-        # instead; it offers the same interface (metadata seam, close, pending_commits...).
-        if cls is StorageCache and _is_sql_backed(instance):
-            from ._sql_engine import SqliteEngine
-
-            return SqliteEngine(instance, backend, barrier)
-        return super().__new__(cls)
 
     def __init__(self, instance: Instance, backend: StorageBackend,
                  barrier: asyncio.Future[None] | None) -> None:
@@ -263,7 +248,7 @@ class StorageCache:
             # While the lab is paused, starting a flush is a step the learner takes; writes
             # made meanwhile join the batch.
             label = self.instance.label
-            permit = self.instance.lab.scheduler.permit(
+            permit = self.instance.services.scheduler.permit(
                 "flush", label, 0, f"start the flush of {label} (pending writes -> one batch)")
             if permit is not None:
                 permit.add_done_callback(
@@ -298,15 +283,15 @@ class StorageCache:
             await asyncio.wait((self._barrier,))
         puts = {k: v for k, v in batch.items() if v is not ABSENT}
         deletes = [k for k, v in batch.items() if v is ABSENT]
-        clock = instance.lab.clock
+        clock = instance.services.clock
         started = clock.now()
         try:
-            injected = await instance.lab._before_commit(instance)
+            injected = await instance.services.before_commit(instance)
             if injected is not None:
                 raise injected
             await self.backend.commit(self.key, delete_all=delete_all, puts=puts,
                                       deletes=deletes, metadata=metadata)
-            permit = instance.lab.scheduler.permit(
+            permit = instance.services.scheduler.permit(
                 "commit", instance.label, 0, f"finish commit #{number} of {instance.label}")
             if permit is not None:
                 await permit

@@ -40,7 +40,7 @@ class NaiveStorage:
 
     def __init__(self, instance: Instance) -> None:
         self._instance = instance
-        self._backend = instance.lab.backend
+        self._backend = instance.services.backend
         self._key = instance.storage_key
         self._batches = itertools.count(1)
         #: Batches written and not yet landed: number -> keys, as FlushStarted said (snapshots).
@@ -74,9 +74,9 @@ class NaiveStorage:
         if bus.active:
             bus.emit(FlushStarted, inst.label, inst.object_id, number, tuple(puts), tuple(deletes),
                      delete_all, False)
-        started = inst.lab.clock.now()
+        started = inst.services.clock.now()
         try:
-            injected = await inst.lab._before_commit(inst)
+            injected = await inst.services.before_commit(inst)
             if injected is not None:
                 raise injected
             await self._backend.commit(self._key, delete_all=delete_all, puts=puts,
@@ -93,7 +93,7 @@ class NaiveStorage:
         inst.host.last_batch = (number, len(puts) + len(deletes), True)
         if bus.active:
             bus.emit(CommitDone, inst.label, inst.object_id, number, len(puts) + len(deletes),
-                     inst.lab.clock.now() - started)
+                     inst.services.clock.now() - started)
 
     def _write(self, puts: dict[str, bytes], deletes: list[str], delete_all: bool = False
                ) -> asyncio.Future[None]:

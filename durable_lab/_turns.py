@@ -49,6 +49,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import math
+import time
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -62,7 +64,8 @@ if TYPE_CHECKING:
     from ._host import CriticalSection, Delivery, Instance
 
 __all__ = ["YIELD_TO_TURN", "Driver", "Resolved", "after_turn", "current_driver",
-           "install_task_factory", "mark_io", "resolved", "spawn", "uninstall_task_factory"]
+           "install_task_factory", "mark_io", "now", "resolved", "sleep", "spawn",
+           "uninstall_task_factory"]
 
 #: The driver whose code is running now (None outside object code). Set once per strand task.
 current_driver: contextvars.ContextVar[Driver | None] = contextvars.ContextVar(
@@ -201,7 +204,7 @@ class Driver:
         gate = self.gate
         # The "serial" model: one delivery at a time from start to finish, like an actor with a
         # lock: the gate is kept across every await, not only storage reads.
-        serial = instance.lab.model == "serial"
+        serial = instance.services.model == "serial"
         error: BaseException | None = None
         try:
             while True:
@@ -434,7 +437,7 @@ class Driver:
             instance = self.instance
 
             def on_wake() -> None:
-                if (instance.lab.scheduler.paused and instance.broken is None
+                if (instance.services.scheduler.paused and instance.broken is None
                         and not waiter.done()):
                     waiter.set_result(gate.wait(holder, kind="resume"))  # a timer: I/O
                     if call is not None:
@@ -568,16 +571,16 @@ class _ObjectTaskFactory:
         return task
 
 
-def install_task_factory(loop: asyncio.AbstractEventLoop, lab: Any) -> None:
+def install_task_factory(loop: asyncio.AbstractEventLoop, services: Any) -> None:
     """Make the loop adopt tasks created by object code (idempotent; remembered per lab)."""
     factory = loop.get_task_factory()
     if not isinstance(factory, _ObjectTaskFactory):
         factory = _ObjectTaskFactory(factory)
         loop.set_task_factory(factory)
-    factory.labs.add(lab)
+    factory.labs.add(services)
 
 
-def uninstall_task_factory(lab: Any) -> None:
+def uninstall_task_factory(services: Any) -> None:
     """``lab`` closed: once no open lab uses the loop, put the previous task factory back."""
     try:
         loop = asyncio.get_running_loop()
@@ -585,6 +588,38 @@ def uninstall_task_factory(lab: Any) -> None:
         return
     factory = loop.get_task_factory()
     if isinstance(factory, _ObjectTaskFactory):
-        factory.labs.discard(lab)
+        factory.labs.discard(services)
         if not factory.labs:
             loop.set_task_factory(factory.previous)
+
+
+# -- the lab clock, from object code (durable_lab.sleep, durable_lab.now) ---------------------
+
+
+def sleep(seconds: float) -> asyncio.Future[None]:
+    """Sleep on the lab's clock when called from object code (else real time).
+
+    Inside an object, ``await durable_lab.sleep(5)`` waits five seconds of *lab* time: on a manual
+    clock until ``lab.clock.advance(5)``, on an auto clock not at all in real time. It is
+    non-storage I/O, so it ends the turn and opens the input gate, exactly like
+    ``asyncio.sleep`` on Cloudflare.
+    """
+    if not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
+        raise ValueError(f"sleep() takes a finite number of seconds >= 0, got {seconds!r}")
+    driver = current_driver.get()
+    if driver is None:
+        fut: asyncio.Future[None] = spawn(asyncio.sleep(seconds))
+        return fut
+    return mark_io(driver.instance.services.clock.sleep(seconds))
+
+
+def now() -> float:
+    """The lab clock's time (epoch seconds) when called from object code, else wall time.
+
+    ``setAlarm(now() * 1000 + 60_000)`` sets an alarm a minute from now in *lab* time, which is
+    what a manual or auto clock needs. On Cloudflare write ``time.time()`` (or JS ``Date.now()``).
+    """
+    driver = current_driver.get()
+    if driver is None:
+        return time.time()
+    return driver.instance.services.clock.now()

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 __all__ = ["AutoClock", "Clock", "ClockTimer", "ManualClock", "RealClock", "Sleep", "make_clock",
-           "now", "sleep"]
+           "wall_monotonic"]
 
 
 class ClockTimer(Protocol):
@@ -274,25 +274,6 @@ def make_clock(clock: str | Clock | None, *, rate: float = 1.0, start: float | N
     return clock
 
 
-def sleep(seconds: float) -> asyncio.Future[None]:
-    """Sleep on the lab's clock when called from object code (else real time).
-
-    Inside an object, ``await durable_lab.sleep(5)`` waits five seconds of *lab* time: on a manual
-    clock until ``lab.clock.advance(5)``, on an auto clock not at all in real time. It is
-    non-storage I/O, so it ends the turn and opens the input gate, exactly like
-    ``asyncio.sleep`` on Cloudflare.
-    """
-    from ._turns import current_driver, mark_io, spawn
-
-    if not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
-        raise ValueError(f"sleep() takes a finite number of seconds >= 0, got {seconds!r}")
-    driver = current_driver.get()
-    if driver is None:
-        fut: asyncio.Future[None] = spawn(asyncio.sleep(seconds))
-        return fut
-    return mark_io(driver.instance.lab.clock.sleep(seconds))
-
-
 def wall_monotonic() -> float:
     """Seconds of wall time from an arbitrary origin, for watchdogs only.
 
@@ -301,17 +282,3 @@ def wall_monotonic() -> float:
     time that really passes. This is the one place outside the clocks that may read it.
     """
     return time.monotonic()
-
-
-def now() -> float:
-    """The lab clock's time (epoch seconds) when called from object code, else wall time.
-
-    ``setAlarm(now() * 1000 + 60_000)`` sets an alarm a minute from now in *lab* time, which is
-    what a manual or auto clock needs. On Cloudflare write ``time.time()`` (or JS ``Date.now()``).
-    """
-    from ._turns import current_driver
-
-    driver = current_driver.get()
-    if driver is None:
-        return time.time()
-    return driver.instance.lab.clock.now()

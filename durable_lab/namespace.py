@@ -30,7 +30,7 @@ from .network import JURISDICTIONS, check_jurisdiction, check_location_hint
 
 if TYPE_CHECKING:
     from ._host import ObjectHost
-    from .lab import Lab
+    from .services import LabServices
 
 __all__ = ["GET_OPTIONS", "RESERVED_METHODS", "Client", "DurableObjectNamespace", "DurableObjectStub"]
 
@@ -77,14 +77,14 @@ class DurableObjectNamespace:
 
     _durable_lab_by_reference = True
 
-    def __init__(self, lab: Lab, name: str, cls: type, *, sql: bool = False) -> None:
-        self._lab = lab
+    def __init__(self, services: LabServices, name: str, cls: type, *, sql: bool = False) -> None:
+        self._services = services
         self.name = name
         self.cls = cls
         #: True for a SQLite-backed class (ctx.storage.sql available, synchronous storage).
         self.sql = sql
-        self._ids = IdFactory(name, lab.random, jurisdictions=JURISDICTIONS,
-                              session=getattr(lab, "session", 0))
+        self._ids = IdFactory(name, services.random, jurisdictions=JURISDICTIONS,
+                              session=getattr(services, "session", 0))
         #: The binding itself (a view's base), the region its stubs call from (None: the
         #: lab's default caller), the jurisdiction it is restricted to.
         self._base = self
@@ -126,7 +126,7 @@ class DurableObjectNamespace:
         ``locationHint`` (``{"locationHint": "weur"}`` or ``locationHint="weur"``) asks for the
         object to be created in that region; only the call that creates it respects the hint.
         """
-        self._lab._check_open()
+        self._services.check_open()
         if not isinstance(object_id, DurableObjectId):
             raise TypeError(
                 f"get() takes a DurableObjectId (from idFromName, newUniqueId or idFromString), "
@@ -145,7 +145,7 @@ class DurableObjectNamespace:
             )
         hint = None if options is None and locationHint is None else _location_hint(
             "get", options, locationHint)
-        host = self._lab._host(self._base, object_id)
+        host = self._services.host(self._base, object_id)
         stub = DurableObjectStub(host, object_id)
         if hint is not None:
             stub._hint = hint
@@ -187,12 +187,12 @@ class _NamespaceView(DurableObjectNamespace):
 
     def __init__(self, base: DurableObjectNamespace, *, region: str | None,
                  jurisdiction: str | None) -> None:  # noqa: D107 - no super().__init__: a view
-        self._lab = base._lab
+        self._services = base._services
         self._base = base
         self._region = region
         self._jurisdiction = jurisdiction
         self._ids = base._ids if jurisdiction is None else IdFactory(
-            base.name, base._lab.random, jurisdiction=jurisdiction, jurisdictions=JURISDICTIONS)
+            base.name, base._services.random, jurisdiction=jurisdiction, jurisdictions=JURISDICTIONS)
 
     @property  # type: ignore[override]
     def name(self) -> str:
@@ -287,14 +287,14 @@ class DurableObjectStub:
     def _send(self, kind: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
               ) -> asyncio.Future[Any]:
         host = self._host
-        if host.lab.closed:
+        if host.services.closed:
             # At once, not in the reply: a cell re-run after "Run All" closed the lab says so.
             raise LabClosedError()
-        if host.lab.network is not None:  # the only cost of geography when there is none
+        if host.services.network is not None:  # the only cost of geography when there is none
             return self._send_over_network(kind, method, args, kwargs)
         driver = current_driver.get()
-        if driver is None and host.lab.scheduler.paused:
-            host.lab.scheduler.note_call(host.label, method)  # "the lab is paused: ..."
+        if driver is None and host.services.scheduler.paused:
+            host.services.scheduler.note_call(host.label, method)  # "the lab is paused: ..."
         if driver is not None and not driver.instance.broken:
             # An outgoing call from an object waits for that object's pending writes. Its
             # reply is I/O for the caller: the caller's code comes back through its gate.
@@ -307,8 +307,8 @@ class DurableObjectStub:
                                                 link=link))
             return mark_io(host.deliver(kind, method, args, kwargs, self._generation, self,
                                         None if link is None else (None, 0.0, link)))
-        elif driver is None and host.lab.recording:
-            return host.lab._record_call(
+        elif driver is None and host.services.recording:
+            return host.services.record_call(
                 host, kind, method, args, kwargs,
                 lambda link: host.deliver(kind, method, args, kwargs, self._generation, self,
                                           (None, 0.0, link)))
@@ -319,12 +319,12 @@ class DurableObjectStub:
         """``_send`` with ``Lab(network=...)``: the same steps, with the call carried from the
         caller's region to the object's and its reply carried back (network.py)."""
         host = self._host
-        lab = host.lab
-        network = lab.network
+        services = host.services
+        network = services.network
         assert network is not None
         driver = current_driver.get()
-        if driver is None and lab.scheduler.paused:
-            lab.scheduler.note_call(host.label, method)
+        if driver is None and services.scheduler.paused:
+            services.scheduler.note_call(host.label, method)
         if driver is not None and not driver.instance.broken:
             caller = driver.instance
             source = network.region_of_host(caller.host)
@@ -345,8 +345,8 @@ class DurableObjectStub:
         def carry_from_client(link: Any = None) -> asyncio.Future[Any]:
             return network.carry(self, source, "client", kind, method, args, kwargs, link=link)
 
-        if driver is None and lab.recording:
-            return lab._record_call(host, kind, method, args, kwargs, carry_from_client)
+        if driver is None and services.recording:
+            return services.record_call(host, kind, method, args, kwargs, carry_from_client)
         return carry_from_client()
 
     def _send_after(self, pending: asyncio.Future[None], driver: Any, kind: str, method: str,
@@ -357,7 +357,7 @@ class DurableObjectStub:
         caller = driver.instance
         bus = caller.bus
         target = self._host.label
-        clock = caller.lab.clock
+        clock = caller.services.clock
         sent = clock.now()  # the call was made now; the caller's output gate holds it
 
         async def send() -> None:
@@ -406,8 +406,8 @@ class Client:
     hint is placed in ``region``. On a lab without a network the region changes nothing.
     """
 
-    def __init__(self, lab: Lab, region: str) -> None:
-        self._lab = lab
+    def __init__(self, services: LabServices, region: str) -> None:
+        self._services = services
         self.region = region
         self.env = _ClientEnv(self)
 
@@ -431,7 +431,7 @@ class _ClientEnv:
         if name.startswith("_"):
             raise AttributeError(name)
         client = self._client
-        base = getattr(client._lab.env, name)  # the lab's own error for an unknown binding
+        base = getattr(client._services.env, name)  # the lab's own error for an unknown binding
         view = self._views.get(name)
         if view is None or view._base is not base:
             view = self._views[name] = _NamespaceView(base, region=client.region,
@@ -439,7 +439,7 @@ class _ClientEnv:
         return view
 
     def __dir__(self) -> list[str]:
-        return dir(self._client._lab.env)
+        return dir(self._client._services.env)
 
     def __repr__(self) -> str:
         return f"<Env seen from {self._client.region}: {', '.join(dir(self)) or '(no bindings)'}>"

@@ -56,6 +56,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import values
+from .alarms import ALARM_KEY, alarm_time, stored_alarm
 from ._turns import current_driver, mark_io, resolved, spawn
 from .errors import StorageCorruptError
 from .events import StorageOp
@@ -256,15 +257,9 @@ class DurableObjectStorage:
 
     __slots__ = ("_cache", "_done", "_instance")
 
-    def __new__(cls, instance: Instance) -> Any:
-        # The storage of a SQLite-backed object (its cache is the SQLite engine).
-        if cls is DurableObjectStorage and getattr(instance.cache, "is_sqlite", False):
-            return super().__new__(SqlDurableObjectStorage)
-        return super().__new__(cls)
-
-    def __init__(self, instance: Instance) -> None:
+    def __init__(self, instance: Instance, cache: StorageCache) -> None:
         self._instance = instance
-        self._cache = instance.cache
+        self._cache = cache
         self._done: asyncio.Future[None] | None = None
 
     def _emit(self, op: str, keys: Iterable[str], cache: str) -> None:
@@ -554,9 +549,67 @@ class DurableObjectStorage:
 
         return section
 
+    # -- the alarm (alarms.py): one time per object, kept with the data in _cf_METADATA ------
+
+    def getAlarm(self, *, allowConcurrency: bool = False  # noqa: N802, N803
+                 ) -> asyncio.Future[float | None]:
+        """The alarm time in epoch milliseconds, or None. None inside ``alarm()`` unless re-set."""
+        instance = self._instance
+        instance.check_usable()
+        cache = self._cache
+        if instance.in_alarm_handler and not instance.alarm_set_in_handler:
+            return _done(None)
+        if cache.metadata_loaded or ALARM_KEY in cache.metadata:
+            data = cache.metadata.get(ALARM_KEY)
+            return _done(None if data is None else stored_alarm(data, instance.label))
+
+        async def read() -> float | None:
+            metadata = await cache.load_metadata()
+            data = metadata.get(ALARM_KEY)
+            return None if data is None else stored_alarm(data, instance.label)
+
+        return self._start_read(read(), allowConcurrency)
+
+    def setAlarm(self, scheduledTime: Any, *,  # noqa: N802, N803
+                 allowConcurrency: bool = False, allowUnconfirmed: bool = False  # noqa: N803
+                 ) -> asyncio.Future[None]:
+        """Set the object's one alarm (epoch ms or datetime). Replaces any earlier alarm."""
+        instance = self._instance
+        instance.check_usable()
+        millis = alarm_time(scheduledTime)
+        if millis <= 0:
+            raise TypeError("setAlarm() cannot be called with an alarm time <= 0")
+        driver = current_driver.get()
+        in_constructor = driver is not None and driver.holder == "constructor"
+        handler = getattr(instance.cls, "alarm", None)
+        if not in_constructor and not callable(handler):
+            raise TypeError(
+                "Your Durable Object class must have an alarm() handler in order to call setAlarm()"
+            )
+        now = instance.services.clock.now() * 1000.0
+        millis = max(millis, now)  # a past time fires (almost) at once
+        if instance.in_alarm_handler:
+            instance.alarm_set_in_handler = True
+        self._cache.set_metadata(ALARM_KEY, values.encode(millis),
+                                    confirmed=not allowUnconfirmed)
+        return _done(None)
+
+    def deleteAlarm(self, *, allowConcurrency: bool = False,  # noqa: N802, N803
+                    allowUnconfirmed: bool = False) -> asyncio.Future[None]:  # noqa: N803
+        """Cancel the alarm (a no-op if none is set). Does not stop a running handler."""
+        instance = self._instance
+        instance.check_usable()
+        if instance.in_alarm_handler:
+            instance.alarm_set_in_handler = False
+        self._cache.set_metadata(ALARM_KEY, None, confirmed=not allowUnconfirmed)
+        return _done(None)
+
+    get_alarm = getAlarm
+    set_alarm = setAlarm
+    delete_alarm = deleteAlarm
+
     def __repr__(self) -> str:
         return f"<DurableObjectStorage of {self._instance.label}>"
-
 
 
 # -- transactions --------------------------------------------------------------------------
@@ -797,8 +850,8 @@ class SqlDurableObjectStorage(DurableObjectStorage):
     _cache: SqliteEngine  # type: ignore[assignment]
     _MAX_STORED = MAX_SQLITE_ENTRY_SIZE
 
-    def __init__(self, instance: Instance) -> None:
-        super().__init__(instance)
+    def __init__(self, instance: Instance, engine: SqliteEngine) -> None:
+        super().__init__(instance, engine)  # type: ignore[arg-type]  # (the same interface)
         self._sql: SqlStorage | None = None
 
     def get(self, keys: str | list[str], *, allowConcurrency: bool = False,  # noqa: N803

@@ -86,7 +86,7 @@ from .http import Request, Response
 
 if TYPE_CHECKING:
     from ._host import Instance, ObjectHost
-    from .lab import Lab
+    from .services import LabServices
 
 __all__ = [
     "ClientWebSocket",
@@ -560,7 +560,7 @@ class _Socket:
     def send(self, gate: asyncio.Future[None] | None, item: tuple[Any, ...], delivery: int) -> None:
         held = gate is not None or bool(self.outbox)
         if item[0] == "message":
-            bus = self.registry.host.lab.bus
+            bus = self.registry.host.services.bus
             if bus.active:
                 host = self.registry.host
                 data = item[1]
@@ -585,7 +585,7 @@ class _Socket:
             outbox.popleft()
             ok = gate is None or (not gate.cancelled() and gate.exception() is None)
             if item[0] == "message":
-                bus = self.registry.host.lab.bus
+                bus = self.registry.host.services.bus
                 if bus.active:
                     host = self.registry.host
                     bus.emit(WebSocketMessageReleased, host.label, host.object_id, delivery,
@@ -606,7 +606,7 @@ class _Socket:
         registry.peer_closed(self, code, reason, True, initiator="")
 
     def drop_outbox(self) -> None:
-        bus = self.registry.host.lab.bus
+        bus = self.registry.host.services.bus
         while self.outbox:
             _gate, item, delivery = self.outbox.popleft()
             if item[0] == "message" and bus.active:
@@ -648,7 +648,7 @@ class HostSockets:
         ws._instance = instance
         record.wrapper = ws
         client._record = record
-        bus = self.host.lab.bus
+        bus = self.host.services.bus
         if bus.active:
             driver = current_driver.get()
             bus.emit(WebSocketAccepted, self.host.label, self.host.object_id,
@@ -658,17 +658,17 @@ class HostSockets:
 
     def receive(self, record: _Socket, data: str | bytes, size: int) -> None:
         host = self.host
-        lab = host.lab
-        bus = lab.bus
+        services = host.services
+        bus = services.bus
         pair = self.auto_response
         if pair is not None and type(data) is str and data == pair.request:
-            record.auto_response_at = _dt.datetime.fromtimestamp(lab.clock.now(), tz=_dt.UTC)
+            record.auto_response_at = _dt.datetime.fromtimestamp(services.clock.now(), tz=_dt.UTC)
             if bus.active:
                 bus.emit(WebSocketAutoResponse, host.label, host.object_id, record.id)
             record.send(None, ("message", pair.response), 0)
             return
         if bus.active:
-            bus.emit(WebSocketMessageReceived, host.label, host.object_id, lab._deliveries + 1,
+            bus.emit(WebSocketMessageReceived, host.label, host.object_id, services.coming_delivery_id(),
                      record.id, size, type(data) is bytes)
         reply = self._dispatch(record, "webSocketMessage", (data,))
         if reply.done() and not reply.cancelled() and reply.exception() is not None:
@@ -698,7 +698,7 @@ class HostSockets:
 
     def _dispatch(self, record: _Socket, method: str, args: tuple[Any, ...]) -> asyncio.Future[Any]:
         host = self.host
-        if host.lab.closed:
+        if host.services.closed:
             fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             fut.set_result(None)
             return fut
@@ -738,7 +738,7 @@ class HostSockets:
 
     def emit_closed(self, record: _Socket, code: int, reason: str, was_clean: bool,
                     initiator: str) -> None:
-        bus = self.host.lab.bus
+        bus = self.host.services.bus
         if bus.active:
             bus.emit(WebSocketClosed, self.host.label, self.host.object_id, record.id, code,
                      reason, was_clean, initiator)
@@ -880,59 +880,3 @@ def set_event_timeout(instance: Instance, timeout_ms: object = None) -> None:
 def get_event_timeout(instance: Instance) -> int | None:
     registry = instance.host.websockets
     return None if registry is None else registry.event_timeout
-
-
-# -- lab-side helpers (Lab.connect, Lab.hibernate, Lab.close, Lab.bind) --------------------------
-
-
-async def connect(lab: Lab, stub: Any, path: str = "/", *,
-                  headers: dict[str, str] | None = None) -> ClientWebSocket:
-    """Upgrade ``GET https://lab{path}`` on ``stub`` and return the client end."""
-    if not isinstance(path, str) or not path.startswith("/"):
-        raise ValueError(f"connect() takes a path starting with '/', got {path!r}")
-    request = Request(f"https://lab{path}", headers={**(headers or {}), "Upgrade": "websocket"})
-    response = await stub.fetch(request)
-    if not isinstance(response, Response) or response.status != 101:
-        body = await response.text() if isinstance(response, Response) else ""
-        raise RuntimeError(
-            f"the WebSocket upgrade of {path!r} failed: fetch() answered "
-            f"{getattr(response, 'status', response)!r}"
-            + (f" ({body[:200]!r})" if body else "")
-            + "; an upgrade answers Response(None, status=101, web_socket=client)"
-        )
-    ws = response.web_socket
-    if isinstance(ws, WebSocket):
-        raise TypeError(
-            "fetch() returned the server end in web_socket=: return the client end "
-            "(client, server = WebSocketPair()) and accept the server end"
-        )
-    if not isinstance(ws, ClientWebSocket):
-        raise TypeError(
-            "a 101 response must carry web_socket=client (the client end of a WebSocketPair), "
-            f"got {type(ws).__name__}"
-        )
-    if ws._record is None:
-        raise RuntimeError(
-            "fetch() returned a WebSocket whose server end was never accepted: call "
-            "self.ctx.acceptWebSocket(server) before returning the response"
-        )
-    return ws
-
-
-async def hibernate(lab: Lab, target: Any) -> bool:
-    """Wait until the object has no work in flight, then hibernate it (its sockets stay)."""
-    return await lab._evict_when_idle(lab._host_of(target), "hibernation")
-
-
-def close_all(lab: Lab) -> None:
-    """``lab.close()``: close the sockets of every object, hibernated ones included."""
-    for host in lab._hosts.values():
-        if host.websockets is not None:
-            host.websockets.close_all(CLOSE_LAB_CLOSED, "the lab was closed")
-
-
-def code_updated(lab: Lab, namespace: Any) -> None:
-    """A class was bound again: disconnect the sockets of its hibernated objects too."""
-    for host in lab._hosts.values():
-        if host.namespace is namespace and host.websockets is not None:
-            host.websockets.close_all(CLOSE_CODE_UPDATED, "Durable Object code was updated")
