@@ -46,10 +46,12 @@ from typing import TYPE_CHECKING, Any
 from . import values
 from . import websockets as _websockets
 from ._cache import StorageCache
-from .alarms import ALARM_KEY, call_alarm_handler
 from ._futures import relay_outcome as _relay_outcome
 from ._gates import OUTPUT_GATE_TIMEOUT_MESSAGE, InputGate, OutputGate
+from ._naive import NaiveStorage
+from ._sql_engine import SqliteEngine
 from ._turns import Driver, current_driver, install_task_factory, spawn
+from .alarms import ALARM_KEY, call_alarm_handler
 from .attribution import NETWORK, OUTPUT_GATE, QUEUED, RUNNING
 from .clock import fast_now
 from .errors import (
@@ -72,16 +74,14 @@ from .events import (
     ReplyHeld,
     ReplyReleased,
 )
-from .http import Request, Response
+from .http import Response
 from .objects import DurableObjectState, _Aborted
-from ._naive import NaiveStorage
-from ._sql_engine import SqliteEngine
 from .storage import DurableObjectStorage, SqlDurableObjectStorage
 
 if TYPE_CHECKING:
     from .ids import DurableObjectId
-    from .services import LabServices
     from .namespace import DurableObjectNamespace
+    from .services import LabServices
 
 __all__ = ["CriticalSection", "Delivery", "Instance", "ObjectHost", "Origin"]
 

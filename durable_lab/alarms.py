@@ -42,7 +42,6 @@ from .errors import StorageCorruptError, StorageError
 if TYPE_CHECKING:
     from ._host import ObjectHost
     from .services import LabServices
-    from .storage import DurableObjectStorage
 
 __all__ = ["ALARM_KEY", "AlarmInvocationInfo", "AlarmScheduler", "MAX_RETRIES", "alarm_time",
            "stored_alarm", "call_alarm_handler"]

@@ -17,6 +17,7 @@ temporary folder that is removed when the lab closes or the interpreter exits.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import math
 import random
@@ -30,22 +31,24 @@ from typing import TYPE_CHECKING, Any
 
 from . import _turns
 from . import alarms as _alarms
-from . import inspect as _inspect
+from . import attribution as _attribution
 from . import snapshot as _snapshot
+from . import trace as _trace
 from ._backends import MemoryBackend, SqliteBackend
 from ._folder import FolderLock
 from ._host import CODE_UPDATED_MESSAGE, ObjectHost
 from .bus import EventBus, Recorder, Subscription
-from .events import LabClosed
 from .clock import Clock, make_clock
 from .errors import DurableObjectResetError, LabClosedError
-from .check import History
+from .events import LabClosed
 from .faults import Faults
 from .http import Request, Response
-from .scheduler import Breakpoint, Choice, Scheduler
 from .namespace import Client, DurableObjectNamespace, DurableObjectStub
 from .network import Network, check_caller_region, make_network
 from .objects import DurableObject
+from .peek import TableSnapshot, kv_snapshot, sql_snapshot
+from .recording import History
+from .scheduler import Breakpoint, Choice, Scheduler
 from .services import LabServices
 from .websockets import CLOSE_CODE_UPDATED, CLOSE_LAB_CLOSED, ClientWebSocket, WebSocket
 
@@ -450,9 +453,7 @@ class Lab:
         workload call (``result.calls[i]``), a ``Breakdown``, or a stub (its most recent call,
         in flight or finished). See ``durable_lab.attribution``.
         """
-        from .attribution import explain
-
-        return explain(call)
+        return _attribution.explain(call)
 
     def keep_recent_calls(self, per_object: int = 50) -> None:
         """Keep the last ``per_object`` finished calls of every object, for
@@ -471,8 +472,6 @@ class Lab:
         """The breakdowns of the finished calls kept (``keep_recent_calls``) of ``target`` (a
         stub, an id, an object label like ``"COUNTER:room-1"``, or None: every object),
         oldest first."""
-        from .attribution import snapshot
-
         if target is None:
             hosts = list(self._hosts.values())
         elif isinstance(target, str):  # an object label, "COUNTER:room-1"
@@ -482,14 +481,11 @@ class Lab:
         now = self.clock.now()
         calls = [d for h in hosts for d in (h.recent or ())]
         calls.sort(key=lambda d: (getattr(d, "end", None) or 0.0, d.id))
-        return [snapshot(d, now, self.services) for d in calls]
+        return [_attribution.snapshot(d, now, self.services) for d in calls]
 
     def _record_call(self, host: ObjectHost, kind: str, method: str, args: tuple[Any, ...],
                      kwargs: dict[str, Any], send: Callable[[Any], asyncio.Future[Any]]
                      ) -> asyncio.Future[Any]:
-        from . import trace as _trace
-        from .attribution import snapshot
-
         assert self._history is not None
         task = asyncio.current_task()
         client = task.get_name() if task is not None else "client"
@@ -511,7 +507,7 @@ class Lab:
             if arrived:
                 # Where its time went (attribution.py), kept with the history entry.
                 entry = self._history.op(op)  # type: ignore[union-attr]
-                entry.breakdown = snapshot(arrived[0], self.clock.now(), self.services)
+                entry.breakdown = _attribution.snapshot(arrived[0], self.clock.now(), self.services)
             if fut.cancelled():
                 self._history.fail(op, "cancelled")  # type: ignore[union-attr]
             elif fut.exception() is not None:
@@ -524,10 +520,6 @@ class Lab:
 
     def trace(self) -> dict[str, Any]:
         """The run so far as a JSON-serialisable dict (calls, transitions, events)."""
-        import dataclasses
-
-        from .trace import TRACE_VERSION
-
         if not self.recording:
             raise RuntimeError("this lab does not record: make it with Lab(record=True)")
         events = []
@@ -536,7 +528,7 @@ class Lab:
             row["kind"] = event.kind
             events.append({k: list(v) if isinstance(v, tuple) else v for k, v in row.items()})
         return {
-            "version": TRACE_VERSION,
+            "version": _trace.TRACE_VERSION,
             "seed": self.seed,
             "model": self.model,
             "storage": self.storage,
@@ -557,9 +549,7 @@ class Lab:
         classes the trace names are looked up again by module and name, which finds the current
         definition of a class defined in a notebook.
         """
-        from .trace import replay
-
-        return await replay(trace, bindings, keep_lab=keep_lab)
+        return await _trace.replay(trace, bindings, keep_lab=keep_lab, make_lab=Lab)
 
     # -- panels (widgets/, an optional extra) ----------------------------------------------
 
@@ -621,6 +611,16 @@ class Lab:
                 raise ValueError(f"no binding {target.namespace!r} in this lab")
             return self._host(namespace, target)
         raise TypeError(f"expected a stub or an id, got {type(target).__name__}: {target!r}")
+
+    def _host_for(self, target: Any) -> ObjectHost | None:
+        """The host of a stub, an id or a label (``"COUNTER:room-1"``); None if this lab has
+        not seen that object."""
+        if isinstance(target, str):
+            for host in self._hosts.values():
+                if host.label == target:
+                    return host
+            return None
+        return self._host_of(target)
 
     async def evict(self, target: DurableObjectStub | DurableObjectId) -> bool:
         """Evict the object from memory, as Cloudflare does with idle objects.
@@ -724,8 +724,13 @@ class Lab:
 
     async def peek(self, target: Any, *, limit: int = 500) -> dict[str, Any]:
         """What ``target``'s key-value storage holds now, pending writes included: read from
-        outside, nothing delivered to the object, no gate touched (``durable_lab.inspect``)."""
-        return await _inspect.kv_snapshot(self, target, limit=limit)
+        outside, nothing delivered to the object, no gate touched (``durable_lab.peek``)."""
+        if self._closed:
+            return {}
+        host = self._host_for(target)
+        if host is None:
+            return {}
+        return await kv_snapshot(host, self.backend, self.path, limit=limit)
 
     def snapshot(self, target: Any = None) -> Any:
         """The live state now, as a reader of the event stream up to ``bus.seq`` knows it.
@@ -744,7 +749,7 @@ class Lab:
                 list(self._hosts.values()), seq, paused=scheduler.paused,
                 steps=scheduler.steps_taken, last_step=scheduler.last_step, closed=self._closed,
                 region_of=self._region_of, time=self.clock.now())
-        host = _inspect.host_for(self, target)
+        host = self._host_for(target)
         if host is None:
             raise LookupError(f"this lab has not seen {target!r}: snapshot() takes a stub, an id "
                               f"or the label of an object the lab has seen (e.g. 'COUNTER:room-1')")
@@ -754,15 +759,13 @@ class Lab:
         """``snapshot(target)`` with ``storage`` filled: the key-value data as the object sees
         it (``lab.peek``), read at the same ``seq`` as the rest (a commit that lands while
         storage is read makes it read again)."""
-        host = _inspect.host_for(self, target)
+        host = self._host_for(target)
         if host is None:
             raise LookupError(f"this lab has not seen {target!r}: snapshot_storage() takes a "
                               f"stub, an id or the label of an object the lab has seen")
-        import dataclasses
-
         for _ in range(20):
             commits, instance = host.commits, host.instance
-            values = await _inspect.kv_snapshot(self, target, limit=limit)
+            values = await self.peek(target, limit=limit)
             if host.commits == commits and host.instance is instance:
                 break
         # (Still moving after 20 reads: the last read, with the state it ended at.)
@@ -773,9 +776,14 @@ class Lab:
         network = self.network
         return network._placements.get(host.storage_key) if network is not None else None
 
-    def tables(self, target: Any, *, rows: int = 20) -> list[_inspect.TableSnapshot]:
+    def tables(self, target: Any, *, rows: int = 20) -> list[TableSnapshot]:
         """The SQL tables of a SQLite-backed object now: columns, row count, first ``rows``."""
-        return _inspect.sql_snapshot(self, target, rows=rows)
+        if self._closed:
+            return []
+        host = self._host_for(target)
+        if host is None:
+            return []
+        return sql_snapshot(host, self.path, rows=rows)
 
     # -- faults (the minimum the runtime's own tests need; lab controls add more) ----------
 

@@ -286,72 +286,72 @@ class DurableObjectStub:
 
     def _send(self, kind: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
               ) -> asyncio.Future[Any]:
-        host = self._host
-        if host.services.closed:
-            # At once, not in the reply: a cell re-run after "Run All" closed the lab says so.
-            raise LabClosedError()
-        if host.services.network is not None:  # the only cost of geography when there is none
-            return self._send_over_network(kind, method, args, kwargs)
-        driver = current_driver.get()
-        if driver is None and host.services.scheduler.paused:
-            host.services.scheduler.note_call(host.label, method)  # "the lab is paused: ..."
-        if driver is not None and not driver.instance.broken:
-            # An outgoing call from an object waits for that object's pending writes. Its
-            # reply is I/O for the caller: the caller's code comes back through its gate.
-            # (The caller's delivery keeps the callee's, so its breakdown reaches the callee's.)
-            call = driver.call
-            link = call.add_call if call is not None else None
-            pending = driver.instance.output_gate.wait()
-            if pending is not None:
-                return mark_io(self._send_after(pending, driver, kind, method, args, kwargs,
-                                                link=link))
-            return mark_io(host.deliver(kind, method, args, kwargs, self._generation, self,
-                                        None if link is None else (None, 0.0, link)))
-        elif driver is None and host.services.recording:
-            return host.services.record_call(
-                host, kind, method, args, kwargs,
-                lambda link: host.deliver(kind, method, args, kwargs, self._generation, self,
-                                          (None, 0.0, link)))
-        return host.deliver(kind, method, args, kwargs, self._generation, self)
-
-    def _send_over_network(self, kind: str, method: str, args: tuple[Any, ...],
-                           kwargs: dict[str, Any]) -> asyncio.Future[Any]:
-        """``_send`` with ``Lab(network=...)``: the same steps, with the call carried from the
-        caller's region to the object's and its reply carried back (network.py)."""
+        """Send one call. The steps, in order: refused at once if the lab is closed; from an
+        object, held by that object's output gate until its writes are durable (``_send_from``);
+        from a client, noted if the lab is paused and recorded if it records; then carried
+        (``_carry``)."""
         host = self._host
         services = host.services
-        network = services.network
-        assert network is not None
+        if services.closed:
+            # At once, not in the reply: a cell re-run after "Run All" closed the lab says so.
+            raise LabClosedError()
         driver = current_driver.get()
-        if driver is None and services.scheduler.paused:
-            services.scheduler.note_call(host.label, method)
-        if driver is not None and not driver.instance.broken:
-            caller = driver.instance
-            source = network.region_of_host(caller.host)
-            call = driver.call
-            link = call.add_call if call is not None else None
+        if driver is not None:
+            if not driver.instance.broken:
+                return self._send_from(driver, kind, method, args, kwargs)
+        else:
+            if services.scheduler.paused:
+                services.scheduler.note_call(host.label, method)  # "the lab is paused: ..."
+            if services.recording:
+                return services.record_call(
+                    host, kind, method, args, kwargs,
+                    lambda link: self._carry(kind, method, args, kwargs, link=link))
+        return self._carry(kind, method, args, kwargs)
 
-            def carry(sent: float | None = None, held: float = 0.0,
-                      link: Any = link) -> asyncio.Future[Any]:
-                return network.carry(self, source, caller.label, kind, method, args, kwargs,
-                                     sent=sent, held=held, link=link)
+    def _send_from(self, driver: Any, kind: str, method: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> asyncio.Future[Any]:
+        """A call made by an object's code: it waits for that object's pending writes. Its reply
+        is I/O for the caller: the caller's code comes back through its gate. (The caller's
+        delivery keeps the callee's, so its breakdown reaches the callee's.)"""
+        caller = driver.instance
+        call = driver.call
+        link = call.add_call if call is not None else None
+        network = self._host.services.network
+        if network is not None:
+            network.region_of_host(caller.host)  # the caller is placed when it calls
+        pending = caller.output_gate.wait()
+        if pending is not None:
+            reply = self._send_after(pending, driver, kind, method, args, kwargs, link)
+        else:
+            reply = self._carry(kind, method, args, kwargs, link=link, caller=caller)
+        # (Over the network the reply comes back by a lab-clock timer, never inside a turn:
+        # as before the one send path, it is not marked.)
+        return mark_io(reply) if network is None else reply
 
-            pending = caller.output_gate.wait()
-            if pending is not None:
-                return self._send_after(pending, driver, kind, method, args, kwargs, carry)
-            return carry()
-        source = self._region or network.default_region
-
-        def carry_from_client(link: Any = None) -> asyncio.Future[Any]:
-            return network.carry(self, source, "client", kind, method, args, kwargs, link=link)
-
-        if driver is None and services.recording:
-            return services.record_call(host, kind, method, args, kwargs, carry_from_client)
-        return carry_from_client()
+    def _carry(self, kind: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+               sent: float | None = None, held: float = 0.0, link: Any = None,
+               caller: Any = None) -> asyncio.Future[Any]:
+        """Hand the call to the object's host: straight, or with ``Lab(network=...)`` carried
+        from the caller's region to the object's and the reply carried back (network.py).
+        ``sent``/``held``: when the caller made it and how long its output gate held it;
+        ``link`` is told the delivery once it exists; ``caller``: the calling instance (None:
+        a client)."""
+        host = self._host
+        network = host.services.network
+        if network is None:  # the only cost of geography when there is none
+            origin = None if sent is None and link is None else (sent, held, link)
+            return host.deliver(kind, method, args, kwargs, self._generation, self, origin)
+        if caller is None:
+            source, who = self._region or network.default_region, "client"
+        else:
+            source, who = network.region_of_host(caller.host), caller.label
+        return network.carry(self, source, who, kind, method, args, kwargs, sent=sent,
+                             held=held, link=link)
 
     def _send_after(self, pending: asyncio.Future[None], driver: Any, kind: str, method: str,
-                    args: tuple[Any, ...], kwargs: dict[str, Any],
-                    carry: Any = None, link: Any = None) -> asyncio.Future[Any]:
+                    args: tuple[Any, ...], kwargs: dict[str, Any], link: Any
+                    ) -> asyncio.Future[Any]:
+        """``_carry`` once ``pending`` (the caller's output gate) lets the call go."""
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         caller = driver.instance
@@ -381,9 +381,8 @@ class DurableObjectStub:
                          target, True)
             held = clock.now() - sent
             try:
-                inner = (carry(sent, held) if carry is not None else
-                         self._host.deliver(kind, method, args, kwargs, self._generation,
-                                            self, (sent, held, link)))
+                inner = self._carry(kind, method, args, kwargs, sent=sent, held=held,
+                                    link=link, caller=caller)
             except BaseException as exc:
                 if not reply.done():
                     reply.set_exception(exc)

@@ -62,8 +62,8 @@ from .events import NetworkHopEnded, NetworkHopStarted, ObjectPlaced
 
 if TYPE_CHECKING:
     from ._host import ObjectHost
-    from .services import LabServices
     from .namespace import DurableObjectStub
+    from .services import LabServices
 
 __all__ = [
     "CLOUDFLARE_REGIONS_RTT_MS",

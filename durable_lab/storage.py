@@ -56,8 +56,8 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import values
-from .alarms import ALARM_KEY, alarm_time, stored_alarm
 from ._turns import current_driver, mark_io, resolved, spawn
+from .alarms import ALARM_KEY, alarm_time, stored_alarm
 from .errors import StorageCorruptError
 from .events import StorageOp
 from .sql import NOT_SQL_MESSAGE, NOT_SQLITE_MESSAGE, SqlStorage

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import values
 from .http import Request
-
-if TYPE_CHECKING:
-    from .lab import Lab
 
 __all__ = ["TRACE_VERSION", "ReplayResult", "decode_value", "encode_value", "replay"]
 
@@ -131,10 +129,11 @@ def _find_class(name: str, meta: dict[str, Any]) -> type:
 
 
 async def replay(trace: dict[str, Any], bindings: dict[str, type] | None = None, *,
-                 keep_lab: bool = False) -> ReplayResult:
-    """Run ``trace`` again on the classes in ``bindings``; report the first divergence."""
-    from .lab import Lab
+                 keep_lab: bool = False, make_lab: Callable[..., Any]) -> ReplayResult:
+    """Run ``trace`` again on the classes in ``bindings``; report the first divergence.
 
+    ``make_lab`` is the ``Lab`` class (``Lab.replay`` hands itself down: this module stands
+    below the lab, whose ``trace()`` writes the format read here)."""
     if bindings is None and isinstance(trace, dict):
         bindings = {name: _find_class(name, meta)
                     for name, meta in trace.get("bindings", {}).items()}
@@ -147,7 +146,7 @@ async def replay(trace: dict[str, Any], bindings: dict[str, type] | None = None,
     if missing:
         raise ValueError(f"replay needs a class for every binding of the trace; missing: "
                          f"{', '.join(missing)}")
-    lab = Lab(storage="memory", seed=trace["seed"], model=trace["model"], record=True,
+    lab = make_lab(storage="memory", seed=trace["seed"], model=trace["model"], record=True,
               clock="manual")
     namespaces = {name: lab.bind(name, bindings[name], sql=meta.get("sql", False))
                   for name, meta in trace["bindings"].items()}

@@ -82,11 +82,9 @@ from .events import (
     WebSocketMessageReleased,
     WebSocketMessageSent,
 )
-from .http import Request, Response
 
 if TYPE_CHECKING:
     from ._host import Instance, ObjectHost
-    from .services import LabServices
 
 __all__ = [
     "ClientWebSocket",

@@ -59,9 +59,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .attribution import PHASES, Breakdown, last_call, phase_percentiles
-from .check import History, error_kind
 from .errors import LAB_CLOSED_MESSAGE, LabClosedError
 from .network import check_caller_region
+from .recording import History, error_kind
 
 if TYPE_CHECKING:
     from .namespace import DurableObjectNamespace
