@@ -49,7 +49,10 @@ from .events import CommitDone, CommitFailed, FlushStarted
 
 if TYPE_CHECKING:
     from ._backends import StorageBackend
-    from ._host import Instance
+
+# What this module is handed from the rooms above it (``_host.Instance``): they stand
+# above and hand themselves down, so they are named here for the reader, not imported.
+Instance = Any
 
 __all__ = ["CacheStatistics", "StorageCache"]
 

@@ -80,8 +80,11 @@ from .storage import DurableObjectStorage, SqlDurableObjectStorage
 
 if TYPE_CHECKING:
     from .ids import DurableObjectId
-    from .namespace import DurableObjectNamespace
     from .services import LabServices
+
+# What this module is handed from the rooms above it (``namespace.DurableObjectNamespace``): they stand
+# above and hand themselves down, so they are named here for the reader, not imported.
+DurableObjectNamespace = Any
 
 __all__ = ["CriticalSection", "Delivery", "Instance", "ObjectHost", "Origin"]
 

@@ -40,8 +40,12 @@ from ._turns import spawn
 from .errors import StorageCorruptError, StorageError
 
 if TYPE_CHECKING:
-    from ._host import ObjectHost
     from .services import LabServices
+
+#: An object's host (``_host.ObjectHost``, which stands above this module: the scheduler reads
+#: its ``storage_key``, ``label``, ``generation``, ``instance``, ``namespace`` and calls
+#: ``deliver``).
+ObjectHost = Any
 
 __all__ = ["ALARM_KEY", "AlarmInvocationInfo", "AlarmScheduler", "MAX_RETRIES", "alarm_time",
            "stored_alarm", "call_alarm_handler"]

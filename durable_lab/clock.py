@@ -26,6 +26,7 @@ name a class has to change when it moves).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import itertools
 import math
@@ -234,9 +235,11 @@ class AutoClock(ManualClock):
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 return
-            from ._turns import spawn  # not an object's task, even if object code set a timer
-
-            self._watcher = spawn(self._jump_when_idle())
+            # Not an object's task, even if object code set the timer: built directly (the
+            # loop's task factory adopts tasks made by object code) and in an empty context
+            # (timers it fires run outside every object's turn).
+            self._watcher = asyncio.Task(self._jump_when_idle(), loop=loop,
+                                         context=contextvars.Context())
 
     async def _jump_when_idle(self) -> None:
         loop = asyncio.get_running_loop()

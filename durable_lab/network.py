@@ -61,9 +61,12 @@ from .attribution import NETWORK
 from .events import NetworkHopEnded, NetworkHopStarted, ObjectPlaced
 
 if TYPE_CHECKING:
-    from ._host import ObjectHost
-    from .namespace import DurableObjectStub
     from .services import LabServices
+
+# What this module is handed from the rooms above it (``_host.ObjectHost``, ``namespace.DurableObjectStub``): they stand
+# above and hand themselves down, so they are named here for the reader, not imported.
+ObjectHost = Any
+DurableObjectStub = Any
 
 __all__ = [
     "CLOUDFLARE_REGIONS_RTT_MS",

@@ -31,9 +31,12 @@ from ._turns import current_driver
 from .errors import DurableObjectResetError
 
 if TYPE_CHECKING:
-    from ._host import Instance
     from .ids import DurableObjectId
     from .storage import DurableObjectStorage
+
+# What this module is handed from the rooms above it (``_host.Instance``): they stand
+# above and hand themselves down, so they are named here for the reader, not imported.
+Instance = Any
 
 __all__ = ["DurableObject", "DurableObjectState"]
 

@@ -49,13 +49,15 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import DurableLabError
 
-if TYPE_CHECKING:
-    from ._sql_engine import SqliteEngine
-    from .storage import DurableObjectStorage
+
+# What this module is handed from the rooms above it (``_sql_engine.SqliteEngine``, ``storage.DurableObjectStorage``): they stand
+# above and hand themselves down, so they are named here for the reader, not imported.
+SqliteEngine = Any
+DurableObjectStorage = Any
 
 __all__ = ["Row", "SqlError", "SqlStorage", "SqlStorageCursor"]
 

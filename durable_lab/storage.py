@@ -63,8 +63,11 @@ from .events import StorageOp
 from .sql import NOT_SQL_MESSAGE, NOT_SQLITE_MESSAGE, SqlStorage
 
 if TYPE_CHECKING:
-    from ._host import Instance
     from ._sql_engine import SqliteEngine
+
+# What this module is handed from the rooms above it (``_host.Instance``): they stand
+# above and hand themselves down, so they are named here for the reader, not imported.
+Instance = Any
 
 __all__ = [
     "MAX_KEYS",

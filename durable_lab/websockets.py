@@ -69,7 +69,7 @@ import datetime as _dt
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import values
 from ._turns import current_driver
@@ -83,8 +83,11 @@ from .events import (
     WebSocketMessageSent,
 )
 
-if TYPE_CHECKING:
-    from ._host import Instance, ObjectHost
+
+# What this module is handed from the rooms above it (``_host.Instance``, ``_host.ObjectHost``): they stand
+# above and hand themselves down, so they are named here for the reader, not imported.
+Instance = Any
+ObjectHost = Any
 
 __all__ = [
     "ClientWebSocket",
