@@ -11,8 +11,9 @@ Modelled on workerd's ActorCache (``src/workerd/io/actor-cache.h``):
 - The first dirty write schedules a *flush* for "after this turn" (``loop.call_soon``; if the
   turn is still going on then, in tasks it started or code it made runnable, the flush waits
   for the end of the turn: ``InputGate.on_quiet``). The flush takes every dirty key as one
-  batch and commits it in one transaction: n writes in a turn, one round trip. While a flush is in flight, later writes collect in the next batch; one flush runs
-  at a time, so commits land in order.
+  batch and commits it in one transaction: n writes in a turn, one round trip. While a flush is
+  in flight, later writes collect in the next batch; one flush runs at a time, so commits land
+  in order.
 - A batch with at least one *confirmed* write (no ``allowUnconfirmed``) locks the output gate
   until it commits: replies sent after those writes wait for them.
 - If a commit fails, the object is reset (the caller is told, never falsely acknowledged).
@@ -50,8 +51,7 @@ from .events import CommitDone, CommitFailed, FlushStarted
 if TYPE_CHECKING:
     from ._backends import StorageBackend
 
-# What this module is handed from the rooms above it (``_host.Instance``): they stand
-# above and hand themselves down, so they are named here for the reader, not imported.
+# Handed down from the rooms above (``_host.Instance``): named for the reader, not imported.
 Instance = Any
 
 __all__ = ["CacheStatistics", "StorageCache"]
@@ -123,7 +123,8 @@ class StorageCache:
         return False, ABSENT
 
     async def read_missing(self, keys: list[str], *, remember: bool) -> dict[str, bytes]:
-        """Read ``keys`` from storage; remember what was found (and not found) unless told not to."""
+        """Read ``keys`` from storage; remember what was found (and not found) unless told
+        not to."""
         if self._barrier is not None and not self._barrier.done():
             await asyncio.wait((self._barrier,))
         found = await self.backend.read(self.key, keys)

@@ -82,8 +82,8 @@ if TYPE_CHECKING:
     from .ids import DurableObjectId
     from .services import LabServices
 
-# What this module is handed from the rooms above it (``namespace.DurableObjectNamespace``): they stand
-# above and hand themselves down, so they are named here for the reader, not imported.
+# Handed down from the rooms above, named for the reader, not imported:
+# ``namespace.DurableObjectNamespace``.
 DurableObjectNamespace = Any
 
 __all__ = ["CriticalSection", "Delivery", "Instance", "ObjectHost", "Origin"]
@@ -210,7 +210,8 @@ class Delivery:
 class ObjectHost:
     """Everything the lab keeps about one id, across instances."""
 
-    def __init__(self, services: LabServices, namespace: DurableObjectNamespace, object_id: DurableObjectId) -> None:
+    def __init__(self, services: LabServices, namespace: DurableObjectNamespace,
+                 object_id: DurableObjectId) -> None:
         self.services = services
         self.namespace = namespace
         self.id = object_id
@@ -768,7 +769,8 @@ class Instance:
 
     # -- critical sections ---------------------------------------------------------------
 
-    def start_critical_section(self, callback: Callable[[], Any], parent: Driver) -> asyncio.Future[Any]:
+    def start_critical_section(self, callback: Callable[[], Any], parent: Driver
+                               ) -> asyncio.Future[Any]:
         section = CriticalSection(self, parent)
         if self.services.model == "serial" and parent.holder != "constructor":
             # Under "serial" the caller keeps the gate while it awaits, so the section cannot

@@ -27,9 +27,7 @@ from .errors import StorageError
 from .events import CommitDone, CommitFailed, FlushStarted, StorageOp
 from .storage import MAX_KEYS, _check_key, _check_keys, _encode, _prefix_end, decode_stored
 
-
-# What this module is handed from the rooms above it (``_host.Instance``): they stand
-# above and hand themselves down, so they are named here for the reader, not imported.
+# Handed down from the rooms above (``_host.Instance``): named for the reader, not imported.
 Instance = Any
 
 __all__ = ["NaiveStorage"]
@@ -134,7 +132,8 @@ class NaiveStorage:
         self._instance.check_usable()
         if isinstance(key, Mapping):
             if value is not _MISSING:
-                raise TypeError("put() takes either a key and a value, or one dict of entries, not both")
+                raise TypeError(
+                    "put() takes either a key and a value, or one dict of entries, not both")
             if len(key) > MAX_KEYS:
                 raise ValueError(f"Maximum number of key value pairs is {MAX_KEYS}. "
                                  f"{len(key)} pairs were provided.")
@@ -159,7 +158,7 @@ class NaiveStorage:
 
         return self._task(run())
 
-    def deleteAll(self, **options: Any) -> asyncio.Future[None]:  # noqa: N802
+    def deleteAll(self, **options: Any) -> asyncio.Future[None]:
         self._instance.check_usable()
         self._emit("deleteAll", (), "write")
         return self._write({}, [], delete_all=True)
@@ -167,7 +166,7 @@ class NaiveStorage:
     delete_all = deleteAll
 
     def list(self, *, prefix: str | None = None, start: str | None = None,
-             startAfter: str | None = None, end: str | None = None,  # noqa: N803
+             startAfter: str | None = None, end: str | None = None,
              reverse: bool = False, limit: int | None = None, **options: Any
              ) -> asyncio.Future[dict[str, Any]]:
         self._instance.check_usable()

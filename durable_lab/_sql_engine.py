@@ -39,6 +39,7 @@ engine instead, which is how Cloudflare runs SQLite-backed objects:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import sqlite3
@@ -63,8 +64,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-# What this module is handed from the rooms above it (``_host.Instance``): they stand
-# above and hand themselves down, so they are named here for the reader, not imported.
+# Handed down from the rooms above (``_host.Instance``): named for the reader, not imported.
 Instance = Any
 
 __all__ = ["CONSTRAINT_RESET_MESSAGE", "SqliteEngine", "offline_set_metadata", "split_statements"]
@@ -461,9 +461,9 @@ class SqliteEngine:
             return _OK
         if action == _A.SQLITE_ATTACH or action == _A.SQLITE_DETACH or action in _TEMP_ACTIONS:
             return _DENY
-        if action == _A.SQLITE_CREATE_VTABLE or action == _A.SQLITE_DROP_VTABLE:
-            if (arg2 or "").lower() not in _ALLOWED_VTABLE_MODULES:
-                return _DENY
+        if (action in (_A.SQLITE_CREATE_VTABLE, _A.SQLITE_DROP_VTABLE)
+                and (arg2 or "").lower() not in _ALLOWED_VTABLE_MODULES):
+            return _DENY
         if _is_reserved(arg1) or (action in _TABLE_IN_ARG2 and _is_reserved(arg2)):
             return _DENY
         if action == _A.SQLITE_READ and (arg1 or "").lower() in _DENIED_TABLES:
@@ -518,7 +518,8 @@ class SqliteEngine:
                 raise KeyboardInterrupt
             self._timed_out = False
             return SqlError(
-                f"SQL statement interrupted: it ran longer than {self.services.sql_time_limit:g} s, "
+                f"SQL statement interrupted: it ran longer than "
+                f"{self.services.sql_time_limit:g} s, "
                 "the lab's limit for one statement (Lab(sql_time_limit=...)); the object "
                 "keeps running: SQLITE_INTERRUPT")
         return SqlError(sqlite_error_text(exc))
@@ -860,8 +861,8 @@ class SqliteEngine:
         self._metadata_loaded = True
 
     def _ensure_metadata(self) -> None:
-        if not self._metadata_loaded and not self._closed:
-            if self._db(create=False) is None:
+        if (not self._metadata_loaded and not self._closed
+                and self._db(create=False) is None):
                 self._metadata_loaded = True
 
     async def load_metadata(self) -> dict[str, bytes | None]:
@@ -1140,10 +1141,8 @@ class SqliteEngine:
             conn.close()
         elif self.services.closed:
             conn.close()
-            try:
+            with contextlib.suppress(AttributeError):
                 delattr(self.instance.host, _HOST_ATTR)
-            except AttributeError:
-                pass
         else:
             conn.set_authorizer(None)
             conn.set_progress_handler(None, 0)

@@ -62,8 +62,8 @@ from .events import DeliveryResumed, TurnEnded
 if TYPE_CHECKING:
     from ._gates import InputGate, InputLock
 
-# What this module is handed from the rooms above it (``_host.CriticalSection``, ``_host.Delivery``, ``_host.Instance``): they stand
-# above and hand themselves down, so they are named here for the reader, not imported.
+# Handed down from the rooms above, named for the reader, not imported:
+# ``_host.CriticalSection``, ``_host.Delivery``, ``_host.Instance``.
 CriticalSection = Any
 Delivery = Any
 Instance = Any
@@ -490,7 +490,8 @@ class Driver:
         fut.add_done_callback(lambda _: waiter.done() or waiter.set_result(None))
         await waiter
 
-    async def _await_critical_section(self, section: CriticalSection, fut: asyncio.Future[Any]) -> None:
+    async def _await_critical_section(self, section: CriticalSection,
+                                      fut: asyncio.Future[Any]) -> None:
         """The code awaits the ``blockConcurrencyWhile`` it started.
 
         Its turn ends (so the critical section, first in the priority lane, starts), and when the

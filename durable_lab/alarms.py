@@ -47,8 +47,15 @@ if TYPE_CHECKING:
 #: ``deliver``).
 ObjectHost = Any
 
-__all__ = ["ALARM_KEY", "AlarmInvocationInfo", "AlarmScheduler", "MAX_RETRIES", "alarm_time",
-           "stored_alarm", "call_alarm_handler"]
+__all__ = [
+    "ALARM_KEY",
+    "MAX_RETRIES",
+    "AlarmInvocationInfo",
+    "AlarmScheduler",
+    "alarm_time",
+    "call_alarm_handler",
+    "stored_alarm",
+]
 
 LOG = logging.getLogger("durable_lab")
 
@@ -61,9 +68,9 @@ INITIAL_BACKOFF = 2.0  # seconds
 class AlarmInvocationInfo:
     """What ``alarm(alarm_info)`` receives (Cloudflare's names)."""
 
-    retryCount: int  # noqa: N815
-    isRetry: bool  # noqa: N815
-    scheduledTime: float  # noqa: N815 - epoch milliseconds
+    retryCount: int
+    isRetry: bool
+    scheduledTime: float
 
     @property
     def retry_count(self) -> int:

@@ -262,7 +262,8 @@ class AutoClock(ManualClock):
         return f"<AutoClock at {self._now:.3f}, {self.pending_timers} timers>"
 
 
-def make_clock(clock: str | Clock | None, *, rate: float = 1.0, start: float | None = None) -> Clock:
+def make_clock(clock: str | Clock | None, *, rate: float = 1.0,
+               start: float | None = None) -> Clock:
     """``Lab(clock=...)``: a name (``"real"``, ``"manual"``, ``"auto"``) or a clock object."""
     if clock is None or clock == "real":
         return RealClock(rate)
@@ -271,7 +272,8 @@ def make_clock(clock: str | Clock | None, *, rate: float = 1.0, start: float | N
     if clock == "auto":
         return AutoClock(start)
     if isinstance(clock, str):
-        raise ValueError(f"clock must be 'real', 'manual' or 'auto' (or a clock object), got {clock!r}")
+        raise ValueError(
+            f"clock must be 'real', 'manual' or 'auto' (or a clock object), got {clock!r}")
     if not callable(getattr(clock, "now", None)) or not callable(getattr(clock, "call_at", None)):
         raise TypeError("a clock object needs now(), call_at(when, callback) and sleep(seconds)")
     return clock

@@ -551,16 +551,20 @@ _PLAIN_WORDS: dict[str, Callable[[Any], str]] = {
         + ("stays CLOSED" if e.gate_held else "OPENS")
     ),
     "DeliveryResumed": lambda e: f"call {e.delivery} resumes (admitted again)",
-    "DeliveryFinished": lambda e: f"call {e.delivery} finished" + ("" if e.ok else f" with {e.error}"),
+    "DeliveryFinished": lambda e: (f"call {e.delivery} finished"
+                                   + ("" if e.ok else f" with {e.error}")),
     "StorageOp": lambda e: f"call {e.delivery}: {e.op}({', '.join(e.keys)}) -> {e.cache}" + (
         " (the same as the cache holds: nothing to commit)" if e.cache == "unchanged" else ""),
-    "FlushStarted": lambda e: f"flush #{e.batch}: {len(e.puts)} puts, {len(e.deletes)} deletes, one transaction",
+    "FlushStarted": lambda e: (f"flush #{e.batch}: {len(e.puts)} puts, {len(e.deletes)} "
+                               "deletes, one transaction"),
     "CommitDone": lambda e: f"commit #{e.batch} durable ({e.keys} keys)",
     "CommitFailed": lambda e: f"commit #{e.batch} FAILED: {e.error}",
     "ReplyHeld": lambda e: f"reply to call {e.delivery} HELD by the output gate",
-    "ReplyReleased": lambda e: f"reply to call {e.delivery} released" + ("" if e.ok else " as an error"),
+    "ReplyReleased": lambda e: (f"reply to call {e.delivery} released"
+                                + ("" if e.ok else " as an error")),
     "InstanceConstructed": lambda e: f"{e.class_name} constructed (incarnation {e.incarnation})",
-    "InstanceReset": lambda e: f"object RESET ({e.reason}): {e.lost_writes} uncommitted writes lost",
+    "InstanceReset": lambda e: (f"object RESET ({e.reason}): {e.lost_writes} uncommitted "
+                                "writes lost"),
     "LabClosed": lambda e: f"the lab is CLOSED (lab.close()): {e.instances} live object(s) "
                            "closing, calls refused from now on",
     "ObjectPlaced": lambda e: f"placed in {e.region} " + {

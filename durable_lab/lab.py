@@ -225,7 +225,8 @@ class Lab:
                 f"sql_time_limit must be a finite number of seconds > 0, got {sql_time_limit!r}")
         if idle_timeout is not None and not _is_seconds(idle_timeout):
             raise ValueError(
-                f"idle_timeout must be None or a finite number of seconds > 0, got {idle_timeout!r}")
+                f"idle_timeout must be None or a finite number of seconds > 0, "
+                f"got {idle_timeout!r}")
         self.idle_timeout = idle_timeout
         if hibernate_after is not None and not _is_seconds(hibernate_after):
             raise ValueError(
@@ -596,7 +597,7 @@ class Lab:
         """Step until an event of a type (or matching a predicate) is emitted."""
         return await self.scheduler.step_until(condition, max_steps=max_steps)
 
-    def break_on(self, kind: str | None = None, object: str | None = None) -> Breakpoint:  # noqa: A002
+    def break_on(self, kind: str | None = None, object: str | None = None) -> Breakpoint:
         """Pause before transitions of ``kind`` (e.g. "commit") at ``object`` ("C:room-1")."""
         return self.scheduler.break_on(kind, object)
 

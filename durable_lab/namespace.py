@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from ._host import ObjectHost
     from .services import LabServices
 
-__all__ = ["GET_OPTIONS", "RESERVED_METHODS", "Client", "DurableObjectNamespace", "DurableObjectStub"]
+__all__ = ["GET_OPTIONS", "RESERVED_METHODS", "Client", "DurableObjectNamespace",
+           "DurableObjectStub"]
 
 #: Handler names that cannot be called over RPC (workerd worker-rpc.c++).
 RESERVED_METHODS = frozenset({
@@ -41,7 +42,8 @@ RESERVED_METHODS = frozenset({
 })
 
 
-#: The options ``get()``/``getByName()`` take (Cloudflare's ``DurableObjectNamespaceGetDurableObjectOptions``).
+#: The options ``get()``/``getByName()`` take (Cloudflare's
+#: ``DurableObjectNamespaceGetDurableObjectOptions``).
 GET_OPTIONS = ("locationHint",)
 
 
@@ -91,11 +93,11 @@ class DurableObjectNamespace:
         self._region: str | None = None
         self._jurisdiction: str | None = None
 
-    def idFromName(self, name: str) -> DurableObjectId:  # noqa: N802
+    def idFromName(self, name: str) -> DurableObjectId:
         """The id for ``name``: always the same id for the same name in this namespace."""
         return self._ids.from_name(name)
 
-    def newUniqueId(self, options: dict[str, Any] | None = None) -> DurableObjectId:  # noqa: N802
+    def newUniqueId(self, options: dict[str, Any] | None = None) -> DurableObjectId:
         """A new random id (from the lab's seeded random generator).
 
         ``{"jurisdiction": "eu"}`` makes it in that jurisdiction (as ``jurisdiction("eu")``
@@ -107,7 +109,7 @@ class DurableObjectNamespace:
                 return self.jurisdiction(jurisdiction).newUniqueId()
         return self._ids.new_unique()
 
-    def idFromString(self, text: str) -> DurableObjectId:  # noqa: N802
+    def idFromString(self, text: str) -> DurableObjectId:
         """Parse an id printed by ``str(id)``; refuses malformed ids and ids of other namespaces."""
         return self._ids.from_string(text)
 
@@ -120,7 +122,7 @@ class DurableObjectNamespace:
                               jurisdiction=check_jurisdiction(jurisdiction))
 
     def get(self, object_id: DurableObjectId, options: dict[str, Any] | None = None, *,
-            locationHint: str | None = None) -> DurableObjectStub:  # noqa: N803
+            locationHint: str | None = None) -> DurableObjectStub:
         """A stub for ``object_id``. Does not start the object.
 
         ``locationHint`` (``{"locationHint": "weur"}`` or ``locationHint="weur"``) asks for the
@@ -153,11 +155,11 @@ class DurableObjectNamespace:
             stub._region = self._region
         return stub
 
-    def getByName(self, name: str, options: dict[str, Any] | None = None, *,  # noqa: N802
-                  locationHint: str | None = None) -> DurableObjectStub:  # noqa: N803
+    def getByName(self, name: str, options: dict[str, Any] | None = None, *,
+                  locationHint: str | None = None) -> DurableObjectStub:
         """Shorthand for ``get(idFromName(name), options)``."""
         if options is not None or locationHint is not None:
-            locationHint = _location_hint("getByName", options, locationHint)  # noqa: N806
+            locationHint = _location_hint("getByName", options, locationHint)
         return self.get(self.idFromName(name), locationHint=locationHint)
 
     def _seen_from(self, region: str) -> DurableObjectNamespace:
@@ -186,13 +188,14 @@ class _NamespaceView(DurableObjectNamespace):
     """
 
     def __init__(self, base: DurableObjectNamespace, *, region: str | None,
-                 jurisdiction: str | None) -> None:  # noqa: D107 - no super().__init__: a view
+                 jurisdiction: str | None) -> None:
         self._services = base._services
         self._base = base
         self._region = region
         self._jurisdiction = jurisdiction
         self._ids = base._ids if jurisdiction is None else IdFactory(
-            base.name, base._services.random, jurisdiction=jurisdiction, jurisdictions=JURISDICTIONS)
+            base.name, base._services.random, jurisdiction=jurisdiction,
+            jurisdictions=JURISDICTIONS)
 
     @property  # type: ignore[override]
     def name(self) -> str:
@@ -233,7 +236,8 @@ class _RpcMethod:
         if args:
             args = tuple(values.clone(a, what=f"an argument of {name}()") for a in args)
         if kwargs:
-            kwargs = {k: values.clone(v, what=f"argument {k}= of {name}()") for k, v in kwargs.items()}
+            kwargs = {k: values.clone(v, what=f"argument {k}= of {name}()")
+                      for k, v in kwargs.items()}
         return stub._send("rpc", name, args, kwargs)
 
     def __repr__(self) -> str:

@@ -63,8 +63,8 @@ from .events import NetworkHopEnded, NetworkHopStarted, ObjectPlaced
 if TYPE_CHECKING:
     from .services import LabServices
 
-# What this module is handed from the rooms above it (``_host.ObjectHost``, ``namespace.DurableObjectStub``): they stand
-# above and hand themselves down, so they are named here for the reader, not imported.
+# Handed down from the rooms above, named for the reader, not imported:
+# ``_host.ObjectHost``, ``namespace.DurableObjectStub``.
 ObjectHost = Any
 DurableObjectStub = Any
 
@@ -403,7 +403,7 @@ class Network:
             try:
                 inner = host.deliver(kind, method, args, kwargs, stub._generation, stub,
                                      (sent, held, link))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller, as a reply
+            except BaseException as exc:
                 reply.set_exception(exc)
                 return
             delivery = stub._last

@@ -58,7 +58,7 @@ async def kv_snapshot(host: Any, backend: StorageBackend, path: Path | None, *,
     its folder, None for a memory lab)."""
     instance = host.instance
     cache = instance.cache if instance is not None else None
-    if cache is not None and cache.is_sqlite or _sql_backed(host):
+    if (cache is not None and cache.is_sqlite) or _sql_backed(host):
         rows = _sql_rows(path, host, "SELECT key, value FROM _cf_KV ORDER BY key LIMIT ?",
                          (limit,))
         return {key: _decode(value) for key, value in rows}

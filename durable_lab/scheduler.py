@@ -53,7 +53,7 @@ from .events import Paused, Resumed, RuntimeEvent, StepTaken
 if TYPE_CHECKING:
     from .bus import EventBus
 
-__all__ = ["Breakpoint", "Choice", "Scheduler", "TRANSITION_KINDS"]
+__all__ = ["TRANSITION_KINDS", "Breakpoint", "Choice", "Scheduler"]
 
 class _Waiter(Protocol):
     """One waiter at an input gate, as the scheduler sees it (``_gates.py`` makes them)."""
@@ -369,7 +369,7 @@ class Scheduler:
         finally:
             subscription.close()
 
-    def break_on(self, kind: str | None = None, object: str | None = None) -> Breakpoint:  # noqa: A002
+    def break_on(self, kind: str | None = None, object: str | None = None) -> Breakpoint:
         """Pause before every transition of ``kind`` at ``object`` (a label like "C:room-1")."""
         if kind is not None and kind not in TRANSITION_KINDS:
             raise ValueError(f"kind must be one of {', '.join(TRANSITION_KINDS)} (or None), "

@@ -47,15 +47,15 @@ allow-list is Cloudflare's plus ``user_version``; virtual tables other than fts5
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
 from .errors import DurableLabError
 
-
-# What this module is handed from the rooms above it (``_sql_engine.SqliteEngine``, ``storage.DurableObjectStorage``): they stand
-# above and hand themselves down, so they are named here for the reader, not imported.
+# Handed down from the rooms above, named for the reader, not imported:
+# ``_sql_engine.SqliteEngine``, ``storage.DurableObjectStorage``.
 SqliteEngine = Any
 DurableObjectStorage = Any
 
@@ -190,10 +190,8 @@ class SqlStorageCursor:
         if not self._done:
             self._invalid = why
         if self._cursor is not None:
-            try:
+            with contextlib.suppress(sqlite3.Error):  # closing never fails in practice
                 self._cursor.close()
-            except sqlite3.Error:  # pragma: no cover - closing never fails in practice
-                pass
 
     def __iter__(self) -> SqlStorageCursor:
         return self
@@ -211,7 +209,7 @@ class SqlStorageCursor:
             return Row(done=True, value=None)
         return Row(done=False, value=dict(zip(self._names, row, strict=True)))
 
-    def toArray(self) -> list[dict[str, Any]]:  # noqa: N802
+    def toArray(self) -> list[dict[str, Any]]:
         """Every remaining row, as a list of dicts (all of them within one time limit)."""
         engine = self._engine
         armed = engine.arm_time_limit()
@@ -242,20 +240,20 @@ class SqlStorageCursor:
     # -- metadata ------------------------------------------------------------------------
 
     @property
-    def columnNames(self) -> list[str]:  # noqa: N802
+    def columnNames(self) -> list[str]:
         return list(self._names)
 
     column_names = columnNames
 
     @property
-    def rowsRead(self) -> int:  # noqa: N802
+    def rowsRead(self) -> int:
         """Rows returned so far by this call's statements (grows as you iterate)."""
         return self._rows_read
 
     rows_read = rowsRead
 
     @property
-    def rowsWritten(self) -> int:  # noqa: N802
+    def rowsWritten(self) -> int:
         """Rows inserted, updated or deleted by this call's statements."""
         return self._rows_written
 
@@ -287,7 +285,7 @@ class _RawIterator:
         row = self._cursor._fetch()
         return Row(done=row is None, value=None if row is None else list(row))
 
-    def toArray(self) -> list[list[Any]]:  # noqa: N802
+    def toArray(self) -> list[list[Any]]:
         engine = self._cursor._engine
         armed = engine.arm_time_limit()
         try:
@@ -299,7 +297,7 @@ class _RawIterator:
     to_array = toArray
 
     @property
-    def columnNames(self) -> list[str]:  # noqa: N802
+    def columnNames(self) -> list[str]:
         return self._cursor.columnNames
 
 
@@ -328,7 +326,7 @@ class SqlStorage:
         return cursor
 
     @property
-    def databaseSize(self) -> int:  # noqa: N802
+    def databaseSize(self) -> int:
         """Bytes of the database in use: (page_count - freelist_count) * page_size."""
         self._storage._instance.check_usable()
         return self._engine.database_size()

@@ -63,10 +63,10 @@ from .events import StorageOp
 from .sql import NOT_SQL_MESSAGE, NOT_SQLITE_MESSAGE, SqlStorage
 
 if TYPE_CHECKING:
+    from ._cache import StorageCache
     from ._sql_engine import SqliteEngine
 
-# What this module is handed from the rooms above it (``_host.Instance``): they stand
-# above and hand themselves down, so they are named here for the reader, not imported.
+# Handed down from the rooms above (``_host.Instance``): named for the reader, not imported.
 Instance = Any
 
 __all__ = [
@@ -300,8 +300,8 @@ class DurableObjectStorage:
 
     # -- get -----------------------------------------------------------------------------
 
-    def get(self, keys: str | list[str], *, allowConcurrency: bool = False,  # noqa: N803
-            noCache: bool = False) -> asyncio.Future[Any]:  # noqa: N803
+    def get(self, keys: str | list[str], *, allowConcurrency: bool = False,
+            noCache: bool = False) -> asyncio.Future[Any]:
         """The value stored at ``keys`` (None if absent), or a dict of the keys that exist.
 
         A list of keys gives a dict sorted by key with only the keys that exist.
@@ -352,8 +352,8 @@ class DurableObjectStorage:
     # -- put / delete --------------------------------------------------------------------
 
     def put(self, key: str | Mapping[str, Any], value: Any = _MISSING, *,
-            allowUnconfirmed: bool = False, allowConcurrency: bool = False,  # noqa: N803
-            noCache: bool = False) -> asyncio.Future[None]:  # noqa: N803
+            allowUnconfirmed: bool = False, allowConcurrency: bool = False,
+            noCache: bool = False) -> asyncio.Future[None]:
         """Store ``value`` at ``key``, or every pair of a dict. Takes effect now, without await."""
         instance = self._instance
         if instance.broken is not None:
@@ -383,8 +383,8 @@ class DurableObjectStorage:
             done = self._done = _done(None)
         return done
 
-    def delete(self, keys: str | list[str], *, allowUnconfirmed: bool = False,  # noqa: N803
-               allowConcurrency: bool = False, noCache: bool = False  # noqa: N803
+    def delete(self, keys: str | list[str], *, allowUnconfirmed: bool = False,
+               allowConcurrency: bool = False, noCache: bool = False
                ) -> asyncio.Future[Any]:
         """Delete a key (result: whether it existed) or a list of keys (result: how many did).
 
@@ -420,8 +420,8 @@ class DurableObjectStorage:
         total = known + len(await read)
         return total > 0 if single else total
 
-    def deleteAll(self, *, allowUnconfirmed: bool = False,  # noqa: N802, N803
-                  allowConcurrency: bool = False, noCache: bool = False  # noqa: N803
+    def deleteAll(self, *, allowUnconfirmed: bool = False,
+                  allowConcurrency: bool = False, noCache: bool = False
                   ) -> asyncio.Future[None]:
         """Delete every key, and the alarm. Coalesced with the turn's other writes; always
         confirmed. On a SQLite-backed class it wipes the whole database, SQL tables included."""
@@ -438,9 +438,9 @@ class DurableObjectStorage:
     # -- list ----------------------------------------------------------------------------
 
     def list(self, *, prefix: str | None = None, start: str | None = None,
-             startAfter: str | None = None, end: str | None = None,  # noqa: N803
+             startAfter: str | None = None, end: str | None = None,
              reverse: bool = False, limit: int | None = None,
-             allowConcurrency: bool = False, noCache: bool = False  # noqa: N803
+             allowConcurrency: bool = False, noCache: bool = False
              ) -> asyncio.Future[dict[str, Any]]:
         """Keys and values in key order, as a dict: ``start`` inclusive, ``end`` exclusive."""
         self._instance.check_usable()
@@ -505,7 +505,7 @@ class DurableObjectStorage:
         """The SQL API: only on SQLite-backed classes (``lab.bind(NAME, Cls, sql=True)``)."""
         raise RuntimeError(NOT_SQLITE_MESSAGE)
 
-    def transactionSync(self, fn: Callable[[], Any]) -> Any:  # noqa: N802
+    def transactionSync(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn()`` in a SQLite savepoint (SQLite-backed classes only)."""
         raise RuntimeError(NOT_SQL_MESSAGE)
 
@@ -554,7 +554,7 @@ class DurableObjectStorage:
 
     # -- the alarm (alarms.py): one time per object, kept with the data in _cf_METADATA ------
 
-    def getAlarm(self, *, allowConcurrency: bool = False  # noqa: N802, N803
+    def getAlarm(self, *, allowConcurrency: bool = False
                  ) -> asyncio.Future[float | None]:
         """The alarm time in epoch milliseconds, or None. None inside ``alarm()`` unless re-set."""
         instance = self._instance
@@ -573,8 +573,8 @@ class DurableObjectStorage:
 
         return self._start_read(read(), allowConcurrency)
 
-    def setAlarm(self, scheduledTime: Any, *,  # noqa: N802, N803
-                 allowConcurrency: bool = False, allowUnconfirmed: bool = False  # noqa: N803
+    def setAlarm(self, scheduledTime: Any, *,
+                 allowConcurrency: bool = False, allowUnconfirmed: bool = False
                  ) -> asyncio.Future[None]:
         """Set the object's one alarm (epoch ms or datetime). Replaces any earlier alarm."""
         instance = self._instance
@@ -597,8 +597,8 @@ class DurableObjectStorage:
                                     confirmed=not allowUnconfirmed)
         return _done(None)
 
-    def deleteAlarm(self, *, allowConcurrency: bool = False,  # noqa: N802, N803
-                    allowUnconfirmed: bool = False) -> asyncio.Future[None]:  # noqa: N803
+    def deleteAlarm(self, *, allowConcurrency: bool = False,
+                    allowUnconfirmed: bool = False) -> asyncio.Future[None]:
         """Cancel the alarm (a no-op if none is set). Does not stop a running handler."""
         instance = self._instance
         instance.check_usable()
@@ -662,7 +662,7 @@ class _Transaction:
             )
         self._storage._instance.check_usable()
 
-    def deleteAll(self, **options: Any) -> asyncio.Future[None]:  # noqa: N802
+    def deleteAll(self, **options: Any) -> asyncio.Future[None]:
         self._check("deleteAll")
         raise RuntimeError("Cannot call deleteAll() within a transaction")
 
@@ -690,8 +690,8 @@ class KvTransaction(_Transaction):
         self._state = _OPEN
         self._confirmed = False
 
-    def get(self, keys: str | list[str], *, allowConcurrency: bool = False,  # noqa: N803
-            noCache: bool = False) -> asyncio.Future[Any]:  # noqa: N803
+    def get(self, keys: str | list[str], *, allowConcurrency: bool = False,
+            noCache: bool = False) -> asyncio.Future[Any]:
         self._check("get")
         storage = self._storage
         writes = self._writes
@@ -712,16 +712,16 @@ class KvTransaction(_Transaction):
         return storage._start_read(_merge_got_later(inner, wanted, local), allowConcurrency)
 
     def put(self, key: str | Mapping[str, Any], value: Any = _MISSING, *,
-            allowUnconfirmed: bool = False, allowConcurrency: bool = False,  # noqa: N803
-            noCache: bool = False) -> asyncio.Future[None]:  # noqa: N803
+            allowUnconfirmed: bool = False, allowConcurrency: bool = False,
+            noCache: bool = False) -> asyncio.Future[None]:
         self._check("put")
         for k, data in _kv_put_items(key, value):
             self._writes[k] = data
         self._confirmed = self._confirmed or not allowUnconfirmed
         return _done(None)
 
-    def delete(self, keys: str | list[str], *, allowUnconfirmed: bool = False,  # noqa: N803
-               allowConcurrency: bool = False, noCache: bool = False  # noqa: N803
+    def delete(self, keys: str | list[str], *, allowUnconfirmed: bool = False,
+               allowConcurrency: bool = False, noCache: bool = False
                ) -> asyncio.Future[Any]:
         self._check("delete")
         storage = self._storage
@@ -749,9 +749,9 @@ class KvTransaction(_Transaction):
                                    allowConcurrency)
 
     def list(self, *, prefix: str | None = None, start: str | None = None,
-             startAfter: str | None = None, end: str | None = None,  # noqa: N803
+             startAfter: str | None = None, end: str | None = None,
              reverse: bool = False, limit: int | None = None,
-             allowConcurrency: bool = False, noCache: bool = False  # noqa: N803
+             allowConcurrency: bool = False, noCache: bool = False
              ) -> asyncio.Future[dict[str, Any]]:
         self._check("list")
         lo, hi = _list_bounds(prefix, start, startAfter, end, limit)
@@ -857,8 +857,8 @@ class SqlDurableObjectStorage(DurableObjectStorage):
         super().__init__(instance, engine)  # type: ignore[arg-type]  # (the same interface)
         self._sql: SqlStorage | None = None
 
-    def get(self, keys: str | list[str], *, allowConcurrency: bool = False,  # noqa: N803
-            noCache: bool = False) -> asyncio.Future[Any]:  # noqa: N803
+    def get(self, keys: str | list[str], *, allowConcurrency: bool = False,
+            noCache: bool = False) -> asyncio.Future[Any]:
         self._instance.check_usable()
         engine = self._cache
         if isinstance(keys, str):
@@ -874,8 +874,8 @@ class SqlDurableObjectStorage(DurableObjectStorage):
         return _done({k: self._decode(k, found[k]) for k in wanted if k in found})
 
     def put(self, key: str | Mapping[str, Any], value: Any = _MISSING, *,
-            allowUnconfirmed: bool = False, allowConcurrency: bool = False,  # noqa: N803
-            noCache: bool = False) -> asyncio.Future[None]:  # noqa: N803
+            allowUnconfirmed: bool = False, allowConcurrency: bool = False,
+            noCache: bool = False) -> asyncio.Future[None]:
         self._instance.check_usable()
         items = _sql_put_items(key, value)
         self._cache.kv_put(items, confirmed=not allowUnconfirmed)
@@ -883,8 +883,8 @@ class SqlDurableObjectStorage(DurableObjectStorage):
             self._emit("put", [k for k, _ in items], "write")
         return self._done_none()
 
-    def delete(self, keys: str | list[str], *, allowUnconfirmed: bool = False,  # noqa: N803
-               allowConcurrency: bool = False, noCache: bool = False  # noqa: N803
+    def delete(self, keys: str | list[str], *, allowUnconfirmed: bool = False,
+               allowConcurrency: bool = False, noCache: bool = False
                ) -> asyncio.Future[Any]:
         self._instance.check_usable()
         single = isinstance(keys, str)
@@ -926,7 +926,7 @@ class SqlDurableObjectStorage(DurableObjectStorage):
             sql = self._sql = SqlStorage(self)
         return sql
 
-    def transactionSync(self, fn: Callable[[], Any]) -> Any:  # noqa: N802
+    def transactionSync(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn()`` now inside ``SAVEPOINT``: released if it returns (its value is returned),
         rolled back if it raises (the error propagates). Nestable. ``fn`` must not be async."""
         self._instance.check_usable()

@@ -60,7 +60,8 @@ async def _scene(lab: Lab, title: str, action, out) -> None:  # type: ignore[no-
             run += 1
         line = describe(event)
         if line and run > 1:
-            line = f"call {event.delivery}: {event.op}() x {run} -> {event.cache}, each in the same turn"
+            line = (f"call {event.delivery}: {event.op}() x {run} -> {event.cache}, "
+                    "each in the same turn")
         if line:
             print(f"   {event.object:<18} {line}", file=out)
         i += run
@@ -99,7 +100,8 @@ async def tour(out=sys.stdout) -> None:  # type: ignore[no-untyped-def]
             return "unexpected: no error"
 
         await _scene(lab, "1. Two increments at once: the input gate", two_increments, out)
-        await _scene(lab, "2. A timer between read and write: the gate opens", two_slow_increments, out)
+        await _scene(lab, "2. A timer between read and write: the gate opens",
+                     two_slow_increments, out)
         await _scene(lab, "3. A hundred writes in one call: write coalescing", many_writes, out)
         await _scene(lab, "4. A commit fails: the output gate", failing_commit, out)
 

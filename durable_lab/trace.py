@@ -91,7 +91,7 @@ class ReplayResult:
     calls_replayed: int
     divergence: str | None = None
     divergence_index: int | None = None
-    lab: Lab | None = field(default=None, repr=False)
+    lab: Any = field(default=None, repr=False)  # the replay's Lab, with keep_lab=True
 
     def __str__(self) -> str:
         if self.ok:
@@ -141,7 +141,8 @@ async def replay(trace: dict[str, Any], bindings: dict[str, type] | None = None,
 
     if not isinstance(trace, dict) or trace.get("version") != TRACE_VERSION:
         raise ValueError(f"not a durable_lab trace (version {TRACE_VERSION}): "
-                         f"got {type(trace).__name__} with version {getattr(trace, 'get', lambda k: None)('version')!r}")
+                         f"got {type(trace).__name__} with version "
+                         f"{getattr(trace, 'get', lambda k: None)('version')!r}")
     missing = sorted(set(trace["bindings"]) - set(bindings))
     if missing:
         raise ValueError(f"replay needs a class for every binding of the trace; missing: "

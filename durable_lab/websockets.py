@@ -83,9 +83,8 @@ from .events import (
     WebSocketMessageSent,
 )
 
-
-# What this module is handed from the rooms above it (``_host.Instance``, ``_host.ObjectHost``): they stand
-# above and hand themselves down, so they are named here for the reader, not imported.
+# Handed down from the rooms above, named for the reader, not imported:
+# ``_host.Instance``, ``_host.ObjectHost``.
 Instance = Any
 ObjectHost = Any
 
@@ -122,7 +121,7 @@ NOT_ACCEPTED = ("You must call one of accept() or state.acceptWebSocket() on thi
                 "before sending messages.")
 
 
-class WebSocketDisconnected(DurableLabError):  # noqa: N818 - reads as what happened
+class WebSocketDisconnected(DurableLabError):
     """The WebSocket is closed: raised by ``receive()`` once every earlier message was read,
     and by ``send()`` on a client end that the object (or the runtime) closed."""
 
@@ -130,7 +129,7 @@ class WebSocketDisconnected(DurableLabError):  # noqa: N818 - reads as what happ
         super().__init__(f"WebSocket closed with code {code}" + (f": {reason}" if reason else ""))
         self.code = code
         self.reason = reason
-        self.wasClean = was_clean  # noqa: N815 - the CloseEvent's name
+        self.wasClean = was_clean
 
     @property
     def was_clean(self) -> bool:
@@ -304,7 +303,7 @@ class WebSocket:
 
     # -- attachments -----------------------------------------------------------------------
 
-    def serializeAttachment(self, value: Any) -> None:  # noqa: N802
+    def serializeAttachment(self, value: Any) -> None:
         """Keep a structured-clone copy of ``value`` with the socket (survives hibernation)."""
         record = self._accepted("serializeAttachment")
         data = values.encode(value, what="a WebSocket attachment")
@@ -315,7 +314,7 @@ class WebSocket:
             )
         record.attachment = data
 
-    def deserializeAttachment(self) -> Any:  # noqa: N802
+    def deserializeAttachment(self) -> Any:
         """A fresh copy of the attachment, or None if none was serialized."""
         record = self._accepted("deserializeAttachment")
         return None if record.attachment is None else values.decode(record.attachment)
@@ -331,7 +330,7 @@ class WebSocket:
     # -- state -----------------------------------------------------------------------------
 
     @property
-    def readyState(self) -> int:  # noqa: N802
+    def readyState(self) -> int:
         """1 (OPEN), 2 (CLOSING: a close was sent or received) or 3 (CLOSED)."""
         record = self._record
         if record is None:
@@ -434,7 +433,8 @@ class ClientWebSocket:
 
     # -- receiving -------------------------------------------------------------------------
 
-    async def receive(self, timeout: float | None = None) -> str | bytes:
+    async def receive(self, timeout: float | None = None  # noqa: ASYNC109 - the API's name
+                      ) -> str | bytes:
         """The next message (str or bytes). Raises :class:`WebSocketDisconnected` once closed
         and drained, ``TimeoutError`` after ``timeout`` wall-clock seconds without a message."""
         loop = asyncio.get_running_loop()
@@ -498,7 +498,7 @@ class ClientWebSocket:
         return None if self._close is None else self._close.reason
 
     @property
-    def readyState(self) -> int:  # noqa: N802
+    def readyState(self) -> int:
         if self._record is None:
             return CONNECTING
         return CLOSED if self._close is not None else OPEN
@@ -669,8 +669,8 @@ class HostSockets:
             record.send(None, ("message", pair.response), 0)
             return
         if bus.active:
-            bus.emit(WebSocketMessageReceived, host.label, host.object_id, services.coming_delivery_id(),
-                     record.id, size, type(data) is bytes)
+            bus.emit(WebSocketMessageReceived, host.label, host.object_id,
+                     services.coming_delivery_id(), record.id, size, type(data) is bytes)
         reply = self._dispatch(record, "webSocketMessage", (data,))
         if reply.done() and not reply.cancelled() and reply.exception() is not None:
             raise reply.exception()  # type: ignore[misc]  # refused: overloaded
