@@ -121,6 +121,11 @@ class Delivery:
     __slots__ = ("args", "end", "held_at", "host", "id", "info", "kind", "kwargs", "method",
                  "phase", "queue_ahead", "reply", "since", "spent", "start", "started", "task",
                  "turns", "waiting_for")
+    # Set only when they mean something (see below): read them with getattr and a default.
+    end: float
+    turns: int
+    queue_ahead: int
+    info: dict[str, Any]
 
     def __init__(self, delivery_id: int, kind: str, method: str, args: tuple[Any, ...],
                  kwargs: dict[str, Any], reply: asyncio.Future[Any], host: ObjectHost | None = None,
@@ -159,7 +164,7 @@ class Delivery:
 
     def note(self, key: str, amount: Any = 1) -> None:
         """Add ``amount`` to the verdict context ``key`` (a count or seconds)."""
-        info = getattr(self, "info", None)
+        info: dict[str, Any] | None = getattr(self, "info", None)
         if info is None:
             info = self.info = {}
         info[key] = info.get(key, 0) + amount
@@ -376,6 +381,7 @@ class ObjectHost:
             self.instance = None
         self.last_end = reason
         if stubs_broken:
+            assert error is not None  # (an eviction breaks no stub)
             self.broken[self.generation] = error
             self.generation += 1
         self._landing = inst.cache.in_flight
@@ -737,7 +743,7 @@ class Instance:
                 delivery.waited(self.now())  # the learner's step: with the output gate
         if gate_error is not None:
             error = self.broken if self.broken is not None else gate_error
-        elif self.broken is not None and not (held and pending.done()):
+        elif self.broken is not None and not (held and pending is not None and pending.done()):
             # (A reply that waited only for commits made before the failing one, and saw them
             # succeed, is still sent: workerd's OutputGate resolves waits registered before a
             # failed lock.)

@@ -410,6 +410,7 @@ class SqliteEngine:
         self.instance.check_usable()
         if self.services.path is None:
             conn = _memory_db(self.instance.host)
+            assert conn is not None  # (created when missing)
             owns = False
         else:
             path = self._path()
@@ -736,7 +737,7 @@ class SqliteEngine:
         if self._db(create=False) is None:
             return None
         row = self._x(_SQL_GET_KV, (key,)).fetchone()
-        return None if row is None else row[0]  # type: ignore[no-any-return]
+        return None if row is None else row[0]
 
     def kv_get_many(self, keys: list[str]) -> dict[str, bytes]:
         if self._db(create=False) is None:

@@ -53,6 +53,7 @@ import math
 import time
 import weakref
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .attribution import IO, REENTRY, RUNNING, STORAGE
@@ -68,9 +69,21 @@ CriticalSection = Any
 Delivery = Any
 Instance = Any
 
-__all__ = ["YIELD_TO_TURN", "Driver", "Resolved", "after_turn", "current_driver",
-           "install_task_factory", "mark_io", "now", "resolved", "sleep", "spawn",
-           "uninstall_task_factory"]
+__all__ = [
+    "YIELD_TO_TURN",
+    "Driver",
+    "Resolved",
+    "after_turn",
+    "current_driver",
+    "install_task_factory",
+    "mark_io",
+    "now",
+    "resolved",
+    "sleep",
+    "spawn",
+    "uninstall_task_factory",
+    "wake",
+]
 
 #: The driver whose code is running now (None outside object code). Set once per strand task.
 current_driver: contextvars.ContextVar[Driver | None] = contextvars.ContextVar(
@@ -95,7 +108,7 @@ YIELD_TO_TURN = _YieldToTurn()
 stepping: Driver | None = None
 
 
-class Resolved(asyncio.Future):  # type: ignore[type-arg]
+class Resolved(asyncio.Future):
     """An already-finished storage result (a cache hit, a ``put()``): a resolved promise.
 
     Awaited by object code it does not end the turn, but lets the turn's other runnable code
@@ -124,6 +137,12 @@ def resolved(value: Any) -> Resolved:
 #: strand awaiting one always comes back behind everything queued, even if it completes while
 #: the gate is still settling from a turn (it was not made runnable by that turn).
 _io_futures: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
+
+
+def wake(waiter: asyncio.Future[None], _: object = None) -> None:
+    """Resolve ``waiter`` (a done callback: the future it was added to is done)."""
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def mark_io(fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
@@ -487,7 +506,7 @@ class Driver:
         if fut.done():
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.add_done_callback(lambda _: waiter.done() or waiter.set_result(None))
+        fut.add_done_callback(partial(wake, waiter))
         await waiter
 
     async def _await_critical_section(self, section: CriticalSection,

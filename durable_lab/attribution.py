@@ -152,7 +152,7 @@ class Breakdown:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name in self.__slots__:  # type: ignore[attr-defined]
+        for name in self.__slots__:
             value = getattr(self, name)
             if name == "calls":
                 value = [c.to_dict() for c in value]
@@ -171,7 +171,7 @@ class Breakdown:
         kwargs["route"] = None if route is None else (str(route[0]), str(route[1]),
                                                       float(route[2]))
         kwargs["phases"] = {p: float(kwargs.get("phases", {}).get(p, 0.0)) for p in PHASES}
-        known = set(cls.__slots__)  # type: ignore[attr-defined]
+        known = set(cls.__slots__)
         return cls(**{k: v for k, v in kwargs.items() if k in known})
 
     def __str__(self) -> str:

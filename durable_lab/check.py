@@ -194,7 +194,7 @@ def _freeze(value: Any) -> Hashable:
         hash(value)
     except TypeError:
         return ("$repr", repr(value))
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 class RegisterModel:

@@ -58,7 +58,7 @@ class Clock(Protocol):
         ...
 
 
-class Sleep(asyncio.Future):  # type: ignore[type-arg]
+class Sleep(asyncio.Future):
     """A sleep on the lab clock (what ``durable_lab.sleep`` returns inside an object).
 
     ``on_wake`` (set by the turn driver while a delivery awaits the sleep) runs synchronously

@@ -124,10 +124,11 @@ def build(event_type: type[RuntimeEvent], *values: Any) -> RuntimeEvent:
     ``DeliveryStarted(seq=7, time=t, object="C:a", object_id=id_hex, delivery=3,
     method="increment")``, built without matching keywords. The bus builds events this way.
     """
-    if len(values) != len(fields(event_type)):
+    declared = fields(event_type)  # type: ignore[arg-type]  # (every event type is a dataclass)
+    if len(values) != len(declared):
         raise TypeError(f"build({event_type.__name__}, ...) takes a value for each of its "
-                        f"{len(fields(event_type))} fields "
-                        f"({', '.join(f.name for f in fields(event_type))}), got {len(values)}")
+                        f"{len(declared)} fields "
+                        f"({', '.join(f.name for f in declared)}), got {len(values)}")
     event = _new(event_type)
     event_type._fill(event, values[0], values[1], values[2:])  # type: ignore[attr-defined]
     return event

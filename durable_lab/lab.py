@@ -298,7 +298,7 @@ class Lab:
                 # alive: let go of the folder now.
                 self._folder_lock.release()
                 raise
-        self.backend = _CountingBackend(self.backend, self)  # type: ignore[assignment]
+        self.backend = _CountingBackend(self.backend, self)
         self._hand_down(services, path_given=self.path)
 
     def _hand_down(self, services: Any, *, path_given: Path | None) -> None:
@@ -525,7 +525,7 @@ class Lab:
             raise RuntimeError("this lab does not record: make it with Lab(record=True)")
         events = []
         for event in (self._events.events if self._events is not None else []):
-            row = dataclasses.asdict(event)
+            row = dataclasses.asdict(event)  # type: ignore[call-overload]  # (a dataclass)
             row["kind"] = event.kind
             events.append({k: list(v) if isinstance(v, tuple) else v for k, v in row.items()})
         return {

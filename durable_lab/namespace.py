@@ -197,16 +197,16 @@ class _NamespaceView(DurableObjectNamespace):
             base.name, base._services.random, jurisdiction=jurisdiction,
             jurisdictions=JURISDICTIONS)
 
-    @property  # type: ignore[override]
-    def name(self) -> str:
+    @property
+    def name(self) -> str:  # type: ignore[override]  # (read through the base)
         return self._base.name
 
-    @property  # type: ignore[override]
-    def cls(self) -> type:
+    @property
+    def cls(self) -> type:  # type: ignore[override]  # (read through the base)
         return self._base.cls
 
-    @property  # type: ignore[override]
-    def sql(self) -> bool:
+    @property
+    def sql(self) -> bool:  # type: ignore[override]  # (read through the base)
         return self._base.sql
 
 

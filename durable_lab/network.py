@@ -184,7 +184,7 @@ def check_caller_region(network: Network | None, region: object) -> str:
     if region not in LOCATION_HINTS:
         raise ValueError(f"unknown region {region!r}: a caller's region is one of "
                          f"{', '.join(LOCATION_HINTS)}")
-    return region  # type: ignore[return-value]  # (one of LOCATION_HINTS: a str)
+    return region  # (one of LOCATION_HINTS: a str)
 
 
 class Network:

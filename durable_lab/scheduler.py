@@ -46,6 +46,7 @@ import sys
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .events import Paused, Resumed, RuntimeEvent, StepTaken
@@ -67,7 +68,8 @@ class InputGate(Protocol):
     """An input gate, as the scheduler sees it: the gates register themselves with it
     (``_gates.py`` sits above and hands itself down)."""
 
-    label: str
+    @property
+    def label(self) -> str: ...
 
     def waiting(self) -> list[Any]: ...
     def waiting_head(self) -> Any: ...
@@ -260,7 +262,7 @@ class Scheduler:
             if not permit.future.done():
                 found.append(Choice(permit.kind, permit.object, permit.delivery,
                                     permit.description, permit.seq,
-                                    lambda p=permit: self._release(p)))
+                                    partial(self._release, permit)))
         found.sort(key=lambda c: c.seq)
         for index, choice in enumerate(found):
             choice.index = index
@@ -330,7 +332,7 @@ class Scheduler:
         for permit in self._permits:
             if not permit.future.done() and (best is None or permit.seq < best.seq):
                 best = Choice(permit.kind, permit.object, permit.delivery, permit.description,
-                              permit.seq, lambda p=permit: self._release(p))
+                              permit.seq, partial(self._release, permit))
         if best is not None:
             best.index = 0
         return best
@@ -341,7 +343,7 @@ class Scheduler:
         if waiter.kind in ("critical section", "constructor"):
             description = f"start the {waiter.kind} at {gate.label}"
         return Choice(waiter.kind, gate.label, _delivery_number(waiter.holder), description,
-                      waiter.seq, lambda g=gate, w=waiter: g.admit(w))
+                      waiter.seq, partial(gate.admit, waiter))
 
     async def step_until(self, condition: type[RuntimeEvent] | Callable[[RuntimeEvent], bool],
                          *, max_steps: int = 10_000) -> RuntimeEvent | None:
@@ -349,11 +351,14 @@ class Scheduler:
 
         Returns that event, or None if the runtime ran out of transitions first.
         """
+        matches: Callable[[RuntimeEvent], bool]
         if isinstance(condition, type):
             event_type = condition
 
-            def matches(event: RuntimeEvent) -> bool:
+            def is_of_type(event: RuntimeEvent) -> bool:
                 return isinstance(event, event_type)
+
+            matches = is_of_type
         else:
             matches = condition
         seen: list[RuntimeEvent] = []

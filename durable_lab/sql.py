@@ -91,7 +91,7 @@ class SqlError(DurableLabError):
     """
 
 
-class Row(dict):  # type: ignore[type-arg]
+class Row(dict):
     """A result row: a ``dict`` keyed by column name that also allows ``row.column``.
 
     It crosses a stub as a plain dict; to store it with ``put()``, convert it: ``dict(row)``.
@@ -183,7 +183,7 @@ class SqlStorageCursor:
             self._done = True
             return None
         self._rows_read += 1
-        return row  # type: ignore[no-any-return]
+        return row
 
     def _invalidate(self, why: str) -> None:
         """The database changed under this cursor (deleteAll, reset): further reads fail."""
@@ -311,7 +311,7 @@ class SqlStorage:
 
     @property
     def _engine(self) -> SqliteEngine:
-        return self._storage._cache  # type: ignore[return-value]
+        return self._storage._cache
 
     def exec(self, query: str, *bindings: Any) -> SqlStorageCursor:
         """Run ``query`` now (``?`` placeholders take ``bindings``); returns its cursor."""

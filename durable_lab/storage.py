@@ -53,10 +53,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable, Generator, Iterable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import values
-from ._turns import current_driver, mark_io, resolved, spawn
+from ._turns import current_driver, mark_io, resolved, spawn, wake
 from .alarms import ALARM_KEY, alarm_time, stored_alarm
 from .errors import StorageCorruptError
 from .events import StorageOp
@@ -188,7 +189,8 @@ def _kv_put_items(key: object, value: Any) -> list[tuple[str, bytes]]:
         return [(_check_key(k), _encode(k, v)) for k, v in key.items()]
     if value is _MISSING:
         raise TypeError("put() called with a key and no value: put(key, value)")
-    return [(_check_key(key), _encode(key, value))]
+    checked = _check_key(key)
+    return [(checked, _encode(checked, value))]
 
 
 def _check_sql_key(key: object) -> str:
@@ -370,9 +372,9 @@ class DurableObjectStorage:
                 self._emit("put", (key,), "write" if changed else UNCHANGED)
             return self._done_none()
         items = _kv_put_items(key, value)
-        changed = self._cache.write(items, confirmed=not allowUnconfirmed)
+        written = self._cache.write(items, confirmed=not allowUnconfirmed)
         if self._instance.bus.active or self._instance.awaits:
-            self._emit("put", [k for k, _ in items], "write" if changed else UNCHANGED)
+            self._emit("put", [k for k, _ in items], "write" if written else UNCHANGED)
         return self._done_none()
 
     def _done_none(self) -> asyncio.Future[None]:
@@ -833,7 +835,7 @@ async def _merge_listed_later(inner: asyncio.Future[dict[str, Any]],
 def _settled(fut: asyncio.Future[Any]) -> asyncio.Future[None]:
     """A future that resolves (never fails) once ``fut`` is done."""
     waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    fut.add_done_callback(lambda _: waiter.done() or waiter.set_result(None))
+    fut.add_done_callback(partial(wake, waiter))
     return waiter
 
 
@@ -914,7 +916,7 @@ class SqlDurableObjectStorage(DurableObjectStorage):
             if self._instance.bus.active or self._instance.awaits:
                 self._emit("sync", (), "miss")
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            asyncio.get_running_loop().call_soon(lambda: fut.done() or fut.set_result(None))
+            asyncio.get_running_loop().call_soon(wake, fut)
             return mark_io(fut)
         return super().sync()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import Any
 
 from . import DurableObject, DurableObjectResetError, Lab
 from .events import describe
@@ -40,14 +41,14 @@ class Counter(DurableObject):
         return (await self.ctx.storage.get("n")) or 0
 
 
-async def _scene(lab: Lab, title: str, action, out) -> None:  # type: ignore[no-untyped-def]
+async def _scene(lab: Lab, title: str, action, out) -> None:
     print(f"\n== {title}", file=out)
     rec = lab.record()
     try:
         result = await action()
     finally:
         rec.close()
-    events = list(rec.events)
+    events: list[Any] = list(rec.events)  # (each a dataclass of events.py)
     i = 0
     while i < len(events):
         event = events[i]
@@ -68,7 +69,7 @@ async def _scene(lab: Lab, title: str, action, out) -> None:  # type: ignore[no-
     print(f"   -> {result}", file=out)
 
 
-async def tour(out=sys.stdout) -> None:  # type: ignore[no-untyped-def]
+async def tour(out=sys.stdout) -> None:
     async with Lab(storage="memory", seed=1) as lab:
         counters = lab.bind("COUNTER", Counter)
 

@@ -125,7 +125,7 @@ def _find_class(name: str, meta: dict[str, Any]) -> type:
             f"cannot find class {qualname!r} (module {module_name!r}) for binding {name!r}: "
             f"pass it explicitly, e.g. Lab.replay(trace, {{{name!r}: {qualname.split('.')[-1]}}})"
         ) from None
-    return target  # type: ignore[no-any-return]
+    return target
 
 
 async def replay(trace: dict[str, Any], bindings: dict[str, type] | None = None, *,

@@ -150,7 +150,7 @@ def _message(message: object, who: str) -> str | bytes:
 
 
 def _size(message: str | bytes) -> int:
-    return len(message) if type(message) is bytes else len(message.encode())
+    return len(message) if isinstance(message, bytes) else len(message.encode())
 
 
 def _check_close(code: object, reason: object) -> tuple[int, str]:
@@ -754,6 +754,7 @@ def call_handler(obj: Any, method: str, args: tuple[Any, ...]) -> Any:
     if handler is None or not callable(handler):
         return None
     driver = current_driver.get()
+    assert driver is not None  # (called by the delivery's own code: Delivery.invoke)
     record: _Socket = args[0]
     return handler(record.wrapper_for(driver.instance), *args[1:])
 
