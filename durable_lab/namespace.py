@@ -310,6 +310,9 @@ class DurableObjectStub:
                 return services.record_call(
                     host, kind, method, args, kwargs,
                     lambda link: self._carry(kind, method, args, kwargs, link=link))
+        if services.network is None:
+            # _carry's first case, written out: every plain client call takes it.
+            return host.deliver(kind, method, args, kwargs, self._generation, self)
         return self._carry(kind, method, args, kwargs)
 
     def _send_from(self, driver: Any, kind: str, method: str, args: tuple[Any, ...],
