@@ -299,16 +299,18 @@ class Lab:
                 self._folder_lock.release()
                 raise
         self.backend = _CountingBackend(self.backend, self)
-        self._hand_down(services, path_given=self.path)
+        self._hand_down()
 
-    def _hand_down(self, services: Any, *, path_given: Path | None) -> None:
-        """Fill ``self.services`` (services.py): what the rooms below the lab may use of it."""
-        for name in ("model", "storage", "commit_latency", "max_queue", "max_in_flight",
+    def _hand_down(self) -> None:
+        """Fill ``self.services`` (services.py): what the rooms below the lab may use of it.
+        Settings and parts are the lab's own objects; hooks are its bound methods, looked up
+        once here rather than at every call."""
+        services = self.services
+        for name in ("model", "storage", "path", "commit_latency", "max_queue", "max_in_flight",
                      "sql_time_limit", "idle_timeout", "hibernate_after", "recording", "session",
                      "random", "clock", "bus", "backend", "scheduler", "faults", "alarms",
                      "network", "env"):
             setattr(services, name, getattr(self, name))
-        services.path = path_given
         services.bindings = self.env._bindings
         services.closed = False
         services.recent_calls = 0

@@ -3,8 +3,9 @@
 The lab (``lab.py``) stands at the top: it owns the clock, the bus, the storage backend, the
 scheduler, the faults and the hosts of every object. The rooms below it (a host and its
 instances, the storage caches, the alarm scheduler, the network, the namespaces and stubs) need
-a few things from it: the settings the lab was made with, its parts, and five hooks (track a
-task, delay or fail a commit, record a client call, number a delivery, find a host). They get
+a few things from it: the settings the lab was made with, its parts, and a few hooks (track a
+task, delay or fail a commit, record a client call, number a delivery, find a host, evict an
+idle one, refuse work once the lab is closed). They get
 exactly that, one object made by the lab and handed down at construction, never the ``Lab``
 itself: a lower module imports only modules below it, and what it needs from above is this.
 
