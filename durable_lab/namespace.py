@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import values
@@ -352,8 +353,9 @@ class DurableObjectStub:
             source, who = self._region or network.default_region, "client"
         else:
             source, who = network.region_of_host(caller.host), caller.label
-        return network.carry(self, source, who, kind, method, args, kwargs, sent=sent,
-                             held=held, link=link)
+        deliver = partial(host.deliver, kind, method, args, kwargs, self._generation, self)
+        return network.carry(self, source, who, method, deliver, sent=sent, held=held,
+                             link=link)
 
     def _send_after(self, pending: asyncio.Future[None], driver: Any, kind: str, method: str,
                     args: tuple[Any, ...], kwargs: dict[str, Any], link: Any

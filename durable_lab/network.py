@@ -353,12 +353,13 @@ class Network:
 
     # -- carrying calls ----------------------------------------------------------------------
 
-    def carry(self, stub: DurableObjectStub, source: str, caller: str, kind: str, method: str,
-              args: tuple[Any, ...], kwargs: dict[str, Any], *, sent: float | None = None,
+    def carry(self, stub: DurableObjectStub, source: str, caller: str, method: str,
+              deliver: Callable[[Any], asyncio.Future[Any]], *, sent: float | None = None,
               held: float = 0.0, link: Callable[[Any], Any] | None = None
               ) -> asyncio.Future[Any]:
         """Send one call from region ``source`` over the network; the future gets the reply
-        once it has travelled back.
+        once it has travelled back. ``deliver(origin)`` hands the call to its object when it
+        arrives (the stub's ``ObjectHost.deliver``, handed down: the network only carries it).
 
         Attribution (attribution.py): the call's time from ``sent`` (default: now) to its
         arrival is network, less ``held`` seconds the caller's output gate held it; the way
@@ -401,8 +402,7 @@ class Network:
                 bus.emit(NetworkHopEnded, host.label, host.object_id, hop, "request", source,
                          region, delay, method, caller)
             try:
-                inner = host.deliver(kind, method, args, kwargs, stub._generation, stub,
-                                     (sent, held, link))
+                inner = deliver((sent, held, link))
             except BaseException as exc:
                 reply.set_exception(exc)
                 return
