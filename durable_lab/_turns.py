@@ -42,6 +42,9 @@ they are never adopted.
 An awaited finished storage call is a resolved promise: it does not end the turn, but it lets
 the turn's other runnable code (tasks queued in the turn lane) run first, as ``await`` of a
 resolved promise runs the other queued microtasks first in JavaScript.
+
+``durable_lab.sleep()`` and ``durable_lab.now()`` live here too: from object code they find
+the lab's clock through ``current_driver`` (a lab-clock sleep is I/O: it ends the turn).
 """
 
 from __future__ import annotations
