@@ -155,3 +155,24 @@ def test_the_architecture_doc_lists_every_module():
     missing = [name for name in _modules()
                if not name.endswith("__init__") and f"`{name.split('.')[-1]}.py`" not in doc]
     assert not missing, f"docs/architecture.md's module map does not list: {missing}"
+
+
+def test_the_architecture_doc_draws_the_floors_of_layers():
+    """docs/architecture.md's floor diagram puts every module on its floor in ``LAYERS``."""
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    block = doc.split("### Floors", 1)[1].split("```", 2)[1]
+    floors: dict[int, str] = {}
+    current = None
+    for line in block.splitlines():
+        head = line.split(maxsplit=1)
+        if head and head[0].isdigit():
+            current = int(head[0])
+            floors[current] = head[1] if len(head) > 1 else ""
+        elif current is not None:
+            floors[current] += " " + line.strip()
+    assert sorted(floors) == list(range(len(LAYERS))), sorted(floors)
+    for index, layer in enumerate(LAYERS):
+        words = set(floors[index].replace("exercises/:", " ").replace("/", " ").split())
+        for module in layer:
+            name = module.split(".")[-1]
+            assert name in words, f"{module} is not drawn on floor {index}: {floors[index]!r}"
