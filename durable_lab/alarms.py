@@ -153,7 +153,15 @@ class AlarmScheduler:
         self.scheduled[key] = when
         if key in self._running:
             return  # armed again when the running handler finishes
-        self._timers[key] = self.services.clock.call_at(when / 1000.0, lambda: self._fire(host))
+        clock = self.services.clock
+        # Milliseconds back to seconds: a time set to "now" (setAlarm clamps past times to now)
+        # can come back one rounding step after now, and a manual clock that is not moved
+        # would then never fire it. A time not after now is due now.
+        at = when / 1000.0
+        now = clock.now()
+        if at > now and when <= now * 1000.0:
+            at = now
+        self._timers[key] = clock.call_at(at, lambda: self._fire(host))
 
     async def load(self, hosts: list[ObjectHost]) -> None:
         """Arm the alarms stored by objects not in memory (a lab reopened on its folder).
