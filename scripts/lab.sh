@@ -7,4 +7,6 @@ extra=()
 if [ "$(id -u)" -eq 0 ]; then
     extra+=(--allow-root)  # containers and workshop VMs often run as root
 fi
+# Opening a file makes its folder the file browser's root: learners see notebooks/ (the lessons),
+# not the sources and solutions in course/.
 exec jupyter lab notebooks/00_tour.ipynb "${extra[@]}" "$@"

@@ -1,10 +1,11 @@
 """What a lesson claim's check has at hand, in the lesson's own kernel.
 
-A claim (``claim(...)`` in notebooks/_build.py) holds a sentence of a lesson about a panel to
-the truth: tests/test_lesson_claims.py runs the lesson with each claim's check as a hidden cell
-right after the text, in the same kernel, after ``from claim_kit import *``. The checks read the
-panels' own state (reducers, the HTML the widgets hold, the Bokeh sources' data) once the panels
-have seen every event so far and drawn: ``await settled(lab)`` first.
+A claim (a cell tagged ``claim`` in a lesson's source, course/lessons/NN_name.py) holds a
+sentence of a lesson about a panel to the truth: tests/test_lesson_claims.py runs the lesson with
+each claim cell as a hidden cell right after the text, in the same kernel, after the lesson's
+``claim-kit`` cell (``from claim_kit import claim, settled, ...``). The checks read the panels'
+own state (reducers, the HTML the widgets hold, the Bokeh sources' data) once the panels have
+seen every event so far and drawn: ``await settled(lab)`` first.
 
 Checks assert with a message that says what the panel showed instead, so a failing claim reads
 as "the lesson says X; the panel showed Y".
@@ -17,7 +18,27 @@ import html
 import re
 from typing import Any
 
-__all__ = ["column", "drawn_text", "html_of", "panel_of", "panels_of", "settled", "text_of"]
+__all__ = ["claim", "column", "drawn_text", "html_of", "panel_of", "panels_of", "settled",
+           "text_of"]
+
+
+def claim(says: str, *, output: str = "", page: tuple[str, str] | None = None) -> None:
+    """The first line of a claim cell: what the lesson says, and what else to check.
+
+    scripts/build_lessons.py reads these arguments from the source (they must be literals):
+    ``says`` (words of the three cells above, quoted exactly), ``output`` (a regular expression
+    the output of the code cell above must match, checked by tests/test_lesson_claims.py) and
+    ``page`` ((CSS selector, regular expression) for the browser lesson test). Run in the
+    kernel, the call only refuses arguments those tests could not use.
+    """
+    if not (isinstance(says, str) and says.strip()):
+        raise ValueError(f"claim(says=...): the words of the lesson, not {says!r}")
+    re.compile(output)
+    if page is not None:
+        selector, pattern = page
+        if not selector.strip():
+            raise ValueError(f"claim({says!r}, page=...): give a CSS selector, not {selector!r}")
+        re.compile(pattern)
 
 
 def panels_of(lab: Any) -> list[Any]:

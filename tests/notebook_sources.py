@@ -1,9 +1,15 @@
-"""The lesson notebooks as the tests see them: generated from ``notebooks/_build.py``.
+"""The lesson notebooks as the tests see them: built from their sources in ``course/``.
 
 The files in ``notebooks/`` are what a learner opens, and a learner's JupyterLab autosaves into
 them (outputs, execution counts, edited exercise cells). So the tests never run or inspect the
-working files: they build the notebooks in memory from their source, exactly as
-``python notebooks/_build.py`` would write them.
+working files: they build the notebooks in memory from their sources, exactly as
+``python scripts/build_lessons.py`` would write them.
+
+The exercises' starters and solutions are modules (``course/starters/exKEY.py``,
+``course/solutions/exKEY.py``); :func:`exercise_subject` loads one afresh (a new class per call,
+as a learner's re-run cell makes), and :func:`subject_from` makes a class from source text the
+way a lesson's kernel would (with the names a lesson imports), for the wrong answers the tests
+write themselves.
 
 One test still compares the files with the generator (:func:`stale`), and it must tell a stale
 commit from a learner's autosave:
@@ -18,7 +24,11 @@ commit from a learner's autosave:
 from __future__ import annotations
 
 import importlib.util
+import itertools
+import linecache
 import subprocess
+import sys
+import textwrap
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -26,16 +36,66 @@ from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BUILD = ROOT / "notebooks" / "_build.py"
+BUILD = ROOT / "scripts" / "build_lessons.py"
+
+#: What a lesson's first cell gives its kernel that an exercise may use: the wrong answers the
+#: tests write inline are run with these names, as a learner's cell would be.
+LESSON_IMPORTS = """\
+import asyncio
+from urllib.parse import parse_qs, urlparse
+
+import durable_lab
+from durable_lab import DurableObject, Lab, Response, WebSocketPair
+"""
 
 
 def load_build(path: Path = BUILD) -> ModuleType:
-    """Import ``notebooks/_build.py`` (not a package) as a module."""
-    spec = importlib.util.spec_from_file_location(f"notebooks_build_{abs(hash(path))}", path)
+    """Import ``scripts/build_lessons.py`` (not a package) as a module."""
+    name = f"build_lessons_{abs(hash(path))}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
+
+
+def _load_module(path: Path) -> ModuleType:
+    """A fresh import of the module at ``path`` (its classes are new objects each time)."""
+    spec = importlib.util.spec_from_file_location(f"exercise_{path.stem}_{next(_loads)}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+_loads = itertools.count()
+
+
+def exercise_subject(key: str, which: str) -> Any:
+    """The class (or function) of exercise ``key``'s ``"starter"`` or ``"solution"`` module."""
+    ex = _default_build().read_exercise(key)
+    path = {"starter": ex.starter_path, "solution": ex.solution_path}[which]
+    return getattr(_load_module(path), ex.subject)
+
+
+def exercise_source(key: str, which: str) -> str:
+    """The text of exercise ``key``'s ``"starter"`` or ``"solution"`` module."""
+    ex = _default_build().read_exercise(key)
+    return {"starter": ex.starter_path, "solution": ex.solution_path}[which].read_text()
+
+
+def subject_from(key: str, source: str, label: str = "exercise") -> Any:
+    """The subject of exercise ``key`` defined by ``source``, run after :data:`LESSON_IMPORTS`
+    and findable by ``inspect`` (as IPython keeps a cell's source), so hints can quote it."""
+    text = LESSON_IMPORTS + "\n" + textwrap.dedent(source)
+    filename = f"<{label} {key} {abs(hash(text))}>"
+    linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+    namespace: dict[str, Any] = {"__name__": f"exercise_{key}"}
+    exec(compile(text, filename, "exec"), namespace)
+    return namespace[_default_build().read_exercise(key).subject]
 
 
 @dataclass(frozen=True)
@@ -52,7 +112,7 @@ class Generated:
 
     @property
     def text(self) -> str:
-        """The file's exact text, as ``_build.py`` writes it."""
+        """The file's exact text, as ``scripts/build_lessons.py`` writes it."""
         import nbformat
 
         return nbformat.writes(self.nb) + "\n"
@@ -67,12 +127,8 @@ class Generated:
 def generate(build: ModuleType | None = None) -> list[Generated]:
     """Every lesson and solutions notebook, built in memory, lessons first."""
     build = build if build is not None else _default_build()
-    lessons, solutions = [], []
-    for name, (cells, keys) in build.LESSONS.items():
-        lessons.append(Generated(f"notebooks/{name}.ipynb", build.notebook(cells), True))
-        solutions.append(Generated(f"notebooks/solutions/{name}_solutions.ipynb",
-                                   build.solution_notebook(name, keys), False))
-    return lessons + solutions
+    return [Generated(str(path.relative_to(build.ROOT)), nb, path.parent == build.NOTEBOOKS)
+            for path, nb in build.outputs().items()]
 
 
 @cache
@@ -107,10 +163,11 @@ def stale(notebooks: list[Generated], root: Path = ROOT) -> list[str]:
         if committed is not None:
             if committed != g.text:
                 found.append(f"{g.relpath}: the committed version (HEAD) is not what "
-                             "notebooks/_build.py generates")
+                             "scripts/build_lessons.py makes from its source")
         elif working is None:
             found.append(f"{g.relpath}: missing")
         else:
-            found.append(f"{g.relpath}: not what notebooks/_build.py generates (it is not "
-                         "committed in git, so the working file is all there is)")
+            found.append(f"{g.relpath}: not what scripts/build_lessons.py makes from its "
+                         "source (it is not committed in git, so the working file is all there "
+                         "is)")
     return found

@@ -58,7 +58,7 @@ def test_a_fresh_binder_environment_runs_the_tour(tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(ROOT, repo, ignore=SKIP)
     # Binder builds from the commit, not from a learner's autosaved working tree: run the tour
-    # as notebooks/_build.py generates it (test_notebooks checks the commit equals that).
+    # as scripts/build_lessons.py builds it (test_notebooks checks the commit equals that).
     from notebook_sources import generate
 
     tour = next(g for g in generate() if g.relpath == "notebooks/00_tour.ipynb")

@@ -1,48 +1,52 @@
 """What each exercise's text and hints say is what its check measures (issue 9).
 
 The numbers a lesson quotes about its check come from the constants the check runs with, so a
-change to one without the other fails here. Checked against the lessons as notebooks/_build.py
-generates them.
+change to one without the other fails here. Checked against the lessons as
+scripts/build_lessons.py builds them from course/.
 """
 
 from __future__ import annotations
 
-import linecache
 import re
 import sqlite3
-import textwrap
 
 import pytest
+from notebook_sources import exercise_source, generate, load_build, subject_from
 
-from durable_lab.exercises import CHECKS, batcher, bulk, chat, contention, counter, ledger
-from durable_lab.exercises import leaderboard
-from durable_lab.exercises import placement, ratelimit, seats
+from durable_lab.exercises import (
+    CHECKS,
+    batcher,
+    bulk,
+    chat,
+    contention,
+    counter,
+    leaderboard,
+    ledger,
+    placement,
+    ratelimit,
+    seats,
+)
 from durable_lab.exercises.helpers import Exporter
 
-from notebook_sources import generate, load_build
-
 build = load_build()
+LESSONS = build.lessons()
 
 
 def lesson_text(key: str) -> str:
     """The markdown of the lesson that holds exercise ``key``, whitespace collapsed."""
-    for name, (cells, keys) in build.LESSONS.items():
-        if key in keys:
-            return " ".join(" ".join(src for kind, src, _ in cells if kind == "markdown").split())
+    for lesson in LESSONS.values():
+        if key in lesson.exercises:
+            return " ".join(" ".join(c.source for c in lesson.cells
+                                     if c.kind == "markdown").split())
     raise KeyError(key)
 
 
 def subject(key: str, source: str):  # type: ignore[no-untyped-def]
     """A class from source, findable by the checks' hints as a notebook cell's is."""
-    namespace: dict[str, object] = {}
-    text = build.IMPORTS + "\n" + textwrap.dedent(source)
-    filename = f"<exercise text {key} {abs(hash(text))}>"
-    linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
-    exec(compile(text, filename, "exec"), namespace)
-    return namespace[build.SUBJECT_OF[key]]
+    return subject_from(key, source, "exercise text")
 
 
-LIMITER = subject("09", build.SOLUTIONS["09"])
+LIMITER = subject("09", exercise_source("09", "solution"))
 
 QUOTED = {
     "01": [f"then on slow storage ({counter.SLOW_COMMITS[0] * 1000:g} ms, then "
@@ -80,7 +84,7 @@ async def test_the_capstone_runs_as_many_scenarios_as_the_lesson_says():
 
 
 async def test_the_chaos_scenario_reports_the_numbers_it_ran():
-    result = await CHECKS["03"](subject("03", build.STARTERS["03"]))
+    result = await CHECKS["03"](subject("03", exercise_source("03", "starter")))
     chaos = [o for o in result.outcomes if "clients" in o.name]
     assert chaos and chaos[0].name == (
         f"{ledger.CHAOS_DEPOSITS} deposits from {ledger.CHAOS_CLIENTS} clients while 1 commit "
@@ -113,7 +117,7 @@ async def test_the_bulk_hint_says_what_was_measured_when_a_loop_syncs_every_tent
 
 
 def test_the_sql_hint_runs_against_the_starters_table():
-    create = re.search(r'"(CREATE TABLE[^"]+)"', build.STARTERS["07"])
+    create = re.search(r'"(CREATE TABLE[^"]+)"', exercise_source("07", "starter"))
     example = re.search(r"sql\.exec\('([^']+)', (.+?)\)`", leaderboard.BINDINGS_HINT)
     assert create and example, leaderboard.BINDINGS_HINT
     db = sqlite3.connect(":memory:")
@@ -123,7 +127,7 @@ def test_the_sql_hint_runs_against_the_starters_table():
 
 
 def test_the_sort_hint_runs_against_the_starters_table():
-    create = re.search(r'"(CREATE TABLE[^"]+)"', build.STARTERS["07"])
+    create = re.search(r'"(CREATE TABLE[^"]+)"', exercise_source("07", "starter"))
     example = re.search(r"`(SELECT [^`]+ORDER BY[^`]+LIMIT \?)`", leaderboard.SORT_HINT)
     assert create and example, leaderboard.SORT_HINT
     db = sqlite3.connect(":memory:")
@@ -135,7 +139,7 @@ def test_the_sort_hint_runs_against_the_starters_table():
 async def test_the_history_hint_asks_only_for_what_the_check_measures():
     # The history scenario sends HISTORY_MESSAGES lines and never tests a 50-line cap, so its
     # hint may not demand one.
-    result = await CHECKS["08"](subject("08", build.STARTERS["08"]))
+    result = await CHECKS["08"](subject("08", exercise_source("08", "starter")))
     history = [o for o in result.failures if "history" in o.name]
     assert history, str(result)
     assert f"ann sent {chat.HISTORY_MESSAGES} messages" in history[0].what
@@ -151,6 +155,6 @@ def test_scenario_texts_use_the_constants_they_run_with():
 
 
 def test_every_generated_lesson_with_an_exercise_is_covered():
-    exercised = {key for _, keys in build.LESSONS.values() for key in keys}
+    exercised = {key for lesson in LESSONS.values() for key in lesson.exercises}
     assert exercised == set(CHECKS)
-    assert len([g for g in generate() if g.lesson]) == len(build.LESSONS)
+    assert len([g for g in generate() if g.lesson]) == len(LESSONS)

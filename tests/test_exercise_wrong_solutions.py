@@ -11,34 +11,30 @@ section around the snapshot only) must pass, so the checks are not fooled the ot
 
 from __future__ import annotations
 
-import linecache
 import textwrap
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from notebook_sources import load_build
+from notebook_sources import exercise_source, load_build, subject_from
 
 from durable_lab.exercises import CHECKS, CheckResult
 
-build = load_build()
+KEYS = sorted(load_build().exercises())
+STARTERS = {key: exercise_source(key, "starter") for key in KEYS}
+SOLUTIONS = {key: exercise_source(key, "solution") for key in KEYS}
 
 
 def subject(key: str, source: str) -> Any:
     """The class (or route) defined by ``source``, with the notebooks' imports, findable by
     ``inspect`` as a notebook cell's is."""
-    namespace: dict[str, Any] = {}
-    text = build.IMPORTS + "\n" + textwrap.dedent(source)
-    filename = f"<wrong solution {key} {abs(hash(text))}>"
-    linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
-    exec(compile(text, filename, "exec"), namespace)
-    return namespace[build.SUBJECT_OF[key]]
+    return subject_from(key, source, "wrong solution")
 
 
 def edit(key: str, old: str, new: str, *, source: str | None = None) -> str:
     """The shipped solution (or ``source``) with ``old`` replaced by ``new``; ``old`` must be
     there, so a change to the solutions cannot silently turn a wrong answer into a right one."""
-    text = build.SOLUTIONS[key] if source is None else source
+    text = SOLUTIONS[key] if source is None else source
     assert old in text, f"{old!r} is not in the source of exercise {key}"
     return text.replace(old, new, 1)
 
@@ -118,7 +114,7 @@ TOP_OF_THE_SOLUTION = '''return self.sql.exec(
 
 WRONG = [
     # -- 00 · a counter that remembers ---------------------------------------------------------
-    Wrong("00", "the count in a field (the starter)", build.STARTERS["00"],
+    Wrong("00", "the count in a field (the starter)", STARTERS["00"],
           "survives an eviction", ("returned 0 instead of 2", "Fields like self.count")),
     Wrong("00", "a field written through to storage", COUNTER_FIELD_WRITE_THROUGH,
           "survives an eviction",
@@ -138,7 +134,7 @@ WRONG = [
                'await durable_lab.sleep(0.01)\n        self.ctx.storage.put("n", n + by)'),
           "increments at once", ("lost", "an await on a timer")),
     # -- 01 · a counter without gates ----------------------------------------------------------
-    Wrong("01", "no lock (the starter)", build.STARTERS["01"], "model='none'",
+    Wrong("01", "no lock (the starter)", STARTERS["01"], "model='none'",
           ("asyncio.Lock()", "from the get to the put")),
     Wrong("01", "a lock made per call", '''
         class LockedCounter(DurableObject):
@@ -199,7 +195,7 @@ WRONG = [
                 return self.count
         ''', "survives an eviction", ("[0, 1] instead of [2, 3]", "lives only in memory")),
     # -- 02 · one seat, one payment ------------------------------------------------------------
-    Wrong("02", "read, pay, then write (the starter)", build.STARTERS["02"],
+    Wrong("02", "read, pay, then write (the starter)", STARTERS["02"],
           "two claims at the same time", ("both ann and bob", "OPENS the input gate")),
     Wrong("02", "paying before looking at the seat", '''
         class Seat(DurableObject):
@@ -233,7 +229,7 @@ WRONG = [
     Wrong("02", "the owner in a field", SEAT_IN_A_FIELD, "survives an eviction",
           ("bob's claim returned True", "fields are lost when the object is evicted")),
     # -- 03 · no false acknowledgments ---------------------------------------------------------
-    Wrong("03", "allowUnconfirmed (the starter)", build.STARTERS["03"], "a commit fails",
+    Wrong("03", "allowUnconfirmed (the starter)", STARTERS["03"], "a commit fails",
           ("a false acknowledgment", "allowUnconfirmed=True lets the reply leave")),
     Wrong("03", "the balance in a field, written through", '''
         class Ledger(DurableObject):
@@ -263,7 +259,7 @@ WRONG = [
                '        self.ctx.storage.put("balance", balance + amount)'),
           "clients while 1 commit", ("cannot all be true", "await nothing but storage")),
     # -- 04 · n writes, one commit -------------------------------------------------------------
-    Wrong("04", "sync() after every put (the starter)", build.STARTERS["04"], "one commit",
+    Wrong("04", "sync() after every put (the starter)", STARTERS["04"], "one commit",
           ("took 50 commits", "await self.ctx.storage.sync()")),
     Wrong("04", "a sleep after every put",
           edit("04", "self.ctx.storage.put(key, value)   # all in one turn: one batch, one commit",
@@ -281,14 +277,14 @@ WRONG = [
                 return dict(await self.ctx.storage.list())
         ''', "never a mix", ("half-saved", "await self.ctx.storage.sync()")),
     # -- 05 · a batcher on an alarm ------------------------------------------------------------
-    Wrong("05", "setAlarm() on every add (the starter)", build.STARTERS["05"], "steady trickle",
+    Wrong("05", "setAlarm() on every add (the starter)", STARTERS["05"], "steady trickle",
           ("setAlarm() replaces", "getAlarm() is None")),
     Wrong("05", "deleting the items before sending them",
           edit("05", "        self.ctx.storage.setAlarm(durable_lab.now() * 1000 + 10_000)    "
                      "# 10 s from now",
                "        if await self.ctx.storage.getAlarm() is None:\n"
                "            self.ctx.storage.setAlarm(durable_lab.now() * 1000 + 10_000)",
-               source=build.STARTERS["05"]),
+               source=STARTERS["05"]),
           "outbox is down", ("holds [] instead of ['a', 'b']",
                              "remove them only AFTER deliver() succeeded")),
     Wrong("05", "pending items in a field", '''
@@ -321,7 +317,7 @@ WRONG = [
                                                    "you sent")),
     # -- 06a · no head-of-line blocking --------------------------------------------------------
     Wrong("06a", "blockConcurrencyWhile around snapshot and upload (the starter)",
-          build.STARTERS["06a"], "not stuck", ("did not answer until it was done",
+          STARTERS["06a"], "not stuck", ("did not answer until it was done",
                                                 "inside blockConcurrencyWhile")),
     Wrong("06a", "blockConcurrencyWhile around the upload only", edit(
         "06a", "await self.env.EXPORTER.getByName(\"x\").upload(snapshot)   # slow: the gate "
@@ -349,7 +345,7 @@ WRONG = [
                 return "exported"
         ''', "not stuck", ("No blockConcurrencyWhile here", "an asyncio.Lock")),
     # -- 06b · shard by the unit of consistency ------------------------------------------------
-    Wrong("06b", "one object for everything (the starter)", build.STARTERS["06b"],
+    Wrong("06b", "one object for everything (the starter)", STARTERS["06b"],
           "spread over objects", ("went to 1 object(s)", "One object for everything")),
     Wrong("06b", "one object per user", '''
         def route(env, room, user):
@@ -360,7 +356,7 @@ WRONG = [
             return env.ROOMS.getByName(f"shard-{sum(map(ord, room)) % 3}")
         ''', "spread over objects", ("went to 3 object(s)", "Fewer objects than rooms")),
     # -- 07 · a leaderboard in SQL -------------------------------------------------------------
-    Wrong("07", "values pasted into SQL (the starter)", build.STARTERS["07"], "O'Brien",
+    Wrong("07", "values pasted into SQL (the starter)", STARTERS["07"], "O'Brien",
           ("SqlError", "Pass values as bindings")),
     Wrong("07", "top(n) sorted and cut in Python", edit("07", TOP_OF_THE_SOLUTION,
                                                         SORTED_IN_PYTHON),
@@ -377,7 +373,7 @@ WRONG = [
     Wrong("07", "CREATE TABLE without IF NOT EXISTS", edit("07", "IF NOT EXISTS ", ""),
           "survive an eviction", ("already exists", "CREATE TABLE IF NOT EXISTS")),
     # -- 08 · a chat room that hibernates ------------------------------------------------------
-    Wrong("08", "sockets kept in a field (the starter)", build.STARTERS["08"], "after hibernation",
+    Wrong("08", "sockets kept in a field (the starter)", STARTERS["08"], "after hibernation",
           ("ann received nothing", "broadcast to `self.ctx.getWebSockets()`")),
     Wrong("08", "names kept in a field", edit(
         "08", "line = f\"{ws.deserializeAttachment()['name']}: {message}\"",
@@ -403,7 +399,7 @@ WRONG = [
 '''), "history survives an eviction", ("'back again' overwrote the first line",
                                            "Keep the count in storage")),
     # -- 09 · the rate limiter -----------------------------------------------------------------
-    Wrong("09", "a count in a field (the starter)", build.STARTERS["09"], "window slides",
+    Wrong("09", "a count in a field (the starter)", STARTERS["09"], "window slides",
           ("(expected True)", "The window slides")),
     Wrong("09", "a fixed window", '''
         class RateLimiter(DurableObject):
@@ -426,7 +422,7 @@ WRONG = [
         'self.ctx.storage.put("times", recent, allowUnconfirmed=True)'),
           "every other commit fails", ("callers were told True", "allowUnconfirmed")),
     # -- 10 · place each room near its members -------------------------------------------------
-    Wrong("10", "one object for the world (the starter)", build.STARTERS["10"], "within 50 ms",
+    Wrong("10", "one object for the world (the starter)", STARTERS["10"], "within 50 ms",
           ("over the budget", "One object for everyone")),
     Wrong("10", "one object per room, no location hint", '''
         def route(env, room, user):

@@ -1,38 +1,28 @@
 """Every check against its shipped solution (passes) and typical wrong answers (fails, with
-the right hint). Solutions and starters come from notebooks/_build.py, the notebooks' source."""
+the right hint). Starters and solutions are the modules in course/starters and course/solutions
+(scripts/build_lessons.py puts them into the lessons and the solution notebooks)."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import linecache
-import textwrap
-from pathlib import Path
 from typing import Any
 
 import pytest
+from notebook_sources import exercise_source, exercise_subject, load_build, subject_from
 
 import durable_lab
 from durable_lab import DurableObject, Response, WebSocketPair
 from durable_lab.exercises import CHECKS, CheckResult, check, check_counter
 from durable_lab.exercises._core import Fail, Scenario, run_check
 
-BUILD = Path(__file__).resolve().parent.parent / "notebooks" / "_build.py"
-_spec = importlib.util.spec_from_file_location("notebooks_build", BUILD)
-assert _spec is not None and _spec.loader is not None
-build = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(build)
+EXERCISES = sorted(load_build().exercises())
+STARTERS = {key: exercise_source(key, "starter") for key in EXERCISES}
+SOLUTIONS = {key: exercise_source(key, "solution") for key in EXERCISES}
 
 
 def load(key: str, source: str) -> Any:
-    """Execute a starter/solution cell (with the notebooks' imports) and return its subject."""
-    namespace: dict[str, Any] = {}
-    text = build.IMPORTS + "\n" + textwrap.dedent(source)
-    filename = f"<exercise {key} {abs(hash(text))}>"
-    # As IPython does for notebook cells: keep the source findable, so hints can quote it.
-    linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
-    exec(compile(text, filename, "exec"), namespace)
-    return namespace[build.SUBJECT_OF[key]]
+    """Run a starter/solution text (after a lesson's imports) and return its subject."""
+    return subject_from(key, source)
 
 
 def define(key: str, source: str) -> Any:
@@ -57,9 +47,9 @@ def assert_fails(result: CheckResult, scenario: str, *hint_words: str) -> None:
 # -- every shipped solution passes, every shipped starter fails ---------------------------
 
 
-@pytest.mark.parametrize("key", sorted(build.SOLUTIONS))
+@pytest.mark.parametrize("key", EXERCISES)
 async def test_the_shipped_solution_passes(key):
-    result = await CHECKS[key](load(key, build.SOLUTIONS[key]))
+    result = await CHECKS[key](exercise_subject(key, "solution"))
     assert result.passed, str(result)
     assert result.score == 1.0
     assert "scenarios pass" in str(result) or "it passes" in str(result)
@@ -81,10 +71,10 @@ STARTER_FAILS = {
 }
 
 
-@pytest.mark.parametrize("key", sorted(build.STARTERS))
+@pytest.mark.parametrize("key", EXERCISES)
 async def test_the_shipped_starter_fails_with_its_hint(key):
-    assert set(STARTER_FAILS) == set(build.STARTERS)
-    result = await CHECKS[key](load(key, build.STARTERS[key]))
+    assert set(STARTER_FAILS) == set(EXERCISES)
+    result = await CHECKS[key](exercise_subject(key, "starter"))
     scenario, word = STARTER_FAILS[key]
     assert_fails(result, scenario, word)
     assert "Not there yet" in str(result)
@@ -107,14 +97,14 @@ async def test_00_shared_class_attribute_is_named():
 
 
 async def test_00_a_timer_between_read_and_write_loses_updates():
-    cls = define("00", build.SOLUTIONS["00"].replace(
+    cls = define("00", SOLUTIONS["00"].replace(
         'self.ctx.storage.put("n", n + by)',
         'await durable_lab.sleep(0.001)\n        self.ctx.storage.put("n", n + by)', 1))
     assert_fails(await check_counter(cls), "10 increments at once", "lost", "open it")
 
 
 async def test_00_ignoring_by_is_reported():
-    cls = define("00", build.SOLUTIONS["00"].replace("n + by", "n + 1"))
+    cls = define("00", SOLUTIONS["00"].replace("n + by", "n + 1"))
     assert_fails(await check_counter(cls), "it counts", "`by`")
 
 
@@ -133,7 +123,7 @@ async def test_01_a_lock_made_per_call_keeps_nobody_out():
 
 
 async def test_02_reserving_without_undo_keeps_a_failed_buyers_seat():
-    cls = define("02", build.SOLUTIONS["02"].replace(
+    cls = define("02", SOLUTIONS["02"].replace(
         "self.ctx.storage.delete(\"owner\")         # the payment failed: free the seat again",
         "pass"))
     result = await CHECKS["02"](cls)
@@ -161,7 +151,7 @@ async def test_02_block_concurrency_while_passes_and_says_it_reset():
 
 
 async def test_02_the_adversarial_scenario_prints_a_replayable_schedule():
-    result = await CHECKS["02"](load("02", build.STARTERS["02"]))
+    result = await CHECKS["02"](load("02", STARTERS["02"]))
     text = failed(result)["you are not the scheduler any more: 25 adversarial schedules"]
     assert "seed 0" in text and "admit delivery" in text and "lab.choose(i)" in text
 
@@ -184,7 +174,7 @@ async def test_03_a_balance_kept_in_a_field_is_caught():
 
 
 async def test_04_a_sleep_between_puts_is_named():
-    cls = define("04", build.SOLUTIONS["04"].replace(
+    cls = define("04", SOLUTIONS["04"].replace(
         "self.ctx.storage.put(key, value)   # all in one turn: one batch, one commit",
         "self.ctx.storage.put(key, value)\n            await durable_lab.sleep(0)"))
     assert_fails(await CHECKS["04"](cls), "one commit", "a sleep")
@@ -256,7 +246,7 @@ async def test_05_items_in_a_field_are_lost_on_eviction():
 
 
 async def test_05_swallowing_the_send_error_is_named():
-    cls = define("05", build.SOLUTIONS["05"].replace(
+    cls = define("05", SOLUTIONS["05"].replace(
         '''        await self.env.OUTBOX.getByName("outbox").deliver(inflight["items"],
                                                           batch_id=inflight["id"])''',
         '''        try:
@@ -321,7 +311,7 @@ async def test_10_routing_by_user_splits_a_room_and_a_hint_needs_a_real_region()
 
 
 async def test_07_an_unsorted_top_and_a_plain_create_table():
-    cls = define("07", build.SOLUTIONS["07"].replace(
+    cls = define("07", SOLUTIONS["07"].replace(
         "ORDER BY total DESC, player ", "").replace("IF NOT EXISTS ", ""))
     result = await CHECKS["07"](cls)
     assert_fails(result, "sorted and cut", "ORDER BY")
@@ -363,18 +353,18 @@ async def test_09_typical_wrong_limiters():
                 return True
     ''')
     assert_fails(await CHECKS["09"](fixed), "the window slides", "fixed window")
-    unconfirmed = define("09", build.SOLUTIONS["09"].replace(
+    unconfirmed = define("09", SOLUTIONS["09"].replace(
         'self.ctx.storage.put("times", recent)',
         'self.ctx.storage.put("times", recent, allowUnconfirmed=True)'))
     assert_fails(await CHECKS["09"](unconfirmed), "every other commit fails", "allowUnconfirmed")
-    unpruned = define("09", build.SOLUTIONS["09"].replace(
+    unpruned = define("09", SOLUTIONS["09"].replace(
         '''self.ctx.storage.put("times", recent)''',
         '''self.ctx.storage.put("times", times + [now] if allowed else times)'''))
     assert_fails(await CHECKS["09"](unpruned), "storage stays bounded", "Drop the times")
-    wall = define("09", build.SOLUTIONS["09"].replace("durable_lab.now()",
+    wall = define("09", SOLUTIONS["09"].replace("durable_lab.now()",
                                                       "__import__('time').time()"))
     assert_fails(await CHECKS["09"](wall), "the window slides", "durable_lab.now()")
-    racy = define("09", build.SOLUTIONS["09"].replace(
+    racy = define("09", SOLUTIONS["09"].replace(
         "allowed = len(recent) < self.LIMIT",
         "await durable_lab.sleep(0.01)\n        allowed = len(recent) < self.LIMIT"))
     result = await CHECKS["09"](racy)
@@ -386,7 +376,7 @@ async def test_09_typical_wrong_limiters():
 
 
 async def test_a_result_prints_marks_and_serialises():
-    result = await check_counter(load("00", build.STARTERS["00"]))
+    result = await check_counter(load("00", STARTERS["00"]))
     text = str(result)
     assert text.startswith("Exercise 00")
     assert "✓" in text and "✗" in text and "What happened:" in text and "Hint:" in text
@@ -399,7 +389,7 @@ async def test_a_result_prints_marks_and_serialises():
 
 
 async def test_check_by_exercise_number():
-    result = await check("0", load("00", build.SOLUTIONS["00"]))
+    result = await check("0", load("00", SOLUTIONS["00"]))
     assert result.passed
     with pytest.raises(KeyError, match="no exercise"):
         await check("42", object)

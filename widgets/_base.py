@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
-from . import _comms, _feed, _lifecycle
+from . import _comms, _feed, _lifecycle, _threads
 
 if TYPE_CHECKING:
     from durable_lab import Lab
@@ -38,6 +38,8 @@ class Panel(w.VBox):  # type: ignore[misc]
     def __init__(self, lab: Lab, *, feed: _feed.Feed | None = None, register: bool = True,
                  **kwargs: Any) -> None:
         self.lab = lab
+        #: Where widget callbacks run: the loop and thread of the cell that opened the panel.
+        self._home = _threads.here()
         self._dirty = True
         self._tasks: set[asyncio.Future[Any]] = set()
         self.errors = w.Output(layout=w.Layout(max_height="160px", overflow="auto"))
@@ -145,14 +147,18 @@ class Panel(w.VBox):  # type: ignore[misc]
         self.errors.append_stderr(text)
 
     def guarded(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Wrap a widget callback so its errors show in this panel."""
+        """Wrap a widget callback so that it runs on the lab's thread (JupyterLab may deliver
+        the click on another one: widgets/_threads.py) and its errors show in this panel."""
 
-        def handler(*args: Any, **kwargs: Any) -> Any:
+        def run(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:
                 self.show_error(exc)
                 return None
+
+        def handler(*args: Any, **kwargs: Any) -> Any:
+            return _threads.call_at_home(self._home, run, args, kwargs)
 
         return handler
 

@@ -2,16 +2,16 @@
 
 Re-running a cell that opens a panel closes the previous panel of that kind (``_feed.attach``),
 and with it the comm of every widget inside. Messages from those widgets' views are still on
-their way to the kernel at that moment, and they reach it only after the cell that closed them:
-ipykernel handles shell messages one at a time, so whatever the browser sends while the cell
-runs waits behind it. Two kinds arrive, measured in JupyterLab (tests/browser): jupyter_bokeh
-4.1 sends back every patch it applied (the "echo" ``LiveBokehModel`` ignores) for the last
-frames the old panel drew, and BokehJS reports the new sizes of every plot when the cell's old
-output is cleared (``inner_width``, ``outer_height``, ...). The kernel finds no comm for them
-and the ``comm`` package logs ``No such comm: <id>`` for each: dozens of lines in JupyterLab's
-log console per re-run, though nothing is wrong.
+their way to the kernel at that moment, and they reach it after the comms are gone (behind the
+running cell, or, where JupyterLab sends widget messages over a kernel subshell, a moment later
+on its thread). Two kinds arrive, measured in JupyterLab (tests/browser): jupyter_bokeh 4.1
+sends back every patch it applied (the "echo" ``LiveBokehModel`` ignores) for the last frames
+the old panel drew, and BokehJS reports the new sizes of every plot when the cell's old output
+is cleared (``inner_width``, ``outer_height``, ...). The kernel finds no comm for them and the
+``comm`` package logs ``No such comm: <id>`` for each: dozens of lines in JupyterLab's log
+console per re-run, though nothing is wrong.
 
-The kernel cannot wait for those messages (they queue behind the running cell), and the
+The kernel cannot wait for those messages (they come after the cell closed the comms), and the
 browser side is jupyter_bokeh's and JupyterLab's. So the panels remember the ids of the comms
 they closed (a bounded list) and a filter on the ``Comm`` logger drops the "No such comm"
 warning for those ids only. A message to any other unknown comm is still logged.

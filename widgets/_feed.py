@@ -374,8 +374,42 @@ def feed_for(lab: Lab, **options: Any) -> Feed:
     feed = _feeds.get(lab)
     if feed is None or feed.closed:
         feed = _feeds[lab] = Feed(lab, **options)
+        _draw_at_the_end_of_each_cell()
     return feed
 
+
+_cell_hook_installed = False
+
+
+def _flush_live_feeds(*_: Any) -> None:
+    """Draw every live panel as the cell leaves the lab. At full speed a panel redraws at most
+    every ``Panel.min_interval``, so a state that lasts from the end of one cell to the start
+    of the next (the object HIBERNATED between two cells of lesson 08, run with Run All) was
+    folded but never drawn: the page must show what the lab is at every cell boundary, since
+    that is where a lesson's text describes it. Slow motion keeps its own pace."""
+    for feed in list(_feeds.values()):
+        if feed.closed or feed.seconds_per_event is not None:
+            continue
+        try:
+            feed.flush()
+        except Exception as exc:  # shown by the panels' status line, never swallowed
+            feed.errors.append(exc)
+
+
+def _draw_at_the_end_of_each_cell() -> None:
+    """Register :func:`_flush_live_feeds` with IPython's ``post_run_cell`` event, once."""
+    global _cell_hook_installed
+    if _cell_hook_installed:
+        return
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    shell.events.register("post_run_cell", _flush_live_feeds)
+    _cell_hook_installed = True
 
 
 def attach(lab: Lab, kind: str, panel: Any) -> None:

@@ -64,6 +64,7 @@ _SCRIPT = """(function (root) {
   // 2. The guard on BokehJS documents (only once BokehJS is in the page).
   var Bokeh = root.Bokeh;
   if (!Bokeh || typeof Bokeh.require !== "function") { return; }
+  resyncReceivers(Bokeh, state);
   var Document;
   try { Document = Bokeh.require("document").Document; } catch (e) { return; }
   var proto = Document.prototype;
@@ -97,6 +98,52 @@ _SCRIPT = """(function (root) {
     if (guard) { this.__dlGuards.delete(callback); }
     return removeOnChange.call(this, guard || callback);
   };
+
+  // 3. Patch receivers that find their place again. A jupyter_bokeh view hears a patch as a
+  // series of comm messages (header, metadata, content, then a reference and the bytes of each
+  // buffer), which a BokehJS Receiver puts together in that order. A view made while a patch
+  // was on its way hears the middle of it first; the Receiver then takes a fragment for the
+  // wrong part, throws on the next binary one, and from there on stays out of step: every later
+  // patch is lost (a timeline kept 33 of 53 rows for good). Here a receiver waiting for a header
+  // skips what is not one, and one that meets a fragment out of place starts over at the next
+  // header; the patch it missed is made good by the snapshot the kernel re-takes when the view
+  // reports that it has drawn (widgets/_plots.py).
+  function resyncReceivers(Bokeh, state) {
+    var Receiver;
+    try { Receiver = Bokeh.require("protocol/receiver").Receiver; } catch (e) { return; }
+    var proto = Receiver && Receiver.prototype;
+    if (!proto || proto.__dlResync || typeof proto._HEADER !== "function") { return; }
+    proto.__dlResync = true;
+    state.resynced = state.resynced || 0;
+    var takeHeader = proto._HEADER, consume = proto.consume;
+    function isHeader(fragment) {
+      if (typeof fragment !== "string") { return false; }
+      try {
+        var header = JSON.parse(fragment);
+        return header !== null && typeof header.msgid === "string" &&
+               typeof header.msgtype === "string";
+      } catch (e) { return false; }
+    }
+    function startOver(receiver) {
+      receiver.message = null;  // the view must not apply the last whole patch a second time
+      receiver._partial = null;
+      receiver._fragments = [];
+      receiver._buf_header = null;
+      receiver._current_consumer = receiver._HEADER;
+    }
+    proto._HEADER = function (fragment) {
+      if (!isHeader(fragment)) { startOver(this); state.resynced += 1; return; }
+      return takeHeader.call(this, fragment);
+    };
+    proto.consume = function (fragment) {
+      try {
+        return consume.call(this, fragment);
+      } catch (err) {
+        startOver(this);
+        state.resynced += 1;
+      }
+    };
+  }
 })(window);
 """
 

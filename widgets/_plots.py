@@ -12,7 +12,7 @@ import numpy as np
 from bokeh.protocol import Protocol
 from jupyter_bokeh.widgets import BokehModel
 
-from . import _lifecycle
+from . import _lifecycle, _threads
 from ._lifecycle import ensure_frontend
 
 __all__ = ["LiveBokehModel", "ensure_bokehjs", "stream_columns"]
@@ -52,6 +52,8 @@ class LiveBokehModel(BokehModel):  # type: ignore[misc]
         # The view needs BokehJS in the page; load it here so that every panel with a plot
         # works however it was made (``Timeline(lab)`` as well as ``widgets.timeline(lab)``).
         ensure_bokehjs()
+        # Messages from the views are handled on the thread drawing the frames (_threads).
+        self._home = _threads.here()
         self.patches_since_bundle = 0  # patches sent since render_bundle was last taken
         self.bundle_refreshes = 0
         self._redraws_announced = 0  # views re-drawing from a new snapshot (RootRemoved seen)
@@ -120,6 +122,14 @@ class LiveBokehModel(BokehModel):  # type: ignore[misc]
         super().close()
 
     def _handle_msg(self, msg: dict[str, Any]) -> None:
+        # JupyterLab may deliver it on a subshell's thread: a change to the document from
+        # there, while a frame is being drawn into it, lost the frame's events and stopped
+        # the patches for good (widgets/_threads.py). Handle it where the frames are drawn.
+        _threads.call_at_home(self._home, self._handle_msg_at_home, msg)
+
+    def _handle_msg_at_home(self, msg: dict[str, Any]) -> None:
+        if self._dl_closed:
+            return
         # A front end asking for the state of a model it did not make (older ipywidgets front
         # ends; version 8 uses the control comm, see _lifecycle): a page that connected to this
         # kernel afresh. Saved notebooks hold no BokehJS (widgets/_server.py), so that page may

@@ -2,9 +2,9 @@
 
 The "done when" of issue #9. One JupyterLab server (harness.py: no ``BOKEH_RESOURCES`` in its
 environment, every non-local request blocked and recorded) serves every lesson as
-``notebooks/_build.py`` generates it (not the files in notebooks/, which a learner's JupyterLab
-autosaves into); each lesson gets its own page (in its own JupyterLab workspace, so the previous
-lesson's tab is not restored) and its kernel is shut down afterwards. A
+scripts/build_lessons.py builds it from course/ (not the files in notebooks/, which a learner's
+JupyterLab autosaves into); each lesson gets its own page (in its own JupyterLab workspace, so
+the previous lesson's tab is not restored) and its kernel is shut down afterwards. A
 ``MutationObserver`` installed before JupyterLab loads records every value the panels' ``data-*``
 attributes take (``data-seq``, ``data-steps``, ``data-gate``, ...), however briefly, so a gate
 closed for one frame is still seen. After *Run All* each lesson must show:
@@ -17,10 +17,10 @@ closed for one frame is still seen. After *Run All* each lesson must show:
   BokehJS itself (``Bokeh.index``: the views, not the kernel's copy);
 - if the lesson shows panels (``.dl-panel``), that they changed while its workload ran (a
   ``data-seq`` or ``data-steps`` took at least two values) and that none reported an error;
-- every claim of the lesson with a ``page=(selector, pattern)`` (notebooks/_build.py: a
-  sentence of the lesson about a panel): some element matching the selector showed text
-  matching the pattern at some moment of the run (recorded by ``CLAIMS_JS`` on every DOM
-  change, then waited for with a deadline);
+- every claim of the lesson with a ``page=(selector, pattern)`` (a claim cell of its source in
+  course/lessons/: a sentence of the lesson about a panel): some element matching the selector
+  showed text matching the pattern at some moment of the run (recorded by ``CLAIMS_JS`` on
+  every DOM change, then waited for with a deadline);
 - what ``EXPECT`` adds per lesson: panels at all (``panels``), the input gate seen CLOSED in an
   object view (``gate_closed``), and the clickable scheduler (``scheduler``): one click on a
   ``.dl-choice-button`` advances its ``.dl-scheduler``'s ``data-steps`` by exactly one.
@@ -67,18 +67,18 @@ from notebook_sources import generate, load_build
 
 pytestmark = browser_marks()
 
-# The lessons as notebooks/_build.py generates them, not the files in notebooks/ (a learner's
+# The lessons as scripts/build_lessons.py builds them, not the files in notebooks/ (a learner's
 # JupyterLab autosaves outputs and edits into those): tests/notebook_sources.py.
 GENERATED = {g.name: g.text for g in generate() if g.lesson}
 LESSONS = [ROOT / "notebooks" / f"{name}.ipynb" for name in GENERATED]
 
-# Per lesson, its claims with a ``page=(selector, pattern)`` (notebooks/_build.py: what the
+# Per lesson, its claims with a ``page=(selector, pattern)`` (course/lessons/: what the
 # lesson says a panel shows, as a reader sees it on the page).
 _BUILD = load_build()
 PAGE_CLAIMS: dict[str, list[dict[str, str]]] = {
     name: [{"says": c.says, "selector": c.page[0], "pattern": c.page[1]}
-           for _, c in _BUILD.claims_of(cells) if c.page]
-    for name, (cells, _) in _BUILD.LESSONS.items()}
+           for _, c in _BUILD.claims_of(lesson.cells) if c.page]
+    for name, lesson in _BUILD.lessons().items()}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A lesson's panels at the end of their life, in real JupyterLab and headless Chromium.
 
-One lesson (``LESSON``, as notebooks/_build.py generates it), served by a JupyterLab with the
+One lesson (``LESSON``, as scripts/build_lessons.py builds it), served by a JupyterLab with the
 project's server extension enabled as an install enables it (the config in ``jupyter-config/``;
 see widgets/_server.py), no network:
 

@@ -55,6 +55,10 @@ await asyncio.sleep(1.0)
 print("KERNEL_ROWS", {"timeline": len(board.timeline.segments.data["delivery"]),
                       "fleet": len(board.fleet.source.data["x"])})'''
 
+KERNEL_WATCH = '''\
+await asyncio.sleep(1.0)
+print("KERNEL_ROWS", {"timeline": len(board.timeline.segments.data["delivery"])})'''
+
 FORMS = {
     # the failing form: displayed at the end of the cell, after all the rows were streamed
     "await_then_last_expression": [SETUP, f"board = widgets.dashboard(lab)\n{WORK}\nboard",
@@ -67,6 +71,21 @@ FORMS = {
                                  KERNEL],
     # the control: separate cells always drew fine
     "separate_cells": [SETUP, "board = widgets.dashboard(lab)\nboard", WORK, KERNEL],
+    # the shape of lesson 02 as it first was: a panel with plots opened on a paused lab with
+    # calls queued and one step taken, in a cell that awaits the lab; then the calls and a
+    # workload run. (In the lesson its plots stayed at their first frame; this short form
+    # passed 3 of 3 runs on the code before the fixes too, so it guards the shape, while
+    # separate_cells with the cell-end hook and test_patch_receiver_browser show the defect.)
+    "late_on_a_paused_lab": [
+        SETUP,
+        'stub = COUNTER.getByName("obj-0")\nlab.pause()\n'
+        "calls = [asyncio.ensure_future(stub.increment()) for _ in range(2)]\n"
+        "await lab.step()\n"
+        "board = widgets.watch(lab, stub, scheduler=True)\nboard",
+        "lab.resume()\nawait asyncio.gather(*calls)\n"
+        'await run_workload(COUNTER, method="increment", clients=4, per_client=8, rate=8, '
+        "objects=1, seed=1)",
+        KERNEL_WATCH],
 }
 
 # Rows BokehJS holds, by data source name (widgets/timeline.py, widgets/fleet.py), in the plot

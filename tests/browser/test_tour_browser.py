@@ -1,6 +1,6 @@
 """The course's first notebook as a learner opens it: the tour, run in real JupyterLab.
 
-Writes the tour, as notebooks/_build.py generates it, into a throw-away folder, opens it in
+Writes the tour, as scripts/build_lessons.py builds it, into a throw-away folder, opens it in
 JupyterLab in headless Chromium, runs all cells, waits for the kernel to go idle, and checks
 that every code cell ran, no cell shows an error, the dashboard rendered (Bokeh canvases and
 the object view), the browser logged no console errors and no request left this machine
@@ -27,7 +27,7 @@ pytestmark = browser_marks()
 
 
 def run_tour(shots) -> dict:
-    # As notebooks/_build.py generates it, not the learner-autosaved file in notebooks/.
+    # As scripts/build_lessons.py builds it, not the learner-autosaved file in notebooks/.
     tour = next(g for g in generate() if g.relpath == "notebooks/00_tour.ipynb")
     files = {"00_tour.ipynb": tour.text}
     code_cells = tour.text.count('"cell_type": "code"')

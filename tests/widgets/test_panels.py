@@ -337,3 +337,20 @@ async def test_panels_folding_inside_object_code_start_no_task_of_that_object():
     board.close()
     await lab.close()
 
+
+async def test_the_end_of_a_cell_draws_what_the_frame_loop_left_for_later(lab):
+    # At full speed a panel redraws at most every min_interval; a state that lasts only from
+    # one cell to the next (Run All) must still be drawn: IPython's post_run_cell flushes.
+    stub = lab.env.COUNTER.getByName("a")
+    view = widgets.object_view(lab, stub)
+    feed = view._feed
+    feed.stop()  # no frames of its own: only the cell's end may draw
+    await stub.increment()
+    feed.in_frame_loop = True
+    view._last_draw = time.perf_counter()  # drawn a moment ago: the frame loop would wait
+    feed.flush()
+    assert "1 answered" not in view.html.value
+    feed.in_frame_loop = False
+    _feed._flush_live_feeds()
+    assert "1 answered" in view.html.value
+    view.close()

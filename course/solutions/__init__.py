@@ -1,0 +1,1 @@
+"""Each exercise's solution, for instructors: ``exKEY.py`` (course/README.md)."""
