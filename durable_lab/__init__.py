@@ -11,14 +11,14 @@ runtime is built and docs/semantics.md for what it does (and deliberately does n
 from __future__ import annotations
 
 from . import events as events
+from ._turns import now as now
+from ._turns import sleep as sleep
 from .bus import EventBus as EventBus
 from .bus import Recorder as Recorder
 from .bus import Subscription as Subscription
 from .clock import AutoClock as AutoClock
 from .clock import ManualClock as ManualClock
 from .clock import RealClock as RealClock
-from .clock import now as now
-from .clock import sleep as sleep
 from .errors import DurableLabError as DurableLabError
 from .errors import DurableObjectError as DurableObjectError
 from .errors import DurableObjectResetError as DurableObjectResetError
@@ -50,10 +50,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AutoClock",
-    "ManualClock",
-    "RealClock",
-    "now",
-    "sleep",
+    "ClientWebSocket",
     "DurableLabError",
     "DurableObject",
     "DurableObjectError",
@@ -70,18 +67,21 @@ __all__ = [
     "LabClosedError",
     "LabFolderError",
     "LabSnapshot",
+    "ManualClock",
     "ObjectSnapshot",
     "OverloadedError",
+    "RealClock",
     "Recorder",
     "Request",
     "Response",
     "StorageCorruptError",
     "StorageError",
     "Subscription",
-    "ClientWebSocket",
     "WebSocket",
     "WebSocketDisconnected",
     "WebSocketPair",
     "WebSocketRequestResponsePair",
     "events",
+    "now",
+    "sleep",
 ]

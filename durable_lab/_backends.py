@@ -38,6 +38,7 @@ This is the only module of durable_lab that imports ``aiosqlite``.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
 import re
@@ -193,7 +194,7 @@ class StorageBackend(Protocol):
         """Sum of ``len(key.encode()) + len(value)`` over the object's KV rows."""
         ...
 
-    def stored_objects(self, namespace: str) -> list[str]:
+    def stored_objects(self, namespace: str) -> builtins.list[str]:
         """Sorted ids of the objects of ``namespace`` that have stored data."""
         ...
 
@@ -268,9 +269,9 @@ def _validate_commit(
         both = [k for k in deletes if k in puts]
         if both:
             raise ValueError(f"a commit cannot both put and delete the same key: {both[0]!r}")
-    for k, v in metadata.items():
+    for k, data in metadata.items():
         _validate_storage_key(k)
-        _validate_value(k, v, optional=True)
+        _validate_value(k, data, optional=True)
 
 
 def _validate_list_args(start: str | None, end: str | None, limit: int | None) -> None:
@@ -405,11 +406,11 @@ class MemoryBackend:
             if old is not None:
                 obj.size -= len(k.encode("utf-8")) + len(old)
                 obj.sorted_keys = None
-        for k, v in metadata.items():
-            if v is None:
+        for k, data in metadata.items():
+            if data is None:
                 obj.metadata.pop(k, None)
             else:
-                obj.metadata[k] = v
+                obj.metadata[k] = data
         self._commits += 1
 
     async def read_metadata(self, key: ObjectKey) -> dict[str, bytes]:
@@ -426,7 +427,7 @@ class MemoryBackend:
         self._reads += 1
         return 0 if obj is None else obj.size
 
-    def stored_objects(self, namespace: str) -> list[str]:
+    def stored_objects(self, namespace: str) -> builtins.list[str]:
         self._check_open()
         _validate_namespace(namespace)
         return sorted(oid for ns, oid in self._objects if ns == namespace)
@@ -757,7 +758,8 @@ class SqliteBackend:
 
     async def read(self, key: ObjectKey, keys: Sequence[str]) -> dict[str, bytes]:
         _validate_read_keys(keys)
-        result = await self._run(key, _read_sync, list(keys), create=False, empty={})
+        result: dict[str, bytes] = await self._run(key, _read_sync, list(keys), create=False,
+                                                   empty={})
         self._reads += 1
         return result
 
@@ -771,7 +773,7 @@ class SqliteBackend:
         limit: int | None,
     ) -> list[tuple[str, bytes]]:
         _validate_list_args(start, end, limit)
-        result = await self._run(
+        result: builtins.list[tuple[str, bytes]] = await self._run(
             key, _list_sync, start, end, bool(reverse), limit, create=False, empty=[]
         )
         self._reads += 1
@@ -802,7 +804,7 @@ class SqliteBackend:
         self._commits += 1
 
     async def read_metadata(self, key: ObjectKey) -> dict[str, bytes]:
-        result = await self._run(key, _metadata_sync, create=False, empty={})
+        result: dict[str, bytes] = await self._run(key, _metadata_sync, create=False, empty={})
         self._reads += 1
         return result
 
@@ -811,7 +813,7 @@ class SqliteBackend:
         self._reads += 1
         return result
 
-    def stored_objects(self, namespace: str) -> list[str]:
+    def stored_objects(self, namespace: str) -> builtins.list[str]:
         self._check_open()
         _validate_namespace(namespace)
         if not check_binding_dir(self._folder / namespace):

@@ -11,8 +11,9 @@ Modelled on workerd's ActorCache (``src/workerd/io/actor-cache.h``):
 - The first dirty write schedules a *flush* for "after this turn" (``loop.call_soon``; if the
   turn is still going on then, in tasks it started or code it made runnable, the flush waits
   for the end of the turn: ``InputGate.on_quiet``). The flush takes every dirty key as one
-  batch and commits it in one transaction: n writes in a turn, one round trip. While a flush is in flight, later writes collect in the next batch; one flush runs
-  at a time, so commits land in order.
+  batch and commits it in one transaction: n writes in a turn, one round trip. While a flush is
+  in flight, later writes collect in the next batch; one flush runs at a time, so commits land
+  in order.
 - A batch with at least one *confirmed* write (no ``allowUnconfirmed``) locks the output gate
   until it commits: replies sent after those writes wait for them.
 - If a commit fails, the object is reset (the caller is told, never falsely acknowledged).
@@ -25,8 +26,8 @@ not remember the listed range.
 SQL API and transactions
 ------------------------
 This cache is the engine of *KV-backed* classes only. A class bound with
-``lab.bind(NAME, Cls, sql=True)`` is SQLite-backed: constructing a ``StorageCache`` for one of
-its instances returns a ``_sql_engine.SqliteEngine`` instead (workerd ``ActorSqlite``: no cache,
+``lab.bind(NAME, Cls, sql=True)`` is SQLite-backed: the host (``_host.open_storage``) gives its
+instances a ``_sql_engine.SqliteEngine`` instead (workerd ``ActorSqlite``: no cache,
 synchronous reads, writes in an implicit SQLite transaction committed after the turn). Both
 engines offer the same interface to the host, the lab and the alarm scheduler: ``close``,
 ``pending_commits``, ``in_flight``, ``commit_count``, and the metadata seam ``load_metadata`` /
@@ -49,7 +50,9 @@ from .events import CommitDone, CommitFailed, FlushStarted
 
 if TYPE_CHECKING:
     from ._backends import StorageBackend
-    from ._host import Instance
+
+# Handed down from the rooms above (``_host.Instance``): named for the reader, not imported.
+Instance = Any
 
 __all__ = ["CacheStatistics", "StorageCache"]
 
@@ -67,26 +70,11 @@ class CacheStatistics:
     flush_in_flight: bool
 
 
-def _is_sql_backed(instance: Instance) -> bool:
-    namespace = getattr(getattr(instance, "host", None), "namespace", None)
-    return bool(getattr(namespace, "sql", False))
-
-
 class StorageCache:
     """The write-coalescing cache of one object instance."""
 
     #: False here; True on the SQLite engine (``_sql_engine.SqliteEngine``).
     is_sqlite = False
-
-    def __new__(cls, instance: Instance, backend: StorageBackend,
-                barrier: asyncio.Future[None] | None) -> Any:
-        # A SQLite-backed namespace (``lab.bind(..., sql=True)``) gets the ActorSqlite engine
-        # instead; it offers the same interface (metadata seam, close, pending_commits...).
-        if cls is StorageCache and _is_sql_backed(instance):
-            from ._sql_engine import SqliteEngine
-
-            return SqliteEngine(instance, backend, barrier)
-        return super().__new__(cls)
 
     def __init__(self, instance: Instance, backend: StorageBackend,
                  barrier: asyncio.Future[None] | None) -> None:
@@ -135,7 +123,8 @@ class StorageCache:
         return False, ABSENT
 
     async def read_missing(self, keys: list[str], *, remember: bool) -> dict[str, bytes]:
-        """Read ``keys`` from storage; remember what was found (and not found) unless told not to."""
+        """Read ``keys`` from storage; remember what was found (and not found) unless told
+        not to."""
         if self._barrier is not None and not self._barrier.done():
             await asyncio.wait((self._barrier,))
         found = await self.backend.read(self.key, keys)
@@ -263,7 +252,7 @@ class StorageCache:
             # While the lab is paused, starting a flush is a step the learner takes; writes
             # made meanwhile join the batch.
             label = self.instance.label
-            permit = self.instance.lab.scheduler.permit(
+            permit = self.instance.services.scheduler.permit(
                 "flush", label, 0, f"start the flush of {label} (pending writes -> one batch)")
             if permit is not None:
                 permit.add_done_callback(
@@ -298,15 +287,15 @@ class StorageCache:
             await asyncio.wait((self._barrier,))
         puts = {k: v for k, v in batch.items() if v is not ABSENT}
         deletes = [k for k, v in batch.items() if v is ABSENT]
-        clock = instance.lab.clock
+        clock = instance.services.clock
         started = clock.now()
         try:
-            injected = await instance.lab._before_commit(instance)
+            injected = await instance.services.before_commit(instance)
             if injected is not None:
                 raise injected
             await self.backend.commit(self.key, delete_all=delete_all, puts=puts,
                                       deletes=deletes, metadata=metadata)
-            permit = instance.lab.scheduler.permit(
+            permit = instance.services.scheduler.permit(
                 "commit", instance.label, 0, f"finish commit #{number} of {instance.label}")
             if permit is not None:
                 await permit

@@ -1,4 +1,5 @@
-"""The input gate and the output gate: the two rules that make a Durable Object easy to reason about.
+"""The input gate and the output gate: the two rules that make a Durable Object easy to reason
+about.
 
 **Input gate** (workerd ``src/workerd/io/io-gate.h``, ``InputGate``). While locked, it keeps every
 other event out of the object: new requests, and the continuations of requests that were waiting
@@ -274,7 +275,8 @@ class InputGate:
             fut.set_exception(self._broken)
             return fut
         if not self.enabled:
-            fut.set_result(InputLock(self, holder, kind))  # no gate: admitted at once, never exclusive
+            # No gate: admitted at once, never exclusive.
+            fut.set_result(InputLock(self, holder, kind))
             return fut
         scheduler = self._scheduler
         if scheduler is not None:

@@ -46,10 +46,12 @@ from typing import TYPE_CHECKING, Any
 from . import values
 from . import websockets as _websockets
 from ._cache import StorageCache
-from .alarms import call_alarm_handler
 from ._futures import relay_outcome as _relay_outcome
 from ._gates import OUTPUT_GATE_TIMEOUT_MESSAGE, InputGate, OutputGate
+from ._naive import NaiveStorage
+from ._sql_engine import SqliteEngine
 from ._turns import Driver, current_driver, install_task_factory, spawn
+from .alarms import ALARM_KEY, call_alarm_handler
 from .attribution import NETWORK, OUTPUT_GATE, QUEUED, RUNNING
 from .clock import fast_now
 from .errors import (
@@ -72,14 +74,17 @@ from .events import (
     ReplyHeld,
     ReplyReleased,
 )
-from .http import Request, Response
+from .http import Response
 from .objects import DurableObjectState, _Aborted
-from .storage import DurableObjectStorage
+from .storage import DurableObjectStorage, SqlDurableObjectStorage
 
 if TYPE_CHECKING:
     from .ids import DurableObjectId
-    from .lab import Lab
-    from .namespace import DurableObjectNamespace
+    from .services import LabServices
+
+# Handed down from the rooms above, named for the reader, not imported:
+# ``namespace.DurableObjectNamespace``.
+DurableObjectNamespace = Any
 
 __all__ = ["CriticalSection", "Delivery", "Instance", "ObjectHost", "Origin"]
 
@@ -116,6 +121,11 @@ class Delivery:
     __slots__ = ("args", "end", "held_at", "host", "id", "info", "kind", "kwargs", "method",
                  "phase", "queue_ahead", "reply", "since", "spent", "start", "started", "task",
                  "turns", "waiting_for")
+    # Set only when they mean something (see below): read them with getattr and a default.
+    end: float
+    turns: int
+    queue_ahead: int
+    info: dict[str, Any]
 
     def __init__(self, delivery_id: int, kind: str, method: str, args: tuple[Any, ...],
                  kwargs: dict[str, Any], reply: asyncio.Future[Any], host: ObjectHost | None = None,
@@ -154,7 +164,7 @@ class Delivery:
 
     def note(self, key: str, amount: Any = 1) -> None:
         """Add ``amount`` to the verdict context ``key`` (a count or seconds)."""
-        info = getattr(self, "info", None)
+        info: dict[str, Any] | None = getattr(self, "info", None)
         if info is None:
             info = self.info = {}
         info[key] = info.get(key, 0) + amount
@@ -205,8 +215,9 @@ class Delivery:
 class ObjectHost:
     """Everything the lab keeps about one id, across instances."""
 
-    def __init__(self, lab: Lab, namespace: DurableObjectNamespace, object_id: DurableObjectId) -> None:
-        self.lab = lab
+    def __init__(self, services: LabServices, namespace: DurableObjectNamespace,
+                 object_id: DurableObjectId) -> None:
+        self.services = services
         self.namespace = namespace
         self.id = object_id
         self.object_id = object_id.toString()
@@ -228,7 +239,7 @@ class ObjectHost:
         #: call's breakdown can say a blockConcurrencyWhile kept it waiting (attribution.py).
         self.sections: deque[tuple[float, float, int]] = deque(maxlen=64)
         #: Its last finished calls, kept only while someone asked (lab.keep_recent_calls).
-        keep = lab._recent_calls
+        keep = services.recent_calls
         self.recent: deque[Delivery] | None = deque(maxlen=keep) if keep else None
         # What the event stream said about this object so far, kept whether or not anyone
         # listens, so that a panel opened late starts from it (snapshot.py): counters and the
@@ -277,11 +288,11 @@ class ObjectHost:
         if broken is not None:
             reply.set_exception(_fresh(broken))
             return reply
-        if self.lab.closed:
+        if self.services.closed:
             reply.set_exception(LabClosedError())
             return reply
-        lab = self.lab
-        faults = lab.faults
+        services = self.services
+        faults = services.faults
         lost = faults.take_call_failure(self)
         if lost is not None:
             reply.set_exception(lost)
@@ -290,14 +301,14 @@ class ObjectHost:
         if delay:
             if origin is None or origin[0] is None:
                 # The injected delay counts as network.
-                origin = (lab.clock.now(), 0.0, None if origin is None else origin[2])
+                origin = (services.clock.now(), 0.0, None if origin is None else origin[2])
 
             async def later() -> None:
-                await lab.clock.sleep(delay)
+                await services.clock.sleep(delay)
                 inner = self._deliver_now(kind, method, args, kwargs, generation, loop,
                                           None, stub, origin)
                 inner.add_done_callback(lambda f: _relay_outcome(f, reply))
-            lab._track(spawn(later()))
+            services.track(spawn(later()))
             return reply
         return self._deliver_now(kind, method, args, kwargs, generation, loop, reply, stub,
                                  origin)
@@ -307,7 +318,7 @@ class ObjectHost:
                      reply: asyncio.Future[Any] | None = None, stub: Any = None,
                      origin: Origin | None = None) -> asyncio.Future[Any]:
         """Queue the delivery at the instance's gate (faults already applied)."""
-        lab = self.lab
+        services = self.services
         if reply is None:
             reply = loop.create_future()
         broken = self.broken.get(generation)
@@ -315,20 +326,20 @@ class ObjectHost:
             reply.set_exception(_fresh(broken))
             return reply
         inst = self.ensure_instance()
-        delivery = Delivery(lab._next_delivery_id(), kind, method, args, kwargs, reply, self,
+        delivery = Delivery(services.next_delivery_id(), kind, method, args, kwargs, reply, self,
                             inst.now())
         # Two bounds: deliveries waiting for their first admission (max_queue), and all the
         # deliveries of the object, admitted ones included (max_in_flight): a call that awaits
         # a timer or another object has left the queue but still holds its memory.
-        if inst.queued >= lab.max_queue or len(inst.deliveries) >= lab.max_in_flight:
-            if lab.bus.active:
-                lab.bus.emit(DeliveryRefused, self.label, self.object_id, delivery.id, method,
+        if inst.queued >= services.max_queue or len(inst.deliveries) >= services.max_in_flight:
+            if services.bus.active:
+                services.bus.emit(DeliveryRefused, self.label, self.object_id, delivery.id, method,
                              "overloaded")
             reply.set_exception(
-                OverloadedError() if inst.queued >= lab.max_queue else OverloadedError(
+                OverloadedError() if inst.queued >= services.max_queue else OverloadedError(
                     f"Durable Object is overloaded. Too many requests in flight: "
                     f"{len(inst.deliveries)} calls are queued or running at {self.label} "
-                    f"(the limit is Lab(max_in_flight={lab.max_in_flight}))."))
+                    f"(the limit is Lab(max_in_flight={services.max_in_flight}))."))
             return reply
         if origin is not None:
             sent, held, link = origin
@@ -344,8 +355,8 @@ class ObjectHost:
         if stub is not None:
             stub._last = delivery
         inst.queued += 1
-        if lab.bus.active:
-            lab.bus.emit(DeliveryQueued, self.label, self.object_id, delivery.id, kind, method,
+        if services.bus.active:
+            services.bus.emit(DeliveryQueued, self.label, self.object_id, delivery.id, kind, method,
                          inst.queued)
         admission = inst.gate.wait(delivery.holder)
         if admission.done():
@@ -370,6 +381,7 @@ class ObjectHost:
             self.instance = None
         self.last_end = reason
         if stubs_broken:
+            assert error is not None  # (an eviction breaks no stub)
             self.broken[self.generation] = error
             self.generation += 1
         self._landing = inst.cache.in_flight
@@ -388,8 +400,8 @@ class CriticalSection:
         self.delivery = parent.delivery
         self.inner_gate = InputGate(instance.bus, instance.label, instance.object_id,
                                     depth=parent.gate.depth + 1,
-                                    enabled=instance.lab.model != "none",
-                                    scheduler=instance.lab.scheduler)
+                                    enabled=instance.services.model != "none",
+                                    scheduler=instance.services.scheduler)
         self.result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.awaited_by: Driver | None = None
         self.handback: asyncio.Future[Any] | None = None
@@ -407,7 +419,7 @@ class CriticalSection:
         driver = Driver(inst, self.inner_gate, self.delivery, "critical section",
                         parent.call if parent is not None else None)
         current_driver.set(driver)
-        clock = inst.lab.clock
+        clock = inst.services.clock
         # The 30-second limit, on the lab clock: a section still running then resets the
         # object (the reset cancels this task, so the callback never sees it succeed).
         started = clock.now()
@@ -482,39 +494,53 @@ async def _as_coroutine(awaitable: Any) -> Any:
     return await awaitable
 
 
+def open_storage(instance: Instance, services: LabServices,
+                 landing: asyncio.Future[None] | None) -> tuple[Any, Any]:
+    """The storage engine and the ``ctx.storage`` of a new instance, as its class was bound.
+
+    A SQLite-backed class (``lab.bind(..., sql=True)``, workerd ActorSqlite) gets the SQLite
+    engine and the storage API with ``sql``; a KV-backed class (ActorCache) the write-coalescing
+    cache and the KV storage API, or under ``Lab(model="none")`` the naive storage that writes
+    through. Both engines offer the host, the lab and the alarms the same interface (``close``,
+    ``pending_commits``, ``in_flight``, the metadata seam: see ``_cache.py``). ``landing`` is the
+    commit of the instance before, which the new engine's first read waits for.
+    """
+    if instance.host.namespace.sql:
+        engine: Any = SqliteEngine(instance, services.backend, landing)
+        return engine, SqlDurableObjectStorage(instance, engine)
+    cache = StorageCache(instance, services.backend, landing)
+    if services.model == "none":
+        return cache, NaiveStorage(instance)
+    return cache, DurableObjectStorage(instance, cache)
+
+
 class Instance:
     """One incarnation of an object in memory: the user's object, its gates, its cache."""
 
     def __init__(self, host: ObjectHost, incarnation: int,
                  landing: asyncio.Future[None] | None) -> None:
-        lab = host.lab
+        services = host.services
         self.host = host
-        self.lab = lab
-        self.bus = lab.bus
+        self.services = services
+        self.bus = services.bus
         self.label = host.label
         self.object_id = host.object_id
         self.storage_key = host.storage_key
         self.incarnation = incarnation
         self.cls = host.namespace.cls
         #: The lab clock's now(), bound once: read at every call's transitions.
-        self.now = fast_now(lab.clock)
-        gates_on = lab.model != "none"
+        self.now = fast_now(services.clock)
+        gates_on = services.model != "none"
         self.gate = InputGate(self.bus, self.label, self.object_id, enabled=gates_on,
-                              scheduler=lab.scheduler)
-        self.output_gate = OutputGate(enabled=gates_on, clock=lab.clock,
+                              scheduler=services.scheduler)
+        self.output_gate = OutputGate(enabled=gates_on, clock=services.clock,
                                       on_timeout=self._output_gate_timed_out)
         #: Tasks created by this object's code are strands of it (the "gates" model only).
-        self.adopts_tasks = lab.model == "gates"
+        self.adopts_tasks = services.model == "gates"
         self.tasks_started = 0
         if self.adopts_tasks:
-            install_task_factory(asyncio.get_running_loop(), lab)
-        self.cache = StorageCache(self, lab.backend, landing)
-        if lab.model == "none" and not host.namespace.sql:
-            from ._naive import NaiveStorage
-
-            self.storage: Any = NaiveStorage(self)
-        else:
-            self.storage = DurableObjectStorage(self)
+            install_task_factory(asyncio.get_running_loop(), services)
+        self.cache, self.storage = open_storage(self, services, landing)
         self.ctx = DurableObjectState(self, self.storage)
         self.gate_holding_reads: set[asyncio.Future[Any]] = set()
         self.critical_sections: dict[asyncio.Future[Any], CriticalSection] = {}
@@ -536,7 +562,7 @@ class Instance:
         #: Alarm handler state: getAlarm() is None inside the handler unless it set a new one.
         self.in_alarm_handler = False
         self.alarm_set_in_handler = False
-        self.cache.on_commit.append(lambda metadata: lab.alarms.committed(host, metadata))
+        self.cache.on_commit.append(lambda metadata: services.alarms.committed(host, metadata))
         self._idle_timer: Any = None
         # The constructor is the first thing through the gate.
         admission = self.gate.wait("constructor", kind="constructor")
@@ -547,7 +573,7 @@ class Instance:
     def track(self, task: asyncio.Future[Any]) -> None:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        self.lab._track(task)
+        self.services.track(task)
 
     def check_usable(self) -> None:
         if self.broken is not None or self.evicted:
@@ -575,8 +601,8 @@ class Instance:
             obj = self.cls.__new__(self.cls)
             # Set before __init__, so a constructor that forgets super().__init__ still works.
             obj.ctx = self.ctx
-            obj.env = self.lab.env
-            obj.__init__(self.ctx, self.lab.env)
+            obj.env = self.services.env
+            obj.__init__(self.ctx, self.services.env)
             self.obj = obj
             self.host.constructed = self.incarnation
             if self.bus.active:
@@ -622,7 +648,7 @@ class Instance:
                 self.alarm_set_in_handler = False
             try:
                 if is_alarm:
-                    injected = self.lab.faults.take_alarm_failure(self.host)
+                    injected = self.services.faults.take_alarm_failure(self.host)
                     if injected is not None:
                         raise injected
                 result = delivery.invoke(self.obj)
@@ -635,7 +661,6 @@ class Instance:
                     self.in_alarm_handler = False
             if is_alarm and not self.alarm_set_in_handler and self.broken is None:
                 # The alarm is deleted once its handler succeeds, with the handler's writes.
-                from .alarms import ALARM_KEY
                 self.cache.set_metadata(ALARM_KEY, None, confirmed=True)
             value = delivery.copy_result(result)
         except _Aborted:
@@ -706,7 +731,7 @@ class Instance:
                 delivery.waited(self.now())
         if self.broken is None:
             # While the lab is paused, the release is a step the learner takes.
-            permit = self.lab.scheduler.permit(
+            permit = self.services.scheduler.permit(
                 "reply", self.label, delivery.id,
                 f"release the reply to {delivery.holder} ({delivery.method}) of {self.label}")
             if permit is not None:
@@ -718,7 +743,7 @@ class Instance:
                 delivery.waited(self.now())  # the learner's step: with the output gate
         if gate_error is not None:
             error = self.broken if self.broken is not None else gate_error
-        elif self.broken is not None and not (held and pending.done()):
+        elif self.broken is not None and not (held and pending is not None and pending.done()):
             # (A reply that waited only for commits made before the failing one, and saw them
             # succeed, is still sent: workerd's OutputGate resolves waits registered before a
             # failed lock.)
@@ -750,9 +775,10 @@ class Instance:
 
     # -- critical sections ---------------------------------------------------------------
 
-    def start_critical_section(self, callback: Callable[[], Any], parent: Driver) -> asyncio.Future[Any]:
+    def start_critical_section(self, callback: Callable[[], Any], parent: Driver
+                               ) -> asyncio.Future[Any]:
         section = CriticalSection(self, parent)
-        if self.lab.model == "serial" and parent.holder != "constructor":
+        if self.services.model == "serial" and parent.holder != "constructor":
             # Under "serial" the caller keeps the gate while it awaits, so the section cannot
             # wait for it: it runs at once, and nothing else can enter anyway.
             admission: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -776,15 +802,15 @@ class Instance:
     def arm_idle_timer(self) -> None:
         """Evict this instance after ``lab.idle_timeout`` seconds of lab time without work
         (hibernate it after ``lab.hibernate_after`` if it has accepted WebSockets)."""
-        timeout = self.lab.idle_timeout
+        timeout = self.services.idle_timeout
         if self._hibernatable():
-            hibernate_after = self.lab.hibernate_after
+            hibernate_after = self.services.hibernate_after
             if hibernate_after is not None and (timeout is None or hibernate_after < timeout):
                 timeout = hibernate_after
         if timeout is None or self.broken is not None or self.evicted:
             return
         self._cancel_idle_timer()
-        self._idle_timer = self.lab.clock.call_at(self.lab.clock.now() + timeout,
+        self._idle_timer = self.services.clock.call_at(self.services.clock.now() + timeout,
                                                   self._idle_check)
 
     def _cancel_idle_timer(self) -> None:

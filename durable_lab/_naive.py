@@ -20,15 +20,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._turns import current_driver
 from .errors import StorageError
 from .events import CommitDone, CommitFailed, FlushStarted, StorageOp
 from .storage import MAX_KEYS, _check_key, _check_keys, _encode, _prefix_end, decode_stored
 
-if TYPE_CHECKING:
-    from ._host import Instance
+# Handed down from the rooms above (``_host.Instance``): named for the reader, not imported.
+Instance = Any
 
 __all__ = ["NaiveStorage"]
 
@@ -40,7 +40,7 @@ class NaiveStorage:
 
     def __init__(self, instance: Instance) -> None:
         self._instance = instance
-        self._backend = instance.lab.backend
+        self._backend = instance.services.backend
         self._key = instance.storage_key
         self._batches = itertools.count(1)
         #: Batches written and not yet landed: number -> keys, as FlushStarted said (snapshots).
@@ -74,9 +74,9 @@ class NaiveStorage:
         if bus.active:
             bus.emit(FlushStarted, inst.label, inst.object_id, number, tuple(puts), tuple(deletes),
                      delete_all, False)
-        started = inst.lab.clock.now()
+        started = inst.services.clock.now()
         try:
-            injected = await inst.lab._before_commit(inst)
+            injected = await inst.services.before_commit(inst)
             if injected is not None:
                 raise injected
             await self._backend.commit(self._key, delete_all=delete_all, puts=puts,
@@ -93,7 +93,7 @@ class NaiveStorage:
         inst.host.last_batch = (number, len(puts) + len(deletes), True)
         if bus.active:
             bus.emit(CommitDone, inst.label, inst.object_id, number, len(puts) + len(deletes),
-                     inst.lab.clock.now() - started)
+                     inst.services.clock.now() - started)
 
     def _write(self, puts: dict[str, bytes], deletes: list[str], delete_all: bool = False
                ) -> asyncio.Future[None]:
@@ -132,7 +132,8 @@ class NaiveStorage:
         self._instance.check_usable()
         if isinstance(key, Mapping):
             if value is not _MISSING:
-                raise TypeError("put() takes either a key and a value, or one dict of entries, not both")
+                raise TypeError(
+                    "put() takes either a key and a value, or one dict of entries, not both")
             if len(key) > MAX_KEYS:
                 raise ValueError(f"Maximum number of key value pairs is {MAX_KEYS}. "
                                  f"{len(key)} pairs were provided.")
@@ -157,7 +158,7 @@ class NaiveStorage:
 
         return self._task(run())
 
-    def deleteAll(self, **options: Any) -> asyncio.Future[None]:  # noqa: N802
+    def deleteAll(self, **options: Any) -> asyncio.Future[None]:
         self._instance.check_usable()
         self._emit("deleteAll", (), "write")
         return self._write({}, [], delete_all=True)
@@ -165,7 +166,7 @@ class NaiveStorage:
     delete_all = deleteAll
 
     def list(self, *, prefix: str | None = None, start: str | None = None,
-             startAfter: str | None = None, end: str | None = None,  # noqa: N803
+             startAfter: str | None = None, end: str | None = None,
              reverse: bool = False, limit: int | None = None, **options: Any
              ) -> asyncio.Future[dict[str, Any]]:
         self._instance.check_usable()

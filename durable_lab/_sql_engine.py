@@ -39,6 +39,7 @@ engine instead, which is how Cloudflare runs SQLite-backed objects:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import sqlite3
@@ -62,7 +63,9 @@ from .sql import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._host import Instance
+
+# Handed down from the rooms above (``_host.Instance``): named for the reader, not imported.
+Instance = Any
 
 __all__ = ["CONSTRAINT_RESET_MESSAGE", "SqliteEngine", "offline_set_metadata", "split_statements"]
 
@@ -255,16 +258,16 @@ def _open_file(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def offline_set_metadata(lab: Any, host: Any, key: str, data: bytes | None) -> None:
+def offline_set_metadata(services: Any, host: Any, key: str, data: bytes | None) -> None:
     """Write one metadata entry of a SQLite-backed object that has no live instance (e.g. the
     alarm scheduler abandoning an alarm). With a live instance use ``cache.set_metadata``."""
-    if lab.path is None:
+    if services.path is None:
         conn = _memory_db(host, create=data is not None)
         if conn is None:
             return
         owned = False
     else:
-        path = Path(lab.path) / host.storage_key[0] / f"{host.storage_key[1]}.sqlite"
+        path = Path(services.path) / host.storage_key[0] / f"{host.storage_key[1]}.sqlite"
         if data is None and not check_db_path(path):
             return
         conn = _open_file(path)
@@ -328,7 +331,7 @@ class SqliteEngine:
 
     def __init__(self, instance: Instance, backend: Any, barrier: Any = None) -> None:
         self.instance = instance
-        self.lab = instance.lab
+        self.services = instance.services
         self.backend = backend
         self.key = instance.storage_key
         self._closed = False
@@ -395,8 +398,8 @@ class SqliteEngine:
     # -- the connection ------------------------------------------------------------------
 
     def _path(self) -> Path:
-        assert self.lab.path is not None
-        return Path(self.lab.path) / self.key[0] / f"{self.key[1]}.sqlite"
+        assert self.services.path is not None
+        return Path(self.services.path) / self.key[0] / f"{self.key[1]}.sqlite"
 
     def _db(self, create: bool = True) -> sqlite3.Connection | None:
         """The connection, opened on first use. None if ``create`` is false and the object has
@@ -405,8 +408,9 @@ class SqliteEngine:
         if conn is not None:
             return conn
         self.instance.check_usable()
-        if self.lab.path is None:
+        if self.services.path is None:
             conn = _memory_db(self.instance.host)
+            assert conn is not None  # (created when missing)
             owns = False
         else:
             path = self._path()
@@ -458,9 +462,9 @@ class SqliteEngine:
             return _OK
         if action == _A.SQLITE_ATTACH or action == _A.SQLITE_DETACH or action in _TEMP_ACTIONS:
             return _DENY
-        if action == _A.SQLITE_CREATE_VTABLE or action == _A.SQLITE_DROP_VTABLE:
-            if (arg2 or "").lower() not in _ALLOWED_VTABLE_MODULES:
-                return _DENY
+        if (action in (_A.SQLITE_CREATE_VTABLE, _A.SQLITE_DROP_VTABLE)
+                and (arg2 or "").lower() not in _ALLOWED_VTABLE_MODULES):
+            return _DENY
         if _is_reserved(arg1) or (action in _TABLE_IN_ARG2 and _is_reserved(arg2)):
             return _DENY
         if action == _A.SQLITE_READ and (arg1 or "").lower() in _DENIED_TABLES:
@@ -484,7 +488,7 @@ class SqliteEngine:
         """
         if self._deadline is not None:
             return False
-        self._deadline = wall_monotonic() + self.lab.sql_time_limit
+        self._deadline = wall_monotonic() + self.services.sql_time_limit
         self._timed_out = False
         return True
 
@@ -515,7 +519,8 @@ class SqliteEngine:
                 raise KeyboardInterrupt
             self._timed_out = False
             return SqlError(
-                f"SQL statement interrupted: it ran longer than {self.lab.sql_time_limit:g} s, "
+                f"SQL statement interrupted: it ran longer than "
+                f"{self.services.sql_time_limit:g} s, "
                 "the lab's limit for one statement (Lab(sql_time_limit=...)); the object "
                 "keeps running: SQLITE_INTERRUPT")
         return SqlError(sqlite_error_text(exc))
@@ -575,7 +580,7 @@ class SqliteEngine:
         if (self.closed or fut is not self._commit_fut or self._committing
                 or self._explicit_depth):
             return  # (inside transaction(): explicit_end schedules the commit again)
-        scheduler = getattr(self.lab, "scheduler", None)
+        scheduler = getattr(self.services, "scheduler", None)
         if not permitted and scheduler is not None:
             # While the lab is paused, the commit is a step the learner takes; the gate stays
             # closed until then (writes of the same delivery may still join).
@@ -596,15 +601,15 @@ class SqliteEngine:
             *(k for k, p in self._txn_keys.items() if not p),
             *(("*",) if self._txn_delete_all else ()))
         instance = self.instance
-        lab = self.lab
+        services = self.services
         bus = instance.bus
         if bus.active:
             bus.emit(FlushStarted, instance.label, instance.object_id, number,
                      tuple(k for k, p in self._txn_keys.items() if p),
                      tuple(k for k, p in self._txn_keys.items() if not p), self._txn_delete_all,
                      self._gated)
-        started = lab.clock.now()
-        faults = getattr(lab, "faults", None)
+        started = services.clock.now()
+        faults = getattr(services, "faults", None)
         try:
             injected = None if faults is None else faults.take_commit_failure(instance)
             if injected is not None:
@@ -623,7 +628,7 @@ class SqliteEngine:
         self._txn_keys = {}
         self._txn_delete_all = False
         self._txn_writes = 0
-        delay = lab.commit_latency + (0.0 if faults is None else faults.commit_delay(instance))
+        delay = services.commit_latency + (0.0 if faults is None else faults.commit_delay(instance))
         previous = self._replicating[-1] if self._replicating else None
         self._replicating.append(fut)
         fut.add_done_callback(self._replicating.remove)
@@ -635,13 +640,13 @@ class SqliteEngine:
                          previous: asyncio.Future[None] | None) -> None:
         """After the local COMMIT: the modelled replication, then the commit is confirmed."""
         instance = self.instance
-        lab = self.lab
+        services = self.services
         try:
             if previous is not None and not previous.done():
                 await asyncio.wait((previous,))  # confirmations land in commit order
             if delay:
-                await lab.clock.sleep(delay)
-            scheduler = getattr(lab, "scheduler", None)
+                await services.clock.sleep(delay)
+            scheduler = getattr(services, "scheduler", None)
             permit = None if scheduler is None else scheduler.permit(
                 "commit", instance.label, 0, f"finish commit #{number} of {instance.label}")
             if permit is not None:
@@ -658,7 +663,7 @@ class SqliteEngine:
         instance.host.last_batch = (number, keys, True)
         if instance.bus.active:
             instance.bus.emit(CommitDone, instance.label, instance.object_id, number, keys,
-                              lab.clock.now() - started)
+                              services.clock.now() - started)
         fut.set_result(None)
         if metadata:
             for callback in self.on_commit:
@@ -732,7 +737,7 @@ class SqliteEngine:
         if self._db(create=False) is None:
             return None
         row = self._x(_SQL_GET_KV, (key,)).fetchone()
-        return None if row is None else row[0]  # type: ignore[no-any-return]
+        return None if row is None else row[0]
 
     def kv_get_many(self, keys: list[str]) -> dict[str, bytes]:
         if self._db(create=False) is None:
@@ -857,8 +862,8 @@ class SqliteEngine:
         self._metadata_loaded = True
 
     def _ensure_metadata(self) -> None:
-        if not self._metadata_loaded and not self._closed:
-            if self._db(create=False) is None:
+        if (not self._metadata_loaded and not self._closed
+                and self._db(create=False) is None):
                 self._metadata_loaded = True
 
     async def load_metadata(self) -> dict[str, bytes | None]:
@@ -1135,12 +1140,10 @@ class SqliteEngine:
             self._internal = False
         if self._owns_conn:
             conn.close()
-        elif self.lab.closed:
+        elif self.services.closed:
             conn.close()
-            try:
+            with contextlib.suppress(AttributeError):
                 delattr(self.instance.host, _HOST_ATTR)
-            except AttributeError:
-                pass
         else:
             conn.set_authorizer(None)
             conn.set_progress_handler(None, 0)

@@ -42,6 +42,9 @@ they are never adopted.
 An awaited finished storage call is a resolved promise: it does not end the turn, but it lets
 the turn's other runnable code (tasks queued in the turn lane) run first, as ``await`` of a
 resolved promise runs the other queued microtasks first in JavaScript.
+
+``durable_lab.sleep()`` and ``durable_lab.now()`` live here too: from object code they find
+the lab's clock through ``current_driver`` (a lab-clock sleep is I/O: it ends the turn).
 """
 
 from __future__ import annotations
@@ -49,8 +52,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import math
+import time
 import weakref
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .attribution import IO, REENTRY, RUNNING, STORAGE
@@ -59,10 +65,28 @@ from .events import DeliveryResumed, TurnEnded
 
 if TYPE_CHECKING:
     from ._gates import InputGate, InputLock
-    from ._host import CriticalSection, Delivery, Instance
 
-__all__ = ["YIELD_TO_TURN", "Driver", "Resolved", "after_turn", "current_driver",
-           "install_task_factory", "mark_io", "resolved", "spawn", "uninstall_task_factory"]
+# Handed down from the rooms above, named for the reader, not imported:
+# ``_host.CriticalSection``, ``_host.Delivery``, ``_host.Instance``.
+CriticalSection = Any
+Delivery = Any
+Instance = Any
+
+__all__ = [
+    "YIELD_TO_TURN",
+    "Driver",
+    "Resolved",
+    "after_turn",
+    "current_driver",
+    "install_task_factory",
+    "mark_io",
+    "now",
+    "resolved",
+    "sleep",
+    "spawn",
+    "uninstall_task_factory",
+    "wake",
+]
 
 #: The driver whose code is running now (None outside object code). Set once per strand task.
 current_driver: contextvars.ContextVar[Driver | None] = contextvars.ContextVar(
@@ -87,7 +111,7 @@ YIELD_TO_TURN = _YieldToTurn()
 stepping: Driver | None = None
 
 
-class Resolved(asyncio.Future):  # type: ignore[type-arg]
+class Resolved(asyncio.Future):
     """An already-finished storage result (a cache hit, a ``put()``): a resolved promise.
 
     Awaited by object code it does not end the turn, but lets the turn's other runnable code
@@ -116,6 +140,12 @@ def resolved(value: Any) -> Resolved:
 #: strand awaiting one always comes back behind everything queued, even if it completes while
 #: the gate is still settling from a turn (it was not made runnable by that turn).
 _io_futures: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
+
+
+def wake(waiter: asyncio.Future[None], _: object = None) -> None:
+    """Resolve ``waiter`` (a done callback: the future it was added to is done)."""
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def mark_io(fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
@@ -201,7 +231,7 @@ class Driver:
         gate = self.gate
         # The "serial" model: one delivery at a time from start to finish, like an actor with a
         # lock: the gate is kept across every await, not only storage reads.
-        serial = instance.lab.model == "serial"
+        serial = instance.services.model == "serial"
         error: BaseException | None = None
         try:
             while True:
@@ -434,7 +464,7 @@ class Driver:
             instance = self.instance
 
             def on_wake() -> None:
-                if (instance.lab.scheduler.paused and instance.broken is None
+                if (instance.services.scheduler.paused and instance.broken is None
                         and not waiter.done()):
                     waiter.set_result(gate.wait(holder, kind="resume"))  # a timer: I/O
                     if call is not None:
@@ -479,10 +509,11 @@ class Driver:
         if fut.done():
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.add_done_callback(lambda _: waiter.done() or waiter.set_result(None))
+        fut.add_done_callback(partial(wake, waiter))
         await waiter
 
-    async def _await_critical_section(self, section: CriticalSection, fut: asyncio.Future[Any]) -> None:
+    async def _await_critical_section(self, section: CriticalSection,
+                                      fut: asyncio.Future[Any]) -> None:
         """The code awaits the ``blockConcurrencyWhile`` it started.
 
         Its turn ends (so the critical section, first in the priority lane, starts), and when the
@@ -568,16 +599,16 @@ class _ObjectTaskFactory:
         return task
 
 
-def install_task_factory(loop: asyncio.AbstractEventLoop, lab: Any) -> None:
+def install_task_factory(loop: asyncio.AbstractEventLoop, services: Any) -> None:
     """Make the loop adopt tasks created by object code (idempotent; remembered per lab)."""
     factory = loop.get_task_factory()
     if not isinstance(factory, _ObjectTaskFactory):
         factory = _ObjectTaskFactory(factory)
         loop.set_task_factory(factory)
-    factory.labs.add(lab)
+    factory.labs.add(services)
 
 
-def uninstall_task_factory(lab: Any) -> None:
+def uninstall_task_factory(services: Any) -> None:
     """``lab`` closed: once no open lab uses the loop, put the previous task factory back."""
     try:
         loop = asyncio.get_running_loop()
@@ -585,6 +616,38 @@ def uninstall_task_factory(lab: Any) -> None:
         return
     factory = loop.get_task_factory()
     if isinstance(factory, _ObjectTaskFactory):
-        factory.labs.discard(lab)
+        factory.labs.discard(services)
         if not factory.labs:
             loop.set_task_factory(factory.previous)
+
+
+# -- the lab clock, from object code (durable_lab.sleep, durable_lab.now) ---------------------
+
+
+def sleep(seconds: float) -> asyncio.Future[None]:
+    """Sleep on the lab's clock when called from object code (else real time).
+
+    Inside an object, ``await durable_lab.sleep(5)`` waits five seconds of *lab* time: on a manual
+    clock until ``lab.clock.advance(5)``, on an auto clock not at all in real time. It is
+    non-storage I/O, so it ends the turn and opens the input gate, exactly like
+    ``asyncio.sleep`` on Cloudflare.
+    """
+    if not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
+        raise ValueError(f"sleep() takes a finite number of seconds >= 0, got {seconds!r}")
+    driver = current_driver.get()
+    if driver is None:
+        fut: asyncio.Future[None] = spawn(asyncio.sleep(seconds))
+        return fut
+    return mark_io(driver.instance.services.clock.sleep(seconds))
+
+
+def now() -> float:
+    """The lab clock's time (epoch seconds) when called from object code, else wall time.
+
+    ``setAlarm(now() * 1000 + 60_000)`` sets an alarm a minute from now in *lab* time, which is
+    what a manual or auto clock needs. On Cloudflare write ``time.time()`` (or JS ``Date.now()``).
+    """
+    driver = current_driver.get()
+    if driver is None:
+        return time.time()
+    return driver.instance.services.clock.now()

@@ -35,15 +35,27 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import values
-from ._turns import current_driver, spawn
+from ._sql_engine import offline_set_metadata
+from ._turns import spawn
 from .errors import StorageCorruptError, StorageError
 
 if TYPE_CHECKING:
-    from ._host import ObjectHost
-    from .lab import Lab
-    from .storage import DurableObjectStorage
+    from .services import LabServices
 
-__all__ = ["ALARM_KEY", "AlarmInvocationInfo", "AlarmScheduler", "MAX_RETRIES"]
+#: An object's host (``_host.ObjectHost``, which stands above this module: the scheduler reads
+#: its ``storage_key``, ``label``, ``generation``, ``instance``, ``namespace`` and calls
+#: ``deliver``).
+ObjectHost = Any
+
+__all__ = [
+    "ALARM_KEY",
+    "MAX_RETRIES",
+    "AlarmInvocationInfo",
+    "AlarmScheduler",
+    "alarm_time",
+    "call_alarm_handler",
+    "stored_alarm",
+]
 
 LOG = logging.getLogger("durable_lab")
 
@@ -56,9 +68,9 @@ INITIAL_BACKOFF = 2.0  # seconds
 class AlarmInvocationInfo:
     """What ``alarm(alarm_info)`` receives (Cloudflare's names)."""
 
-    retryCount: int  # noqa: N815
-    isRetry: bool  # noqa: N815
-    scheduledTime: float  # noqa: N815 - epoch milliseconds
+    retryCount: int
+    isRetry: bool
+    scheduledTime: float
 
     @property
     def retry_count(self) -> int:
@@ -73,7 +85,7 @@ class AlarmInvocationInfo:
 MAX_ALARM_TIME = 8.64e15
 
 
-def _to_millis(when: Any) -> float:
+def alarm_time(when: Any) -> float:
     if isinstance(when, _dt.datetime):
         if when.tzinfo is None:
             when = when.astimezone()  # a naive datetime is local time, as Date would read it
@@ -93,7 +105,7 @@ def _to_millis(when: Any) -> float:
     return float(when)
 
 
-def _stored_alarm(data: bytes, label: str) -> float:
+def stored_alarm(data: bytes, label: str) -> float:
     """The alarm time stored as ``data``; StorageCorruptError naming the object otherwise."""
     try:
         when = values.decode(data)
@@ -109,8 +121,8 @@ def _stored_alarm(data: bytes, label: str) -> float:
 class AlarmScheduler:
     """The lab's alarm clock: one timer per object with a committed alarm."""
 
-    def __init__(self, lab: Lab) -> None:
-        self.lab = lab
+    def __init__(self, services: LabServices) -> None:
+        self.services = services
         self._timers: dict[tuple[str, str], Any] = {}
         #: Committed alarm time (ms) per object, as the scheduler knows it.
         self.scheduled: dict[tuple[str, str], float] = {}
@@ -127,7 +139,7 @@ class AlarmScheduler:
         if ALARM_KEY not in metadata:
             return
         data = metadata[ALARM_KEY]
-        when = None if data is None else _stored_alarm(data, host.label)
+        when = None if data is None else stored_alarm(data, host.label)
         self._arm(host, when)
 
     def _arm(self, host: ObjectHost, when: float | None) -> None:
@@ -141,7 +153,15 @@ class AlarmScheduler:
         self.scheduled[key] = when
         if key in self._running:
             return  # armed again when the running handler finishes
-        self._timers[key] = self.lab.clock.call_at(when / 1000.0, lambda: self._fire(host))
+        clock = self.services.clock
+        # Milliseconds back to seconds: a time set to "now" (setAlarm clamps past times to now)
+        # can come back one rounding step after now, and a manual clock that is not moved
+        # would then never fire it. A time not after now is due now.
+        at = when / 1000.0
+        now = clock.now()
+        if at > now and when <= now * 1000.0:
+            at = now
+        self._timers[key] = clock.call_at(at, lambda: self._fire(host))
 
     async def load(self, hosts: list[ObjectHost]) -> None:
         """Arm the alarms stored by objects not in memory (a lab reopened on its folder).
@@ -152,10 +172,10 @@ class AlarmScheduler:
         """
         for host in hosts:
             try:
-                stored = await self.lab.backend.read_metadata(host.storage_key)
+                stored = await self.services.backend.read_metadata(host.storage_key)
                 data = stored.get(ALARM_KEY)
                 if data is not None and host.storage_key not in self.scheduled:
-                    self._arm(host, _stored_alarm(data, host.label))
+                    self._arm(host, stored_alarm(data, host.label))
             except StorageError as exc:
                 self.errors.append((host.label, exc))
                 LOG.warning("alarm of %s not armed: %s", host.label, exc)
@@ -165,7 +185,7 @@ class AlarmScheduler:
     def _fire(self, host: ObjectHost) -> None:
         key = host.storage_key
         self._timers.pop(key, None)
-        if self.lab.closed or key not in self.scheduled or key in self._running:
+        if self.services.closed or key not in self.scheduled or key in self._running:
             return
         self._running.add(key)
         retry = self._retries.get(key, 0)
@@ -173,7 +193,7 @@ class AlarmScheduler:
                                    scheduledTime=self.scheduled[key])
         self.fired += 1
         reply = host.deliver("alarm", "alarm", (info,), {}, host.generation)
-        self.lab._track(spawn(self._after(host, reply, retry)))
+        self.services.track(spawn(self._after(host, reply, retry)))
 
     async def _after(self, host: ObjectHost, reply: asyncio.Future[Any], retry: int) -> None:
         key = host.storage_key
@@ -195,15 +215,15 @@ class AlarmScheduler:
             # Abandoned after 7 attempts (or deleted meanwhile): forget it, durably.
             self._retries.pop(key, None)
             self.scheduled.pop(key, None)
-            self.lab._track(spawn(self._abandon(host)))
+            self.services.track(spawn(self._abandon(host)))
             return
         self._retries[key] = retry + 1
         delay = INITIAL_BACKOFF * (2 ** retry)
-        delay += self.lab.random.uniform(0, delay * 0.25)
+        delay += self.services.random.uniform(0, delay * 0.25)
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
-        self._timers[key] = self.lab.clock.call_at(self.lab.clock.now() + delay,
+        self._timers[key] = self.services.clock.call_at(self.services.clock.now() + delay,
                                                    lambda: self._fire(host))
 
     async def _abandon(self, host: ObjectHost) -> None:
@@ -214,15 +234,10 @@ class AlarmScheduler:
             return
         if host.namespace.sql:
             # A SQLite-backed object's data lives in its own database, not the KV backend.
-            from ._sql_engine import offline_set_metadata
-
-            offline_set_metadata(self.lab, host, ALARM_KEY, None)
+            offline_set_metadata(self.services, host, ALARM_KEY, None)
             return
-        await self.lab.backend.commit(host.storage_key, delete_all=False, puts={}, deletes=(),
+        await self.services.backend.commit(host.storage_key, delete_all=False, puts={}, deletes=(),
                                       metadata={ALARM_KEY: None})
-
-    def is_running(self, host: ObjectHost) -> bool:
-        return host.storage_key in self._running
 
     def pending(self) -> dict[tuple[str, str], float]:
         """Committed alarm times (ms) by (namespace, id)."""
@@ -232,81 +247,6 @@ class AlarmScheduler:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-
-
-# -- the storage API (attached to DurableObjectStorage) --------------------------------------
-
-
-def _done(value: Any) -> asyncio.Future[Any]:
-    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    fut.set_result(value)
-    return fut
-
-
-def getAlarm(self: DurableObjectStorage, *, allowConcurrency: bool = False  # noqa: N802, N803
-             ) -> asyncio.Future[float | None]:
-    """The alarm time in epoch milliseconds, or None. None inside ``alarm()`` unless re-set."""
-    instance = self._instance
-    instance.check_usable()
-    cache = instance.cache
-    if instance.in_alarm_handler and not instance.alarm_set_in_handler:
-        return _done(None)
-    if cache.metadata_loaded or ALARM_KEY in cache.metadata:
-        data = cache.metadata.get(ALARM_KEY)
-        return _done(None if data is None else _stored_alarm(data, instance.label))
-
-    async def read() -> float | None:
-        metadata = await cache.load_metadata()
-        data = metadata.get(ALARM_KEY)
-        return None if data is None else _stored_alarm(data, instance.label)
-
-    return self._start_read(read(), allowConcurrency)
-
-
-def setAlarm(self: DurableObjectStorage, scheduledTime: Any, *,  # noqa: N802, N803
-             allowConcurrency: bool = False, allowUnconfirmed: bool = False  # noqa: N803
-             ) -> asyncio.Future[None]:
-    """Set the object's one alarm (epoch ms or datetime). Replaces any earlier alarm."""
-    instance = self._instance
-    instance.check_usable()
-    millis = _to_millis(scheduledTime)
-    if millis <= 0:
-        raise TypeError("setAlarm() cannot be called with an alarm time <= 0")
-    driver = current_driver.get()
-    in_constructor = driver is not None and driver.holder == "constructor"
-    handler = getattr(instance.cls, "alarm", None)
-    if not in_constructor and not callable(handler):
-        raise TypeError(
-            "Your Durable Object class must have an alarm() handler in order to call setAlarm()"
-        )
-    now = instance.lab.clock.now() * 1000.0
-    millis = max(millis, now)  # a past time fires (almost) at once
-    if instance.in_alarm_handler:
-        instance.alarm_set_in_handler = True
-    instance.cache.set_metadata(ALARM_KEY, values.encode(millis),
-                                confirmed=not allowUnconfirmed)
-    return _done(None)
-
-
-def deleteAlarm(self: DurableObjectStorage, *, allowConcurrency: bool = False,  # noqa: N802, N803
-                allowUnconfirmed: bool = False) -> asyncio.Future[None]:  # noqa: N803
-    """Cancel the alarm (a no-op if none is set). Does not stop a running handler."""
-    instance = self._instance
-    instance.check_usable()
-    if instance.in_alarm_handler:
-        instance.alarm_set_in_handler = False
-    instance.cache.set_metadata(ALARM_KEY, None, confirmed=not allowUnconfirmed)
-    return _done(None)
-
-
-def install(storage_class: type) -> None:
-    """Give ``DurableObjectStorage`` its alarm methods (and snake_case aliases)."""
-    for name, function in (("getAlarm", getAlarm), ("setAlarm", setAlarm),
-                           ("deleteAlarm", deleteAlarm)):
-        setattr(storage_class, name, function)
-    storage_class.get_alarm = getAlarm  # type: ignore[attr-defined]
-    storage_class.set_alarm = setAlarm  # type: ignore[attr-defined]
-    storage_class.delete_alarm = deleteAlarm  # type: ignore[attr-defined]
 
 
 def call_alarm_handler(obj: Any, info: AlarmInvocationInfo) -> Any:

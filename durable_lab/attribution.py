@@ -152,7 +152,7 @@ class Breakdown:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name in self.__slots__:  # type: ignore[attr-defined]
+        for name in self.__slots__:
             value = getattr(self, name)
             if name == "calls":
                 value = [c.to_dict() for c in value]
@@ -171,7 +171,7 @@ class Breakdown:
         kwargs["route"] = None if route is None else (str(route[0]), str(route[1]),
                                                       float(route[2]))
         kwargs["phases"] = {p: float(kwargs.get("phases", {}).get(p, 0.0)) for p in PHASES}
-        known = set(cls.__slots__)  # type: ignore[attr-defined]
+        known = set(cls.__slots__)
         return cls(**{k: v for k, v in kwargs.items() if k in known})
 
     def __str__(self) -> str:
@@ -181,8 +181,10 @@ class Breakdown:
 # -- building a breakdown from a delivery (called by the host and the lab) ---------------------
 
 
-def snapshot(delivery: Any, now: float, lab: Any) -> Breakdown:
+def snapshot(delivery: Any, now: float, settings: Any) -> Breakdown:
     """Freeze ``delivery``'s buckets into a :class:`Breakdown` (at ``now`` if still in flight).
+
+    ``settings`` is the lab's (``commit_latency``, ``storage``): its ``LabServices``.
 
     ``delivery`` is a ``_host.Delivery``; read by attribute so this module stays below the host.
     """
@@ -211,10 +213,10 @@ def snapshot(delivery: Any, now: float, lab: Any) -> Breakdown:
         queue_ahead=getattr(delivery, "queue_ahead", 0), behind_section=behind_section,
         behind_constructor=bool(info.get("behind_constructor", False)),
         section=info.get("section", 0.0), held_writes=info.get("held_writes", 0),
-        held_commits=info.get("held_commits", 0), commit_latency=lab.commit_latency,
+        held_commits=info.get("held_commits", 0), commit_latency=settings.commit_latency,
         caller_held=info.get("caller_held", 0.0), route=info.get("route"),
-        storage=lab.storage, engine="sql" if host.namespace.sql else "kv",
-        calls=tuple(snapshot(c, now, lab) for c in info.get("calls", ())),
+        storage=settings.storage, engine="sql" if host.namespace.sql else "kv",
+        calls=tuple(snapshot(c, now, settings) for c in info.get("calls", ())),
     )
 
 
@@ -224,8 +226,8 @@ def last_call(stub: Any) -> Breakdown | None:
     delivery = getattr(stub, "_last", None)
     if delivery is None:
         return None
-    lab = stub._host.lab
-    return snapshot(delivery, lab.clock.now(), lab)
+    services = stub._host.services
+    return snapshot(delivery, services.clock.now(), services)
 
 
 # -- percentiles over many calls (workload results, the panel) ---------------------------------

@@ -26,6 +26,7 @@ name a class has to change when it moves).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import heapq
 import itertools
 import math
@@ -34,7 +35,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 __all__ = ["AutoClock", "Clock", "ClockTimer", "ManualClock", "RealClock", "Sleep", "make_clock",
-           "now", "sleep"]
+           "wall_monotonic"]
 
 
 class ClockTimer(Protocol):
@@ -57,7 +58,7 @@ class Clock(Protocol):
         ...
 
 
-class Sleep(asyncio.Future):  # type: ignore[type-arg]
+class Sleep(asyncio.Future):
     """A sleep on the lab clock (what ``durable_lab.sleep`` returns inside an object).
 
     ``on_wake`` (set by the turn driver while a delivery awaits the sleep) runs synchronously
@@ -234,9 +235,11 @@ class AutoClock(ManualClock):
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 return
-            from ._turns import spawn  # not an object's task, even if object code set a timer
-
-            self._watcher = spawn(self._jump_when_idle())
+            # Not an object's task, even if object code set the timer: built directly (the
+            # loop's task factory adopts tasks made by object code) and in an empty context
+            # (timers it fires run outside every object's turn).
+            self._watcher = asyncio.Task(self._jump_when_idle(), loop=loop,
+                                         context=contextvars.Context())
 
     async def _jump_when_idle(self) -> None:
         loop = asyncio.get_running_loop()
@@ -259,7 +262,8 @@ class AutoClock(ManualClock):
         return f"<AutoClock at {self._now:.3f}, {self.pending_timers} timers>"
 
 
-def make_clock(clock: str | Clock | None, *, rate: float = 1.0, start: float | None = None) -> Clock:
+def make_clock(clock: str | Clock | None, *, rate: float = 1.0,
+               start: float | None = None) -> Clock:
     """``Lab(clock=...)``: a name (``"real"``, ``"manual"``, ``"auto"``) or a clock object."""
     if clock is None or clock == "real":
         return RealClock(rate)
@@ -268,29 +272,11 @@ def make_clock(clock: str | Clock | None, *, rate: float = 1.0, start: float | N
     if clock == "auto":
         return AutoClock(start)
     if isinstance(clock, str):
-        raise ValueError(f"clock must be 'real', 'manual' or 'auto' (or a clock object), got {clock!r}")
+        raise ValueError(
+            f"clock must be 'real', 'manual' or 'auto' (or a clock object), got {clock!r}")
     if not callable(getattr(clock, "now", None)) or not callable(getattr(clock, "call_at", None)):
         raise TypeError("a clock object needs now(), call_at(when, callback) and sleep(seconds)")
     return clock
-
-
-def sleep(seconds: float) -> asyncio.Future[None]:
-    """Sleep on the lab's clock when called from object code (else real time).
-
-    Inside an object, ``await durable_lab.sleep(5)`` waits five seconds of *lab* time: on a manual
-    clock until ``lab.clock.advance(5)``, on an auto clock not at all in real time. It is
-    non-storage I/O, so it ends the turn and opens the input gate, exactly like
-    ``asyncio.sleep`` on Cloudflare.
-    """
-    from ._turns import current_driver, mark_io, spawn
-
-    if not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
-        raise ValueError(f"sleep() takes a finite number of seconds >= 0, got {seconds!r}")
-    driver = current_driver.get()
-    if driver is None:
-        fut: asyncio.Future[None] = spawn(asyncio.sleep(seconds))
-        return fut
-    return mark_io(driver.instance.lab.clock.sleep(seconds))
 
 
 def wall_monotonic() -> float:
@@ -301,17 +287,3 @@ def wall_monotonic() -> float:
     time that really passes. This is the one place outside the clocks that may read it.
     """
     return time.monotonic()
-
-
-def now() -> float:
-    """The lab clock's time (epoch seconds) when called from object code, else wall time.
-
-    ``setAlarm(now() * 1000 + 60_000)`` sets an alarm a minute from now in *lab* time, which is
-    what a manual or auto clock needs. On Cloudflare write ``time.time()`` (or JS ``Date.now()``).
-    """
-    from ._turns import current_driver
-
-    driver = current_driver.get()
-    if driver is None:
-        return time.time()
-    return driver.instance.lab.clock.now()

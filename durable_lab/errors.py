@@ -35,13 +35,13 @@ and what is allowed, as Cloudflare's own messages do.
 from __future__ import annotations
 
 __all__ = [
+    "LAB_CLOSED_MESSAGE",
     "DurableLabError",
     "DurableObjectError",
     "DurableObjectResetError",
-    "LAB_CLOSED_MESSAGE",
     "LabClosedError",
-    "OverloadedError",
     "LabFolderError",
+    "OverloadedError",
     "StorageCorruptError",
     "StorageError",
     "mark_remote",
@@ -62,7 +62,7 @@ class DurableObjectError(DurableLabError):
     remote: bool = False
     retryable: bool = False
     overloaded: bool = False
-    durableObjectReset: bool = False  # noqa: N815 - Cloudflare's name
+    durableObjectReset: bool = False
 
     def __init__(
         self,
@@ -71,7 +71,7 @@ class DurableObjectError(DurableLabError):
         remote: bool = False,
         retryable: bool = False,
         overloaded: bool = False,
-        durableObjectReset: bool = False,  # noqa: N803 - Cloudflare's name
+        durableObjectReset: bool = False,
     ) -> None:
         super().__init__(message)
         self.remote = remote
@@ -104,7 +104,7 @@ class DurableObjectResetError(DurableObjectError):
 
     def __init__(self, message: str, *, reason: str, remote: bool = False,
                  retryable: bool = False, overloaded: bool = False,
-                 durableObjectReset: bool = True) -> None:  # noqa: N803 - Cloudflare's name
+                 durableObjectReset: bool = True) -> None:
         super().__init__(message, remote=remote, retryable=retryable, overloaded=overloaded,
                          durableObjectReset=durableObjectReset)
         self.reason = reason
@@ -113,7 +113,8 @@ class DurableObjectResetError(DurableObjectError):
 class OverloadedError(DurableObjectError):
     """The object's queue of waiting deliveries is full; the call was refused, not queued."""
 
-    def __init__(self, message: str = "Durable Object is overloaded. Too many requests queued.") -> None:
+    def __init__(self,
+                 message: str = "Durable Object is overloaded. Too many requests queued.") -> None:
         super().__init__(message, overloaded=True)
 
 

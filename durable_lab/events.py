@@ -42,6 +42,7 @@ The vocabulary (see docs/events.md for a worked example):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -83,6 +84,7 @@ __all__ = [
     "WebSocketMessageReleased",
     "WebSocketMessageSent",
     "build",
+    "describe",
 ]
 
 
@@ -122,10 +124,11 @@ def build(event_type: type[RuntimeEvent], *values: Any) -> RuntimeEvent:
     ``DeliveryStarted(seq=7, time=t, object="C:a", object_id=id_hex, delivery=3,
     method="increment")``, built without matching keywords. The bus builds events this way.
     """
-    if len(values) != len(fields(event_type)):
+    declared = fields(event_type)  # type: ignore[arg-type]  # (every event type is a dataclass)
+    if len(values) != len(declared):
         raise TypeError(f"build({event_type.__name__}, ...) takes a value for each of its "
-                        f"{len(fields(event_type))} fields "
-                        f"({', '.join(f.name for f in fields(event_type))}), got {len(values)}")
+                        f"{len(declared)} fields "
+                        f"({', '.join(f.name for f in declared)}), got {len(values)}")
     event = _new(event_type)
     event_type._fill(event, values[0], values[1], values[2:])  # type: ignore[attr-defined]
     return event
@@ -536,3 +539,46 @@ class StepTaken(RuntimeEvent):
 
     step_kind: str  # admit, resume, critical section, constructor, flush, commit, reply
     description: str
+
+
+# -- in plain words (the tour, the event log, the lessons' printed traces) ---------------------
+
+#: One line per kind of event a learner follows; the gate bookkeeping events have none.
+_PLAIN_WORDS: dict[str, Callable[[Any], str]] = {
+    "DeliveryQueued": lambda e: f"call {e.delivery} ({e.method}) queued, {e.queue_length} waiting",
+    "DeliveryStarted": lambda e: f"call {e.delivery} admitted by the input gate",
+    "TurnEnded": lambda e: (
+        f"call {e.delivery} awaits {e.awaiting}: gate "
+        + ("stays CLOSED" if e.gate_held else "OPENS")
+    ),
+    "DeliveryResumed": lambda e: f"call {e.delivery} resumes (admitted again)",
+    "DeliveryFinished": lambda e: (f"call {e.delivery} finished"
+                                   + ("" if e.ok else f" with {e.error}")),
+    "StorageOp": lambda e: f"call {e.delivery}: {e.op}({', '.join(e.keys)}) -> {e.cache}" + (
+        " (the same as the cache holds: nothing to commit)" if e.cache == "unchanged" else ""),
+    "FlushStarted": lambda e: (f"flush #{e.batch}: {len(e.puts)} puts, {len(e.deletes)} "
+                               "deletes, one transaction"),
+    "CommitDone": lambda e: f"commit #{e.batch} durable ({e.keys} keys)",
+    "CommitFailed": lambda e: f"commit #{e.batch} FAILED: {e.error}",
+    "ReplyHeld": lambda e: f"reply to call {e.delivery} HELD by the output gate",
+    "ReplyReleased": lambda e: (f"reply to call {e.delivery} released"
+                                + ("" if e.ok else " as an error")),
+    "InstanceConstructed": lambda e: f"{e.class_name} constructed (incarnation {e.incarnation})",
+    "InstanceReset": lambda e: (f"object RESET ({e.reason}): {e.lost_writes} uncommitted "
+                                "writes lost"),
+    "LabClosed": lambda e: f"the lab is CLOSED (lab.close()): {e.instances} live object(s) "
+                           "closing, calls refused from now on",
+    "ObjectPlaced": lambda e: f"placed in {e.region} " + {
+        "hint": "(its location hint)", "caller": "(near the caller that created it)",
+        "jurisdiction": f"(the nearest region of jurisdiction {e.jurisdiction!r})",
+    }.get(e.reason, f"({e.reason})"),
+    "NetworkHopStarted": lambda e: f"{e.leg} of {e.method} leaves {e.from_region} for "
+                                   f"{e.to_region} ({e.delay * 1000:.0f} ms one way)",
+    "NetworkHopEnded": lambda e: f"{e.leg} of {e.method} arrives in {e.to_region}",
+}
+
+
+def describe(event: RuntimeEvent) -> str | None:
+    """A one-line, plain-words description of an event (None for gate bookkeeping events)."""
+    render = _PLAIN_WORDS.get(event.kind)
+    return None if render is None else render(event)

@@ -32,7 +32,7 @@ from .events import FaultInjected
 
 if TYPE_CHECKING:
     from ._host import Instance, ObjectHost
-    from .lab import Lab
+    from .services import LabServices
 
 __all__ = ["Faults", "InjectedFault"]
 
@@ -60,8 +60,8 @@ class _Rule:
 class Faults:
     """The lab's fault switches (``lab.faults``)."""
 
-    def __init__(self, lab: Lab) -> None:
-        self._lab = lab
+    def __init__(self, services: LabServices) -> None:
+        self._services = services
         self._commit_failures: list[_Rule] = []
         self._commit_delays: list[_Rule] = []
         self._call_failures: list[_Rule] = []
@@ -74,7 +74,7 @@ class Faults:
         if target is None:
             return None
         if isinstance(target, str):
-            bindings = self._lab.env._bindings
+            bindings = self._services.bindings
             if ":" in target:
                 binding, _, name = target.partition(":")
                 if binding not in bindings:
@@ -87,13 +87,13 @@ class Faults:
                     f"'BINDING:{target}' (bindings: {', '.join(bindings)})"
                 )
             namespace = bindings[binding]
-            return self._lab._host(namespace, namespace.idFromName(name))
-        return self._lab._host_of(target)
+            return self._services.host(namespace, namespace.idFromName(name))
+        return self._services.host_of(target)
 
     def _arm(self, rules: list[_Rule], kind: str, target: Target, **rule: Any) -> None:
         host = self._resolve(target)
         rules.append(_Rule(target=None if host is None else host.object_id, **rule))
-        bus = self._lab.bus
+        bus = self._services.bus
         detail = ", ".join(f"{k}={v}" for k, v in rule.items() if k != "detail")
         if host is not None:  # (kept for snapshots, as a reader of the event would)
             host.last_fault = f"{kind} ({detail})" if detail else kind
@@ -105,7 +105,7 @@ class Faults:
         for rule in rules:
             if not rule.matches(object_id):
                 continue
-            if rule.probability < 1.0 and self._lab.random.random() >= rule.probability:
+            if rule.probability < 1.0 and self._services.random.random() >= rule.probability:
                 continue
             if rule.times is not None:
                 rule.times -= 1
@@ -240,7 +240,7 @@ class Faults:
         self._arm([], "evict", target)
         host = self._resolve(target)
         assert host is not None
-        return await self._lab.evict(host.id)
+        return await self._services.evict_when_idle(host, "requested")
 
     def clear(self) -> None:
         """Disarm every fault."""

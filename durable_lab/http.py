@@ -33,7 +33,7 @@ class Headers(Mapping[str, str]):
     def __getitem__(self, name: str) -> str:
         return self._items[name.lower()]
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         return self._items.get(name.lower(), default)
 
     def __contains__(self, name: object) -> bool:
@@ -143,13 +143,13 @@ class Response(_Body):
         self.headers = Headers(headers)
         self.web_socket = web_socket
 
-    def _make_json(cls, data: Any, *, status: int = 200,
+    def _make_json(cls: Any, data: Any, *, status: int = 200,
                    headers: Mapping[str, str] | None = None) -> Response:
         """A response whose body is ``data`` as JSON (Cloudflare's ``Response.json``)."""
         merged = {"content-type": "application/json", **(headers or {})}
         return cls(_json.dumps(data), status=status, headers=merged)
 
-    json = _ClassOrInstanceMethod(_make_json, _Body.json)  # type: ignore[assignment]
+    json = _ClassOrInstanceMethod(_make_json, _Body.json)
 
     @property
     def ok(self) -> bool:

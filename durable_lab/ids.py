@@ -57,7 +57,7 @@ class DurableObjectId:
         #: The jurisdiction the id was made in (``"eu"``...), ``None`` outside any.
         self.jurisdiction = jurisdiction
 
-    def toString(self) -> str:  # noqa: N802 - Cloudflare's name
+    def toString(self) -> str:
         """The id as 64 lowercase hex digits (what ``idFromString`` accepts)."""
         return self._hex
 

@@ -17,6 +17,7 @@ temporary folder that is removed when the lab closes or the interpreter exits.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import math
 import random
@@ -30,25 +31,26 @@ from typing import TYPE_CHECKING, Any
 
 from . import _turns
 from . import alarms as _alarms
-from . import inspect as _inspect
+from . import attribution as _attribution
 from . import snapshot as _snapshot
-from . import websockets as _websockets
+from . import trace as _trace
 from ._backends import MemoryBackend, SqliteBackend
 from ._folder import FolderLock
 from ._host import CODE_UPDATED_MESSAGE, ObjectHost
 from .bus import EventBus, Recorder, Subscription
-from .events import LabClosed
 from .clock import Clock, make_clock
 from .errors import DurableObjectResetError, LabClosedError
-from .check import History
+from .events import LabClosed
 from .faults import Faults
-from .scheduler import Breakpoint, Choice, Scheduler
+from .http import Request, Response
 from .namespace import Client, DurableObjectNamespace, DurableObjectStub
-from .network import LOCATION_HINTS, Network, make_network
+from .network import Network, check_caller_region, make_network
 from .objects import DurableObject
-from .storage import DurableObjectStorage
-
-_alarms.install(DurableObjectStorage)
+from .peek import TableSnapshot, kv_snapshot, sql_snapshot
+from .recording import History
+from .scheduler import Breakpoint, Choice, Scheduler
+from .services import LabServices
+from .websockets import CLOSE_CODE_UPDATED, CLOSE_LAB_CLOSED, ClientWebSocket, WebSocket
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -121,6 +123,12 @@ class LabStatistics:
     live_instances: int
     deliveries: int
     commits: int
+
+
+class _Services:
+    """The ``LabServices`` a lab hands down to the rooms below it (``services.py``): its
+    settings, its parts and its hooks, set once by ``Lab.__init__`` (``closed`` and
+    ``recent_calls`` follow the lab)."""
 
 
 class _CountingBackend:
@@ -217,7 +225,8 @@ class Lab:
                 f"sql_time_limit must be a finite number of seconds > 0, got {sql_time_limit!r}")
         if idle_timeout is not None and not _is_seconds(idle_timeout):
             raise ValueError(
-                f"idle_timeout must be None or a finite number of seconds > 0, got {idle_timeout!r}")
+                f"idle_timeout must be None or a finite number of seconds > 0, "
+                f"got {idle_timeout!r}")
         self.idle_timeout = idle_timeout
         if hibernate_after is not None and not _is_seconds(hibernate_after):
             raise ValueError(
@@ -237,15 +246,19 @@ class Lab:
         self.sql_time_limit = float(sql_time_limit)
         self.storage = storage
         self.env = Env()
-        self.alarms = _alarms.AlarmScheduler(self)
-        self.faults = Faults(self)
-        self.scheduler = Scheduler(self)
-        #: Regions, placements and network delays (``durable_lab.network``); None: no geography.
-        self.network: Network | None = make_network(network, self)
+        self.recording = bool(record)
+        #: What the rooms below the lab get instead of the lab (services.py): made here,
+        #: filled as the parts are made, handed to each at construction.
+        services: LabServices = _Services()  # type: ignore[assignment]  # (filled below)
+        self.services = services
         #: Storage calls on their way (the scheduler waits for them when it settles).
         self._io_in_flight = 0
-        self.recording = bool(record)
+        self.scheduler = Scheduler(self.bus, lambda: self._io_in_flight)
         self.scheduler.recording = self.recording
+        self.alarms = _alarms.AlarmScheduler(services)
+        self.faults = Faults(services)
+        #: Regions, placements and network delays (``durable_lab.network``); None: no geography.
+        self.network: Network | None = make_network(network, services)
         self._history = History() if record else None
         #: Finished calls kept per object for lab.recent_calls() (0: none; see attribution.py).
         self._recent_calls = 0
@@ -286,6 +299,31 @@ class Lab:
                 self._folder_lock.release()
                 raise
         self.backend = _CountingBackend(self.backend, self)
+        self._hand_down()
+
+    def _hand_down(self) -> None:
+        """Fill ``self.services`` (services.py): what the rooms below the lab may use of it.
+        Settings and parts are the lab's own objects; hooks are its bound methods, looked up
+        once here rather than at every call."""
+        services = self.services
+        for name in ("model", "storage", "path", "commit_latency", "max_queue", "max_in_flight",
+                     "sql_time_limit", "idle_timeout", "hibernate_after", "recording", "session",
+                     "random", "clock", "bus", "backend", "scheduler", "faults", "alarms",
+                     "network", "env"):
+            setattr(services, name, getattr(self, name))
+        services.bindings = self.env._bindings
+        services.closed = False
+        services.recent_calls = 0
+        services.track = self._track
+        services.before_commit = self._before_commit
+        services.record_call = self._record_call
+        services.next_delivery_id = self._next_delivery_id
+        services.coming_delivery_id = self._coming_delivery_id
+        services.host = self._host
+        services.host_of = self._host_of
+        services.hosts = self._hosts.values
+        services.check_open = self._check_open
+        services.evict_when_idle = self._evict_when_idle
 
     # -- bindings ------------------------------------------------------------------------
 
@@ -325,7 +363,7 @@ class Lab:
                 "cannot change storage backend once bound (Cloudflare needs a migration too)"
             )
         if namespace is None:
-            namespace = DurableObjectNamespace(self, name, cls, sql=bool(sql))
+            namespace = DurableObjectNamespace(self.services, name, cls, sql=bool(sql))
             self.env._bindings[name] = namespace
             self._load_stored_alarms(namespace)
             return namespace
@@ -334,7 +372,9 @@ class Lab:
             if host.namespace is namespace and host.instance is not None:
                 error = DurableObjectResetError(CODE_UPDATED_MESSAGE, reason="codeUpdated")
                 host.instance.reset(error, reason="codeUpdated", stubs_broken=False)
-        _websockets.code_updated(self, namespace)  # hibernated objects' sockets close too
+        for host in self._hosts.values():  # hibernated objects' sockets close too
+            if host.namespace is namespace and host.websockets is not None:
+                host.websockets.close_all(CLOSE_CODE_UPDATED, "Durable Object code was updated")
         return namespace
 
     def _load_stored_alarms(self, namespace: DurableObjectNamespace) -> None:
@@ -355,20 +395,14 @@ class Lab:
     def client(self, region: str) -> Client:
         """A caller in ``region`` (a Worker running there): ``lab.client("apac-ne").env.CHAT``
         makes stubs whose calls come from ``region`` (see ``Lab(network=...)``)."""
-        if self.network is not None:
-            region = self.network.check_region(region)
-        else:
-            if region not in LOCATION_HINTS:
-                raise ValueError(f"unknown region {region!r}: a caller's region is one of "
-                                 f"{', '.join(LOCATION_HINTS)}")
-        return Client(self, region)
+        return Client(self.services, check_caller_region(self.network, region))
 
     def _host(self, namespace: DurableObjectNamespace, object_id: DurableObjectId) -> ObjectHost:
         key = (namespace.name, object_id.toString())
         host = self._hosts.get(key)
         if host is None:
             self._check_open()
-            host = ObjectHost(self, namespace, object_id)
+            host = ObjectHost(self.services, namespace, object_id)
             self._hosts[key] = host
         elif host.id.name is None and object_id.name is not None and host.incarnations == 0:
             # Made from its file (alarms are loaded at bind) before the name was known: now
@@ -401,6 +435,9 @@ class Lab:
         self._deliveries += 1
         return self._deliveries
 
+    def _coming_delivery_id(self) -> int:
+        return self._deliveries + 1
+
     # -- history, traces, replay (see check.py and trace.py) --------------------------------
 
     def history(self) -> History:
@@ -419,9 +456,7 @@ class Lab:
         workload call (``result.calls[i]``), a ``Breakdown``, or a stub (its most recent call,
         in flight or finished). See ``durable_lab.attribution``.
         """
-        from .attribution import explain
-
-        return explain(call)
+        return _attribution.explain(call)
 
     def keep_recent_calls(self, per_object: int = 50) -> None:
         """Keep the last ``per_object`` finished calls of every object, for
@@ -431,7 +466,7 @@ class Lab:
             raise ValueError(f"per_object must be an int >= 0, got {per_object!r}")
         if per_object <= self._recent_calls and per_object:
             return  # (already keeping at least that many)
-        self._recent_calls = per_object
+        self._recent_calls = self.services.recent_calls = per_object
         for host in self._hosts.values():
             kept = list(host.recent or ())
             host.recent = deque(kept, maxlen=per_object) if per_object else None
@@ -440,8 +475,6 @@ class Lab:
         """The breakdowns of the finished calls kept (``keep_recent_calls``) of ``target`` (a
         stub, an id, an object label like ``"COUNTER:room-1"``, or None: every object),
         oldest first."""
-        from .attribution import snapshot
-
         if target is None:
             hosts = list(self._hosts.values())
         elif isinstance(target, str):  # an object label, "COUNTER:room-1"
@@ -451,14 +484,11 @@ class Lab:
         now = self.clock.now()
         calls = [d for h in hosts for d in (h.recent or ())]
         calls.sort(key=lambda d: (getattr(d, "end", None) or 0.0, d.id))
-        return [snapshot(d, now, self) for d in calls]
+        return [_attribution.snapshot(d, now, self.services) for d in calls]
 
     def _record_call(self, host: ObjectHost, kind: str, method: str, args: tuple[Any, ...],
                      kwargs: dict[str, Any], send: Callable[[Any], asyncio.Future[Any]]
                      ) -> asyncio.Future[Any]:
-        from . import trace as _trace
-        from .attribution import snapshot
-
         assert self._history is not None
         task = asyncio.current_task()
         client = task.get_name() if task is not None else "client"
@@ -480,7 +510,7 @@ class Lab:
             if arrived:
                 # Where its time went (attribution.py), kept with the history entry.
                 entry = self._history.op(op)  # type: ignore[union-attr]
-                entry.breakdown = snapshot(arrived[0], self.clock.now(), self)
+                entry.breakdown = _attribution.snapshot(arrived[0], self.clock.now(), self.services)
             if fut.cancelled():
                 self._history.fail(op, "cancelled")  # type: ignore[union-attr]
             elif fut.exception() is not None:
@@ -493,19 +523,15 @@ class Lab:
 
     def trace(self) -> dict[str, Any]:
         """The run so far as a JSON-serialisable dict (calls, transitions, events)."""
-        import dataclasses
-
-        from .trace import TRACE_VERSION
-
         if not self.recording:
             raise RuntimeError("this lab does not record: make it with Lab(record=True)")
         events = []
         for event in (self._events.events if self._events is not None else []):
-            row = dataclasses.asdict(event)
+            row = dataclasses.asdict(event)  # type: ignore[call-overload]  # (a dataclass)
             row["kind"] = event.kind
             events.append({k: list(v) if isinstance(v, tuple) else v for k, v in row.items()})
         return {
-            "version": TRACE_VERSION,
+            "version": _trace.TRACE_VERSION,
             "seed": self.seed,
             "model": self.model,
             "storage": self.storage,
@@ -526,9 +552,7 @@ class Lab:
         classes the trace names are looked up again by module and name, which finds the current
         definition of a class defined in a notebook.
         """
-        from .trace import replay
-
-        return await replay(trace, bindings, keep_lab=keep_lab)
+        return await _trace.replay(trace, bindings, keep_lab=keep_lab, make_lab=Lab)
 
     # -- panels (widgets/, an optional extra) ----------------------------------------------
 
@@ -575,7 +599,7 @@ class Lab:
         """Step until an event of a type (or matching a predicate) is emitted."""
         return await self.scheduler.step_until(condition, max_steps=max_steps)
 
-    def break_on(self, kind: str | None = None, object: str | None = None) -> Breakpoint:  # noqa: A002
+    def break_on(self, kind: str | None = None, object: str | None = None) -> Breakpoint:
         """Pause before transitions of ``kind`` (e.g. "commit") at ``object`` ("C:room-1")."""
         return self.scheduler.break_on(kind, object)
 
@@ -590,6 +614,16 @@ class Lab:
                 raise ValueError(f"no binding {target.namespace!r} in this lab")
             return self._host(namespace, target)
         raise TypeError(f"expected a stub or an id, got {type(target).__name__}: {target!r}")
+
+    def _host_for(self, target: Any) -> ObjectHost | None:
+        """The host of a stub, an id or a label (``"COUNTER:room-1"``); None if this lab has
+        not seen that object."""
+        if isinstance(target, str):
+            for host in self._hosts.values():
+                if host.label == target:
+                    return host
+            return None
+        return self._host_of(target)
 
     async def evict(self, target: DurableObjectStub | DurableObjectId) -> bool:
         """Evict the object from memory, as Cloudflare does with idle objects.
@@ -619,17 +653,46 @@ class Lab:
     # -- WebSockets (durable_lab/websockets.py) -------------------------------------------
 
     async def connect(self, stub: DurableObjectStub, path: str = "/", *,
-                      headers: dict[str, str] | None = None) -> _websockets.ClientWebSocket:
+                      headers: dict[str, str] | None = None) -> ClientWebSocket:
         """Open a WebSocket to the object: ``stub.fetch`` of ``https://lab{path}`` with
         ``Upgrade: websocket``, which must answer 101 with ``web_socket=client``. Returns the
         client end (``await ws.send(m)``, ``await ws.receive()``, ``ws.messages``)."""
-        return await _websockets.connect(self, stub, path, headers=headers)
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError(f"connect() takes a path starting with '/', got {path!r}")
+        request = Request(f"https://lab{path}",
+                          headers={**(headers or {}), "Upgrade": "websocket"})
+        response = await stub.fetch(request)
+        if not isinstance(response, Response) or response.status != 101:
+            body = await response.text() if isinstance(response, Response) else ""
+            raise RuntimeError(
+                f"the WebSocket upgrade of {path!r} failed: fetch() answered "
+                f"{getattr(response, 'status', response)!r}"
+                + (f" ({body[:200]!r})" if body else "")
+                + "; an upgrade answers Response(None, status=101, web_socket=client)"
+            )
+        ws = response.web_socket
+        if isinstance(ws, WebSocket):
+            raise TypeError(
+                "fetch() returned the server end in web_socket=: return the client end "
+                "(client, server = WebSocketPair()) and accept the server end"
+            )
+        if not isinstance(ws, ClientWebSocket):
+            raise TypeError(
+                "a 101 response must carry web_socket=client (the client end of a "
+                f"WebSocketPair), got {type(ws).__name__}"
+            )
+        if ws._record is None:
+            raise RuntimeError(
+                "fetch() returned a WebSocket whose server end was never accepted: call "
+                "self.ctx.acceptWebSocket(server) before returning the response"
+            )
+        return ws
 
     async def hibernate(self, target: DurableObjectStub | DurableObjectId) -> bool:
         """Hibernate the object now: like ``evict`` (waits for work in flight; fields lost), but
         its accepted WebSockets stay open and the next event on them wakes it. Returns False if
         the object was not in memory."""
-        return await _websockets.hibernate(self, target)
+        return await self._evict_when_idle(self._host_of(target), "hibernation")
 
     async def objects(self) -> list[ObjectInfo]:
         """Every object this lab has seen, with its state, queue and storage size."""
@@ -664,8 +727,13 @@ class Lab:
 
     async def peek(self, target: Any, *, limit: int = 500) -> dict[str, Any]:
         """What ``target``'s key-value storage holds now, pending writes included: read from
-        outside, nothing delivered to the object, no gate touched (``durable_lab.inspect``)."""
-        return await _inspect.kv_snapshot(self, target, limit=limit)
+        outside, nothing delivered to the object, no gate touched (``durable_lab.peek``)."""
+        if self._closed:
+            return {}
+        host = self._host_for(target)
+        if host is None:
+            return {}
+        return await kv_snapshot(host, self.backend, self.path, limit=limit)
 
     def snapshot(self, target: Any = None) -> Any:
         """The live state now, as a reader of the event stream up to ``bus.seq`` knows it.
@@ -684,7 +752,7 @@ class Lab:
                 list(self._hosts.values()), seq, paused=scheduler.paused,
                 steps=scheduler.steps_taken, last_step=scheduler.last_step, closed=self._closed,
                 region_of=self._region_of, time=self.clock.now())
-        host = _inspect.host_for(self, target)
+        host = self._host_for(target)
         if host is None:
             raise LookupError(f"this lab has not seen {target!r}: snapshot() takes a stub, an id "
                               f"or the label of an object the lab has seen (e.g. 'COUNTER:room-1')")
@@ -694,15 +762,13 @@ class Lab:
         """``snapshot(target)`` with ``storage`` filled: the key-value data as the object sees
         it (``lab.peek``), read at the same ``seq`` as the rest (a commit that lands while
         storage is read makes it read again)."""
-        host = _inspect.host_for(self, target)
+        host = self._host_for(target)
         if host is None:
             raise LookupError(f"this lab has not seen {target!r}: snapshot_storage() takes a "
                               f"stub, an id or the label of an object the lab has seen")
-        import dataclasses
-
         for _ in range(20):
             commits, instance = host.commits, host.instance
-            values = await _inspect.kv_snapshot(self, target, limit=limit)
+            values = await self.peek(target, limit=limit)
             if host.commits == commits and host.instance is instance:
                 break
         # (Still moving after 20 reads: the last read, with the state it ended at.)
@@ -713,9 +779,14 @@ class Lab:
         network = self.network
         return network._placements.get(host.storage_key) if network is not None else None
 
-    def tables(self, target: Any, *, rows: int = 20) -> list[_inspect.TableSnapshot]:
+    def tables(self, target: Any, *, rows: int = 20) -> list[TableSnapshot]:
         """The SQL tables of a SQLite-backed object now: columns, row count, first ``rows``."""
-        return _inspect.sql_snapshot(self, target, rows=rows)
+        if self._closed:
+            return []
+        host = self._host_for(target)
+        if host is None:
+            return []
+        return sql_snapshot(host, self.path, rows=rows)
 
     # -- faults (the minimum the runtime's own tests need; lab controls add more) ----------
 
@@ -725,9 +796,6 @@ class Lab:
         Shorthand for ``lab.faults.fail_next_commit(target)``.
         """
         self.faults.fail_next_commit(target)
-
-    def _take_injected_commit_failure(self, instance: Any) -> Exception | None:
-        return self.faults.take_commit_failure(instance)
 
     async def _before_commit(self, instance: Any) -> Exception | None:
         """What the lab does to every commit before it reaches storage: the injected latency
@@ -772,7 +840,7 @@ class Lab:
         if self._close_done:
             return
         if not self._closed:
-            self._closed = True
+            self._closed = self.services.closed = True
             if self.bus.active:
                 # First, so a panel can show "lab closed" and read the labClosed resets below
                 # as part of it (docs/events.md gives the order).
@@ -802,7 +870,9 @@ class Lab:
         for host in self._hosts.values():
             if host.instance is not None:
                 host.instance.reset(closing, reason="labClosed", stubs_broken=True)
-        _websockets.close_all(self)  # hibernated objects' sockets too (code 1001)
+        for host in self._hosts.values():  # hibernated objects' sockets too (code 1001)
+            if host.websockets is not None:
+                host.websockets.close_all(CLOSE_LAB_CLOSED, "the lab was closed")
         leftover = [t for t in self._tasks if not t.done()]
         # A batch that started flying while we closed (a delivery still running wrote it) lands
         # now, not on a closed backend after close() returned: nothing is emitted after close().
@@ -814,7 +884,7 @@ class Lab:
         if self.scheduler.paused:
             self.scheduler.resume()
         await self.backend.aclose()
-        _turns.uninstall_task_factory(self)  # object code no longer runs on this loop
+        _turns.uninstall_task_factory(self.services)  # object code no longer runs on this loop
         if self._folder_lock is not None:
             self._folder_lock.release()
         if self._tempdir is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import values
@@ -30,9 +31,10 @@ from .network import JURISDICTIONS, check_jurisdiction, check_location_hint
 
 if TYPE_CHECKING:
     from ._host import ObjectHost
-    from .lab import Lab
+    from .services import LabServices
 
-__all__ = ["GET_OPTIONS", "RESERVED_METHODS", "Client", "DurableObjectNamespace", "DurableObjectStub"]
+__all__ = ["GET_OPTIONS", "RESERVED_METHODS", "Client", "DurableObjectNamespace",
+           "DurableObjectStub"]
 
 #: Handler names that cannot be called over RPC (workerd worker-rpc.c++).
 RESERVED_METHODS = frozenset({
@@ -41,7 +43,8 @@ RESERVED_METHODS = frozenset({
 })
 
 
-#: The options ``get()``/``getByName()`` take (Cloudflare's ``DurableObjectNamespaceGetDurableObjectOptions``).
+#: The options ``get()``/``getByName()`` take (Cloudflare's
+#: ``DurableObjectNamespaceGetDurableObjectOptions``).
 GET_OPTIONS = ("locationHint",)
 
 
@@ -77,25 +80,25 @@ class DurableObjectNamespace:
 
     _durable_lab_by_reference = True
 
-    def __init__(self, lab: Lab, name: str, cls: type, *, sql: bool = False) -> None:
-        self._lab = lab
+    def __init__(self, services: LabServices, name: str, cls: type, *, sql: bool = False) -> None:
+        self._services = services
         self.name = name
         self.cls = cls
         #: True for a SQLite-backed class (ctx.storage.sql available, synchronous storage).
         self.sql = sql
-        self._ids = IdFactory(name, lab.random, jurisdictions=JURISDICTIONS,
-                              session=getattr(lab, "session", 0))
+        self._ids = IdFactory(name, services.random, jurisdictions=JURISDICTIONS,
+                              session=getattr(services, "session", 0))
         #: The binding itself (a view's base), the region its stubs call from (None: the
         #: lab's default caller), the jurisdiction it is restricted to.
         self._base = self
         self._region: str | None = None
         self._jurisdiction: str | None = None
 
-    def idFromName(self, name: str) -> DurableObjectId:  # noqa: N802
+    def idFromName(self, name: str) -> DurableObjectId:
         """The id for ``name``: always the same id for the same name in this namespace."""
         return self._ids.from_name(name)
 
-    def newUniqueId(self, options: dict[str, Any] | None = None) -> DurableObjectId:  # noqa: N802
+    def newUniqueId(self, options: dict[str, Any] | None = None) -> DurableObjectId:
         """A new random id (from the lab's seeded random generator).
 
         ``{"jurisdiction": "eu"}`` makes it in that jurisdiction (as ``jurisdiction("eu")``
@@ -107,7 +110,7 @@ class DurableObjectNamespace:
                 return self.jurisdiction(jurisdiction).newUniqueId()
         return self._ids.new_unique()
 
-    def idFromString(self, text: str) -> DurableObjectId:  # noqa: N802
+    def idFromString(self, text: str) -> DurableObjectId:
         """Parse an id printed by ``str(id)``; refuses malformed ids and ids of other namespaces."""
         return self._ids.from_string(text)
 
@@ -120,13 +123,13 @@ class DurableObjectNamespace:
                               jurisdiction=check_jurisdiction(jurisdiction))
 
     def get(self, object_id: DurableObjectId, options: dict[str, Any] | None = None, *,
-            locationHint: str | None = None) -> DurableObjectStub:  # noqa: N803
+            locationHint: str | None = None) -> DurableObjectStub:
         """A stub for ``object_id``. Does not start the object.
 
         ``locationHint`` (``{"locationHint": "weur"}`` or ``locationHint="weur"``) asks for the
         object to be created in that region; only the call that creates it respects the hint.
         """
-        self._lab._check_open()
+        self._services.check_open()
         if not isinstance(object_id, DurableObjectId):
             raise TypeError(
                 f"get() takes a DurableObjectId (from idFromName, newUniqueId or idFromString), "
@@ -145,7 +148,7 @@ class DurableObjectNamespace:
             )
         hint = None if options is None and locationHint is None else _location_hint(
             "get", options, locationHint)
-        host = self._lab._host(self._base, object_id)
+        host = self._services.host(self._base, object_id)
         stub = DurableObjectStub(host, object_id)
         if hint is not None:
             stub._hint = hint
@@ -153,11 +156,11 @@ class DurableObjectNamespace:
             stub._region = self._region
         return stub
 
-    def getByName(self, name: str, options: dict[str, Any] | None = None, *,  # noqa: N802
-                  locationHint: str | None = None) -> DurableObjectStub:  # noqa: N803
+    def getByName(self, name: str, options: dict[str, Any] | None = None, *,
+                  locationHint: str | None = None) -> DurableObjectStub:
         """Shorthand for ``get(idFromName(name), options)``."""
         if options is not None or locationHint is not None:
-            locationHint = _location_hint("getByName", options, locationHint)  # noqa: N806
+            locationHint = _location_hint("getByName", options, locationHint)
         return self.get(self.idFromName(name), locationHint=locationHint)
 
     def _seen_from(self, region: str) -> DurableObjectNamespace:
@@ -186,24 +189,25 @@ class _NamespaceView(DurableObjectNamespace):
     """
 
     def __init__(self, base: DurableObjectNamespace, *, region: str | None,
-                 jurisdiction: str | None) -> None:  # noqa: D107 - no super().__init__: a view
-        self._lab = base._lab
+                 jurisdiction: str | None) -> None:
+        self._services = base._services
         self._base = base
         self._region = region
         self._jurisdiction = jurisdiction
         self._ids = base._ids if jurisdiction is None else IdFactory(
-            base.name, base._lab.random, jurisdiction=jurisdiction, jurisdictions=JURISDICTIONS)
+            base.name, base._services.random, jurisdiction=jurisdiction,
+            jurisdictions=JURISDICTIONS)
 
-    @property  # type: ignore[override]
-    def name(self) -> str:
+    @property
+    def name(self) -> str:  # type: ignore[override]  # (read through the base)
         return self._base.name
 
-    @property  # type: ignore[override]
-    def cls(self) -> type:
+    @property
+    def cls(self) -> type:  # type: ignore[override]  # (read through the base)
         return self._base.cls
 
-    @property  # type: ignore[override]
-    def sql(self) -> bool:
+    @property
+    def sql(self) -> bool:  # type: ignore[override]  # (read through the base)
         return self._base.sql
 
 
@@ -233,7 +237,8 @@ class _RpcMethod:
         if args:
             args = tuple(values.clone(a, what=f"an argument of {name}()") for a in args)
         if kwargs:
-            kwargs = {k: values.clone(v, what=f"argument {k}= of {name}()") for k, v in kwargs.items()}
+            kwargs = {k: values.clone(v, what=f"argument {k}= of {name}()")
+                      for k, v in kwargs.items()}
         return stub._send("rpc", name, args, kwargs)
 
     def __repr__(self) -> str:
@@ -286,78 +291,82 @@ class DurableObjectStub:
 
     def _send(self, kind: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
               ) -> asyncio.Future[Any]:
+        """Send one call. The steps, in order: refused at once if the lab is closed; from an
+        object, held by that object's output gate until its writes are durable (``_send_from``);
+        from a client, noted if the lab is paused and recorded if it records; then carried
+        (``_carry``)."""
         host = self._host
-        if host.lab.closed:
+        services = host.services
+        if services.closed:
             # At once, not in the reply: a cell re-run after "Run All" closed the lab says so.
             raise LabClosedError()
-        if host.lab.network is not None:  # the only cost of geography when there is none
-            return self._send_over_network(kind, method, args, kwargs)
         driver = current_driver.get()
-        if driver is None and host.lab.scheduler.paused:
-            host.lab.scheduler.note_call(host.label, method)  # "the lab is paused: ..."
-        if driver is not None and not driver.instance.broken:
-            # An outgoing call from an object waits for that object's pending writes. Its
-            # reply is I/O for the caller: the caller's code comes back through its gate.
-            # (The caller's delivery keeps the callee's, so its breakdown reaches the callee's.)
-            call = driver.call
-            link = call.add_call if call is not None else None
-            pending = driver.instance.output_gate.wait()
-            if pending is not None:
-                return mark_io(self._send_after(pending, driver, kind, method, args, kwargs,
-                                                link=link))
-            return mark_io(host.deliver(kind, method, args, kwargs, self._generation, self,
-                                        None if link is None else (None, 0.0, link)))
-        elif driver is None and host.lab.recording:
-            return host.lab._record_call(
-                host, kind, method, args, kwargs,
-                lambda link: host.deliver(kind, method, args, kwargs, self._generation, self,
-                                          (None, 0.0, link)))
-        return host.deliver(kind, method, args, kwargs, self._generation, self)
+        if driver is not None:
+            if not driver.instance.broken:
+                return self._send_from(driver, kind, method, args, kwargs)
+        else:
+            if services.scheduler.paused:
+                services.scheduler.note_call(host.label, method)  # "the lab is paused: ..."
+            if services.recording:
+                return services.record_call(
+                    host, kind, method, args, kwargs,
+                    lambda link: self._carry(kind, method, args, kwargs, link=link))
+        if services.network is None:
+            # _carry's first case, written out: every plain client call takes it.
+            return host.deliver(kind, method, args, kwargs, self._generation, self)
+        return self._carry(kind, method, args, kwargs)
 
-    def _send_over_network(self, kind: str, method: str, args: tuple[Any, ...],
-                           kwargs: dict[str, Any]) -> asyncio.Future[Any]:
-        """``_send`` with ``Lab(network=...)``: the same steps, with the call carried from the
-        caller's region to the object's and its reply carried back (network.py)."""
+    def _send_from(self, driver: Any, kind: str, method: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> asyncio.Future[Any]:
+        """A call made by an object's code: it waits for that object's pending writes. Its reply
+        is I/O for the caller: the caller's code comes back through its gate. (The caller's
+        delivery keeps the callee's, so its breakdown reaches the callee's.)"""
+        caller = driver.instance
+        call = driver.call
+        link = call.add_call if call is not None else None
+        network = self._host.services.network
+        if network is not None:
+            network.region_of_host(caller.host)  # the caller is placed when it calls
+        pending = caller.output_gate.wait()
+        if pending is not None:
+            reply = self._send_after(pending, driver, kind, method, args, kwargs, link)
+        else:
+            reply = self._carry(kind, method, args, kwargs, link=link, caller=caller)
+        # (Over the network the reply comes back by a lab-clock timer, never inside a turn:
+        # as before the one send path, it is not marked.)
+        return mark_io(reply) if network is None else reply
+
+    def _carry(self, kind: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+               sent: float | None = None, held: float = 0.0, link: Any = None,
+               caller: Any = None) -> asyncio.Future[Any]:
+        """Hand the call to the object's host: straight, or with ``Lab(network=...)`` carried
+        from the caller's region to the object's and the reply carried back (network.py).
+        ``sent``/``held``: when the caller made it and how long its output gate held it;
+        ``link`` is told the delivery once it exists; ``caller``: the calling instance (None:
+        a client)."""
         host = self._host
-        lab = host.lab
-        network = lab.network
-        assert network is not None
-        driver = current_driver.get()
-        if driver is None and lab.scheduler.paused:
-            lab.scheduler.note_call(host.label, method)
-        if driver is not None and not driver.instance.broken:
-            caller = driver.instance
-            source = network.region_of_host(caller.host)
-            call = driver.call
-            link = call.add_call if call is not None else None
-
-            def carry(sent: float | None = None, held: float = 0.0,
-                      link: Any = link) -> asyncio.Future[Any]:
-                return network.carry(self, source, caller.label, kind, method, args, kwargs,
-                                     sent=sent, held=held, link=link)
-
-            pending = caller.output_gate.wait()
-            if pending is not None:
-                return self._send_after(pending, driver, kind, method, args, kwargs, carry)
-            return carry()
-        source = self._region or network.default_region
-
-        def carry_from_client(link: Any = None) -> asyncio.Future[Any]:
-            return network.carry(self, source, "client", kind, method, args, kwargs, link=link)
-
-        if driver is None and lab.recording:
-            return lab._record_call(host, kind, method, args, kwargs, carry_from_client)
-        return carry_from_client()
+        network = host.services.network
+        if network is None:  # the only cost of geography when there is none
+            origin = None if sent is None and link is None else (sent, held, link)
+            return host.deliver(kind, method, args, kwargs, self._generation, self, origin)
+        if caller is None:
+            source, who = self._region or network.default_region, "client"
+        else:
+            source, who = network.region_of_host(caller.host), caller.label
+        deliver = partial(host.deliver, kind, method, args, kwargs, self._generation, self)
+        return network.carry(self, source, who, method, deliver, sent=sent, held=held,
+                             link=link)
 
     def _send_after(self, pending: asyncio.Future[None], driver: Any, kind: str, method: str,
-                    args: tuple[Any, ...], kwargs: dict[str, Any],
-                    carry: Any = None, link: Any = None) -> asyncio.Future[Any]:
+                    args: tuple[Any, ...], kwargs: dict[str, Any], link: Any
+                    ) -> asyncio.Future[Any]:
+        """``_carry`` once ``pending`` (the caller's output gate) lets the call go."""
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         caller = driver.instance
         bus = caller.bus
         target = self._host.label
-        clock = caller.lab.clock
+        clock = caller.services.clock
         sent = clock.now()  # the call was made now; the caller's output gate holds it
 
         async def send() -> None:
@@ -381,9 +390,8 @@ class DurableObjectStub:
                          target, True)
             held = clock.now() - sent
             try:
-                inner = (carry(sent, held) if carry is not None else
-                         self._host.deliver(kind, method, args, kwargs, self._generation,
-                                            self, (sent, held, link)))
+                inner = self._carry(kind, method, args, kwargs, sent=sent, held=held,
+                                    link=link, caller=caller)
             except BaseException as exc:
                 if not reply.done():
                     reply.set_exception(exc)
@@ -406,8 +414,8 @@ class Client:
     hint is placed in ``region``. On a lab without a network the region changes nothing.
     """
 
-    def __init__(self, lab: Lab, region: str) -> None:
-        self._lab = lab
+    def __init__(self, services: LabServices, region: str) -> None:
+        self._services = services
         self.region = region
         self.env = _ClientEnv(self)
 
@@ -431,7 +439,7 @@ class _ClientEnv:
         if name.startswith("_"):
             raise AttributeError(name)
         client = self._client
-        base = getattr(client._lab.env, name)  # the lab's own error for an unknown binding
+        base = getattr(client._services.env, name)  # the lab's own error for an unknown binding
         view = self._views.get(name)
         if view is None or view._base is not base:
             view = self._views[name] = _NamespaceView(base, region=client.region,
@@ -439,7 +447,7 @@ class _ClientEnv:
         return view
 
     def __dir__(self) -> list[str]:
-        return dir(self._client._lab.env)
+        return dir(self._client._services.env)
 
     def __repr__(self) -> str:
         return f"<Env seen from {self._client.region}: {', '.join(dir(self)) or '(no bindings)'}>"

@@ -61,9 +61,12 @@ from .attribution import NETWORK
 from .events import NetworkHopEnded, NetworkHopStarted, ObjectPlaced
 
 if TYPE_CHECKING:
-    from ._host import ObjectHost
-    from .lab import Lab
-    from .namespace import DurableObjectStub
+    from .services import LabServices
+
+# Handed down from the rooms above, named for the reader, not imported:
+# ``_host.ObjectHost``, ``namespace.DurableObjectStub``.
+ObjectHost = Any
+DurableObjectStub = Any
 
 __all__ = [
     "CLOUDFLARE_REGIONS_RTT_MS",
@@ -173,6 +176,17 @@ def check_jurisdiction(jurisdiction: object) -> str:
     )
 
 
+def check_caller_region(network: Network | None, region: object) -> str:
+    """A caller's region (``lab.client(region)``): one of ``network``'s regions, or with no
+    network one of the location hints."""
+    if network is not None:
+        return network.check_region(region)
+    if region not in LOCATION_HINTS:
+        raise ValueError(f"unknown region {region!r}: a caller's region is one of "
+                         f"{', '.join(LOCATION_HINTS)}")
+    return region  # (one of LOCATION_HINTS: a str)
+
+
 class Network:
     """A table of round-trip times between regions, plus one lab's placements.
 
@@ -222,7 +236,7 @@ class Network:
             )
         self.default_region = default_region
         # Per lab (set by make_network): where each object lives, and the messages on their way.
-        self._lab: Lab | None = None
+        self._services: LabServices | None = None
         self._placements: dict[tuple[str, str], str] = {}
         self._hops = itertools.count(1)
         self._in_flight: dict[asyncio.Future[None], asyncio.Future[Any]] = {}
@@ -279,7 +293,7 @@ class Network:
         twin._rtt_ms = dict(self._rtt_ms)
         twin.regions = self.regions
         twin.default_region = self.default_region
-        twin._lab = None
+        twin._services = None
         twin._placements = {}
         twin._hops = itertools.count(1)
         twin._in_flight = {}
@@ -301,8 +315,8 @@ class Network:
 
     def placements(self) -> dict[str, str]:
         """Every placed object's label and region, in the order they were placed."""
-        lab = self._require_lab()
-        labels = {h.storage_key: h.label for h in lab._hosts.values()}
+        services = self._require_lab()
+        labels = {h.storage_key: h.label for h in services.hosts()}
         return {labels.get(key, key[1][:8]): region for key, region in self._placements.items()}
 
     def place(self, host: ObjectHost, hint: str | None, caller_region: str,
@@ -322,7 +336,7 @@ class Network:
         else:
             region, reason = caller_region, "caller"
         self._placements[host.storage_key] = region
-        bus = host.lab.bus
+        bus = host.services.bus
         if bus.active:
             bus.emit(ObjectPlaced, host.label, host.object_id, region, reason, hint or "",
                      caller_region, jurisdiction or "")
@@ -339,26 +353,27 @@ class Network:
 
     # -- carrying calls ----------------------------------------------------------------------
 
-    def carry(self, stub: DurableObjectStub, source: str, caller: str, kind: str, method: str,
-              args: tuple[Any, ...], kwargs: dict[str, Any], *, sent: float | None = None,
+    def carry(self, stub: DurableObjectStub, source: str, caller: str, method: str,
+              deliver: Callable[[Any], asyncio.Future[Any]], *, sent: float | None = None,
               held: float = 0.0, link: Callable[[Any], Any] | None = None
               ) -> asyncio.Future[Any]:
         """Send one call from region ``source`` over the network; the future gets the reply
-        once it has travelled back.
+        once it has travelled back. ``deliver(origin)`` hands the call to its object when it
+        arrives (the stub's ``ObjectHost.deliver``, handed down: the network only carries it).
 
         Attribution (attribution.py): the call's time from ``sent`` (default: now) to its
         arrival is network, less ``held`` seconds the caller's output gate held it; the way
         back is added to the call's network time when the reply lands.
         """
         host = stub._host
-        lab = host.lab
+        services = host.services
         region = self.place(host, stub._hint, source, stub.id.jurisdiction)
         delay = self.one_way(source, region)
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         hop = next(self._hops)
-        bus = lab.bus
-        clock = lab.clock
+        bus = services.bus
+        clock = services.clock
         if sent is None:
             sent = clock.now()
         if bus.active:
@@ -369,7 +384,7 @@ class Network:
         arrived: asyncio.Future[None] = loop.create_future()
         self._in_flight[arrived] = reply
         arrived.add_done_callback(self._landed)
-        lab._track(arrived)
+        services.track(arrived)
         # E-order: a message never overtakes the one sent before it on the same stub.
         previous = stub._last_arrival
         stub._last_arrival = arrived
@@ -387,9 +402,8 @@ class Network:
                 bus.emit(NetworkHopEnded, host.label, host.object_id, hop, "request", source,
                          region, delay, method, caller)
             try:
-                inner = host.deliver(kind, method, args, kwargs, stub._generation, stub,
-                                     (sent, held, link))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller, as a reply
+                inner = deliver((sent, held, link))
+            except BaseException as exc:
                 reply.set_exception(exc)
                 return
             delivery = stub._last
@@ -414,16 +428,16 @@ class Network:
         if reply.done():
             relay_outcome(outcome, reply)  # marks a late error as retrieved
             return
-        lab = host.lab
-        bus = lab.bus
-        clock = lab.clock
+        services = host.services
+        bus = services.bus
+        clock = services.clock
         if bus.active:
             bus.emit(NetworkHopStarted, host.label, host.object_id, hop, "reply", region, source,
                      delay, method, caller)
         returned: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._in_flight[returned] = reply
         returned.add_done_callback(self._landed)
-        lab._track(returned)
+        services.track(returned)
 
         def land() -> None:
             if returned.done():
@@ -459,18 +473,18 @@ class Network:
                 reply.exception()  # closing is not news to a caller that stopped listening
         self._in_flight.clear()
 
-    def _require_lab(self) -> Lab:
-        if self._lab is None:
+    def _require_lab(self) -> LabServices:
+        if self._services is None:
             raise RuntimeError("this Network is a table only: pass it to Lab(network=...) and "
                                "use lab.network")
-        return self._lab
+        return self._services
 
     def __repr__(self) -> str:
-        placed = f", {len(self._placements)} objects placed" if self._lab is not None else ""
+        placed = f", {len(self._placements)} objects placed" if self._services is not None else ""
         return f"<Network {len(self.regions)} regions, calls from {self.default_region}{placed}>"
 
 
-def make_network(spec: object, lab: Lab) -> Network | None:
+def make_network(spec: object, services: LabServices) -> Network | None:
     """``Lab(network=...)``: ``None`` (no geography), ``"cloudflare-regions"``, a dict of
     round-trip milliseconds (over the default table), or a :class:`Network`."""
     if spec is None:
@@ -487,5 +501,5 @@ def make_network(spec: object, lab: Lab) -> Network | None:
             f"dict of round-trip milliseconds like {{('weur', 'enam'): 80}}, or a "
             f"durable_lab.network.Network; got {spec!r}"
         )
-    network._lab = lab
+    network._services = services
     return network

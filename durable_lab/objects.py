@@ -31,9 +31,11 @@ from ._turns import current_driver
 from .errors import DurableObjectResetError
 
 if TYPE_CHECKING:
-    from ._host import Instance
     from .ids import DurableObjectId
     from .storage import DurableObjectStorage
+
+# Handed down from the rooms above (``_host.Instance``): named for the reader, not imported.
+Instance = Any
 
 __all__ = ["DurableObject", "DurableObjectState"]
 
@@ -76,7 +78,7 @@ class DurableObjectState:
         self.id: DurableObjectId = instance.host.id
         self.storage = storage
 
-    def blockConcurrencyWhile(self, callback: Callable[[], Awaitable[Any] | Any]  # noqa: N802
+    def blockConcurrencyWhile(self, callback: Callable[[], Awaitable[Any] | Any]
                               ) -> asyncio.Future[Any]:
         """Run ``callback`` with every other event kept out until it settles.
 
@@ -104,7 +106,7 @@ class DurableObjectState:
 
     block_concurrency_while = blockConcurrencyWhile
 
-    def waitUntil(self, awaitable: Awaitable[Any]) -> None:  # noqa: N802
+    def waitUntil(self, awaitable: Awaitable[Any]) -> None:
         """Keep ``awaitable`` running after the reply. (In a Durable Object this is rarely
         needed: the object stays alive while it has work.) A coroutine becomes a task of this
         object: it runs through the object's input gate like the rest of its code."""
@@ -127,41 +129,41 @@ class DurableObjectState:
 
     # -- WebSocket Hibernation API (implemented in durable_lab/websockets.py) -------------
 
-    def acceptWebSocket(self, ws: Any, tags: list[str] | None = None) -> None:  # noqa: N802
+    def acceptWebSocket(self, ws: Any, tags: list[str] | None = None) -> None:
         """Accept the server end of a ``WebSocketPair`` as a hibernatable socket, with up to 10
         tags (each up to 256 characters; duplicates dropped). Its events then arrive as
         ``webSocketMessage``/``webSocketClose``/``webSocketError`` calls, even after the object
         hibernated."""
         _websockets.accept_web_socket(self._instance, ws, tags)
 
-    def getWebSockets(self, tag: str | None = None) -> list[Any]:  # noqa: N802
+    def getWebSockets(self, tag: str | None = None) -> list[Any]:
         """The accepted sockets not yet closed (those with ``tag`` if given), in accept order."""
         return _websockets.get_web_sockets(self._instance, tag)
 
-    def getTags(self, ws: Any) -> list[str]:  # noqa: N802
+    def getTags(self, ws: Any) -> list[str]:
         """The tags ``ws`` was accepted with."""
         return _websockets.get_tags(ws)
 
-    def setWebSocketAutoResponse(self, pair: Any = None) -> None:  # noqa: N802
+    def setWebSocketAutoResponse(self, pair: Any = None) -> None:
         """Answer a text message equal to ``pair.request`` with ``pair.response`` without
         running object code (a ``WebSocketRequestResponsePair``); no argument clears it."""
         _websockets.set_auto_response(self._instance, pair)
 
-    def getWebSocketAutoResponse(self) -> Any:  # noqa: N802
+    def getWebSocketAutoResponse(self) -> Any:
         """The ``WebSocketRequestResponsePair`` set, or None."""
         return _websockets.get_auto_response(self._instance)
 
-    def getWebSocketAutoResponseTimestamp(self, ws: Any) -> Any:  # noqa: N802
+    def getWebSocketAutoResponseTimestamp(self, ws: Any) -> Any:
         """When the runtime last auto-responded on ``ws`` (a UTC datetime), or None."""
         return _websockets.get_auto_response_timestamp(ws)
 
-    def setHibernatableWebSocketEventTimeout(self, timeout_ms: int | None = None  # noqa: N802
+    def setHibernatableWebSocketEventTimeout(self, timeout_ms: int | None = None
                                              ) -> None:
         """Store the handler time limit in ms (0 or nothing unsets; at most 604,800,000).
         durable_lab records it but does not enforce it."""
         _websockets.set_event_timeout(self._instance, timeout_ms)
 
-    def getHibernatableWebSocketEventTimeout(self) -> int | None:  # noqa: N802
+    def getHibernatableWebSocketEventTimeout(self) -> int | None:
         return _websockets.get_event_timeout(self._instance)
 
     accept_web_socket = acceptWebSocket

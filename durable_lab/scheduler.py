@@ -46,15 +46,36 @@ import sys
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .events import Paused, Resumed, RuntimeEvent, StepTaken
 
 if TYPE_CHECKING:
-    from ._gates import InputGate, _Waiter
-    from .lab import Lab
+    from .bus import EventBus
 
-__all__ = ["Breakpoint", "Choice", "Scheduler", "TRANSITION_KINDS"]
+__all__ = ["TRANSITION_KINDS", "Breakpoint", "Choice", "Scheduler"]
+
+class _Waiter(Protocol):
+    """One waiter at an input gate, as the scheduler sees it (``_gates.py`` makes them)."""
+
+    kind: str
+    holder: str
+    seq: int
+
+
+class InputGate(Protocol):
+    """An input gate, as the scheduler sees it: the gates register themselves with it
+    (``_gates.py`` sits above and hands itself down)."""
+
+    @property
+    def label(self) -> str: ...
+
+    def waiting(self) -> list[Any]: ...
+    def waiting_head(self) -> Any: ...
+    def admit(self, waiter: Any) -> None: ...
+    def _admit_next(self) -> None: ...
+
 
 TRANSITION_KINDS = ("admit", "resume", "critical section", "constructor", "task", "flush",
                     "commit", "reply")
@@ -129,8 +150,11 @@ def _delivery_number(holder: str) -> int:
 class Scheduler:
     """The lab's transition scheduler (``lab.pause()``, ``lab.step()``, ``lab.choices()``)."""
 
-    def __init__(self, lab: Lab) -> None:
-        self._lab = lab
+    def __init__(self, bus: EventBus, io_in_flight: Callable[[], int]) -> None:
+        """``bus``: where transitions are announced; ``io_in_flight()``: storage calls on
+        their way (a settled lab waits for them)."""
+        self._bus = bus
+        self._io_in_flight = io_in_flight
         self.paused = False
         self._gates: weakref.WeakSet[InputGate] = weakref.WeakSet()
         self._permits: list[_Permit] = []
@@ -206,7 +230,7 @@ class Scheduler:
             return
         self.paused = True
         self._told_paused = False
-        bus = self._lab.bus
+        bus = self._bus
         if bus.active:
             bus.emit(Paused, "", "", reason)
 
@@ -218,7 +242,7 @@ class Scheduler:
         if not self.paused:
             return
         self.paused = False
-        bus = self._lab.bus
+        bus = self._bus
         if bus.active:
             bus.emit(Resumed, "", "")
         permits, self._permits = self._permits, []
@@ -238,7 +262,7 @@ class Scheduler:
             if not permit.future.done():
                 found.append(Choice(permit.kind, permit.object, permit.delivery,
                                     permit.description, permit.seq,
-                                    lambda p=permit: self._release(p)))
+                                    partial(self._release, permit)))
         found.sort(key=lambda c: c.seq)
         for index, choice in enumerate(found):
             choice.index = index
@@ -277,7 +301,7 @@ class Scheduler:
     def _take(self, choice: Choice) -> None:
         self.steps_taken += 1
         self.last_step = choice.description
-        bus = self._lab.bus
+        bus = self._bus
         if bus.active:
             bus.emit(StepTaken, choice.object, "", choice.kind, choice.description)
         choice._take()
@@ -287,7 +311,7 @@ class Scheduler:
         if not self.paused:
             self.pause()
         choice = self._oldest()
-        if choice is None or self._lab._io_in_flight:
+        if choice is None or self._io_in_flight():
             # Something may still be on its way to a transition: let it arrive first.
             await self.settle()
             choice = self._oldest()
@@ -308,7 +332,7 @@ class Scheduler:
         for permit in self._permits:
             if not permit.future.done() and (best is None or permit.seq < best.seq):
                 best = Choice(permit.kind, permit.object, permit.delivery, permit.description,
-                              permit.seq, lambda p=permit: self._release(p))
+                              permit.seq, partial(self._release, permit))
         if best is not None:
             best.index = 0
         return best
@@ -319,7 +343,7 @@ class Scheduler:
         if waiter.kind in ("critical section", "constructor"):
             description = f"start the {waiter.kind} at {gate.label}"
         return Choice(waiter.kind, gate.label, _delivery_number(waiter.holder), description,
-                      waiter.seq, lambda g=gate, w=waiter: g.admit(w))
+                      waiter.seq, partial(gate.admit, waiter))
 
     async def step_until(self, condition: type[RuntimeEvent] | Callable[[RuntimeEvent], bool],
                          *, max_steps: int = 10_000) -> RuntimeEvent | None:
@@ -327,15 +351,18 @@ class Scheduler:
 
         Returns that event, or None if the runtime ran out of transitions first.
         """
+        matches: Callable[[RuntimeEvent], bool]
         if isinstance(condition, type):
             event_type = condition
 
-            def matches(event: RuntimeEvent) -> bool:
+            def is_of_type(event: RuntimeEvent) -> bool:
                 return isinstance(event, event_type)
+
+            matches = is_of_type
         else:
             matches = condition
         seen: list[RuntimeEvent] = []
-        subscription = self._lab.bus.subscribe(
+        subscription = self._bus.subscribe(
             lambda event: seen.append(event) if not seen and matches(event) else None)
         try:
             for _ in range(max_steps):
@@ -347,7 +374,7 @@ class Scheduler:
         finally:
             subscription.close()
 
-    def break_on(self, kind: str | None = None, object: str | None = None) -> Breakpoint:  # noqa: A002
+    def break_on(self, kind: str | None = None, object: str | None = None) -> Breakpoint:
         """Pause before every transition of ``kind`` at ``object`` (a label like "C:room-1")."""
         if kind is not None and kind not in TRANSITION_KINDS:
             raise ValueError(f"kind must be one of {', '.join(TRANSITION_KINDS)} (or None), "
@@ -369,7 +396,7 @@ class Scheduler:
         quiet = 0
         deadline = loop.time() + limit
         while quiet < passes and loop.time() < deadline:
-            if self._lab._io_in_flight:
+            if self._io_in_flight():
                 quiet = 0
                 await asyncio.sleep(0.0005)
                 continue
@@ -380,9 +407,3 @@ class Scheduler:
     def __repr__(self) -> str:
         state = "paused" if self.paused else "running"
         return f"<Scheduler {state}, {len(self.choices())} choices>"
-
-
-def describe_choices(choices: list[Choice]) -> str:
-    """A printable list of choices, one per line."""
-    return "\n".join(repr(c) for c in choices) or "(no transition is possible now)"
-

@@ -194,7 +194,7 @@ def object_snapshot(host: Any, seq: int, *, region: str | None = None,
         last_fault=host.last_fault,
         region=region, storage=storage)
     if instance is None:
-        return ObjectSnapshot(**common)  # type: ignore[arg-type]
+        return ObjectSnapshot(**common)
     gate = instance.gate
     waiting = gate.queued()
     # Deliveries not admitted yet: their first admission still waits at the gate (with no
@@ -222,7 +222,7 @@ def object_snapshot(host: Any, seq: int, *, region: str | None = None,
         (d.id, max(0, d.held_at[0] - (commits - d.held_at[1])))
         for d in sorted(instance.deliveries, key=lambda d: d.id)
         if d.held_at is not None and d.phase == OUTPUT_GATE)
-    return ObjectSnapshot(  # type: ignore[arg-type]
+    return ObjectSnapshot(
         **common, mailbox=tuple(mailbox), queued=instance.queued, admitted=admitted,
         admitted_method=admitted_method if admitted is not None else "",
         gate_holder=holder, gate_waiters=tuple(waiting),

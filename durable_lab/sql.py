@@ -47,15 +47,17 @@ allow-list is Cloudflare's plus ``user_version``; virtual tables other than fts5
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import DurableLabError
 
-if TYPE_CHECKING:
-    from ._sql_engine import SqliteEngine
-    from .storage import DurableObjectStorage
+# Handed down from the rooms above, named for the reader, not imported:
+# ``_sql_engine.SqliteEngine``, ``storage.DurableObjectStorage``.
+SqliteEngine = Any
+DurableObjectStorage = Any
 
 __all__ = ["Row", "SqlError", "SqlStorage", "SqlStorageCursor"]
 
@@ -89,7 +91,7 @@ class SqlError(DurableLabError):
     """
 
 
-class Row(dict):  # type: ignore[type-arg]
+class Row(dict):
     """A result row: a ``dict`` keyed by column name that also allows ``row.column``.
 
     It crosses a stub as a plain dict; to store it with ``put()``, convert it: ``dict(row)``.
@@ -181,17 +183,15 @@ class SqlStorageCursor:
             self._done = True
             return None
         self._rows_read += 1
-        return row  # type: ignore[no-any-return]
+        return row
 
     def _invalidate(self, why: str) -> None:
         """The database changed under this cursor (deleteAll, reset): further reads fail."""
         if not self._done:
             self._invalid = why
         if self._cursor is not None:
-            try:
+            with contextlib.suppress(sqlite3.Error):  # closing never fails in practice
                 self._cursor.close()
-            except sqlite3.Error:  # pragma: no cover - closing never fails in practice
-                pass
 
     def __iter__(self) -> SqlStorageCursor:
         return self
@@ -209,7 +209,7 @@ class SqlStorageCursor:
             return Row(done=True, value=None)
         return Row(done=False, value=dict(zip(self._names, row, strict=True)))
 
-    def toArray(self) -> list[dict[str, Any]]:  # noqa: N802
+    def toArray(self) -> list[dict[str, Any]]:
         """Every remaining row, as a list of dicts (all of them within one time limit)."""
         engine = self._engine
         armed = engine.arm_time_limit()
@@ -240,20 +240,20 @@ class SqlStorageCursor:
     # -- metadata ------------------------------------------------------------------------
 
     @property
-    def columnNames(self) -> list[str]:  # noqa: N802
+    def columnNames(self) -> list[str]:
         return list(self._names)
 
     column_names = columnNames
 
     @property
-    def rowsRead(self) -> int:  # noqa: N802
+    def rowsRead(self) -> int:
         """Rows returned so far by this call's statements (grows as you iterate)."""
         return self._rows_read
 
     rows_read = rowsRead
 
     @property
-    def rowsWritten(self) -> int:  # noqa: N802
+    def rowsWritten(self) -> int:
         """Rows inserted, updated or deleted by this call's statements."""
         return self._rows_written
 
@@ -285,7 +285,7 @@ class _RawIterator:
         row = self._cursor._fetch()
         return Row(done=row is None, value=None if row is None else list(row))
 
-    def toArray(self) -> list[list[Any]]:  # noqa: N802
+    def toArray(self) -> list[list[Any]]:
         engine = self._cursor._engine
         armed = engine.arm_time_limit()
         try:
@@ -297,7 +297,7 @@ class _RawIterator:
     to_array = toArray
 
     @property
-    def columnNames(self) -> list[str]:  # noqa: N802
+    def columnNames(self) -> list[str]:
         return self._cursor.columnNames
 
 
@@ -311,7 +311,7 @@ class SqlStorage:
 
     @property
     def _engine(self) -> SqliteEngine:
-        return self._storage._cache  # type: ignore[return-value]
+        return self._storage._cache
 
     def exec(self, query: str, *bindings: Any) -> SqlStorageCursor:
         """Run ``query`` now (``?`` placeholders take ``bindings``); returns its cursor."""
@@ -326,7 +326,7 @@ class SqlStorage:
         return cursor
 
     @property
-    def databaseSize(self) -> int:  # noqa: N802
+    def databaseSize(self) -> int:
         """Bytes of the database in use: (page_count - freelist_count) * page_size."""
         self._storage._instance.check_usable()
         return self._engine.database_size()

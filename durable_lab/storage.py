@@ -53,17 +53,22 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable, Generator, Iterable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from . import values
-from ._turns import current_driver, mark_io, resolved, spawn
+from ._turns import current_driver, mark_io, resolved, spawn, wake
+from .alarms import ALARM_KEY, alarm_time, stored_alarm
 from .errors import StorageCorruptError
 from .events import StorageOp
 from .sql import NOT_SQL_MESSAGE, NOT_SQLITE_MESSAGE, SqlStorage
 
 if TYPE_CHECKING:
-    from ._host import Instance
+    from ._cache import StorageCache
     from ._sql_engine import SqliteEngine
+
+# Handed down from the rooms above (``_host.Instance``): named for the reader, not imported.
+Instance = Any
 
 __all__ = [
     "MAX_KEYS",
@@ -184,7 +189,8 @@ def _kv_put_items(key: object, value: Any) -> list[tuple[str, bytes]]:
         return [(_check_key(k), _encode(k, v)) for k, v in key.items()]
     if value is _MISSING:
         raise TypeError("put() called with a key and no value: put(key, value)")
-    return [(_check_key(key), _encode(key, value))]
+    checked = _check_key(key)
+    return [(checked, _encode(checked, value))]
 
 
 def _check_sql_key(key: object) -> str:
@@ -256,15 +262,9 @@ class DurableObjectStorage:
 
     __slots__ = ("_cache", "_done", "_instance")
 
-    def __new__(cls, instance: Instance) -> Any:
-        # The storage of a SQLite-backed object (its cache is the SQLite engine).
-        if cls is DurableObjectStorage and getattr(instance.cache, "is_sqlite", False):
-            return super().__new__(SqlDurableObjectStorage)
-        return super().__new__(cls)
-
-    def __init__(self, instance: Instance) -> None:
+    def __init__(self, instance: Instance, cache: StorageCache) -> None:
         self._instance = instance
-        self._cache = instance.cache
+        self._cache = cache
         self._done: asyncio.Future[None] | None = None
 
     def _emit(self, op: str, keys: Iterable[str], cache: str) -> None:
@@ -302,8 +302,8 @@ class DurableObjectStorage:
 
     # -- get -----------------------------------------------------------------------------
 
-    def get(self, keys: str | list[str], *, allowConcurrency: bool = False,  # noqa: N803
-            noCache: bool = False) -> asyncio.Future[Any]:  # noqa: N803
+    def get(self, keys: str | list[str], *, allowConcurrency: bool = False,
+            noCache: bool = False) -> asyncio.Future[Any]:
         """The value stored at ``keys`` (None if absent), or a dict of the keys that exist.
 
         A list of keys gives a dict sorted by key with only the keys that exist.
@@ -354,8 +354,8 @@ class DurableObjectStorage:
     # -- put / delete --------------------------------------------------------------------
 
     def put(self, key: str | Mapping[str, Any], value: Any = _MISSING, *,
-            allowUnconfirmed: bool = False, allowConcurrency: bool = False,  # noqa: N803
-            noCache: bool = False) -> asyncio.Future[None]:  # noqa: N803
+            allowUnconfirmed: bool = False, allowConcurrency: bool = False,
+            noCache: bool = False) -> asyncio.Future[None]:
         """Store ``value`` at ``key``, or every pair of a dict. Takes effect now, without await."""
         instance = self._instance
         if instance.broken is not None:
@@ -372,9 +372,9 @@ class DurableObjectStorage:
                 self._emit("put", (key,), "write" if changed else UNCHANGED)
             return self._done_none()
         items = _kv_put_items(key, value)
-        changed = self._cache.write(items, confirmed=not allowUnconfirmed)
+        written = self._cache.write(items, confirmed=not allowUnconfirmed)
         if self._instance.bus.active or self._instance.awaits:
-            self._emit("put", [k for k, _ in items], "write" if changed else UNCHANGED)
+            self._emit("put", [k for k, _ in items], "write" if written else UNCHANGED)
         return self._done_none()
 
     def _done_none(self) -> asyncio.Future[None]:
@@ -385,8 +385,8 @@ class DurableObjectStorage:
             done = self._done = _done(None)
         return done
 
-    def delete(self, keys: str | list[str], *, allowUnconfirmed: bool = False,  # noqa: N803
-               allowConcurrency: bool = False, noCache: bool = False  # noqa: N803
+    def delete(self, keys: str | list[str], *, allowUnconfirmed: bool = False,
+               allowConcurrency: bool = False, noCache: bool = False
                ) -> asyncio.Future[Any]:
         """Delete a key (result: whether it existed) or a list of keys (result: how many did).
 
@@ -422,8 +422,8 @@ class DurableObjectStorage:
         total = known + len(await read)
         return total > 0 if single else total
 
-    def deleteAll(self, *, allowUnconfirmed: bool = False,  # noqa: N802, N803
-                  allowConcurrency: bool = False, noCache: bool = False  # noqa: N803
+    def deleteAll(self, *, allowUnconfirmed: bool = False,
+                  allowConcurrency: bool = False, noCache: bool = False
                   ) -> asyncio.Future[None]:
         """Delete every key, and the alarm. Coalesced with the turn's other writes; always
         confirmed. On a SQLite-backed class it wipes the whole database, SQL tables included."""
@@ -440,9 +440,9 @@ class DurableObjectStorage:
     # -- list ----------------------------------------------------------------------------
 
     def list(self, *, prefix: str | None = None, start: str | None = None,
-             startAfter: str | None = None, end: str | None = None,  # noqa: N803
+             startAfter: str | None = None, end: str | None = None,
              reverse: bool = False, limit: int | None = None,
-             allowConcurrency: bool = False, noCache: bool = False  # noqa: N803
+             allowConcurrency: bool = False, noCache: bool = False
              ) -> asyncio.Future[dict[str, Any]]:
         """Keys and values in key order, as a dict: ``start`` inclusive, ``end`` exclusive."""
         self._instance.check_usable()
@@ -507,7 +507,7 @@ class DurableObjectStorage:
         """The SQL API: only on SQLite-backed classes (``lab.bind(NAME, Cls, sql=True)``)."""
         raise RuntimeError(NOT_SQLITE_MESSAGE)
 
-    def transactionSync(self, fn: Callable[[], Any]) -> Any:  # noqa: N802
+    def transactionSync(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn()`` in a SQLite savepoint (SQLite-backed classes only)."""
         raise RuntimeError(NOT_SQL_MESSAGE)
 
@@ -554,9 +554,67 @@ class DurableObjectStorage:
 
         return section
 
+    # -- the alarm (alarms.py): one time per object, kept with the data in _cf_METADATA ------
+
+    def getAlarm(self, *, allowConcurrency: bool = False
+                 ) -> asyncio.Future[float | None]:
+        """The alarm time in epoch milliseconds, or None. None inside ``alarm()`` unless re-set."""
+        instance = self._instance
+        instance.check_usable()
+        cache = self._cache
+        if instance.in_alarm_handler and not instance.alarm_set_in_handler:
+            return _done(None)
+        if cache.metadata_loaded or ALARM_KEY in cache.metadata:
+            data = cache.metadata.get(ALARM_KEY)
+            return _done(None if data is None else stored_alarm(data, instance.label))
+
+        async def read() -> float | None:
+            metadata = await cache.load_metadata()
+            data = metadata.get(ALARM_KEY)
+            return None if data is None else stored_alarm(data, instance.label)
+
+        return self._start_read(read(), allowConcurrency)
+
+    def setAlarm(self, scheduledTime: Any, *,
+                 allowConcurrency: bool = False, allowUnconfirmed: bool = False
+                 ) -> asyncio.Future[None]:
+        """Set the object's one alarm (epoch ms or datetime). Replaces any earlier alarm."""
+        instance = self._instance
+        instance.check_usable()
+        millis = alarm_time(scheduledTime)
+        if millis <= 0:
+            raise TypeError("setAlarm() cannot be called with an alarm time <= 0")
+        driver = current_driver.get()
+        in_constructor = driver is not None and driver.holder == "constructor"
+        handler = getattr(instance.cls, "alarm", None)
+        if not in_constructor and not callable(handler):
+            raise TypeError(
+                "Your Durable Object class must have an alarm() handler in order to call setAlarm()"
+            )
+        now = instance.services.clock.now() * 1000.0
+        millis = max(millis, now)  # a past time fires (almost) at once
+        if instance.in_alarm_handler:
+            instance.alarm_set_in_handler = True
+        self._cache.set_metadata(ALARM_KEY, values.encode(millis),
+                                    confirmed=not allowUnconfirmed)
+        return _done(None)
+
+    def deleteAlarm(self, *, allowConcurrency: bool = False,
+                    allowUnconfirmed: bool = False) -> asyncio.Future[None]:
+        """Cancel the alarm (a no-op if none is set). Does not stop a running handler."""
+        instance = self._instance
+        instance.check_usable()
+        if instance.in_alarm_handler:
+            instance.alarm_set_in_handler = False
+        self._cache.set_metadata(ALARM_KEY, None, confirmed=not allowUnconfirmed)
+        return _done(None)
+
+    get_alarm = getAlarm
+    set_alarm = setAlarm
+    delete_alarm = deleteAlarm
+
     def __repr__(self) -> str:
         return f"<DurableObjectStorage of {self._instance.label}>"
-
 
 
 # -- transactions --------------------------------------------------------------------------
@@ -606,7 +664,7 @@ class _Transaction:
             )
         self._storage._instance.check_usable()
 
-    def deleteAll(self, **options: Any) -> asyncio.Future[None]:  # noqa: N802
+    def deleteAll(self, **options: Any) -> asyncio.Future[None]:
         self._check("deleteAll")
         raise RuntimeError("Cannot call deleteAll() within a transaction")
 
@@ -634,8 +692,8 @@ class KvTransaction(_Transaction):
         self._state = _OPEN
         self._confirmed = False
 
-    def get(self, keys: str | list[str], *, allowConcurrency: bool = False,  # noqa: N803
-            noCache: bool = False) -> asyncio.Future[Any]:  # noqa: N803
+    def get(self, keys: str | list[str], *, allowConcurrency: bool = False,
+            noCache: bool = False) -> asyncio.Future[Any]:
         self._check("get")
         storage = self._storage
         writes = self._writes
@@ -656,16 +714,16 @@ class KvTransaction(_Transaction):
         return storage._start_read(_merge_got_later(inner, wanted, local), allowConcurrency)
 
     def put(self, key: str | Mapping[str, Any], value: Any = _MISSING, *,
-            allowUnconfirmed: bool = False, allowConcurrency: bool = False,  # noqa: N803
-            noCache: bool = False) -> asyncio.Future[None]:  # noqa: N803
+            allowUnconfirmed: bool = False, allowConcurrency: bool = False,
+            noCache: bool = False) -> asyncio.Future[None]:
         self._check("put")
         for k, data in _kv_put_items(key, value):
             self._writes[k] = data
         self._confirmed = self._confirmed or not allowUnconfirmed
         return _done(None)
 
-    def delete(self, keys: str | list[str], *, allowUnconfirmed: bool = False,  # noqa: N803
-               allowConcurrency: bool = False, noCache: bool = False  # noqa: N803
+    def delete(self, keys: str | list[str], *, allowUnconfirmed: bool = False,
+               allowConcurrency: bool = False, noCache: bool = False
                ) -> asyncio.Future[Any]:
         self._check("delete")
         storage = self._storage
@@ -693,9 +751,9 @@ class KvTransaction(_Transaction):
                                    allowConcurrency)
 
     def list(self, *, prefix: str | None = None, start: str | None = None,
-             startAfter: str | None = None, end: str | None = None,  # noqa: N803
+             startAfter: str | None = None, end: str | None = None,
              reverse: bool = False, limit: int | None = None,
-             allowConcurrency: bool = False, noCache: bool = False  # noqa: N803
+             allowConcurrency: bool = False, noCache: bool = False
              ) -> asyncio.Future[dict[str, Any]]:
         self._check("list")
         lo, hi = _list_bounds(prefix, start, startAfter, end, limit)
@@ -777,7 +835,7 @@ async def _merge_listed_later(inner: asyncio.Future[dict[str, Any]],
 def _settled(fut: asyncio.Future[Any]) -> asyncio.Future[None]:
     """A future that resolves (never fails) once ``fut`` is done."""
     waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    fut.add_done_callback(lambda _: waiter.done() or waiter.set_result(None))
+    fut.add_done_callback(partial(wake, waiter))
     return waiter
 
 
@@ -797,12 +855,12 @@ class SqlDurableObjectStorage(DurableObjectStorage):
     _cache: SqliteEngine  # type: ignore[assignment]
     _MAX_STORED = MAX_SQLITE_ENTRY_SIZE
 
-    def __init__(self, instance: Instance) -> None:
-        super().__init__(instance)
+    def __init__(self, instance: Instance, engine: SqliteEngine) -> None:
+        super().__init__(instance, engine)  # type: ignore[arg-type]  # (the same interface)
         self._sql: SqlStorage | None = None
 
-    def get(self, keys: str | list[str], *, allowConcurrency: bool = False,  # noqa: N803
-            noCache: bool = False) -> asyncio.Future[Any]:  # noqa: N803
+    def get(self, keys: str | list[str], *, allowConcurrency: bool = False,
+            noCache: bool = False) -> asyncio.Future[Any]:
         self._instance.check_usable()
         engine = self._cache
         if isinstance(keys, str):
@@ -818,8 +876,8 @@ class SqlDurableObjectStorage(DurableObjectStorage):
         return _done({k: self._decode(k, found[k]) for k in wanted if k in found})
 
     def put(self, key: str | Mapping[str, Any], value: Any = _MISSING, *,
-            allowUnconfirmed: bool = False, allowConcurrency: bool = False,  # noqa: N803
-            noCache: bool = False) -> asyncio.Future[None]:  # noqa: N803
+            allowUnconfirmed: bool = False, allowConcurrency: bool = False,
+            noCache: bool = False) -> asyncio.Future[None]:
         self._instance.check_usable()
         items = _sql_put_items(key, value)
         self._cache.kv_put(items, confirmed=not allowUnconfirmed)
@@ -827,8 +885,8 @@ class SqlDurableObjectStorage(DurableObjectStorage):
             self._emit("put", [k for k, _ in items], "write")
         return self._done_none()
 
-    def delete(self, keys: str | list[str], *, allowUnconfirmed: bool = False,  # noqa: N803
-               allowConcurrency: bool = False, noCache: bool = False  # noqa: N803
+    def delete(self, keys: str | list[str], *, allowUnconfirmed: bool = False,
+               allowConcurrency: bool = False, noCache: bool = False
                ) -> asyncio.Future[Any]:
         self._instance.check_usable()
         single = isinstance(keys, str)
@@ -858,7 +916,7 @@ class SqlDurableObjectStorage(DurableObjectStorage):
             if self._instance.bus.active or self._instance.awaits:
                 self._emit("sync", (), "miss")
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            asyncio.get_running_loop().call_soon(lambda: fut.done() or fut.set_result(None))
+            asyncio.get_running_loop().call_soon(wake, fut)
             return mark_io(fut)
         return super().sync()
 
@@ -870,7 +928,7 @@ class SqlDurableObjectStorage(DurableObjectStorage):
             sql = self._sql = SqlStorage(self)
         return sql
 
-    def transactionSync(self, fn: Callable[[], Any]) -> Any:  # noqa: N802
+    def transactionSync(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn()`` now inside ``SAVEPOINT``: released if it returns (its value is returned),
         rolled back if it raises (the error propagates). Nestable. ``fn`` must not be async."""
         self._instance.check_usable()

@@ -13,45 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import Any
 
 from . import DurableObject, DurableObjectResetError, Lab
-from .events import RuntimeEvent
+from .events import describe
 
-_SHOWN = {
-    "DeliveryQueued": lambda e: f"call {e.delivery} ({e.method}) queued, {e.queue_length} waiting",
-    "DeliveryStarted": lambda e: f"call {e.delivery} admitted by the input gate",
-    "TurnEnded": lambda e: (
-        f"call {e.delivery} awaits {e.awaiting}: gate "
-        + ("stays CLOSED" if e.gate_held else "OPENS")
-    ),
-    "DeliveryResumed": lambda e: f"call {e.delivery} resumes (admitted again)",
-    "DeliveryFinished": lambda e: f"call {e.delivery} finished" + ("" if e.ok else f" with {e.error}"),
-    "StorageOp": lambda e: f"call {e.delivery}: {e.op}({', '.join(e.keys)}) -> {e.cache}" + (
-        " (the same as the cache holds: nothing to commit)" if e.cache == "unchanged" else ""),
-    "FlushStarted": lambda e: f"flush #{e.batch}: {len(e.puts)} puts, {len(e.deletes)} deletes, one transaction",
-    "CommitDone": lambda e: f"commit #{e.batch} durable ({e.keys} keys)",
-    "CommitFailed": lambda e: f"commit #{e.batch} FAILED: {e.error}",
-    "ReplyHeld": lambda e: f"reply to call {e.delivery} HELD by the output gate",
-    "ReplyReleased": lambda e: f"reply to call {e.delivery} released" + ("" if e.ok else " as an error"),
-    "InstanceConstructed": lambda e: f"{e.class_name} constructed (incarnation {e.incarnation})",
-    "InstanceReset": lambda e: f"object RESET ({e.reason}): {e.lost_writes} uncommitted writes lost",
-    "LabClosed": lambda e: f"the lab is CLOSED (lab.close()): {e.instances} live object(s) "
-                           "closing, calls refused from now on",
-    "ObjectPlaced": lambda e: f"placed in {e.region} " + {
-        "hint": "(its location hint)", "caller": "(near the caller that created it)",
-        "jurisdiction": f"(the nearest region of jurisdiction {e.jurisdiction!r})",
-    }.get(e.reason, f"({e.reason})"),
-    "NetworkHopStarted": lambda e: f"{e.leg} of {e.method} leaves {e.from_region} for "
-                                   f"{e.to_region} ({e.delay * 1000:.0f} ms one way)",
-    "NetworkHopEnded": lambda e: f"{e.leg} of {e.method} arrives in {e.to_region}",
-}
-
-
-def describe(event: RuntimeEvent) -> str | None:
-    """A one-line, plain-words description of an event (None for gate bookkeeping events)."""
-    render = _SHOWN.get(event.kind)
-    return None if render is None else render(event)
-
+__all__ = ["Counter", "describe", "main", "tour"]  # describe: events.py's, kept here too
 
 class Counter(DurableObject):
     async def increment(self) -> int:
@@ -74,14 +41,14 @@ class Counter(DurableObject):
         return (await self.ctx.storage.get("n")) or 0
 
 
-async def _scene(lab: Lab, title: str, action, out) -> None:  # type: ignore[no-untyped-def]
+async def _scene(lab: Lab, title: str, action, out) -> None:
     print(f"\n== {title}", file=out)
     rec = lab.record()
     try:
         result = await action()
     finally:
         rec.close()
-    events = list(rec.events)
+    events: list[Any] = list(rec.events)  # (each a dataclass of events.py)
     i = 0
     while i < len(events):
         event = events[i]
@@ -94,14 +61,15 @@ async def _scene(lab: Lab, title: str, action, out) -> None:  # type: ignore[no-
             run += 1
         line = describe(event)
         if line and run > 1:
-            line = f"call {event.delivery}: {event.op}() x {run} -> {event.cache}, each in the same turn"
+            line = (f"call {event.delivery}: {event.op}() x {run} -> {event.cache}, "
+                    "each in the same turn")
         if line:
             print(f"   {event.object:<18} {line}", file=out)
         i += run
     print(f"   -> {result}", file=out)
 
 
-async def tour(out=sys.stdout) -> None:  # type: ignore[no-untyped-def]
+async def tour(out=sys.stdout) -> None:
     async with Lab(storage="memory", seed=1) as lab:
         counters = lab.bind("COUNTER", Counter)
 
@@ -133,7 +101,8 @@ async def tour(out=sys.stdout) -> None:  # type: ignore[no-untyped-def]
             return "unexpected: no error"
 
         await _scene(lab, "1. Two increments at once: the input gate", two_increments, out)
-        await _scene(lab, "2. A timer between read and write: the gate opens", two_slow_increments, out)
+        await _scene(lab, "2. A timer between read and write: the gate opens",
+                     two_slow_increments, out)
         await _scene(lab, "3. A hundred writes in one call: write coalescing", many_writes, out)
         await _scene(lab, "4. A commit fails: the output gate", failing_commit, out)
 

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import values
 from .http import Request
-
-if TYPE_CHECKING:
-    from .lab import Lab
 
 __all__ = ["TRACE_VERSION", "ReplayResult", "decode_value", "encode_value", "replay"]
 
@@ -93,7 +91,7 @@ class ReplayResult:
     calls_replayed: int
     divergence: str | None = None
     divergence_index: int | None = None
-    lab: Lab | None = field(default=None, repr=False)
+    lab: Any = field(default=None, repr=False)  # the replay's Lab, with keep_lab=True
 
     def __str__(self) -> str:
         if self.ok:
@@ -127,14 +125,15 @@ def _find_class(name: str, meta: dict[str, Any]) -> type:
             f"cannot find class {qualname!r} (module {module_name!r}) for binding {name!r}: "
             f"pass it explicitly, e.g. Lab.replay(trace, {{{name!r}: {qualname.split('.')[-1]}}})"
         ) from None
-    return target  # type: ignore[no-any-return]
+    return target
 
 
 async def replay(trace: dict[str, Any], bindings: dict[str, type] | None = None, *,
-                 keep_lab: bool = False) -> ReplayResult:
-    """Run ``trace`` again on the classes in ``bindings``; report the first divergence."""
-    from .lab import Lab
+                 keep_lab: bool = False, make_lab: Callable[..., Any]) -> ReplayResult:
+    """Run ``trace`` again on the classes in ``bindings``; report the first divergence.
 
+    ``make_lab`` is the ``Lab`` class (``Lab.replay`` hands itself down: this module stands
+    below the lab, whose ``trace()`` writes the format read here)."""
     if bindings is None and isinstance(trace, dict):
         bindings = {name: _find_class(name, meta)
                     for name, meta in trace.get("bindings", {}).items()}
@@ -142,12 +141,13 @@ async def replay(trace: dict[str, Any], bindings: dict[str, type] | None = None,
 
     if not isinstance(trace, dict) or trace.get("version") != TRACE_VERSION:
         raise ValueError(f"not a durable_lab trace (version {TRACE_VERSION}): "
-                         f"got {type(trace).__name__} with version {getattr(trace, 'get', lambda k: None)('version')!r}")
+                         f"got {type(trace).__name__} with version "
+                         f"{getattr(trace, 'get', lambda k: None)('version')!r}")
     missing = sorted(set(trace["bindings"]) - set(bindings))
     if missing:
         raise ValueError(f"replay needs a class for every binding of the trace; missing: "
                          f"{', '.join(missing)}")
-    lab = Lab(storage="memory", seed=trace["seed"], model=trace["model"], record=True,
+    lab = make_lab(storage="memory", seed=trace["seed"], model=trace["model"], record=True,
               clock="manual")
     namespaces = {name: lab.bind(name, bindings[name], sql=meta.get("sql", False))
                   for name, meta in trace["bindings"].items()}

@@ -28,6 +28,7 @@ stubs do on Cloudflare: ids, stubs and namespaces. ``clone(value, references=Tru
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import re
 import threading
@@ -37,7 +38,8 @@ import msgpack
 
 from .errors import StorageCorruptError
 
-__all__ = ["MAX_DECODED_SIZE", "MAX_DEPTH", "clone", "decode", "encode", "encode_for_key", "encoded_size"]
+__all__ = ["MAX_DECODED_SIZE", "MAX_DEPTH", "clone", "decode", "encode", "encode_for_key",
+           "encoded_size"]
 
 #: How deep a value may nest. A cycle is refused by this limit.
 MAX_DEPTH = 256
@@ -120,10 +122,8 @@ class _Encoder:
                         "share one hash value; such a set costs quadratic time to rebuild and "
                         "is refused (store a list instead)"
                     ) from None
-            try:
+            with contextlib.suppress(TypeError):  # (unorderable items keep their order)
                 items.sort()
-            except TypeError:
-                pass
             return {_SET_KEY if kind is set else _FROZENSET_KEY: items}
         if kind is _dt.datetime:
             return msgpack.ExtType(_EXT_DATETIME, value.isoformat().encode())
@@ -345,7 +345,8 @@ def clone(value: object, *, what: str = "an RPC argument", references: bool = Tr
 
 def _copy(value: Any, what: str, references: bool, depth: int) -> Any:
     kind = type(value)
-    if kind is str or kind is int or kind is float or kind is bool or value is None or kind is bytes:
+    if (kind is str or kind is int or kind is float or kind is bool or value is None
+            or kind is bytes):
         if kind is int and not (-(2**63) <= value < 2**64):
             raise ValueError(
                 f"{what} cannot hold an int outside the 64-bit range "

@@ -69,7 +69,7 @@ import datetime as _dt
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import values
 from ._turns import current_driver
@@ -82,11 +82,11 @@ from .events import (
     WebSocketMessageReleased,
     WebSocketMessageSent,
 )
-from .http import Request, Response
 
-if TYPE_CHECKING:
-    from ._host import Instance, ObjectHost
-    from .lab import Lab
+# Handed down from the rooms above, named for the reader, not imported:
+# ``_host.Instance``, ``_host.ObjectHost``.
+Instance = Any
+ObjectHost = Any
 
 __all__ = [
     "ClientWebSocket",
@@ -121,7 +121,7 @@ NOT_ACCEPTED = ("You must call one of accept() or state.acceptWebSocket() on thi
                 "before sending messages.")
 
 
-class WebSocketDisconnected(DurableLabError):  # noqa: N818 - reads as what happened
+class WebSocketDisconnected(DurableLabError):
     """The WebSocket is closed: raised by ``receive()`` once every earlier message was read,
     and by ``send()`` on a client end that the object (or the runtime) closed."""
 
@@ -129,7 +129,7 @@ class WebSocketDisconnected(DurableLabError):  # noqa: N818 - reads as what happ
         super().__init__(f"WebSocket closed with code {code}" + (f": {reason}" if reason else ""))
         self.code = code
         self.reason = reason
-        self.wasClean = was_clean  # noqa: N815 - the CloseEvent's name
+        self.wasClean = was_clean
 
     @property
     def was_clean(self) -> bool:
@@ -150,7 +150,7 @@ def _message(message: object, who: str) -> str | bytes:
 
 
 def _size(message: str | bytes) -> int:
-    return len(message) if type(message) is bytes else len(message.encode())
+    return len(message) if isinstance(message, bytes) else len(message.encode())
 
 
 def _check_close(code: object, reason: object) -> tuple[int, str]:
@@ -303,7 +303,7 @@ class WebSocket:
 
     # -- attachments -----------------------------------------------------------------------
 
-    def serializeAttachment(self, value: Any) -> None:  # noqa: N802
+    def serializeAttachment(self, value: Any) -> None:
         """Keep a structured-clone copy of ``value`` with the socket (survives hibernation)."""
         record = self._accepted("serializeAttachment")
         data = values.encode(value, what="a WebSocket attachment")
@@ -314,7 +314,7 @@ class WebSocket:
             )
         record.attachment = data
 
-    def deserializeAttachment(self) -> Any:  # noqa: N802
+    def deserializeAttachment(self) -> Any:
         """A fresh copy of the attachment, or None if none was serialized."""
         record = self._accepted("deserializeAttachment")
         return None if record.attachment is None else values.decode(record.attachment)
@@ -330,7 +330,7 @@ class WebSocket:
     # -- state -----------------------------------------------------------------------------
 
     @property
-    def readyState(self) -> int:  # noqa: N802
+    def readyState(self) -> int:
         """1 (OPEN), 2 (CLOSING: a close was sent or received) or 3 (CLOSED)."""
         record = self._record
         if record is None:
@@ -433,7 +433,8 @@ class ClientWebSocket:
 
     # -- receiving -------------------------------------------------------------------------
 
-    async def receive(self, timeout: float | None = None) -> str | bytes:
+    async def receive(self, timeout: float | None = None  # noqa: ASYNC109 - the API's name
+                      ) -> str | bytes:
         """The next message (str or bytes). Raises :class:`WebSocketDisconnected` once closed
         and drained, ``TimeoutError`` after ``timeout`` wall-clock seconds without a message."""
         loop = asyncio.get_running_loop()
@@ -497,7 +498,7 @@ class ClientWebSocket:
         return None if self._close is None else self._close.reason
 
     @property
-    def readyState(self) -> int:  # noqa: N802
+    def readyState(self) -> int:
         if self._record is None:
             return CONNECTING
         return CLOSED if self._close is not None else OPEN
@@ -560,7 +561,7 @@ class _Socket:
     def send(self, gate: asyncio.Future[None] | None, item: tuple[Any, ...], delivery: int) -> None:
         held = gate is not None or bool(self.outbox)
         if item[0] == "message":
-            bus = self.registry.host.lab.bus
+            bus = self.registry.host.services.bus
             if bus.active:
                 host = self.registry.host
                 data = item[1]
@@ -585,7 +586,7 @@ class _Socket:
             outbox.popleft()
             ok = gate is None or (not gate.cancelled() and gate.exception() is None)
             if item[0] == "message":
-                bus = self.registry.host.lab.bus
+                bus = self.registry.host.services.bus
                 if bus.active:
                     host = self.registry.host
                     bus.emit(WebSocketMessageReleased, host.label, host.object_id, delivery,
@@ -606,7 +607,7 @@ class _Socket:
         registry.peer_closed(self, code, reason, True, initiator="")
 
     def drop_outbox(self) -> None:
-        bus = self.registry.host.lab.bus
+        bus = self.registry.host.services.bus
         while self.outbox:
             _gate, item, delivery = self.outbox.popleft()
             if item[0] == "message" and bus.active:
@@ -648,7 +649,7 @@ class HostSockets:
         ws._instance = instance
         record.wrapper = ws
         client._record = record
-        bus = self.host.lab.bus
+        bus = self.host.services.bus
         if bus.active:
             driver = current_driver.get()
             bus.emit(WebSocketAccepted, self.host.label, self.host.object_id,
@@ -658,18 +659,18 @@ class HostSockets:
 
     def receive(self, record: _Socket, data: str | bytes, size: int) -> None:
         host = self.host
-        lab = host.lab
-        bus = lab.bus
+        services = host.services
+        bus = services.bus
         pair = self.auto_response
         if pair is not None and type(data) is str and data == pair.request:
-            record.auto_response_at = _dt.datetime.fromtimestamp(lab.clock.now(), tz=_dt.UTC)
+            record.auto_response_at = _dt.datetime.fromtimestamp(services.clock.now(), tz=_dt.UTC)
             if bus.active:
                 bus.emit(WebSocketAutoResponse, host.label, host.object_id, record.id)
             record.send(None, ("message", pair.response), 0)
             return
         if bus.active:
-            bus.emit(WebSocketMessageReceived, host.label, host.object_id, lab._deliveries + 1,
-                     record.id, size, type(data) is bytes)
+            bus.emit(WebSocketMessageReceived, host.label, host.object_id,
+                     services.coming_delivery_id(), record.id, size, type(data) is bytes)
         reply = self._dispatch(record, "webSocketMessage", (data,))
         if reply.done() and not reply.cancelled() and reply.exception() is not None:
             raise reply.exception()  # type: ignore[misc]  # refused: overloaded
@@ -698,7 +699,7 @@ class HostSockets:
 
     def _dispatch(self, record: _Socket, method: str, args: tuple[Any, ...]) -> asyncio.Future[Any]:
         host = self.host
-        if host.lab.closed:
+        if host.services.closed:
             fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             fut.set_result(None)
             return fut
@@ -738,7 +739,7 @@ class HostSockets:
 
     def emit_closed(self, record: _Socket, code: int, reason: str, was_clean: bool,
                     initiator: str) -> None:
-        bus = self.host.lab.bus
+        bus = self.host.services.bus
         if bus.active:
             bus.emit(WebSocketClosed, self.host.label, self.host.object_id, record.id, code,
                      reason, was_clean, initiator)
@@ -753,6 +754,7 @@ def call_handler(obj: Any, method: str, args: tuple[Any, ...]) -> Any:
     if handler is None or not callable(handler):
         return None
     driver = current_driver.get()
+    assert driver is not None  # (called by the delivery's own code: Delivery.invoke)
     record: _Socket = args[0]
     return handler(record.wrapper_for(driver.instance), *args[1:])
 
@@ -880,59 +882,3 @@ def set_event_timeout(instance: Instance, timeout_ms: object = None) -> None:
 def get_event_timeout(instance: Instance) -> int | None:
     registry = instance.host.websockets
     return None if registry is None else registry.event_timeout
-
-
-# -- lab-side helpers (Lab.connect, Lab.hibernate, Lab.close, Lab.bind) --------------------------
-
-
-async def connect(lab: Lab, stub: Any, path: str = "/", *,
-                  headers: dict[str, str] | None = None) -> ClientWebSocket:
-    """Upgrade ``GET https://lab{path}`` on ``stub`` and return the client end."""
-    if not isinstance(path, str) or not path.startswith("/"):
-        raise ValueError(f"connect() takes a path starting with '/', got {path!r}")
-    request = Request(f"https://lab{path}", headers={**(headers or {}), "Upgrade": "websocket"})
-    response = await stub.fetch(request)
-    if not isinstance(response, Response) or response.status != 101:
-        body = await response.text() if isinstance(response, Response) else ""
-        raise RuntimeError(
-            f"the WebSocket upgrade of {path!r} failed: fetch() answered "
-            f"{getattr(response, 'status', response)!r}"
-            + (f" ({body[:200]!r})" if body else "")
-            + "; an upgrade answers Response(None, status=101, web_socket=client)"
-        )
-    ws = response.web_socket
-    if isinstance(ws, WebSocket):
-        raise TypeError(
-            "fetch() returned the server end in web_socket=: return the client end "
-            "(client, server = WebSocketPair()) and accept the server end"
-        )
-    if not isinstance(ws, ClientWebSocket):
-        raise TypeError(
-            "a 101 response must carry web_socket=client (the client end of a WebSocketPair), "
-            f"got {type(ws).__name__}"
-        )
-    if ws._record is None:
-        raise RuntimeError(
-            "fetch() returned a WebSocket whose server end was never accepted: call "
-            "self.ctx.acceptWebSocket(server) before returning the response"
-        )
-    return ws
-
-
-async def hibernate(lab: Lab, target: Any) -> bool:
-    """Wait until the object has no work in flight, then hibernate it (its sockets stay)."""
-    return await lab._evict_when_idle(lab._host_of(target), "hibernation")
-
-
-def close_all(lab: Lab) -> None:
-    """``lab.close()``: close the sockets of every object, hibernated ones included."""
-    for host in lab._hosts.values():
-        if host.websockets is not None:
-            host.websockets.close_all(CLOSE_LAB_CLOSED, "the lab was closed")
-
-
-def code_updated(lab: Lab, namespace: Any) -> None:
-    """A class was bound again: disconnect the sockets of its hibernated objects too."""
-    for host in lab._hosts.values():
-        if host.namespace is namespace and host.websockets is not None:
-            host.websockets.close_all(CLOSE_CODE_UPDATED, "Durable Object code was updated")

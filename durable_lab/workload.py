@@ -59,8 +59,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .attribution import PHASES, Breakdown, last_call, phase_percentiles
-from .check import History, error_kind
 from .errors import LAB_CLOSED_MESSAGE, LabClosedError
+from .network import check_caller_region
+from .recording import History, error_kind
 
 if TYPE_CHECKING:
     from .namespace import DurableObjectNamespace
@@ -471,8 +472,9 @@ async def run_workload(
         if isinstance(regions, str) or not regions:
             raise ValueError(f"regions must be a non-empty list of regions (one per client in "
                              f"turn), e.g. ['weur', 'apac-ne']; got {regions!r}")
-        region_list = [namespace._lab.client(r).region for r in regions]  # checks each name
-    if namespace._lab.closed:
+        network = namespace._services.network
+        region_list = [check_caller_region(network, r) for r in regions]  # checks each name
+    if namespace._services.closed:
         # Every call would fail the same way: say it once, not "failed 120 (local 120)".
         raise LabClosedError(f"run_workload() cannot call {namespace.name}: {LAB_CLOSED_MESSAGE}")
     cls = namespace.cls
@@ -487,7 +489,7 @@ async def run_workload(
     seen_from = {r: namespace._seen_from(r) for r in region_list}
     client_region = [region_list[c % len(region_list)] if region_list else None
                      for c in range(clients)]
-    now = namespace._lab.clock.now if timing == "lab" else time.perf_counter
+    now = namespace._services.clock.now if timing == "lab" else time.perf_counter
     t0 = time.perf_counter()
     clock_t0 = now()
 

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from durable_lab import DurableObject, DurableObjectResetError, Lab
+from durable_lab import DurableObject, DurableObjectResetError, Lab, ManualClock
 
 
 class Reminder(DurableObject):
@@ -101,6 +101,22 @@ async def test_past_time_fires_at_once_and_bad_times_are_refused(manual_lab):
         await stub.schedule_at(0)
     with pytest.raises(TypeError, match="epoch milliseconds"):
         await stub.schedule_at("tomorrow")
+
+
+async def test_a_past_time_fires_at_once_whatever_the_clock_reads(tmp_path):
+    """setAlarm clamps a past time to now in epoch ms; back in seconds, now * 1000 / 1000 can
+    come out one rounding step after now (about 1 start time in 85): it still fires at once."""
+    start = next(t for t in (1_733_456_789.0 + k * 0.0137 for k in range(10_000))
+                 if t * 1000.0 / 1000.0 > t)
+    lab = Lab(tmp_path / "lab", clock=ManualClock(start))
+    try:
+        stub = lab.bind("R", Reminder).getByName("rounded")
+        await stub.schedule_at(1)
+        lab.clock.advance(0)
+        await lab.wait_idle()
+        assert len(Reminder.runs) == 1
+    finally:
+        await lab.close()
 
 
 async def test_datetime_is_accepted(manual_lab):

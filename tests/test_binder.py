@@ -74,6 +74,10 @@ def test_a_fresh_binder_environment_runs_the_tour(tmp_path):
     sh([python, "-m", "pip", "install", "--quiet", *BASE_IMAGE], repo, env)
     sh([python, "-m", "pip", "install", "--quiet", "-r", "binder/requirements.txt"], repo, env)
     sh(["bash", "binder/postBuild"], repo, env)
+    # the learner's file browser (the repository, on Binder) reaches no solution
+    assert not (repo / "course" / "solutions").exists()
+    assert sorted(p.name for p in (repo / "course").iterdir() if p.is_dir()
+                  and not p.name.startswith("__")) == ["lessons", "starters"]
 
     # The panels' server extension is enabled for the image's Jupyter server by the config
     # the install puts in the environment (pyproject shared-data; widgets/_server.py).

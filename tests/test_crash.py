@@ -273,9 +273,12 @@ def test_two_processes_racing_for_one_folder_lose_no_acknowledged_write(tmp_path
                 f"{'waiter' if waiter_first else 'owner'} killed first)"
 
         parsed = [parse_output(path.read_text()) for path in outs]
-        runs = [(start, acks) for start, acks in parsed if start is not None]
-        # Owners in the order they held the folder: the later one started from more.
-        runs.sort(key=lambda run: sum(run[0].values()))
+        # Owners in the order they held the folder: the later one started from more, or from
+        # as much when the first was killed before any commit landed; then the one that printed
+        # its start line first (``owner``) held it first.
+        order = sorted((i for i, (start, _) in enumerate(parsed) if start is not None),
+                       key=lambda i: (sum(parsed[i][0].values()), i != owner))
+        runs = [parsed[i] for i in order]
         if len(runs) == 2:
             takeovers += 1
             (_, first_acks), (second_start, second_acks) = runs

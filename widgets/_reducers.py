@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from durable_lab import events as ev
-from durable_lab.tour import describe as _describe
+from durable_lab.events import describe as _describe
 
 __all__ = [
     "BATCH_BINS",

@@ -1,6 +1,6 @@
 """SQL tables: the tables and rows of one SQLite-backed object, live.
 
-Reads ``lab.tables(target)`` (``durable_lab.inspect``): the object's database as the object sees
+Reads ``lab.tables(target)`` (``durable_lab.peek``): the object's database as the object sees
 it now, from outside, without delivering anything to it. Rows a turn just inserted show before
 their commit (they are inside the open implicit transaction), tagged "not committed yet" until
 the commit event arrives. Refreshed when the object does something, at most every
@@ -24,7 +24,7 @@ from .storage_view import preview
 if TYPE_CHECKING:
     from durable_lab import Lab
     from durable_lab.events import RuntimeEvent
-    from durable_lab.inspect import TableSnapshot
+    from durable_lab.peek import TableSnapshot
 
 __all__ = ["SqlTables", "render_tables_html"]
 

@@ -42,8 +42,8 @@ from .helpers import Outbox as Outbox
 from .helpers import Payments as Payments
 from .helpers import RoomLog as RoomLog
 from .leaderboard import check_leaderboard as check_leaderboard
-from .placement import check_placement as check_placement
 from .ledger import check_ledger as check_ledger
+from .placement import check_placement as check_placement
 from .ratelimit import check_rate_limiter as check_rate_limiter
 from .seats import check_seat as check_seat
 

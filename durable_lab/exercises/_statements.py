@@ -78,7 +78,7 @@ def watching(cls: type, log: Statements) -> type:
     """A subclass of ``cls`` that notes every SQL statement it runs in ``log``."""
 
     def __init__(self: Any, ctx: Any, env: Any) -> None:
-        cls.__init__(self, _Ctx(ctx, log), env)
+        cls.__init__(self, _Ctx(ctx, log), env)  # type: ignore[misc]  # (cls's own, on purpose)
 
     return type(cls.__name__, (cls,), {"__init__": __init__, "__qualname__": cls.__qualname__,
                                        "__module__": cls.__module__})

@@ -56,8 +56,8 @@ async def _round_trip(cls: type) -> None:
         got = await stub.save_all(items)
         loaded = await stub.load_all()
         if got != len(items) or loaded != items:
-            raise Fail(f"save_all() of {len(items)} items returned {got!r}, then load_all() returned "
-                       f"{loaded!r}.",
+            raise Fail(f"save_all() of {len(items)} items returned {got!r}, then load_all() "
+                       f"returned {loaded!r}.",
                        "save_all(items) stores every key/value of the dict and returns how many; "
                        "load_all() returns them all as a dict (self.ctx.storage.list() does).")
 

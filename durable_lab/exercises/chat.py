@@ -24,18 +24,18 @@ def _lab() -> Lab:
     return Lab(storage="memory", seed=1, clock="manual", hibernate_after=None)
 
 
-async def _join(lab: Lab, stub: object, name: str):  # type: ignore[no-untyped-def]
+async def _join(lab: Lab, stub: object, name: str):
     ws = await lab.connect(stub, f"/?name={name}")  # type: ignore[arg-type]
     await settle(lab)
     return ws
 
 
-async def _say(lab: Lab, ws, text: str) -> None:  # type: ignore[no-untyped-def]
+async def _say(lab: Lab, ws, text: str) -> None:
     await ws.send(text)
     await settle(lab)
 
 
-def _chat_lines(ws) -> list[str]:  # type: ignore[no-untyped-def]
+def _chat_lines(ws) -> list[str]:
     return [m for m in ws.messages if isinstance(m, str) and ": " in m]
 
 

@@ -138,8 +138,8 @@ async def _consistent(route: Any) -> None:
         for reader in USERS:
             messages = await route(lab.env, "room-0", reader).messages()
             if len(messages) != len(USERS):
-                raise Fail(f"{len(USERS)} users posted to room-0; {reader} then read room-0 through "
-                           f"route() and saw {len(messages)} message(s): {messages}.",
+                raise Fail(f"{len(USERS)} users posted to room-0; {reader} then read room-0 "
+                           f"through route() and saw {len(messages)} message(s): {messages}.",
                            "Everything that must be seen together (a room's messages) must "
                            "live in ONE object: route by the room, not by the user. An object "
                            "is the unit of consistency; two objects never share state.")

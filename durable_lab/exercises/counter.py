@@ -23,7 +23,7 @@ __all__ = ["CONCURRENT_INCREMENTS", "SLOW_COMMITS", "check_counter", "check_lock
 CONCURRENT_INCREMENTS = 10
 
 
-async def _expect(call, expected, what: str, hint: str):  # type: ignore[no-untyped-def]
+async def _expect(call, expected, what: str, hint: str):
     got = await call
     if got != expected:
         raise Fail(f"{what} returned {got!r}, expected {expected!r}.", hint)
@@ -112,7 +112,7 @@ async def _concurrent(cls: type) -> None:
         final = await stub.value()
         if sorted(results) != list(range(1, n + 1)) or final != n:
             report = lost_updates(lab.history())
-            detail = f"\n{first_lines(report)}" if report else ""
+            detail = f"\n{first_lines(str(report))}" if report else ""
             raise Fail(
                 f"{n} increments sent at once to a new counter returned {sorted(results)} and "
                 f"the counter ended at {final!r} instead of {n}.{detail}",
@@ -266,7 +266,7 @@ async def _no_gates(cls: type) -> str:
                            f"storage taking {latency * 1000:g} ms per write")
                 raise Fail(f"{n} increments at once (no gates, {storage}) left the counter at "
                            f"{final!r} instead of {n}.\n"
-                           f"{first_lines(lost_updates(history), 3)}\n"
+                           f"{first_lines(str(lost_updates(history)), 3)}\n"
                            f"The history checker: {verdict}", _lock_diagnosis(cls))
     return "No gates, and still linearizable: your lock did the input gate's job."
 

@@ -7,7 +7,7 @@ how long they take.
 
 from __future__ import annotations
 
-from ..clock import sleep
+from .._turns import sleep
 from ..objects import DurableObject
 
 __all__ = ["Exporter", "Outbox", "Payments", "RoomLog"]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from functools import partial
+from typing import Any
+
 from ..clock import ManualClock
 from ..errors import DurableObjectError
 from ..events import CommitDone
@@ -37,6 +41,11 @@ START = 1_700_000_017.0
 def _lab(seed: int = 1) -> Lab:
     return Lab(storage="memory", seed=seed, clock=ManualClock(start=START))
 
+
+
+def _allows(stub: Any, n: int) -> list[Awaitable[Any]]:
+    """``n`` calls of ``stub.allow()`` (made when the exploration starts them)."""
+    return [stub.allow() for _ in range(n)]
 
 async def _basic(cls: type) -> None:
     limit, _ = _limits(cls)
@@ -125,7 +134,7 @@ async def _schedules(cls: type) -> str:
         lab = _lab(seed)
         async with lab:
             stub = lab.bind("LIMITER", cls).getByName("user-1")
-            run = await explore(lab, lambda s=stub: [s.allow() for _ in range(limit + 3)], seed)
+            run = await explore(lab, partial(_allows, stub, limit + 3), seed)
             allowed = sum(1 for ok, v in run.outcomes if ok and v is True)
             if allowed > limit:
                 raise Fail(f"the check played scheduler (seed {seed}) with {limit + 3} calls "

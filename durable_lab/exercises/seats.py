@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from functools import partial
+from typing import Any
+
 from ..errors import DurableObjectError
 from ..lab import Lab
+from ..namespace import DurableObjectNamespace, DurableObjectStub
 from ._core import CheckResult, Fail, Scenario, drive, explore, gather_outcomes, run_check
 from .helpers import Payments
 
@@ -41,26 +46,31 @@ FIELD_HINT = (
     "`await self.ctx.storage.get('owner')`.")
 
 
-def _lab(cls: type, seed: int = 1) -> tuple[Lab, object, object]:
+def _lab(cls: type, seed: int = 1) -> tuple[Lab, DurableObjectNamespace, DurableObjectStub]:
     lab = Lab(storage="memory", seed=seed, clock="manual")
     lab.bind("PAYMENTS", Payments)
     seats = lab.bind("SEATS", cls)
     return lab, seats, lab.env.PAYMENTS.getByName("bank")
 
 
-async def _run(lab: Lab, call):  # type: ignore[no-untyped-def]
+def _claims(seat: DurableObjectStub, users: list[str]) -> list[Awaitable[Any]]:
+    """Every user's claim of ``seat`` (made when the exploration starts them)."""
+    return [seat.claim(u) for u in users]
+
+
+async def _run(lab: Lab, call):
     return await drive(lab, call)
 
 
 async def _one_claim(cls: type) -> None:
     lab, seats, bank = _lab(cls)
     async with lab:
-        seat = seats.getByName("A1")  # type: ignore[attr-defined]
+        seat = seats.getByName("A1")
         got = await _run(lab, seat.claim("ann"))
         if got is not True:
             raise Fail(f"the first claim of a free seat returned {got!r}, not True.",
                        "claim(user) returns True when the user got the seat, False otherwise.")
-        charges = await _run(lab, bank.charges())  # type: ignore[attr-defined]
+        charges = await _run(lab, bank.charges())
         if charges != [["ann", PRICE]]:
             raise Fail(f"after ann's claim the payment service holds {charges!r}; expected "
                        f"one charge [['ann', {PRICE}]].",
@@ -71,7 +81,7 @@ async def _one_claim(cls: type) -> None:
             raise Fail(f"owner() returned {owner!r} after ann's claim.",
                        "owner() returns the user who holds the seat, or None.")
         again = await _run(lab, seat.claim("bob"))
-        charges = await _run(lab, bank.charges())  # type: ignore[attr-defined]
+        charges = await _run(lab, bank.charges())
         if again is not False or len(charges) != 1:
             raise Fail(f"a second claim (bob's) of the taken seat returned {again!r} and the "
                        f"payment service now holds {charges!r}.",
@@ -104,11 +114,11 @@ def _judge(results: list[tuple[bool, object]], users: list[str], owner: object,
 async def _two_at_once(cls: type) -> None:
     lab, seats, bank = _lab(cls)
     async with lab:
-        seat = seats.getByName("A1")  # type: ignore[attr-defined]
+        seat = seats.getByName("A1")
         users = ["ann", "bob"]
         results = await _run(lab, gather_outcomes(*(seat.claim(u) for u in users)))
-        owner = await _run(lab, seats.getByName("A1").owner())  # type: ignore[attr-defined]
-        charges = await _run(lab, bank.charges())  # type: ignore[attr-defined]
+        owner = await _run(lab, seats.getByName("A1").owner())
+        charges = await _run(lab, bank.charges())
         judged = _judge(results, users, owner, charges)
         if judged:
             problem, hint = judged
@@ -120,11 +130,11 @@ async def _adversarial(cls: type) -> str:
     for seed in range(ADVERSARIAL_SCHEDULES):
         lab, seats, bank = _lab(cls, seed)
         async with lab:
-            seat = seats.getByName("A1")  # type: ignore[attr-defined]
-            run = await explore(lab, lambda s=seat: [s.claim(u) for u in users], seed)
-            fresh = seats.getByName("A1")  # type: ignore[attr-defined]
+            seat = seats.getByName("A1")
+            run = await explore(lab, partial(_claims, seat, users), seed)
+            fresh = seats.getByName("A1")
             owner = await _run(lab, fresh.owner())
-            charges = await _run(lab, bank.charges())  # type: ignore[attr-defined]
+            charges = await _run(lab, bank.charges())
             judged = _judge(run.outcomes, users, owner, charges)
             if judged:
                 problem, hint = judged
@@ -139,21 +149,21 @@ async def _adversarial(cls: type) -> str:
             "winners, never a double charge.")
 
 
-async def _payment_fails(cls: type) -> None:
+async def _payment_fails(cls: type) -> str:
     lab, seats, bank = _lab(cls)
     async with lab:
-        seat = seats.getByName("A1")  # type: ignore[attr-defined]
+        seat = seats.getByName("A1")
         lab.faults.fail_calls(bank, times=1)
         first = (await _run(lab, gather_outcomes(seat.claim("ann"))))[0]
-        charges = await _run(lab, bank.charges())  # type: ignore[attr-defined]
+        charges = await _run(lab, bank.charges())
         if first[0] and first[1] is True:
             raise Fail("the payment call failed (the network lost it), yet claim('ann') "
                        f"returned True; the payment service holds {charges!r}.",
                        "If the payment fails, the claim must fail too: let the error propagate "
                        "(or return False) instead of catching it and carrying on.")
-        retry = seats.getByName("A1")  # type: ignore[attr-defined]  (a fresh stub)
+        retry = seats.getByName("A1")  # (a fresh stub)
         second = (await _run(lab, gather_outcomes(retry.claim("bob"))))[0]
-        owner = await _run(lab, seats.getByName("A1").owner())  # type: ignore[attr-defined]
+        owner = await _run(lab, seats.getByName("A1").owner())
         if not (second[0] and second[1] is True and owner == "bob"):
             how = second[1] if second[0] else f"raised {second[1]!r}"
             raise Fail(f"ann's payment failed, so the seat should be free again; but bob's "
@@ -170,12 +180,12 @@ async def _payment_fails(cls: type) -> None:
 async def _evicted(cls: type) -> None:
     lab, seats, bank = _lab(cls)
     async with lab:
-        seat = seats.getByName("A1")  # type: ignore[attr-defined]
+        seat = seats.getByName("A1")
         await _run(lab, seat.claim("ann"))
-        await lab.evict(seat)  # type: ignore[arg-type]
+        await lab.evict(seat)
         owner = await _run(lab, seat.owner())
         again = await _run(lab, gather_outcomes(seat.claim("bob")))
-        charges = await _run(lab, bank.charges())  # type: ignore[attr-defined]
+        charges = await _run(lab, bank.charges())
         if owner != "ann" or again[0] != (True, False) or len(charges) != 1:
             told = again[0][1] if again[0][0] else f"raised {again[0][1]!r}"
             raise Fail(f"ann bought the seat; the object was evicted from memory; then owner() "

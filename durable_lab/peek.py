@@ -1,4 +1,6 @@
-"""Looking inside an object from outside: what its storage holds right now.
+"""Peeking inside an object from outside: what its storage holds right now.
+
+(Named ``peek``, not ``inspect``: a module of that name would shadow the standard library's.)
 
 For the storage inspector, the SQL panel and lessons. Read-only and outside the object's turns:
 nothing is delivered to the object, no gate is touched, no event is emitted, nothing is written
@@ -24,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import values
+from . import _sql_engine, values
 from ._folder import check_db_path
 
 if TYPE_CHECKING:
-    from .lab import Lab
+    from ._backends import StorageBackend
 
-__all__ = ["TableSnapshot", "host_for", "kv_snapshot", "sql_snapshot"]
+__all__ = ["TableSnapshot", "kv_snapshot", "sql_snapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,17 +43,6 @@ class TableSnapshot:
     rows: tuple[tuple[Any, ...], ...]  # the first rows, in rowid order
 
 
-def host_for(lab: Lab, target: Any) -> Any:
-    """The object host of a stub, an id or a label (``"COUNTER:room-1"``); None if the lab
-    has not seen that object."""
-    if isinstance(target, str):
-        for host in lab._hosts.values():
-            if host.label == target:
-                return host
-        return None
-    return lab._host_of(target)
-
-
 def _decode(data: bytes | None) -> Any:
     try:
         return values.decode(data) if data is not None else None
@@ -59,20 +50,19 @@ def _decode(data: bytes | None) -> Any:
         return f"<undecodable: {type(exc).__name__}>"
 
 
-async def kv_snapshot(lab: Lab, target: Any, *, limit: int = 500) -> dict[str, Any]:
-    """The object's key-value data now: ``{key: value}``, at most ``limit`` keys, in key order."""
-    if lab.closed:
-        return {}
-    host = host_for(lab, target)
-    if host is None:
-        return {}
+async def kv_snapshot(host: Any, backend: StorageBackend, path: Path | None, *,
+                      limit: int = 500) -> dict[str, Any]:
+    """``host``'s key-value data now: ``{key: value}``, at most ``limit`` keys, in key order.
+
+    ``host`` is an ``_host.ObjectHost``; ``backend`` and ``path`` the lab's storage (``path``:
+    its folder, None for a memory lab)."""
     instance = host.instance
     cache = instance.cache if instance is not None else None
-    if cache is not None and cache.is_sqlite or _sql_backed(host):
-        rows = _sql_rows(lab, host, "SELECT key, value FROM _cf_KV ORDER BY key LIMIT ?",
+    if (cache is not None and cache.is_sqlite) or _sql_backed(host):
+        rows = _sql_rows(path, host, "SELECT key, value FROM _cf_KV ORDER BY key LIMIT ?",
                          (limit,))
         return {key: _decode(value) for key, value in rows}
-    found: dict[str, bytes | None] = dict(await lab.backend.list(
+    found: dict[str, bytes | None] = dict(await backend.list(
         host.storage_key, start=None, end=None, reverse=False, limit=limit))
     # The cache as it is now, after the read: writes not committed yet win over what storage
     # holds (a batch that landed meanwhile is in both: the same values).
@@ -87,23 +77,19 @@ async def kv_snapshot(lab: Lab, target: Any, *, limit: int = 500) -> dict[str, A
             if found[key] is not None}
 
 
-def sql_snapshot(lab: Lab, target: Any, *, rows: int = 20) -> list[TableSnapshot]:
-    """The user tables of a SQLite-backed object (``_cf_*`` and ``sqlite_*`` left out)."""
-    if lab.closed:
-        return []
-    host = host_for(lab, target)
-    if host is None:
-        return []
+def sql_snapshot(host: Any, path: Path | None, *, rows: int = 20) -> list[TableSnapshot]:
+    """The user tables of ``host``'s SQLite-backed object (``_cf_*`` and ``sqlite_*`` left
+    out)."""
     names = [r[0] for r in _sql_rows(
-        lab, host, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE "
+        path, host, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE "
                    "'\\_cf\\_%' ESCAPE '\\' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
                    "ORDER BY name")]
     tables = []
     for name in names:
         quoted = '"' + name.replace('"', '""') + '"'
-        columns = tuple(r[1] for r in _sql_rows(lab, host, f"PRAGMA table_info({quoted})"))
-        count = _sql_rows(lab, host, f"SELECT COUNT(*) FROM {quoted}")[0][0]
-        first = tuple(tuple(r) for r in _sql_rows(lab, host, f"SELECT * FROM {quoted} LIMIT ?",
+        columns = tuple(r[1] for r in _sql_rows(path, host, f"PRAGMA table_info({quoted})"))
+        count = _sql_rows(path, host, f"SELECT COUNT(*) FROM {quoted}")[0][0]
+        first = tuple(tuple(r) for r in _sql_rows(path, host, f"SELECT * FROM {quoted} LIMIT ?",
                                                   (rows,)))
         tables.append(TableSnapshot(name, columns, count, first))
     return tables
@@ -113,11 +99,9 @@ def _sql_backed(host: Any) -> bool:
     return bool(getattr(host.namespace, "sql", False))
 
 
-def _sql_rows(lab: Lab, host: Any, query: str, params: tuple[Any, ...] = ()) -> list[Any]:
+def _sql_rows(path: Path | None, host: Any, query: str, params: tuple[Any, ...] = ()) -> list[Any]:
     """Run a read-only query on the object's database: through the live instance's connection
     (so its open transaction is visible), else on the stored database, opened read-only."""
-    from . import _sql_engine
-
     instance = host.instance
     engine = instance.cache if instance is not None else None
     if engine is not None and getattr(engine, "is_sqlite", False) and engine._conn is not None:
@@ -127,13 +111,13 @@ def _sql_rows(lab: Lab, host: Any, query: str, params: tuple[Any, ...] = ()) -> 
             return engine._conn.execute(query, params).fetchall()
         finally:
             engine._internal = saved
-    if lab.path is None:
+    if path is None:
         conn = _sql_engine._memory_db(host, create=False)
         return conn.execute(query, params).fetchall() if conn is not None else []
-    path = Path(lab.path) / host.storage_key[0] / f"{host.storage_key[1]}.sqlite"
-    if not check_db_path(path):  # (a symlink is refused: the lab folder is a boundary)
+    db = Path(path) / host.storage_key[0] / f"{host.storage_key[1]}.sqlite"
+    if not check_db_path(db):  # (a symlink is refused: the lab folder is a boundary)
         return []
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         try:
             return conn.execute(query, params).fetchall()
         except sqlite3.OperationalError:  # no such table yet (a KV-only database)
