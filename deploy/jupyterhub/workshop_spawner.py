@@ -139,7 +139,13 @@ class WorkshopSpawner(SimpleLocalProcessSpawner):
         await super().stop(now=now)
         group = getattr(self, "group", None)
         if group is not None:
-            group.remove()
+            # The kernels may still be exiting after the server did: give the group a moment
+            # to empty (a group with a process in it cannot be removed).
+            for _ in range(20):
+                group.remove()
+                if not any(path.exists() for path in group.paths):
+                    break
+                await asyncio.sleep(0.1)
 
     def make_preexec_fn(self, name):  # type: ignore[override]
         # Runs in the child between fork and exec, as the hub's user: join the learner's
