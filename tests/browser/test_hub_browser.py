@@ -76,7 +76,12 @@ def start_hub(workdir: Path, port: int) -> tuple[subprocess.Popen[str], str, lis
 
 
 def stop_hub(hub: subprocess.Popen[str]) -> str:
-    hub.send_signal(signal.SIGINT)  # Ctrl-C, as the instructor does
+    # Ctrl-C, as the instructor does. A test run started in the background by a non-interactive
+    # shell (a CI runner, `( ... & )`) inherits SIGINT ignored, and bash cannot trap a signal
+    # that was ignored when it started: hub.sh then never stopped and left its hub and the
+    # learners' servers running. It stops the same way on TERM, which is never inherited so.
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    hub.send_signal(signal.SIGTERM if ignored else signal.SIGINT)
     out, _ = hub.communicate(timeout=120)
     return out
 
