@@ -1138,6 +1138,7 @@ class MetricsReducer:
         #: The latency of one call in this many is followed (set by take_points: a busy lab
         #: answers thousands of calls between two takes, the panel draws DOTS_PER_TAKE).
         self.follow_every = 1
+        self.took_sample = False  # (see take_points)
         self._until_followed = 1  # calls queued until the next one followed
         self._answered_at_take = 0
         # -- intervals of lab time ----------------------------------------------------------
@@ -1348,6 +1349,8 @@ class MetricsReducer:
         points, self.points = self.points, []
         answered, self._answered_at_take = (self.answered - self._answered_at_take,
                                             self.answered)
+        #: Whether the points just taken were followed one call in several (not every call).
+        self.took_sample = self.follow_every > 1
         self.follow_every = max(1, answered // self.DOTS_PER_TAKE)
         return points
 

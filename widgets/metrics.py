@@ -96,6 +96,8 @@ class Metrics(Panel):
         self.max_points = points
         self._last_sample = 0.0
         self._latencies: list[float] = []
+        self._added = 0  # latencies added so far
+        self._sampled_until = 0  # ... up to the last one that came from a sample of the calls
         #: The open interval drawn last, and how many rows at the end of the rates source are
         #: provisional (that interval and the point where it ends: see _draw_rates).
         self._open: tuple[float, float, float, float, float] | None = None
@@ -203,8 +205,13 @@ class Metrics(Panel):
                                           "ms": [round(p[1], 3) for p in sample],
                                           "method": [p[2] for p in sample]},
                            self.max_points, _LATENCY_TYPES)
-            self._latencies.extend(round(p[1], 3) for p in sample)
+            # The percentiles count every call followed, not just the dots drawn: a frame that
+            # comes late (a busy machine) must not halve the calls they describe.
+            self._latencies.extend(round(p[1], 3) for p in points)
             del self._latencies[:-self.max_points]
+            self._added += len(points)
+            if reducer.took_sample:
+                self._sampled_until = self._added
             self._follow_latency(max(p[0] for p in sample))
         counts = list(reducer.batch_hist)
         if counts != list(self.batches.data["count"]):
@@ -272,7 +279,8 @@ class Metrics(Panel):
         if values:
             def pct(q: float) -> str:
                 return f"{values[min(len(values) - 1, int(q * len(values)))]:.1f}"
-            followed = "" if self.reducer.follow_every == 1 else ", a sample"
+            sampled = self._added - self._sampled_until < len(values)
+            followed = ", a sample" if sampled else ""
             text = (f"latency of {len(values)} recent calls (ms of lab time{followed}): "
                     f"p50 <b>{pct(0.5)}</b> · "
                     f"p95 <b>{pct(0.95)}</b> · p99 <b>{pct(0.99)}</b> · max <b>{values[-1]:.1f}"

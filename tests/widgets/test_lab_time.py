@@ -139,6 +139,28 @@ async def test_the_latest_call_is_counted_without_waiting_for_another_event():
         m.close()
 
 
+async def test_a_late_frame_draws_fewer_dots_but_its_percentiles_count_every_call():
+    """Lesson 06 under load (CI): 400 calls answered before the first frame came. The plot
+    drew every second dot; the percentiles then spoke of "200 recent calls, a sample"
+    although every call had been followed."""
+    async with Lab(storage="memory", seed=1, commit_latency=0.001) as lab:
+        stub = lab.bind("COUNTER", Counter).getByName("c")
+        m = widgets.metrics(lab)
+        m._last_sample = float("inf")  # no frame until _draw: all 400 answered first
+        await asyncio.gather(*(stub.increment() for _ in range(400)))
+        _draw(m)
+        html = m.percentiles.value
+        assert "latency of 400 recent calls (ms of lab time)" in html, html
+        assert len(m.latency.data["ms"]) == 200  # the plot: one dot in two
+        m._last_sample = float("inf")
+        # The next 400 calls came while the reducer followed one in two: a sample, said so.
+        await asyncio.gather(*(stub.increment() for _ in range(400)))
+        _draw(m)
+        html = m.percentiles.value
+        assert "latency of 600 recent calls (ms of lab time, a sample)" in html, html
+        m.close()
+
+
 async def test_timeline_on_lab_time_gives_distance_its_width():
     """Lesson 10: a post from Amsterdam to Tokyo (230 ms round trip) is 23 times as wide as
     Tokyo's own (10 ms); the object's work between the trips is a sliver."""
