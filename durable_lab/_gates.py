@@ -95,15 +95,17 @@ class OutputGateStatistics:
 class _Waiter:
     """One holder queued at a gate: ``kind`` is admit, resume, critical section or constructor."""
 
-    __slots__ = ("future", "holder", "kind", "micro", "seq")
+    __slots__ = ("front", "future", "holder", "kind", "micro", "seq")
 
     def __init__(self, future: asyncio.Future[InputLock], holder: str, kind: str, seq: int,
-                 micro: bool = False) -> None:
+                 micro: bool = False, front: bool = False) -> None:
         self.future = future
         self.holder = holder
         self.kind = kind
         self.seq = seq
         self.micro = micro
+        #: The continuation of a completed storage read (queued at the front of the turn lane).
+        self.front = front
 
     def __repr__(self) -> str:
         return f"<waiter {self.holder} ({self.kind})>"
@@ -207,6 +209,11 @@ class InputGate:
                 or (self._settling > 0 and self.internal_waits > 0))
 
     @property
+    def reads_in_flight(self) -> int:
+        """Storage reads holding the gate now (``hold_for``)."""
+        return self._reads
+
+    @property
     def has_turn_waiters(self) -> bool:
         """Other code of the current turn is waiting to run (the turn lane is not empty)."""
         return bool(self._micro)
@@ -284,7 +291,7 @@ class InputGate:
         else:
             self._arrivals += 1
             seq = self._arrivals
-        waiter = _Waiter(fut, holder, kind, seq, micro)
+        waiter = _Waiter(fut, holder, kind, seq, micro, front and micro)
         if micro:
             if (self._lock is None and not self._micro
                     and (not self._reads or kind == "task")
@@ -292,7 +299,13 @@ class InputGate:
                 self._grant(fut, holder, kind, True)
                 return fut
             if front:  # the continuation of a read that just completed: its lock, in workerd
-                self._micro.appendleft(waiter)
+                # Behind the continuations of reads that completed before it (reads complete
+                # in issue order, and so do their continuations: issue #20).
+                lane = self._micro
+                at = 0
+                while at < len(lane) and lane[at].front:
+                    at += 1
+                lane.insert(at, waiter)
             else:
                 self._micro.append(waiter)
             if kind == "task" and self._lock is None and self._reads:

@@ -154,6 +154,20 @@ def mark_io(fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
     return fut
 
 
+def _waits_for_io(fut: asyncio.Future[Any]) -> bool:
+    """Whether ``fut`` cannot finish before some I/O does: it is I/O, or a ``gather`` with an
+    I/O child (at any depth). Issue #20: on workerd, ``Promise.all([storage.get(k),
+    peer.ping()])`` resumes its awaiter through the input gate *behind* what queued meanwhile
+    (the reply is an event like any other), so another delivery can start and read the old
+    value; the lab's calls to other objects answer within a few loop passes, and without this
+    the gather's completion would be taken for the turn's own work (the turn lane)."""
+    if fut in _io_futures:
+        return True
+    # asyncio's gathering future keeps its children in ``_children`` (3.11 to 3.13).
+    children = getattr(fut, "_children", None)
+    return bool(children) and any(_waits_for_io(child) for child in children)
+
+
 _SLEEP_CODE = asyncio.sleep.__code__
 
 
@@ -305,9 +319,11 @@ class Driver:
                     # code after the await has run (workerd awaitIoWithInputLock).
                     if self.call is not None:
                         self.call.note("reads")
-                    if not gate.has_turn_waiters:
-                        # Nothing else of the turn waits to run: keep the lock itself across
-                        # the read (the same admissions, one step less when stepping).
+                    if not gate.has_turn_waiters and gate.reads_in_flight <= 1:
+                        # Nothing else of the turn waits to run and no earlier read is in
+                        # flight (its continuation must run first: reads complete in issue
+                        # order, issue #20): keep the lock itself across the read (the same
+                        # admissions, one step less when stepping).
                         self._turn_ended("storage")
                         if bus.active:
                             bus.emit(TurnEnded, instance.label, instance.object_id, self.delivery,
@@ -320,7 +336,7 @@ class Driver:
                 else:
                     # asyncio.sleep() is a timer: I/O, never the turn's own work, even if it
                     # fires while the gate settles.
-                    internal = fut not in _io_futures and not _awaits_timer(coro)
+                    internal = not _waits_for_io(fut) and not _awaits_timer(coro)
                 if internal:
                     # Counted before the turn ends: the gate must settle at this release.
                     gate.internal_waits += 1

@@ -101,6 +101,18 @@ def _done(value: Any) -> asyncio.Future[Any]:
     return resolved(value)
 
 
+async def _after(previous: asyncio.Future[Any], coro: Any) -> Any:
+    """Run ``coro`` now, but finish only once ``previous`` (an earlier read) has finished,
+    whatever either's outcome (reads complete in issue order)."""
+    try:
+        return await coro
+    finally:
+        if not previous.done():
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            previous.add_done_callback(partial(wake, waiter))
+            await waiter
+
+
 def _not_unicode(what: str, text: str) -> ValueError:
     """The error for a str that cannot be encoded as UTF-8 (it holds a lone surrogate)."""
     bad = next(c for c in text if 0xD800 <= ord(c) <= 0xDFFF)
@@ -260,12 +272,14 @@ def _list_bounds(prefix: str | None, start: str | None, start_after: str | None,
 class DurableObjectStorage:
     """The storage of one object instance (``self.ctx.storage``)."""
 
-    __slots__ = ("_cache", "_done", "_instance")
+    __slots__ = ("_cache", "_done", "_instance", "_last_read")
 
     def __init__(self, instance: Instance, cache: StorageCache) -> None:
         self._instance = instance
         self._cache = cache
         self._done: asyncio.Future[None] | None = None
+        #: The newest read issued (the next one completes after it).
+        self._last_read: asyncio.Future[Any] | None = None
 
     def _emit(self, op: str, keys: Iterable[str], cache: str) -> None:
         """Emit the StorageOp (if someone listens). Called also while a delivery awaits
@@ -284,7 +298,13 @@ class DurableObjectStorage:
                           cache)
 
     def _start_read(self, coro: Any, allow_concurrency: bool) -> asyncio.Future[Any]:
+        previous = self._last_read
+        if previous is not None and not previous.done():
+            # Reads complete in the order they were issued, as workerd's do (issue #20:
+            # ``gather`` of functions that each read storage resumes them in the order given).
+            coro = _after(previous, coro)
         task = spawn(coro)
+        self._last_read = task
         if not allow_concurrency:
             # The read holds the gate of the code that issued it, however it is awaited
             # (directly, gather, wait_for, a task): first callback, so that the awaiter's

@@ -1,0 +1,55 @@
+// Durable Object classes for the issue #20 scenarios, run on workerd through Miniflare by
+// record.mjs. Each method returns (or the scenario collects) a log whose order is the trace.
+import { DurableObject } from "cloudflare:workers";
+
+export class Peer extends DurableObject {
+  async ping(who) { return `pong ${who}`; }
+  async fetch(request) { return new Response("pong"); }
+}
+
+export class Obj extends DurableObject {
+  constructor(ctx, env) {
+    super(ctx, env);
+    this.log = [];
+  }
+  peer() { return this.env.PEER.get(this.env.PEER.idFromName("p")); }
+  async getLog() { return this.log; }
+  async put(key, value) { await this.ctx.storage.put(key, value); return "ok"; }
+
+  // item 1: Promise.all over two functions that each read storage
+  async readOne(who) {
+    this.log.push(`${who}:start`);
+    const v = await this.ctx.storage.get(who);
+    this.log.push(`${who}:got ${v}`);
+    return v;
+  }
+  async gatherReads() {
+    await Promise.all([this.readOne("a"), this.readOne("b"), this.readOne("c")]);
+    return this.log;
+  }
+
+  // item 2: a storage read beside a call to another object
+  async getBesidePing(who) {
+    this.log.push(`${who}:start`);
+    const [n] = await Promise.all([this.ctx.storage.get("n"), this.peer().ping(who)]);
+    const next = (n ?? 0) + 1;
+    await this.ctx.storage.put("n", next);
+    this.log.push(`${who}:end ${next}`);
+    return next;
+  }
+  async getBesideFetch(who) {
+    this.log.push(`${who}:start`);
+    const [n] = await Promise.all([this.ctx.storage.get("n"), this.peer().fetch(`https://peer/${who}`)]);
+    const next = (n ?? 0) + 1;
+    await this.ctx.storage.put("n", next);
+    this.log.push(`${who}:end ${next}`);
+    return next;
+  }
+  async twoPings(who) {
+    this.log.push(`${who}:start`);
+    await Promise.all([this.peer().ping(who), this.peer().ping(who)]);
+    this.log.push(`${who}:end`);
+    return who;
+  }
+  async plain(who) { this.log.push(`${who}:ran`); return who; }
+}
