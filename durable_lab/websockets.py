@@ -41,7 +41,8 @@ What the lab mirrors (spec §7.3, workerd ``hibernation-manager.c++``, ``web-soc
   ``ctx.getWebSocketAutoResponseTimestamp(ws)`` tells when it last happened.
 - **Closing.** The client's ``close(code, reason)`` is answered at once by the runtime (workerd's
   ``web_socket_auto_reply_to_close``) and dispatched as ``webSocketClose(ws, code, reason,
-  True)``; the socket leaves ``getWebSockets()``. The object's ``ws.close(code, reason)`` is
+  True)``, where, as on workerd, the socket is CLOSING, a ``send()`` is dropped without an
+  error, and ``getWebSockets()`` (newest first) still lists it; it leaves the list after. The object's ``ws.close(code, reason)`` is
   gated like a message; when the client gets it, the client echoes it, which dispatches
   ``webSocketClose`` too (as a browser peer would). ``client.disconnect()`` drops the connection
   without a close frame: ``webSocketClose(ws, 1006, ..., False)``.
@@ -274,6 +275,11 @@ class WebSocket:
         record = self._record
         if record is None:
             raise TypeError(NOT_ACCEPTED)
+        if record.peer_closed_first:
+            # The client closed and the runtime answered: workerd drops the message without
+            # an error (issue #20), the socket stays CLOSING.
+            _message(message, "WebSocket send()")
+            return
         if record.closed_out:
             raise TypeError(SEND_AFTER_CLOSE)
         data = _message(message, "WebSocket send()")
@@ -335,6 +341,10 @@ class WebSocket:
         record = self._record
         if record is None:
             return OPEN
+        if record.peer_closed_first:
+            # workerd: CLOSING in webSocketClose after the client's close, though the runtime
+            # already answered it (web_socket_auto_reply_to_close), and after a send().
+            return CLOSING
         if record.closed_in and record.closed_out:
             return CLOSED
         if record.closed_in or record.closed_out:
@@ -530,7 +540,7 @@ class _Socket:
     """One accepted connection, kept by the host across hibernation."""
 
     __slots__ = ("attachment", "auto_response_at", "client", "closed_in", "closed_out", "id",
-                 "outbox", "registry", "tags", "wrapper")
+                 "outbox", "peer_closed_first", "registry", "tags", "wrapper")
 
     def __init__(self, registry: HostSockets, socket_id: int, client: ClientWebSocket,
                  tags: tuple[str, ...]) -> None:
@@ -542,6 +552,8 @@ class _Socket:
         self.auto_response_at: _dt.datetime | None = None
         self.closed_in = False  # the client closed (or the connection is gone)
         self.closed_out = False  # the object (or the runtime) closed
+        #: The client's close came first (the runtime answered it for the object).
+        self.peer_closed_first = False
         #: Messages held by the output gate: (gate, item, delivery), in send order.
         self.outbox: deque[tuple[asyncio.Future[None] | None, tuple[Any, ...], int]] = deque()
         self.wrapper: WebSocket | None = None
@@ -625,6 +637,9 @@ class HostSockets:
     def __init__(self, host: ObjectHost) -> None:
         self.host = host
         self.sockets: dict[int, _Socket] = {}
+        #: Sockets the client closed whose webSocketClose handler has not finished: workerd
+        #: still lists them in getWebSockets() meanwhile (issue #20 trace websocket_close).
+        self.closing: dict[int, _Socket] = {}
         self.count = 0
         self.auto_response: WebSocketRequestResponsePair | None = None
         self.event_timeout: int | None = None
@@ -681,12 +696,17 @@ class HostSockets:
         if record.closed_in or record.id not in self.sockets:
             return
         record.closed_in = True
+        if not record.closed_out and was_clean:
+            # (Recorded on workerd for a clean close; a lost connection keeps CLOSED.)
+            record.peer_closed_first = True
         record.closed_out = True  # the runtime answers the close (auto_reply_to_close)
         record.drop_outbox()
         del self.sockets[record.id]
         if initiator:
             self.emit_closed(record, code, reason, was_clean, initiator)
-        self._dispatch(record, "webSocketClose", (code, reason, was_clean))
+        self.closing[record.id] = record
+        reply = self._dispatch(record, "webSocketClose", (code, reason, was_clean))
+        reply.add_done_callback(lambda _: self.closing.pop(record.id, None))
 
     def peer_failed(self, record: _Socket, message: str) -> None:
         if record.id not in self.sockets:
@@ -725,6 +745,7 @@ class HostSockets:
             del self.sockets[record.id]
             record.client._closed(code, reason, True)
             self.emit_closed(record, code, reason, True, "runtime")
+        self.closing.clear()
         self.auto_response = None
         self.event_timeout = None
 
@@ -813,7 +834,13 @@ def get_web_sockets(instance: Instance, tag: str | None = None) -> list[WebSocke
         return []
     if tag is not None and not isinstance(tag, str):
         raise TypeError(f"getWebSockets() takes a tag (str) or nothing, got {type(tag).__name__}")
-    return [r.wrapper_for(instance) for r in registry.sockets.values()
+    # Newest first, as workerd lists them (issue #20); a socket the client closed stays
+    # listed until its webSocketClose handler has finished.
+    records = list(registry.sockets.values())
+    if registry.closing:
+        records.extend(registry.closing.values())
+        records.sort(key=lambda r: r.id)
+    return [r.wrapper_for(instance) for r in reversed(records)
             if tag is None or tag in r.tags]
 
 

@@ -194,3 +194,49 @@ async def test_awaiting_two_calls_to_another_object_lets_the_next_delivery_in(fl
     stub = bind(lab, engine).getByName("tp")
     await asyncio.gather(stub.two_pings("X"), stub.plain("Y"))
     assert ", ".join(await stub.get_log()) == expected["log"]
+
+
+# -- item 12: WebSockets after the client's close; getWebSockets' order --------------------
+
+
+class Room(DurableObject):
+    """The Python counterpart of objects.js's ``Room``."""
+
+    log: ClassVar[list[str]] = []
+
+    async def fetch(self, request):
+        from durable_lab import Response, WebSocketPair
+
+        name = request.url.rsplit("/", 1)[-1]
+        client, server = WebSocketPair()
+        self.ctx.acceptWebSocket(server, [name])
+        return Response(None, status=101, web_socket=client)
+
+    async def names(self):
+        return [self.ctx.getTags(ws)[0] for ws in self.ctx.getWebSockets()]
+
+    async def webSocketClose(self, ws, code, reason, wasClean):
+        name = self.ctx.getTags(ws)[0]
+        self.log.append(f"{name}:close {code} readyState={ws.readyState}")
+        try:
+            ws.send("after close")
+            self.log.append(f"{name}:send ok")
+        except Exception as exc:
+            self.log.append(f"{name}:send threw {type(exc).__name__}: {exc}")
+        self.log.append(f"{name}:after send readyState={ws.readyState}")
+        names = " ".join(self.ctx.getTags(w)[0] for w in self.ctx.getWebSockets())
+        self.log.append(f"{name}:getWebSockets {names}")
+
+
+async def test_after_the_clients_close_the_socket_is_closing_and_send_is_dropped(flab, engine):
+    lab, storage = flab
+    expected = trace("websocket_close", storage, engine)
+    Room.log = []
+    stub = lab.bind("ROOM", Room, sql=engine == "sql").getByName("r")
+    clients = {name: await lab.connect(stub, f"/{name}") for name in "abc"}
+    assert " ".join(await stub.names()) == expected["order"]  # newest first
+    for name in "bc":
+        await clients[name].close(1000, "bye")
+        await lab.wait_idle()
+    assert ", ".join(Room.log) == expected["log"]
+    assert clients["b"].messages == [] and clients["c"].messages == []  # dropped

@@ -160,8 +160,8 @@ async def test_tags_and_get_websockets_by_tag(memory_lab):
     await join(memory_lab, stub, "ann", ["red", "blue", "red"])  # duplicate dropped
     await join(memory_lab, stub, "bob", ["blue"])
     cy = await join(memory_lab, stub, "cy")
-    assert await stub.names() == ["ann", "bob", "cy"]
-    assert await stub.names("blue") == ["ann", "bob"]
+    assert await stub.names() == ["cy", "bob", "ann"]  # newest first, as workerd lists them
+    assert await stub.names("blue") == ["bob", "ann"]
     assert await stub.names("red") == ["ann"]
     assert await stub.names("green") == []
     assert [e.tags for e in rec.of(WebSocketAccepted)] == [("red", "blue"), ("blue",), ()]
@@ -239,7 +239,7 @@ async def test_auto_response_does_not_wake_a_hibernated_object(memory_lab):
     await ann.send("PING")  # not an exact match: an ordinary message, which wakes it
     assert await ann.receive(timeout=5) == "ann: PING"
     assert ChatRoom.constructed == 2
-    ann_stamp, bob_stamp = await stub.stamps()
+    bob_stamp, ann_stamp = await stub.stamps()  # newest first
     assert bob_stamp is None
     assert before - 1 <= ann_stamp.timestamp() <= memory_lab.clock.now()
     assert await stub.clear_auto() is None
@@ -324,7 +324,8 @@ async def test_close_from_the_client_calls_webSocketClose(memory_lab):
     await ann.close(4000, "gone")
     await ann.close()  # a second close is ignored
     await memory_lab.wait_idle()
-    assert ChatRoom.closes == [("ann", 4000, "gone", True, 3, 1)]
+    # workerd: CLOSING inside webSocketClose, and still listed until the handler is done
+    assert ChatRoom.closes == [("ann", 4000, "gone", True, 2, 2)]
     assert await stub.names() == ["bob"]
     with pytest.raises(TypeError, match=r"send\(\) after close"):
         await ann.send("late")
@@ -343,7 +344,7 @@ async def test_close_from_the_object_reaches_the_client_in_order(memory_lab):
     assert (ann.close_code, ann.close_reason) == (4001, "asked to leave")
     await memory_lab.wait_idle()
     # the client echoed the close: the object hears it, as from a browser
-    assert ChatRoom.closes == [("ann", 4001, "asked to leave", True, 3, 0)]
+    assert ChatRoom.closes == [("ann", 4001, "asked to leave", True, 3, 1)]
 
 
 async def test_disconnect_and_error_reach_the_object(memory_lab):
@@ -355,7 +356,7 @@ async def test_disconnect_and_error_reach_the_object(memory_lab):
     bob.fail("bad frame")
     await memory_lab.wait_idle()
     assert ChatRoom.closes == [
-        ("ann", 1006, "WebSocket disconnected without sending Close frame.", False, 3, 1)]
+        ("ann", 1006, "WebSocket disconnected without sending Close frame.", False, 3, 2)]
     assert ChatRoom.errors == [("bob", "ConnectionError", "bad frame")]
     assert await stub.names() == []
 

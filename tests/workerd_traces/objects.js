@@ -53,3 +53,33 @@ export class Obj extends DurableObject {
   }
   async plain(who) { this.log.push(`${who}:ran`); return who; }
 }
+
+export class Room extends DurableObject {
+  constructor(ctx, env) {
+    super(ctx, env);
+    this.log = [];
+  }
+  async fetch(request) {
+    const name = new URL(request.url).pathname.slice(1);
+    const [client, server] = Object.values(new WebSocketPair());
+    this.ctx.acceptWebSocket(server, [name]);
+    return new Response(null, { status: 101, webSocket: client });
+  }
+  async names() {
+    return this.ctx.getWebSockets().map((ws) => this.ctx.getTags(ws)[0]);
+  }
+  async getLog() { return this.log; }
+  async webSocketClose(ws, code, reason, wasClean) {
+    const name = this.ctx.getTags(ws)[0];
+    this.log.push(`${name}:close ${code} readyState=${ws.readyState}`);
+    try {
+      ws.send("after close");
+      this.log.push(`${name}:send ok`);
+    } catch (e) {
+      this.log.push(`${name}:send threw ${e.constructor.name}: ${e.message}`);
+    }
+    this.log.push(`${name}:after send readyState=${ws.readyState}`);
+    const names = this.ctx.getWebSockets().map((w) => this.ctx.getTags(w)[0]);
+    this.log.push(`${name}:getWebSockets ${names.join(" ")}`);
+  }
+}

@@ -34,11 +34,13 @@ async function runOnce(scenario, disk, sqlite) {
     durableObjects: {
       OBJ: { className: "Obj", useSQLite: sqlite },
       PEER: { className: "Peer", useSQLite: sqlite },
+      ROOM: { className: "Room", useSQLite: sqlite },
       ...(scenario.extraObjects ? scenario.extraObjects(sqlite) : {}),
     },
     durableObjectsPersist: disk ? dir : false,
   });
   try {
+    if (scenario.drive) return (await scenario.drive(mf)).trim();
     const res = await mf.dispatchFetch("http://lab/");
     return (await res.text()).trim();
   } finally {

@@ -42,4 +42,31 @@ export default { async fetch(req, env) {
   return new Response("log " + (await o.getLog()).join(", "));
 } };`,
   },
+  websocket_close: {
+    about: "item 12: sockets a, b, c accepted in that order; the client closes b, then c",
+    worker: `
+export default { async fetch(req, env) {
+  const room = env.ROOM.get(env.ROOM.idFromName("r"));
+  const url = new URL(req.url);
+  if (url.pathname === "/log") {
+    return new Response("order " + (await room.names()).join(" ") + "\\nlog " + (await room.getLog()).join(", "));
+  }
+  return room.fetch(req);
+} };`,
+    async drive(mf) {
+      const sockets = {};
+      for (const name of ["a", "b", "c"]) {
+        const res = await mf.dispatchFetch(`http://lab/${name}`, { headers: { Upgrade: "websocket" } });
+        sockets[name] = res.webSocket;
+        sockets[name].accept();
+      }
+      const order = await (await mf.dispatchFetch("http://lab/log")).text();
+      for (const name of ["b", "c"]) {
+        sockets[name].close(1000, "bye");
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      const after = await (await mf.dispatchFetch("http://lab/log")).text();
+      return order.split("\n")[0] + "\n" + after.split("\n")[1];
+    },
+  },
 };
