@@ -107,15 +107,24 @@ _SQL_USER_OBJECTS = (
     "ORDER BY type = 'table', rowid LIMIT 1"
 )
 
-#: Pragmas user SQL may run (Cloudflare's allow-list, plus user_version used in its docs).
+#: Pragmas user SQL may run: workerd's allow-list (recorded, issue #20 trace sql_exec: among
+#: others page_size, user_version, journal_mode, cache_size, page_count and integrity_check are
+#: refused with "not authorized: SQLITE_AUTH").
 _ALLOWED_PRAGMAS = frozenset({
-    "data_version", "page_size", "case_sensitive_like", "foreign_keys", "defer_foreign_keys",
+    "data_version", "case_sensitive_like", "foreign_keys", "defer_foreign_keys",
     "ignore_check_constraints", "legacy_alter_table", "recursive_triggers",
     "reverse_unordered_selects", "foreign_key_check", "foreign_key_list", "index_info",
     "index_list", "index_xinfo", "quick_check", "optimize", "table_list", "table_info",
-    "table_xinfo", "user_version",
+    "table_xinfo",
 })
-_READ_ONLY_PRAGMAS = frozenset({"page_size", "data_version"})
+_READ_ONLY_PRAGMAS = frozenset({"data_version"})
+#: workerd's messages (``sqlite.c++``), recorded in the issue #20 trace sql_exec.
+NO_STATEMENT_MESSAGE = "SQL code did not contain a statement."
+WRONG_BINDINGS_MESSAGE = "Wrong number of parameter bindings for SQL query."
+#: SQLite errors that workerd reports with " at offset N" (``sqlite3_error_offset``), and the
+#: token each names, which the offset points at.
+_OFFSET_ERRORS = re.compile(
+    r'(?:near "(.*)": syntax error|unrecognized token: "(.*)"|no such column: (.*))', re.S)
 _ALLOWED_VTABLE_MODULES = frozenset({"fts5", "fts5vocab"})
 
 #: Tables user SQL may not read: dbstat lists every table and index with its size, the
@@ -163,7 +172,6 @@ _LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.S)
 _WORD = re.compile(r"[A-Za-z_]+")
 #: Statements that never write: they run without opening a transaction.
 _NO_TXN_KEYWORDS = frozenset({"SELECT", "VALUES", "EXPLAIN"})
-_PRAGMA_ASSIGN = re.compile(r"PRAGMA\s+(?:\w+\s*\.\s*)?(\w+)\s*(=|\()", re.I)
 
 
 def _is_reserved(name: str | None) -> bool:
@@ -355,6 +363,8 @@ class SqliteEngine:
         self._internal = False
         self._stmt_wrote = False
         self._deny_reason: str | None = None
+        #: The user statement running now (as workerd prepares it; for error texts).
+        self._statement = ""
         # The time limit of user statements (arm_time_limit).
         self._deadline: float | None = None
         self._timed_out = False
@@ -446,6 +456,12 @@ class SqliteEngine:
                    trigger: str | None) -> int:
         if self._internal:
             return _OK
+        if (action in (_A.SQLITE_READ, _A.SQLITE_INSERT, _A.SQLITE_UPDATE, _A.SQLITE_DELETE)
+                and _is_reserved(arg1)):
+            # workerd hides its _cf_ tables: reading or writing one says it does not exist,
+            # naming it as the statement spelled it (issue #20).
+            self._deny_reason = f"no such table: {self._as_written(arg1 or '')}: SQLITE_ERROR"
+            return _DENY
         if action in _WRITE_ACTIONS:
             self._stmt_wrote = True
         if action == _A.SQLITE_TRANSACTION or action == _A.SQLITE_SAVEPOINT:
@@ -457,8 +473,6 @@ class SqliteEngine:
                 return _DENY
             if arg2 is not None and name in _READ_ONLY_PRAGMAS:
                 return _DENY
-            if arg2 is not None and name == "user_version":
-                self._stmt_wrote = True
             return _OK
         if action == _A.SQLITE_ATTACH or action == _A.SQLITE_DETACH or action in _TEMP_ACTIONS:
             return _DENY
@@ -475,6 +489,33 @@ class SqliteEngine:
             self._deny_reason = f"not authorized: the function {arg2}() is refused: SQLITE_AUTH"
             return _DENY
         return _OK
+
+    def _as_written(self, name: str) -> str:
+        """``name`` as the running user statement spells it (SQLite gives the stored case)."""
+        found = re.search(re.escape(name), self._statement, re.I)
+        return found.group(0) if found else name
+
+    def _error_offset(self, text: str, exc: BaseException) -> int | None:
+        """Where in ``text`` (bytes, as ``sqlite3_error_offset``) the error ``exc`` points, for
+        the errors workerd reports with an offset; None for the others. Python's sqlite3 does
+        not expose the offset, so find it: the shortest prefix ending with the named token that
+        fails with the same message (compiled with EXPLAIN, never run)."""
+        message = str(exc)
+        match = _OFFSET_ERRORS.fullmatch(message)
+        if match is None or _leading_keyword(text) in ("PRAGMA", "EXPLAIN"):
+            return None
+        token = next(group for group in match.groups() if group is not None)
+        if not token:
+            return None
+        pos = text.find(token)
+        while pos >= 0:
+            try:
+                self._x("EXPLAIN " + text[: pos + len(token)]).close()
+            except sqlite3.Error as probe:
+                if str(probe) == message:
+                    return len(text[:pos].encode("utf-8", "surrogatepass"))
+            pos = text.find(token, pos + 1)
+        return None
 
     # -- the time limit of user statements -----------------------------------------------
 
@@ -898,38 +939,48 @@ class SqliteEngine:
 
     def _exec(self, query: str, params: tuple[Any, ...]) -> SqlStorageCursor:
         statements = split_statements(query)
+        # workerd prepares what follows each statement (after spaces and newlines): nothing
+        # at all, or only comments, "did not contain a statement" (after running the rest).
+        if not statements:
+            raise SqlError(NO_STATEMENT_MESSAGE)
+        tail = query[query.rfind(statements[-1]) + len(statements[-1]):]
+        noise_after = bool(tail.strip(" \n"))
         conn = self._db(create=True)
         assert conn is not None
-        changes = conn.total_changes
-        rows_read = 0
         wrote = False
         cursor: sqlite3.Cursor | None = None
-        last = len(statements) - 1
+        last = len(statements) - 1 + noise_after
+        changes = conn.total_changes
         for i, statement in enumerate(statements):
             is_last = i == last
+            changes = conn.total_changes  # the cursor reports its own statement (workerd)
             cursor, statement_wrote = self._run_user(
-                conn, statement, params if is_last else (), multi=last > 0 and not is_last)
+                conn, statement, params if is_last else (), multi=last > 0 and not is_last,
+                first=i == 0)
             wrote = wrote or statement_wrote
             if not is_last:
                 try:
-                    rows_read += len(cursor.fetchall())
+                    cursor.fetchall()  # run it to the end; its rows are discarded
                 except sqlite3.Error as exc:
                     raise self.sql_error(exc) from exc
-        result = SqlStorageCursor(self, cursor, rows_read, conn.total_changes - changes, wrote)
+        if noise_after:
+            raise SqlError(NO_STATEMENT_MESSAGE)
+        result = SqlStorageCursor(self, cursor, 0, conn.total_changes - changes, wrote)
         if not result._done:
             self._cursors.add(result)
         return result
 
     def _run_user(self, conn: sqlite3.Connection, statement: str, params: tuple[Any, ...],
-                  multi: bool) -> tuple[sqlite3.Cursor, bool]:
+                  multi: bool, first: bool = True) -> tuple[sqlite3.Cursor, bool]:
+        # The statement as workerd prepares it: after the first, from the end of the one
+        # before, spaces and newlines skipped (error offsets count from there).
+        self._statement = statement if first else statement.lstrip(" \n")
         began = False
         if not conn.in_transaction:
             keyword = _leading_keyword(statement)
             needs_txn = keyword not in _NO_TXN_KEYWORDS
             if keyword == "PRAGMA":
-                start = _LEADING_NOISE.match(statement).end()  # type: ignore[union-attr]
-                m = _PRAGMA_ASSIGN.match(statement, start)
-                needs_txn = m is not None and m.group(1).lower() == "user_version"
+                needs_txn = False  # none of the allowed pragmas writes to the database
             if needs_txn:
                 self._x("BEGIN")
                 began = True
@@ -953,7 +1004,10 @@ class SqliteEngine:
                 guard = False
             if multi and isinstance(exc, sqlite3.ProgrammingError) and "bindings" in str(exc):
                 error = SqlError(MULTI_STATEMENT_BINDINGS_MESSAGE)
+            elif isinstance(exc, sqlite3.ProgrammingError) and "number of bindings" in str(exc):
+                error = SqlError(WRONG_BINDINGS_MESSAGE)
             else:
+                denied = self._deny_reason is not None
                 try:
                     error = self.sql_error(exc)
                 except KeyboardInterrupt:
@@ -961,6 +1015,12 @@ class SqliteEngine:
                     if began and conn.in_transaction and self._commit_fut is None:
                         self._x("ROLLBACK")
                     raise
+                if not denied:
+                    offset = self._error_offset(self._statement, exc)
+                    if offset is not None:
+                        text = str(error)
+                        cut = text.rfind(": SQLITE_")
+                        error = SqlError(f"{text[:cut]} at offset {offset}{text[cut:]}")
             self._deny_reason = None
             self._after_statement(conn, expected, exc)
             if began and conn.in_transaction and self._commit_fut is None:

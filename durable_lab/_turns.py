@@ -164,8 +164,8 @@ def _waits_for_io(fut: asyncio.Future[Any]) -> bool:
     if fut in _io_futures:
         return True
     # asyncio's gathering future keeps its children in ``_children`` (3.11 to 3.13).
-    children = getattr(fut, "_children", None)
-    return bool(children) and any(_waits_for_io(child) for child in children)
+    children: list[asyncio.Future[Any]] = getattr(fut, "_children", None) or []
+    return any(_waits_for_io(child) for child in children)
 
 
 _SLEEP_CODE = asyncio.sleep.__code__

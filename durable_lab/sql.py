@@ -24,8 +24,10 @@ What each call does (workerd ``SqlStorage``, spec section 4.3):
   Replies wait for that commit (the output gate). If the commit fails (for example a deferred
   foreign key still violated at COMMIT), everything of that transaction is rolled back and the
   object is reset.
-- Bindings are always SQL parameters, never pasted into the text: ``None``, ``int``, ``float``,
-  ``str``, ``bytes`` (``bool`` is stored as 0/1); any other type is a ``TypeError``.
+- Bindings are always SQL parameters, never pasted into the text, stored as a Python Worker's
+  are after Pyodide made them JavaScript values: ``None`` NULL, ``int`` REAL (beyond 2**53 - 1
+  refused: a BigInt), ``bool`` the TEXT ``'true'``/``'false'``, ``float``, ``str``, ``bytes``;
+  any other type is a ``TypeError``.
 - ``BEGIN``/``COMMIT``/``ROLLBACK``/``SAVEPOINT``/``RELEASE`` are refused: use
   ``ctx.storage.transactionSync(fn)`` (synchronous, SAVEPOINT-based) or
   ``await ctx.storage.transaction(async_fn)``. Tables whose name starts with ``_cf_`` (the
@@ -34,15 +36,15 @@ What each call does (workerd ``SqlStorage``, spec section 4.3):
 
 Rows are ``dict`` keyed by column name (duplicate names: the last wins, as with a JavaScript
 object); ``one()`` returns a :class:`Row`, a ``dict`` that also allows ``row.column``, as the
-Python examples in Cloudflare's docs use (``result.greeting``). Results are plain Python values:
-INTEGER -> int (not a double: no loss above 2**53), REAL -> float, TEXT -> str, BLOB -> bytes,
-NULL -> None.
+Python examples in Cloudflare's docs use (``result.greeting``). Results are plain Python values as
+a Python Worker gets them (every number is a JavaScript Number on its way): an integral number
+within 2**53 - 1 -> int, any other number -> float, TEXT -> str, BLOB -> bytes, NULL -> None.
 
-Deviations from Cloudflare (docs/semantics.md): ``rowsRead`` counts the rows the cursors of the
-call returned (Cloudflare counts rows SQLite scanned), ``rowsWritten`` counts rows changed
-(``sqlite3_total_changes``); SQL errors are :class:`SqlError` (Cloudflare: ``Error``) with
-SQLite's message and result code name (``"no such table: t: SQLITE_ERROR"``); the PRAGMA
-allow-list is Cloudflare's plus ``user_version``; virtual tables other than fts5 are refused.
+Deviations from Cloudflare (docs/semantics.md): ``rowsRead`` counts the rows the cursor
+returned (Cloudflare counts rows SQLite visited), ``rowsWritten`` counts rows changed
+(``sqlite3_total_changes``), both for the last statement; SQL errors are :class:`SqlError`
+(Cloudflare: ``Error``) with SQLite's message in workerd's words (``"no such table: t:
+SQLITE_ERROR"``, ``" at offset N"``); virtual tables other than fts5 are refused.
 """
 
 from __future__ import annotations
@@ -80,9 +82,6 @@ MULTI_STATEMENT_BINDINGS_MESSAGE = (
     "parameters."
 )
 
-_INT_MIN = -(2**63)
-_INT_MAX = 2**63 - 1
-
 
 class SqlError(DurableLabError):
     """A SQL statement failed: SQLite's message (and result code name), as Cloudflare words it.
@@ -113,30 +112,64 @@ class Row(dict):
         return sorted({*super().__dir__(), *(k for k in self if isinstance(k, str))})
 
 
+#: Number.MAX_SAFE_INTEGER: Pyodide passes a Python int to JavaScript as a Number up to this
+#: magnitude, as a BigInt beyond it.
+MAX_SAFE_INTEGER = 2**53 - 1
+BIGINT_BINDING_MESSAGE = "Cannot convert a BigInt value to a number"
+
+
 def check_bindings(bindings: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The bindings as SQLite parameters; TypeError/ValueError naming a value that is not one."""
+    """The bindings as SQLite parameters, converted as a Python Worker's are on their way to
+    workerd (issue #20): Pyodide turns each into a JavaScript value (its type-conversion
+    table, docs/usage/type-conversions.md), and workerd binds a Number as a double, a string
+    as TEXT, a boolean as the text ``true``/``false``, ``undefined`` as NULL, and refuses a
+    BigInt. So ``True`` is stored as TEXT ``'true'``, an ``int`` as REAL (a column of INTEGER
+    affinity turns it back into an integer), and an ``int`` beyond 2**53 - 1 (a BigInt) is
+    refused with workerd's TypeError."""
     out: list[Any] = []
     for i, value in enumerate(bindings, 1):
         kind = type(value)
         if value is None or kind is str or kind is float or kind is bytes:
             out.append(value)
         elif kind is bool:
-            out.append(int(value))
+            out.append("true" if value else "false")  # String(true) in JavaScript
         elif isinstance(value, int):
-            if not _INT_MIN <= value <= _INT_MAX:
-                raise ValueError(
-                    f"SQL binding {i} ({value}) does not fit in SQLite's 64-bit INTEGER; "
-                    "bind it as a str instead"
+            if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+                raise TypeError(
+                    f"{BIGINT_BINDING_MESSAGE} (SQL binding {i}, {value}, is beyond 2**53 - 1, "
+                    "so Pyodide passes it to JavaScript as a BigInt, which workerd refuses: "
+                    "bind it as a str)"
                 )
-            out.append(int(value))
+            out.append(float(value))  # a JavaScript Number
         elif isinstance(value, (bytearray, memoryview)):
             out.append(bytes(value))
         else:
             raise TypeError(
                 f"SQL binding {i} has type {kind.__name__}, which SQLite cannot store: "
-                "bindings must be None, int, float, str or bytes (bool is stored as 0/1)"
+                "bindings must be None, bool, int, float, str or bytes"
             )
     return tuple(out)
+
+
+def _js_number(value: Any) -> Any:
+    """``value`` (an int or float from SQLite) as it reaches Python through a JavaScript
+    Number (Pyodide: an int when integral and within 2**53 - 1, else a float)."""
+    if type(value) is float:
+        if value.is_integer() and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            return int(value)
+    elif type(value) is int and not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        return float(value)
+    return value
+
+
+def _as_python_worker_sees(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row as a Python Worker receives it: workerd gives every number to JavaScript as a
+    Number, and Pyodide makes it a Python value (``_js_number``): REAL 42.0 reads as 42,
+    INTEGER 2**60 as a float."""
+    for value in row:
+        if _js_number(value) is not value:
+            return tuple(map(_js_number, row))
+    return row
 
 
 class SqlStorageCursor:
@@ -183,7 +216,7 @@ class SqlStorageCursor:
             self._done = True
             return None
         self._rows_read += 1
-        return row
+        return _as_python_worker_sees(row)
 
     def _invalidate(self, why: str) -> None:
         """The database changed under this cursor (deleteAll, reset): further reads fail."""

@@ -42,10 +42,11 @@ What the lab mirrors (spec §7.3, workerd ``hibernation-manager.c++``, ``web-soc
 - **Closing.** The client's ``close(code, reason)`` is answered at once by the runtime (workerd's
   ``web_socket_auto_reply_to_close``) and dispatched as ``webSocketClose(ws, code, reason,
   True)``, where, as on workerd, the socket is CLOSING, a ``send()`` is dropped without an
-  error, and ``getWebSockets()`` (newest first) still lists it; it leaves the list after. The object's ``ws.close(code, reason)`` is
-  gated like a message; when the client gets it, the client echoes it, which dispatches
-  ``webSocketClose`` too (as a browser peer would). ``client.disconnect()`` drops the connection
-  without a close frame: ``webSocketClose(ws, 1006, ..., False)``.
+  error, and ``getWebSockets()`` (newest first) still lists it; it leaves the list after.
+  The object's ``ws.close(code, reason)`` is gated like a message; when the client gets it,
+  the client echoes it, which dispatches ``webSocketClose`` too (as a browser peer would).
+  ``client.disconnect()`` drops the connection without a close frame:
+  ``webSocketClose(ws, 1006, ..., False)``.
 - **Resets close sockets.** A failure reset (a failed commit, ``ctx.abort()``, a failed
   ``blockConcurrencyWhile`` or constructor) closes every socket of the object with **1011**
   (internal error); a code update (``lab.bind`` again) with **1012** (service restart), also for

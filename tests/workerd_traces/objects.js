@@ -83,3 +83,21 @@ export class Room extends DurableObject {
     this.log.push(`${name}:getWebSockets ${names.join(" ")}`);
   }
 }
+
+// items 9-11: what sql.exec() reports and refuses (a SQLite-backed class only)
+export class Sql extends DurableObject {
+  async run(cases) {
+    const sql = this.ctx.storage.sql;
+    const out = [];
+    for (const [label, query, ...bindings] of cases) {
+      try {
+        const cursor = sql.exec(query, ...bindings);
+        const rows = cursor.toArray();
+        out.push(`${label} rows=${JSON.stringify(rows, (k, v) => typeof v === "bigint" ? `${v}n` : v instanceof ArrayBuffer ? `bytes(${v.byteLength})` : v)} read=${cursor.rowsRead} written=${cursor.rowsWritten}`);
+      } catch (e) {
+        out.push(`${label} threw ${e.constructor.name}: ${e.message}`);
+      }
+    }
+    return out.join("\n");
+  }
+}

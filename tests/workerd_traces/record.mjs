@@ -35,6 +35,7 @@ async function runOnce(scenario, disk, sqlite) {
       OBJ: { className: "Obj", useSQLite: sqlite },
       PEER: { className: "Peer", useSQLite: sqlite },
       ROOM: { className: "Room", useSQLite: sqlite },
+      ...(sqlite ? { SQL: { className: "Sql", useSQLite: true } } : {}),
       ...(scenario.extraObjects ? scenario.extraObjects(sqlite) : {}),
     },
     durableObjectsPersist: disk ? dir : false,
