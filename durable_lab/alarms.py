@@ -16,7 +16,9 @@ first if it is not in memory. What the lab mirrors (spec §5, workerd ``alarm-sc
   handler succeeds the alarm is deleted (deferred to the end of the handler, committed with its
   writes), unless it set a new one.
 - **Retries.** A handler that raises (or whose object resets) is retried after ``2 s << n`` plus up
-  to 25 % jitter, at most 6 times (7 attempts); then the alarm is abandoned (deleted).
+  to 25 % jitter, at most 6 times (7 attempts); then the alarm is abandoned (deleted). A
+  ``setAlarm(t)`` (or ``deleteAlarm()``) from other code while the retry waits replaces it: the
+  alarm runs at ``t`` with ``retryCount`` 0, as workerd does.
   ``alarm_info.retryCount`` counts the retries, ``alarm_info.isRetry`` is ``retryCount > 0``.
   At-least-once: a handler may run again after a failure that came after its side effects.
 
@@ -140,6 +142,11 @@ class AlarmScheduler:
             return
         data = metadata[ALARM_KEY]
         when = None if data is None else stored_alarm(data, host.label)
+        if host.storage_key not in self._running:
+            # Set (or deleted) by other code while a failed alarm waited for its retry: the
+            # new time replaces the retry, which starts again from retryCount 0 (recorded on
+            # workerd, issue #20 trace alarm_set_during_retry).
+            self._retries.pop(host.storage_key, None)
         self._arm(host, when)
 
     def _arm(self, host: ObjectHost, when: float | None) -> None:

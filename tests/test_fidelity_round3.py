@@ -404,3 +404,70 @@ async def test_bindings_read_back_as_a_python_worker_reads_them(flab):
     row = await lab.bind("F", Flags, sql=True).getByName("f").run()
     assert row == {"id": 1, "done": "false", "n": 7, "ti": "integer", "td": "text",
                    "tn": "integer"}
+
+
+# -- item 4: setAlarm() while a failed alarm waits for its retry ----------------------------
+
+
+class Alarmed(DurableObject):
+    """The Python counterpart of objects.js's ``Alarmed`` (lab clock: ``durable_lab.now``)."""
+
+    async def arm(self, delay_ms):
+        from durable_lab import now
+
+        self.ctx.storage.put("t0", now() * 1000)
+        self.ctx.storage.setAlarm(now() * 1000 + delay_ms)
+        return "armed"
+
+    async def set_at(self, delay_ms):
+        from durable_lab import now
+
+        t = now() * 1000 + delay_ms
+        self.ctx.storage.setAlarm(t)
+        got = await self.ctx.storage.getAlarm()
+        return "getAlarm is the new time" if got == t else f"getAlarm {got}"
+
+    async def runs(self):
+        return (await self.ctx.storage.get("runs")) or []
+
+    async def alarm(self, info):
+        from durable_lab import now
+
+        t0 = await self.ctx.storage.get("t0")
+        runs = (await self.ctx.storage.get("runs")) or []
+        elapsed = now() * 1000 - t0
+        bucket = ("<1.5s" if elapsed < 1500 else "1.5-4.5s" if elapsed < 4500
+                  else "4.5-7s" if elapsed < 7000 else ">7s")
+        runs.append(f"retryCount={info.retryCount} isRetry={js(info.isRetry).lower()} "
+                    f"after {bucket}")
+        self.ctx.storage.put("runs", runs)
+        if len(runs) == 1:
+            raise RuntimeError("first attempt fails")
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def manual_flab(request, tmp_path):
+    """(a lab on a manual clock, its storage name)."""
+    if request.param == "memory":
+        lab = Lab(storage="memory", clock="manual", seed=1)
+    else:
+        lab = Lab(tmp_path / "lab", clock="manual", seed=1)
+    try:
+        yield lab, request.param
+    finally:
+        await lab.close()
+
+
+async def test_set_alarm_during_a_retry_wait_replaces_the_retry(manual_flab, engine):
+    lab, storage = manual_flab
+    expected = trace("alarm_set_during_retry", storage, engine)
+    stub = lab.bind("ALARMED", Alarmed, sql=engine == "sql").getByName("a")
+    await stub.arm(10)
+    for step in (0.01, 0.49):  # the first attempt fails at 10 ms; the retry waits 2-2.5 s
+        lab.clock.advance(step)
+        await lab.wait_idle()
+    assert "set " + await stub.set_at(5000) == "set " + expected["set"]
+    for _ in range(95):  # 9.5 s of lab time, as the recording waited
+        lab.clock.advance(0.1)
+        await lab.wait_idle()
+    assert ", ".join(await stub.runs()) == expected["runs"]

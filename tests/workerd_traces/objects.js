@@ -101,3 +101,27 @@ export class Sql extends DurableObject {
     return out.join("\n");
   }
 }
+
+// item 4: setAlarm() from a request while a failed alarm waits for its retry
+export class Alarmed extends DurableObject {
+  async arm(delay) {
+    this.ctx.storage.put("t0", Date.now());
+    await this.ctx.storage.setAlarm(Date.now() + delay);
+    return "armed";
+  }
+  async setAt(delay) {
+    const t = Date.now() + delay;
+    await this.ctx.storage.setAlarm(t);
+    const got = await this.ctx.storage.getAlarm();
+    return got === t ? "getAlarm is the new time" : `getAlarm ${got === null ? "null" : "other"}`;
+  }
+  async runs() { return (await this.ctx.storage.get("runs")) ?? []; }
+  async alarm(info) {
+    const t0 = await this.ctx.storage.get("t0");
+    const runs = (await this.ctx.storage.get("runs")) ?? [];
+    const elapsed = Date.now() - t0;
+    runs.push(`retryCount=${info.retryCount} isRetry=${info.isRetry} after ${elapsed < 1500 ? "<1.5s" : elapsed < 4500 ? "1.5-4.5s" : elapsed < 7000 ? "4.5-7s" : ">7s"}`);
+    await this.ctx.storage.put("runs", runs);
+    if (runs.length === 1) throw new Error("first attempt fails");
+  }
+}

@@ -35,6 +35,7 @@ async function runOnce(scenario, disk, sqlite) {
       OBJ: { className: "Obj", useSQLite: sqlite },
       PEER: { className: "Peer", useSQLite: sqlite },
       ROOM: { className: "Room", useSQLite: sqlite },
+      ALARMED: { className: "Alarmed", useSQLite: sqlite },
       ...(sqlite ? { SQL: { className: "Sql", useSQLite: true } } : {}),
       ...(scenario.extraObjects ? scenario.extraObjects(sqlite) : {}),
     },
@@ -56,11 +57,12 @@ for (const [name, scenario] of Object.entries(scenarios)) {
   if (wanted.length && !wanted.includes(name)) continue;
   const flavours = FLAVOURS.filter(([f, , sqlite]) =>
     !scenario.only || scenario.only.includes(sqlite ? "sqlite" : "kv"));
-  const out = [`# ${name}: ${scenario.about}`, `# miniflare ${version}, ${RUNS} runs per flavour, identical`];
+  const runsEach = scenario.runs ?? RUNS;
+  const out = [`# ${name}: ${scenario.about}`, `# miniflare ${version}, ${runsEach} runs per flavour, identical`];
   let stable = true;
   for (const [flavour, disk, sqlite] of flavours) {
     const runs = [];
-    for (let i = 0; i < (scenario.runs ?? RUNS); i++) runs.push(await runOnce(scenario, disk, sqlite));
+    for (let i = 0; i < runsEach; i++) runs.push(await runOnce(scenario, disk, sqlite));
     if (runs.some((r) => r !== runs[0])) {
       stable = false;
       console.log(`${name} ${flavour}: NOT deterministic\n${runs.join("\n---\n")}`);

@@ -160,4 +160,25 @@ export default { async fetch(req, env) {
   return new Response(await o.run(CASES));
 } };`,
   },
+  alarm_set_during_retry: {
+    about: "item 4: the alarm fails at once; 0.5 s later a request sets the alarm 5 s ahead",
+    runs: 2,
+    worker: `
+export default { async fetch(req, env) {
+  const o = env.ALARMED.get(env.ALARMED.idFromName("a"));
+  const path = new URL(req.url).pathname;
+  if (path === "/arm") return new Response(await o.arm(10));
+  if (path === "/set") return new Response(await o.setAt(5000));
+  return new Response((await o.runs()).join(", "));
+} };`,
+    async drive(mf) {
+      const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+      await mf.dispatchFetch("http://lab/arm");
+      await sleep(500);
+      const set = await (await mf.dispatchFetch("http://lab/set")).text();
+      await sleep(9000);
+      const runs = await (await mf.dispatchFetch("http://lab/runs")).text();
+      return `set ${set}\nruns ${runs}`;
+    },
+  },
 };
