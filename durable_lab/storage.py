@@ -601,6 +601,16 @@ class DurableObjectStorage:
         """Set the object's one alarm (epoch ms or datetime). Replaces any earlier alarm."""
         instance = self._instance
         instance.check_usable()
+        millis = self._alarm_millis(scheduledTime)
+        if instance.in_alarm_handler:
+            instance.alarm_set_in_handler = True
+        self._cache.set_metadata(ALARM_KEY, values.encode(millis),
+                                    confirmed=not allowUnconfirmed)
+        return _done(None)
+
+    def _alarm_millis(self, scheduledTime: Any) -> float:
+        """The alarm time ``setAlarm`` would store (checked; a past time clamped to now)."""
+        instance = self._instance
         millis = alarm_time(scheduledTime)
         if millis <= 0:
             raise TypeError("setAlarm() cannot be called with an alarm time <= 0")
@@ -612,12 +622,7 @@ class DurableObjectStorage:
                 "Your Durable Object class must have an alarm() handler in order to call setAlarm()"
             )
         now = instance.services.clock.now() * 1000.0
-        millis = max(millis, now)  # a past time fires (almost) at once
-        if instance.in_alarm_handler:
-            instance.alarm_set_in_handler = True
-        self._cache.set_metadata(ALARM_KEY, values.encode(millis),
-                                    confirmed=not allowUnconfirmed)
-        return _done(None)
+        return max(millis, now)  # a past time fires (almost) at once
 
     def deleteAlarm(self, *, allowConcurrency: bool = False,
                     allowUnconfirmed: bool = False) -> asyncio.Future[None]:
@@ -704,13 +709,42 @@ class KvTransaction(_Transaction):
     """``txn`` on the KV engine: writes are buffered here and reads see them over the cache;
     when the closure returns they go into the cache in one step (one flush)."""
 
-    __slots__ = ("_confirmed", "_state", "_storage", "_writes")
+    __slots__ = ("_alarm", "_confirmed", "_state", "_storage", "_writes")
 
     def __init__(self, storage: DurableObjectStorage) -> None:
         self._storage = storage
         self._writes: dict[str, bytes | None] = {}
+        #: The alarm set (ms) or deleted (None) in the transaction; _MISSING: untouched.
+        self._alarm: Any = _MISSING
         self._state = _OPEN
         self._confirmed = False
+
+    # The alarm is part of the transaction (workerd: txn.getAlarm/setAlarm/deleteAlarm,
+    # rolled back with it; recorded, issue #20 trace txn_alarm).
+
+    def getAlarm(self, *, allowConcurrency: bool = False) -> asyncio.Future[float | None]:
+        self._check("getAlarm")
+        if self._alarm is not _MISSING:
+            return _done(self._alarm)
+        return self._storage.getAlarm(allowConcurrency=allowConcurrency)
+
+    def setAlarm(self, scheduledTime: Any, *, allowConcurrency: bool = False,
+                 allowUnconfirmed: bool = False) -> asyncio.Future[None]:
+        self._check("setAlarm")
+        self._alarm = self._storage._alarm_millis(scheduledTime)
+        self._confirmed = self._confirmed or not allowUnconfirmed
+        return _done(None)
+
+    def deleteAlarm(self, *, allowConcurrency: bool = False,
+                    allowUnconfirmed: bool = False) -> asyncio.Future[None]:
+        self._check("deleteAlarm")
+        self._alarm = None
+        self._confirmed = self._confirmed or not allowUnconfirmed
+        return _done(None)
+
+    get_alarm = getAlarm
+    set_alarm = setAlarm
+    delete_alarm = deleteAlarm
 
     def get(self, keys: str | list[str], *, allowConcurrency: bool = False,
             noCache: bool = False) -> asyncio.Future[Any]:
@@ -793,6 +827,7 @@ class KvTransaction(_Transaction):
         """Discard every write of the transaction; later ``txn`` calls raise."""
         if self._check_rollback():
             self._writes.clear()
+            self._alarm = _MISSING
             self._state = _ROLLED_BACK
 
     def _finish(self, *, commit: bool) -> None:
@@ -806,6 +841,11 @@ class KvTransaction(_Transaction):
                 if storage._instance.bus.active:
                     storage._emit("transaction", [k for k, _ in items],
                                   "write" if changed else UNCHANGED)
+            if self._alarm is not _MISSING and storage._instance.broken is None:
+                if self._alarm is None:
+                    storage.deleteAlarm(allowUnconfirmed=not self._confirmed)
+                else:
+                    storage.setAlarm(self._alarm, allowUnconfirmed=not self._confirmed)
         elif self._state == _OPEN:
             self._state = _ROLLED_BACK
         self._writes = {}
@@ -1021,6 +1061,24 @@ class SqlTransaction(_Transaction):
     def list(self, **options: Any) -> asyncio.Future[dict[str, Any]]:
         self._check("list")
         return self._storage.list(**options)
+
+    # The alarm lives in _cf_METADATA, inside the savepoint: rolled back with it.
+
+    def getAlarm(self, **options: Any) -> asyncio.Future[float | None]:
+        self._check("getAlarm")
+        return self._storage.getAlarm(**options)
+
+    def setAlarm(self, scheduledTime: Any, **options: Any) -> asyncio.Future[None]:
+        self._check("setAlarm")
+        return self._storage.setAlarm(scheduledTime, **options)
+
+    def deleteAlarm(self, **options: Any) -> asyncio.Future[None]:
+        self._check("deleteAlarm")
+        return self._storage.deleteAlarm(**options)
+
+    get_alarm = getAlarm
+    set_alarm = setAlarm
+    delete_alarm = deleteAlarm
 
     def rollback(self) -> None:
         """Undo everything done since the transaction began; later ``txn`` calls raise."""

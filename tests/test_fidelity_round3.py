@@ -16,7 +16,7 @@ import asyncio
 from typing import ClassVar
 
 import pytest
-from workerd_trace_files import sections, trace
+from workerd_trace_files import sections, trace, trace_lines
 
 from durable_lab import DurableObject, Lab
 
@@ -471,3 +471,95 @@ async def test_set_alarm_during_a_retry_wait_replaces_the_retry(manual_flab, eng
         lab.clock.advance(0.1)
         await lab.wait_idle()
     assert ", ".join(await stub.runs()) == expected["runs"]
+
+
+# -- item 5: the transaction's alarm methods -----------------------------------------------
+
+T1, T2, T3 = 4e12, 5e12, 6e12  # epoch ms in 2096-2160 (workerd refuses dates after 2189)
+
+
+class TxnAlarm(DurableObject):
+    """The Python counterpart of objects.js's ``TxnAlarm``."""
+
+    async def run(self):
+        s = self.ctx.storage
+        out = []
+        names = {None: "null", T1: "t1", T2: "t2", T3: "t3"}
+
+        async def show(label):
+            out.append(f"{label} {names.get(await s.getAlarm(), 'other')}")
+
+        async def first(txn):
+            kinds = ["function" if callable(getattr(txn, m, None)) else "undefined"
+                     for m in ("getAlarm", "setAlarm", "deleteAlarm")]
+            out.append("has " + " ".join(kinds))
+            await txn.setAlarm(T1)
+            out.append(f"inside {names.get(await txn.getAlarm(), 'other')}")
+
+        await s.transaction(first)
+        await show("after commit")
+
+        async def thrown(txn):
+            await txn.setAlarm(T2)
+            raise RuntimeError("boom")
+
+        try:
+            await s.transaction(thrown)
+        except RuntimeError as exc:
+            out.append(f"threw {exc}")
+        await show("after throw")
+
+        async def rolled_back(txn):
+            await txn.setAlarm(T3)
+            txn.rollback()
+
+        await s.transaction(rolled_back)
+        await show("after rollback")
+
+        async def delete_rolled_back(txn):
+            await txn.deleteAlarm()
+            txn.rollback()
+
+        await s.transaction(delete_rolled_back)
+        await show("after delete rolled back")
+
+        async def delete(txn):
+            await txn.deleteAlarm()
+
+        await s.transaction(delete)
+        await show("after delete")
+        return out
+
+    async def alarm(self):
+        pass
+
+
+async def test_the_transaction_has_the_alarm_methods_rolled_back_with_it(flab, engine):
+    lab, storage = flab
+    stub = lab.bind("TXNALARM", TxnAlarm, sql=engine == "sql").getByName("x")
+    assert await stub.run() == trace_lines("txn_alarm", storage, engine)
+    await lab.wait_idle()
+    assert lab.alarms.pending() == {}  # the scheduler was never left with a rolled-back time
+
+
+async def test_an_alarm_set_in_a_failed_transaction_never_reaches_the_scheduler(flab, engine):
+    lab, _ = flab
+
+    class Failing(TxnAlarm):
+        async def go(self):
+            self.ctx.storage.setAlarm(T1)
+
+            async def thrown(txn):
+                await txn.setAlarm(T2)
+                raise RuntimeError("boom")
+
+            try:
+                await self.ctx.storage.transaction(thrown)
+            except RuntimeError:
+                pass
+            return await self.ctx.storage.getAlarm()
+
+    stub = lab.bind("FAILING", Failing, sql=engine == "sql").getByName("y")
+    assert await stub.go() == T1
+    await lab.wait_idle()
+    assert list(lab.alarms.pending().values()) == [T1]

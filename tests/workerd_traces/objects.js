@@ -125,3 +125,43 @@ export class Alarmed extends DurableObject {
     if (runs.length === 1) throw new Error("first attempt fails");
   }
 }
+
+// item 5: the transaction's alarm methods
+export class TxnAlarm extends DurableObject {
+  async run() {
+    const s = this.ctx.storage;
+    const out = [];
+    const show = async (label) => {
+      const a = await s.getAlarm();
+      out.push(`${label} ${a === null ? "null" : a === 4e12 ? "t1" : a === 5e12 ? "t2" : a === 6e12 ? "t3" : a}`);
+    };
+    await s.transaction(async (txn) => {
+      out.push(`has ${typeof txn.getAlarm} ${typeof txn.setAlarm} ${typeof txn.deleteAlarm}`);
+      await txn.setAlarm(4e12);
+      const inside = await txn.getAlarm();
+      out.push(`inside ${inside === 4e12 ? "t1" : inside}`);
+    });
+    await show("after commit");
+    try {
+      await s.transaction(async (txn) => {
+        await txn.setAlarm(5e12);
+        throw new Error("boom");
+      });
+    } catch (e) { out.push(`threw ${e.message}`); }
+    await show("after throw");
+    await s.transaction(async (txn) => {
+      await txn.setAlarm(6e12);
+      txn.rollback();
+    });
+    await show("after rollback");
+    await s.transaction(async (txn) => {
+      await txn.deleteAlarm();
+      txn.rollback();
+    });
+    await show("after delete rolled back");
+    await s.transaction(async (txn) => { await txn.deleteAlarm(); });
+    await show("after delete");
+    return out.join("\n");
+  }
+  async alarm() {}
+}

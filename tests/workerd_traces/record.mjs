@@ -36,6 +36,7 @@ async function runOnce(scenario, disk, sqlite) {
       PEER: { className: "Peer", useSQLite: sqlite },
       ROOM: { className: "Room", useSQLite: sqlite },
       ALARMED: { className: "Alarmed", useSQLite: sqlite },
+      TXNALARM: { className: "TxnAlarm", useSQLite: sqlite },
       ...(sqlite ? { SQL: { className: "Sql", useSQLite: true } } : {}),
       ...(scenario.extraObjects ? scenario.extraObjects(sqlite) : {}),
     },

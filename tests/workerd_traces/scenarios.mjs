@@ -181,4 +181,11 @@ export default { async fetch(req, env) {
       return `set ${set}\nruns ${runs}`;
     },
   },
+  txn_alarm: {
+    about: "item 5: txn.getAlarm/setAlarm/deleteAlarm, committed, thrown, rolled back",
+    worker: `
+export default { async fetch(req, env) {
+  return new Response(await env.TXNALARM.get(env.TXNALARM.idFromName("x")).run());
+} };`,
+  },
 };
