@@ -388,6 +388,10 @@ class ObjectHost:
         self.previous_cache = inst.cache
 
 
+def _delivery_id(delivery: Delivery) -> int:
+    return delivery.id
+
+
 class CriticalSection:
     """One ``blockConcurrencyWhile`` call: holds the parent gate, admits its own work inside."""
 
@@ -876,7 +880,9 @@ class Instance:
         # Answer every caller now: a delivery task cancelled before it ever ran cannot. A reply
         # held only by commits made before the failure is left to land (their outcome decides).
         spared: set[asyncio.Future[Any]] = set()
-        for delivery in self.deliveries:
+        # In arrival order: the call that started a critical section hears first, then the
+        # deliveries queued behind it (workerd, issue #20 trace bcw_timeout_order).
+        for delivery in sorted(self.deliveries, key=_delivery_id):
             waiting_for = delivery.waiting_for
             if (spare_held_replies and waiting_for is not None and not waiting_for.done()
                     and delivery.task is not None):

@@ -133,9 +133,14 @@ _DENIED_TABLES = frozenset({"dbstat"})
 #: Functions user SQL may not call: fts3_tokenizer() can register a tokenizer from a pointer
 #: and returns one (an address of this process).
 _DENIED_FUNCTIONS = frozenset({"fts3_tokenizer", "load_extension"})
-#: workerd's SQLITE_LIMIT_LENGTH: the largest string, BLOB or row (4 MiB; Cloudflare's docs
-#: say 2 MB, but SQLite-backed KV entries of up to 2 MiB must fit in a row).
-MAX_SQL_LENGTH = 4 * 1024 * 1024
+#: workerd's SQLITE_LIMIT_LENGTH: the largest string, BLOB or row of user SQL (recorded, issue
+#: #20: a value of 2,199,987 ASCII characters with a one-letter key is "string or blob too big:
+#: SQLITE_TOOBIG"; Cloudflare's docs say 2 MB).
+MAX_SQL_LENGTH = 2_200_000
+#: The connection's limit outside user statements: KV entries were checked on V8's bytes
+#: (storage.py), but the lab's encoding of Latin-1 text can be twice as long; and a damaged
+#: file's oversized value must reach the decoder, which names it (values.MAX_DECODED_SIZE).
+_RUNTIME_LENGTH = 8 * 1024 * 1024
 #: How many SQLite VM instructions run between two calls of the watchdog.
 _PROGRESS_STEPS = 1000
 _SQL_RESERVED_NAMES = (
@@ -431,7 +436,7 @@ class SqliteEngine:
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         # workerd's bound on a string, BLOB or row: randomblob(900000000), zeroblob() or
         # printf('%.*c', ...) fail with "string or blob too big" instead of eating memory.
-        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_SQL_LENGTH)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _RUNTIME_LENGTH)
         conn.execute("PRAGMA foreign_keys=ON")  # Cloudflare enforces foreign keys
         conn.set_authorizer(self._authorize)
         # The watchdog of user statements (see arm_time_limit); cheap: one Python call per
@@ -993,11 +998,16 @@ class SqliteEngine:
         guard = expected and _leading_keyword(statement) == "ALTER"
         if guard:
             self._x("SAVEPOINT _cf_alter_guard")
+        # workerd's limit for user SQL, while the statement runs (its later rows, read from the
+        # cursor, are computed under the runtime's larger one: an approximation).
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_SQL_LENGTH)
         try:
             cursor = conn.execute(statement, params)
+            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _RUNTIME_LENGTH)
             if guard:
                 self._check_alter()
         except sqlite3.Error as exc:
+            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _RUNTIME_LENGTH)
             if guard and conn.in_transaction:
                 self._x("ROLLBACK TO _cf_alter_guard")
                 self._x("RELEASE _cf_alter_guard")

@@ -61,7 +61,7 @@ from ._turns import current_driver, mark_io, resolved, spawn, wake
 from .alarms import ALARM_KEY, alarm_time, stored_alarm
 from .errors import StorageCorruptError
 from .events import StorageOp
-from .sql import NOT_SQL_MESSAGE, NOT_SQLITE_MESSAGE, SqlStorage
+from .sql import NOT_SQL_MESSAGE, NOT_SQLITE_MESSAGE, SqlError, SqlStorage
 
 if TYPE_CHECKING:
     from ._cache import StorageCache
@@ -85,7 +85,10 @@ __all__ = [
 MAX_KEY_SIZE = 2048  # bytes of UTF-8
 MAX_VALUE_SIZE = 131072  # bytes, encoded
 MAX_KEYS = 128  # per get/put/delete call
-MAX_SQLITE_ENTRY_SIZE = 2 * 1024 * 1024  # key + value, SQLite-backed objects
+#: SQLite-backed objects: workerd's SQLITE_LIMIT_LENGTH, which bounds the row of _cf_KV (its
+#: record: header, key, value). Recorded through the largest value workerd stores (issue #20).
+MAX_SQLITE_ENTRY_SIZE = 2_200_000
+TOO_BIG_MESSAGE = "string or blob too big: SQLITE_TOOBIG"
 
 _MISSING: Any = object()
 
@@ -155,14 +158,45 @@ def _check_keys(keys: object, op: str) -> list[str]:
     return [_check_key(k) for k in keys]
 
 
+#: V8's serialization is at most this many times longer than the lab's encoding (an empty list
+#: is 1 byte of msgpack, 5 of V8): values whose encoding is shorter than the limit divided by
+#: it cannot be too big, and are not measured (the common case stays cheap).
+_V8_RATIO = 8
+
+
 def _encode(key: str, value: object) -> bytes:
     data = values.encode_for_key(key, value)
-    if len(data) > MAX_VALUE_SIZE:
+    if len(data) * _V8_RATIO > MAX_VALUE_SIZE:
+        _check_value_size(key, value)
+    return data
+
+
+def _check_value_size(key: str, value: object) -> None:
+    """workerd measures a value as V8 serializes it (``values.v8_size``): one byte per Latin-1
+    character, two per other UTF-16 unit, not the UTF-8 length (issue #20)."""
+    size = values.v8_size(value)
+    if size > MAX_VALUE_SIZE:
         raise ValueError(
             f"Values cannot be larger than {MAX_VALUE_SIZE} bytes. "
-            f"A value of size {len(data)} was provided (key {key!r})."
+            f"A value of size {size} was provided (key {key!r})."
         )
-    return data
+
+
+def _sqlite_record_size(key: str, v8: int) -> int:
+    """Bytes of the _cf_KV row workerd writes: SQLite's record header (its length, the key's
+    and the value's serial types, as varints), the key's UTF-8, the value's V8 bytes."""
+    key_size = len(key.encode("utf-8", "surrogatepass"))
+    types = _sqlite_varint_size(2 * key_size + 13) + _sqlite_varint_size(2 * v8 + 12)
+    header = types + 1
+    return header + key_size + v8
+
+
+def _sqlite_varint_size(n: int) -> int:
+    size = 1
+    while n >= 0x80 and size < 9:
+        n >>= 7
+        size += 1
+    return size
 
 
 def decode_stored(label: str, key: str, data: bytes, limit: int = MAX_VALUE_SIZE) -> Any:
@@ -235,12 +269,10 @@ def _sql_put_items(key: object, value: Any) -> list[tuple[str, bytes]]:
     for k, v in pairs:
         k = _check_sql_key(k)
         data = values.encode_for_key(k, v)
-        size = len(k.encode()) + len(data)
-        if size > MAX_SQLITE_ENTRY_SIZE:
-            raise ValueError(
-                f"Key and value together cannot be larger than {MAX_SQLITE_ENTRY_SIZE} bytes "
-                f"in SQLite-backed storage. An entry of size {size} was provided (key {k!r})."
-            )
+        if (len(k) + len(data)) * _V8_RATIO > MAX_SQLITE_ENTRY_SIZE and _sqlite_record_size(
+                k, values.v8_size(v)) > MAX_SQLITE_ENTRY_SIZE:
+            # workerd: SQLite refuses the row (its SQLITE_LIMIT_LENGTH), measured on V8's bytes
+            raise SqlError(TOO_BIG_MESSAGE)
         items.append((k, data))
     return items
 
@@ -366,7 +398,8 @@ class DurableObjectStorage:
         return {k: self._decode(k, found[k]) for k in wanted if k in found}
 
     #: The largest value this engine stores; anything longer read back is not ours.
-    _MAX_STORED = MAX_VALUE_SIZE
+    #: (The lab's encoding of an accepted value can be up to twice its V8 size: Latin-1 text.)
+    _MAX_STORED = 2 * MAX_VALUE_SIZE + 64
 
     def _decode(self, key: str, data: bytes) -> Any:
         return decode_stored(self._instance.label, key, data, self._MAX_STORED)
@@ -385,8 +418,8 @@ class DurableObjectStorage:
             if len(key) > MAX_KEY_SIZE // 4 or not key.isascii():
                 _check_key(key)
             data = values.encode_for_key(key, value)
-            if len(data) > MAX_VALUE_SIZE:
-                _encode(key, value)
+            if len(data) * _V8_RATIO > MAX_VALUE_SIZE:
+                _check_value_size(key, value)
             changed = self._cache.write_one(key, data)
             if instance.bus.active or instance.awaits:
                 self._emit("put", (key,), "write" if changed else UNCHANGED)
@@ -913,7 +946,7 @@ class SqlDurableObjectStorage(DurableObjectStorage):
 
     __slots__ = ("_sql",)
     _cache: SqliteEngine  # type: ignore[assignment]
-    _MAX_STORED = MAX_SQLITE_ENTRY_SIZE
+    _MAX_STORED = 2 * MAX_SQLITE_ENTRY_SIZE + 64
 
     def __init__(self, instance: Instance, engine: SqliteEngine) -> None:
         super().__init__(instance, engine)  # type: ignore[arg-type]  # (the same interface)

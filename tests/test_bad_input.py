@@ -18,7 +18,7 @@ import pytest
 
 from durable_lab import DurableObject, Lab, Request, Response
 from durable_lab.storage import MAX_KEY_SIZE, MAX_KEYS, MAX_VALUE_SIZE
-from durable_lab.values import encoded_size
+from durable_lab.values import v8_size
 
 SEED = {"a": 1, "b": [1, 2, {"c": "three"}], "k" * MAX_KEY_SIZE: "longest key"}
 
@@ -28,11 +28,12 @@ class Unstorable:
         self.x = 1
 
 
-def _max_value() -> bytes:
-    """A bytes value whose encoded size is exactly MAX_VALUE_SIZE."""
-    n = MAX_VALUE_SIZE - 5  # bin32 header
-    assert encoded_size(b"x" * n) == MAX_VALUE_SIZE
-    return b"x" * n
+def _max_value() -> str:
+    """A value whose size as workerd measures it (V8's serialization) is exactly
+    MAX_VALUE_SIZE: a one-byte string costs its length plus the header, tag and length."""
+    n = MAX_VALUE_SIZE - 6  # header 2, tag 1, length varint 3
+    assert v8_size("x" * n) == MAX_VALUE_SIZE
+    return "x" * n
 
 
 #: What a handler does with ``storage`` (built inside the object: most of these values could
@@ -71,7 +72,7 @@ STORAGE_MISTAKES = {
         ValueError, "Values cannot be larger than 131072 bytes",
     ),
     "put value one byte over": (
-        lambda s: s.put("a", _max_value() + b"x"),
+        lambda s: s.put("a", _max_value() + "x"),
         ValueError, "Values cannot be larger than 131072 bytes",
     ),
     "oversize value inside put(dict)": (
@@ -264,7 +265,7 @@ async def test_limits_themselves_are_accepted(lab):
             return [len(got), deleted, len(await storage.get("max"))]
 
     stub = lab.bind("EDGE", Edge).getByName("e")
-    assert await stub.at_limits() == [MAX_KEYS, MAX_KEYS, MAX_VALUE_SIZE - 5]
+    assert await stub.at_limits() == [MAX_KEYS, MAX_KEYS, MAX_VALUE_SIZE - 6]
 
 
 # -- handler errors ----------------------------------------------------------------------

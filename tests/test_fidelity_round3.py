@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -562,3 +563,147 @@ async def test_an_alarm_set_in_a_failed_transaction_never_reaches_the_scheduler(
     assert await stub.go() == T1
     await lab.wait_idle()
     assert list(lab.alarms.pending().values()) == [T1]
+
+
+# -- item 3: a blockConcurrencyWhile that times out: its caller hears first ---------------
+
+
+class Blocker(DurableObject):
+    """The Python counterpart of objects.js's ``Blocker``."""
+
+    async def block(self):
+        import durable_lab
+
+        async def callback():
+            await durable_lab.sleep(35)
+
+        await self.ctx.blockConcurrencyWhile(callback)
+        return "A done"
+
+    async def ping(self, who):
+        return who
+
+
+async def test_a_timed_out_critical_section_rejects_its_caller_first(manual_flab, engine):
+    lab, storage = manual_flab
+    expected = trace("bcw_timeout_order", storage, engine)
+    stub = lab.bind("BLOCKER", Blocker, sql=engine == "sql").getByName("b")
+    order = []
+
+    def note(who, call):
+        def done(fut):
+            exc = fut.exception()
+            order.append(f"{who} rejected {exc}" if exc else f"{who} ok {fut.result()}")
+        fut = asyncio.ensure_future(call)
+        fut.add_done_callback(done)
+        return fut
+
+    a = note("A", stub.block())
+    await asyncio.sleep(0.05)
+    calls = [a, note("B", stub.ping("B")), note("C", stub.ping("C"))]
+    await asyncio.sleep(0.05)
+    lab.clock.advance(31)
+    await asyncio.gather(*calls, return_exceptions=True)
+    assert " | ".join(order) == expected["order"]
+
+
+# -- item 6: value size as workerd measures it --------------------------------------------
+
+
+class Sizes(DurableObject):
+    async def put(self, value):
+        try:
+            self.ctx.storage.put("k", value)
+        except Exception as exc:
+            return f"threw {type(exc).__name__}: {exc}"
+        return f"stored {len(await self.ctx.storage.get('k')) == len(value)}"
+
+
+def _limit_lines():
+    """The largest value workerd stored in each case (tests/workerd_traces/sqlite_limit.txt)."""
+    out = {}
+    for line in (Path(__file__).parent / "workerd_traces" / "sqlite_limit.txt").read_text(
+            ).splitlines():
+        engine, kind, _, _, largest, _, _, first, *_ = line.split()
+        out[engine, kind] = int(largest), int(first)
+    return out
+
+
+def _value(kind, n):
+    return {"a": "x" * n, "b": "\u20ac" * n, "c": b"\0" * n}[kind]
+
+
+async def test_sqlite_backed_values_are_limited_by_sqlite_as_on_workerd(flab):
+    """Recorded on workerd (bisection, sqlite_limit.txt): the largest value stored, for ASCII
+    text, two-byte text and bytes; one more unit fails with "string or blob too big:
+    SQLITE_TOOBIG". The limit is SQLite's on the row, measured on V8's bytes."""
+    lab, _ = flab
+    stub = lab.bind("SIZES", Sizes, sql=True).getByName("s")
+    for (engine, kind), (largest, first) in _limit_lines().items():
+        if engine != "sql":
+            continue
+        assert await stub.put(_value(kind, largest)) == "stored True", kind
+        assert await stub.put(_value(kind, first)) == (
+            "threw SqlError: string or blob too big: SQLITE_TOOBIG"), kind
+
+
+async def test_kv_values_are_measured_as_v8_serializes_them(flab):
+    """From V8's serialization format (values.v8_size, whose figures the SQLite recording
+    checks): workerd limits a KV-backed value to 131,072 bytes of V8's serialization, one byte
+    per Latin-1 character and two per other UTF-16 unit, plus 2 bytes of header and a tag and
+    length. Workerd run locally does not apply this production limit (trace value_sizes): a
+    deliberate difference, docs/semantics.md."""
+    from durable_lab.values import v8_size
+
+    lab, _ = flab
+    stub = lab.bind("SIZES", Sizes).getByName("s")
+    assert v8_size("x" * 131066) == 131072
+    assert await stub.put("x" * 131066) == "stored True"
+    assert await stub.put("\u00e9" * 131066) == "stored True"  # Latin-1: 1 byte each (UTF-8: 2)
+    assert await stub.put("\u20ac" * 65532) == "stored True"  # 2 bytes each (UTF-8: 3)
+    message = await stub.put("x" * 131067)
+    assert message.startswith("threw ValueError: Values cannot be larger than 131072 bytes. "
+                              "A value of size 131073 was provided")
+    message = await stub.put("\u20ac" * 65534)
+    assert "A value of size 131074 was provided" in message  # 2 + 1 + 3 + 131068
+
+
+# -- item 7: keys per call ------------------------------------------------------------------
+
+
+class ManyKeys(DurableObject):
+    async def run(self, n):
+        keys = [f"k{i}" for i in range(n)]
+        out = []
+        for op in ("get", "delete"):
+            try:
+                await getattr(self.ctx.storage, op)(keys)
+                out.append(f"keys{n}:{op} ok")
+            except Exception as exc:
+                out.append(f"keys{n}:{op} threw {type(exc).__name__}: {exc}")
+        try:
+            await self.ctx.storage.put(dict.fromkeys(keys, 1))
+            out.append(f"keys{n}:put ok")
+        except Exception as exc:
+            out.append(f"keys{n}:put threw {type(exc).__name__}: {exc}")
+        return out
+
+
+async def test_keys_per_call_kv_keeps_productions_128_sqlite_has_no_limit(flab, engine):
+    """Recorded: workerd run locally accepts 128 and 200 keys per call on both kinds of class
+    (trace value_sizes). A SQLite-backed class in the lab does too; a KV-backed one keeps
+    Cloudflare's documented production limit of 128 (deliberate, docs/semantics.md)."""
+    lab, storage = flab
+    recorded = trace_lines("value_sizes", storage, engine)
+    stub = lab.bind("MANY", ManyKeys, sql=engine == "sql").getByName("m")
+    assert await stub.run(128) == [line for line in recorded if line.startswith("keys128:")]
+    got = await stub.run(200)
+    if engine == "sql":
+        assert got == [line for line in recorded if line.startswith("keys200:")]
+    else:
+        assert all(line.endswith("ok") for line in recorded if line.startswith("keys200:"))
+        assert got == [
+            *(f"keys200:{op} threw ValueError: Maximum number of keys is 128. 200 keys were "
+              f"provided to {op}()." for op in ("get", "delete")),
+            "keys200:put threw ValueError: Maximum number of key value pairs is 128. 200 pairs "
+            "were provided."]

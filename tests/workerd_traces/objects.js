@@ -165,3 +165,49 @@ export class TxnAlarm extends DurableObject {
   }
   async alarm() {}
 }
+
+// item 3: a blockConcurrencyWhile() that times out, with deliveries queued behind it
+export class Blocker extends DurableObject {
+  async block() {
+    await this.ctx.blockConcurrencyWhile(async () => {
+      await new Promise((r) => setTimeout(r, 35000));
+    });
+    return "A done";
+  }
+  async ping(who) { return who; }
+}
+
+// items 6 and 7: how value size is measured, and keys per call
+export class Sizes extends DurableObject {
+  async run(cases) {
+    const out = [];
+    for (const [label, kind, n] of cases) {
+      let value;
+      if (kind === "ascii") value = "x".repeat(n);
+      else if (kind === "latin1") value = "\u00e9".repeat(n);
+      else if (kind === "bmp") value = "\u20ac".repeat(n);
+      else if (kind === "astral") value = "\u{1F600}".repeat(n);
+      else if (kind === "mixed") value = "x" + "\u20ac".repeat(n);
+      else if (kind === "bytes") value = new Uint8Array(n);
+      else if (kind === "keys") {
+        const keys = Array.from({ length: n }, (_, i) => `k${i}`);
+        for (const op of ["get", "delete"]) {
+          try { await this.ctx.storage[op](keys); out.push(`${label}:${op} ok`); }
+          catch (e) { out.push(`${label}:${op} threw ${e.constructor.name}: ${e.message}`); }
+        }
+        const entries = Object.fromEntries(keys.map((k) => [k, 1]));
+        try { await this.ctx.storage.put(entries); out.push(`${label}:put ok`); }
+        catch (e) { out.push(`${label}:put threw ${e.constructor.name}: ${e.message}`); }
+        continue;
+      }
+      try {
+        await this.ctx.storage.put("k", value);
+        const back = await this.ctx.storage.get("k");
+        out.push(`${label} stored ${back.length === value.length}`);
+      } catch (e) {
+        out.push(`${label} threw ${e.constructor.name}: ${e.message}`);
+      }
+    }
+    return out.join("\n");
+  }
+}

@@ -37,6 +37,8 @@ async function runOnce(scenario, disk, sqlite) {
       ROOM: { className: "Room", useSQLite: sqlite },
       ALARMED: { className: "Alarmed", useSQLite: sqlite },
       TXNALARM: { className: "TxnAlarm", useSQLite: sqlite },
+      BLOCKER: { className: "Blocker", useSQLite: sqlite },
+      SIZES: { className: "Sizes", useSQLite: sqlite },
       ...(sqlite ? { SQL: { className: "Sql", useSQLite: true } } : {}),
       ...(scenario.extraObjects ? scenario.extraObjects(sqlite) : {}),
     },

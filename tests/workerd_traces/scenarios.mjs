@@ -188,4 +188,37 @@ export default { async fetch(req, env) {
   return new Response(await env.TXNALARM.get(env.TXNALARM.idFromName("x")).run());
 } };`,
   },
+  bcw_timeout_order: {
+    about: "item 3: A's blockConcurrencyWhile runs past 30 s; B and C queued behind it",
+    runs: 2,
+    worker: `
+export default { async fetch(req, env) {
+  const o = env.BLOCKER.get(env.BLOCKER.idFromName("b"));
+  const order = [];
+  const note = (who, p) => p.then((v) => order.push(who + " ok " + v),
+                                  (e) => order.push(who + " rejected " + e.message));
+  const a = note("A", o.block());
+  await new Promise((r) => setTimeout(r, 100));
+  const b = note("B", o.ping("B"));
+  const c = note("C", o.ping("C"));
+  await Promise.all([a, b, c]);
+  return new Response("order " + order.join(" | "));
+} };`,
+  },
+  value_sizes: {
+    about: "items 6 and 7: values of each kind of string near and over the limits; 200 keys",
+    worker: `
+const CASES = [
+  ["ascii_fits", "ascii", 131066], ["ascii_over", "ascii", 131067], ["ascii_200k", "ascii", 200000],
+  ["latin1_fits", "latin1", 131066], ["latin1_over", "latin1", 131067],
+  ["bmp_fits", "bmp", 65532], ["bmp_over", "bmp", 65533], ["bmp_odd", "bmp", 100001],
+  ["astral_over", "astral", 40000], ["mixed_over", "mixed", 70000],
+  ["bytes_fits", "bytes", 131060], ["bytes_over", "bytes", 131072],
+  ["sql_2mib", "ascii", 2097152], ["sql_2mib_plus", "ascii", 2097153], ["sql_3mib", "ascii", 3145728],
+  ["keys128", "keys", 128], ["keys200", "keys", 200],
+];
+export default { async fetch(req, env) {
+  return new Response(await env.SIZES.get(env.SIZES.idFromName("s")).run(CASES));
+} };`,
+  },
 };
