@@ -89,6 +89,13 @@ MAX_KEYS = 128  # per get/put/delete call
 #: record: header, key, value). Recorded through the largest value workerd stores (issue #20).
 MAX_SQLITE_ENTRY_SIZE = 2_200_000
 TOO_BIG_MESSAGE = "string or blob too big: SQLITE_TOOBIG"
+#: ``put(key, None)``: on Cloudflare a Python Worker's None reaches workerd as JavaScript
+#: ``undefined`` (Pyodide's conversion), which workerd refuses with this TypeError (recorded,
+#: issue #20 trace none_values); the lab adds why and what to do instead.
+PUT_NONE_MESSAGE = (
+    "put() called with undefined value. (A Python Worker's None becomes JavaScript undefined, "
+    "which storage cannot hold: delete() the key instead, or store another value.)"
+)
 
 _MISSING: Any = object()
 
@@ -232,9 +239,13 @@ def _kv_put_items(key: object, value: Any) -> list[tuple[str, bytes]]:
                 f"Maximum number of key value pairs is {MAX_KEYS}. "
                 f"{len(key)} pairs were provided."
             )
-        return [(_check_key(k), _encode(k, v)) for k, v in key.items()]
+        # An entry whose value is None is skipped: its key keeps what it had (workerd, for
+        # the undefined a Python Worker's None becomes).
+        return [(_check_key(k), _encode(k, v)) for k, v in key.items() if v is not None]
     if value is _MISSING:
         raise TypeError("put() called with a key and no value: put(key, value)")
+    if value is None:
+        raise TypeError(PUT_NONE_MESSAGE)
     checked = _check_key(key)
     return [(checked, _encode(checked, value))]
 
@@ -254,16 +265,19 @@ def _check_sql_keys(keys: object, op: str) -> list[str]:
 
 
 def _sql_put_items(key: object, value: Any) -> list[tuple[str, bytes]]:
-    """``_kv_put_items`` for SQLite-backed storage: key + value up to 2 MiB, no count limit."""
+    """``_kv_put_items`` for SQLite-backed storage: rows up to 2,200,000 bytes, no count
+    limit; None as in ``_kv_put_items``."""
     if isinstance(key, Mapping):
         if value is not _MISSING:
             raise TypeError(
                 "put() takes either a key and a value, or one dict of entries, not both"
             )
-        pairs = list(key.items())
+        pairs = [(k, v) for k, v in key.items() if v is not None]
     else:
         if value is _MISSING:
             raise TypeError("put() called with a key and no value: put(key, value)")
+        if value is None:
+            raise TypeError(PUT_NONE_MESSAGE)
         pairs = [(key, value)]
     items: list[tuple[str, bytes]] = []
     for k, v in pairs:
@@ -414,6 +428,8 @@ class DurableObjectStorage:
         if instance.broken is not None:
             instance.check_usable()
         if type(key) is str and value is not _MISSING and not allowUnconfirmed:
+            if value is None:
+                raise TypeError(PUT_NONE_MESSAGE)
             # The common case, kept short: one key, one value, confirmed.
             if len(key) > MAX_KEY_SIZE // 4 or not key.isascii():
                 _check_key(key)

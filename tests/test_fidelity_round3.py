@@ -707,3 +707,54 @@ async def test_keys_per_call_kv_keeps_productions_128_sqlite_has_no_limit(flab, 
               f"provided to {op}()." for op in ("get", "delete")),
             "keys200:put threw ValueError: Maximum number of key value pairs is 128. 200 pairs "
             "were provided."]
+
+
+# -- item 8: None as a stored value ---------------------------------------------------------
+
+
+class Nothing(DurableObject):
+    """The Python counterpart of objects.js's ``Nothing`` without JavaScript's null (a Python
+    Worker has no value that becomes null implicitly: Pyodide turns None into undefined)."""
+
+    async def run(self):
+        s = self.ctx.storage
+        out = {}
+
+        async def put_x_then_entries_none():
+            await s.put("x", 1)
+            await s.put({"x": None})
+
+        for label, action in [
+            ("put_undefined", lambda: s.put("u", None)),
+            ("put_entries_undefined", lambda: s.put({"e": None})),
+            ("put_nested_undefined", lambda: s.put("d", {"a": None, "b": [None]})),
+            ("put_x_then_entries_undefined", put_x_then_entries_none),
+        ]:
+            try:
+                await action()
+                out[label] = "ok"
+            except Exception as exc:
+                out[label] = f"threw {type(exc).__name__}: {exc}"
+        d = await s.get("d")
+        out["nested"] = f"has a={js(d['a'])} b=[{js(d['b'][0])}]"
+        for k in ("u", "e", "x", "missing"):
+            out[f"get_{k}"] = js(await s.get(k))
+        out["get_many"] = ",".join(await s.get(["u", "e", "x", "missing"]))
+        return out
+
+
+async def test_none_is_stored_as_a_python_worker_stores_it(flab, engine):
+    """A Python Worker's None is JavaScript undefined on its way to workerd (Pyodide's
+    conversion): ``put(key, None)`` raises workerd's TypeError, an entry of ``put(dict)``
+    whose value is None is skipped (the key keeps its value), None inside a value stays."""
+    lab, storage = flab
+    recorded = trace("none_values", storage, engine)
+    got = await lab.bind("NOTHING", Nothing, sql=engine == "sql").getByName("n").run()
+    for label, value in got.items():
+        want = recorded[label]
+        if label == "get_many":
+            want = ",".join(k for k in want.split(",") if k != "n")  # (null has no Python twin)
+        if label == "put_undefined":
+            assert value.startswith(want), (label, value, want)
+            continue
+        assert value == want, (label, value, want)

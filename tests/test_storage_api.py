@@ -137,6 +137,7 @@ async def test_get_returns_what_put_stored(lab, store):
 
 async def test_get_of_falsy_values_is_not_confused_with_missing(lab, store):
     stub = store.getByName("s")
+    # (an entry whose value is None is skipped, as workerd skips undefined: issue #20)
     await stub.put_many({"zero": 0, "empty": "", "false": False, "none": None, "list": []})
     for source in ("cache", "storage"):
         assert await stub.get("zero") == 0, source
@@ -144,7 +145,7 @@ async def test_get_of_falsy_values_is_not_confused_with_missing(lab, store):
         assert await stub.get("empty") == "", source
         assert await stub.get("list") == [], source
         assert await stub.get(["zero", "empty", "false", "none", "list", "nope"]) == {
-            "empty": "", "false": False, "list": [], "none": None, "zero": 0,
+            "empty": "", "false": False, "list": [], "zero": 0,
         }, source
         reset(lab)
 
@@ -183,7 +184,7 @@ async def test_get_list_accepts_a_tuple_of_keys(store):
 
 async def test_put_dict_stores_every_entry(lab, store):
     stub = store.getByName("s")
-    entries = {"k1": 1, "k2": "two", "k3": [3], "k4": {"four": 4}, "k5": None}
+    entries = {"k1": 1, "k2": "two", "k3": [3], "k4": {"four": 4}, "k5": {"none": None}}
     await stub.put_many(entries)
     for source in ("cache", "storage"):
         assert await stub.get(list(entries)) == entries, source
@@ -224,11 +225,14 @@ async def test_delete_without_await_is_visible_to_the_next_get(lab, store):
     assert await stub.get("k") is None
 
 
-async def test_put_of_none_stores_none_as_a_value(lab, store):
+async def test_put_of_none_is_refused_as_workerd_refuses_undefined(lab, store):
+    """A Python Worker's None is JavaScript undefined on Cloudflare (issue #20, item 8)."""
     stub = store.getByName("s")
-    await stub.put("k", None)
+    with pytest.raises(TypeError, match=r"^put\(\) called with undefined value\."):
+        await stub.put("k", None)
+    await stub.put("k", [None])  # inside a value it stays
     reset(lab)
-    assert await stub.list() == [("k", None)]
+    assert await stub.list() == [("k", [None])]
 
 
 async def test_objects_do_not_share_storage(store):

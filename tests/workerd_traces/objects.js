@@ -211,3 +211,32 @@ export class Sizes extends DurableObject {
     return out.join("\n");
   }
 }
+
+// item 8: undefined (what a Python Worker's None becomes through Pyodide) as a stored value
+export class Nothing extends DurableObject {
+  async run() {
+    const s = this.ctx.storage;
+    const out = [];
+    const show = (v) => (v === undefined ? "undefined" : v === null ? "null" : JSON.stringify(v));
+    for (const [label, f] of [
+      ["put_undefined", () => s.put("u", undefined)],
+      ["put_null", () => s.put("n", null)],
+      ["put_entries_undefined", () => s.put({ e: undefined })],
+      ["put_nested_undefined", () => s.put("d", { a: undefined, b: [undefined] })],
+      ["put_x_then_entries_undefined", async () => { await s.put("x", 1); await s.put({ x: undefined }); }],
+    ]) {
+      try { await f(); out.push(`${label} ok`); }
+      catch (e) { out.push(`${label} threw ${e.constructor.name}: ${e.message}`); }
+    }
+    const d = await s.get("d");
+    out.push(`nested ${"a" in d ? "has a=" + show(d.a) : "no a"} b=[${show(d.b[0])}]`);
+    for (const k of ["u", "n", "e", "x", "missing"]) {
+      out.push(`get_${k} ${show(await s.get(k))}`);
+    }
+    const many = await s.get(["u", "n", "e", "x", "missing"]);
+    out.push(`get_many ${[...many.keys()].join(",")}`);
+    const listed = await s.list();
+    out.push(`list ${[...listed.entries()].map(([k, v]) => `${k}=${show(v)}`).join(",")}`);
+    return out.join("\n");
+  }
+}

@@ -39,6 +39,7 @@ async function runOnce(scenario, disk, sqlite) {
       TXNALARM: { className: "TxnAlarm", useSQLite: sqlite },
       BLOCKER: { className: "Blocker", useSQLite: sqlite },
       SIZES: { className: "Sizes", useSQLite: sqlite },
+      NOTHING: { className: "Nothing", useSQLite: sqlite },
       ...(sqlite ? { SQL: { className: "Sql", useSQLite: true } } : {}),
       ...(scenario.extraObjects ? scenario.extraObjects(sqlite) : {}),
     },

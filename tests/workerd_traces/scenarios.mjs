@@ -221,4 +221,11 @@ export default { async fetch(req, env) {
   return new Response(await env.SIZES.get(env.SIZES.idFromName("s")).run(CASES));
 } };`,
   },
+  none_values: {
+    about: "item 8: undefined and null as stored values (a Python Worker's None is undefined)",
+    worker: `
+export default { async fetch(req, env) {
+  return new Response(await env.NOTHING.get(env.NOTHING.idFromName("n")).run());
+} };`,
+  },
 };
