@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the gate-fidelity tests (issue #10) and the workerd trace tests under the other Python
+# Run the gate-fidelity tests (issues #10 and #20) and the workerd trace tests under the other Python
 # versions present on this machine (3.12 and 3.13: on PATH as python3.X, or under pyenv), each
 # in its own virtual environment (.venv-3.X, made once, reused while pyproject.toml is
 # unchanged). asyncio's gather, wait_for and TaskGroup differ between versions, and the input
@@ -8,7 +8,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-TESTS=(tests/test_fidelity_workerd.py tests/test_traces.py)
+TESTS=(tests/test_fidelity_workerd.py tests/test_traces.py tests/test_fidelity_round3.py)
 status=0
 for version in 3.12 3.13; do
     python=""
