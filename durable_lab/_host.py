@@ -547,6 +547,9 @@ class Instance:
         self.cache, self.storage = open_storage(self, services, landing)
         self.ctx = DurableObjectState(self, self.storage)
         self.gate_holding_reads: set[asyncio.Future[Any]] = set()
+        #: I/O this instance's code started and that is still pending (_turns.mark_io): what
+        #: a future its code awaits may be completed by (issue #20).
+        self.pending_io: set[asyncio.Future[Any]] = set()
         self.critical_sections: dict[asyncio.Future[Any], CriticalSection] = {}
         self.tasks: set[asyncio.Future[Any]] = set()
         self.queued = 0

@@ -149,9 +149,46 @@ def wake(waiter: asyncio.Future[None], _: object = None) -> None:
 
 
 def mark_io(fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
-    """Mark ``fut`` as I/O (see ``_io_futures``); returns it."""
+    """Mark ``fut`` as I/O (see ``_io_futures``); returns it. Started by object code, it is
+    also remembered as that instance's pending I/O until it is done (``_completed_by_io``)."""
     _io_futures.add(fut)
+    driver = current_driver.get()
+    if driver is not None and not fut.done():
+        pending = driver.instance.pending_io
+        pending.add(fut)
+        fut.add_done_callback(pending.discard)
     return fut
+
+
+def _completed_by_io(fut: asyncio.Future[Any], pending_io: set[asyncio.Future[Any]]) -> bool:
+    """Whether a pending I/O future of the instance will complete ``fut`` through a done
+    callback: ``asyncio.wait_for`` (3.11), ``shield`` and ``wait`` hand an I/O result to object
+    code through a future of their own (issue #20; see ``_waits_for_io``)."""
+    for io in pending_io:
+        for callback, _ in list(getattr(io, "_callbacks", None) or ()):
+            if fut in _futures_reached_by(callback):
+                return True
+    return False
+
+
+def _futures_reached_by(callback: Any) -> list[Any]:
+    """What a done callback holds (a ``functools.partial``'s arguments, a closure's cells),
+    except for the lab's own strands' callbacks and bound methods (a task's wake-up: a task's
+    completion is its code's)."""
+    if isinstance(callback, partial):
+        return [] if callback.func is wake else list(callback.args)
+    code = getattr(callback, "__code__", None)
+    if code is None or code.co_qualname.startswith("Driver."):
+        return []
+    return [cell.cell_contents for cell in callback.__closure__ or () if _cell_full(cell)]
+
+
+def _cell_full(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018
+    except ValueError:  # an empty cell
+        return False
+    return True
 
 
 def _waits_for_io(fut: asyncio.Future[Any]) -> bool:
@@ -336,7 +373,9 @@ class Driver:
                 else:
                     # asyncio.sleep() is a timer: I/O, never the turn's own work, even if it
                     # fires while the gate settles.
-                    internal = not _waits_for_io(fut) and not _awaits_timer(coro)
+                    internal = (not _waits_for_io(fut) and not _awaits_timer(coro)
+                                and not (instance.pending_io
+                                         and _completed_by_io(fut, instance.pending_io)))
                 if internal:
                     # Counted before the turn ends: the gate must settle at this release.
                     gate.internal_waits += 1

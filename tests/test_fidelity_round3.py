@@ -198,6 +198,38 @@ async def test_awaiting_two_calls_to_another_object_lets_the_next_delivery_in(fl
     assert ", ".join(await stub.get_log()) == expected["log"]
 
 
+class Wrapped(Obj):
+    """Between the read and the write, a call to another object awaited through asyncio's
+    wrappers (JavaScript has no counterpart of each: a Promise is awaited the same way
+    whatever wraps it, and Promise.race with a timer is what wait_for is)."""
+
+    async def _read_call_write(self, wrap):
+        n = (await self.ctx.storage.get("n")) or 0
+        await wrap(self.peer().ping("x"))
+        self.ctx.storage.put("n", n + 1)
+        return n + 1
+
+    async def wait_for(self):
+        return await self._read_call_write(lambda call: asyncio.wait_for(call, 5))
+
+    async def shield(self):
+        return await self._read_call_write(asyncio.shield)
+
+    async def wait(self):
+        return await self._read_call_write(lambda call: asyncio.wait([call]))
+
+
+@pytest.mark.parametrize("method", ["wait_for", "shield", "wait"])
+async def test_a_call_awaited_through_wait_for_shield_or_wait_opens_the_gate(flab, engine, method):
+    """The rule the recordings get_beside_ping and two_pings show (a call to another object
+    opens the input gate however it is awaited), for asyncio's wrappers: both increments read
+    the old value and one is lost, on every Python version."""
+    lab, _ = flab
+    lab.bind("PEER", FetchPeer, sql=engine == "sql")
+    stub = lab.bind("WRAPPED", Wrapped, sql=engine == "sql").getByName(method)
+    assert await asyncio.gather(getattr(stub, method)(), getattr(stub, method)()) == [1, 1]
+
+
 # -- item 12: WebSockets after the client's close; getWebSockets' order --------------------
 
 
