@@ -556,6 +556,8 @@ class Instance:
         self.outgoing_held = 0
         #: Deliveries not yet answered; a reset answers them all with its error.
         self.deliveries: set[Delivery] = set()
+        #: Replies waiting for the end of the turn (``_turn_over``): a reset wakes them.
+        self.turn_waiters: set[asyncio.Future[None]] = set()
         self.broken: BaseException | None = None
         self.evicted = False
         self.obj: Any = None
@@ -708,6 +710,13 @@ class Instance:
         held = False
         gate_error: BaseException | None = None
         if self.broken is None and (error is None or delivery.kind == "fetch"):
+            if self.adopts_tasks and self.gate.turn_in_progress:
+                # Tasks the handler started have not run their first step yet. In JavaScript
+                # an async function runs at once up to its first await, so a put() there is
+                # issued before the handler returns, and workerd's reply waits for it: wait
+                # for the end of the turn (its tasks' first steps included) before taking
+                # the output gate's wait, or the reply would not cover those writes.
+                await self._turn_over()
             pending = self.output_gate.wait()
             if pending is not None:
                 held = True
@@ -772,6 +781,25 @@ class Instance:
         else:
             reply.set_result(value)
         self.arm_idle_timer()
+
+    async def _turn_over(self) -> None:
+        """Wait until the current turn of this object is over, the code it started or made
+        runnable included (the input gate is quiet), or until the object is reset."""
+        quiet: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def done() -> None:
+            if not quiet.done():
+                quiet.set_result(None)
+        self.gate.on_quiet(done)
+        # A reset drops the gate's quiet callbacks: stop waiting then too.
+        self.turn_waiters.add(quiet)
+        try:
+            await quiet
+        except asyncio.CancelledError:
+            if self.broken is None:
+                raise
+        finally:
+            self.turn_waiters.discard(quiet)
 
     # -- critical sections ---------------------------------------------------------------
 
@@ -856,6 +884,9 @@ class Instance:
             return
         self.broken = error
         self.gate.break_(error)
+        for waiter in self.turn_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         for section in self.critical_sections.values():
             section.inner_gate.break_(error)
         self.output_gate.break_(error)
