@@ -11,6 +11,15 @@ keep the acknowledged writes in that folder safe from mistakes and from hostile 
   and between two labs of one process alike, and the operating system drops it when the process
   dies: a folder left by a killed kernel is simply taken over. The lock file holds the owner's
   pid, so the refusal can say who holds the folder and how to release it.
+
+  A file can be deleted, renamed or replaced under a lock (a learner "getting past" the in-use
+  error): a second lab would then lock a *new* file and be let in. So the lab also locks the
+  folder itself (``flock`` on a descriptor of the directory), which no file operation inside
+  it can take away; the lock file stays for its pid and for the message. Both are held on
+  descriptors the lab owns, and only the process that took them gives them up: a ``fork()``
+  child shares the parent's open file descriptions, and an unlock there (its exit handlers)
+  would unlock the parent's folder, so the release checks the pid and the child only closes
+  its copies.
 - **A boundary.** Objects live at ``<folder>/<BINDING>/<id>.sqlite``. The lab never follows a
   symlink found there (a binding folder or a database file that is a link could make a plain
   ``lab.bind()`` switch some outside SQLite file to WAL and write tables into it), and never
@@ -66,10 +75,38 @@ def _open_nofollow(path: Path, flags: int) -> int:
         raise LabFolderError(f"cannot open {path}: {exc}") from exc
 
 
-def _release(fd: int) -> None:
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+
+def _release(fds: tuple[int, ...], pid: int) -> None:
+    """Unlock and close ``fds``; in a forked child (not ``pid``) only close its copies: the
+    lock belongs to the open file descriptions the parent shares, and it keeps them."""
+    for fd in fds:
+        try:
+            if fcntl is not None and os.getpid() == pid:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def _lock_or_refuse(fd: int, folder: Path) -> None:
+    """``flock`` ``fd`` exclusively, or raise LabFolderError naming the holder."""
     try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise LabFolderError(f"cannot lock the lab folder {folder}: {exc}") from exc
+        raise LabFolderError(_in_use_message(folder, _holder_of(folder))) from None
+
+
+def _holder_of(folder: Path) -> str:
+    """The pid written in the folder's lock file ("" if it is gone or unreadable)."""
+    try:
+        fd = os.open(folder / LOCK_NAME, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        return _read_holder(fd)
     finally:
         os.close(fd)
 
@@ -84,18 +121,27 @@ class FolderLock:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        path = folder / LOCK_NAME
-        fd = _open_nofollow(path, os.O_RDWR | os.O_CREAT)
-        if fcntl is not None:
+        self.pid = os.getpid()
+        fds: list[int] = []
+        try:
+            # The folder itself first: nothing done to the files in it can take this one away.
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                dir_fd = os.open(folder, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
             except OSError as exc:
-                holder = _read_holder(fd)
-                os.close(fd)
-                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    raise LabFolderError(f"cannot lock the lab folder {folder}: {exc}") from exc
-                raise LabFolderError(_in_use_message(folder, holder)) from None
-        self._finalizer = weakref.finalize(self, _release, fd)
+                raise LabFolderError(f"cannot open the lab folder {folder}: {exc}") from exc
+            fds.append(dir_fd)
+            if fcntl is not None:
+                _lock_or_refuse(dir_fd, folder)
+            path = folder / LOCK_NAME
+            fd = _open_nofollow(path, os.O_RDWR | os.O_CREAT)
+            fds.append(fd)
+            if fcntl is not None:
+                _lock_or_refuse(fd, folder)
+        except BaseException:
+            for opened in fds:
+                os.close(opened)  # never locked by us, or locked a moment ago: closing frees it
+            raise
+        self._finalizer = weakref.finalize(self, _release, tuple(fds), self.pid)
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

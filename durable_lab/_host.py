@@ -289,7 +289,11 @@ class ObjectHost:
             reply.set_exception(_fresh(broken))
             return reply
         if self.services.closed:
-            reply.set_exception(LabClosedError())
+            try:
+                self.services.check_open()  # the lab's own reason (closed, or a fork's child)
+                raise LabClosedError()
+            except LabClosedError as exc:
+                reply.set_exception(exc)
             return reply
         services = self.services
         faults = services.faults

@@ -298,7 +298,9 @@ class DurableObjectStub:
         host = self._host
         services = host.services
         if services.closed:
-            # At once, not in the reply: a cell re-run after "Run All" closed the lab says so.
+            # At once, not in the reply: a cell re-run after "Run All" closed the lab says so
+            # (check_open raises the lab's own reason: closed, or inherited by a fork).
+            services.check_open()
             raise LabClosedError()
         driver = current_driver.get()
         if driver is not None:

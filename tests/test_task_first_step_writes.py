@@ -24,7 +24,7 @@ class Starter(DurableObject):
         async def write():
             self.ctx.storage.put("k", value)  # the task's first step
             await asyncio.sleep(0.01)
-        asyncio.create_task(write())
+        self.task = asyncio.create_task(write())
         return "saved"
 
     async def save_in_wait_until(self, value):
@@ -39,9 +39,9 @@ class Starter(DurableObject):
             self.ctx.storage.put("k", value)  # the first step of a task started by a first step
 
         async def outer():
-            asyncio.create_task(inner())
+            self.inner = asyncio.create_task(inner())
             await asyncio.sleep(0.01)
-        asyncio.create_task(outer())
+        self.task = asyncio.create_task(outer())
         return "saved"
 
     def save_in_task_sync_handler(self, value):
