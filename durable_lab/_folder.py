@@ -41,8 +41,9 @@ import os
 import stat
 import weakref
 from pathlib import Path
+from typing import Any
 
-from .errors import LabFolderError
+from .errors import LabFolderError, StorageCorruptError
 
 try:
     import fcntl
@@ -50,8 +51,8 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
-    "LOCK_NAME", "SESSIONS_NAME", "SQL_USER_TABLES", "FolderLock", "check_binding_dir",
-    "check_db_path", "not_a_lab_database",
+    "LAB_TABLES", "LOCK_NAME", "SESSIONS_NAME", "SQL_USER_TABLES", "FolderLock",
+    "check_binding_dir", "check_db_path", "check_lab_schema", "not_a_lab_database",
 ]
 
 LOCK_NAME = ".durable_lab.lock"
@@ -271,14 +272,65 @@ def check_binding_dir(path: Path) -> bool:
     return True
 
 
-#: Run on a freshly opened connection before the lab writes anything (WAL, its tables).
+#: Run on a freshly opened connection before the lab writes anything (WAL, its tables): a
+#: file with tables is the lab's if one of them is one of its own (a lab file whose other
+#: table was tampered with is then refused by check_lab_schema, naming what changed).
 SQL_USER_TABLES = (
-    "SELECT count(*), sum(name = '_cf_KV') FROM sqlite_master WHERE type = 'table'"
+    "SELECT count(*), sum(name IN ('_cf_KV', '_cf_METADATA')) FROM sqlite_master "
+    "WHERE type = 'table'"
 )
 
 
 def not_a_lab_database(path: Path) -> LabFolderError:
     return LabFolderError(
-        f"{path} is not a durable_lab database (it has tables but no _cf_KV): the lab never "
-        "writes into a file it did not create (move that file out of the lab folder)"
+        f"{path} is not a durable_lab database (it has tables but neither _cf_KV nor "
+        "_cf_METADATA): the lab never writes into a file it did not create (move that file "
+        "out of the lab folder)"
     )
+
+
+#: The runtime's own tables, exactly as it creates them (``sqlite_master.sql`` keeps this text;
+#: it never changed since the first release).
+LAB_TABLES = {
+    "_cf_KV": "CREATE TABLE _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID",
+    "_cf_METADATA": "CREATE TABLE _cf_METADATA (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID",
+}
+#: Everything in the schema that is a ``_cf_`` object or hangs on one (a trigger, an index,
+#: a view over it...). ``_`` is a LIKE wildcard: escaped.
+_SQL_LAB_SCHEMA = (
+    "SELECT type, name, tbl_name, sql FROM sqlite_master "
+    "WHERE name LIKE '\\_cf\\_%' ESCAPE '\\' OR tbl_name LIKE '\\_cf\\_%' ESCAPE '\\'"
+)
+
+
+def check_lab_schema(conn: Any, where: str) -> None:
+    """Refuse a database whose ``_cf_`` tables are not exactly what the lab creates.
+
+    The runtime's own statements on ``_cf_KV`` and ``_cf_METADATA`` run without the guard
+    rails of user SQL, so a trigger planted on them in a stored file would run on every
+    ``put()`` (one deleted the write acknowledged before it), and a table with a column
+    missing, an added constraint or a unique index would fail the runtime's statements with
+    raw SQLite errors. The lab never runs schema objects it did not create on its tables:
+    such a file raises StorageCorruptError naming ``where`` (the object's database) and the
+    object found, and nothing in it is changed. Run after the tables were created.
+    """
+    problems: list[str] = []
+    for kind, name, table, sql in conn.execute(_SQL_LAB_SCHEMA).fetchall():
+        expected = LAB_TABLES.get(name)
+        if expected is not None and kind == "table" and sql == expected:
+            continue
+        if expected is not None:
+            problems.append(f"the {kind} {name} is not the lab's ({sql!r:.160}; expected "
+                            f"{expected!r})")
+        elif name == table or kind == "table":
+            problems.append(f"the {kind} {name} was not made by the lab (the _cf_ prefix "
+                            "is the runtime's)")
+        else:
+            problems.append(f"the {kind} {name} on the lab's table {table} was not made by "
+                            "the lab")
+    if problems:
+        raise StorageCorruptError(
+            f"{where}: " + "; ".join(problems) + ". The lab never runs schema objects it did "
+            "not create on its own tables (they would run on, or break, its writes): remove "
+            "them with the sqlite3 shell, or move this file out of the lab folder."
+        )

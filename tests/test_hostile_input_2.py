@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from durable_lab import DurableObject, Lab, LabFolderError
+from durable_lab import DurableObject, Lab, LabFolderError, StorageCorruptError
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ".durable_lab.lock"
@@ -202,3 +203,191 @@ def test_item3_a_forked_child_does_not_delete_the_parents_temporary_folder(tmp_p
         print(json.dumps(asyncio.run(main())))
     """)
     assert seen["exists"] is True
+
+
+# -- 4, 15. the lab never runs schema objects it did not create on its _cf_ tables -------------
+
+
+class Box(DurableObject):
+    async def put(self, key, value):
+        self.ctx.storage.put(key, value)
+
+    async def get(self, key):
+        return await self.ctx.storage.get(key)
+
+    async def keys(self):
+        return sorted(await self.ctx.storage.list())
+
+
+async def _object_file(folder: Path, binding: str, name: str, sql: bool) -> tuple[Path, str]:
+    """Make object ``name`` with one acknowledged write; its database file and its label."""
+    async with Lab(folder) as lab:
+        stub = lab.bind(binding, Box, sql=sql).getByName(name)
+        await stub.put("a", "acknowledged")
+        oid = stub.id.toString()
+    return folder / binding / f"{oid}.sqlite", f"{binding}:{name}"
+
+
+def _tamper(path: Path, *statements: str) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+_KV = "_cf_KV"
+TAMPERINGS = {
+    # Item 4: a trigger on _cf_KV that deletes every other key at each put.
+    "trigger": ("CREATE TRIGGER eat AFTER INSERT ON _cf_KV "
+                "BEGIN DELETE FROM _cf_KV WHERE key <> NEW.key; END",),
+    # Item 15: the key or the value column gone, a constraint added, a unique index, a view.
+    "no value column": ("DROP TABLE _cf_KV", "CREATE TABLE _cf_KV (key TEXT PRIMARY KEY)"),
+    "no key column": ("DROP TABLE _cf_KV", "CREATE TABLE _cf_KV (value BLOB)"),
+    "check constraint": ("DROP TABLE _cf_KV", "CREATE TABLE _cf_KV (key TEXT PRIMARY KEY, "
+                         "value BLOB CHECK (length(value) < 3)) WITHOUT ROWID"),
+    "unique index": ("CREATE UNIQUE INDEX one_value ON _cf_KV (length(value))",),
+    "view": ("DROP TABLE _cf_KV", "CREATE VIEW _cf_KV AS SELECT 'a' AS key, x'00' AS value"),
+    "metadata trigger": ("CREATE TRIGGER keep BEFORE DELETE ON _cf_METADATA "
+                         "BEGIN SELECT RAISE(ABORT, 'kept'); END",),
+    "foreign _cf_ table": ("CREATE TABLE _cf_Extra (x)",),
+}
+NAMED = {"trigger": "trigger eat", "no value column": "table _cf_KV",
+         "no key column": "table _cf_KV", "check constraint": "table _cf_KV",
+         "unique index": "index one_value", "view": "view _cf_KV",
+         "metadata trigger": "trigger keep", "foreign _cf_ table": "table _cf_Extra"}
+
+
+@pytest.mark.parametrize("sql", [False, True], ids=["kv", "sqlite-backed"])
+@pytest.mark.parametrize("tampering", list(TAMPERINGS))
+async def test_item4_15_a_tampered_lab_schema_is_refused_naming_object_and_schema_object(
+        tmp_path, sql, tampering):
+    """Items 4 and 15: a trigger planted on ``_cf_KV`` ran on the lab's own writes (an
+    acknowledged put was deleted by the next one); a ``_cf_KV`` without its key or value column,
+    with a constraint or a unique index, or a view in its place, failed with raw
+    sqlite3.OperationalError/IntegrityError naming nothing. Now the object's first storage
+    call raises StorageCorruptError naming the database (binding and id) and the schema object,
+    no write reaches the file, and the file is left as it was."""
+    folder = tmp_path / "lab"
+    path, label = await _object_file(folder, "BOX", "t", sql)
+    _tamper(path, *TAMPERINGS[tampering])
+    before = _dump(path)
+    async with Lab(folder) as lab:
+        stub = lab.bind("BOX", Box, sql=sql).getByName("t")
+        with pytest.raises(Exception) as caught:  # (the type is checked below)
+            await stub.get("a")
+            await stub.put("b", "next")  # (KV-backed: a read may be answered without a file)
+        error = caught.value
+        corrupt = error if isinstance(error, StorageCorruptError) else error.__cause__
+        assert isinstance(corrupt, StorageCorruptError), repr(error)
+        message = str(corrupt)
+        assert NAMED[tampering] in message
+        assert str(path) in message
+        if sql:
+            assert message.startswith(label + ": ")
+    assert _dump(path) == before  # nothing written, nothing removed
+
+
+def _dump(path: Path) -> list:
+    conn = sqlite3.connect(path)
+    try:
+        schema = conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+        try:
+            rows = conn.execute("SELECT * FROM _cf_KV ORDER BY 1").fetchall()
+        except sqlite3.Error as exc:
+            rows = [str(exc)]
+        return [schema, rows]
+    finally:
+        conn.close()
+
+
+async def test_item4_an_untampered_file_still_opens_and_keeps_its_writes(tmp_path):
+    """Item 4, the other side: a file the lab made (with user tables, indexes and triggers of
+    the user's own on them) opens as before."""
+    folder = tmp_path / "lab"
+    async with Lab(folder) as lab:
+        stub = lab.bind("N", Notes, sql=True).getByName("n")
+        assert await stub.add("x") == 1
+    async with Lab(folder) as lab:
+        stub = lab.bind("N", Notes, sql=True).getByName("n")
+        assert await stub.add("y") == 2
+
+
+class Notes(DurableObject):
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        sql = ctx.storage.sql
+        sql.exec("CREATE TABLE IF NOT EXISTS notes (body TEXT)")
+        sql.exec("CREATE TABLE IF NOT EXISTS counts (n INTEGER)")
+        sql.exec("CREATE INDEX IF NOT EXISTS by_body ON notes (body)")
+        sql.exec("CREATE TRIGGER IF NOT EXISTS count AFTER INSERT ON notes "
+                 "BEGIN INSERT INTO counts VALUES (1); END")
+
+    async def add(self, body):
+        self.ctx.storage.sql.exec("INSERT INTO notes VALUES (?)", body)
+        self.ctx.storage.put(body, True)
+        return self.ctx.storage.sql.exec("SELECT count(*) AS n FROM counts").one().n
+
+
+# -- 12. deleteAll() runs no user trigger on the runtime's tables -------------------------------
+
+
+class Planted(DurableObject):
+    """A user trigger, fired by the cascade of deleteAll()'s drops, that sets an alarm by
+    writing ``_cf_METADATA`` directly."""
+
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        sql = ctx.storage.sql
+        sql.exec("CREATE TABLE IF NOT EXISTS parent (id INTEGER PRIMARY KEY)")
+        sql.exec("CREATE TABLE IF NOT EXISTS child (id INTEGER PRIMARY KEY, "
+                 "p INTEGER REFERENCES parent(id) ON DELETE CASCADE)")
+
+    async def setup(self, alarm_hex):
+        sql = self.ctx.storage.sql
+        sql.exec("CREATE TRIGGER IF NOT EXISTS plant AFTER DELETE ON child BEGIN "
+                 f"INSERT OR REPLACE INTO _cf_METADATA VALUES ('alarm', x'{alarm_hex}'); END")
+        sql.exec("INSERT INTO parent VALUES (1); INSERT INTO child VALUES (1, 1)")
+
+    async def wipe(self):
+        try:
+            self.ctx.storage.deleteAll()
+        except Exception as exc:  # what the caller sees is the point
+            return f"{type(exc).__name__}: {exc}"
+        return "wiped"
+
+    async def alarm_at(self):
+        return await self.ctx.storage.getAlarm()
+
+    async def alarm(self, info=None):
+        self.ctx.storage.put("alarm ran", True)
+
+    async def ran(self):
+        return await self.ctx.storage.get("alarm ran")
+
+
+async def test_item12_delete_all_cannot_let_a_user_trigger_write_the_runtimes_metadata(tmp_path):
+    """Item 12: deleteAll() dropped tables with the authorizer off, so a user trigger fired by
+    the cascade wrote ``_cf_METADATA``: the wiped object kept an alarm that fired after
+    reopening. A trigger's body is user code now, checked as such even inside the runtime's
+    statements: deleteAll() fails and changes nothing, and no alarm ever exists."""
+    from durable_lab import values
+
+    folder = tmp_path / "lab"
+    async with Lab(folder, clock="manual") as lab:
+        stub = lab.bind("P", Planted, sql=True).getByName("p")
+        when = lab.clock.now() * 1000 + 60_000
+        await stub.setup(values.encode(when).hex())
+        outcome = await stub.wipe()
+        assert outcome.startswith("SqlError: deleteAll() failed and changed nothing: "
+                                  "not authorized: the trigger plant uses the runtime's own "
+                                  "table _cf_METADATA")
+        assert await stub.alarm_at() is None
+    async with Lab(folder, clock="manual") as lab:
+        stub = lab.bind("P", Planted, sql=True).getByName("p")
+        assert await stub.alarm_at() is None
+        lab.clock.advance(120)
+        await lab.wait_idle()
+        assert await stub.ran() is None
