@@ -105,6 +105,26 @@ CODE_UPDATED_MESSAGE = "Durable Object reset because its code was updated."
 STORAGE_GONE_MESSAGE = "Durable Object storage is no longer accessible."
 
 
+def _cancelled_by_code(delivery: Delivery) -> BaseException:
+    """The error a call's caller gets when the object's own code cancelled the task the call
+    runs in. The cancellation is consumed (``uncancel``), so the runtime can still answer.
+
+    JavaScript has no way to cancel a running call; an asyncio task can be cancelled by the
+    code it runs. Propagating the CancelledError would leave the caller waiting forever, so it
+    ends the call as an exception raised by the object would (``remote``).
+    """
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    error = RuntimeError(
+        f"{delivery.method}() was cancelled by the object's own code (the task running the "
+        "call was cancelled: asyncio.current_task().cancel(), a watchdog or a task it "
+        "started): the call ends with this error instead of a result. A Durable Object "
+        "cannot cancel a call it is running; to stop work, return or raise instead."
+    )
+    return mark_remote(error)
+
+
 def _fresh(error: BaseException) -> BaseException:
     """A copy of a shared error, so that each caller raises its own (tracebacks differ)."""
     try:
@@ -672,9 +692,10 @@ class Instance:
         except _Aborted:
             error = self.broken
         except asyncio.CancelledError:
-            if self.broken is None:
-                raise
-            error = self.broken
+            # Only a reset cancels a delivery's task; anything else that did is the object's
+            # own code (current_task().cancel(), a watchdog, a child task): the call fails
+            # as if that code had raised, rather than leaving its caller waiting forever.
+            error = self.broken if self.broken is not None else _cancelled_by_code(delivery)
         except DurableObjectError as exc:
             # A reset (ours, or a call to another object that failed): pass it on as it is.
             error = self.broken if self.broken is not None else exc
@@ -685,6 +706,17 @@ class Instance:
             # The task's context holds the driver, and the delivery holds the task: let go of
             # the delivery, or every call would leave a reference cycle for the collector.
             driver.call = None
+        if error is None and getattr(asyncio.current_task(), "_must_cancel", False):
+            # The code cancelled its own task and returned before the cancellation landed:
+            # take it here (the task would otherwise end cancelled at its next await) and
+            # fail the call as if it had landed in the code. (``_must_cancel``: asyncio's
+            # "cancel pending" flag, on both the C and the Python Task.)
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                pass
+            if self.broken is None:
+                error = _cancelled_by_code(delivery)
         # Its code is done: from here until the reply is sent, the output gate holds it.
         now = self.now()
         delivery.spent[delivery.phase] += now - delivery.since
@@ -720,7 +752,11 @@ class Instance:
                 # issued before the handler returns, and workerd's reply waits for it: wait
                 # for the end of the turn (its tasks' first steps included) before taking
                 # the output gate's wait, or the reply would not cover those writes.
-                await self._turn_over()
+                try:
+                    await self._turn_over()
+                except asyncio.CancelledError:
+                    if self.broken is None:  # (else a reset: it answered the caller)
+                        error = _cancelled_by_code(delivery)  # (see below)
             pending = self.output_gate.wait()
             if pending is not None:
                 held = True
@@ -736,7 +772,9 @@ class Instance:
                     await pending
                 except asyncio.CancelledError:
                     if self.broken is None:
-                        raise
+                        # The handler cancelled its own task and returned before the
+                        # cancellation landed: it lands here. The call fails (not acknowledged).
+                        error = _cancelled_by_code(delivery)
                 except BaseException as exc:
                     # A commit before this reply failed: the reply is never sent (the reset
                     # may land a moment later; the caller sees the commit's error either way).
@@ -752,7 +790,7 @@ class Instance:
                     await permit
                 except asyncio.CancelledError:
                     if self.broken is None:
-                        raise
+                        error = _cancelled_by_code(delivery)
                 delivery.waited(self.now())  # the learner's step: with the output gate
         if gate_error is not None:
             error = self.broken if self.broken is not None else gate_error
@@ -799,9 +837,6 @@ class Instance:
         self.turn_waiters.add(quiet)
         try:
             await quiet
-        except asyncio.CancelledError:
-            if self.broken is None:
-                raise
         finally:
             self.turn_waiters.discard(quiet)
 

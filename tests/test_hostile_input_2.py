@@ -391,3 +391,47 @@ async def test_item12_delete_all_cannot_let_a_user_trigger_write_the_runtimes_me
         lab.clock.advance(120)
         await lab.wait_idle()
         assert await stub.ran() is None
+
+
+# -- 5. object code that cancels its own task -----------------------------------------------------
+
+
+class SelfCancelling(DurableObject):
+    async def cancel_and_await(self):
+        self.ctx.storage.put("k", 1)
+        asyncio.current_task().cancel()
+        await asyncio.sleep(0.01)
+        return "never"
+
+    async def cancel_and_return(self):
+        asyncio.current_task().cancel()
+        return "returned"
+
+    async def watchdog(self):
+        me = asyncio.current_task()
+
+        async def dog():
+            await asyncio.sleep(0.01)
+            me.cancel()
+        self.dog = asyncio.create_task(dog())
+        await asyncio.sleep(5)
+        return "never"
+
+    async def ping(self):
+        return "pong"
+
+
+@pytest.mark.parametrize("method", ["cancel_and_await", "cancel_and_return", "watchdog"])
+async def test_item5_a_handler_that_cancels_its_own_task_fails_its_call_clearly(lab, method):
+    """Item 5: object code that cancelled its own task left the caller waiting forever, the
+    object live with a call in flight, and evict() hanging. Now the call fails at once with
+    an error saying so (remote, as an exception of the object), and the object stays usable,
+    idle and evictable."""
+    stub = lab.bind("S", SelfCancelling).getByName("s")
+    with pytest.raises(RuntimeError, match=rf"^{method}\(\) was cancelled by the object's own "
+                                           "code") as caught:
+        await asyncio.wait_for(getattr(stub, method)(), 10)
+    assert caught.value.remote is True
+    assert await asyncio.wait_for(stub.ping(), 10) == "pong"
+    assert await asyncio.wait_for(lab.evict(stub), 10) is True
+    assert lab.snapshot(stub).in_flight == ()
