@@ -163,7 +163,6 @@ _LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.S)
 _WORD = re.compile(r"[A-Za-z_]+")
 #: Statements that never write: they run without opening a transaction.
 _NO_TXN_KEYWORDS = frozenset({"SELECT", "VALUES", "EXPLAIN"})
-_PRAGMA_ASSIGN = re.compile(r"PRAGMA\s+(?:\w+\s*\.\s*)?(\w+)\s*(=|\()", re.I)
 
 
 def _is_reserved(name: str | None) -> bool:
@@ -941,9 +940,9 @@ class SqliteEngine:
             keyword = _leading_keyword(statement)
             needs_txn = keyword not in _NO_TXN_KEYWORDS
             if keyword == "PRAGMA":
-                start = _LEADING_NOISE.match(statement).end()  # type: ignore[union-attr]
-                m = _PRAGMA_ASSIGN.match(statement, start)
-                needs_txn = m is not None and m.group(1).lower() == "user_version"
+                # Only a pragma that writes (user_version = n) joins the implicit transaction
+                # (others must run outside one: foreign_keys is a no-op inside).
+                needs_txn = self._pragma_writes(conn, statement, params)
             if needs_txn:
                 self._x("BEGIN")
                 began = True
@@ -990,6 +989,23 @@ class SqliteEngine:
         elif began:
             self._end_unused_transaction()
         return cursor, wrote
+
+    def _pragma_writes(self, conn: sqlite3.Connection, statement: str,
+                       params: tuple[Any, ...]) -> bool:
+        """Whether a PRAGMA statement writes the database, asked of SQLite rather than read
+        from the text: ``EXPLAIN`` prepares it without running it, and the authorizer sees
+        which pragma it is and whether it assigns, however it is written (a schema name in
+        quotes, comments between the words: ``PRAGMA "main".user_version=5`` once ran outside
+        the transaction and survived abort())."""
+        self._stmt_wrote = False
+        try:
+            conn.execute("EXPLAIN " + statement, params)
+        except sqlite3.Error:
+            # Refused or malformed: the statement itself fails below, with its own message.
+            self._deny_reason = None
+            return False
+        wrote, self._stmt_wrote = self._stmt_wrote, False
+        return wrote
 
     def _check_alter(self) -> None:
         row = self._x(_SQL_RESERVED_NAMES).fetchone()

@@ -435,3 +435,43 @@ async def test_item5_a_handler_that_cancels_its_own_task_fails_its_call_clearly(
     assert await asyncio.wait_for(stub.ping(), 10) == "pong"
     assert await asyncio.wait_for(lab.evict(stub), 10) is True
     assert lab.snapshot(stub).in_flight == ()
+
+
+# -- 13. every pragma that writes joins the implicit transaction --------------------------------
+
+
+class Versioned(DurableObject):
+    async def set_then_abort(self, statement):
+        self.ctx.storage.sql.exec(statement)
+        self.ctx.abort("changed my mind")
+
+    async def set(self, statement):
+        self.ctx.storage.sql.exec(statement)
+        return "set"
+
+    async def version(self):
+        return self.ctx.storage.sql.exec("PRAGMA user_version").one()["user_version"]
+
+
+PRAGMAS = ['PRAGMA "main".user_version=5', "/* first */ PRAGMA user_version = 5",
+           "PRAGMA /* between */ user_version(5)", 'PRAGMA [main]."user_version" = 5',
+           "PRAGMA main.user_version = 5"]
+
+
+@pytest.mark.parametrize("statement", PRAGMAS)
+async def test_item13_a_user_version_write_however_spelled_is_undone_by_abort(lab, statement):
+    """Item 13: ``PRAGMA "main".user_version=5`` (schema-qualified in quotes, or with a comment
+    first) ran outside the implicit transaction: it survived abort() and a failed commit.
+    SQLite itself now says whether a pragma writes; the write is rolled back with the rest."""
+    stub = lab.bind("V", Versioned, sql=True).getByName("v")
+    with pytest.raises(Exception, match="changed my mind"):
+        await stub.set_then_abort(statement)
+    stub = lab.bind("V", Versioned, sql=True).getByName("v")
+    assert await stub.version() == 0
+    lab.faults.fail_next_commit(stub)
+    with pytest.raises(Exception, match="storage write caused object to be reset"):
+        await stub.set(statement)
+    stub = lab.bind("V", Versioned, sql=True).getByName("v")
+    assert await stub.version() == 0
+    assert await stub.set(statement) == "set"  # and it does write when all goes well
+    assert await stub.version() == 5
