@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
+import threading
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -584,6 +585,8 @@ class Instance:
         self.turn_waiters: set[asyncio.Future[None]] = set()
         self.broken: BaseException | None = None
         self.evicted = False
+        #: The event loop's thread: storage is refused from any other (check_usable).
+        self.thread = threading.get_ident()
         self.obj: Any = None
         #: Alarm handler state: getAlarm() is None inside the handler unless it set a new one.
         self.in_alarm_handler = False
@@ -604,6 +607,16 @@ class Instance:
     def check_usable(self) -> None:
         if self.broken is not None or self.evicted:
             raise DurableObjectResetError(STORAGE_GONE_MESSAGE, reason="ignored", retryable=True)
+        if threading.get_ident() != self.thread:
+            # Storage from asyncio.to_thread() or an executor: the cache, the gates and the
+            # SQLite connection belong to the loop's thread (a connection opened in another
+            # thread would brick the object). Refused before anything changed.
+            raise RuntimeError(
+                f"{self.label}: ctx.storage was used from another thread (asyncio.to_thread, "
+                "run_in_executor...). An object's storage belongs to the thread of its event "
+                "loop, as everything of a Durable Object does (Workers have no threads): call "
+                "storage from the object's own code and hand the thread only plain values. "
+                "Nothing was changed.")
 
     def _output_gate_timed_out(self) -> None:
         """A commit held the output gate for 30 lab seconds (workerd resets the object)."""

@@ -475,3 +475,48 @@ async def test_item13_a_user_version_write_however_spelled_is_undone_by_abort(la
     assert await stub.version() == 0
     assert await stub.set(statement) == "set"  # and it does write when all goes well
     assert await stub.version() == 5
+
+
+# -- 14. storage from another thread is refused up front -----------------------------------------
+
+
+class Threaded(DurableObject):
+    async def from_thread(self, what):
+        storage = self.ctx.storage
+        calls = {
+            "put": lambda: storage.put("k", 1),
+            "get": lambda: storage.get("k"),
+            "delete": lambda: storage.delete("k"),
+            "list": lambda: storage.list(),
+            "sql": lambda: storage.sql.exec("CREATE TABLE IF NOT EXISTS t (a)"),
+        }
+        try:
+            await asyncio.to_thread(calls[what])
+        except RuntimeError as exc:
+            return str(exc)
+        return "accepted"
+
+    async def write(self):
+        self.ctx.storage.put("after", 2)
+        return await self.ctx.storage.get("after")
+
+
+@pytest.mark.parametrize(("sql", "what"), [
+    *((False, what) for what in ("put", "get", "delete", "list")),
+    *((True, what) for what in ("put", "get", "delete", "list", "sql")),
+])
+async def test_item14_storage_from_another_thread_is_a_clear_error_and_harms_nothing(tmp_path,
+                                                                                    sql, what):
+    """Item 14: storage used from ``asyncio.to_thread`` failed with "no running event loop"
+    (after changing the cache), and a SQL connection opened in the thread bricked the object
+    and made close() raise. Now every storage call from another thread raises a RuntimeError
+    saying what is allowed, before anything changes; the object and close() go on."""
+    lab = Lab(tmp_path / "lab")
+    stub = lab.bind("T", Threaded, sql=sql).getByName("t")
+    message = await stub.from_thread(what)
+    assert message.startswith("T:t: ctx.storage was used from another thread (asyncio.to_thread")
+    assert "Nothing was changed." in message
+    assert await stub.write() == 2
+    await lab.close()  # does not raise
+    async with Lab(tmp_path / "lab") as again:
+        assert await again.bind("T", Threaded, sql=sql).getByName("t").write() == 2
