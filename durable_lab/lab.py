@@ -511,6 +511,14 @@ class Lab:
             hosts = list(self._hosts.values())
         elif isinstance(target, str):  # an object label, "COUNTER:room-1"
             hosts = [h for h in self._hosts.values() if h.label == target]
+            if not hosts:
+                # A typo must not read as "no calls" (it once returned [] silently).
+                seen = ", ".join(repr(h.label) for h in list(self._hosts.values())[:5])
+                raise LookupError(
+                    f"this lab has not seen an object labelled {target!r}: recent_calls() "
+                    "takes a stub, an id, the label of an object the lab has seen (e.g. "
+                    f"'COUNTER:room-1'; seen: {seen or 'none yet'}), or nothing for every "
+                    "object")
         else:
             hosts = [self._host_of(target)]
         now = self.clock.now()

@@ -520,3 +520,31 @@ async def test_item14_storage_from_another_thread_is_a_clear_error_and_harms_not
     await lab.close()  # does not raise
     async with Lab(tmp_path / "lab") as again:
         assert await again.bind("T", Threaded, sql=sql).getByName("t").write() == 2
+
+
+# -- 16. contradictory jurisdictions and unknown labels are refused -------------------------------
+
+
+async def test_item16_a_jurisdictional_namespace_cannot_switch_jurisdiction(memory_lab):
+    """Item 16: ``ns.jurisdiction("eu").jurisdiction("us")`` was accepted (the "eu" code then
+    made "us" ids). It is a TypeError naming both; the same jurisdiction again is itself."""
+    ns = memory_lab.bind("C", Counter)
+    eu = ns.jurisdiction("eu")
+    with pytest.raises(TypeError, match=r"already restricted to the 'eu' jurisdiction, so it "
+                                        r"cannot be restricted to 'us'"):
+        eu.jurisdiction("us")
+    with pytest.raises(TypeError, match="already restricted to the 'eu'"):
+        eu.newUniqueId({"jurisdiction": "us"})
+    assert eu.jurisdiction("eu") is eu
+    assert eu.idFromName("x") == ns.jurisdiction("eu").idFromName("x") != ns.idFromName("x")
+
+
+async def test_item16_recent_calls_of_an_unknown_label_is_an_error_not_an_empty_list(memory_lab):
+    """Item 16: ``recent_calls("no such label")`` returned [] silently, as if the object had
+    made no calls. A label the lab has not seen is a LookupError listing those it has."""
+    memory_lab.keep_recent_calls(10)
+    stub = memory_lab.bind("C", Counter).getByName("c")
+    await stub.increment()
+    with pytest.raises(LookupError, match=r"has not seen an object labelled 'C:d'.*seen: 'C:c'"):
+        memory_lab.recent_calls("C:d")
+    assert [b.method for b in memory_lab.recent_calls("C:c")] == ["increment"]
