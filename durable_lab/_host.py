@@ -37,6 +37,7 @@ on workerd); a value, and a ``fetch`` handler's error, wait for the commits befo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import inspect
 import threading
@@ -724,10 +725,8 @@ class Instance:
             # take it here (the task would otherwise end cancelled at its next await) and
             # fail the call as if it had landed in the code. (``_must_cancel``: asyncio's
             # "cancel pending" flag, on both the C and the Python Task.)
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(0)
-            except asyncio.CancelledError:
-                pass
             if self.broken is None:
                 error = _cancelled_by_code(delivery)
         # Its code is done: from here until the reply is sent, the output gate holds it.
