@@ -100,6 +100,25 @@ def _lock_or_refuse(fd: int, folder: Path) -> None:
         raise LabFolderError(_in_use_message(folder, _holder_of(folder))) from None
 
 
+def _lock_folder(folder: Path) -> int | None:
+    """A descriptor of ``folder`` holding an exclusive ``flock`` on it; LabFolderError if
+    another lab holds it; None if this filesystem cannot lock a directory (some network
+    filesystems emulate ``flock`` with byte-range locks, which need a file open for writing):
+    there the lock file alone guards the folder, as before."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+    except OSError as exc:
+        raise LabFolderError(f"cannot open the lab folder {folder}: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise LabFolderError(_in_use_message(folder, _holder_of(folder))) from None
+        return None
+    return fd
+
+
 def _holder_of(folder: Path) -> str:
     """The pid written in the folder's lock file ("" if it is gone or unreadable)."""
     try:
@@ -126,13 +145,9 @@ class FolderLock:
         fds: list[int] = []
         try:
             # The folder itself first: nothing done to the files in it can take this one away.
-            try:
-                dir_fd = os.open(folder, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
-            except OSError as exc:
-                raise LabFolderError(f"cannot open the lab folder {folder}: {exc}") from exc
-            fds.append(dir_fd)
-            if fcntl is not None:
-                _lock_or_refuse(dir_fd, folder)
+            dir_fd = _lock_folder(folder) if fcntl is not None else None
+            if dir_fd is not None:
+                fds.append(dir_fd)
             path = folder / LOCK_NAME
             fd = _open_nofollow(path, os.O_RDWR | os.O_CREAT)
             fds.append(fd)
