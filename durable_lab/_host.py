@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import copy
 import inspect
 import threading
@@ -107,6 +108,34 @@ CODE_UPDATED_MESSAGE = "Durable Object reset because its code was updated."
 STORAGE_GONE_MESSAGE = "Durable Object storage is no longer accessible."
 
 
+class _DeliveryTask(asyncio.Task):  # type: ignore[type-arg]
+    """The task a delivery runs in. It remembers whether a ``cancel()`` came from the
+    object's own code (``current_task().cancel()``, a watchdog task of the object: a driver
+    is current then) or from outside (a reset, ``asyncio.run()`` shutting down)."""
+
+    by_code = False
+
+    def cancel(self, msg: Any = None) -> bool:
+        if current_driver.get() is not None:
+            self.by_code = True
+        return super().cancel(msg)
+
+
+def _spawn_delivery(coro: Any) -> asyncio.Task[Any]:
+    """``_turns.spawn`` for a delivery: outside any object's context, as a _DeliveryTask."""
+    loop = asyncio.get_running_loop()
+    if current_driver.get() is None:
+        return _DeliveryTask(coro, loop=loop)
+    context = contextvars.copy_context()
+    context.run(current_driver.set, None)
+    return _DeliveryTask(coro, loop=loop, context=context)
+
+
+def _cancelled_by_object() -> bool:
+    """Whether the current task is a delivery's that the object's own code cancelled."""
+    return getattr(asyncio.current_task(), "by_code", False)
+
+
 def _cancelled_by_code(delivery: Delivery) -> BaseException:
     """The error a call's caller gets when the object's own code cancelled the task the call
     runs in. The cancellation is consumed (``uncancel``), so the runtime can still answer.
@@ -118,13 +147,16 @@ def _cancelled_by_code(delivery: Delivery) -> BaseException:
     task = asyncio.current_task()
     if task is not None:
         task.uncancel()
-    error = RuntimeError(
+    if isinstance(task, _DeliveryTask):
+        task.by_code = False  # consumed: a later cancel is judged afresh
+    error = mark_remote(RuntimeError(
         f"{delivery.method}() was cancelled by the object's own code (the task running the "
         "call was cancelled: asyncio.current_task().cancel(), a watchdog or a task it "
         "started): the call ends with this error instead of a result. A Durable Object "
         "cannot cancel a call it is running; to stop work, return or raise instead."
-    )
-    return mark_remote(error)
+    ))
+    error.cancelled_by_code = True  # type: ignore[attr-defined]  # (read by _reply)
+    return error
 
 
 def _fresh(error: BaseException) -> BaseException:
@@ -397,7 +429,7 @@ class ObjectHost:
             if inst.obj is None and inst.broken is None:
                 delivery.note("behind_constructor")  # a new instance: its constructor first
         inst.deliveries.add(delivery)
-        delivery.task = spawn(inst.run_delivery(delivery, admission))
+        delivery.task = _spawn_delivery(inst.run_delivery(delivery, admission))
         inst.track(delivery.task)
         return reply
 
@@ -709,7 +741,12 @@ class Instance:
             # Only a reset cancels a delivery's task; anything else that did is the object's
             # own code (current_task().cancel(), a watchdog, a child task): the call fails
             # as if that code had raised, rather than leaving its caller waiting forever.
-            error = self.broken if self.broken is not None else _cancelled_by_code(delivery)
+            if self.broken is not None:
+                error = self.broken
+            elif _cancelled_by_object():
+                error = _cancelled_by_code(delivery)
+            else:
+                raise  # (asyncio.run() shutting down, say: not the object's doing)
         except DurableObjectError as exc:
             # A reset (ours, or a call to another object that failed): pass it on as it is.
             error = self.broken if self.broken is not None else exc
@@ -720,7 +757,8 @@ class Instance:
             # The task's context holds the driver, and the delivery holds the task: let go of
             # the delivery, or every call would leave a reference cycle for the collector.
             driver.call = None
-        if error is None and getattr(asyncio.current_task(), "_must_cancel", False):
+        if (error is None and _cancelled_by_object()
+                and getattr(asyncio.current_task(), "_must_cancel", False)):
             # The code cancelled its own task and returned before the cancellation landed:
             # take it here (the task would otherwise end cancelled at its next await) and
             # fail the call as if it had landed in the code. (``_must_cancel``: asyncio's
@@ -757,7 +795,10 @@ class Instance:
         bus = self.bus
         held = False
         gate_error: BaseException | None = None
-        if self.broken is None and (error is None or delivery.kind == "fetch"):
+        # A call cancelled by its own code (or by asyncio.run() shutting down) waits for
+        # nothing more: it is answered with an error now (a wait could outlive the loop).
+        gave_up = getattr(error, "cancelled_by_code", False)
+        if self.broken is None and (error is None or delivery.kind == "fetch") and not gave_up:
             if self.adopts_tasks and self.gate.turn_in_progress:
                 # Tasks the handler started have not run their first step yet. In JavaScript
                 # an async function runs at once up to its first await, so a put() there is
@@ -768,8 +809,11 @@ class Instance:
                     await self._turn_over()
                 except asyncio.CancelledError:
                     if self.broken is None:  # (else a reset: it answered the caller)
+                        if not _cancelled_by_object():
+                            raise
                         error = _cancelled_by_code(delivery)  # (see below)
-            pending = self.output_gate.wait()
+                        gave_up = True
+            pending = self.output_gate.wait() if not gave_up else None
             if pending is not None:
                 held = True
                 delivery.waiting_for = pending
@@ -784,15 +828,18 @@ class Instance:
                     await pending
                 except asyncio.CancelledError:
                     if self.broken is None:
-                        # The handler cancelled its own task and returned before the
-                        # cancellation landed: it lands here. The call fails (not acknowledged).
+                        if not _cancelled_by_object():
+                            raise
+                        # The object's code cancelled the call's task after its code was
+                        # done (a watchdog): the call fails, it is not acknowledged.
                         error = _cancelled_by_code(delivery)
+                        gave_up = True
                 except BaseException as exc:
                     # A commit before this reply failed: the reply is never sent (the reset
                     # may land a moment later; the caller sees the commit's error either way).
                     gate_error = exc
                 delivery.waited(self.now())
-        if self.broken is None:
+        if self.broken is None and not gave_up:
             # While the lab is paused, the release is a step the learner takes.
             permit = self.services.scheduler.permit(
                 "reply", self.label, delivery.id,
@@ -802,6 +849,8 @@ class Instance:
                     await permit
                 except asyncio.CancelledError:
                     if self.broken is None:
+                        if not _cancelled_by_object():
+                            raise
                         error = _cancelled_by_code(delivery)
                 delivery.waited(self.now())  # the learner's step: with the output gate
         if gate_error is not None:

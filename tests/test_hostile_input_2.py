@@ -548,3 +548,34 @@ async def test_item16_recent_calls_of_an_unknown_label_is_an_error_not_an_empty_
     with pytest.raises(LookupError, match=r"has not seen an object labelled 'C:d'.*seen: 'C:c'"):
         memory_lab.recent_calls("C:d")
     assert [b.method for b in memory_lab.recent_calls("C:c")] == ["increment"]
+
+
+def test_item5_a_loop_shutting_down_is_not_taken_for_the_objects_own_cancellation():
+    """Item 5, the other side: ``asyncio.run()`` ending with calls in flight cancels their
+    tasks from outside the object. That is not the object's doing: the calls are not answered
+    with "cancelled by the object's own code", and the script exits at once."""
+    seen = _run("""
+        import asyncio, json, time
+        from durable_lab import DurableObject, Lab
+
+        class W(DurableObject):
+            async def slow(self):
+                self.ctx.storage.put("k", 2)
+                await asyncio.sleep(5)
+
+        replies = []
+
+        async def main():
+            lab = Lab(storage="memory", commit_latency=2)
+            stub = lab.bind("W", W).getByName("w")
+            replies.append(asyncio.ensure_future(stub.slow()))
+            await asyncio.sleep(0.1)
+
+        began = time.monotonic()
+        asyncio.run(main())
+        reply = replies[0]
+        print(json.dumps({"seconds": time.monotonic() - began,
+                          "answered": reply.done() and not reply.cancelled()
+                          and reply.exception() is not None}))
+    """)
+    assert seen["seconds"] < 3 and seen["answered"] is False
