@@ -108,7 +108,7 @@ CODE_UPDATED_MESSAGE = "Durable Object reset because its code was updated."
 STORAGE_GONE_MESSAGE = "Durable Object storage is no longer accessible."
 
 
-class _DeliveryTask(asyncio.Task):  # type: ignore[type-arg]
+class _DeliveryTask(asyncio.Task):
     """The task a delivery runs in. It remembers whether a ``cancel()`` came from the
     object's own code (``current_task().cancel()``, a watchdog task of the object: a driver
     is current then) or from outside (a reset, ``asyncio.run()`` shutting down)."""
