@@ -119,6 +119,16 @@ def _lock_folder(folder: Path) -> int | None:
     return fd
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (same device and inode)."""
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (found.st_dev, found.st_ino) == (mine.st_dev, mine.st_ino)
+
+
 def _holder_of(folder: Path) -> str:
     """The pid written in the folder's lock file ("" if it is gone or unreadable)."""
     try:
@@ -149,10 +159,20 @@ class FolderLock:
             if dir_fd is not None:
                 fds.append(dir_fd)
             path = folder / LOCK_NAME
-            fd = _open_nofollow(path, os.O_RDWR | os.O_CREAT)
-            fds.append(fd)
-            if fcntl is not None:
+            for _ in range(5):
+                fd = _open_nofollow(path, os.O_RDWR | os.O_CREAT)
+                fds.append(fd)
+                if fcntl is None:
+                    break
                 _lock_or_refuse(fd, folder)
+                # Locked the file that the path names now? If it was replaced between our
+                # open and our lock, another lab may lock the new one: start again on it.
+                # (What guards the folder where the directory lock is not available.)
+                if _same_file(fd, path):
+                    break
+                os.close(fds.pop())
+            else:
+                raise LabFolderError(f"{path} keeps being replaced: cannot lock {folder}")
         except BaseException:
             for opened in fds:
                 os.close(opened)  # never locked by us, or locked a moment ago: closing frees it

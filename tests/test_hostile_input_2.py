@@ -90,6 +90,30 @@ async def test_item2_a_second_lab_is_refused_after_the_lock_file_was_tampered_wi
         assert await again.bind("C", Counter).getByName("c").get("n") == max(acked) == 2
 
 
+async def test_item2_a_filesystem_that_cannot_lock_a_directory_still_gets_the_file_lock(
+        tmp_path, monkeypatch):
+    """Item 2, the fallback: where ``flock`` on a directory fails (network filesystems that
+    emulate it with byte-range locks), the lab does not refuse to open; the lock file alone
+    guards the folder there, as before."""
+    import errno
+    import fcntl
+    import stat
+
+    real_flock = fcntl.flock
+
+    def flock(fd, operation):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    folder = tmp_path / "lab"
+    async with Lab(folder) as lab:
+        assert await lab.bind("C", Counter).getByName("c").increment() == 1
+        with pytest.raises(LabFolderError, match="is in use by another Lab in this process"):
+            Lab(folder)
+
+
 # -- 3. fork(): only the locking process unlocks; a child gets a clear error ---------------------
 
 _FORK = """
