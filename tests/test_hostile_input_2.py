@@ -1,8 +1,9 @@
 """Issue #19: acknowledged writes survive forks and tampered files; misuse gets a clear error.
 
 One test (or a few) per numbered item of the issue that this file covers (2, 3, 4, 5, 12, 13,
-14, 15, 16; item 1 is in test_task_first_step_writes.py); each docstring names its item. Every
-test here failed on the code before the fix.
+14, 15, 16; item 1 is in test_task_first_step_writes.py); each docstring names its item. Each
+item has tests that failed on the code before the fix; a few others (their docstrings say "the
+other side" or "the fallback") guard what the fix must not break.
 """
 
 from __future__ import annotations
