@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._cache import CacheStatistics
-from ._folder import SQL_USER_TABLES, check_db_path, not_a_lab_database
+from ._folder import SQL_USER_TABLES, check_db_path, check_lab_schema, not_a_lab_database
 from ._turns import after_turn, spawn
 from .clock import wall_monotonic
 from .errors import DurableObjectResetError, StorageCorruptError, StorageError
@@ -250,7 +250,7 @@ def _memory_db(host: Any, create: bool = True) -> sqlite3.Connection | None:
     return conn
 
 
-def _open_file(path: Path) -> sqlite3.Connection:
+def _open_file(path: Path, label: str = "") -> sqlite3.Connection:
     try:
         if not check_db_path(path):  # the lab folder is a boundary (see _folder.py)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -265,9 +265,16 @@ def _open_file(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA journal_mode=WAL")
         _init_schema(conn)
+        # Nothing of ours may carry a trigger, an index or a changed column: the runtime's
+        # statements bypass the authorizer (see _folder.check_lab_schema).
+        check_lab_schema(conn, f"{label}: the database {path}" if label else
+                         f"the database {path}")
     except sqlite3.Error as exc:
         conn.close()
         raise StorageError(f"cannot open the database {path}: {exc}") from exc
+    except StorageCorruptError:
+        conn.close()
+        raise
     return conn
 
 
@@ -283,7 +290,7 @@ def offline_set_metadata(services: Any, host: Any, key: str, data: bytes | None)
         path = Path(services.path) / host.storage_key[0] / f"{host.storage_key[1]}.sqlite"
         if data is None and not check_db_path(path):
             return
-        conn = _open_file(path)
+        conn = _open_file(path, host.label)
         owned = True
     try:
         if data is None:
@@ -431,7 +438,7 @@ class SqliteEngine:
             path = self._path()
             if not create and not check_db_path(path):
                 return None
-            conn = _open_file(path)
+            conn = _open_file(path, self.instance.label)
             owns = True
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         # workerd's bound on a string, BLOB or row: randomblob(900000000), zeroblob() or
@@ -459,12 +466,15 @@ class SqliteEngine:
 
     def _authorize(self, action: int, arg1: str | None, arg2: str | None, db: str | None,
                    trigger: str | None) -> int:
-        if self._internal:
+        if self._internal and trigger is None:
+            # The runtime's own statement. Not the triggers it fires (a drop of deleteAll()
+            # cascading into a user trigger): their bodies are user code, checked as such.
             return _OK
         if (action in (_A.SQLITE_READ, _A.SQLITE_INSERT, _A.SQLITE_UPDATE, _A.SQLITE_DELETE)
-                and _is_reserved(arg1)):
+                and _is_reserved(arg1) and not self._internal):
             # workerd hides its _cf_ tables: reading or writing one says it does not exist,
-            # naming it as the statement spelled it (issue #20).
+            # naming it as the statement spelled it (issue #20). (A user trigger fired by the
+            # runtime's own statement is refused below, naming the trigger.)
             self._deny_reason = f"no such table: {self._as_written(arg1 or '')}: SQLITE_ERROR"
             return _DENY
         if action in _WRITE_ACTIONS:
@@ -485,6 +495,11 @@ class SqliteEngine:
                 and (arg2 or "").lower() not in _ALLOWED_VTABLE_MODULES):
             return _DENY
         if _is_reserved(arg1) or (action in _TABLE_IN_ARG2 and _is_reserved(arg2)):
+            if self._internal:  # (only a trigger reaches here: see above)
+                self._deny_reason = (
+                    f"not authorized: the trigger {trigger} uses the runtime's own table "
+                    f"{arg1 if _is_reserved(arg1) else arg2} (_cf_* tables are the "
+                    "runtime's): SQLITE_AUTH")
             return _DENY
         if action == _A.SQLITE_READ and (arg1 or "").lower() in _DENIED_TABLES:
             self._deny_reason = (
@@ -985,7 +1000,10 @@ class SqliteEngine:
             keyword = _leading_keyword(statement)
             needs_txn = keyword not in _NO_TXN_KEYWORDS
             if keyword == "PRAGMA":
-                needs_txn = False  # none of the allowed pragmas writes to the database
+                # Only a pragma that writes joins the implicit transaction (others must run
+                # outside one: foreign_keys is a no-op inside). Of workerd's allow-list none
+                # writes (user_version is refused, issue #20); asked of SQLite all the same.
+                needs_txn = self._pragma_writes(conn, statement, params)
             if needs_txn:
                 self._x("BEGIN")
                 began = True
@@ -1046,6 +1064,23 @@ class SqliteEngine:
         elif began:
             self._end_unused_transaction()
         return cursor, wrote
+
+    def _pragma_writes(self, conn: sqlite3.Connection, statement: str,
+                       params: tuple[Any, ...]) -> bool:
+        """Whether a PRAGMA statement writes the database, asked of SQLite rather than read
+        from the text: ``EXPLAIN`` prepares it without running it, and the authorizer sees
+        which pragma it is and whether it assigns, however it is written (a schema name in
+        quotes, comments between the words: ``PRAGMA "main".user_version=5`` once ran outside
+        the transaction and survived abort())."""
+        self._stmt_wrote = False
+        try:
+            conn.execute("EXPLAIN " + statement, params)
+        except sqlite3.Error:
+            # Refused or malformed: the statement itself fails below, with its own message.
+            self._deny_reason = None
+            return False
+        wrote, self._stmt_wrote = self._stmt_wrote, False
+        return wrote
 
     def _check_alter(self) -> None:
         row = self._x(_SQL_RESERVED_NAMES).fetchone()
