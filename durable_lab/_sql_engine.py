@@ -175,47 +175,98 @@ def _leading_keyword(statement: str) -> str:
     return m.group(0).upper() if m else ""
 
 
-def _strip_comments(text: str) -> str:
-    """``text`` without comments and whitespace (quoted strings kept), to spot empty statements."""
-    out: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c in "'\"`[":
-            close = "]" if c == "[" else c
-            j = text.find(close, i + 1)
-            j = n if j < 0 else j + 1
-            out.append(text[i:j])
-            i = j
-        elif text.startswith("--", i):
-            j = text.find("\n", i)
-            i = n if j < 0 else j + 1
-        elif text.startswith("/*", i):
-            j = text.find("*/", i + 2)
-            i = n if j < 0 else j + 2
-        elif c.isspace() or c == ";":
-            i += 1
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
+# Splitting SQL text into statements: one pass over the text with the state machine of
+# SQLite's own sqlite3_complete() (complete.c), so a ``;`` inside a string, a comment or a
+# CREATE TRIGGER body does not end a statement. Linear in the text: asking
+# sqlite3.complete_statement() of every prefix that ends at a ``;`` was quadratic (320 KB of
+# semicolons inside one string literal froze the lab for 20 s).
+
+#: The tokens sqlite3_complete() tells apart. Comments count as whitespace; an unterminated
+#: quote or comment runs to the end of the text (the statement is then incomplete).
+_TOKEN = re.compile(r"""
+    (?P<semi>;)
+  | (?P<ws>[ \t\n\f\r]+|/\*.*?\*/|--[^\n]*\n)
+  | (?P<open>/\*.*|--.*)
+  | (?P<quoted>'[^']*'|"[^"]*"|`[^`]*`|\[[^\]]*\]|['"`\[].*)
+  | (?P<id>[A-Za-z0-9_$\x80-\U0010ffff]+)
+  | (?P<other>.)
+""", re.S | re.X)
+#: Inside an ordinary statement only a ``;`` (or a quote or comment hiding one) matters: skip
+#: the rest in one regex step.
+_PLAIN_RUN = re.compile(r"(?:[^;'\"`\[/\-]+|/(?!\*)|-(?!-))+")
+_SEMI, _WS, _OTHER, _EXPLAIN, _CREATE, _TEMP, _TRIGGER, _END = range(8)
+_KEYWORD_TOKENS = {"explain": _EXPLAIN, "create": _CREATE, "temp": _TEMP, "temporary": _TEMP,
+                   "trigger": _TRIGGER, "end": _END}
+#: complete.c's transition table: state x token -> state. States: 0 invalid, 1 start,
+#: 2 normal, 3 explain, 4 create, 5 trigger (inside a trigger body), 6 semi, 7 end.
+_TRANSITIONS = (
+    (1, 0, 2, 3, 4, 2, 2, 2),
+    (1, 1, 2, 3, 4, 2, 2, 2),
+    (1, 2, 2, 2, 2, 2, 2, 2),
+    (1, 3, 3, 2, 4, 2, 2, 2),
+    (1, 4, 2, 2, 2, 4, 5, 2),
+    (6, 5, 5, 5, 5, 5, 5, 5),
+    (6, 6, 5, 5, 5, 5, 5, 7),
+    (1, 7, 5, 5, 5, 5, 5, 5),
+)
+#: How many tokens are read between two looks at the deadline.
+_SPLIT_CHECK_EVERY = 4096
 
 
-def split_statements(query: str) -> list[str]:
-    """The non-empty statements of ``query``, split at the ``;`` that end complete statements."""
+def split_statements(query: str, deadline: Callable[[], bool] | None = None) -> list[str]:
+    """The non-empty statements of ``query``, split at the ``;`` that end complete statements
+    (where ``sqlite3.complete_statement`` of the text so far would say True). One pass.
+
+    ``deadline``, if given, is asked every few thousand tokens; when it returns True the split
+    stops with :class:`TimeoutError` (the caller turns it into its time-limit error).
+    """
     statements: list[str] = []
-    start = 0
-    pos = query.find(";")
-    while pos >= 0:
-        chunk = query[start : pos + 1]
-        if sqlite3.complete_statement(chunk):
-            if _strip_comments(chunk):
-                statements.append(chunk)
-            start = pos + 1
-        pos = query.find(";", pos + 1)
-    rest = query[start:]
-    if _strip_comments(rest):
-        statements.append(rest)
+    start = 0  # where the current statement began
+    content = False  # the current statement has more than whitespace, comments and ``;``
+    state = 0
+    pos, n = 0, len(query)
+    token_match = _TOKEN.match
+    plain_match = _PLAIN_RUN.match
+    countdown = _SPLIT_CHECK_EVERY
+    while pos < n:
+        if state == 2:
+            m = plain_match(query, pos)
+            if m is not None:
+                content = True
+                pos = m.end()
+                if pos >= n:
+                    break
+        m = token_match(query, pos)
+        assert m is not None  # (the last alternative matches any character)
+        kind = m.lastgroup
+        pos = m.end()
+        if kind == "semi":
+            state = _TRANSITIONS[state][_SEMI]
+            if state == 1:
+                if content:
+                    statements.append(query[start:pos])
+                start, content = pos, False
+        elif kind == "ws" or kind == "open":
+            state = _TRANSITIONS[state][_WS]
+        else:
+            token = m.group()
+            if kind == "id":
+                word = _KEYWORD_TOKENS.get(token.lower(), _OTHER) if len(token) < 10 else _OTHER
+                if not content and token.isspace():  # (a Unicode space: not a statement)
+                    word = _WS
+                else:
+                    content = True
+            else:
+                word = _OTHER
+                content = True
+            state = _TRANSITIONS[state][word]
+        countdown -= 1
+        if not countdown:
+            countdown = _SPLIT_CHECK_EVERY
+            if deadline is not None and deadline():
+                raise TimeoutError("splitting the SQL text into statements")
+    if content:
+        statements.append(query[start:])
     return statements
 
 
@@ -518,12 +569,15 @@ class SqliteEngine:
                 # cell.
                 raise KeyboardInterrupt
             self._timed_out = False
-            return SqlError(
-                f"SQL statement interrupted: it ran longer than "
-                f"{self.services.sql_time_limit:g} s, "
-                "the lab's limit for one statement (Lab(sql_time_limit=...)); the object "
-                "keeps running: SQLITE_INTERRUPT")
+            return self._time_limit_error()
         return SqlError(sqlite_error_text(exc))
+
+    def _time_limit_error(self) -> SqlError:
+        return SqlError(
+            f"SQL statement interrupted: it ran longer than "
+            f"{self.services.sql_time_limit:g} s, "
+            "the lab's limit for one statement (Lab(sql_time_limit=...)); the object "
+            "keeps running: SQLITE_INTERRUPT")
 
     def _critical(self, message: str, cause: BaseException) -> None:
         """The open transaction was lost by SQLite itself: reset, as a failed commit does."""
@@ -896,8 +950,15 @@ class SqliteEngine:
             if armed:
                 self.disarm_time_limit()
 
+    def _past_deadline(self) -> bool:
+        deadline = self._deadline
+        return deadline is not None and wall_monotonic() > deadline
+
     def _exec(self, query: str, params: tuple[Any, ...]) -> SqlStorageCursor:
-        statements = split_statements(query)
+        try:
+            statements = split_statements(query, self._past_deadline)
+        except TimeoutError:
+            raise self._time_limit_error() from None
         conn = self._db(create=True)
         assert conn is not None
         changes = conn.total_changes
