@@ -10,7 +10,9 @@ without bound.
 
 from __future__ import annotations
 
+import math
 import random
+import re
 import sqlite3
 
 import pytest
@@ -18,6 +20,7 @@ import pytest
 from durable_lab import DurableObject, Lab
 from durable_lab import _sql_engine
 from durable_lab._sql_engine import split_statements
+from durable_lab.network import Network
 from durable_lab.sql import SqlError
 
 # -- 7. splitting SQL text into statements ----------------------------------------------------
@@ -131,3 +134,54 @@ async def test_item7_exec_of_text_too_long_to_split_in_time_fails_with_the_time_
         with pytest.raises(SqlError, match=r"ran longer than 0\.5 s.*sql_time_limit"):
             await stub.run("SELECT 1;" * 10_000)
         assert await stub.run("SELECT 7 AS n") == [{"n": 7}]
+
+
+# -- 10. Lab(network=...) ----------------------------------------------------------------------
+
+
+class Echo(DurableObject):
+    async def hello(self):
+        return "hi"
+
+
+@pytest.mark.parametrize("ms", [math.nan, math.inf, -math.inf, 1e300, 0, -1, 60_001])
+def test_item10_round_trips_must_be_finite_positive_and_at_most_a_minute(ms):
+    """Item 10: NaN, inf and 1e300 ms were accepted: calls then failed with an unrelated timer
+    message or hung, and wait_idle() hung. The table is refused at Lab(), naming the pair."""
+    with pytest.raises(ValueError, match=r"^the round trip between 'weur' and 'enam' must be a "
+                                         r"number of milliseconds > 0 and <= 60000 \(a minute\), "
+                                         rf"got {re.escape(repr(ms))}"):
+        Lab(storage="memory", network={("weur", "enam"): ms})
+    with pytest.raises(ValueError, match=r"^the round trip between 'weur' and 'enam'"):
+        Network({("weur", "enam"): ms})
+    assert Network({("weur", "enam"): 60_000}).rtt("weur", "enam") == 60.0
+
+
+async def test_item10_a_call_that_cannot_be_sent_does_not_place_the_object():
+    """Item 10: a first call refused by the network (its hint names a region the table has no
+    round trip to) recorded the object's placement anyway: every later call failed the same
+    way. Now the object stays unplaced, and the next call places it and is answered."""
+    table = Network({("enam", "enam"): 4}, base=False)
+    async with Lab(storage="memory", network=table, clock="auto") as lab:
+        ns = lab.bind("E", Echo)
+        with pytest.raises(ValueError, match=r"^unknown region 'weur'; regions of this "
+                                             r"network: enam"):
+            await ns.getByName("e", locationHint="weur").hello()
+        assert lab.network.placements() == {}
+        assert await ns.getByName("e").hello() == "hi"
+        assert lab.network.placements() == {"E:e": "enam"}
+
+
+def test_item10_table_shows_a_custom_region_with_the_pairs_it_has():
+    """Item 10: ``table()`` raised for a custom region (it has round trips to a few regions
+    only). Pairs the table lacks show as ``-``."""
+    net = Network({("mars", "enam"): 1200})
+    grid = net.table(["enam", "weur", "mars"])
+    lines = grid.splitlines()
+    assert lines[0].split() == ["enam", "weur", "mars"]
+    assert lines[1].split() == ["enam", "10", "80", "1200"]
+    assert lines[2].split() == ["weur", "80", "10", "-"]
+    assert lines[3].split() == ["mars", "1200", "-", "10"]
+    assert "mars" in net.table()
+    with pytest.raises(ValueError, match=r"^unknown region 'venus'"):
+        net.table(["enam", "venus"])
