@@ -23,6 +23,7 @@ import math
 import random
 import shutil
 import tempfile
+import warnings
 import weakref
 from collections import deque
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
     from .events import RuntimeEvent
     from .ids import DurableObjectId
 
-__all__ = ["MODELS", "Env", "Lab", "LabStatistics", "ObjectInfo"]
+__all__ = ["MODELS", "RECORD_LIMIT", "Env", "Lab", "LabStatistics", "ObjectInfo"]
 
 #: The concurrency models a lab can run (see Lab's docstring).
 MODELS = ("gates", "none", "serial")
@@ -71,6 +72,29 @@ def _is_seconds(value: object, *, zero: bool = False) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return math.isfinite(value) and (value >= 0 if zero else value > 0)
+
+
+#: How many client calls ``Lab(record=True)`` keeps (about 45 MiB of recording).
+RECORD_LIMIT = 10_000
+#: The largest ``Lab(record=N)``.
+MAX_RECORD_LIMIT = 10_000_000
+#: The largest ``Lab(max_tasks=N)``.
+MAX_TASKS_LIMIT = 1_000_000
+#: The largest ``lab.keep_recent_calls(per_object)``.
+MAX_RECENT_CALLS = 10_000
+
+
+def _record_limit(record: object) -> int:
+    """``Lab(record=...)`` as a number of calls (0: off); a ValueError for anything else."""
+    if record is None or record is False:
+        return 0
+    if record is True:
+        return RECORD_LIMIT
+    if isinstance(record, int) and 1 <= record <= MAX_RECORD_LIMIT:
+        return record
+    raise ValueError(
+        f"record must be False, True (keep the first {RECORD_LIMIT:,} calls) or an int from 1 "
+        f"to {MAX_RECORD_LIMIT:,} (the calls to keep; each costs about 4.5 KiB), got {record!r}")
 
 
 class Env:
@@ -183,9 +207,16 @@ class Lab:
             coalescing). ``"none"``: plain asyncio, the naive model (no input gate, no output
             gate; it loses updates and acknowledges writes that later fail). ``"serial"``: one
             delivery at a time from start to finish, like an actor holding a lock.
-        record: keep every client call (``lab.history()``), every transition and every event
+        record: keep the client calls (``lab.history()``), the transitions and the events
             (``lab.trace()``), so the run can be checked and replayed. Off by default: it costs
-            time per call.
+            time and memory per call (about 4.5 KiB, ``bench/RESULTS-recording.txt``).
+            ``True`` keeps the first :data:`RECORD_LIMIT` calls (10,000); an int ``N`` keeps
+            the first ``N``. Past the limit recording stops (with a warning): the history and
+            the trace stay a consistent prefix of the run, and memory stays flat.
+        max_tasks: tasks one object's code may have unfinished at once (``asyncio.create_task``,
+            ``ctx.waitUntil``, ...). Creating one more resets that object (a task bomb), not
+            the lab: the creating call raises and every call in flight fails with a
+            ``DurableObjectResetError`` naming the limit.
         idle_timeout: evict an instance after this many seconds (lab time) without work, as
             Cloudflare does (workerd: 10 s; production: 70-140 s). ``None`` (default): only
             ``lab.evict()`` evicts, so a notebook's objects stay put between cells.
@@ -206,8 +237,9 @@ class Lab:
                  max_open_databases: int = 64, clock: str | Clock = "real",
                  rate: float = 1.0, idle_timeout: float | None = None,
                  model: str = "gates", hibernate_after: float | None = 10.0,
-                 record: bool = False, network: str | dict[Any, Any] | Network | None = None
-                 ) -> None:
+                 record: bool | int = False,
+                 network: str | dict[Any, Any] | Network | None = None,
+                 max_tasks: int = 10_000) -> None:
         if storage not in ("sqlite", "memory"):
             raise ValueError(f"storage must be 'sqlite' or 'memory', got {storage!r}")
         if storage == "memory" and path is not None:
@@ -220,6 +252,11 @@ class Lab:
         if (isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int)
                 or max_in_flight < 1):
             raise ValueError(f"max_in_flight must be an int >= 1, got {max_in_flight!r}")
+        if (isinstance(max_tasks, bool) or not isinstance(max_tasks, int)
+                or not 1 <= max_tasks <= MAX_TASKS_LIMIT):
+            raise ValueError(f"max_tasks must be an int from 1 to {MAX_TASKS_LIMIT:,}, "
+                             f"got {max_tasks!r}")
+        record_limit = _record_limit(record)
         if not _is_seconds(sql_time_limit):
             raise ValueError(
                 f"sql_time_limit must be a finite number of seconds > 0, got {sql_time_limit!r}")
@@ -246,7 +283,12 @@ class Lab:
         self.sql_time_limit = float(sql_time_limit)
         self.storage = storage
         self.env = Env()
-        self.recording = bool(record)
+        self.recording = bool(record_limit)
+        #: The most client calls the recording keeps (0: not recording).
+        self.record_limit = record_limit
+        #: True once the recording reached ``record_limit`` and stopped.
+        self.recording_stopped = False
+        self.max_tasks = max_tasks
         #: What the rooms below the lab get instead of the lab (services.py): made here,
         #: filled as the parts are made, handed to each at construction.
         services: LabServices = _Services()  # type: ignore[assignment]  # (filled below)
@@ -308,6 +350,7 @@ class Lab:
         services = self.services
         for name in ("model", "storage", "path", "commit_latency", "max_queue", "max_in_flight",
                      "sql_time_limit", "idle_timeout", "hibernate_after", "recording", "session",
+                     "max_tasks",
                      "random", "clock", "bus", "backend", "scheduler", "faults", "alarms",
                      "network", "env"):
             setattr(services, name, getattr(self, name))
@@ -462,8 +505,11 @@ class Lab:
         """Keep the last ``per_object`` finished calls of every object, for
         :meth:`recent_calls` (the "Where the time went" panel turns this on). Off by default:
         a kept call holds its arguments and its result. ``0`` turns it off again."""
-        if isinstance(per_object, bool) or not isinstance(per_object, int) or per_object < 0:
-            raise ValueError(f"per_object must be an int >= 0, got {per_object!r}")
+        if (isinstance(per_object, bool) or not isinstance(per_object, int)
+                or not 0 <= per_object <= MAX_RECENT_CALLS):
+            raise ValueError(
+                f"per_object must be an int from 0 to {MAX_RECENT_CALLS:,} (each kept call "
+                f"holds its arguments and its result), got {per_object!r}")
         if per_object <= self._recent_calls and per_object:
             return  # (already keeping at least that many)
         self._recent_calls = self.services.recent_calls = per_object
@@ -490,6 +536,9 @@ class Lab:
                      kwargs: dict[str, Any], send: Callable[[Any], asyncio.Future[Any]]
                      ) -> asyncio.Future[Any]:
         assert self._history is not None
+        if len(self._calls) >= self.record_limit:
+            self._stop_recording()
+            return send(None)
         task = asyncio.current_task()
         client = task.get_name() if task is not None else "client"
         record: dict[str, Any] = {
@@ -521,6 +570,20 @@ class Lab:
         reply.add_done_callback(done)
         return reply
 
+    def _stop_recording(self) -> None:
+        """The recording is full: keep what it has (a prefix of the run), record no more."""
+        self.recording_stopped = True
+        self.services.recording = False
+        self.scheduler.recording = False
+        if self._events is not None:
+            self._events.close()
+        warnings.warn(
+            f"the lab stopped recording at {self.record_limit:,} calls, its limit "
+            f"(Lab(record=...); True keeps {RECORD_LIMIT:,}): lab.history() and lab.trace() "
+            "keep those calls and what happened up to the last of them. Make the lab with "
+            "Lab(record=N) to keep more (about 4.5 KiB per call).",
+            RuntimeWarning, stacklevel=4)
+
     def trace(self) -> dict[str, Any]:
         """The run so far as a JSON-serialisable dict (calls, transitions, events)."""
         if not self.recording:
@@ -538,6 +601,7 @@ class Lab:
             "bindings": {name: {"class": ns.cls.__qualname__, "module": ns.cls.__module__,
                                 "sql": ns.sql}
                          for name, ns in self.env._bindings.items()},
+            "truncated": self.recording_stopped,
             "calls": [dict(c) for c in self._calls],
             "transitions": list(self.scheduler.transitions),
             "events": events,

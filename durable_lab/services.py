@@ -66,6 +66,7 @@ class LabServices(Protocol):
     max_queue: int
     max_in_flight: int
     sql_time_limit: float
+    max_tasks: int
     idle_timeout: float | None
     hibernate_after: float | None
     recording: bool

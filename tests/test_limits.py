@@ -10,6 +10,7 @@ without bound.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import re
@@ -17,7 +18,7 @@ import sqlite3
 
 import pytest
 
-from durable_lab import DurableObject, Lab
+from durable_lab import DurableObject, DurableObjectResetError, Lab
 from durable_lab import _sql_engine
 from durable_lab._sql_engine import split_statements
 from durable_lab.network import Network
@@ -185,3 +186,106 @@ def test_item10_table_shows_a_custom_region_with_the_pairs_it_has():
     assert "mars" in net.table()
     with pytest.raises(ValueError, match=r"^unknown region 'venus'"):
         net.table(["enam", "venus"])
+
+
+# -- 11. bounded recording, recent calls, tasks -------------------------------------------------
+
+
+class Counter(DurableObject):
+    async def increment(self):
+        n = (await self.ctx.storage.get("n")) or 0
+        self.ctx.storage.put("n", n + 1)
+        return n + 1
+
+
+async def test_item11_the_recording_stops_at_its_limit_and_keeps_a_consistent_prefix():
+    """Item 11: ``record=True`` kept every call, event and transition (771 MB after 126k
+    calls). ``Lab(record=N)`` keeps the first N calls, then stops recording with a warning:
+    the history holds N calls, the events and transitions stop growing, the trace says it
+    was cut short, and calls go on being answered."""
+    async with Lab(storage="memory", record=5) as lab:
+        stub = lab.bind("C", Counter).getByName("c")
+        for _ in range(5):
+            await stub.increment()
+        events = len(lab.trace()["events"])
+        transitions = len(lab.trace()["transitions"])
+        assert not lab.recording_stopped
+        with pytest.warns(RuntimeWarning, match=r"^the lab stopped recording at 5 calls, its "
+                                                r"limit \(Lab\(record=\.\.\.\); True keeps "
+                                                r"10,000\)"):
+            assert await stub.increment() == 6
+        for _ in range(20):
+            await stub.increment()
+        assert lab.recording_stopped
+        trace = lab.trace()
+        assert len(lab.history().operations) == 5 == len(trace["calls"])
+        assert [op.result for op in lab.history().operations] == [1, 2, 3, 4, 5]
+        assert trace["truncated"] is True
+        assert len(trace["events"]) == events
+        assert len(trace["transitions"]) == transitions
+        assert await stub.increment() == 27
+
+
+def test_item11_record_takes_true_false_or_a_number_of_calls():
+    """Item 11: ``record`` is a switch or a limit; anything else is refused naming both."""
+    assert Lab(storage="memory", record=True).record_limit == 10_000
+    assert Lab(storage="memory", record=250).record_limit == 250
+    assert Lab(storage="memory").record_limit == 0
+    for bad in (0, -1, 10**9, 1.5, "yes"):
+        with pytest.raises(ValueError, match=r"^record must be False, True \(keep the first "
+                                             r"10,000 calls\) or an int from 1 to 10,000,000 "):
+            Lab(storage="memory", record=bad)
+
+
+def test_item11_keep_recent_calls_has_a_ceiling():
+    """Item 11: ``keep_recent_calls(10**9)`` was accepted (each kept call pins its arguments
+    and result)."""
+    lab = Lab(storage="memory")
+    lab.keep_recent_calls(10_000)
+    with pytest.raises(ValueError, match=r"^per_object must be an int from 0 to 10,000 "
+                                         r"\(each kept call holds its arguments and its "
+                                         r"result\), got 1000000000"):
+        lab.keep_recent_calls(10**9)
+
+
+class Bomb(DurableObject):
+    async def explode(self):
+        async def grow():
+            asyncio.create_task(grow())
+            asyncio.create_task(grow())
+            await asyncio.sleep(3600)
+
+        asyncio.create_task(grow())
+        await asyncio.sleep(3600)
+
+    async def fan_out(self, n):
+        async def one(i):
+            return i
+
+        return sum(await asyncio.gather(*(one(i) for i in range(n))))
+
+    async def ping(self):
+        return "pong"
+
+
+async def test_item11_a_task_bomb_resets_its_object_not_the_lab():
+    """Item 11: a task that starts two tasks that each start two... grew by tens of thousands
+    of tasks a second with no limit. At ``Lab(max_tasks=N)`` unfinished tasks the object is
+    reset with an error naming the limit; its tasks are cancelled; other objects, and the
+    same object's next call, are fine."""
+    async with Lab(storage="memory", max_tasks=500) as lab:
+        ns = lab.bind("B", Bomb)
+        bomb, other = ns.getByName("bomb"), ns.getByName("other")
+        with pytest.raises(DurableObjectResetError,
+                           match=r"^Durable Object reset: its code created more than 500 tasks "
+                                 r"that had not finished, the lab's limit per object "
+                                 r"\(Lab\(max_tasks=500\)\)") as info:
+            await asyncio.wait_for(bomb.explode(), 10)
+        assert info.value.reason == "exceededMemory"
+        assert await other.fan_out(400) == sum(range(400))
+        assert await ns.getByName("bomb").ping() == "pong"
+        await asyncio.wait_for(lab.wait_idle(), 10)
+        assert len(lab._tasks) == 0
+    with pytest.raises(ValueError, match=r"^max_tasks must be an int from 1 to 1,000,000, "
+                                         r"got 0"):
+        Lab(storage="memory", max_tasks=0)
