@@ -43,6 +43,7 @@ import logging
 import os
 import re
 import sqlite3
+import time
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -548,6 +549,46 @@ def _size_sync(db: sqlite3.Connection) -> int:
     return int(db.execute(_SQL_KV_SIZE).fetchone()[0])
 
 
+#: How many SQLite VM instructions run between two looks at a statement's deadline.
+_PROGRESS_STEPS = 1000
+
+
+class _Watchdog:
+    """The time limit of one connection's jobs (``Lab(sql_time_limit=...)``), as SQLite's
+    progress handler: every statement the backend runs is interrupted once its job has run
+    longer than the limit. A database someone tampered with (a slow trigger on ``_cf_KV``)
+    then fails that commit, the object is reset, and ``close()`` does not wait forever."""
+
+    __slots__ = ("deadline", "limit", "timed_out")
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.deadline: float | None = None
+        self.timed_out = False
+
+    def __call__(self) -> int:
+        deadline = self.deadline
+        if deadline is not None and time.monotonic() > deadline:
+            self.timed_out = True
+            return 1  # SQLITE_INTERRUPT
+        return 0
+
+
+def _timed(db: sqlite3.Connection, watchdog: _Watchdog, fn: Callable[..., _T],
+           *args: object) -> _T:
+    """Run ``fn(db, *args)`` (on the connection's thread) with the watchdog's clock running."""
+    watchdog.deadline = time.monotonic() + watchdog.limit
+    watchdog.timed_out = False
+    try:
+        return fn(db, *args)
+    finally:
+        watchdog.deadline = None
+
+
+def _install_watchdog(db: sqlite3.Connection, watchdog: _Watchdog) -> None:
+    db.set_progress_handler(watchdog, _PROGRESS_STEPS)
+
+
 async def _run_on_connection(
     conn: aiosqlite.Connection, fn: Callable[..., _T], *args: object
 ) -> _T:
@@ -565,10 +606,11 @@ async def _run_on_connection(
 class _PoolEntry:
     """A pooled connection (or one being opened) for one object."""
 
-    __slots__ = ("conn", "failed", "ready", "users")
+    __slots__ = ("conn", "failed", "ready", "users", "watchdog")
 
     def __init__(self) -> None:
         self.conn: aiosqlite.Connection | None = None
+        self.watchdog: _Watchdog | None = None
         self.users = 1  # operations holding or waiting for this entry
         self.ready = asyncio.Event()  # set once opening finished (successfully or not)
         self.failed = False
@@ -581,11 +623,14 @@ class SqliteBackend:
     docstring for the layout, durability and pooling rules.
     """
 
-    def __init__(self, folder: str | os.PathLike[str], *, max_open: int = 64) -> None:
+    def __init__(self, folder: str | os.PathLike[str], *, max_open: int = 64,
+                 time_limit: float = 5.0) -> None:
         if not isinstance(max_open, int) or max_open < 1:
             raise ValueError(f"max_open must be a positive int, not {max_open!r}")
         self._folder = Path(folder)
         self._max_open = max_open
+        #: Seconds one job (a read, a commit, opening a database) may run on its connection.
+        self._time_limit = time_limit
         # ObjectKey -> entry, least recently used first. Entries being opened count toward
         # max_open: a slot is reserved before the connection is opened.
         self._pool: OrderedDict[ObjectKey, _PoolEntry] = OrderedDict()
@@ -669,7 +714,8 @@ class SqliteBackend:
             try:
                 if victim is not None:
                     await self._close_connection(victim)
-                entry.conn = await self._open_connection(path)
+                entry.watchdog = _Watchdog(self._time_limit)
+                entry.conn = await self._open_connection(path, entry.watchdog)
             except BaseException as exc:
                 entry.failed = True
                 entry.users -= 1
@@ -690,7 +736,7 @@ class SqliteBackend:
         if entry.users == 0:
             self._wake_waiters()
 
-    async def _open_connection(self, path: Path) -> aiosqlite.Connection:
+    async def _open_connection(self, path: Path, watchdog: _Watchdog) -> aiosqlite.Connection:
         if not check_db_path(path):  # the lab folder is a boundary (see _folder.py)
             path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: no implicit transactions; commits use BEGIN IMMEDIATE.
@@ -710,7 +756,8 @@ class SqliteBackend:
             self._open_connections -= 1  # aiosqlite stops the thread itself
             raise
         try:
-            await _run_on_connection(conn, _init_db, path)
+            await _run_on_connection(conn, _install_watchdog, watchdog)
+            await _run_on_connection(conn, _timed, watchdog, _init_db, path)
         except BaseException:
             await self._close_aiosqlite(conn)
             raise
@@ -739,14 +786,23 @@ class SqliteBackend:
         entry = await self._acquire(key, path, create=create)
         if entry is None:
             return empty
+        watchdog = entry.watchdog
         try:
-            assert entry.conn is not None
-            return await _run_on_connection(entry.conn, fn, *args)
+            assert entry.conn is not None and watchdog is not None
+            return await _run_on_connection(entry.conn, _timed, watchdog, fn, *args)
         except StorageCorruptError as exc:
             raise StorageCorruptError(f"{key[0]} object {key[1]}: {exc}") from exc
         except StorageError:
             raise
         except Exception as exc:
+            if (watchdog is not None and watchdog.timed_out
+                    and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT):
+                raise StorageError(
+                    f"SQLite {fn.__name__.removesuffix('_sync')} of {key[0]} object {key[1]} "
+                    f"ran longer than {self._time_limit:g} s, the lab's limit for one statement "
+                    "(Lab(sql_time_limit=...)), and was interrupted: something stored in its "
+                    "database makes it slow"
+                ) from exc
             raise StorageError(
                 f"SQLite {fn.__name__.removesuffix('_sync')} failed for {key[0]} object "
                 f"{key[1]}: {exc}"

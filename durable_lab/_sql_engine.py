@@ -67,7 +67,8 @@ if TYPE_CHECKING:
 # Handed down from the rooms above (``_host.Instance``): named for the reader, not imported.
 Instance = Any
 
-__all__ = ["CONSTRAINT_RESET_MESSAGE", "SqliteEngine", "offline_set_metadata", "split_statements"]
+__all__ = ["CONSTRAINT_RESET_MESSAGE", "SqliteEngine", "offline_set_metadata", "split_statements",
+           "watchdog"]
 
 LOG = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ _DENIED_FUNCTIONS = frozenset({"fts3_tokenizer", "load_extension"})
 #: say 2 MB, but SQLite-backed KV entries of up to 2 MiB must fit in a row).
 MAX_SQL_LENGTH = 4 * 1024 * 1024
 #: How many SQLite VM instructions run between two calls of the watchdog.
-_PROGRESS_STEPS = 1000
+PROGRESS_STEPS = 1000
 _SQL_RESERVED_NAMES = (
     "SELECT name FROM sqlite_master WHERE name LIKE '\\_cf\\_%' ESCAPE '\\' "
     "AND name NOT IN ('_cf_KV', '_cf_METADATA') LIMIT 1"
@@ -288,13 +289,22 @@ def _memory_db(host: Any, create: bool = True) -> sqlite3.Connection | None:
     return conn
 
 
-def _open_file(path: Path) -> sqlite3.Connection:
+def watchdog(seconds: float) -> Callable[[], int]:
+    """A progress handler that interrupts whatever runs once ``seconds`` have passed."""
+    deadline = wall_monotonic() + seconds
+    return lambda: 1 if wall_monotonic() > deadline else 0
+
+
+def _open_file(path: Path, time_limit: float) -> sqlite3.Connection:
+    """Open (and if new, set up) an object's database file. Everything it runs, and what the
+    caller runs next until it installs its own progress handler, obeys ``time_limit``."""
     try:
         if not check_db_path(path):  # the lab folder is a boundary (see _folder.py)
             path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, isolation_level=None, cached_statements=0, timeout=1.0)
     except (OSError, sqlite3.Error) as exc:
         raise StorageError(f"cannot open the database {path}: {exc}") from exc
+    conn.set_progress_handler(watchdog(time_limit), PROGRESS_STEPS)
     try:
         count, ours = conn.execute(SQL_USER_TABLES).fetchone()
         if count and not ours:
@@ -321,7 +331,7 @@ def offline_set_metadata(services: Any, host: Any, key: str, data: bytes | None)
         path = Path(services.path) / host.storage_key[0] / f"{host.storage_key[1]}.sqlite"
         if data is None and not check_db_path(path):
             return
-        conn = _open_file(path)
+        conn = _open_file(path, services.sql_time_limit)
         owned = True
     try:
         if data is None:
@@ -406,8 +416,9 @@ class SqliteEngine:
         self._internal = False
         self._stmt_wrote = False
         self._deny_reason: str | None = None
-        # The time limit of user statements (arm_time_limit).
+        # The time limit of user statements (arm_time_limit), and of the runtime's own.
         self._deadline: float | None = None
+        self._own_deadline: float | None = None
         self._timed_out = False
         # The implicit transaction.
         self._commit_fut: asyncio.Future[None] | None = None
@@ -467,7 +478,7 @@ class SqliteEngine:
             path = self._path()
             if not create and not check_db_path(path):
                 return None
-            conn = _open_file(path)
+            conn = _open_file(path, self.services.sql_time_limit)
             owns = True
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         # workerd's bound on a string, BLOB or row: randomblob(900000000), zeroblob() or
@@ -476,22 +487,59 @@ class SqliteEngine:
         conn.execute("PRAGMA foreign_keys=ON")  # Cloudflare enforces foreign keys
         conn.set_authorizer(self._authorize)
         # The watchdog of user statements (see arm_time_limit); cheap: one Python call per
-        # _PROGRESS_STEPS virtual-machine instructions.
-        conn.set_progress_handler(self._progress, _PROGRESS_STEPS)
+        # PROGRESS_STEPS virtual-machine instructions.
+        conn.set_progress_handler(self._progress, PROGRESS_STEPS)
         self._conn = conn
         self._owns_conn = owns
         self._reload_metadata()
         return conn
 
     def _x(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
-        """Run one of the runtime's own statements (the authorizer lets it through)."""
+        """Run one of the runtime's own statements (the authorizer lets it through; the time
+        limit applies, see ``_progress``)."""
         conn = self._conn
         assert conn is not None
         self._internal = True
+        self._own_deadline = None
         try:
             return conn.execute(sql, params)
+        except sqlite3.OperationalError as exc:
+            raise self._own_statement_error(sql, exc) from exc
         finally:
             self._internal = False
+
+    def _xmany(self, sql: str, rows: Any) -> None:
+        """``executemany`` of one of the runtime's own statements (as ``_x``)."""
+        conn = self._conn
+        assert conn is not None
+        self._internal = True
+        self._own_deadline = None
+        try:
+            conn.executemany(sql, rows)
+        except sqlite3.OperationalError as exc:
+            raise self._own_statement_error(sql, exc) from exc
+        finally:
+            self._internal = False
+
+    def _own_statement_error(self, sql: str, exc: sqlite3.OperationalError) -> BaseException:
+        """What a runtime statement's error becomes: unchanged, unless the time limit stopped
+        it. Then the object is reset (its open transaction may be gone, and a database that
+        makes the runtime's own statements this slow was tampered with) and this says why."""
+        if (self._deadline is not None or not self._timed_out
+                or getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_INTERRUPT):
+            return exc
+        self._timed_out = False
+        limit = self.services.sql_time_limit
+        statement = sql.split(" (", 1)[0][:60]
+        error = DurableObjectResetError(
+            f"Durable Object reset: a statement the runtime ran on its database "
+            f"({statement!r}) ran longer than {limit:g} s, the lab's limit for one statement "
+            "(Lab(sql_time_limit=...)), and was interrupted: something stored in the "
+            "database (a trigger?) makes it slow. Its uncommitted writes are lost.",
+            reason="exceededCpu")
+        error.__cause__ = exc
+        self._critical_error(error)
+        return error
 
     def _authorize(self, action: int, arg1: str | None, arg2: str | None, db: str | None,
                    trigger: str | None) -> int:
@@ -545,11 +593,40 @@ class SqliteEngine:
 
     def disarm_time_limit(self) -> None:
         self._deadline = None
+        self._own_deadline = None
+
+    def read_rows(self, query: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """A read of the runtime's own on the live connection (``lab.tables``, ``lab.peek``),
+        under the time limit like everything else; stopped by it, it raises StorageError and
+        the object is left alone (a large table is no fault of the object)."""
+        conn = self._conn
+        assert conn is not None
+        saved = self._internal
+        self._internal = True  # our own read, not the object's statement: no guard rails
+        self._own_deadline = None
+        try:
+            return conn.execute(query, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if (self._deadline is None and self._timed_out
+                    and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT):
+                self._timed_out = False
+                raise StorageError(
+                    f"{self.instance.label}: reading its database ({query[:60]!r}) took longer "
+                    f"than {self.services.sql_time_limit:g} s, the lab's limit for one "
+                    "statement (Lab(sql_time_limit=...)), and was interrupted") from exc
+            raise
+        finally:
+            self._internal = saved
 
     def _progress(self) -> int:
         deadline = self._deadline
         if deadline is None:
-            return 0  # the runtime's own statements are not limited
+            # One of the runtime's own statements (a KV write, COMMIT, deleteAll()'s drops,
+            # a read by peek): limited too, from its first call here (``_x`` clears it).
+            deadline = self._own_deadline
+            if deadline is None:
+                self._own_deadline = wall_monotonic() + self.services.sql_time_limit
+                return 0
         if wall_monotonic() > deadline:
             self._timed_out = True
             return 1  # interrupt
@@ -583,11 +660,14 @@ class SqliteEngine:
         """The open transaction was lost by SQLite itself: reset, as a failed commit does."""
         error = DurableObjectResetError(message + str(cause), reason="outputGateBroken")
         error.__cause__ = cause
+        self._critical_error(error)
+
+    def _critical_error(self, error: DurableObjectResetError) -> None:
         fut = self._commit_fut
         if fut is not None and not fut.done():
             fut.set_exception(error)
             fut.exception()
-        self.instance.reset(error, reason="outputGateBroken")
+        self.instance.reset(error, reason=error.reason)
 
     # -- the implicit transaction --------------------------------------------------------
 
@@ -829,11 +909,7 @@ class SqliteEngine:
 
     def kv_put(self, items: list[tuple[str, bytes]], *, confirmed: bool) -> None:
         self._begin()
-        self._internal = True
-        try:
-            self._conn.executemany(_SQL_PUT_KV, items)  # type: ignore[union-attr]
-        finally:
-            self._internal = False
+        self._xmany(_SQL_PUT_KV, items)
         keys = self._txn_keys
         for key, _ in items:
             keys[key] = True

@@ -334,7 +334,8 @@ class Lab:
             self._folder_lock = FolderLock(self.path)
             self.session = self._folder_lock.session
             try:
-                self.backend = SqliteBackend(self.path, max_open=max_open_databases)
+                self.backend = SqliteBackend(self.path, max_open=max_open_databases,
+                                             time_limit=self.sql_time_limit)
             except BaseException:
                 # A traceback kept by Jupyter would keep this half-made lab, and its lock,
                 # alive: let go of the folder now.

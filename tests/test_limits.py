@@ -18,8 +18,7 @@ import sqlite3
 
 import pytest
 
-from durable_lab import DurableObject, DurableObjectResetError, Lab
-from durable_lab import _sql_engine
+from durable_lab import DurableObject, DurableObjectResetError, Lab, _sql_engine
 from durable_lab._sql_engine import split_statements
 from durable_lab.network import Network
 from durable_lab.sql import SqlError
@@ -250,12 +249,13 @@ def test_item11_keep_recent_calls_has_a_ceiling():
 
 class Bomb(DurableObject):
     async def explode(self):
+        # (Hostile code keeps no reference to its tasks: the object owns them anyway.)
         async def grow():
-            asyncio.create_task(grow())
-            asyncio.create_task(grow())
+            asyncio.create_task(grow())  # noqa: RUF006
+            asyncio.create_task(grow())  # noqa: RUF006
             await asyncio.sleep(3600)
 
-        asyncio.create_task(grow())
+        asyncio.create_task(grow())  # noqa: RUF006
         await asyncio.sleep(3600)
 
     async def fan_out(self, n):
@@ -289,3 +289,118 @@ async def test_item11_a_task_bomb_resets_its_object_not_the_lab():
     with pytest.raises(ValueError, match=r"^max_tasks must be an int from 1 to 1,000,000, "
                                          r"got 0"):
         Lab(storage="memory", max_tasks=0)
+
+
+# -- 6. every statement the runtime runs obeys the time limit ---------------------------------
+
+_FOREVER = ("SELECT count(*) FROM (WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 "
+            "FROM r) SELECT x FROM r)")
+
+
+class Wiper(DurableObject):
+    async def setup(self):
+        sql = self.ctx.storage.sql
+        sql.exec("CREATE TABLE p (id INTEGER PRIMARY KEY)")
+        sql.exec("CREATE TABLE c (pid INTEGER REFERENCES p(id) ON DELETE CASCADE)")
+        sql.exec("CREATE TABLE log (x)")
+        sql.exec(f"CREATE TRIGGER slow AFTER DELETE ON c BEGIN INSERT INTO log {_FOREVER}; END")
+        sql.exec("INSERT INTO p VALUES (1)")
+        sql.exec("INSERT INTO c VALUES (1)")
+        self.ctx.storage.put("kept", 1)
+        return "ready"
+
+    async def wipe(self):
+        self.ctx.storage.deleteAll()
+        return "wiped"
+
+    async def kept(self):
+        return await self.ctx.storage.get("kept")
+
+
+_WIPE_SCRIPT = """
+import asyncio, sys, time
+sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
+from durable_lab import Lab
+from test_limits import Wiper
+async def main():
+    async with Lab({folder!r}, sql_time_limit=0.3) as lab:
+        stub = lab.bind("W", Wiper, sql=True).getByName("w")
+        print(await stub.setup())
+        started = time.monotonic()
+        try:
+            print(await stub.wipe())
+        except Exception as exc:
+            print(type(exc).__name__, getattr(exc, "reason", ""), exc)
+        print(f"after {{time.monotonic() - started:.1f}} s")
+        print("kept", await lab.env.W.getByName("w").kept())
+asyncio.run(main())
+print("closed")
+"""
+
+
+def test_item6_a_slow_trigger_run_by_the_runtimes_own_statement_is_interrupted(tmp_path):
+    """Item 6: the runtime's own statements ran without the time limit. deleteAll() drops the
+    user's tables; a cascade from a dropped table fires the user's trigger, which here never
+    ends: the event loop froze for good (the test runs in a subprocess to survive that). Now
+    the statement is interrupted at ``sql_time_limit``, the object is reset with an error
+    naming the limit, its committed data is intact, and the lab closes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import durable_lab
+
+    script = _WIPE_SCRIPT.format(root=str(Path(durable_lab.__file__).parent.parent),
+                                 tests=str(Path(__file__).parent), folder=str(tmp_path / "lab"))
+    try:
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             timeout=60)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the lab froze: {exc.stdout!r}")
+    lines = out.stdout.splitlines()
+    assert lines[0] == "ready", (out.stdout, out.stderr[-2000:])
+    assert lines[1].startswith(
+        "DurableObjectResetError exceededCpu Durable Object reset: a statement the runtime ran "
+        "on its database ('DROP TABLE IF EXISTS \"p\"') ran longer than 0.3 s, the lab's limit "
+        "for one statement (Lab(sql_time_limit=...)), and was interrupted"), lines
+    assert float(lines[2].split()[1]) < 10
+    assert lines[3:] == ["kept 1", "closed"], (out.stdout, out.stderr[-2000:])
+
+
+class Box(DurableObject):
+    async def put(self, key, value):
+        self.ctx.storage.put(key, value)
+        return "saved"
+
+    async def get(self, key):
+        return await self.ctx.storage.get(key)
+
+
+async def test_item6_a_kv_commit_that_runs_too_long_is_interrupted(tmp_path, monkeypatch):
+    """Item 6: on a KV-backed object a commit that never ended (a slow trigger in a tampered
+    file) left ``put()`` unanswered and ``close()`` waiting forever. Every job of the SQLite
+    backend now runs under ``sql_time_limit``: here a commit made endless on purpose fails,
+    the caller gets the reset, the object's next call works, and the lab closes."""
+    from durable_lab import _backends
+
+    real = _backends._commit_sync
+    endless = {"on": True}
+
+    def slow_commit(db, *args):
+        if endless["on"]:
+            db.execute(_FOREVER).fetchall()
+        return real(db, *args)
+
+    monkeypatch.setattr(_backends, "_commit_sync", slow_commit)
+    lab = Lab(tmp_path / "lab", sql_time_limit=0.3)
+    stub = lab.bind("B", Box).getByName("b")
+    with pytest.raises(DurableObjectResetError) as info:
+        await asyncio.wait_for(stub.put("a", 1), 20)
+    cause = info.value.__cause__
+    assert "ran longer than 0.3 s, the lab's limit for one statement " \
+           "(Lab(sql_time_limit=...)), and was interrupted" in str(cause), repr(cause)
+    endless["on"] = False
+    fresh = lab.env.B.getByName("b")
+    assert await asyncio.wait_for(fresh.put("a", 2), 20) == "saved"
+    assert await fresh.get("a") == 2
+    await asyncio.wait_for(lab.close(), 20)
