@@ -362,6 +362,12 @@ class InputGate:
             # loop pass, in a done callback that runs after this one.
             self._settle(SETTLE_PASSES if self.internal_waits else 1)
 
+    @property
+    def between_turns(self) -> bool:
+        """No turn runs and none of its code waits in the turn lane: only the settling that
+        ends the turn (its commit, ``on_quiet``) may be left."""
+        return self._lock is None and not self._micro
+
     def on_quiet(self, callback: Callable[[], Any]) -> None:
         """Run ``callback`` at the end of the current turn, once the code it made runnable has
         run, before anything else is admitted (workerd: after the JavaScript turn)."""

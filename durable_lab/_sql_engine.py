@@ -40,10 +40,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import re
 import sqlite3
 import weakref
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +69,7 @@ if TYPE_CHECKING:
 # Handed down from the rooms above (``_host.Instance``): named for the reader, not imported.
 Instance = Any
 
-__all__ = ["CONSTRAINT_RESET_MESSAGE", "SqliteEngine", "offline_set_metadata", "split_statements",
+__all__ = ["CONSTRAINT_RESET_MESSAGE", "OpenDatabases", "SqliteEngine", "offline_set_metadata", "split_statements",
            "watchdog"]
 
 LOG = logging.getLogger(__name__)
@@ -310,9 +312,12 @@ def _open_file(path: Path, time_limit: float) -> sqlite3.Connection:
         if count and not ours:
             conn.close()
             raise not_a_lab_database(path)
-        conn.execute("PRAGMA synchronous=NORMAL")
+        # Setting up a new file writes nothing anyone was told is saved: no fsync for it
+        # (see _backends._init_db). Commits run with synchronous=NORMAL.
+        conn.execute("PRAGMA synchronous=OFF")
         conn.execute("PRAGMA journal_mode=WAL")
         _init_schema(conn)
+        conn.execute("PRAGMA synchronous=NORMAL")
     except sqlite3.Error as exc:
         conn.close()
         raise StorageError(f"cannot open the database {path}: {exc}") from exc
@@ -382,6 +387,64 @@ def sqlite_error_text(exc: BaseException) -> str:
     return f"{text}: {primary} (extended: {name})"
 
 
+#: Per-connection settings user SQL may change (the allow-list) and that a connection closed
+#: by :class:`OpenDatabases` must get back when it is reopened. ``case_sensitive_like`` cannot
+#: be read back: the authorizer notes what it was set to.
+_SESSION_PRAGMAS = ("foreign_keys", "recursive_triggers", "reverse_unordered_selects",
+                    "ignore_check_constraints", "legacy_alter_table")
+
+
+class OpenDatabases:
+    """The lab's bound on the database files SQLite-backed objects keep open.
+
+    A live SQLite-backed instance holds its database open (three file descriptors: the file,
+    its write-ahead log, its shared memory). Without a bound, 339 live objects exhausted
+    ``ulimit -n 1024`` (macOS's 256 would stop near 85), and then KV commits and new labs
+    failed too. At most ``limit`` stay open: opening one more closes the least recently used
+    one that is *quiet* (no transaction open, no statement or cursor running, no
+    ``transaction()``), which reopens by itself at its next storage call. Its per-connection
+    settings (``PRAGMA foreign_keys`` and the others user SQL may set) are put back then.
+    If every open database is busy the bound is exceeded for a moment rather than waiting
+    (a statement is synchronous: nothing could free one meanwhile).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        #: Engines with an open file, least recently used first.
+        self._engines: OrderedDict[SqliteEngine, None] = OrderedDict()
+        #: Connections closed to stay within the bound (for statistics and tests).
+        self.closed_for_room = 0
+
+    def __len__(self) -> int:
+        return len(self._engines)
+
+    def opened(self, engine: SqliteEngine) -> None:
+        self._engines[engine] = None
+        if len(self._engines) > self.limit:
+            self._make_room(engine)
+
+    def forget(self, engine: SqliteEngine) -> None:
+        self._engines.pop(engine, None)
+
+    def _make_room(self, keep: SqliteEngine) -> None:
+        excess = len(self._engines) - self.limit
+        # The least recently used first; a few beyond the excess, in case some are busy, and
+        # all of them only if that was not enough (a copy: closing changes the dict).
+        for candidates in (list(itertools.islice(self._engines, excess + 8)),
+                           list(self._engines)):
+            for engine in candidates:
+                if excess <= 0:
+                    return
+                # A burst of calls to many objects runs each one's turn before any of their
+                # end-of-turn commits: a turn that is over may commit now, then close.
+                if engine is not keep and (engine.quiet or engine.commit_early()):
+                    engine.let_go()
+                    self.closed_for_room += 1
+                    excess -= 1
+            if len(candidates) == len(self._engines):
+                return
+
+
 class SqliteEngine:
     """Storage of one SQLite-backed instance: the connection, the implicit transaction, the
     savepoints. Offers the StorageCache interface the host, the lab and alarms use
@@ -411,6 +474,13 @@ class SqliteEngine:
         self._flush_task: asyncio.Task[None] | None = None
         self._conn: sqlite3.Connection | None = None
         self._owns_conn = False
+        #: The lab's bound on open database files (None: a memory lab, nothing to bound).
+        self._open_files: OpenDatabases | None = (
+            getattr(self.services, "open_databases", None)
+            if self.services.path is not None else None)
+        #: Per-connection settings to put back when a connection closed for room reopens.
+        self._session: dict[str, object] = {}
+        self._case_sensitive_like: str | None = None
         # Authorizer state: internal statements bypass it; a user statement that writes is
         # noticed while it is prepared.
         self._internal = False
@@ -468,6 +538,9 @@ class SqliteEngine:
         no database file yet (reads of a never-written object leave no trace on disk)."""
         conn = self._conn
         if conn is not None:
+            files = self._open_files
+            if files is not None:
+                files._engines.move_to_end(self)  # (least recently used is closed first)
             return conn
         self.instance.check_usable()
         if self.services.path is None:
@@ -491,8 +564,60 @@ class SqliteEngine:
         conn.set_progress_handler(self._progress, PROGRESS_STEPS)
         self._conn = conn
         self._owns_conn = owns
+        if self._session or self._case_sensitive_like is not None:
+            self._restore_session()
         self._reload_metadata()
+        if owns and self._open_files is not None:
+            self._open_files.opened(self)
         return conn
+
+    # -- closing and reopening the file (OpenDatabases) ----------------------------------
+
+    @property
+    def quiet(self) -> bool:
+        """Whether the connection can be closed now and reopened later without anyone
+        noticing: no transaction, no statement or cursor running, no savepoint."""
+        conn = self._conn
+        return (conn is not None and self._owns_conn and not conn.in_transaction
+                and self._commit_fut is None and not self._committing
+                and not self._explicit_depth and not self._sync_depth
+                and self._deadline is None and not self._internal
+                and all(cursor._done for cursor in self._cursors))
+
+    def commit_early(self) -> bool:
+        """Run the end-of-turn COMMIT now if the turn that wrote is over (only its settling
+        is left); True if the connection is quiet afterwards."""
+        fut = self._commit_fut
+        if (fut is None or self._committing or self._explicit_depth or self._sync_depth
+                or self._deadline is not None or self._conn is None
+                or not self.instance.gate.between_turns):
+            return False
+        self._start_commit(fut)
+        return self.quiet
+
+    def let_go(self) -> None:
+        """Close the (quiet) connection to make room; the next storage call reopens it."""
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            for name in _SESSION_PRAGMAS:
+                self._session[name] = self._x(f"PRAGMA {name}").fetchone()[0]
+            # The checkpoint at close need not be fsynced (see _backends._before_close).
+            self._x("PRAGMA synchronous=OFF")
+        except (sqlite3.Error, DurableObjectResetError):  # pragma: no cover - keep it open
+            LOG.exception("closing the database of %s to make room", self.instance.label)
+            return
+        self._conn = None
+        if self._open_files is not None:
+            self._open_files.forget(self)
+        conn.close()
+
+    def _restore_session(self) -> None:
+        for name, value in self._session.items():
+            self._x(f"PRAGMA {name}={int(value)}")  # type: ignore[call-overload]
+        if self._case_sensitive_like is not None:
+            self._x("PRAGMA case_sensitive_like=" + _quote(self._case_sensitive_like))
 
     def _x(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
         """Run one of the runtime's own statements (the authorizer lets it through; the time
@@ -558,6 +683,8 @@ class SqliteEngine:
                 return _DENY
             if arg2 is not None and name == "user_version":
                 self._stmt_wrote = True
+            elif arg2 is not None and name == "case_sensitive_like":
+                self._case_sensitive_like = arg2  # (not readable: put back after a reopen)
             return _OK
         if action == _A.SQLITE_ATTACH or action == _A.SQLITE_DETACH or action in _TEMP_ACTIONS:
             return _DENY
@@ -1267,6 +1394,8 @@ class SqliteEngine:
         conn, self._conn = self._conn, None
         if conn is None:
             return
+        if self._open_files is not None:
+            self._open_files.forget(self)
         self._internal = True
         try:
             if conn.in_transaction:
@@ -1276,6 +1405,8 @@ class SqliteEngine:
         finally:
             self._internal = False
         if self._owns_conn:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA synchronous=OFF")  # (see _backends._before_close)
             conn.close()
         elif self.services.closed:
             conn.close()

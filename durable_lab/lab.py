@@ -38,6 +38,7 @@ from . import trace as _trace
 from ._backends import MemoryBackend, SqliteBackend
 from ._folder import FolderLock
 from ._host import CODE_UPDATED_MESSAGE, ObjectHost
+from ._sql_engine import OpenDatabases
 from .bus import EventBus, Recorder, Subscription
 from .clock import Clock, make_clock
 from .errors import DurableObjectResetError, LabClosedError
@@ -82,6 +83,21 @@ MAX_RECORD_LIMIT = 10_000_000
 MAX_TASKS_LIMIT = 1_000_000
 #: The largest ``lab.keep_recent_calls(per_object)``.
 MAX_RECENT_CALLS = 10_000
+
+
+def default_open_databases() -> int:
+    """``Lab(max_open_databases=None)``: a sixteenth of the file descriptors this process may
+    open (``ulimit -n``), from 4 to 64. KV-backed and SQLite-backed objects may each keep that
+    many databases open, three descriptors each: at most 3/8 of the limit."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):  # (Windows has no resource module)
+        return 64
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 64
+    return max(4, min(64, soft // 16))
 
 
 def _record_limit(record: object) -> int:
@@ -198,8 +214,12 @@ class Lab:
             SQLite-backed object may run before it is interrupted with a ``SqlError``; the
             object stays usable. A statement runs synchronously, so without this limit a
             runaway query would freeze the whole lab.
-        max_open_databases: aiosqlite connections (threads) kept open at once for KV-backed
-            classes (each live SQLite-backed instance holds one more, synchronous, connection).
+        max_open_databases: database files kept open at once: up to this many aiosqlite
+            connections (threads) for KV-backed classes, and as many synchronous connections
+            of SQLite-backed instances; the least recently used quiet one is closed to open
+            another, and reopens when needed. Each open database costs three file
+            descriptors. ``None`` (default): ``ulimit -n`` / 16, between 4 and 64 (64 at
+            Linux's usual 1024, 16 at macOS's 256), so a burst of new objects never runs out.
         clock: ``"real"`` (wall time), ``"manual"`` (moves only with ``lab.clock.advance(s)``),
             ``"auto"`` (jumps to the next timer whenever nothing can run), or a clock object.
         rate: with the real clock, how fast lab time runs (0.1 = ten times slower, to watch).
@@ -234,7 +254,7 @@ class Lab:
     def __init__(self, path: str | Path | None = None, *, storage: str = "sqlite",
                  seed: int | None = None, commit_latency: float = 0.0, max_queue: int = 1000,
                  max_in_flight: int = 5000, sql_time_limit: float = 5.0,
-                 max_open_databases: int = 64, clock: str | Clock = "real",
+                 max_open_databases: int | None = None, clock: str | Clock = "real",
                  rate: float = 1.0, idle_timeout: float | None = None,
                  model: str = "gates", hibernate_after: float | None = 10.0,
                  record: bool | int = False,
@@ -257,6 +277,12 @@ class Lab:
             raise ValueError(f"max_tasks must be an int from 1 to {MAX_TASKS_LIMIT:,}, "
                              f"got {max_tasks!r}")
         record_limit = _record_limit(record)
+        if max_open_databases is None:
+            max_open_databases = default_open_databases()
+        elif (isinstance(max_open_databases, bool) or not isinstance(max_open_databases, int)
+                or max_open_databases < 1):
+            raise ValueError(f"max_open_databases must be None or an int >= 1, "
+                             f"got {max_open_databases!r}")
         if not _is_seconds(sql_time_limit):
             raise ValueError(
                 f"sql_time_limit must be a finite number of seconds > 0, got {sql_time_limit!r}")
@@ -319,6 +345,9 @@ class Lab:
         #: into newUniqueId() so ids stay unique across sessions on one folder.
         self.session = 0
         self.backend: StorageBackend
+        self.max_open_databases = max_open_databases
+        #: The bound on SQLite-backed objects' open files (None: memory, no files).
+        self.open_databases: OpenDatabases | None = None
         if storage == "memory":
             self.path: Path | None = None
             self.backend = MemoryBackend()
@@ -333,6 +362,7 @@ class Lab:
             # here or in another process, has it open. See _folder.py.
             self._folder_lock = FolderLock(self.path)
             self.session = self._folder_lock.session
+            self.open_databases = OpenDatabases(max_open_databases)
             try:
                 self.backend = SqliteBackend(self.path, max_open=max_open_databases,
                                              time_limit=self.sql_time_limit)
@@ -351,7 +381,7 @@ class Lab:
         services = self.services
         for name in ("model", "storage", "path", "commit_latency", "max_queue", "max_in_flight",
                      "sql_time_limit", "idle_timeout", "hibernate_after", "recording", "session",
-                     "max_tasks",
+                     "max_tasks", "open_databases",
                      "random", "clock", "bus", "backend", "scheduler", "faults", "alarms",
                      "network", "env"):
             setattr(services, name, getattr(self, name))
