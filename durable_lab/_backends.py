@@ -686,6 +686,8 @@ class SqliteBackend:
         #: Operations waiting for a slot, first come first served: (key, future). A slot that
         #: frees up is handed to the first of them directly (see _hand_over).
         self._waiters: deque[tuple[ObjectKey, asyncio.Future[_Grant | None]]] = deque()
+        #: Objects with operations waiting for a slot, and how many.
+        self._queued: dict[ObjectKey, int] = {}
         #: Entries with users > 0 (close() waits until there are none).
         self._busy = 0
         self._drained: asyncio.Future[None] | None = None
@@ -737,10 +739,17 @@ class SqliteBackend:
         if victim is not None:
             self._idle[victim.key] = victim
 
+    def queued(self, key: ObjectKey) -> bool:
+        """Whether an operation of ``key`` waits for a connection slot (the output gate does
+        not count that time against the object: see ``_host``)."""
+        return key in self._queued
+
     async def _wait_for_slot(self, key: ObjectKey) -> _Grant | None:
         """Queue for a slot; the grant (see _hand_over), or None: look again."""
         fut: asyncio.Future[_Grant | None] = asyncio.get_running_loop().create_future()
         self._waiters.append((key, fut))
+        queued = self._queued
+        queued[key] = queued.get(key, 0) + 1
         try:
             return await fut
         except BaseException:
@@ -752,6 +761,12 @@ class SqliteBackend:
             else:
                 fut.cancel()  # (skipped by _hand_over)
             raise
+        finally:
+            left = queued[key] - 1
+            if left:
+                queued[key] = left
+            else:
+                del queued[key]
 
     def _give_back(self, entry: _PoolEntry, victim: _PoolEntry | None) -> None:
         """A granted slot is not used after all: the entry fails (its joiners look again), and

@@ -553,9 +553,16 @@ class OutputGate:
         clock = self._clock
         if clock is not None and self._on_timeout is not None:
             on_timeout = self._on_timeout
-            timer = clock.call_at(clock.now() + OUTPUT_GATE_TIMEOUT,
-                                  lambda: commit.done() or on_timeout())
-            commit.add_done_callback(lambda _: timer.cancel())
+            timers: list[Any] = []
+
+            def fire() -> None:
+                # ``on_timeout()`` returning True means "not yet": the commit has not reached
+                # storage (it waits for one of the lab's connections): count again from now.
+                if not commit.done() and on_timeout() is True:
+                    timers[0] = clock.call_at(clock.now() + OUTPUT_GATE_TIMEOUT, fire)
+
+            timers.append(clock.call_at(clock.now() + OUTPUT_GATE_TIMEOUT, fire))
+            commit.add_done_callback(lambda _: timers[0].cancel())
 
     def _on_commit_done(self, commit: asyncio.Future[None]) -> None:
         self._pending -= 1

@@ -540,7 +540,10 @@ class SqliteEngine:
         if conn is not None:
             files = self._open_files
             if files is not None:
-                files._engines.move_to_end(self)  # (least recently used is closed first)
+                engines = files._engines
+                engines.move_to_end(self)  # (the least recently used is closed first)
+                if len(engines) > files.limit:  # over the bound while all were busy
+                    files._make_room(self)
             return conn
         self.instance.check_usable()
         if self.services.path is None:
