@@ -880,8 +880,8 @@ class SqliteBackend:
             self._open_connections -= 1
             # aiosqlite stops the thread itself, and its last act is to report that to this
             # loop: wait for it, so that it never reports to a loop closed meanwhile.
-            while thread is not None and thread.is_alive():
-                await asyncio.sleep(0.001)
+            if thread is not None and thread.is_alive():
+                await asyncio.to_thread(thread.join)
             raise
         return conn
 

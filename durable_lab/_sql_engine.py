@@ -69,8 +69,8 @@ if TYPE_CHECKING:
 # Handed down from the rooms above (``_host.Instance``): named for the reader, not imported.
 Instance = Any
 
-__all__ = ["CONSTRAINT_RESET_MESSAGE", "OpenDatabases", "SqliteEngine", "offline_set_metadata", "split_statements",
-           "watchdog"]
+__all__ = ["CONSTRAINT_RESET_MESSAGE", "OpenDatabases", "SqliteEngine", "offline_set_metadata",
+           "split_statements", "watchdog"]
 
 LOG = logging.getLogger(__name__)
 
