@@ -740,16 +740,29 @@ class SqliteBackend:
             self._idle[victim.key] = victim
 
     def queued(self, key: ObjectKey) -> bool:
-        """Whether an operation of ``key`` waits for a connection slot (the output gate does
-        not count that time against the object: see ``_host``)."""
+        """Whether an operation of ``key`` has not reached its connection yet: it waits for a
+        slot, for the connection it replaces to close, or for its own to open (the output
+        gate does not count that time against the object: see ``_host``)."""
         return key in self._queued
+
+    async def _acquire(self, key: ObjectKey, path: Path, *, create: bool) -> _PoolEntry | None:
+        """A ready entry for ``key`` with ``users`` incremented, or None if ``create`` is false
+        and the object has no database file. The caller must :meth:`_release` the entry."""
+        queued = self._queued
+        queued[key] = queued.get(key, 0) + 1
+        try:
+            return await self._acquire_slot(key, path, create=create)
+        finally:
+            left = queued[key] - 1
+            if left:
+                queued[key] = left
+            else:
+                del queued[key]
 
     async def _wait_for_slot(self, key: ObjectKey) -> _Grant | None:
         """Queue for a slot; the grant (see _hand_over), or None: look again."""
         fut: asyncio.Future[_Grant | None] = asyncio.get_running_loop().create_future()
         self._waiters.append((key, fut))
-        queued = self._queued
-        queued[key] = queued.get(key, 0) + 1
         try:
             return await fut
         except BaseException:
@@ -761,12 +774,6 @@ class SqliteBackend:
             else:
                 fut.cancel()  # (skipped by _hand_over)
             raise
-        finally:
-            left = queued[key] - 1
-            if left:
-                queued[key] = left
-            else:
-                del queued[key]
 
     def _give_back(self, entry: _PoolEntry, victim: _PoolEntry | None) -> None:
         """A granted slot is not used after all: the entry fails (its joiners look again), and
@@ -794,9 +801,8 @@ class SqliteBackend:
             if self._busy == 0 and self._drained is not None and not self._drained.done():
                 self._drained.set_result(None)
 
-    async def _acquire(self, key: ObjectKey, path: Path, *, create: bool) -> _PoolEntry | None:
-        """A ready entry for ``key`` with ``users`` incremented, or None if ``create`` is false
-        and the object has no database file. The caller must :meth:`_release` the entry."""
+    async def _acquire_slot(self, key: ObjectKey, path: Path, *,
+                            create: bool) -> _PoolEntry | None:
         while True:
             self._check_open()
             entry = self._pool.get(key)
