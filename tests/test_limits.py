@@ -338,6 +338,7 @@ print("closed")
 """
 
 
+@pytest.mark.slow
 def test_item6_a_slow_trigger_run_by_the_runtimes_own_statement_is_interrupted(tmp_path):
     """Item 6: the runtime's own statements ran without the time limit. deleteAll() drops the
     user's tables; a cascade from a dropped table fires the user's trigger, which here never
@@ -500,6 +501,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow
 def test_item9_many_objects_at_once_stay_within_a_low_file_limit(tmp_path):
     """Item 9: every live SQLite-backed object kept its database open (three descriptors):
     under ``ulimit -n 1024`` the 339th object failed, and KV commits and new labs after it.
