@@ -21,7 +21,14 @@ database file contains: reading a database cannot run code).
   most ``max_open`` are open at once. They are kept in least-recently-used order; when a new
   object needs a connection and the pool is full, the least recently used *idle* connection is
   closed first. A connection with an operation in flight is never closed; if every connection
-  is busy, the new operation waits until one becomes idle.
+  is busy, the new operation waits, first come first served: a connection that becomes idle
+  is handed straight to the first waiter (one wake-up per release, and no later arrival can
+  take it first). A commit still waiting for its connection is not yet "storage being slow":
+  the output gate does not count that time (``queued``).
+- **A time limit.** Every job on a connection (opening it, a read, a commit) runs under
+  SQLite's progress handler with ``Lab(sql_time_limit)``: a statement that runs longer (a
+  slow trigger someone planted in the file) is interrupted and the operation fails with a
+  ``StorageError`` saying so, instead of never returning.
 - **Durability.** Databases use ``journal_mode=WAL`` and ``synchronous=NORMAL``. A commit that
   returned has been written to the write-ahead log, so it survives the *process* crashing or
   being killed (SIGKILL, a Jupyter kernel restart): the next open replays the log. It is not

@@ -34,6 +34,11 @@ engine instead, which is how Cloudflare runs SQLite-backed objects:
 - **Guard rails.** An authorizer refuses user statements on ``_cf_*`` objects, ATTACH, pragmas
   outside Cloudflare's allow-list and transaction statements. The connection does not cache
   prepared statements, so the authorizer sees every statement it runs.
+- **Time limit.** Every statement on the connection, the user's and the runtime's own, runs
+  under ``Lab(sql_time_limit)`` (the progress handler): a user statement fails with a
+  ``SqlError``, a runtime statement resets the object (``exceededCpu``).
+- **Bounded open files.** The lab's :class:`OpenDatabases` closes the least recently used
+  quiet connection when too many are open; the engine reopens it at its next storage call.
 """
 
 from __future__ import annotations
