@@ -4,10 +4,11 @@ objects it has never seen are being created and written at once, again and again
 The child (the script below, run with ``python -c``) opens the folder, then makes bursts of
 ``BURST`` new objects, each called once (``increment``: read ``n``, write ``n + 1``) all at
 once, KV-backed and SQLite-backed bursts in turn (a round starts with either), and prints
-``ack <binding> <name>`` as each call returns. Its database limit is low (``max_open_databases=8``), so the pool hands
-connections over and SQLite-backed files are closed and reopened while it runs. The parent
-kills it at a random moment (seeded) once acknowledgements flow, then opens the folder with a
-Lab and checks that every acknowledged object holds ``n == 1``.
+``ack <binding> <name>`` as each call returns. Its database limit is low
+(``max_open_databases=8``), so the pool hands connections over and SQLite-backed files are
+closed and reopened while it runs. The parent kills it at a random moment (seeded) once
+acknowledgements flow, then opens the folder with a Lab and checks that every acknowledged
+object holds ``n == 1``.
 """
 
 from __future__ import annotations
