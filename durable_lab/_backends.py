@@ -21,7 +21,14 @@ database file contains: reading a database cannot run code).
   most ``max_open`` are open at once. They are kept in least-recently-used order; when a new
   object needs a connection and the pool is full, the least recently used *idle* connection is
   closed first. A connection with an operation in flight is never closed; if every connection
-  is busy, the new operation waits until one becomes idle.
+  is busy, the new operation waits, first come first served: a connection that becomes idle
+  is handed straight to the first waiter (one wake-up per release, and no later arrival can
+  take it first). A commit still waiting for its connection is not yet "storage being slow":
+  the output gate does not count that time (``queued``).
+- **A time limit.** Every job on a connection (opening it, a read, a commit) runs under
+  SQLite's progress handler with ``Lab(sql_time_limit)``: a statement that runs longer (a
+  slow trigger someone planted in the file) is interrupted and the operation fails with a
+  ``StorageError`` saying so, instead of never returning.
 - **Durability.** Databases use ``journal_mode=WAL`` and ``synchronous=NORMAL``. A commit that
   returned has been written to the write-ahead log, so it survives the *process* crashing or
   being killed (SIGKILL, a Jupyter kernel restart): the next open replays the log. It is not
@@ -39,12 +46,14 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import logging
 import os
 import re
 import sqlite3
+import time
 from bisect import bisect_left
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +68,7 @@ from ._folder import (
     check_lab_schema,
     not_a_lab_database,
 )
+from ._turns import spawn
 from .errors import StorageCorruptError, StorageError
 
 __all__ = [
@@ -86,6 +96,7 @@ _DB_SUFFIX = ".sqlite"
 
 _SQL_PRAGMA_WAL = "PRAGMA journal_mode=WAL"
 _SQL_PRAGMA_SYNCHRONOUS = "PRAGMA synchronous=NORMAL"
+_SQL_PRAGMA_SYNCHRONOUS_OFF = "PRAGMA synchronous=OFF"
 _SQL_CREATE_KV = (
     "CREATE TABLE IF NOT EXISTS _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID"
 )
@@ -465,9 +476,11 @@ def _init_db(db: sqlite3.Connection, path: Path) -> None:
     count, ours = db.execute(SQL_USER_TABLES).fetchone()
     if count and not ours:
         raise not_a_lab_database(path)
-    # synchronous first: switching a new file to WAL is itself a write, and it need not be
-    # fsynced more than the commits that follow. Both tables in one transaction (one write).
-    db.execute(_SQL_PRAGMA_SYNCHRONOUS)
+    # Setting up a new file (the switch to WAL, our two tables, in one transaction) writes
+    # nothing anyone was told is saved: no fsync for it (synchronous=OFF). A burst of new
+    # objects would otherwise pay a few fsyncs each (20 ms here) for empty tables. The commits
+    # that follow run with synchronous=NORMAL (see the module docstring).
+    db.execute(_SQL_PRAGMA_SYNCHRONOUS_OFF)
     db.execute(_SQL_PRAGMA_WAL)
     db.execute(_SQL_BEGIN)
     try:
@@ -481,6 +494,41 @@ def _init_db(db: sqlite3.Connection, path: Path) -> None:
     # A trigger, an index or a changed column on our tables would run on (or break) every
     # commit: refused, naming the file (see _folder.check_lab_schema).
     check_lab_schema(db, f"the database {path}")
+    db.execute(_SQL_PRAGMA_SYNCHRONOUS)
+
+
+#: aiosqlite's rows per trip for cursor iteration (its default; the backend never iterates).
+_ITER_CHUNK_SIZE = 64
+
+
+def _connector(path: Path, watchdog: _Watchdog) -> Callable[[], sqlite3.Connection]:
+    """What opens an object's database, run on the connection's own thread as its first job:
+    the checks of the lab folder, opening, setting up a new file. The event loop does none of
+    that file-system work, and it is one trip to the thread, not four (a burst of 10,000 new
+    objects opens 10,000 files)."""
+
+    def connect() -> sqlite3.Connection:
+        if not check_db_path(path):  # the lab folder is a boundary (see _folder.py)
+            path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; commits use BEGIN IMMEDIATE.
+        db = sqlite3.connect(path, isolation_level=None)
+        try:
+            _install_watchdog(db, watchdog)
+            _timed(db, watchdog, _init_db, path)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    return connect
+
+
+def _before_close(db: sqlite3.Connection) -> None:
+    """Closing the last connection of a WAL database copies the log into the database file (a
+    checkpoint), which synchronous=NORMAL fsyncs twice. Every commit in the log already
+    survives the process dying (it is in the operating system's cache), which is all the lab
+    promises; so the checkpoint is left to the operating system to write out."""
+    db.execute(_SQL_PRAGMA_SYNCHRONOUS_OFF)
 
 
 def _read_sync(db: sqlite3.Connection, keys: Sequence[str]) -> dict[str, bytes]:
@@ -557,6 +605,46 @@ def _size_sync(db: sqlite3.Connection) -> int:
     return int(db.execute(_SQL_KV_SIZE).fetchone()[0])
 
 
+#: How many SQLite VM instructions run between two looks at a statement's deadline.
+_PROGRESS_STEPS = 1000
+
+
+class _Watchdog:
+    """The time limit of one connection's jobs (``Lab(sql_time_limit=...)``), as SQLite's
+    progress handler: every statement the backend runs is interrupted once its job has run
+    longer than the limit. A database someone tampered with (a slow trigger on ``_cf_KV``)
+    then fails that commit, the object is reset, and ``close()`` does not wait forever."""
+
+    __slots__ = ("deadline", "limit", "timed_out")
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.deadline: float | None = None
+        self.timed_out = False
+
+    def __call__(self) -> int:
+        deadline = self.deadline
+        if deadline is not None and time.monotonic() > deadline:
+            self.timed_out = True
+            return 1  # SQLITE_INTERRUPT
+        return 0
+
+
+def _timed(db: sqlite3.Connection, watchdog: _Watchdog, fn: Callable[..., _T],
+           *args: object) -> _T:
+    """Run ``fn(db, *args)`` (on the connection's thread) with the watchdog's clock running."""
+    watchdog.deadline = time.monotonic() + watchdog.limit
+    watchdog.timed_out = False
+    try:
+        return fn(db, *args)
+    finally:
+        watchdog.deadline = None
+
+
+def _install_watchdog(db: sqlite3.Connection, watchdog: _Watchdog) -> None:
+    db.set_progress_handler(watchdog, _PROGRESS_STEPS)
+
+
 async def _run_on_connection(
     conn: aiosqlite.Connection, fn: Callable[..., _T], *args: object
 ) -> _T:
@@ -574,13 +662,20 @@ async def _run_on_connection(
 class _PoolEntry:
     """A pooled connection (or one being opened) for one object."""
 
-    __slots__ = ("conn", "failed", "ready", "users")
+    __slots__ = ("conn", "failed", "key", "ready", "users", "watchdog")
 
-    def __init__(self) -> None:
+    def __init__(self, key: ObjectKey) -> None:
+        self.key = key
         self.conn: aiosqlite.Connection | None = None
+        self.watchdog: _Watchdog | None = None
         self.users = 1  # operations holding or waiting for this entry
         self.ready = asyncio.Event()  # set once opening finished (successfully or not)
         self.failed = False
+
+
+#: What a waiter for a slot is handed: a new entry for its object, and the idle entry whose
+#: connection it must close first (None: the slot was empty).
+_Grant = tuple[_PoolEntry, "_PoolEntry | None"]
 
 
 class SqliteBackend:
@@ -590,15 +685,28 @@ class SqliteBackend:
     docstring for the layout, durability and pooling rules.
     """
 
-    def __init__(self, folder: str | os.PathLike[str], *, max_open: int = 64) -> None:
+    def __init__(self, folder: str | os.PathLike[str], *, max_open: int = 64,
+                 time_limit: float = 5.0) -> None:
         if not isinstance(max_open, int) or max_open < 1:
             raise ValueError(f"max_open must be a positive int, not {max_open!r}")
         self._folder = Path(folder)
         self._max_open = max_open
+        #: Seconds one job (a read, a commit, opening a database) may run on its connection.
+        self._time_limit = time_limit
         # ObjectKey -> entry, least recently used first. Entries being opened count toward
         # max_open: a slot is reserved before the connection is opened.
-        self._pool: OrderedDict[ObjectKey, _PoolEntry] = OrderedDict()
-        self._waiters: list[asyncio.Future[None]] = []
+        self._pool: dict[ObjectKey, _PoolEntry] = {}
+        #: Entries nobody uses (their connection open, ready for reuse or to be closed),
+        #: least recently used first.
+        self._idle: OrderedDict[ObjectKey, _PoolEntry] = OrderedDict()
+        #: Operations waiting for a slot, first come first served: (key, future). A slot that
+        #: frees up is handed to the first of them directly (see _hand_over).
+        self._waiters: deque[tuple[ObjectKey, asyncio.Future[_Grant | None]]] = deque()
+        #: Objects with operations waiting for a slot, and how many.
+        self._queued: dict[ObjectKey, int] = {}
+        #: Entries with users > 0 (close() waits until there are none).
+        self._busy = 0
+        self._drained: asyncio.Future[None] | None = None
         self._open_connections = 0  # threads actually started and not yet stopped
         self._closed = False
         self._close_task: asyncio.Future[None] | None = None
@@ -619,36 +727,106 @@ class SqliteBackend:
 
     # -- pool ----------------------------------------------------------------------------------
 
-    def _wake_waiters(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for fut in waiters:
-            if not fut.done():
+    def _hand_over(self, victim: _PoolEntry | None) -> None:
+        """A slot is free: ``victim`` (an idle entry, still in the pool) or, if None, an empty
+        slot. Give it to the first waiter; with none waiting, ``victim`` joins the idle list.
+
+        The waiter gets a new entry for its key, already in the pool with one user, and the
+        victim to close before it opens its own connection: the handover happens here, at
+        once, so an operation arriving meanwhile cannot take the slot (no barging), and each
+        release wakes one waiter at most (O(1), not every waiter at every release).
+        """
+        waiters = self._waiters
+        while waiters:
+            key, fut = waiters.popleft()
+            if fut.done():  # (cancelled while waiting)
+                continue
+            if key in self._pool:
+                # Its object got a connection meanwhile: it joins that one, needing no slot.
                 fut.set_result(None)
+                continue
+            if victim is not None:
+                del self._pool[victim.key]
+            entry = _PoolEntry(key)
+            self._pool[key] = entry
+            self._busy += 1
+            fut.set_result((entry, victim))
+            return
+        if victim is not None:
+            self._idle[victim.key] = victim
 
-    async def _wait_for_change(self) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            await fut
-        finally:
-            if not fut.done():  # cancelled: forget it
-                fut.cancel()
-
-    def _idle_victim(self) -> ObjectKey | None:
-        for k, entry in self._pool.items():  # least recently used first
-            if entry.users == 0:
-                return k
-        return None
+    def queued(self, key: ObjectKey) -> bool:
+        """Whether an operation of ``key`` has not reached its connection yet: it waits for a
+        slot, for the connection it replaces to close, or for its own to open (the output
+        gate does not count that time against the object: see ``_host``)."""
+        return key in self._queued
 
     async def _acquire(self, key: ObjectKey, path: Path, *, create: bool) -> _PoolEntry | None:
         """A ready entry for ``key`` with ``users`` incremented, or None if ``create`` is false
         and the object has no database file. The caller must :meth:`_release` the entry."""
+        queued = self._queued
+        queued[key] = queued.get(key, 0) + 1
+        try:
+            return await self._acquire_slot(key, path, create=create)
+        finally:
+            left = queued[key] - 1
+            if left:
+                queued[key] = left
+            else:
+                del queued[key]
+
+    async def _wait_for_slot(self, key: ObjectKey) -> _Grant | None:
+        """Queue for a slot; the grant (see _hand_over), or None: look again."""
+        fut: asyncio.Future[_Grant | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((key, fut))
+        try:
+            return await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                grant = fut.result()
+                if grant is not None:  # granted, then cancelled before it could run
+                    entry, victim = grant
+                    self._give_back(entry, victim)
+            else:
+                fut.cancel()  # (skipped by _hand_over)
+            raise
+
+    def _give_back(self, entry: _PoolEntry, victim: _PoolEntry | None) -> None:
+        """A granted slot is not used after all: the entry fails (its joiners look again), and
+        the victim, never closed, is handed over again."""
+        entry.failed = True
+        if self._pool.get(entry.key) is entry:
+            del self._pool[entry.key]
+        entry.ready.set()
+        self._leave(entry)
+        if victim is not None:
+            if victim.key in self._pool:  # its object has another connection now: close it
+                spawn(self._close_connection(victim))
+                self._hand_over(None)
+            else:
+                self._pool[victim.key] = victim
+                self._hand_over(victim)
+        else:
+            self._hand_over(None)
+
+    def _leave(self, entry: _PoolEntry) -> None:
+        """One user of ``entry`` is done with it (waiting or holding)."""
+        entry.users -= 1
+        if entry.users == 0:
+            self._busy -= 1
+            if self._busy == 0 and self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
+
+    async def _acquire_slot(self, key: ObjectKey, path: Path, *,
+                            create: bool) -> _PoolEntry | None:
         while True:
             self._check_open()
             entry = self._pool.get(key)
             if entry is not None:
+                if entry.users == 0:
+                    self._busy += 1
+                    self._idle.pop(key, None)
                 entry.users += 1
-                self._pool.move_to_end(key)
                 if not entry.ready.is_set():
                     try:
                         await entry.ready.wait()
@@ -657,6 +835,7 @@ class SqliteBackend:
                         raise
                 if entry.failed:
                     # The opener raised its own StorageError; try again ourselves.
+                    self._release(entry)
                     continue
                 return entry
 
@@ -664,28 +843,35 @@ class SqliteBackend:
                 return None
 
             victim: _PoolEntry | None = None
-            if len(self._pool) >= self._max_open:
-                victim_key = self._idle_victim()
-                if victim_key is None:
-                    await self._wait_for_change()
+            if len(self._pool) < self._max_open:
+                entry = _PoolEntry(key)
+                self._pool[key] = entry
+                self._busy += 1
+            elif self._idle and not self._waiters:
+                _, victim = self._idle.popitem(last=False)  # the least recently used
+                del self._pool[victim.key]
+                entry = _PoolEntry(key)
+                self._pool[key] = entry
+                self._busy += 1
+            else:
+                grant = await self._wait_for_slot(key)
+                if grant is None:
                     continue
-                victim = self._pool.pop(victim_key)
-            # Reserve the slot (the victim's, if any) before awaiting anything, so that
-            # concurrent first operations on this object join this entry instead of opening
-            # a second connection.
-            entry = _PoolEntry()
-            self._pool[key] = entry
+                entry, victim = grant
+            # The slot is reserved (entry is in the pool): concurrent first operations on this
+            # object join this entry instead of opening a second connection.
             try:
                 if victim is not None:
                     await self._close_connection(victim)
-                entry.conn = await self._open_connection(path)
+                entry.watchdog = _Watchdog(self._time_limit)
+                entry.conn = await self._open_connection(path, entry.watchdog)
             except BaseException as exc:
                 entry.failed = True
-                entry.users -= 1
                 if self._pool.get(key) is entry:
                     del self._pool[key]
                 entry.ready.set()
-                self._wake_waiters()
+                self._leave(entry)
+                self._hand_over(None)  # the slot is free again
                 if isinstance(exc, Exception) and not isinstance(exc, StorageError):
                     raise StorageError(
                         f"cannot open the database of {key[0]} object {key[1]} at {path}: {exc}"
@@ -695,15 +881,12 @@ class SqliteBackend:
             return entry
 
     def _release(self, entry: _PoolEntry) -> None:
-        entry.users -= 1
-        if entry.users == 0:
-            self._wake_waiters()
+        self._leave(entry)
+        if entry.users == 0 and not entry.failed and self._pool.get(entry.key) is entry:
+            self._hand_over(entry)
 
-    async def _open_connection(self, path: Path) -> aiosqlite.Connection:
-        if not check_db_path(path):  # the lab folder is a boundary (see _folder.py)
-            path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: no implicit transactions; commits use BEGIN IMMEDIATE.
-        conn = aiosqlite.connect(path, isolation_level=None)
+    async def _open_connection(self, path: Path, watchdog: _Watchdog) -> aiosqlite.Connection:
+        conn = aiosqlite.Connection(_connector(path, watchdog), _ITER_CHUNK_SIZE)
         # aiosqlite (0.22) runs each connection on a NON-daemon thread, started by
         # ``__await__`` below. If a notebook or script never closes the lab, those threads
         # would keep the interpreter from exiting. A daemon thread is simply stopped at exit;
@@ -716,17 +899,18 @@ class SqliteBackend:
         try:
             await conn
         except BaseException:
-            self._open_connections -= 1  # aiosqlite stops the thread itself
-            raise
-        try:
-            await _run_on_connection(conn, _init_db, path)
-        except BaseException:
-            await self._close_aiosqlite(conn)
+            self._open_connections -= 1
+            # aiosqlite stops the thread itself, and its last act is to report that to this
+            # loop: wait for it, so that it never reports to a loop closed meanwhile.
+            if thread is not None and thread.is_alive():
+                await asyncio.to_thread(thread.join)
             raise
         return conn
 
     async def _close_aiosqlite(self, conn: aiosqlite.Connection) -> None:
         try:
+            with contextlib.suppress(Exception):
+                await _run_on_connection(conn, _before_close)
             await conn.close()
         finally:
             self._open_connections -= 1
@@ -748,14 +932,23 @@ class SqliteBackend:
         entry = await self._acquire(key, path, create=create)
         if entry is None:
             return empty
+        watchdog = entry.watchdog
         try:
-            assert entry.conn is not None
-            return await _run_on_connection(entry.conn, fn, *args)
+            assert entry.conn is not None and watchdog is not None
+            return await _run_on_connection(entry.conn, _timed, watchdog, fn, *args)
         except StorageCorruptError as exc:
             raise StorageCorruptError(f"{key[0]} object {key[1]}: {exc}") from exc
         except StorageError:
             raise
         except Exception as exc:
+            if (watchdog is not None and watchdog.timed_out
+                    and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT):
+                raise StorageError(
+                    f"SQLite {fn.__name__.removesuffix('_sync')} of {key[0]} object {key[1]} "
+                    f"ran longer than {self._time_limit:g} s, the lab's limit for one statement "
+                    "(Lab(sql_time_limit=...)), and was interrupted: something stored in its "
+                    "database makes it slow"
+                ) from exc
             raise StorageError(
                 f"SQLite {fn.__name__.removesuffix('_sync')} failed for {key[0]} object "
                 f"{key[1]}: {exc}"
@@ -844,18 +1037,22 @@ class SqliteBackend:
         """Wait for operations in flight, then close every connection. Idempotent."""
         if self._close_task is None:
             self._closed = True
-            from ._turns import spawn
-
             self._close_task = spawn(self._close_all())
-            self._wake_waiters()  # operations waiting for a slot now raise StorageError
+            # Operations waiting for a slot look again, and raise StorageError.
+            while self._waiters:
+                _, fut = self._waiters.popleft()
+                if not fut.done():
+                    fut.set_result(None)
         await asyncio.shield(self._close_task)
 
     async def _close_all(self) -> None:
-        while any(entry.users for entry in self._pool.values()):
-            await self._wait_for_change()
+        if self._busy:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
         errors: list[BaseException] = []
+        self._idle.clear()
         while self._pool:
-            _, entry = self._pool.popitem(last=False)
+            _, entry = self._pool.popitem()
             conn, entry.conn = entry.conn, None
             if conn is None:
                 continue

@@ -375,6 +375,12 @@ class InputGate:
             # loop pass, in a done callback that runs after this one.
             self._settle(SETTLE_PASSES if self.internal_waits else 1)
 
+    @property
+    def between_turns(self) -> bool:
+        """No turn runs and none of its code waits in the turn lane: only the settling that
+        ends the turn (its commit, ``on_quiet``) may be left."""
+        return self._lock is None and not self._micro
+
     def on_quiet(self, callback: Callable[[], Any]) -> None:
         """Run ``callback`` at the end of the current turn, once the code it made runnable has
         run, before anything else is admitted (workerd: after the JavaScript turn)."""
@@ -560,9 +566,16 @@ class OutputGate:
         clock = self._clock
         if clock is not None and self._on_timeout is not None:
             on_timeout = self._on_timeout
-            timer = clock.call_at(clock.now() + OUTPUT_GATE_TIMEOUT,
-                                  lambda: commit.done() or on_timeout())
-            commit.add_done_callback(lambda _: timer.cancel())
+            timers: list[Any] = []
+
+            def fire() -> None:
+                # ``on_timeout()`` returning True means "not yet": the commit has not reached
+                # storage (it waits for one of the lab's connections): count again from now.
+                if not commit.done() and on_timeout() is True:
+                    timers[0] = clock.call_at(clock.now() + OUTPUT_GATE_TIMEOUT, fire)
+
+            timers.append(clock.call_at(clock.now() + OUTPUT_GATE_TIMEOUT, fire))
+            commit.add_done_callback(lambda _: timers[0].cancel())
 
     def _on_commit_done(self, commit: asyncio.Future[None]) -> None:
         self._pending -= 1

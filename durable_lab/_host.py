@@ -610,6 +610,8 @@ class Instance:
         self.pending_io: set[asyncio.Future[Any]] = set()
         self.critical_sections: dict[asyncio.Future[Any], CriticalSection] = {}
         self.tasks: set[asyncio.Future[Any]] = set()
+        #: Tasks this object's code created that have not finished (bounded by max_tasks).
+        self.object_tasks = 0
         self.queued = 0
         #: The delivery whose turn runs now and what each delivery awaits ("storage", "io",
         #: ...), as the event stream tells it (DeliveryStarted/Resumed set ``running``,
@@ -644,6 +646,30 @@ class Instance:
         task.add_done_callback(self.tasks.discard)
         self.services.track(task)
 
+    def object_task_done(self, coro: Any, task: asyncio.Future[Any]) -> None:
+        """A task of this object's code ended (see ``max_tasks``)."""
+        self.object_tasks -= 1
+        if task.cancelled():
+            if inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                coro.close()  # cancelled by a reset before it ever ran: not "never awaited"
+        elif getattr(self.broken, "reason", None) == "exceededMemory":
+            # The limit's own error, raised in the task that hit it: the reset reported it.
+            task.exception()
+
+    def too_many_tasks(self) -> DurableObjectResetError:
+        """A task more than ``Lab(max_tasks=...)`` was asked for: reset this object (not the
+        lab) and return the error for the code that asked. On Cloudflare a task bomb ends
+        when the isolate exceeds its memory limit and is reset."""
+        limit = self.services.max_tasks
+        error = DurableObjectResetError(
+            f"Durable Object reset: its code created more than {limit:,} tasks that had not "
+            f"finished, the lab's limit per object (Lab(max_tasks={limit})). Tasks that start "
+            "tasks without waiting for them grow without end (on Cloudflare the isolate "
+            "would exceed its memory limit and be reset).",
+            reason="exceededMemory")
+        self.reset(error, reason="exceededMemory")
+        return error
+
     def check_usable(self) -> None:
         if self.broken is not None or self.evicted:
             raise DurableObjectResetError(STORAGE_GONE_MESSAGE, reason="ignored", retryable=True)
@@ -658,12 +684,20 @@ class Instance:
                 "storage from the object's own code and hand the thread only plain values. "
                 "Nothing was changed.")
 
-    def _output_gate_timed_out(self) -> None:
-        """A commit held the output gate for 30 lab seconds (workerd resets the object)."""
+    def _output_gate_timed_out(self) -> bool | None:
+        """A commit held the output gate for 30 lab seconds (workerd resets the object).
+
+        Unless it has not reached storage yet: it waits for one of the lab's pooled
+        connections (a burst of many objects; on Cloudflare each object's storage is its own).
+        Then True: the gate counts 30 seconds again."""
+        queued = getattr(self.services.backend, "queued", None)
+        if self.broken is None and queued is not None and queued(self.storage_key):
+            return True
         if self.broken is None:
             self.reset(DurableObjectResetError(OUTPUT_GATE_TIMEOUT_MESSAGE,
                                                reason="outputGateBroken", overloaded=True),
                        reason="outputGateBroken")
+        return None
 
     def commit_failure_error(self, cause: BaseException) -> DurableObjectResetError:
         error = DurableObjectResetError(COMMIT_FAILED_MESSAGE, reason="outputGateBroken")

@@ -34,16 +34,23 @@ engine instead, which is how Cloudflare runs SQLite-backed objects:
 - **Guard rails.** An authorizer refuses user statements on ``_cf_*`` objects, ATTACH, pragmas
   outside Cloudflare's allow-list and transaction statements. The connection does not cache
   prepared statements, so the authorizer sees every statement it runs.
+- **Time limit.** Every statement on the connection, the user's and the runtime's own, runs
+  under ``Lab(sql_time_limit)`` (the progress handler): a user statement fails with a
+  ``SqlError``, a runtime statement resets the object (``exceededCpu``).
+- **Bounded open files.** The lab's :class:`OpenDatabases` closes the least recently used
+  quiet connection when too many are open; the engine reopens it at its next storage call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import re
 import sqlite3
 import weakref
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +74,8 @@ if TYPE_CHECKING:
 # Handed down from the rooms above (``_host.Instance``): named for the reader, not imported.
 Instance = Any
 
-__all__ = ["CONSTRAINT_RESET_MESSAGE", "SqliteEngine", "offline_set_metadata", "split_statements"]
+__all__ = ["CONSTRAINT_RESET_MESSAGE", "OpenDatabases", "SqliteEngine", "offline_set_metadata",
+           "split_statements", "watchdog"]
 
 LOG = logging.getLogger(__name__)
 
@@ -142,7 +150,7 @@ MAX_SQL_LENGTH = 2_200_000
 #: file's oversized value must reach the decoder, which names it (values.MAX_DECODED_SIZE).
 _RUNTIME_LENGTH = 8 * 1024 * 1024
 #: How many SQLite VM instructions run between two calls of the watchdog.
-_PROGRESS_STEPS = 1000
+PROGRESS_STEPS = 1000
 _SQL_RESERVED_NAMES = (
     "SELECT name FROM sqlite_master WHERE name LIKE '\\_cf\\_%' ESCAPE '\\' "
     "AND name NOT IN ('_cf_KV', '_cf_METADATA') LIMIT 1"
@@ -188,47 +196,98 @@ def _leading_keyword(statement: str) -> str:
     return m.group(0).upper() if m else ""
 
 
-def _strip_comments(text: str) -> str:
-    """``text`` without comments and whitespace (quoted strings kept), to spot empty statements."""
-    out: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c in "'\"`[":
-            close = "]" if c == "[" else c
-            j = text.find(close, i + 1)
-            j = n if j < 0 else j + 1
-            out.append(text[i:j])
-            i = j
-        elif text.startswith("--", i):
-            j = text.find("\n", i)
-            i = n if j < 0 else j + 1
-        elif text.startswith("/*", i):
-            j = text.find("*/", i + 2)
-            i = n if j < 0 else j + 2
-        elif c.isspace() or c == ";":
-            i += 1
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
+# Splitting SQL text into statements: one pass over the text with the state machine of
+# SQLite's own sqlite3_complete() (complete.c), so a ``;`` inside a string, a comment or a
+# CREATE TRIGGER body does not end a statement. Linear in the text: asking
+# sqlite3.complete_statement() of every prefix that ends at a ``;`` was quadratic (320 KB of
+# semicolons inside one string literal froze the lab for 20 s).
+
+#: The tokens sqlite3_complete() tells apart. Comments count as whitespace; an unterminated
+#: quote or comment runs to the end of the text (the statement is then incomplete).
+_TOKEN = re.compile(r"""
+    (?P<semi>;)
+  | (?P<ws>[ \t\n\f\r]+|/\*.*?\*/|--[^\n]*\n)
+  | (?P<open>/\*.*|--.*)
+  | (?P<quoted>'[^']*'|"[^"]*"|`[^`]*`|\[[^\]]*\]|['"`\[].*)
+  | (?P<id>[A-Za-z0-9_$\x80-\U0010ffff]+)
+  | (?P<other>.)
+""", re.S | re.X)
+#: Inside an ordinary statement only a ``;`` (or a quote or comment hiding one) matters: skip
+#: the rest in one regex step.
+_PLAIN_RUN = re.compile(r"(?:[^;'\"`\[/\-]+|/(?!\*)|-(?!-))+")
+_SEMI, _WS, _OTHER, _EXPLAIN, _CREATE, _TEMP, _TRIGGER, _END = range(8)
+_KEYWORD_TOKENS = {"explain": _EXPLAIN, "create": _CREATE, "temp": _TEMP, "temporary": _TEMP,
+                   "trigger": _TRIGGER, "end": _END}
+#: complete.c's transition table: state x token -> state. States: 0 invalid, 1 start,
+#: 2 normal, 3 explain, 4 create, 5 trigger (inside a trigger body), 6 semi, 7 end.
+_TRANSITIONS = (
+    (1, 0, 2, 3, 4, 2, 2, 2),
+    (1, 1, 2, 3, 4, 2, 2, 2),
+    (1, 2, 2, 2, 2, 2, 2, 2),
+    (1, 3, 3, 2, 4, 2, 2, 2),
+    (1, 4, 2, 2, 2, 4, 5, 2),
+    (6, 5, 5, 5, 5, 5, 5, 5),
+    (6, 6, 5, 5, 5, 5, 5, 7),
+    (1, 7, 5, 5, 5, 5, 5, 5),
+)
+#: How many tokens are read between two looks at the deadline.
+_SPLIT_CHECK_EVERY = 4096
 
 
-def split_statements(query: str) -> list[str]:
-    """The non-empty statements of ``query``, split at the ``;`` that end complete statements."""
+def split_statements(query: str, deadline: Callable[[], bool] | None = None) -> list[str]:
+    """The non-empty statements of ``query``, split at the ``;`` that end complete statements
+    (where ``sqlite3.complete_statement`` of the text so far would say True). One pass.
+
+    ``deadline``, if given, is asked every few thousand tokens; when it returns True the split
+    stops with :class:`TimeoutError` (the caller turns it into its time-limit error).
+    """
     statements: list[str] = []
-    start = 0
-    pos = query.find(";")
-    while pos >= 0:
-        chunk = query[start : pos + 1]
-        if sqlite3.complete_statement(chunk):
-            if _strip_comments(chunk):
-                statements.append(chunk)
-            start = pos + 1
-        pos = query.find(";", pos + 1)
-    rest = query[start:]
-    if _strip_comments(rest):
-        statements.append(rest)
+    start = 0  # where the current statement began
+    content = False  # the current statement has more than whitespace, comments and ``;``
+    state = 0
+    pos, n = 0, len(query)
+    token_match = _TOKEN.match
+    plain_match = _PLAIN_RUN.match
+    countdown = _SPLIT_CHECK_EVERY
+    while pos < n:
+        if state == 2:
+            m = plain_match(query, pos)
+            if m is not None:
+                content = True
+                pos = m.end()
+                if pos >= n:
+                    break
+        m = token_match(query, pos)
+        assert m is not None  # (the last alternative matches any character)
+        kind = m.lastgroup
+        pos = m.end()
+        if kind == "semi":
+            state = _TRANSITIONS[state][_SEMI]
+            if state == 1:
+                if content:
+                    statements.append(query[start:pos])
+                start, content = pos, False
+        elif kind == "ws" or kind == "open":
+            state = _TRANSITIONS[state][_WS]
+        else:
+            token = m.group()
+            if kind == "id":
+                word = _KEYWORD_TOKENS.get(token.lower(), _OTHER) if len(token) < 10 else _OTHER
+                if not content and token.isspace():  # (a Unicode space: not a statement)
+                    word = _WS
+                else:
+                    content = True
+            else:
+                word = _OTHER
+                content = True
+            state = _TRANSITIONS[state][word]
+        countdown -= 1
+        if not countdown:
+            countdown = _SPLIT_CHECK_EVERY
+            if deadline is not None and deadline():
+                raise TimeoutError("splitting the SQL text into statements")
+    if content:
+        statements.append(query[start:])
     return statements
 
 
@@ -250,25 +309,37 @@ def _memory_db(host: Any, create: bool = True) -> sqlite3.Connection | None:
     return conn
 
 
-def _open_file(path: Path, label: str = "") -> sqlite3.Connection:
+def watchdog(seconds: float) -> Callable[[], int]:
+    """A progress handler that interrupts whatever runs once ``seconds`` have passed."""
+    deadline = wall_monotonic() + seconds
+    return lambda: 1 if wall_monotonic() > deadline else 0
+
+
+def _open_file(path: Path, time_limit: float, label: str = "") -> sqlite3.Connection:
+    """Open (and if new, set up) an object's database file. Everything it runs, and what the
+    caller runs next until it installs its own progress handler, obeys ``time_limit``."""
     try:
         if not check_db_path(path):  # the lab folder is a boundary (see _folder.py)
             path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, isolation_level=None, cached_statements=0, timeout=1.0)
     except (OSError, sqlite3.Error) as exc:
         raise StorageError(f"cannot open the database {path}: {exc}") from exc
+    conn.set_progress_handler(watchdog(time_limit), PROGRESS_STEPS)
     try:
         count, ours = conn.execute(SQL_USER_TABLES).fetchone()
         if count and not ours:
             conn.close()
             raise not_a_lab_database(path)
-        conn.execute("PRAGMA synchronous=NORMAL")
+        # Setting up a new file writes nothing anyone was told is saved: no fsync for it
+        # (see _backends._init_db). Commits run with synchronous=NORMAL.
+        conn.execute("PRAGMA synchronous=OFF")
         conn.execute("PRAGMA journal_mode=WAL")
         _init_schema(conn)
         # Nothing of ours may carry a trigger, an index or a changed column: the runtime's
         # statements bypass the authorizer (see _folder.check_lab_schema).
         check_lab_schema(conn, f"{label}: the database {path}" if label else
                          f"the database {path}")
+        conn.execute("PRAGMA synchronous=NORMAL")
     except sqlite3.Error as exc:
         conn.close()
         raise StorageError(f"cannot open the database {path}: {exc}") from exc
@@ -290,7 +361,7 @@ def offline_set_metadata(services: Any, host: Any, key: str, data: bytes | None)
         path = Path(services.path) / host.storage_key[0] / f"{host.storage_key[1]}.sqlite"
         if data is None and not check_db_path(path):
             return
-        conn = _open_file(path, host.label)
+        conn = _open_file(path, services.sql_time_limit, host.label)
         owned = True
     try:
         if data is None:
@@ -341,6 +412,64 @@ def sqlite_error_text(exc: BaseException) -> str:
     return f"{text}: {primary} (extended: {name})"
 
 
+#: Per-connection settings user SQL may change (the allow-list) and that a connection closed
+#: by :class:`OpenDatabases` must get back when it is reopened. ``case_sensitive_like`` cannot
+#: be read back: the authorizer notes what it was set to.
+_SESSION_PRAGMAS = ("foreign_keys", "recursive_triggers", "reverse_unordered_selects",
+                    "ignore_check_constraints", "legacy_alter_table")
+
+
+class OpenDatabases:
+    """The lab's bound on the database files SQLite-backed objects keep open.
+
+    A live SQLite-backed instance holds its database open (three file descriptors: the file,
+    its write-ahead log, its shared memory). Without a bound, 339 live objects exhausted
+    ``ulimit -n 1024`` (macOS's 256 would stop near 85), and then KV commits and new labs
+    failed too. At most ``limit`` stay open: opening one more closes the least recently used
+    one that is *quiet* (no transaction open, no statement or cursor running, no
+    ``transaction()``), which reopens by itself at its next storage call. Its per-connection
+    settings (``PRAGMA foreign_keys`` and the others user SQL may set) are put back then.
+    If every open database is busy the bound is exceeded for a moment rather than waiting
+    (a statement is synchronous: nothing could free one meanwhile).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        #: Engines with an open file, least recently used first.
+        self._engines: OrderedDict[SqliteEngine, None] = OrderedDict()
+        #: Connections closed to stay within the bound (for statistics and tests).
+        self.closed_for_room = 0
+
+    def __len__(self) -> int:
+        return len(self._engines)
+
+    def opened(self, engine: SqliteEngine) -> None:
+        self._engines[engine] = None
+        if len(self._engines) > self.limit:
+            self._make_room(engine)
+
+    def forget(self, engine: SqliteEngine) -> None:
+        self._engines.pop(engine, None)
+
+    def _make_room(self, keep: SqliteEngine) -> None:
+        excess = len(self._engines) - self.limit
+        # The least recently used first; a few beyond the excess, in case some are busy, and
+        # all of them only if that was not enough (a copy: closing changes the dict).
+        for candidates in (list(itertools.islice(self._engines, excess + 8)),
+                           list(self._engines)):
+            for engine in candidates:
+                if excess <= 0:
+                    return
+                # A burst of calls to many objects runs each one's turn before any of their
+                # end-of-turn commits: a turn that is over may commit now, then close.
+                if engine is not keep and (engine.quiet or engine.commit_early()):
+                    engine.let_go()
+                    self.closed_for_room += 1
+                    excess -= 1
+            if len(candidates) == len(self._engines):
+                return
+
+
 class SqliteEngine:
     """Storage of one SQLite-backed instance: the connection, the implicit transaction, the
     savepoints. Offers the StorageCache interface the host, the lab and alarms use
@@ -370,6 +499,13 @@ class SqliteEngine:
         self._flush_task: asyncio.Task[None] | None = None
         self._conn: sqlite3.Connection | None = None
         self._owns_conn = False
+        #: The lab's bound on open database files (None: a memory lab, nothing to bound).
+        self._open_files: OpenDatabases | None = (
+            getattr(self.services, "open_databases", None)
+            if self.services.path is not None else None)
+        #: Per-connection settings to put back when a connection closed for room reopens.
+        self._session: dict[str, object] = {}
+        self._case_sensitive_like: str | None = None
         # Authorizer state: internal statements bypass it; a user statement that writes is
         # noticed while it is prepared.
         self._internal = False
@@ -377,8 +513,9 @@ class SqliteEngine:
         self._deny_reason: str | None = None
         #: The user statement running now (as workerd prepares it; for error texts).
         self._statement = ""
-        # The time limit of user statements (arm_time_limit).
+        # The time limit of user statements (arm_time_limit), and of the runtime's own.
         self._deadline: float | None = None
+        self._own_deadline: float | None = None
         self._timed_out = False
         # The implicit transaction.
         self._commit_fut: asyncio.Future[None] | None = None
@@ -428,6 +565,12 @@ class SqliteEngine:
         no database file yet (reads of a never-written object leave no trace on disk)."""
         conn = self._conn
         if conn is not None:
+            files = self._open_files
+            if files is not None:
+                engines = files._engines
+                engines.move_to_end(self)  # (the least recently used is closed first)
+                if len(engines) > files.limit:  # over the bound while all were busy
+                    files._make_room(self)
             return conn
         self.instance.check_usable()
         if self.services.path is None:
@@ -438,7 +581,7 @@ class SqliteEngine:
             path = self._path()
             if not create and not check_db_path(path):
                 return None
-            conn = _open_file(path, self.instance.label)
+            conn = _open_file(path, self.services.sql_time_limit, self.instance.label)
             owns = True
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         # workerd's bound on a string, BLOB or row: randomblob(900000000), zeroblob() or
@@ -447,22 +590,111 @@ class SqliteEngine:
         conn.execute("PRAGMA foreign_keys=ON")  # Cloudflare enforces foreign keys
         conn.set_authorizer(self._authorize)
         # The watchdog of user statements (see arm_time_limit); cheap: one Python call per
-        # _PROGRESS_STEPS virtual-machine instructions.
-        conn.set_progress_handler(self._progress, _PROGRESS_STEPS)
+        # PROGRESS_STEPS virtual-machine instructions.
+        conn.set_progress_handler(self._progress, PROGRESS_STEPS)
         self._conn = conn
         self._owns_conn = owns
+        if self._session or self._case_sensitive_like is not None:
+            self._restore_session()
         self._reload_metadata()
+        if owns and self._open_files is not None:
+            self._open_files.opened(self)
         return conn
 
+    # -- closing and reopening the file (OpenDatabases) ----------------------------------
+
+    @property
+    def quiet(self) -> bool:
+        """Whether the connection can be closed now and reopened later without anyone
+        noticing: no transaction, no statement or cursor running, no savepoint."""
+        conn = self._conn
+        return (conn is not None and self._owns_conn and not conn.in_transaction
+                and self._commit_fut is None and not self._committing
+                and not self._explicit_depth and not self._sync_depth
+                and self._deadline is None and not self._internal
+                and all(cursor._done for cursor in self._cursors))
+
+    def commit_early(self) -> bool:
+        """Run the end-of-turn COMMIT now if the turn that wrote is over (only its settling
+        is left); True if the connection is quiet afterwards."""
+        fut = self._commit_fut
+        if (fut is None or self._committing or self._explicit_depth or self._sync_depth
+                or self._deadline is not None or self._conn is None
+                or not self.instance.gate.between_turns):
+            return False
+        self._start_commit(fut)
+        return self.quiet
+
+    def let_go(self) -> None:
+        """Close the (quiet) connection to make room; the next storage call reopens it."""
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            for name in _SESSION_PRAGMAS:
+                self._session[name] = self._x(f"PRAGMA {name}").fetchone()[0]
+            # The checkpoint at close need not be fsynced (see _backends._before_close).
+            self._x("PRAGMA synchronous=OFF")
+        except (sqlite3.Error, DurableObjectResetError):  # pragma: no cover - keep it open
+            LOG.exception("closing the database of %s to make room", self.instance.label)
+            return
+        self._conn = None
+        if self._open_files is not None:
+            self._open_files.forget(self)
+        conn.close()
+
+    def _restore_session(self) -> None:
+        for name, value in self._session.items():
+            self._x(f"PRAGMA {name}={int(value)}")  # type: ignore[call-overload]
+        if self._case_sensitive_like is not None:
+            self._x("PRAGMA case_sensitive_like=" + _quote(self._case_sensitive_like))
+
     def _x(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
-        """Run one of the runtime's own statements (the authorizer lets it through)."""
+        """Run one of the runtime's own statements (the authorizer lets it through; the time
+        limit applies, see ``_progress``)."""
         conn = self._conn
         assert conn is not None
         self._internal = True
+        self._own_deadline = None
         try:
             return conn.execute(sql, params)
+        except sqlite3.OperationalError as exc:
+            raise self._own_statement_error(sql, exc) from exc
         finally:
             self._internal = False
+
+    def _xmany(self, sql: str, rows: Any) -> None:
+        """``executemany`` of one of the runtime's own statements (as ``_x``)."""
+        conn = self._conn
+        assert conn is not None
+        self._internal = True
+        self._own_deadline = None
+        try:
+            conn.executemany(sql, rows)
+        except sqlite3.OperationalError as exc:
+            raise self._own_statement_error(sql, exc) from exc
+        finally:
+            self._internal = False
+
+    def _own_statement_error(self, sql: str, exc: sqlite3.OperationalError) -> BaseException:
+        """What a runtime statement's error becomes: unchanged, unless the time limit stopped
+        it. Then the object is reset (its open transaction may be gone, and a database that
+        makes the runtime's own statements this slow was tampered with) and this says why."""
+        if (self._deadline is not None or not self._timed_out
+                or getattr(exc, "sqlite_errorcode", None) != sqlite3.SQLITE_INTERRUPT):
+            return exc
+        self._timed_out = False
+        limit = self.services.sql_time_limit
+        statement = sql.split(" (", 1)[0][:60]
+        error = DurableObjectResetError(
+            f"Durable Object reset: a statement the runtime ran on its database "
+            f"({statement!r}) ran longer than {limit:g} s, the lab's limit for one statement "
+            "(Lab(sql_time_limit=...)), and was interrupted: something stored in the "
+            "database (a trigger?) makes it slow. Its uncommitted writes are lost.",
+            reason="exceededCpu")
+        error.__cause__ = exc
+        self._critical_error(error)
+        return error
 
     def _authorize(self, action: int, arg1: str | None, arg2: str | None, db: str | None,
                    trigger: str | None) -> int:
@@ -488,6 +720,8 @@ class SqliteEngine:
                 return _DENY
             if arg2 is not None and name in _READ_ONLY_PRAGMAS:
                 return _DENY
+            if arg2 is not None and name == "case_sensitive_like":
+                self._case_sensitive_like = arg2  # (not readable: put back after a reopen)
             return _OK
         if action == _A.SQLITE_ATTACH or action == _A.SQLITE_DETACH or action in _TEMP_ACTIONS:
             return _DENY
@@ -555,11 +789,40 @@ class SqliteEngine:
 
     def disarm_time_limit(self) -> None:
         self._deadline = None
+        self._own_deadline = None
+
+    def read_rows(self, query: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """A read of the runtime's own on the live connection (``lab.tables``, ``lab.peek``),
+        under the time limit like everything else; stopped by it, it raises StorageError and
+        the object is left alone (a large table is no fault of the object)."""
+        conn = self._conn
+        assert conn is not None
+        saved = self._internal
+        self._internal = True  # our own read, not the object's statement: no guard rails
+        self._own_deadline = None
+        try:
+            return conn.execute(query, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if (self._deadline is None and self._timed_out
+                    and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT):
+                self._timed_out = False
+                raise StorageError(
+                    f"{self.instance.label}: reading its database ({query[:60]!r}) took longer "
+                    f"than {self.services.sql_time_limit:g} s, the lab's limit for one "
+                    "statement (Lab(sql_time_limit=...)), and was interrupted") from exc
+            raise
+        finally:
+            self._internal = saved
 
     def _progress(self) -> int:
         deadline = self._deadline
         if deadline is None:
-            return 0  # the runtime's own statements are not limited
+            # One of the runtime's own statements (a KV write, COMMIT, deleteAll()'s drops,
+            # a read by peek): limited too, from its first call here (``_x`` clears it).
+            deadline = self._own_deadline
+            if deadline is None:
+                self._own_deadline = wall_monotonic() + self.services.sql_time_limit
+                return 0
         if wall_monotonic() > deadline:
             self._timed_out = True
             return 1  # interrupt
@@ -579,22 +842,28 @@ class SqliteEngine:
                 # cell.
                 raise KeyboardInterrupt
             self._timed_out = False
-            return SqlError(
-                f"SQL statement interrupted: it ran longer than "
-                f"{self.services.sql_time_limit:g} s, "
-                "the lab's limit for one statement (Lab(sql_time_limit=...)); the object "
-                "keeps running: SQLITE_INTERRUPT")
+            return self._time_limit_error()
         return SqlError(sqlite_error_text(exc))
+
+    def _time_limit_error(self) -> SqlError:
+        return SqlError(
+            f"SQL statement interrupted: it ran longer than "
+            f"{self.services.sql_time_limit:g} s, "
+            "the lab's limit for one statement (Lab(sql_time_limit=...)); the object "
+            "keeps running: SQLITE_INTERRUPT")
 
     def _critical(self, message: str, cause: BaseException) -> None:
         """The open transaction was lost by SQLite itself: reset, as a failed commit does."""
         error = DurableObjectResetError(message + str(cause), reason="outputGateBroken")
         error.__cause__ = cause
+        self._critical_error(error)
+
+    def _critical_error(self, error: DurableObjectResetError) -> None:
         fut = self._commit_fut
         if fut is not None and not fut.done():
             fut.set_exception(error)
             fut.exception()
-        self.instance.reset(error, reason="outputGateBroken")
+        self.instance.reset(error, reason=error.reason)
 
     # -- the implicit transaction --------------------------------------------------------
 
@@ -836,11 +1105,7 @@ class SqliteEngine:
 
     def kv_put(self, items: list[tuple[str, bytes]], *, confirmed: bool) -> None:
         self._begin()
-        self._internal = True
-        try:
-            self._conn.executemany(_SQL_PUT_KV, items)  # type: ignore[union-attr]
-        finally:
-            self._internal = False
+        self._xmany(_SQL_PUT_KV, items)
         keys = self._txn_keys
         for key, _ in items:
             keys[key] = True
@@ -957,8 +1222,15 @@ class SqliteEngine:
             if armed:
                 self.disarm_time_limit()
 
+    def _past_deadline(self) -> bool:
+        deadline = self._deadline
+        return deadline is not None and wall_monotonic() > deadline
+
     def _exec(self, query: str, params: tuple[Any, ...]) -> SqlStorageCursor:
-        statements = split_statements(query)
+        try:
+            statements = split_statements(query, self._past_deadline)
+        except TimeoutError:
+            raise self._time_limit_error() from None
         # workerd prepares what follows each statement (after spaces and newlines): nothing
         # at all, or only comments, "did not contain a statement" (after running the rest).
         if not statements:
@@ -1235,6 +1507,8 @@ class SqliteEngine:
         conn, self._conn = self._conn, None
         if conn is None:
             return
+        if self._open_files is not None:
+            self._open_files.forget(self)
         self._internal = True
         try:
             if conn.in_transaction:
@@ -1244,6 +1518,8 @@ class SqliteEngine:
         finally:
             self._internal = False
         if self._owns_conn:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA synchronous=OFF")  # (see _backends._before_close)
             conn.close()
         elif self.services.closed:
             conn.close()

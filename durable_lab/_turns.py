@@ -642,6 +642,11 @@ class _ObjectTaskFactory:
         adopted = (parent is not None and inspect.iscoroutine(coro)
                    and parent.instance.adopts_tasks and parent.instance.broken is None)
         if adopted:
+            instance = parent.instance  # type: ignore[union-attr]
+            if instance.object_tasks >= instance.services.max_tasks:
+                coro.close()
+                raise instance.too_many_tasks()
+            inner = coro
             coro = parent.adopt(coro)  # type: ignore[union-attr]
         previous = self.previous
         if previous is None:
@@ -650,7 +655,9 @@ class _ObjectTaskFactory:
             task = previous(loop, coro, **kwargs)
         if adopted:
             # The object owns it: a reset cancels it, and the object is not idle until it ends.
-            parent.instance.track(task)  # type: ignore[union-attr]
+            instance.track(task)
+            instance.object_tasks += 1
+            task.add_done_callback(partial(instance.object_task_done, inner))
         return task
 
 

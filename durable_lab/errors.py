@@ -97,7 +97,8 @@ class DurableObjectResetError(DurableObjectError):
     ``reason`` names the cause in workerd's vocabulary: ``inputGateBroken`` (a
     ``blockConcurrencyWhile`` callback failed or ran for 30 seconds), ``outputGateBroken`` (a
     commit failed or took 30 seconds, or the object called ``ctx.abort()``),
-    ``constructorFailed``, ``codeUpdated``, ``evicted``.
+    ``constructorFailed``, ``codeUpdated``, ``evicted``, ``exceededCpu`` (a statement the
+    runtime ran outlasted ``Lab(sql_time_limit)``), ``exceededMemory`` (``Lab(max_tasks)``).
 
     ``durableObjectReset`` is True except where workerd leaves it unset although the object
     is reset: a SQLite constraint violated at commit ("... rolled back to its last known good

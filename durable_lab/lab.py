@@ -24,6 +24,7 @@ import os
 import random
 import shutil
 import tempfile
+import warnings
 import weakref
 from collections import deque
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from . import trace as _trace
 from ._backends import MemoryBackend, SqliteBackend
 from ._folder import FolderLock
 from ._host import CODE_UPDATED_MESSAGE, ObjectHost
+from ._sql_engine import OpenDatabases
 from .bus import EventBus, Recorder, Subscription
 from .clock import Clock, make_clock
 from .errors import DurableObjectResetError, LabClosedError, LabForkedError
@@ -61,7 +63,7 @@ if TYPE_CHECKING:
     from .events import RuntimeEvent
     from .ids import DurableObjectId
 
-__all__ = ["MODELS", "Env", "Lab", "LabStatistics", "ObjectInfo"]
+__all__ = ["MODELS", "RECORD_LIMIT", "Env", "Lab", "LabStatistics", "ObjectInfo"]
 
 #: The concurrency models a lab can run (see Lab's docstring).
 MODELS = ("gates", "none", "serial")
@@ -72,6 +74,44 @@ def _is_seconds(value: object, *, zero: bool = False) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return math.isfinite(value) and (value >= 0 if zero else value > 0)
+
+
+#: How many client calls ``Lab(record=True)`` keeps (about 45 MiB of recording).
+RECORD_LIMIT = 10_000
+#: The largest ``Lab(record=N)``.
+MAX_RECORD_LIMIT = 10_000_000
+#: The largest ``Lab(max_tasks=N)``.
+MAX_TASKS_LIMIT = 1_000_000
+#: The largest ``lab.keep_recent_calls(per_object)``.
+MAX_RECENT_CALLS = 10_000
+
+
+def default_open_databases() -> int:
+    """``Lab(max_open_databases=None)``: a sixteenth of the file descriptors this process may
+    open (``ulimit -n``), from 4 to 64. KV-backed and SQLite-backed objects may each keep that
+    many databases open, three descriptors each: at most 3/8 of the limit."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):  # (Windows has no resource module)
+        return 64
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 64
+    return max(4, min(64, soft // 16))
+
+
+def _record_limit(record: object) -> int:
+    """``Lab(record=...)`` as a number of calls (0: off); a ValueError for anything else."""
+    if record is None or record is False:
+        return 0
+    if record is True:
+        return RECORD_LIMIT
+    if isinstance(record, int) and 1 <= record <= MAX_RECORD_LIMIT:
+        return record
+    raise ValueError(
+        f"record must be False, True (keep the first {RECORD_LIMIT:,} calls) or an int from 1 "
+        f"to {MAX_RECORD_LIMIT:,} (the calls to keep; each costs about 4.5 KiB), got {record!r}")
 
 
 class Env:
@@ -202,8 +242,12 @@ class Lab:
             SQLite-backed object may run before it is interrupted with a ``SqlError``; the
             object stays usable. A statement runs synchronously, so without this limit a
             runaway query would freeze the whole lab.
-        max_open_databases: aiosqlite connections (threads) kept open at once for KV-backed
-            classes (each live SQLite-backed instance holds one more, synchronous, connection).
+        max_open_databases: database files kept open at once: up to this many aiosqlite
+            connections (threads) for KV-backed classes, and as many synchronous connections
+            of SQLite-backed instances; the least recently used quiet one is closed to open
+            another, and reopens when needed. Each open database costs three file
+            descriptors. ``None`` (default): ``ulimit -n`` / 16, between 4 and 64 (64 at
+            Linux's usual 1024, 16 at macOS's 256), so a burst of new objects never runs out.
         clock: ``"real"`` (wall time), ``"manual"`` (moves only with ``lab.clock.advance(s)``),
             ``"auto"`` (jumps to the next timer whenever nothing can run), or a clock object.
         rate: with the real clock, how fast lab time runs (0.1 = ten times slower, to watch).
@@ -211,9 +255,16 @@ class Lab:
             coalescing). ``"none"``: plain asyncio, the naive model (no input gate, no output
             gate; it loses updates and acknowledges writes that later fail). ``"serial"``: one
             delivery at a time from start to finish, like an actor holding a lock.
-        record: keep every client call (``lab.history()``), every transition and every event
+        record: keep the client calls (``lab.history()``), the transitions and the events
             (``lab.trace()``), so the run can be checked and replayed. Off by default: it costs
-            time per call.
+            time and memory per call (about 4.5 KiB, ``bench/RESULTS-recording.txt``).
+            ``True`` keeps the first :data:`RECORD_LIMIT` calls (10,000); an int ``N`` keeps
+            the first ``N``. Past the limit recording stops (with a warning): the history and
+            the trace stay a consistent prefix of the run, and memory stays flat.
+        max_tasks: tasks one object's code may have unfinished at once (``asyncio.create_task``,
+            ``ctx.waitUntil``, ...). Creating one more resets that object (a task bomb), not
+            the lab: the creating call raises and every call in flight fails with a
+            ``DurableObjectResetError`` naming the limit.
         idle_timeout: evict an instance after this many seconds (lab time) without work, as
             Cloudflare does (workerd: 10 s; production: 70-140 s). ``None`` (default): only
             ``lab.evict()`` evicts, so a notebook's objects stay put between cells.
@@ -231,11 +282,12 @@ class Lab:
     def __init__(self, path: str | Path | None = None, *, storage: str = "sqlite",
                  seed: int | None = None, commit_latency: float = 0.0, max_queue: int = 1000,
                  max_in_flight: int = 5000, sql_time_limit: float = 5.0,
-                 max_open_databases: int = 64, clock: str | Clock = "real",
+                 max_open_databases: int | None = None, clock: str | Clock = "real",
                  rate: float = 1.0, idle_timeout: float | None = None,
                  model: str = "gates", hibernate_after: float | None = 10.0,
-                 record: bool = False, network: str | dict[Any, Any] | Network | None = None
-                 ) -> None:
+                 record: bool | int = False,
+                 network: str | dict[Any, Any] | Network | None = None,
+                 max_tasks: int = 10_000) -> None:
         if storage not in ("sqlite", "memory"):
             raise ValueError(f"storage must be 'sqlite' or 'memory', got {storage!r}")
         if storage == "memory" and path is not None:
@@ -248,6 +300,17 @@ class Lab:
         if (isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int)
                 or max_in_flight < 1):
             raise ValueError(f"max_in_flight must be an int >= 1, got {max_in_flight!r}")
+        if (isinstance(max_tasks, bool) or not isinstance(max_tasks, int)
+                or not 1 <= max_tasks <= MAX_TASKS_LIMIT):
+            raise ValueError(f"max_tasks must be an int from 1 to {MAX_TASKS_LIMIT:,}, "
+                             f"got {max_tasks!r}")
+        record_limit = _record_limit(record)
+        if max_open_databases is None:
+            max_open_databases = default_open_databases()
+        elif (isinstance(max_open_databases, bool) or not isinstance(max_open_databases, int)
+                or max_open_databases < 1):
+            raise ValueError(f"max_open_databases must be None or an int >= 1, "
+                             f"got {max_open_databases!r}")
         if not _is_seconds(sql_time_limit):
             raise ValueError(
                 f"sql_time_limit must be a finite number of seconds > 0, got {sql_time_limit!r}")
@@ -274,7 +337,12 @@ class Lab:
         self.sql_time_limit = float(sql_time_limit)
         self.storage = storage
         self.env = Env()
-        self.recording = bool(record)
+        self.recording = bool(record_limit)
+        #: The most client calls the recording keeps (0: not recording).
+        self.record_limit = record_limit
+        #: True once the recording reached ``record_limit`` and stopped.
+        self.recording_stopped = False
+        self.max_tasks = max_tasks
         #: What the rooms below the lab get instead of the lab (services.py): made here,
         #: filled as the parts are made, handed to each at construction.
         services: LabServices = _Services()  # type: ignore[assignment]  # (filled below)
@@ -309,6 +377,9 @@ class Lab:
         #: into newUniqueId() so ids stay unique across sessions on one folder.
         self.session = 0
         self.backend: StorageBackend
+        self.max_open_databases = max_open_databases
+        #: The bound on SQLite-backed objects' open files (None: memory, no files).
+        self.open_databases: OpenDatabases | None = None
         if storage == "memory":
             self.path: Path | None = None
             self.backend = MemoryBackend()
@@ -323,8 +394,10 @@ class Lab:
             # here or in another process, has it open. See _folder.py.
             self._folder_lock = FolderLock(self.path)
             self.session = self._folder_lock.session
+            self.open_databases = OpenDatabases(max_open_databases)
             try:
-                self.backend = SqliteBackend(self.path, max_open=max_open_databases)
+                self.backend = SqliteBackend(self.path, max_open=max_open_databases,
+                                             time_limit=self.sql_time_limit)
             except BaseException:
                 # A traceback kept by Jupyter would keep this half-made lab, and its lock,
                 # alive: let go of the folder now.
@@ -340,6 +413,7 @@ class Lab:
         services = self.services
         for name in ("model", "storage", "path", "commit_latency", "max_queue", "max_in_flight",
                      "sql_time_limit", "idle_timeout", "hibernate_after", "recording", "session",
+                     "max_tasks", "open_databases",
                      "random", "clock", "bus", "backend", "scheduler", "faults", "alarms",
                      "network", "env"):
             setattr(services, name, getattr(self, name))
@@ -494,8 +568,11 @@ class Lab:
         """Keep the last ``per_object`` finished calls of every object, for
         :meth:`recent_calls` (the "Where the time went" panel turns this on). Off by default:
         a kept call holds its arguments and its result. ``0`` turns it off again."""
-        if isinstance(per_object, bool) or not isinstance(per_object, int) or per_object < 0:
-            raise ValueError(f"per_object must be an int >= 0, got {per_object!r}")
+        if (isinstance(per_object, bool) or not isinstance(per_object, int)
+                or not 0 <= per_object <= MAX_RECENT_CALLS):
+            raise ValueError(
+                f"per_object must be an int from 0 to {MAX_RECENT_CALLS:,} (each kept call "
+                f"holds its arguments and its result), got {per_object!r}")
         if per_object <= self._recent_calls and per_object:
             return  # (already keeping at least that many)
         self._recent_calls = self.services.recent_calls = per_object
@@ -530,6 +607,9 @@ class Lab:
                      kwargs: dict[str, Any], send: Callable[[Any], asyncio.Future[Any]]
                      ) -> asyncio.Future[Any]:
         assert self._history is not None
+        if len(self._calls) >= self.record_limit:
+            self._stop_recording()
+            return send(None)
         task = asyncio.current_task()
         client = task.get_name() if task is not None else "client"
         record: dict[str, Any] = {
@@ -561,6 +641,20 @@ class Lab:
         reply.add_done_callback(done)
         return reply
 
+    def _stop_recording(self) -> None:
+        """The recording is full: keep what it has (a prefix of the run), record no more."""
+        self.recording_stopped = True
+        self.services.recording = False
+        self.scheduler.recording = False
+        if self._events is not None:
+            self._events.close()
+        warnings.warn(
+            f"the lab stopped recording at {self.record_limit:,} calls, its limit "
+            f"(Lab(record=...); True keeps {RECORD_LIMIT:,}): lab.history() and lab.trace() "
+            "keep those calls and what happened up to the last of them. Make the lab with "
+            "Lab(record=N) to keep more (about 4.5 KiB per call).",
+            RuntimeWarning, stacklevel=4)
+
     def trace(self) -> dict[str, Any]:
         """The run so far as a JSON-serialisable dict (calls, transitions, events)."""
         if not self.recording:
@@ -578,6 +672,7 @@ class Lab:
             "bindings": {name: {"class": ns.cls.__qualname__, "module": ns.cls.__module__,
                                 "sql": ns.sql}
                          for name, ns in self.env._bindings.items()},
+            "truncated": self.recording_stopped,
             "calls": [dict(c) for c in self._calls],
             "transitions": list(self.scheduler.transitions),
             "events": events,

@@ -73,6 +73,7 @@ __all__ = [
     "JURISDICTIONS",
     "JURISDICTION_REGIONS",
     "LOCATION_HINTS",
+    "MAX_RTT_MS",
     "NETWORKS",
     "REGION_CITIES",
     "REGION_NAMES",
@@ -148,6 +149,10 @@ def _parse_rows(text: str) -> dict[tuple[str, str], float]:
 #: The default table (``Lab(network="cloudflare-regions")``): round-trip ms per region pair.
 CLOUDFLARE_REGIONS_RTT_MS: dict[tuple[str, str], float] = _parse_rows(_RTT_ROWS)
 
+#: The longest round trip a table may hold, in milliseconds (a minute; the longest on Earth
+#: is well under a second). NaN, infinity or 1e300 would leave calls waiting forever.
+MAX_RTT_MS = 60_000.0
+
 #: Names ``Lab(network=...)`` accepts.
 NETWORKS = ("cloudflare-regions",)
 
@@ -219,9 +224,14 @@ class Network:
                     f"a network table maps (region, region) pairs to round-trip milliseconds, "
                     f"e.g. {{('weur', 'enam'): 80}}; got the key {key!r}"
                 )
-            if isinstance(ms, bool) or not isinstance(ms, (int, float)) or ms < 0:
-                raise ValueError(f"the round trip {key!r} must be milliseconds >= 0, got {ms!r}")
             a, b = key
+            if (isinstance(ms, bool) or not isinstance(ms, (int, float))
+                    or not 0 < ms <= MAX_RTT_MS):  # (False for NaN too)
+                raise ValueError(
+                    f"the round trip between {a!r} and {b!r} must be a number of milliseconds "
+                    f"> 0 and <= {MAX_RTT_MS:g} (a minute), got {ms!r}: a call waits half of "
+                    "it on the way in and half on the way back"
+                )
             table[(a, b)] = table[(b, a)] = float(ms)
             for region in key:
                 if region not in regions:
@@ -282,10 +292,18 @@ class Network:
         shown = list(regions) if regions is not None else list(self.regions)
         width = max(7, *(len(r) + 1 for r in shown))
         lines = [" " * width + "".join(f"{r:>{width}}" for r in shown)]
+        for r in shown:
+            self.check_region(r)
         for a in shown:
-            lines.append(f"{a:<{width}}" + "".join(f"{self.rtt(a, b) * 1000:>{width}.0f}"
+            lines.append(f"{a:<{width}}" + "".join(f"{self._cell(a, b):>{width}}"
                                                    for b in shown))
         return "\n".join(lines)
+
+    def _cell(self, a: str, b: str) -> str:
+        """One cell of :meth:`table`: the round trip in ms, or ``-`` for a pair the table
+        does not have (a custom region is given only the pairs it needs)."""
+        ms = self._rtt_ms.get((a, b), SAME_REGION_RTT_MS if a == b else None)
+        return "-" if ms is None else f"{ms:.0f}"
 
     def copy(self) -> Network:
         """The same table and default region, without placements (what each lab gets)."""
@@ -325,6 +343,13 @@ class Network:
         region = self._placements.get(host.storage_key)
         if region is not None:
             return region
+        region, reason = self._choose(hint, caller_region, jurisdiction)
+        self._record(host, region, reason, hint, caller_region, jurisdiction)
+        return region
+
+    def _choose(self, hint: str | None, caller_region: str,
+                jurisdiction: str | None) -> tuple[str, str]:
+        """Where a first call would place an object, and why (nothing recorded)."""
         if jurisdiction is not None:
             allowed = JURISDICTION_REGIONS[jurisdiction]
             if hint in allowed:
@@ -335,12 +360,15 @@ class Network:
             region, reason = hint, "hint"
         else:
             region, reason = caller_region, "caller"
+        return region, reason
+
+    def _record(self, host: ObjectHost, region: str, reason: str, hint: str | None,
+                caller_region: str, jurisdiction: str | None) -> None:
         self._placements[host.storage_key] = region
         bus = host.services.bus
         if bus.active:
             bus.emit(ObjectPlaced, host.label, host.object_id, region, reason, hint or "",
                      caller_region, jurisdiction or "")
-        return region
 
     def region_of_host(self, host: ObjectHost) -> str:
         """The region an object calls *from*: its placement (an object first woken by an
@@ -367,8 +395,17 @@ class Network:
         """
         host = stub._host
         services = host.services
-        region = self.place(host, stub._hint, source, stub.id.jurisdiction)
-        delay = self.one_way(source, region)
+        region = self._placements.get(host.storage_key)
+        if region is None:
+            # The first call places the object, but only once it can be sent: a call refused
+            # here (a region pair the table lacks) leaves the object unplaced, free for the
+            # next call to place it.
+            jurisdiction = stub.id.jurisdiction
+            region, reason = self._choose(stub._hint, source, jurisdiction)
+            delay = self.one_way(source, region)
+            self._record(host, region, reason, stub._hint, source, jurisdiction)
+        else:
+            delay = self.one_way(source, region)
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         hop = next(self._hops)

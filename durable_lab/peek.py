@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _sql_engine, values
 from ._folder import check_db_path
+from .errors import StorageError
 
 if TYPE_CHECKING:
     from ._backends import StorageBackend
@@ -105,20 +106,29 @@ def _sql_rows(path: Path | None, host: Any, query: str, params: tuple[Any, ...] 
     instance = host.instance
     engine = instance.cache if instance is not None else None
     if engine is not None and getattr(engine, "is_sqlite", False) and engine._conn is not None:
-        saved = engine._internal
-        engine._internal = True  # our own read, not the object's statement: no guard rails
-        try:
-            return engine._conn.execute(query, params).fetchall()
-        finally:
-            engine._internal = saved
+        return list(engine.read_rows(query, params))
+    # Elsewhere too, nothing the lab runs may outlast Lab(sql_time_limit=...).
+    limit = host.services.sql_time_limit
     if path is None:
         conn = _sql_engine._memory_db(host, create=False)
-        return conn.execute(query, params).fetchall() if conn is not None else []
+        if conn is None:
+            return []
+        conn.set_progress_handler(_sql_engine.watchdog(limit), _sql_engine.PROGRESS_STEPS)
+        try:
+            return conn.execute(query, params).fetchall()
+        finally:
+            conn.set_progress_handler(None, 0)
     db = Path(path) / host.storage_key[0] / f"{host.storage_key[1]}.sqlite"
     if not check_db_path(db):  # (a symlink is refused: the lab folder is a boundary)
         return []
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        conn.set_progress_handler(_sql_engine.watchdog(limit), _sql_engine.PROGRESS_STEPS)
         try:
             return conn.execute(query, params).fetchall()
-        except sqlite3.OperationalError:  # no such table yet (a KV-only database)
-            return []
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT:
+                raise StorageError(
+                    f"{host.label}: reading its database ({query[:60]!r}) took longer than "
+                    f"{limit:g} s, the lab's limit for one statement (Lab(sql_time_limit=...)), "
+                    "and was interrupted") from exc
+            return []  # no such table yet (a KV-only database)

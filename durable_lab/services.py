@@ -66,6 +66,10 @@ class LabServices(Protocol):
     max_queue: int
     max_in_flight: int
     sql_time_limit: float
+    max_tasks: int
+    #: ``_sql_engine.OpenDatabases`` (a floor above this one, so named ``Any``): the bound on
+    #: SQLite-backed objects' open database files; None for a memory lab.
+    open_databases: Any
     idle_timeout: float | None
     hibernate_after: float | None
     recording: bool

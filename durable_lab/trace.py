@@ -147,8 +147,10 @@ async def replay(trace: dict[str, Any], bindings: dict[str, type] | None = None,
     if missing:
         raise ValueError(f"replay needs a class for every binding of the trace; missing: "
                          f"{', '.join(missing)}")
-    lab = make_lab(storage="memory", seed=trace["seed"], model=trace["model"], record=True,
-              clock="manual")
+    # (Recording as many calls as the trace has: a long trace must not stop the recording.)
+    lab = make_lab(storage="memory", seed=trace["seed"], model=trace["model"],
+                   record=min(10_000_000, max(10_000, len(trace["calls"]) + 1)),
+                   clock="manual")
     namespaces = {name: lab.bind(name, bindings[name], sql=meta.get("sql", False))
                   for name, meta in trace["bindings"].items()}
     lab.scheduler.note_paused_calls = False  # replay's own pause: not news to the learner

@@ -16,7 +16,6 @@ import textwrap
 import threading
 from pathlib import Path
 
-import aiosqlite
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -62,15 +61,15 @@ async def backend(request, tmp_path):
 
 @pytest.fixture
 def count_connects(monkeypatch):
-    """Count the aiosqlite connections SqliteBackend opens."""
+    """Count the aiosqlite connections SqliteBackend opens (each is given a connector)."""
     calls: list[str] = []
-    real = aiosqlite.connect
+    real = _backends._connector
 
-    def counting(database, **kwargs):
+    def counting(database, *args):
         calls.append(str(database))
-        return real(database, **kwargs)
+        return real(database, *args)
 
-    monkeypatch.setattr(_backends.aiosqlite, "connect", counting)
+    monkeypatch.setattr(_backends, "_connector", counting)
     return calls
 
 
