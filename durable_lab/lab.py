@@ -185,7 +185,8 @@ class Lab:
             delivery at a time from start to finish, like an actor holding a lock.
         record: keep every client call (``lab.history()``), every transition and every event
             (``lab.trace()``), so the run can be checked and replayed. Off by default: it costs
-            time per call.
+            time per call. ``"calls"``: the client calls only (``lab.history()``), no events
+            or transitions (no ``lab.trace()``): what ``durable_lab.explore`` needs, cheaper.
         idle_timeout: evict an instance after this many seconds (lab time) without work, as
             Cloudflare does (workerd: 10 s; production: 70-140 s). ``None`` (default): only
             ``lab.evict()`` evicts, so a notebook's objects stay put between cells.
@@ -206,7 +207,7 @@ class Lab:
                  max_open_databases: int = 64, clock: str | Clock = "real",
                  rate: float = 1.0, idle_timeout: float | None = None,
                  model: str = "gates", hibernate_after: float | None = 10.0,
-                 record: bool = False, network: str | dict[Any, Any] | Network | None = None
+                 record: bool | str = False, network: str | dict[Any, Any] | Network | None = None
                  ) -> None:
         if storage not in ("sqlite", "memory"):
             raise ValueError(f"storage must be 'sqlite' or 'memory', got {storage!r}")
@@ -246,7 +247,11 @@ class Lab:
         self.sql_time_limit = float(sql_time_limit)
         self.storage = storage
         self.env = Env()
+        if record not in (True, False, "calls"):
+            raise ValueError(f"record must be True, False or 'calls', got {record!r}")
         self.recording = bool(record)
+        #: Events and transitions too (record=True), not only the client calls.
+        self._record_all = record is True
         #: What the rooms below the lab get instead of the lab (services.py): made here,
         #: filled as the parts are made, handed to each at construction.
         services: LabServices = _Services()  # type: ignore[assignment]  # (filled below)
@@ -254,7 +259,7 @@ class Lab:
         #: Storage calls on their way (the scheduler waits for them when it settles).
         self._io_in_flight = 0
         self.scheduler = Scheduler(self.bus, lambda: self._io_in_flight)
-        self.scheduler.recording = self.recording
+        self.scheduler.recording = self._record_all
         self.alarms = _alarms.AlarmScheduler(services)
         self.faults = Faults(services)
         #: Regions, placements and network delays (``durable_lab.network``); None: no geography.
@@ -263,7 +268,7 @@ class Lab:
         #: Finished calls kept per object for lab.recent_calls() (0: none; see attribution.py).
         self._recent_calls = 0
         self._calls: list[dict[str, Any]] = []
-        self._events = Recorder(self.bus) if record else None
+        self._events = Recorder(self.bus) if self._record_all else None
         self._hosts: dict[tuple[str, str], ObjectHost] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self._deliveries = 0
@@ -523,8 +528,9 @@ class Lab:
 
     def trace(self) -> dict[str, Any]:
         """The run so far as a JSON-serialisable dict (calls, transitions, events)."""
-        if not self.recording:
-            raise RuntimeError("this lab does not record: make it with Lab(record=True)")
+        if not self._record_all:
+            raise RuntimeError("this lab does not record its events: make it with "
+                               "Lab(record=True)")
         events = []
         for event in (self._events.events if self._events is not None else []):
             row = dataclasses.asdict(event)  # type: ignore[call-overload]  # (a dataclass)

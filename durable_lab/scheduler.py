@@ -298,6 +298,13 @@ class Scheduler:
         await self.settle()
         return choice
 
+    async def take(self, choice: Choice) -> None:
+        """Take ``choice``, straight from ``choices()`` with nothing run since, then run until
+        the next transitions. ``choose()`` without its checks: the fast path for code that
+        steps a lab thousands of times (``durable_lab.explore``)."""
+        self._take(choice)
+        await self.settle()
+
     def _take(self, choice: Choice) -> None:
         self.steps_taken += 1
         self.last_step = choice.description
