@@ -198,7 +198,7 @@ class _Run:
         else:
             assert option.until is not None
             self.clock.advance_to(option.until)
-            await self.lab.scheduler.settle()
+            await self.lab.scheduler.settle(passes=1)
 
     def outcomes(self) -> list[Any]:
         return [_outcome(call) for call in self.calls]
@@ -524,7 +524,8 @@ class _Search:
                 return True
             node.chosen = allowed[0]
             await run.take(node.chosen)
-            node.effects[node.chosen.key] = _effect(node.chosen, options, run.options())
+            node.effects[node.chosen.key] = (_effect(node.chosen, options, run.options())
+                                             if reduce else _Effect(node.chosen.key[1], True))
             node.done.append(node.chosen.key)
             node.preemptions = self.preemptions_to(path, options, node.chosen)
             path.append(node)
