@@ -69,8 +69,8 @@ from .events import RuntimeEvent, describe
 from .lab import MODELS, Env, Lab
 from .scheduler import Choice
 
-__all__ = ["STRATEGIES", "Counterexample", "ExploreProgress", "ExploreResult", "Player",
-           "explore"]
+__all__ = ["STRATEGIES", "Counterexample", "ExploreProgress", "ExploreResult", "Failed",
+           "Player", "Unfinished", "explore", "set_default_progress"]
 
 STRATEGIES = ("dpor", "dfs", "bfs", "random", "pct")
 
@@ -333,6 +333,20 @@ def _terminal_progress() -> Callable[[ExploreProgress], None]:
         print("\r" + progress.line(), end=end, file=sys.stderr, flush=True)
 
     return report
+
+
+ProgressFactory = Callable[[], Callable[[ExploreProgress], None]]
+
+#: What ``explore(progress=None)`` uses: a factory of progress callbacks, one per search. The
+#: core's is a line on stderr; ``widgets`` hands a Jupyter progress bar down when it is
+#: imported in a kernel (the core never imports a UI package).
+_default_progress: list[ProgressFactory] = [_terminal_progress]
+
+
+def set_default_progress(factory: ProgressFactory | None) -> None:
+    """Make ``factory()`` the progress display of every ``explore(progress=None)`` (``None``:
+    back to the line on stderr)."""
+    _default_progress[0] = _terminal_progress if factory is None else factory
 
 
 class _Search:
@@ -899,7 +913,7 @@ async def explore(bindings: dict[str, type], workload: Workload, *,
         raise TypeError(f"invariant must be None or a function (lab, outcomes) -> True / "
                         f"message, got {invariant!r}")
     if progress is None:
-        report: Callable[[ExploreProgress], None] | None = _terminal_progress()
+        report: Callable[[ExploreProgress], None] | None = _default_progress[0]()
     elif progress is False:
         report = None
     elif callable(progress):
