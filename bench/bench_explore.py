@@ -108,11 +108,7 @@ async def chance(strategy: str, seeds: int) -> tuple[int, int, float]:
     return found, seeds, time.perf_counter() - wall
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args()
+async def main(args: argparse.Namespace) -> list[str]:
     repeats = 1 if args.quick else 3
     seeds = 100 if args.quick else 1000
     lines = [f"durable_lab explore bench: best of {repeats}; Python {sys.version.split()[0]}; "
@@ -151,9 +147,14 @@ async def main() -> None:
     lines.append(f"  exhaustive (dpor): {slow.failures} of {slow.schedules} schedules fail; "
                  f"found and proven in {slow.elapsed:.2f} s")
     print(lines[-1])
-    if args.out:
-        Path(args.out).write_text("\n".join(lines) + "\n")
+    return lines
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=None)
+    arguments = parser.parse_args()
+    written = asyncio.run(main(arguments))
+    if arguments.out:
+        Path(arguments.out).write_text("\n".join(written) + "\n")

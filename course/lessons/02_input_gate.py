@@ -395,7 +395,8 @@ assert naive.complete and naive.outcomes == {(1, 1)}, naive
 # ## Exercise 02 · one seat, one payment
 #
 # Fix `Seat` so that the seat is sold once and only the winner pays, whatever the schedule.
-# The check also plays scheduler (25 random legal schedules of 3 claims), evicts the object
+# The check also plays scheduler: it explores every schedule of 2 claims (`explore`, as
+# above) and 25 random legal schedules of 3 claims; it evicts the object
 # after a sale, and makes the payment call fail once: a failed payment must leave the seat
 # free for the next buyer.
 
