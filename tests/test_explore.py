@@ -358,3 +358,29 @@ async def test_a_failing_commit_is_a_choice_with_faults_on():
     example = faulty.counterexample
     assert any(step.startswith("fail the commit") for step in example.steps)
     assert example.outcomes == [1] and "stored value is 0" in example.reason
+
+
+class Flaky(DurableObject):
+    """Not deterministic: every other run of the class sleeps (a class attribute counts)."""
+
+    runs = 0
+
+    async def go(self):
+        Flaky.runs += 1
+        if Flaky.runs % 2:
+            await durable_lab.sleep(1)
+        return "done"
+
+
+async def test_a_workload_that_is_not_deterministic_is_named_as_such():
+    result = await explore({"F": Flaky}, lambda env: [env.F.getByName("x").go() for _ in range(3)],
+                           invariant=lambda lab, out: True, progress=False)
+    assert not result.ok and not result.complete
+    assert "the same steps gave a different run" in result.error
+    assert "must do the same thing every time" in result.error
+
+
+async def test_a_workload_naming_a_missing_binding_is_refused_with_the_bindings():
+    with pytest.raises(AttributeError, match="env has no binding 'NOPE'"):
+        await explore({"C": Counter}, lambda env: [env.NOPE.getByName("a").increment()],
+                      progress=False)
