@@ -716,6 +716,31 @@ class Counterexample:
             await player.close()
         self.notes = notes
 
+    def interleavings(self) -> list[str]:
+        """Where deliveries overlapped: each admission of a delivery while another delivery of
+        the same object was waiting for its I/O (a timer, another object) with the gate open.
+        Read from the notes ``annotate()`` took (empty before)."""
+        waiting: dict[str, set[int]] = {}  # object -> deliveries awaiting I/O, gate open
+        found: list[str] = []
+        for step, notes in zip(self.keys, self.notes, strict=False):
+            kind, obj, delivery, _ = step
+            if kind == "admit" and waiting.get(obj):
+                others = ", ".join(f"delivery {d}" for d in sorted(waiting[obj]))
+                found.append(f"delivery {delivery} was admitted at {obj} while {others} "
+                             f"waited for its I/O with the gate open")
+            for note in notes:
+                words = note.split()
+                if "call" in words and words.index("call") + 1 < len(words):
+                    number = words[words.index("call") + 1]
+                    if not number.isdigit():
+                        continue
+                    label = note.split(": ", 1)[0]
+                    if "awaits io: gate OPENS" in note:
+                        waiting.setdefault(label, set()).add(int(number))
+                    elif " resumes" in note or " finished" in note:
+                        waiting.get(label, set()).discard(int(number))
+        return found
+
     def explain(self) -> str:
         """The schedule in words: each step and what it made happen, then the verdict."""
         lines = [f"This schedule of {len(self.steps)} steps breaks the invariant:"]
@@ -726,6 +751,9 @@ class Counterexample:
         lines.append("The calls returned: " + ", ".join(
             f"{op.method}() -> {outcome!r}" for op, outcome in zip(
                 self.history.operations, self.outcomes, strict=False)))
+        overlaps = self.interleavings()
+        if overlaps:
+            lines.append("In short: " + "; ".join(overlaps) + ".")
         lines.append(f"Why it fails: {self.reason}")
         return "\n".join(lines)
 

@@ -215,6 +215,8 @@ async def test_a_lost_update_is_found_with_its_shortest_schedule():
     assert f"This schedule of {len(example.steps)} steps breaks the invariant" in text
     assert "awaits io: gate OPENS" in text  # what the step did, from the event stream
     assert "Why it fails:" in text and "increment() -> 1, increment() -> 1" in text
+    assert ("In short: delivery 2 was admitted at C:a while delivery 1 waited for its I/O "
+            "with the gate open.") in text
 
 
 async def test_the_counterexample_replays_to_the_same_outcomes():
