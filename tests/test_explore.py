@@ -386,3 +386,17 @@ async def test_a_workload_naming_a_missing_binding_is_refused_with_the_bindings(
     with pytest.raises(AttributeError, match="env has no binding 'NOPE'"):
         await explore({"C": Counter}, lambda env: [env.NOPE.getByName("a").increment()],
                       progress=False)
+
+
+async def test_lab_record_calls_keeps_the_history_and_no_trace():
+    lab = Lab(storage="memory", record="calls")
+    try:
+        stub = lab.bind("C", Counter).getByName("a")
+        assert await stub.increment() == 1
+        assert [op.result for op in lab.history().operations] == [1]
+        with pytest.raises(RuntimeError, match="does not record its events"):
+            lab.trace()
+    finally:
+        await lab.close()
+    with pytest.raises(ValueError, match="record must be True, False or 'calls'"):
+        Lab(storage="memory", record="everything")
