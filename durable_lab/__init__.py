@@ -24,6 +24,7 @@ from .errors import DurableObjectError as DurableObjectError
 from .errors import DurableObjectResetError as DurableObjectResetError
 from .errors import LabClosedError as LabClosedError
 from .errors import LabFolderError as LabFolderError
+from .errors import LabForkedError as LabForkedError
 from .errors import OverloadedError as OverloadedError
 from .errors import StorageCorruptError as StorageCorruptError
 from .errors import StorageError as StorageError
@@ -67,6 +68,7 @@ __all__ = [
     "Lab",
     "LabClosedError",
     "LabFolderError",
+    "LabForkedError",
     "LabSnapshot",
     "ManualClock",
     "ObjectSnapshot",

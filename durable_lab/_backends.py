@@ -52,7 +52,13 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 import aiosqlite
 
-from ._folder import SQL_USER_TABLES, check_binding_dir, check_db_path, not_a_lab_database
+from ._folder import (
+    SQL_USER_TABLES,
+    check_binding_dir,
+    check_db_path,
+    check_lab_schema,
+    not_a_lab_database,
+)
 from .errors import StorageCorruptError, StorageError
 
 __all__ = [
@@ -472,6 +478,9 @@ def _init_db(db: sqlite3.Connection, path: Path) -> None:
         if db.in_transaction:
             db.execute(_SQL_ROLLBACK)
         raise
+    # A trigger, an index or a changed column on our tables would run on (or break) every
+    # commit: refused, naming the file (see _folder.check_lab_schema).
+    check_lab_schema(db, f"the database {path}")
 
 
 def _read_sync(db: sqlite3.Connection, keys: Sequence[str]) -> dict[str, bytes]:

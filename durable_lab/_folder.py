@@ -11,6 +11,15 @@ keep the acknowledged writes in that folder safe from mistakes and from hostile 
   and between two labs of one process alike, and the operating system drops it when the process
   dies: a folder left by a killed kernel is simply taken over. The lock file holds the owner's
   pid, so the refusal can say who holds the folder and how to release it.
+
+  A file can be deleted, renamed or replaced under a lock (a learner "getting past" the in-use
+  error): a second lab would then lock a *new* file and be let in. So the lab also locks the
+  folder itself (``flock`` on a descriptor of the directory), which no file operation inside
+  it can take away; the lock file stays for its pid and for the message. Both are held on
+  descriptors the lab owns, and only the process that took them gives them up: a ``fork()``
+  child shares the parent's open file descriptions, and an unlock there (its exit handlers)
+  would unlock the parent's folder, so the release checks the pid and the child only closes
+  its copies.
 - **A boundary.** Objects live at ``<folder>/<BINDING>/<id>.sqlite``. The lab never follows a
   symlink found there (a binding folder or a database file that is a link could make a plain
   ``lab.bind()`` switch some outside SQLite file to WAL and write tables into it), and never
@@ -32,8 +41,9 @@ import os
 import stat
 import weakref
 from pathlib import Path
+from typing import Any
 
-from .errors import LabFolderError
+from .errors import LabFolderError, StorageCorruptError
 
 try:
     import fcntl
@@ -41,8 +51,8 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
-    "LOCK_NAME", "SESSIONS_NAME", "SQL_USER_TABLES", "FolderLock", "check_binding_dir",
-    "check_db_path", "not_a_lab_database",
+    "LAB_TABLES", "LOCK_NAME", "SESSIONS_NAME", "SQL_USER_TABLES", "FolderLock",
+    "check_binding_dir", "check_db_path", "check_lab_schema", "not_a_lab_database",
 ]
 
 LOCK_NAME = ".durable_lab.lock"
@@ -66,10 +76,67 @@ def _open_nofollow(path: Path, flags: int) -> int:
         raise LabFolderError(f"cannot open {path}: {exc}") from exc
 
 
-def _release(fd: int) -> None:
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+
+def _release(fds: tuple[int, ...], pid: int) -> None:
+    """Unlock and close ``fds``; in a forked child (not ``pid``) only close its copies: the
+    lock belongs to the open file descriptions the parent shares, and it keeps them."""
+    for fd in fds:
+        try:
+            if fcntl is not None and os.getpid() == pid:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def _lock_or_refuse(fd: int, folder: Path) -> None:
+    """``flock`` ``fd`` exclusively, or raise LabFolderError naming the holder."""
     try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise LabFolderError(f"cannot lock the lab folder {folder}: {exc}") from exc
+        raise LabFolderError(_in_use_message(folder, _holder_of(folder))) from None
+
+
+def _lock_folder(folder: Path) -> int | None:
+    """A descriptor of ``folder`` holding an exclusive ``flock`` on it; LabFolderError if
+    another lab holds it; None if this filesystem cannot lock a directory (some network
+    filesystems emulate ``flock`` with byte-range locks, which need a file open for writing):
+    there the lock file alone guards the folder, as before."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+    except OSError as exc:
+        raise LabFolderError(f"cannot open the lab folder {folder}: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise LabFolderError(_in_use_message(folder, _holder_of(folder))) from None
+        return None
+    return fd
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (same device and inode)."""
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (found.st_dev, found.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _holder_of(folder: Path) -> str:
+    """The pid written in the folder's lock file ("" if it is gone or unreadable)."""
+    try:
+        fd = os.open(folder / LOCK_NAME, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        return _read_holder(fd)
     finally:
         os.close(fd)
 
@@ -84,18 +151,33 @@ class FolderLock:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        path = folder / LOCK_NAME
-        fd = _open_nofollow(path, os.O_RDWR | os.O_CREAT)
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                holder = _read_holder(fd)
-                os.close(fd)
-                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    raise LabFolderError(f"cannot lock the lab folder {folder}: {exc}") from exc
-                raise LabFolderError(_in_use_message(folder, holder)) from None
-        self._finalizer = weakref.finalize(self, _release, fd)
+        self.pid = os.getpid()
+        fds: list[int] = []
+        try:
+            # The folder itself first: nothing done to the files in it can take this one away.
+            dir_fd = _lock_folder(folder) if fcntl is not None else None
+            if dir_fd is not None:
+                fds.append(dir_fd)
+            path = folder / LOCK_NAME
+            for _ in range(5):
+                fd = _open_nofollow(path, os.O_RDWR | os.O_CREAT)
+                fds.append(fd)
+                if fcntl is None:
+                    break
+                _lock_or_refuse(fd, folder)
+                # Locked the file that the path names now? If it was replaced between our
+                # open and our lock, another lab may lock the new one: start again on it.
+                # (What guards the folder where the directory lock is not available.)
+                if _same_file(fd, path):
+                    break
+                os.close(fds.pop())
+            else:
+                raise LabFolderError(f"{path} keeps being replaced: cannot lock {folder}")
+        except BaseException:
+            for opened in fds:
+                os.close(opened)  # never locked by us, or locked a moment ago: closing frees it
+            raise
+        self._finalizer = weakref.finalize(self, _release, tuple(fds), self.pid)
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -225,14 +307,65 @@ def check_binding_dir(path: Path) -> bool:
     return True
 
 
-#: Run on a freshly opened connection before the lab writes anything (WAL, its tables).
+#: Run on a freshly opened connection before the lab writes anything (WAL, its tables): a
+#: file with tables is the lab's if one of them is one of its own (a lab file whose other
+#: table was tampered with is then refused by check_lab_schema, naming what changed).
 SQL_USER_TABLES = (
-    "SELECT count(*), sum(name = '_cf_KV') FROM sqlite_master WHERE type = 'table'"
+    "SELECT count(*), sum(name IN ('_cf_KV', '_cf_METADATA')) FROM sqlite_master "
+    "WHERE type = 'table'"
 )
 
 
 def not_a_lab_database(path: Path) -> LabFolderError:
     return LabFolderError(
-        f"{path} is not a durable_lab database (it has tables but no _cf_KV): the lab never "
-        "writes into a file it did not create (move that file out of the lab folder)"
+        f"{path} is not a durable_lab database (it has tables but neither _cf_KV nor "
+        "_cf_METADATA): the lab never writes into a file it did not create (move that file "
+        "out of the lab folder)"
     )
+
+
+#: The runtime's own tables, exactly as it creates them (``sqlite_master.sql`` keeps this text;
+#: it never changed since the first release).
+LAB_TABLES = {
+    "_cf_KV": "CREATE TABLE _cf_KV (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID",
+    "_cf_METADATA": "CREATE TABLE _cf_METADATA (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID",
+}
+#: Everything in the schema that is a ``_cf_`` object or hangs on one (a trigger, an index,
+#: a view over it...). ``_`` is a LIKE wildcard: escaped.
+_SQL_LAB_SCHEMA = (
+    "SELECT type, name, tbl_name, sql FROM sqlite_master "
+    "WHERE name LIKE '\\_cf\\_%' ESCAPE '\\' OR tbl_name LIKE '\\_cf\\_%' ESCAPE '\\'"
+)
+
+
+def check_lab_schema(conn: Any, where: str) -> None:
+    """Refuse a database whose ``_cf_`` tables are not exactly what the lab creates.
+
+    The runtime's own statements on ``_cf_KV`` and ``_cf_METADATA`` run without the guard
+    rails of user SQL, so a trigger planted on them in a stored file would run on every
+    ``put()`` (one deleted the write acknowledged before it), and a table with a column
+    missing, an added constraint or a unique index would fail the runtime's statements with
+    raw SQLite errors. The lab never runs schema objects it did not create on its tables:
+    such a file raises StorageCorruptError naming ``where`` (the object's database) and the
+    object found, and nothing in it is changed. Run after the tables were created.
+    """
+    problems: list[str] = []
+    for kind, name, table, sql in conn.execute(_SQL_LAB_SCHEMA).fetchall():
+        expected = LAB_TABLES.get(name)
+        if expected is not None and kind == "table" and sql == expected:
+            continue
+        if expected is not None:
+            problems.append(f"the {kind} {name} is not the lab's ({sql!r:.160}; expected "
+                            f"{expected!r})")
+        elif name == table or kind == "table":
+            problems.append(f"the {kind} {name} was not made by the lab (the _cf_ prefix "
+                            "is the runtime's)")
+        else:
+            problems.append(f"the {kind} {name} on the lab's table {table} was not made by "
+                            "the lab")
+    if problems:
+        raise StorageCorruptError(
+            f"{where}: " + "; ".join(problems) + ". The lab never runs schema objects it did "
+            "not create on its own tables (they would run on, or break, its writes): remove "
+            "them with the sqlite3 shell, or move this file out of the lab folder."
+        )

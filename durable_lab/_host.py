@@ -37,8 +37,11 @@ on workerd); a value, and a ``fetch`` handler's error, wait for the commits befo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import copy
 import inspect
+import threading
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -103,6 +106,57 @@ BLOCK_CONCURRENCY_WHILE_TIMEOUT_MESSAGE = (
 )
 CODE_UPDATED_MESSAGE = "Durable Object reset because its code was updated."
 STORAGE_GONE_MESSAGE = "Durable Object storage is no longer accessible."
+
+
+class _DeliveryTask(asyncio.Task):
+    """The task a delivery runs in. It remembers whether a ``cancel()`` came from the
+    object's own code (``current_task().cancel()``, a watchdog task of the object: a driver
+    is current then) or from outside (a reset, ``asyncio.run()`` shutting down)."""
+
+    by_code = False
+
+    def cancel(self, msg: Any = None) -> bool:
+        if current_driver.get() is not None:
+            self.by_code = True
+        return super().cancel(msg)
+
+
+def _spawn_delivery(coro: Any) -> asyncio.Task[Any]:
+    """``_turns.spawn`` for a delivery: outside any object's context, as a _DeliveryTask."""
+    loop = asyncio.get_running_loop()
+    if current_driver.get() is None:
+        return _DeliveryTask(coro, loop=loop)
+    context = contextvars.copy_context()
+    context.run(current_driver.set, None)
+    return _DeliveryTask(coro, loop=loop, context=context)
+
+
+def _cancelled_by_object() -> bool:
+    """Whether the current task is a delivery's that the object's own code cancelled."""
+    return getattr(asyncio.current_task(), "by_code", False)
+
+
+def _cancelled_by_code(delivery: Delivery) -> BaseException:
+    """The error a call's caller gets when the object's own code cancelled the task the call
+    runs in. The cancellation is consumed (``uncancel``), so the runtime can still answer.
+
+    JavaScript has no way to cancel a running call; an asyncio task can be cancelled by the
+    code it runs. Propagating the CancelledError would leave the caller waiting forever, so it
+    ends the call as an exception raised by the object would (``remote``).
+    """
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    if isinstance(task, _DeliveryTask):
+        task.by_code = False  # consumed: a later cancel is judged afresh
+    error = mark_remote(RuntimeError(
+        f"{delivery.method}() was cancelled by the object's own code (the task running the "
+        "call was cancelled: asyncio.current_task().cancel(), a watchdog or a task it "
+        "started): the call ends with this error instead of a result. A Durable Object "
+        "cannot cancel a call it is running; to stop work, return or raise instead."
+    ))
+    error.cancelled_by_code = True  # type: ignore[attr-defined]  # (read by _reply)
+    return error
 
 
 def _fresh(error: BaseException) -> BaseException:
@@ -289,7 +343,11 @@ class ObjectHost:
             reply.set_exception(_fresh(broken))
             return reply
         if self.services.closed:
-            reply.set_exception(LabClosedError())
+            try:
+                self.services.check_open()  # the lab's own reason (closed, or a fork's child)
+                raise LabClosedError()
+            except LabClosedError as exc:
+                reply.set_exception(exc)
             return reply
         services = self.services
         faults = services.faults
@@ -371,7 +429,7 @@ class ObjectHost:
             if inst.obj is None and inst.broken is None:
                 delivery.note("behind_constructor")  # a new instance: its constructor first
         inst.deliveries.add(delivery)
-        delivery.task = spawn(inst.run_delivery(delivery, admission))
+        delivery.task = _spawn_delivery(inst.run_delivery(delivery, admission))
         inst.track(delivery.task)
         return reply
 
@@ -556,8 +614,12 @@ class Instance:
         self.outgoing_held = 0
         #: Deliveries not yet answered; a reset answers them all with its error.
         self.deliveries: set[Delivery] = set()
+        #: Replies waiting for the end of the turn (``_turn_over``): a reset wakes them.
+        self.turn_waiters: set[asyncio.Future[None]] = set()
         self.broken: BaseException | None = None
         self.evicted = False
+        #: The event loop's thread: storage is refused from any other (check_usable).
+        self.thread = threading.get_ident()
         self.obj: Any = None
         #: Alarm handler state: getAlarm() is None inside the handler unless it set a new one.
         self.in_alarm_handler = False
@@ -578,6 +640,16 @@ class Instance:
     def check_usable(self) -> None:
         if self.broken is not None or self.evicted:
             raise DurableObjectResetError(STORAGE_GONE_MESSAGE, reason="ignored", retryable=True)
+        if threading.get_ident() != self.thread:
+            # Storage from asyncio.to_thread() or an executor: the cache, the gates and the
+            # SQLite connection belong to the loop's thread (a connection opened in another
+            # thread would brick the object). Refused before anything changed.
+            raise RuntimeError(
+                f"{self.label}: ctx.storage was used from another thread (asyncio.to_thread, "
+                "run_in_executor...). An object's storage belongs to the thread of its event "
+                "loop, as everything of a Durable Object does (Workers have no threads): call "
+                "storage from the object's own code and hand the thread only plain values. "
+                "Nothing was changed.")
 
     def _output_gate_timed_out(self) -> None:
         """A commit held the output gate for 30 lab seconds (workerd resets the object)."""
@@ -666,9 +738,15 @@ class Instance:
         except _Aborted:
             error = self.broken
         except asyncio.CancelledError:
-            if self.broken is None:
-                raise
-            error = self.broken
+            # Only a reset cancels a delivery's task; anything else that did is the object's
+            # own code (current_task().cancel(), a watchdog, a child task): the call fails
+            # as if that code had raised, rather than leaving its caller waiting forever.
+            if self.broken is not None:
+                error = self.broken
+            elif _cancelled_by_object():
+                error = _cancelled_by_code(delivery)
+            else:
+                raise  # (asyncio.run() shutting down, say: not the object's doing)
         except DurableObjectError as exc:
             # A reset (ours, or a call to another object that failed): pass it on as it is.
             error = self.broken if self.broken is not None else exc
@@ -679,6 +757,16 @@ class Instance:
             # The task's context holds the driver, and the delivery holds the task: let go of
             # the delivery, or every call would leave a reference cycle for the collector.
             driver.call = None
+        if (error is None and _cancelled_by_object()
+                and getattr(asyncio.current_task(), "_must_cancel", False)):
+            # The code cancelled its own task and returned before the cancellation landed:
+            # take it here (the task would otherwise end cancelled at its next await) and
+            # fail the call as if it had landed in the code. (``_must_cancel``: asyncio's
+            # "cancel pending" flag, on both the C and the Python Task.)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0)
+            if self.broken is None:
+                error = _cancelled_by_code(delivery)
         # Its code is done: from here until the reply is sent, the output gate holds it.
         now = self.now()
         delivery.spent[delivery.phase] += now - delivery.since
@@ -707,8 +795,25 @@ class Instance:
         bus = self.bus
         held = False
         gate_error: BaseException | None = None
-        if self.broken is None and (error is None or delivery.kind == "fetch"):
-            pending = self.output_gate.wait()
+        # A call cancelled by its own code (or by asyncio.run() shutting down) waits for
+        # nothing more: it is answered with an error now (a wait could outlive the loop).
+        gave_up = getattr(error, "cancelled_by_code", False)
+        if self.broken is None and (error is None or delivery.kind == "fetch") and not gave_up:
+            if self.adopts_tasks and self.gate.turn_in_progress:
+                # Tasks the handler started have not run their first step yet. In JavaScript
+                # an async function runs at once up to its first await, so a put() there is
+                # issued before the handler returns, and workerd's reply waits for it: wait
+                # for the end of the turn (its tasks' first steps included) before taking
+                # the output gate's wait, or the reply would not cover those writes.
+                try:
+                    await self._turn_over()
+                except asyncio.CancelledError:
+                    if self.broken is None:  # (else a reset: it answered the caller)
+                        if not _cancelled_by_object():
+                            raise
+                        error = _cancelled_by_code(delivery)  # (see below)
+                        gave_up = True
+            pending = self.output_gate.wait() if not gave_up else None
             if pending is not None:
                 held = True
                 delivery.waiting_for = pending
@@ -723,13 +828,18 @@ class Instance:
                     await pending
                 except asyncio.CancelledError:
                     if self.broken is None:
-                        raise
+                        if not _cancelled_by_object():
+                            raise
+                        # The object's code cancelled the call's task after its code was
+                        # done (a watchdog): the call fails, it is not acknowledged.
+                        error = _cancelled_by_code(delivery)
+                        gave_up = True
                 except BaseException as exc:
                     # A commit before this reply failed: the reply is never sent (the reset
                     # may land a moment later; the caller sees the commit's error either way).
                     gate_error = exc
                 delivery.waited(self.now())
-        if self.broken is None:
+        if self.broken is None and not gave_up:
             # While the lab is paused, the release is a step the learner takes.
             permit = self.services.scheduler.permit(
                 "reply", self.label, delivery.id,
@@ -739,7 +849,9 @@ class Instance:
                     await permit
                 except asyncio.CancelledError:
                     if self.broken is None:
-                        raise
+                        if not _cancelled_by_object():
+                            raise
+                        error = _cancelled_by_code(delivery)
                 delivery.waited(self.now())  # the learner's step: with the output gate
         if gate_error is not None:
             error = self.broken if self.broken is not None else gate_error
@@ -772,6 +884,22 @@ class Instance:
         else:
             reply.set_result(value)
         self.arm_idle_timer()
+
+    async def _turn_over(self) -> None:
+        """Wait until the current turn of this object is over, the code it started or made
+        runnable included (the input gate is quiet), or until the object is reset."""
+        quiet: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def done() -> None:
+            if not quiet.done():
+                quiet.set_result(None)
+        self.gate.on_quiet(done)
+        # A reset drops the gate's quiet callbacks: stop waiting then too.
+        self.turn_waiters.add(quiet)
+        try:
+            await quiet
+        finally:
+            self.turn_waiters.discard(quiet)
 
     # -- critical sections ---------------------------------------------------------------
 
@@ -856,6 +984,9 @@ class Instance:
             return
         self.broken = error
         self.gate.break_(error)
+        for waiter in self.turn_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         for section in self.critical_sections.values():
             section.inner_gate.break_(error)
         self.output_gate.break_(error)

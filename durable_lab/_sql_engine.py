@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._cache import CacheStatistics
-from ._folder import SQL_USER_TABLES, check_db_path, not_a_lab_database
+from ._folder import SQL_USER_TABLES, check_db_path, check_lab_schema, not_a_lab_database
 from ._turns import after_turn, spawn
 from .clock import wall_monotonic
 from .errors import DurableObjectResetError, StorageCorruptError, StorageError
@@ -163,7 +163,6 @@ _LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.S)
 _WORD = re.compile(r"[A-Za-z_]+")
 #: Statements that never write: they run without opening a transaction.
 _NO_TXN_KEYWORDS = frozenset({"SELECT", "VALUES", "EXPLAIN"})
-_PRAGMA_ASSIGN = re.compile(r"PRAGMA\s+(?:\w+\s*\.\s*)?(\w+)\s*(=|\()", re.I)
 
 
 def _is_reserved(name: str | None) -> bool:
@@ -237,7 +236,7 @@ def _memory_db(host: Any, create: bool = True) -> sqlite3.Connection | None:
     return conn
 
 
-def _open_file(path: Path) -> sqlite3.Connection:
+def _open_file(path: Path, label: str = "") -> sqlite3.Connection:
     try:
         if not check_db_path(path):  # the lab folder is a boundary (see _folder.py)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -252,9 +251,16 @@ def _open_file(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA journal_mode=WAL")
         _init_schema(conn)
+        # Nothing of ours may carry a trigger, an index or a changed column: the runtime's
+        # statements bypass the authorizer (see _folder.check_lab_schema).
+        check_lab_schema(conn, f"{label}: the database {path}" if label else
+                         f"the database {path}")
     except sqlite3.Error as exc:
         conn.close()
         raise StorageError(f"cannot open the database {path}: {exc}") from exc
+    except StorageCorruptError:
+        conn.close()
+        raise
     return conn
 
 
@@ -270,7 +276,7 @@ def offline_set_metadata(services: Any, host: Any, key: str, data: bytes | None)
         path = Path(services.path) / host.storage_key[0] / f"{host.storage_key[1]}.sqlite"
         if data is None and not check_db_path(path):
             return
-        conn = _open_file(path)
+        conn = _open_file(path, host.label)
         owned = True
     try:
         if data is None:
@@ -416,7 +422,7 @@ class SqliteEngine:
             path = self._path()
             if not create and not check_db_path(path):
                 return None
-            conn = _open_file(path)
+            conn = _open_file(path, self.instance.label)
             owns = True
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         # workerd's bound on a string, BLOB or row: randomblob(900000000), zeroblob() or
@@ -444,7 +450,9 @@ class SqliteEngine:
 
     def _authorize(self, action: int, arg1: str | None, arg2: str | None, db: str | None,
                    trigger: str | None) -> int:
-        if self._internal:
+        if self._internal and trigger is None:
+            # The runtime's own statement. Not the triggers it fires (a drop of deleteAll()
+            # cascading into a user trigger): their bodies are user code, checked as such.
             return _OK
         if action in _WRITE_ACTIONS:
             self._stmt_wrote = True
@@ -466,6 +474,11 @@ class SqliteEngine:
                 and (arg2 or "").lower() not in _ALLOWED_VTABLE_MODULES):
             return _DENY
         if _is_reserved(arg1) or (action in _TABLE_IN_ARG2 and _is_reserved(arg2)):
+            if self._internal:  # (only a trigger reaches here: see above)
+                self._deny_reason = (
+                    f"not authorized: the trigger {trigger} uses the runtime's own table "
+                    f"{arg1 if _is_reserved(arg1) else arg2} (_cf_* tables are the "
+                    "runtime's): SQLITE_AUTH")
             return _DENY
         if action == _A.SQLITE_READ and (arg1 or "").lower() in _DENIED_TABLES:
             self._deny_reason = (
@@ -927,9 +940,9 @@ class SqliteEngine:
             keyword = _leading_keyword(statement)
             needs_txn = keyword not in _NO_TXN_KEYWORDS
             if keyword == "PRAGMA":
-                start = _LEADING_NOISE.match(statement).end()  # type: ignore[union-attr]
-                m = _PRAGMA_ASSIGN.match(statement, start)
-                needs_txn = m is not None and m.group(1).lower() == "user_version"
+                # Only a pragma that writes (user_version = n) joins the implicit transaction
+                # (others must run outside one: foreign_keys is a no-op inside).
+                needs_txn = self._pragma_writes(conn, statement, params)
             if needs_txn:
                 self._x("BEGIN")
                 began = True
@@ -976,6 +989,23 @@ class SqliteEngine:
         elif began:
             self._end_unused_transaction()
         return cursor, wrote
+
+    def _pragma_writes(self, conn: sqlite3.Connection, statement: str,
+                       params: tuple[Any, ...]) -> bool:
+        """Whether a PRAGMA statement writes the database, asked of SQLite rather than read
+        from the text: ``EXPLAIN`` prepares it without running it, and the authorizer sees
+        which pragma it is and whether it assigns, however it is written (a schema name in
+        quotes, comments between the words: ``PRAGMA "main".user_version=5`` once ran outside
+        the transaction and survived abort())."""
+        self._stmt_wrote = False
+        try:
+            conn.execute("EXPLAIN " + statement, params)
+        except sqlite3.Error:
+            # Refused or malformed: the statement itself fails below, with its own message.
+            self._deny_reason = None
+            return False
+        wrote, self._stmt_wrote = self._stmt_wrote, False
+        return wrote
 
     def _check_alter(self) -> None:
         row = self._x(_SQL_RESERVED_NAMES).fetchone()

@@ -21,6 +21,7 @@ Hierarchy::
     │   ├── DurableObjectResetError  the object was reset; durableObjectReset=True
     │   ├── OverloadedError          too many deliveries queued; overloaded=True
     │   └── LabClosedError           the lab is closed (also a RuntimeError)
+    │       └── LabForkedError       the lab was made by the parent of this forked process
     └── StorageError                 the storage backend failed (wrapped sqlite3/aiosqlite error)
         ├── StorageCorruptError      stored bytes are not a value durable_lab wrote (names the
         │                            object and key); only that read fails
@@ -41,6 +42,7 @@ __all__ = [
     "DurableObjectResetError",
     "LabClosedError",
     "LabFolderError",
+    "LabForkedError",
     "OverloadedError",
     "StorageCorruptError",
     "StorageError",
@@ -137,6 +139,30 @@ class LabClosedError(DurableObjectError, RuntimeError):
 
     def __init__(self, message: str = LAB_CLOSED_MESSAGE) -> None:
         super().__init__(message)
+
+
+class LabForkedError(LabClosedError):
+    """This process is a ``fork()`` of the one that made the lab: the lab is not usable here.
+
+    A fork copies the lab's memory but not the threads its SQLite connections run on, nor
+    the right to write its folder (the parent still owns it): a call would wait forever for a
+    thread that does not exist, or two processes would write the same files. So in the child
+    every use of an inherited lab (calls, new stubs, bindings, ``close()``) raises this at once,
+    naming both processes; the parent's lab is untouched.
+    """
+
+    def __init__(self, parent: int, child: int) -> None:
+        super().__init__(
+            f"this Lab was made in process {parent}, and this is process {child}, a fork() of "
+            "it: a forked process cannot use its parent's lab (the storage threads were not "
+            "copied, and the parent still owns the lab folder). Make a new Lab in this "
+            "process, on a folder of its own, or use the lab only in the parent."
+        )
+        self.parent = parent
+        self.child = child
+
+    def __reduce__(self) -> tuple[type, tuple[int, int]]:  # copy and pickle by the two pids
+        return (type(self), (self.parent, self.child))
 
 
 class StorageError(DurableLabError):

@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import inspect
 import math
+import os
 import random
 import shutil
 import tempfile
@@ -39,7 +40,7 @@ from ._folder import FolderLock
 from ._host import CODE_UPDATED_MESSAGE, ObjectHost
 from .bus import EventBus, Recorder, Subscription
 from .clock import Clock, make_clock
-from .errors import DurableObjectResetError, LabClosedError
+from .errors import DurableObjectResetError, LabClosedError, LabForkedError
 from .events import LabClosed
 from .faults import Faults
 from .http import Request, Response
@@ -123,6 +124,33 @@ class LabStatistics:
     live_instances: int
     deliveries: int
     commits: int
+
+
+#: Every lab of this process not yet collected: a fork()ed child marks them unusable.
+_LABS: weakref.WeakSet[Lab] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """In a fork()ed child, the parent's labs are copies the child must not use: their
+    storage threads were not copied (a call would wait forever) and the parent still owns
+    their folders (their commits would be a second writer). Each refuses all use from now on
+    with LabForkedError; nothing of the parent's is touched (see _folder.FolderLock)."""
+    child = os.getpid()
+    for lab in list(_LABS):
+        if lab._pid != child and lab._forked is None and hasattr(lab, "services"):
+            lab._forked = LabForkedError(lab._pid, child)
+            lab._closed = lab.services.closed = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _remove_tempdir(path: str, pid: int) -> None:
+    """The finalizer of a lab's temporary folder: only the process that made it removes it
+    (a fork()ed child exiting must not delete the folder its parent still uses)."""
+    if os.getpid() == pid:
+        shutil.rmtree(path, True)
 
 
 class _Services:
@@ -278,6 +306,10 @@ class Lab:
         self._close_done = False
         self._tempdir: str | None = None
         self._folder_lock: FolderLock | None = None
+        #: The process that made the lab; set in a fork()ed child, the error all use raises.
+        self._pid = os.getpid()
+        self._forked: LabForkedError | None = None
+        _LABS.add(self)
         #: How many labs opened this folder before (0 for memory and fresh folders); mixed
         #: into newUniqueId() so ids stay unique across sessions on one folder.
         self.session = 0
@@ -288,7 +320,7 @@ class Lab:
         else:
             if path is None:
                 self._tempdir = tempfile.mkdtemp(prefix="durable_lab-")
-                weakref.finalize(self, shutil.rmtree, self._tempdir, True)
+                weakref.finalize(self, _remove_tempdir, self._tempdir, self._pid)
                 path = self._tempdir
             self.path = Path(path)
             self.path.mkdir(parents=True, exist_ok=True)
@@ -484,6 +516,14 @@ class Lab:
             hosts = list(self._hosts.values())
         elif isinstance(target, str):  # an object label, "COUNTER:room-1"
             hosts = [h for h in self._hosts.values() if h.label == target]
+            if not hosts:
+                # A typo must not read as "no calls" (it once returned [] silently).
+                seen = ", ".join(repr(h.label) for h in list(self._hosts.values())[:5])
+                raise LookupError(
+                    f"this lab has not seen an object labelled {target!r}: recent_calls() "
+                    "takes a stub, an id, the label of an object the lab has seen (e.g. "
+                    f"'COUNTER:room-1'; seen: {seen or 'none yet'}), or nothing for every "
+                    "object")
         else:
             hosts = [self._host_of(target)]
         now = self.clock.now()
@@ -819,6 +859,8 @@ class Lab:
 
     async def wait_idle(self) -> None:
         """Return once nothing is running: no delivery, no critical section, no commit."""
+        if self._forked is not None:
+            raise self._forked  # the parent's work: it would never finish in this process
         while True:
             pending = [t for t in self._tasks if not t.done()]
             scheduled = [f for h in self._hosts.values() if h.instance is not None
@@ -828,6 +870,8 @@ class Lab:
             await asyncio.wait(pending + scheduled)
 
     def _check_open(self) -> None:
+        if self._forked is not None:
+            raise self._forked
         if self._closed:
             raise LabClosedError()
 
@@ -843,6 +887,10 @@ class Lab:
         and a close that was stopped part-way is finished by the next ``close()``. Every step
         can be repeated safely.
         """
+        if self._forked is not None:
+            # A fork()ed child: closing would commit the copy's writes and unlock the
+            # parent's folder. The parent closes its lab; the child only learns why not.
+            raise self._forked
         if self._close_done:
             return
         if not self._closed:

@@ -119,8 +119,17 @@ class DurableObjectNamespace:
         ``"fedramp-high"``, ``"us"``): its ids differ from this namespace's for the same name,
         its objects are placed only in the jurisdiction's regions, and its ``get()`` refuses
         ids from another jurisdiction."""
-        return _NamespaceView(self._base, region=self._region,
-                              jurisdiction=check_jurisdiction(jurisdiction))
+        jurisdiction = check_jurisdiction(jurisdiction)
+        if self._jurisdiction is not None and jurisdiction != self._jurisdiction:
+            # A sub-namespace cannot leave its jurisdiction: ns.jurisdiction("eu")
+            # .jurisdiction("us") once quietly gave "us" ids to code that meant "eu".
+            raise TypeError(
+                f"this namespace is already restricted to the {self._jurisdiction!r} "
+                f"jurisdiction, so it cannot be restricted to {jurisdiction!r}: call "
+                f"jurisdiction({jurisdiction!r}) on the binding itself (env.{self.name})")
+        if jurisdiction == self._jurisdiction:
+            return self
+        return _NamespaceView(self._base, region=self._region, jurisdiction=jurisdiction)
 
     def get(self, object_id: DurableObjectId, options: dict[str, Any] | None = None, *,
             locationHint: str | None = None) -> DurableObjectStub:
@@ -298,7 +307,9 @@ class DurableObjectStub:
         host = self._host
         services = host.services
         if services.closed:
-            # At once, not in the reply: a cell re-run after "Run All" closed the lab says so.
+            # At once, not in the reply: a cell re-run after "Run All" closed the lab says so
+            # (check_open raises the lab's own reason: closed, or inherited by a fork).
+            services.check_open()
             raise LabClosedError()
         driver = current_driver.get()
         if driver is not None:

@@ -54,6 +54,7 @@ import asyncio
 import inspect
 from collections.abc import Callable, Generator, Iterable, Mapping
 from functools import partial
+from threading import get_ident
 from typing import TYPE_CHECKING, Any
 
 from . import values
@@ -358,8 +359,8 @@ class DurableObjectStorage:
             noCache: bool = False) -> asyncio.Future[None]:
         """Store ``value`` at ``key``, or every pair of a dict. Takes effect now, without await."""
         instance = self._instance
-        if instance.broken is not None:
-            instance.check_usable()
+        if instance.broken is not None or get_ident() != instance.thread:
+            instance.check_usable()  # (raises: reset, or called from another thread)
         if type(key) is str and value is not _MISSING and not allowUnconfirmed:
             # The common case, kept short: one key, one value, confirmed.
             if len(key) > MAX_KEY_SIZE // 4 or not key.isascii():

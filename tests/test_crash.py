@@ -127,25 +127,25 @@ def check_object(name: str, kv: dict[str, object] | None, acked: set[int], where
     return a
 
 
-def test_sigkill_loses_no_acknowledged_write_and_splits_no_batch(tmp_path):
-    rng = random.Random(SEED)
-    folder = tmp_path / "lab"
+def kill_rounds(tmp_path: Path, folder: Path, rounds: int, rng: random.Random,
+                args_for_round) -> tuple[dict[str, set[int]], dict[str, int], int, int]:
+    """Start a worker on ``folder`` and SIGKILL it at a random moment, ``rounds`` times; check
+    the files after each kill. ``args_for_round(rnd, rng)`` gives the worker's extra arguments.
+    Returns (acknowledged calls per object, committed ``a`` per object, rounds whose child
+    started, rounds with acknowledgements)."""
     files = object_files(folder)
     acked: dict[str, set[int]] = {name: set() for name in NAMES}
     committed = dict.fromkeys(NAMES, 0)
     rounds_with_acks = 0
     rounds_started = 0
-    began = time.monotonic()
 
-    for rnd in range(ROUNDS):
-        per_object = rng.randint(1, 4)
-        max_open = rng.choice([64, 64, 2])  # 2 < OBJECTS: connections are evicted meanwhile
+    for rnd in range(rounds):
+        extra = list(args_for_round(rnd, rng))
         delay = rng.uniform(0.05, 0.40)
         out_path, err_path = tmp_path / f"round{rnd}.out", tmp_path / f"round{rnd}.err"
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             proc = subprocess.Popen(
-                [sys.executable, str(WORKER), str(folder), "--objects", str(OBJECTS),
-                 "--per-object", str(per_object), "--max-open", str(max_open)],
+                [sys.executable, str(WORKER), str(folder), "--objects", str(OBJECTS), *extra],
                 stdout=out, stderr=err,
             )
             try:
@@ -160,8 +160,7 @@ def test_sigkill_loses_no_acknowledged_write_and_splits_no_batch(tmp_path):
             finally:
                 proc.kill()
                 proc.wait()
-        where = f"round {rnd} (killed after {delay * 1000:.0f} ms, per_object={per_object}, " \
-                f"max_open={max_open})"
+        where = f"round {rnd} (killed after {delay * 1000:.0f} ms, {' '.join(extra)})"
         assert still_running, f"{where}: the child exited by itself: {err_path.read_text()}"
         assert proc.returncode == -signal.SIGKILL, where
 
@@ -178,16 +177,11 @@ def test_sigkill_loses_no_acknowledged_write_and_splits_no_batch(tmp_path):
 
         for name in NAMES:
             committed[name] = check_object(name, read_kv(files[name]), acked[name], where)
+    return acked, committed, rounds_started, rounds_with_acks
 
-    total = sum(len(s) for s in acked.values())
-    print(f"\n{ROUNDS} kills, {rounds_started} after startup, {rounds_with_acks} with acks, "
-          f"{total} acked calls, committed {committed}, {time.monotonic() - began:.1f}s")
-    # The kills really interrupted work.
-    assert total > 0
-    assert rounds_with_acks >= ROUNDS // 3, (rounds_with_acks, ROUNDS)
-    assert all(acked[name] for name in NAMES)
 
-    # Reopen through the runtime: a new Lab must see exactly the state found on disk.
+def reopen_and_check(folder: Path, committed: dict[str, int]) -> None:
+    """A new Lab on ``folder`` must see, through the runtime, exactly the state on disk."""
     async def reopen() -> dict[str, dict]:
         lab = Lab(folder, storage="sqlite")
         try:
@@ -200,6 +194,57 @@ def test_sigkill_loses_no_acknowledged_write_and_splits_no_batch(tmp_path):
     for name, snap in asyncio.run(reopen()).items():
         a = committed[name]
         assert snap == {"a": a, "b": a, "logs": list(range(1, a + 1)), "log_values_ok": True}, name
+
+
+def test_sigkill_loses_no_acknowledged_write_and_splits_no_batch(tmp_path):
+    rng = random.Random(SEED)
+    folder = tmp_path / "lab"
+    began = time.monotonic()
+
+    def args(rnd: int, rng: random.Random) -> list[str]:
+        # max_open 2 < OBJECTS: connections are evicted meanwhile.
+        return ["--per-object", str(rng.randint(1, 4)),
+                "--max-open", str(rng.choice([64, 64, 2]))]
+
+    acked, committed, rounds_started, rounds_with_acks = kill_rounds(
+        tmp_path, folder, ROUNDS, rng, args)
+    total = sum(len(s) for s in acked.values())
+    print(f"\n{ROUNDS} kills, {rounds_started} after startup, {rounds_with_acks} with acks, "
+          f"{total} acked calls, committed {committed}, {time.monotonic() - began:.1f}s")
+    # The kills really interrupted work.
+    assert total > 0
+    assert rounds_with_acks >= ROUNDS // 3, (rounds_with_acks, ROUNDS)
+    assert all(acked[name] for name in NAMES)
+    reopen_and_check(folder, committed)
+
+
+TASK_ROUNDS = 24
+
+
+def test_sigkill_during_task_started_writes_loses_no_acknowledged_write(tmp_path):
+    """Issue #19 item 1 under SIGKILL: every call starts a task (``asyncio.create_task`` or
+    ``ctx.waitUntil``, alternately) whose first step makes the call's three writes, and
+    returns at once. The reply must wait for those writes' commit: after each kill every
+    acknowledged call is on disk, no batch split. Rounds alternate the KV and SQLite engines."""
+    rng = random.Random(SEED + 19)
+    folder = tmp_path / "lab"
+    began = time.monotonic()
+
+    def args(rnd: int, rng: random.Random) -> list[str]:
+        return ["--per-object", str(rng.randint(1, 4)),
+                "--task", ("create_task", "wait_until")[rnd // 2 % 2],
+                *(["--sql"] if rnd % 2 else [])]
+
+    acked, committed, rounds_started, rounds_with_acks = kill_rounds(
+        tmp_path, folder, TASK_ROUNDS, rng, args)
+    total = sum(len(s) for s in acked.values())
+    print(f"\n{TASK_ROUNDS} kills during task-started writes, {rounds_started} after startup, "
+          f"{rounds_with_acks} with acks, {total} acked calls, committed {committed}, "
+          f"{time.monotonic() - began:.1f}s")
+    assert total > 0
+    assert rounds_with_acks >= TASK_ROUNDS // 3, (rounds_with_acks, TASK_ROUNDS)
+    assert all(acked[name] for name in NAMES)
+    reopen_and_check(folder, committed)
 
 
 RACE_ROUNDS = 12

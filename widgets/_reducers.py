@@ -181,9 +181,11 @@ class ObjectState:
 
 def _fold_object_events(events: Sequence[ev.RuntimeEvent],
                         state_of: Callable[[str], ObjectState],
-                        lab_wide: ObjectsReducer | None = None) -> None:
+                        lab_wide: ObjectsReducer | None = None, only: str | None = None
+                        ) -> None:
     """Fold each event into the :class:`ObjectState` of its object (``state_of(label)``, asked
     once per object per batch); the scheduler's events (pauses, steps) into ``lab_wide``.
+    ``only``: fold that object's events and skip the others' (the scheduler's still count).
 
     One loop with the branches inline, not a call per event: a dashboard folds every event of
     the lab here (see the module docstring). The event classes are local names and the
@@ -199,6 +201,10 @@ def _fold_object_events(events: Sequence[ev.RuntimeEvent],
     for e in events:
         label = e.object
         if not label:
+            if lab_wide is not None and type(e) in _SCHEDULER_EVENTS:
+                lab_wide._scheduler_event(e)
+            continue
+        if only is not None and label != only:
             if lab_wide is not None and type(e) in _SCHEDULER_EVENTS:
                 lab_wide._scheduler_event(e)
             continue
@@ -323,7 +329,9 @@ _SCHEDULER_EVENTS = frozenset({ev.StepTaken, ev.Paused, ev.Resumed})
 
 
 class ObjectsReducer:
-    """An :class:`ObjectState` for each object seen (at most ``max_objects``)."""
+    """An :class:`ObjectState` for each object seen (at most ``max_objects``), or for one
+    object only after :meth:`focus` (a dashboard shows one object: folding the other objects'
+    events too was a third of what watching a busy lab cost, bench/bench_watching.py)."""
 
     def __init__(self, max_objects: int = 500) -> None:
         self.objects: _Lru = _Lru(max_objects)
@@ -331,6 +339,8 @@ class ObjectsReducer:
         self.steps = 0
         self.last_step = ""
         self.paused = False
+        self.only: str | None = None  # the one object folded (None: every object)
+        self._skip = 0  # events of ``only`` up to this seq are in its seeded state already
 
     def apply(self, e: ev.RuntimeEvent) -> None:
         self.consume((e,))
@@ -338,9 +348,41 @@ class ObjectsReducer:
     def consume(self, events: Sequence[ev.RuntimeEvent]) -> None:
         if not events:
             return
+        skip = self._skip
+        if skip:
+            if events[-1].seq > skip:
+                self._skip = 0  # (every later batch is newer)
+            if events[0].seq <= skip:
+                only = self.only
+                # (a step the learner took is lab-wide: not in the object's seeded state)
+                events = [e for e in events if e.seq > skip or e.object != only
+                          or type(e) in _SCHEDULER_EVENTS]
+                if not events:
+                    return
         touch = self.objects.touch
-        _fold_object_events(events, lambda label: touch(label, ObjectState), self)
+        _fold_object_events(events, lambda label: touch(label, ObjectState), self, self.only)
         self.seq = events[-1].seq
+
+    def focus(self, label: str, snap: Any) -> None:
+        """Fold ``label``'s events only, from now on. Its state starts from ``snap`` (the lab's
+        snapshot now, or None before anything happened); the events up to ``snap.seq`` that
+        the reducer has not folded yet are in that snapshot and are skipped. The other objects'
+        states are dropped (they would go stale)."""
+        if label == self.only:
+            return
+        self.only = label
+        state = self.objects.get(label)
+        self.objects.clear()
+        if snap is None:
+            if state is not None:  # nothing newer to start from: keep what was folded
+                self.objects[label] = state
+            return
+        fresh = self.objects.touch(label, ObjectState)
+        for o in getattr(snap, "objects", (snap,)):
+            if o.label == label:
+                fresh.seed(o)
+        if snap.seq > self.seq:
+            self._skip = snap.seq
 
     def _scheduler_event(self, e: ev.RuntimeEvent) -> None:
         if type(e) is ev.StepTaken:
@@ -553,15 +595,23 @@ class TimelineReducer:
     ``alarm`` / ``websocket`` for the deliveries the runtime makes itself.
     """
 
-    def __init__(self, only: str | None = None, origin: float | None = None) -> None:
+    def __init__(self, only: str | None = None, origin: float | None = None, *,
+                 keep: int | None = None) -> None:
+        if keep is not None and keep < 1:
+            raise ValueError(f"keep must be a number of rows >= 1 (or None: all), got {keep!r}")
         self.only = only
         self.origin = origin  # lab time of t = 0 ms (None: the first event's)
         #: delivery -> (kind, start seq, start ms, object, method)
         self.open: dict[int, tuple[str, int, float, str, str]] = {}
         self.methods: dict[int, str] = {}
         self.names: dict[int, str] = {}  # delivery -> lane name ("alarm", its method...)
-        self.segments = _columns(*SEGMENT_COLUMNS)
-        self.markers = _columns(*MARKER_COLUMNS)
+        #: Rows closed since the last take, as tuples, the newest ``keep`` of them: a busy lab
+        #: closes thousands of segments between two frames and the plot keeps only its
+        #: rollover, so older rows are dropped here, before anything is formatted for them.
+        self._segments: deque[tuple[int, int, int, float, float, str, str, str]] = deque(
+            maxlen=keep)
+        self._markers: deque[tuple[int, int, float, int, int, bool, str, str]] = deque(
+            maxlen=keep)
         #: per object: key -> delivery that wrote it last (who a commit belongs to)
         self._writers: dict[str, dict[str, int]] = {}
         self._batch_writers: dict[tuple[str, int], set[int]] = {}
@@ -578,22 +628,34 @@ class TimelineReducer:
         self._hop_sent: dict[int, tuple[int, float]] = {}
         self._arriving: tuple[str, int, int] | None = None
         self._hop_delivery: dict[int, int] = {}
+        #: Which method folds an event of each type (events of other types change nothing).
+        self._handlers: dict[type, Callable[[Any, float], None]] = {
+            ev.StorageOp: self._on_storage_op,
+            ev.DeliveryQueued: self._on_queued,
+            ev.NetworkHopStarted: self._on_hop_started,
+            ev.NetworkHopEnded: self._on_hop_ended,
+            ev.DeliveryStarted: self._on_running,
+            ev.DeliveryResumed: self._on_running,
+            ev.TurnEnded: self._on_turn_ended,
+            ev.DeliveryFinished: self._on_done,
+            ev.ReplyReleased: self._on_done,
+            ev.ReplyHeld: self._on_reply_held,
+            ev.InputGateLocked: self._on_gate,
+            ev.InputGateUnlocked: self._on_gate,
+            ev.FlushStarted: self._on_flush,
+            ev.CommitDone: self._on_commit,
+            ev.CommitFailed: self._on_commit,
+            ev.InstanceReset: self._on_reset,
+            ev.InstanceEvicted: self._on_reset,
+        }
 
     def _close(self, delivery: int, x: int, t: float) -> None:
         seg = self.open.pop(delivery, None)
         if seg is None:
             return
         kind, start, start_t, obj, method = seg
-        s = self.segments
-        s["delivery"].append(delivery)
-        s["left"].append(start)
-        s["right"].append(max(x, start + MIN_EVENT_WIDTH))
-        s["t_left"].append(start_t)
-        s["t_right"].append(t if t > start_t else start_t)
-        s["kind"].append(kind)
-        s["object"].append(obj)
-        s["method"].append(method)
-        s["detail"].append(f"{kind}: events {start}-{x}")  # (lab time: the hover's t columns)
+        self._segments.append((delivery, start, x, start_t, t if t > start_t else start_t,
+                               kind, obj, method))
 
     def _open(self, delivery: int, kind: str, x: int, t: float, obj: str) -> None:
         self._close(delivery, x, t)
@@ -601,10 +663,12 @@ class TimelineReducer:
 
     def consume(self, events: Sequence[ev.RuntimeEvent]) -> None:
         only = self.only
-        apply = self._apply
+        handlers = self._handlers
         lanes = self.gates
         gate_events = GateLanes.RELEVANT
         origin = self.origin
+        last = None
+        t = 0.0
         for e in events:
             if only is None or e.object == only:
                 if origin is None:
@@ -612,7 +676,15 @@ class TimelineReducer:
                 t = (e.time - origin) * 1000.0
                 if type(e) in gate_events or lanes.object is None:
                     lanes.apply(e, e.seq, t)
-                apply(e, t)
+                # One dict lookup per event instead of a chain of type tests: this runs for
+                # every event of a busy lab (bench/bench_watching.py).
+                handler = handlers.get(type(e))
+                if handler is not None:
+                    handler(e, t)
+                last = e
+        if last is not None:
+            self.last_x = last.seq
+            self.last_t = t
 
     def apply(self, e: ev.RuntimeEvent) -> None:
         self.consume((e,))
@@ -648,109 +720,106 @@ class TimelineReducer:
         if live:
             self.gates.seed(live[0], t)
 
-    def _apply(self, e: ev.RuntimeEvent, now: float) -> None:
-        x = e.seq
-        self.last_x = x
-        self.last_t = now
-        if type(e) is ev.StorageOp:
-            if e.cache != "write":
-                seg = self.open.get(e.delivery)
-                if seg is not None and seg[0] == "awaiting storage":
-                    self._open(e.delivery, "running", x, now, e.object)
-                return
-            d = e.delivery
-            seg = self.open.get(d)
-            if seg is not None and seg[0] == "awaiting storage":
-                self._open(d, "running", x, now, e.object)
-            writers = self._writers.get(e.object)
-            if writers is None:
-                writers = self._writers[e.object] = {}
-            for key in e.keys or ("*",):
-                writers[key] = d
-        elif type(e) is ev.DeliveryQueued:
-            self.methods[e.delivery] = e.method
-            kind_of = e.kind_of_delivery
-            self.names[e.delivery] = kind_of if kind_of in ("alarm", "websocket") else e.method
-            if len(self.names) > _MAX_LANE_NAMES:
-                del self.names[next(iter(self.names))]
-            arriving, self._arriving = self._arriving, None
-            hop = (arriving[1] if arriving is not None and arriving[0] == e.object
-                   and kind_of in ("rpc", "fetch")
-                   and e.seq - arriving[2] <= _ARRIVAL_GAP else None)
-            if hop is not None and hop in self._hop_sent:
-                # The request's trip, drawn on the lane it turned into, ending where it queued.
-                sent_x, sent_t = self._hop_sent.pop(hop)
-                self.open[e.delivery] = ("network", sent_x, sent_t, e.object, e.method)
-                self._hop_delivery[hop] = e.delivery
-                _forget_oldest(self._hop_delivery)
-            self._open(e.delivery, "queued", x, now, e.object)
-        elif type(e) is ev.NetworkHopStarted:
-            if e.leg == "request":
-                self._hop_sent[e.hop] = (x, now)
-                _forget_oldest(self._hop_sent)
-            else:
-                lane = self._hop_delivery.get(e.hop)
-                if lane is not None:
-                    self.methods[lane] = e.method
-                    self._open(lane, "network", x, now, e.object)
-        elif type(e) is ev.NetworkHopEnded:
-            if e.leg == "request":
-                self._arriving = (e.object, e.hop, x)
-            else:
-                lane = self._hop_delivery.pop(e.hop, None)
-                if lane is not None:
-                    self._close(lane, x, now)
-                    self.methods.pop(lane, None)
-        elif type(e) is ev.DeliveryStarted or type(e) is ev.DeliveryResumed:
-            self._open(e.delivery, "running", x, now, e.object)
-        elif type(e) is ev.TurnEnded:
-            if e.awaiting == "storage":
-                kind = "awaiting storage"
-            elif e.gate_held or e.object in self._sections:
-                kind = "awaiting io, gate held"
-            else:
-                kind = "awaiting io"
-            self._open(e.delivery, kind, x, now, e.object)
-        elif type(e) is ev.DeliveryFinished:
-            self._close(e.delivery, x, now)
-            self.methods.pop(e.delivery, None)
-        elif type(e) is ev.ReplyHeld:
-            self.methods.setdefault(e.delivery, "")
-            self._open(e.delivery, "reply held", x, now, e.object)
-        elif type(e) is ev.ReplyReleased:
-            self._close(e.delivery, x, now)
-            self.methods.pop(e.delivery, None)
-        elif type(e) is ev.InputGateLocked or type(e) is ev.InputGateUnlocked:
-            if e.depth == 0 and e.holder == "critical section":
-                self._section(e.object, type(e) is ev.InputGateLocked, x, now)
-        elif type(e) is ev.FlushStarted:
-            writers = self._writers.get(e.object, {})
-            owners = {writers[k] for k in e.puts + e.deletes if k in writers}
-            if e.delete_all and "*" in writers:
-                owners.add(writers["*"])
-            writers.clear()  # the batch took every pending write (the rest were no-ops)
-            self._batch_writers[(e.object, e.batch)] = owners
-        elif type(e) is ev.CommitDone or type(e) is ev.CommitFailed:
-            owners = self._batch_writers.pop((e.object, e.batch), set()) or {0}
-            ok, size = (True, e.keys) if type(e) is ev.CommitDone else (False, 0)
-            m = self.markers
-            for d in sorted(owners):
-                m["delivery"].append(d)
-                m["x"].append(x)
-                m["t"].append(now)
-                m["batch"].append(e.batch)
-                m["size"].append(size)
-                m["ok"].append(ok)
-                m["object"].append(e.object)
-                m["label"].append(str(size) if ok else "✗ failed")
-        elif type(e) is ev.InstanceReset or type(e) is ev.InstanceEvicted:
-            self._sections.discard(e.object)
-            for d in [d for d, seg in self.open.items() if seg[3] == e.object]:
-                self._close(d, x, now)
-            self._writers.pop(e.object, None)
-            for batch_key in [k for k in self._batch_writers if k[0] == e.object]:
-                if type(e) is ev.InstanceReset:
-                    del self._batch_writers[batch_key]
+    def _on_storage_op(self, e: ev.StorageOp, now: float) -> None:
+        d = e.delivery
+        seg = self.open.get(d)
+        if seg is not None and seg[0] == "awaiting storage":
+            self._open(d, "running", e.seq, now, e.object)
+        if e.cache != "write":
+            return
+        writers = self._writers.get(e.object)
+        if writers is None:
+            writers = self._writers[e.object] = {}
+        for key in e.keys or ("*",):
+            writers[key] = d
+
+    def _on_queued(self, e: ev.DeliveryQueued, now: float) -> None:
+        self.methods[e.delivery] = e.method
+        kind_of = e.kind_of_delivery
+        self.names[e.delivery] = kind_of if kind_of in ("alarm", "websocket") else e.method
+        if len(self.names) > _MAX_LANE_NAMES:
+            del self.names[next(iter(self.names))]
+        arriving, self._arriving = self._arriving, None
+        hop = (arriving[1] if arriving is not None and arriving[0] == e.object
+               and kind_of in ("rpc", "fetch")
+               and e.seq - arriving[2] <= _ARRIVAL_GAP else None)
+        if hop is not None and hop in self._hop_sent:
+            # The request's trip, drawn on the lane it turned into, ending where it queued.
+            sent_x, sent_t = self._hop_sent.pop(hop)
+            self.open[e.delivery] = ("network", sent_x, sent_t, e.object, e.method)
+            self._hop_delivery[hop] = e.delivery
+            _forget_oldest(self._hop_delivery)
+        self._open(e.delivery, "queued", e.seq, now, e.object)
+
+    def _on_hop_started(self, e: ev.NetworkHopStarted, now: float) -> None:
+        if e.leg == "request":
+            self._hop_sent[e.hop] = (e.seq, now)
+            _forget_oldest(self._hop_sent)
+        else:
+            lane = self._hop_delivery.get(e.hop)
+            if lane is not None:
+                self.methods[lane] = e.method
+                self._open(lane, "network", e.seq, now, e.object)
+
+    def _on_hop_ended(self, e: ev.NetworkHopEnded, now: float) -> None:
+        if e.leg == "request":
+            self._arriving = (e.object, e.hop, e.seq)
+        else:
+            lane = self._hop_delivery.pop(e.hop, None)
+            if lane is not None:
+                self._close(lane, e.seq, now)
+                self.methods.pop(lane, None)
+
+    def _on_running(self, e: ev.DeliveryStarted | ev.DeliveryResumed, now: float) -> None:
+        self._open(e.delivery, "running", e.seq, now, e.object)
+
+    def _on_turn_ended(self, e: ev.TurnEnded, now: float) -> None:
+        if e.awaiting == "storage":
+            kind = "awaiting storage"
+        elif e.gate_held or e.object in self._sections:
+            kind = "awaiting io, gate held"
+        else:
+            kind = "awaiting io"
+        self._open(e.delivery, kind, e.seq, now, e.object)
+
+    def _on_done(self, e: ev.DeliveryFinished | ev.ReplyReleased, now: float) -> None:
+        """The delivery's code finished, or its held reply went out: its lane closes (a reply
+        held by the output gate opens it again, ``_on_reply_held``)."""
+        self._close(e.delivery, e.seq, now)
+        self.methods.pop(e.delivery, None)
+
+    def _on_reply_held(self, e: ev.ReplyHeld, now: float) -> None:
+        self.methods.setdefault(e.delivery, "")
+        self._open(e.delivery, "reply held", e.seq, now, e.object)
+
+    def _on_gate(self, e: ev.InputGateLocked | ev.InputGateUnlocked, now: float) -> None:
+        if e.depth == 0 and e.holder == "critical section":
+            self._section(e.object, type(e) is ev.InputGateLocked, e.seq, now)
+
+    def _on_flush(self, e: ev.FlushStarted, now: float) -> None:
+        writers = self._writers.get(e.object, {})
+        owners = {writers[k] for k in e.puts + e.deletes if k in writers}
+        if e.delete_all and "*" in writers:
+            owners.add(writers["*"])
+        writers.clear()  # the batch took every pending write (the rest were no-ops)
+        self._batch_writers[(e.object, e.batch)] = owners
+
+    def _on_commit(self, e: ev.CommitDone | ev.CommitFailed, now: float) -> None:
+        owners = self._batch_writers.pop((e.object, e.batch), set()) or {0}
+        ok, size = (True, e.keys) if type(e) is ev.CommitDone else (False, 0)
+        markers = self._markers
+        for d in sorted(owners):
+            markers.append((d, e.seq, now, e.batch, size, ok, e.object,
+                            str(size) if ok else "✗ failed"))
+
+    def _on_reset(self, e: ev.InstanceReset | ev.InstanceEvicted, now: float) -> None:
+        self._sections.discard(e.object)
+        for d in [d for d, seg in self.open.items() if seg[3] == e.object]:
+            self._close(d, e.seq, now)
+        self._writers.pop(e.object, None)
+        for batch_key in [k for k in self._batch_writers if k[0] == e.object]:
+            if type(e) is ev.InstanceReset:
+                del self._batch_writers[batch_key]
 
     def _section(self, obj: str, closed: bool, x: int, now: float) -> None:
         """A blockConcurrencyWhile section took (or gave back) the object's input gate: the
@@ -766,10 +835,28 @@ class TimelineReducer:
                 self._open(d, after, x, now, obj)
 
     def take(self) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
-        """The rows closed since the last call (segments, markers), then forget them."""
-        segments, markers = self.segments, self.markers
-        self.segments = _columns(*SEGMENT_COLUMNS)
-        self.markers = _columns(*MARKER_COLUMNS)
+        """The rows closed since the last call (segments, markers; the newest ``keep`` of
+        each), as columns, then forget them."""
+        segments = _columns(*SEGMENT_COLUMNS)
+        if self._segments:
+            rows = list(zip(*self._segments, strict=True))
+            for name, column in zip(SEGMENT_COLUMNS, rows, strict=False):
+                segments[name] = list(column)
+            # A segment at least MIN_EVENT_WIDTH wide, so an instant still shows.
+            segments["right"] = [right if right > left + MIN_EVENT_WIDTH
+                                 else left + MIN_EVENT_WIDTH
+                                 for left, right in zip(rows[1], rows[2], strict=True)]
+            # (lab time: the hover's t columns)
+            segments["detail"] = [f"{kind}: events {left}-{right}"
+                                  for left, right, kind in zip(rows[1], rows[2], rows[5],
+                                                               strict=True)]
+            self._segments.clear()
+        markers = _columns(*MARKER_COLUMNS)
+        if self._markers:
+            for name, column in zip(MARKER_COLUMNS, zip(*self._markers, strict=True),
+                                    strict=True):
+                markers[name] = list(column)
+            self._markers.clear()
         return segments, markers
 
     def open_rows(self) -> dict[str, list[Any]]:

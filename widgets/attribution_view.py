@@ -173,7 +173,12 @@ class WhereTimeWent(Panel):
                     if c.breakdown is not None]
         if self.target is None:
             return []
-        finished = [b for b in self.lab.recent_calls(self.target) if b.end is not None]
+        try:
+            recent = self.lab.recent_calls(self.target)
+        except LookupError:
+            # A panel may watch a label before that object's first call: nothing yet.
+            return []
+        finished = [b for b in recent if b.end is not None]
         return list(reversed(finished[-self.slowest:]))  # the most recent on top
 
     def draw(self) -> None:

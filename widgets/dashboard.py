@@ -90,6 +90,8 @@ class Dashboard(Panel):
             self.objects.seed(self.start)
         label = label_of(target)
         self.target = label
+        if label is not None:
+            self.objects.focus(label, self.start)
         # Every part shares the dashboard's feed and stays out of the per-kind registry.
         self.controls = Controls(lab, label, reducer=self.objects, scale=scale, feed=feed,
                                  register=False)
@@ -164,6 +166,7 @@ class Dashboard(Panel):
         if label is None or label == self.target:
             return
         self.target = label
+        self.objects.focus(label, self._feed.snapshot())
         for panel in (self.controls, self.object_view, self.storage, self.timeline):
             panel.select(label)
         self._update_picker()

@@ -142,7 +142,8 @@ class Timeline(Panel):
         self.width_px = round(width * scale)
         self.height_px = round(height * scale)
         self.origin = lab.clock.now()  # lab time of 0 ms on the lab-time axis
-        self.reducer = TimelineReducer(only=label_of(target), origin=self.origin)
+        self.reducer = TimelineReducer(only=label_of(target), origin=self.origin,
+                                       keep=self.rollover)
         self.segments = ColumnDataSource({c: [] for c in SEGMENT_COLUMNS}, name="timeline_segments")
         self.open_segments = ColumnDataSource({c: [] for c in SEGMENT_COLUMNS},
                                               name="timeline_open")
@@ -288,7 +289,8 @@ class Timeline(Panel):
 
     def select(self, target: Any) -> None:
         """Show another object's lanes (starting from now)."""
-        self.reducer = TimelineReducer(only=label_of(target), origin=self.origin)
+        self.reducer = TimelineReducer(only=label_of(target), origin=self.origin,
+                                       keep=self.rollover)
         start = self._feed.snapshot()
         if start is not None:  # lanes open now, then the events after the snapshot
             self.reducer.seed(start)

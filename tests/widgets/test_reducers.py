@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import pytest
 from lab_fixtures import Counter, two_increments
 
 from durable_lab import Lab
@@ -126,6 +127,25 @@ async def test_timeline_lanes_and_commit_markers():
         (1, 1, 1), (2, 2, 1)]
     assert tl.open == {}
     assert tl.take() == ({k: [] for k in segs}, {k: [] for k in marks})
+
+
+async def test_timeline_keeps_the_newest_rows_the_plot_would_keep():
+    """keep=N (the panel's rollover): the rows handed over are the newest N an unbounded
+    reducer would hand over, formatted the same; older ones are dropped before formatting."""
+    async with Lab(storage="memory", seed=1) as lab:
+        counters = lab.bind("COUNTER", Counter)
+        stubs = [counters.getByName(f"c{i}") for i in range(3)]
+        rec = lab.record()
+        await asyncio.gather(*(s.increment() for s in stubs for _ in range(20)))
+        await lab.wait_idle()
+        rec.close()
+    everything = fold(TimelineReducer(), rec.events).take()
+    kept = fold(TimelineReducer(keep=7), rec.events).take()
+    assert len(everything[0]["delivery"]) > 100 and len(everything[1]["delivery"]) > 7
+    for rows_all, rows_kept in zip(everything, kept, strict=True):
+        assert rows_kept == {name: column[-7:] for name, column in rows_all.items()}
+    with pytest.raises(ValueError, match="keep must be a number of rows >= 1"):
+        TimelineReducer(keep=0)
 
 
 async def test_timeline_open_rows_reach_the_latest_event():
