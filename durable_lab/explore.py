@@ -48,8 +48,9 @@ forever). Progress goes to ``progress``: a callable given an :class:`ExploreProg
 then (``widgets.explore_progress()`` is a bar for Jupyter); by default a line on stderr once a
 search takes more than a second.
 
-Faults as choices (``faults=True``): before each commit, "the commit fails" is a transition
-too, so the search finds the shortest schedule where a failed commit breaks the invariant.
+Faults as choices (``faults=True``): before each flush, "its commit fails" is a transition
+too, and so is "this object crashes" (once per object and run), so the search finds the
+shortest schedule where a fault breaks the invariant.
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ class _Run:
         self.calls: list[asyncio.Future[Any]] = []
         self.steps: list[Key] = []
         self.fail_commit: set[str] = set()
+        self.crashed: set[str] = set()
         self._options: list[_Option] | None = None
 
     async def start(self) -> None:
@@ -172,6 +174,11 @@ class _Run:
             found += [_Option(("fault", o.key[1], 0, f"fail the commit of {o.key[1]}'s next "
                                f"flush (a storage failure), and start that flush"), o.choice)
                       for o in found if o.key[0] == "flush" and o.key[1] not in self.fail_commit]
+            # A crash of an object that has something to do, once per object and run.
+            busy = list(dict.fromkeys(o.key[1] for o in found if o.key[0] != "fault"))
+            found += [_Option(("crash", obj, 0, f"crash {obj} (an infrastructure failure: "
+                               f"calls in flight fail, unflushed writes are lost)"))
+                      for obj in busy if obj not in self.crashed]
         due = self.clock.next_due(watchdog=False)
         if due is not None:
             found.append(_Option(("clock", "", 0, f"let lab time pass to t={due - START:g} s "
@@ -186,6 +193,11 @@ class _Run:
     async def take(self, option: _Option) -> None:
         self.steps.append(option.key)
         self._options = None
+        if option.key[0] == "crash":
+            self.crashed.add(option.key[1])
+            self.lab.faults.crash(option.key[1])
+            await self.lab.scheduler.settle(passes=1)
+            return
         if option.key[0] == "fault":
             self.fail_commit.add(option.key[1])
             self.lab.fail_next_commit(option.key[1])
@@ -292,7 +304,7 @@ def _effect(option: _Option, before: list[_Option], after: list[_Option]) -> _Ef
     transition of another object B (a call to B, a reply that lets B's code go on) reaches
     outside A. The clock and faults always do."""
     own = option.key[1]
-    if option.key[0] in ("clock", "fault"):
+    if option.key[0] in ("clock", "fault", "crash"):
         return _Effect(own, True)
     old = _by_object(o for o in before if o.key != option.key)
     new = _by_object(after)
@@ -921,7 +933,8 @@ async def explore(bindings: dict[str, type], workload: Workload, *,
         bound: at most this many preemptions per schedule (``complete=False`` if it cut any).
         depth: PCT's bug depth (``depth - 1`` priority change points per run).
         seed: for ``random`` and ``pct``; every run's lab has this seed too.
-        faults: also explore "this commit fails" before each flush.
+        faults: also explore "this commit fails" before each flush, and "this object
+            crashes" (once per object and run) at every step where it has something to do.
         stop_at_first: stop ``dpor``/``dfs`` at the first failing schedule (fast feedback;
             then the counterexample is not guaranteed to be the shortest).
         progress: a callable given an ``ExploreProgress`` now and then; ``None``: a line on

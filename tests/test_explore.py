@@ -400,3 +400,15 @@ async def test_lab_record_calls_keeps_the_history_and_no_trace():
         await lab.close()
     with pytest.raises(ValueError, match="record must be True, False or 'calls'"):
         Lab(storage="memory", record="everything")
+
+
+async def test_a_crash_is_a_choice_with_faults_on_and_a_failed_call_may_not_count():
+    work = lambda env: [env.C.getByName("a").increment()]  # noqa: E731
+    plain = await explore({"C": Counter}, work, progress=False)
+    faulty = await explore({"C": Counter}, work, faults=True, progress=False)
+    assert plain.outcomes == {(1,)}
+    crashed = [o for o in faulty.outcomes if isinstance(o[0], Failed)]
+    assert crashed and all(o[0].error == "DurableObjectResetError" for o in crashed), \
+        faulty.outcomes
+    # A call that failed may or may not have taken effect: still linearizable.
+    assert faulty.ok and faulty.complete and faulty.schedules > plain.schedules
