@@ -147,8 +147,15 @@ class _Run:
         lab.pause()
         for name, cls in self.setup.bindings.items():
             lab.bind(name, cls)
-        made = self.setup.workload(lab.env)
+        made = list(self.setup.workload(lab.env))
         for index, call in enumerate(made):
+            if any(call is other for other in made[:index]):
+                for each in made:  # not started: closed, so Python does not warn about them
+                    getattr(each, "close", lambda: None)()
+                raise TypeError(
+                    f"the workload's calls {made.index(call)} and {index} are the same call: "
+                    f"make each call anew, e.g. [stub.increment() for _ in range(2)], "
+                    f"not [stub.increment()] * 2")
             if not inspect.isawaitable(call):
                 raise TypeError(
                     f"the workload's call {index} is {call!r}, not an awaitable: return stub "

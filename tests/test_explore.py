@@ -319,6 +319,9 @@ async def test_bad_arguments_are_refused_clearly():
         await explore({"C": Counter}, work, max_schedules=0)
     with pytest.raises(TypeError, match="not an awaitable"):
         await explore({"C": Counter}, lambda env: [1], progress=False)
+    with pytest.raises(TypeError, match="calls 0 and 1 are the same call"):
+        await explore({"C": Counter}, lambda env: [env.C.getByName("a").increment()] * 2,
+                      progress=False)
 
 
 async def test_progress_is_handed_to_the_callback():
