@@ -60,10 +60,13 @@ class StorageInspector(Panel):
     def start_from(self, snapshot: Any) -> None:
         """Start from the lab's snapshot: keys pending and in flight now (values and the
         keys already stored come from ``lab.peek``, read at the first frame)."""
-        self.reducer.seed(snapshot)
         if self.target is None:
             live = [o.label for o in snapshot.objects if o.in_memory]
             self.target = live[0] if live else None
+        if self.target is None:
+            self.reducer.seed(snapshot)  # every object's, until one is chosen
+        else:
+            self.reducer.focus(self.target, snapshot)
 
     def apply(self, event: RuntimeEvent) -> None:
         self.fold([event])
@@ -72,12 +75,16 @@ class StorageInspector(Panel):
         self.reducer.consume(events)
         if self.target is None:
             self.target = next((e.object for e in events if e.object), None)
+            if self.target is not None:
+                self.reducer.focus(self.target, None)  # (folded up to now: keep its table)
         if not self._values_stale:
             target = self.target
             self._values_stale = any(e.object == target for e in events)
 
     def select(self, target: Any) -> None:
         self.target = label_of(target)
+        if self.target is not None:
+            self.reducer.focus(self.target, self._feed.snapshot())
         self._values_stale = True
         self.refresh()
 

@@ -12,7 +12,7 @@ from lab_fixtures import Counter
 import widgets
 from durable_lab import Lab
 from widgets import _feed
-from widgets._reducers import ObjectsReducer, ObjectState
+from widgets._reducers import ObjectsReducer, ObjectState, StorageReducer
 from widgets.object_view import render_object_html
 
 
@@ -219,9 +219,24 @@ class _EveryObject(ObjectsReducer):
         pass
 
 
+class _EveryKey(StorageReducer):
+    """The same for the storage inspector: every object's keys."""
+
+    def render(self) -> None:
+        pass
+
+
+def _in_flight(reducer: StorageReducer, label: str) -> list[tuple[str, str, int]]:
+    """The keys not (yet) committed, as the inspector draws them."""
+    return [(k, ks.state, ks.batch) for k, ks in reducer.rows(label)
+            if ks.state not in ("committed", "deleted")]
+
+
 def _seen(s: ObjectState) -> tuple:
+    """What the object view draws (who wrote a pending key is not drawn: a snapshot does not
+    know it)."""
     return (s.status, dict(s.mailbox), s.gate_holder, s.running, dict(s.awaiting),
-            dict(s.dirty), dict(s.batches), dict(s.held), s.finished, s.commits,
+            sorted(s.dirty), dict(s.batches), dict(s.held), s.finished, s.commits,
             s.last_batch)
 
 
@@ -232,8 +247,9 @@ async def test_a_dashboard_folds_its_object_only_and_a_new_pick_starts_from_now(
     agrees with a reducer that folded everything, at every step after."""
     ns = lab.env.COUNTER
     d = widgets.dashboard(lab, ns.getByName("a"))
-    everything = _EveryObject()
+    everything, every_key = _EveryObject(), _EveryKey()
     d._feed.add(everything)
+    d._feed.add(every_key)
     await ns.getByName("a").increment()
     await ns.getByName("b").write_many(3)
     d._feed.flush()
@@ -242,23 +258,31 @@ async def test_a_dashboard_folds_its_object_only_and_a_new_pick_starts_from_now(
     lab.pause()
     calls = [asyncio.ensure_future(ns.getByName("b").increment()) for _ in range(3)]
     await asyncio.sleep(0)
-    for _ in range(4):
+    for _ in range(2):  # two calls admitted: n written, not flushed
         await lab.step()
     d.picker.value = "COUNTER:b"  # b's latest events not handed to the panels yet
     d._feed.flush()
     assert _seen(d.objects.get("COUNTER:b")) == _seen(everything.get("COUNTER:b"))
     assert not all(c.done() for c in calls)  # mid-run
-    for _ in range(3):
+    in_flight = []
+    for _ in range(6):
         await lab.step()
         d._feed.flush()
         assert _seen(d.objects.get("COUNTER:b")) == _seen(everything.get("COUNTER:b"))
+        assert (_in_flight(d.storage.reducer, "COUNTER:b")
+                == _in_flight(every_key, "COUNTER:b"))
+        in_flight += _in_flight(every_key, "COUNTER:b")
+    assert in_flight  # the steps did show a write pending or flying
+    assert list(d.storage.reducer.objects) == ["COUNTER:b"]
     lab.resume()
     assert sorted(await asyncio.gather(*calls)) == [1, 2, 3]
     await lab.wait_idle()
     d._feed.flush()
     assert _seen(d.objects.get("COUNTER:b")) == _seen(everything.get("COUNTER:b"))
     assert d.objects.get("COUNTER:b").finished == everything.get("COUNTER:b").finished == 4
-    assert d.objects.steps == everything.steps >= 7  # the steps of every object count
+    assert d.objects.steps == everything.steps == 8  # the steps of every object count
+    assert _in_flight(d.storage.reducer, "COUNTER:b") == _in_flight(every_key, "COUNTER:b")
+    assert d.storage.reducer.rows("COUNTER:b")[-1][1].state == "committed"
     d.close()
 
 
