@@ -28,6 +28,7 @@ from .errors import LabForkedError as LabForkedError
 from .errors import OverloadedError as OverloadedError
 from .errors import StorageCorruptError as StorageCorruptError
 from .errors import StorageError as StorageError
+from .explore import explore as explore
 from .http import Headers as Headers
 from .http import Request as Request
 from .http import Response as Response
@@ -84,6 +85,7 @@ __all__ = [
     "WebSocketPair",
     "WebSocketRequestResponsePair",
     "events",
+    "explore",
     "now",
     "sleep",
 ]

@@ -105,13 +105,14 @@ def _record_limit(record: object) -> int:
     """``Lab(record=...)`` as a number of calls (0: off); a ValueError for anything else."""
     if record is None or record is False:
         return 0
-    if record is True:
+    if record is True or record == "calls":
         return RECORD_LIMIT
     if isinstance(record, int) and 1 <= record <= MAX_RECORD_LIMIT:
         return record
     raise ValueError(
-        f"record must be False, True (keep the first {RECORD_LIMIT:,} calls) or an int from 1 "
-        f"to {MAX_RECORD_LIMIT:,} (the calls to keep; each costs about 4.5 KiB), got {record!r}")
+        f"record must be False, True (keep the first {RECORD_LIMIT:,} calls), an int from 1 "
+        f"to {MAX_RECORD_LIMIT:,} (the calls to keep; each costs about 4.5 KiB) or 'calls' "
+        f"(the client calls only, no events), got {record!r}")
 
 
 class Env:
@@ -261,6 +262,9 @@ class Lab:
             ``True`` keeps the first :data:`RECORD_LIMIT` calls (10,000); an int ``N`` keeps
             the first ``N``. Past the limit recording stops (with a warning): the history and
             the trace stay a consistent prefix of the run, and memory stays flat.
+            ``"calls"``: the client calls only (``lab.history()``, the same limit as ``True``),
+            no events or transitions (no ``lab.trace()``): what ``durable_lab.explore`` needs,
+            cheaper.
         max_tasks: tasks one object's code may have unfinished at once (``asyncio.create_task``,
             ``ctx.waitUntil``, ...). Creating one more resets that object (a task bomb), not
             the lab: the creating call raises and every call in flight fails with a
@@ -285,7 +289,7 @@ class Lab:
                  max_open_databases: int | None = None, clock: str | Clock = "real",
                  rate: float = 1.0, idle_timeout: float | None = None,
                  model: str = "gates", hibernate_after: float | None = 10.0,
-                 record: bool | int = False,
+                 record: bool | int | str = False,
                  network: str | dict[Any, Any] | Network | None = None,
                  max_tasks: int = 10_000) -> None:
         if storage not in ("sqlite", "memory"):
@@ -343,6 +347,8 @@ class Lab:
         #: True once the recording reached ``record_limit`` and stopped.
         self.recording_stopped = False
         self.max_tasks = max_tasks
+        #: Events and transitions too (record=True or N), not only the client calls ("calls").
+        self._record_all = bool(record_limit) and record != "calls"
         #: What the rooms below the lab get instead of the lab (services.py): made here,
         #: filled as the parts are made, handed to each at construction.
         services: LabServices = _Services()  # type: ignore[assignment]  # (filled below)
@@ -350,7 +356,7 @@ class Lab:
         #: Storage calls on their way (the scheduler waits for them when it settles).
         self._io_in_flight = 0
         self.scheduler = Scheduler(self.bus, lambda: self._io_in_flight)
-        self.scheduler.recording = self.recording
+        self.scheduler.recording = self._record_all
         self.alarms = _alarms.AlarmScheduler(services)
         self.faults = Faults(services)
         #: Regions, placements and network delays (``durable_lab.network``); None: no geography.
@@ -359,7 +365,7 @@ class Lab:
         #: Finished calls kept per object for lab.recent_calls() (0: none; see attribution.py).
         self._recent_calls = 0
         self._calls: list[dict[str, Any]] = []
-        self._events = Recorder(self.bus) if record else None
+        self._events = Recorder(self.bus) if self._record_all else None
         self._hosts: dict[tuple[str, str], ObjectHost] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self._deliveries = 0
@@ -657,8 +663,9 @@ class Lab:
 
     def trace(self) -> dict[str, Any]:
         """The run so far as a JSON-serialisable dict (calls, transitions, events)."""
-        if not self.recording:
-            raise RuntimeError("this lab does not record: make it with Lab(record=True)")
+        if not self._record_all:
+            raise RuntimeError("this lab does not record its events: make it with "
+                               "Lab(record=True)")
         events = []
         for event in (self._events.events if self._events is not None else []):
             row = dataclasses.asdict(event)  # type: ignore[call-overload]  # (a dataclass)

@@ -298,6 +298,15 @@ class Scheduler:
         await self.settle()
         return choice
 
+    async def take(self, choice: Choice) -> None:
+        """Take ``choice``, straight from ``choices()`` with nothing run since, then run until
+        the next transitions. ``choose()`` without its checks: the fast path for code that
+        steps a lab thousands of times (``durable_lab.explore``). One quiet pass of the event
+        loop ends the settle (``choose`` waits for two): nothing is left to run once the ready
+        queue is empty and no storage call is in flight."""
+        self._take(choice)
+        await self.settle(passes=1)
+
     def _take(self, choice: Choice) -> None:
         self.steps_taken += 1
         self.last_step = choice.description

@@ -51,8 +51,9 @@ LIMITER = subject("09", exercise_source("09", "solution"))
 QUOTED = {
     "01": [f"then on slow storage ({counter.SLOW_COMMITS[0] * 1000:g} ms, then "
            f"{counter.SLOW_COMMITS[1]:g} s of lab time per write"],
-    "02": [f"({seats.ADVERSARIAL_SCHEDULES} random legal schedules of {len(seats.CLAIMANTS)} "
-           "claims)"],
+    "02": [f"every schedule of {len(seats.EXHAUSTIVE_CLAIMANTS)} claims",
+           f"{seats.ADVERSARIAL_SCHEDULES} random legal schedules of {len(seats.CLAIMANTS)} "
+           "claims;"],
     "03": [f"runs {ledger.CHAOS_DEPOSITS} deposits from {ledger.CHAOS_CLIENTS} clients while 1 "
            f"commit in {ledger.CHAOS_FAIL_ONE_IN} fails (over {ledger.CHAOS_ACCOUNTS} accounts)"],
     "05": [f"`BATCH_SECONDS = {batcher.BATCH_SECONDS}` s after the first item"],

@@ -5,6 +5,7 @@ the right hint). Starters and solutions are the modules in course/starters and c
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
@@ -129,6 +130,28 @@ async def test_02_reserving_without_undo_keeps_a_failed_buyers_seat():
     result = await CHECKS["02"](cls)
     assert_fails(result, "the payment call fails", "undo the reservation")
     assert [o.passed for o in result.outcomes[:3]] == [True, True, True]
+
+
+async def test_02_every_schedule_of_two_claims_is_explored_and_said():
+    solved = await CHECKS["02"](define("02", SOLUTIONS["02"]))
+    every = next(o for o in solved.outcomes if o.name == "every schedule of two claims")
+    assert every.passed and re.search(r"all \d+ schedules of 2 claims hold", every.note), every
+    naive = define("02", '''
+        class Seat(DurableObject):
+            async def claim(self, user):
+                if await self.ctx.storage.get("owner") is not None:
+                    return False
+                await self.env.PAYMENTS.getByName("bank").charge(user, 10)
+                self.ctx.storage.put("owner", user)
+                return True
+            async def owner(self):
+                return await self.ctx.storage.get("owner")
+    ''')
+    assert_fails(await CHECKS["02"](naive), "two claims at the same time")
+    failed = next(o for o in (await CHECKS["02"](naive)).outcomes
+                  if o.name == "every schedule of two claims")
+    assert not failed.passed
+    assert re.search(r"this schedule of \d+ steps breaks it", failed.what), failed
 
 
 async def test_02_block_concurrency_while_passes_and_says_it_reset():

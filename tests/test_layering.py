@@ -57,6 +57,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("lab",),
     # what is built on the lab
     ("check", "workload"),
+    ("explore",),
     ("__init__",),
     ("tour", "exercises._core", "exercises._statements", "exercises.helpers"),
     ("exercises.batcher", "exercises.bulk", "exercises.chat", "exercises.contention",

@@ -22,6 +22,7 @@ from .attribution_view import WhereTimeWent
 from .controls import Controls
 from .dashboard import Dashboard, dashboard
 from .event_log import EventLog
+from .explore_view import ExploreProgressBar, explore_progress
 from .fleet import FleetView
 from .metrics import Metrics
 from .object_view import ObjectView
@@ -39,6 +40,7 @@ __all__ = [
     "Controls",
     "Dashboard",
     "EventLog",
+    "ExploreProgressBar",
     "Feed",
     "FeedStatistics",
     "FleetView",
@@ -56,6 +58,7 @@ __all__ = [
     "controls",
     "dashboard",
     "event_log",
+    "explore_progress",
     "feed_for",
     "fleet",
     "live_feeds",
@@ -155,3 +158,17 @@ def side_by_side(*panels: Any) -> SideBySide:
     """Show panels next to each other in one row: each may shrink to about 60 % of its width
     (its plots follow), and the row wraps only when even that does not fit (widgets/_layout.py)."""
     return SideBySide(list(panels))
+
+
+def _bar_in_a_kernel() -> None:
+    """In a Jupyter kernel, ``explore()``'s default progress display is a bar (explore_view)."""
+    import sys
+
+    from durable_lab.explore import set_default_progress
+
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    if shell is not None and getattr(shell, "kernel", None) is not None:
+        set_default_progress(explore_progress)
+
+
+_bar_in_a_kernel()

@@ -12,6 +12,13 @@ timer fires), so while paused the panel redraws every frame; that is one ``lab.c
 The buttons are rebuilt only when the set of choices changes, so a click is never lost to a
 redraw. A click on a transition that is no longer legal (the lab moved on) says so in red.
 
+A counterexample found by ``durable_lab.explore`` plays here too: ``panel.play(player)`` with
+``player = await result.counterexample.player()`` (a fresh lab paused before the first step;
+make the panel, or the ``watch``, on ``player.lab``) adds a *play counterexample* button that
+takes the schedule's next step, and *play to the end*; the status says which step of how many
+comes next. Each step is the same transition a click in the list would take, so the timeline
+draws the counterexample's gate spans as it goes.
+
 Pausing, resuming and stepping are the Controls bar's (one set of stepping buttons in every
 panel): this panel shows that bar above its list, or, inside ``watch(...)``, uses the watch's.
 """
@@ -32,6 +39,7 @@ from .controls import Controls
 if TYPE_CHECKING:
     from durable_lab import Lab
     from durable_lab.events import RuntimeEvent
+    from durable_lab.explore import Player
     from durable_lab.scheduler import Choice
 
 __all__ = ["SchedulerPanel", "choice_key"]
@@ -71,6 +79,17 @@ class SchedulerPanel(Panel):
         self.message = ""  # a refusal to show (a stale click), in red
         self.status = w.HTML()
         self.buttons = w.VBox(layout=w.Layout(align_items="flex-start"))
+        #: A counterexample being played (``play()``), and its buttons (hidden until then).
+        self.player: Player | None = None
+        self.play_step_button = w.Button(description="play counterexample: next step",
+                                         button_style="danger", icon="step-forward",
+                                         layout=w.Layout(width="auto", display="none"))
+        self.play_step_button.add_class("dl-play-counterexample")
+        self.play_all_button = w.Button(description="play to the end", icon="fast-forward",
+                                        layout=w.Layout(width="auto", display="none"))
+        self.play_step_button.on_click(self.guarded(lambda _b: self.spawn(self.play_step())))
+        self.play_all_button.on_click(self.guarded(lambda _b: self.spawn(self.play_all())))
+        self.play_row = w.HBox([self.play_step_button, self.play_all_button])
         super().__init__(lab, **kwargs)
         # The stepping buttons are the Controls bar's (Play / Pause / Step +1 / speed), the
         # same everywhere; this panel adds the clickable list under it. Inside watch(), the
@@ -84,8 +103,8 @@ class SchedulerPanel(Panel):
         style = w.HTML("<style>.dl-choice-button{white-space:normal;height:auto;"
                        "min-height:32px;text-align:left;line-height:1.3;padding:4px 10px}"
                        "</style>")
-        self.children = tuple(x for x in (self.controls, self.status, self.buttons, style,
-                                          self.errors) if x is not None)
+        self.children = tuple(x for x in (self.controls, self.status, self.play_row,
+                                          self.buttons, style, self.errors) if x is not None)
         self.refresh()
 
     def share_lock(self, controls: Controls) -> None:
@@ -110,6 +129,40 @@ class SchedulerPanel(Panel):
                 self.message = "that transition is no longer possible: pick one of the list"
         self.refresh()
         return taken
+
+    def play(self, player: Player) -> None:
+        """Load a counterexample to play step by step (``await counterexample.player()``; this
+        panel must be on ``player.lab``)."""
+        if player.lab is not self.lab:
+            raise ValueError("this counterexample plays in its own lab: make the panel on it, "
+                             "widgets.scheduler(player.lab) (or watch(player.lab, ...))")
+        self.player = player
+        self.play_step_button.layout.display = ""
+        self.play_all_button.layout.display = ""
+        self.refresh()
+
+    async def play_step(self) -> str | None:
+        """Take the counterexample's next step (what the *play counterexample* button does)."""
+        if self.player is None:
+            raise RuntimeError("no counterexample loaded: panel.play(player) first")
+        async with self._lock:
+            try:
+                taken = await self.player.step()
+            except RuntimeError as error:
+                self.message = str(error)
+                taken = None
+            if taken is not None:
+                self.clicks += 1
+                self.last_taken = taken
+                self.message = ""
+        self.refresh()
+        return taken
+
+    async def play_all(self) -> None:
+        """Play the rest of the counterexample."""
+        while self.player is not None and self.player.next_step is not None:
+            if await self.play_step() is None:
+                break
 
     def click(self, index: int) -> asyncio.Future[Any]:
         """What a click on button ``index`` does (for tests and notebooks)."""
@@ -167,6 +220,18 @@ class SchedulerPanel(Panel):
                    f'font:13px sans-serif">{esc(self.message)}</div>' if self.message else "")
         last = (f'<div style="font:13px sans-serif;color:#334155">last taken: '
                 f'<b>{esc(self.last_taken)}</b></div>' if self.last_taken else "")
+        player = self.player
+        if player is not None:
+            total = len(player.keys)
+            upcoming = player.next_step
+            where = (f"step {player.position + 1} of {total} next: <b>{esc(upcoming)}</b>"
+                     if upcoming is not None else
+                     f"all {total} steps played; the calls returned "
+                     f"<b>{esc(', '.join(map(repr, player.outcomes)))}</b>")
+            last += (f'<div class="dl-counterexample" data-position="{player.position}" '
+                     f'data-steps="{total}" style="font:13px sans-serif;color:#991b1b">'
+                     f"counterexample: {where}</div>")
+            self.play_step_button.disabled = self.play_all_button.disabled = upcoming is None
         self.status.value = (
             f'<div class="dl-scheduler" data-steps="{steps}" data-paused="{str(paused).lower()}"'
             f' data-choices="{len(choices)}" data-clicks="{self.clicks}" '

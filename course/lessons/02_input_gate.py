@@ -284,10 +284,119 @@ print("charged:", await shop.env.PAYMENTS.getByName("bank").charges())
 await shop.close()
 
 # %% [markdown]
+# ## Let the machine be the scheduler
+#
+# Clicking through schedules finds a lost update if you pick the right ones. `explore()`
+# picks **every** one: it runs a small workload once per legal schedule, each in a fresh
+# paused lab, takes the transitions in every order the gates allow (the clock too: "let lab
+# time pass to the next timer" is a choice at every step), and checks each history with the
+# linearizability checker. Schedules that differ only in the order of steps of *different*
+# objects are run once (docs/explore.md says what that assumes).
+#
+# **Predict:** two `increment_after_io()` calls on one object. How many schedules are there,
+# and how many of them lose an update?
+
+# %%
+from durable_lab import explore
+from durable_lab.check import CounterModel
+
+after_io = CounterModel(increment="increment_after_io")   # what the checker calls an increment
+
+
+def two_calls(env):
+    return [env.COUNTER.getByName("x").increment_after_io() for _ in range(2)]
+
+
+result = await explore({"COUNTER": Counter}, two_calls, spec=after_io)
+print(result)
+
+# %% [markdown]
+# Every schedule was run (`complete`), and dozens of them return `[1, 1]`. The shortest is
+# kept as `result.counterexample`; `explain()` says what each of its steps made happen:
+
+# %% tags=["claim"]
+claim(
+    "Every schedule was run (`complete`), and dozens of them return `[1, 1]`",
+    output=r"(?m)[\d,]+ schedules explored \(dpor[\s\S]*^\d\d+ of [\d,]+ schedules break it",
+)
+assert result.complete and not result.ok, result
+assert result.counterexample.outcomes == [1, 1], result.counterexample
+
+# %%
+print(result.counterexample.explain())
+
+# %% [markdown]
+# Step 2 admits call 1, which reads and then **awaits io: gate OPENS** (its timer); step 3
+# admits call 2 in that gap, and it reads the same `n`. Now play that schedule in the panels,
+# one step per click: the button **play counterexample: next step** takes the next step, and
+# the timeline draws its gate spans as it goes.
+
+# %% tags=["claim"]
+claim(
+    "Step 2 admits call 1, which reads and then **awaits io: gate OPENS**",
+    output=r"(?m)^  2\. admit delivery 1 at COUNTER:x\n(?:.*\n)*?.*call 1 awaits io: gate OPENS\n"
+           r"  3\. admit delivery 2 at COUNTER:x",
+)
+
+# %%
+player = await result.counterexample.player()      # a fresh lab, paused before step 1
+replay = widgets.watch(player.lab, scheduler=True)
+replay.scheduler.play(player)
+replay
+
+# %%
+await replay.scheduler.play_all()    # or click "play counterexample: next step" above
+print("the calls returned", player.outcomes)
+
+# %% [markdown]
+# The panel says **all 10 steps played** and the timeline shows the two *awaiting io* lanes
+# side by side, as in your hand-made schedule above. **Predict:** does
+# `BlockingCounter` (the critical section) hold on every schedule?
+
+# %% tags=["claim"]
+claim(
+    "The panel says **all 10 steps played**",
+    output=r"(?m)^the calls returned \[1, 1\]$",
+    page=(".dl-counterexample", r"all \d+ steps played"),
+)
+await settled(player.lab)
+status = replay.scheduler.status.value
+assert f"all {len(player.keys)} steps played" in status, status
+assert len(player.keys) == 10, player.keys
+seg = replay.timeline.segments.data
+waiting = [k for k in seg["kind"] if k == "awaiting io"]
+assert len(waiting) >= 2, list(seg["kind"])
+
+# %%
+fixed = await explore({"COUNTER": BlockingCounter}, two_calls, spec=after_io)
+print(fixed)
+
+# %% [markdown]
+# Yes: **no schedule breaks it**, and that is a proof for this workload, which no number of
+# random runs gives. One last comparison: the same exploration without gates
+# (`model="none"`, plain asyncio) has almost nothing left to choose, and every schedule
+# loses the update.
+
+# %% tags=["claim"]
+claim("no schedule breaks it", output=r"all [\d,]+ schedules hold: no schedule breaks it")
+assert fixed.ok and fixed.complete, fixed
+
+# %%
+naive = await explore({"COUNTER": Counter}, two_calls, spec=after_io, model="none")
+print(naive)
+print("outcomes with gates:", sorted(result.outcomes), "without:", sorted(naive.outcomes))
+
+# %% tags=["claim"]
+claim("every schedule loses the update",
+      output=r"(\d+) of \1 schedules break it[\s\S]*without: \[\(1, 1\)\]")
+assert naive.complete and naive.outcomes == {(1, 1)}, naive
+
+# %% [markdown]
 # ## Exercise 02 · one seat, one payment
 #
 # Fix `Seat` so that the seat is sold once and only the winner pays, whatever the schedule.
-# The check also plays scheduler (25 random legal schedules of 3 claims), evicts the object
+# The check also plays scheduler: it explores every schedule of 2 claims (`explore`, as
+# above) and 25 random legal schedules of 3 claims; it evicts the object
 # after a sale, and makes the payment call fail once: a failed payment must leave the seat
 # free for the next buyer.
 

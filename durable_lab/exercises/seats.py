@@ -7,6 +7,8 @@ from functools import partial
 from typing import Any
 
 from ..errors import DurableObjectError
+from ..explore import Failed, Unfinished
+from ..explore import explore as explore_every_schedule
 from ..lab import Lab
 from ..namespace import DurableObjectNamespace, DurableObjectStub
 from ._core import CheckResult, Fail, Scenario, drive, explore, gather_outcomes, run_check
@@ -125,6 +127,44 @@ async def _two_at_once(cls: type) -> None:
             raise Fail("ann and bob claimed seat A1 at the same time: " + problem, hint)
 
 
+#: Every schedule of this many claims is explored (small enough to take well under a second).
+EXHAUSTIVE_CLAIMANTS = ("ann", "bob")
+
+
+async def _every_schedule(cls: type) -> str:
+    """Two claims under every schedule the gates allow (durable_lab.explore, exhaustive)."""
+    users = list(EXHAUSTIVE_CLAIMANTS)
+    hints: list[str] = []
+
+    async def sold_once(lab: Lab, outcomes: list[Any]) -> Any:
+        results = [(not isinstance(o, (Failed, Unfinished)), o) for o in outcomes]
+        owner = await lab.env.SEATS.getByName("A1").owner()
+        charges = await lab.env.PAYMENTS.getByName("bank").charges()
+        judged = _judge(results, users, owner, charges)
+        if judged is None:
+            return True
+        hints.append(judged[1])
+        return judged[0]
+
+    result = await explore_every_schedule(
+        {"PAYMENTS": Payments, "SEATS": cls},
+        lambda env: [env.SEATS.getByName("A1").claim(u) for u in users],
+        invariant=sold_once, max_schedules=2000, time_limit=20, stop_at_first=True,
+        progress=False)
+    example = result.counterexample
+    if example is not None:
+        steps = "\n".join(f"  {i:>2}. {step}" for i, step in enumerate(example.steps, 1))
+        raise Fail(f"the check explored the schedules of {len(users)} claims; this schedule of "
+                   f"{len(example.steps)} steps breaks it:\n{steps}\nResult: {example.reason}",
+                   (hints[-1] if hints else DOUBLE_HINT) + " To play this schedule yourself: "
+                   "durable_lab.explore(...) gives it as result.counterexample "
+                   "(docs/explore.md).")
+    if result.complete:
+        return (f"all {result.schedules} schedules of {len(users)} claims hold (every order the "
+                "gates allow, explored exhaustively).")
+    return (f"{result.schedules} schedules of {len(users)} claims hold ({result.stopped}).")
+
+
 async def _adversarial(cls: type) -> str:
     users = list(CLAIMANTS)
     for seed in range(ADVERSARIAL_SCHEDULES):
@@ -203,6 +243,7 @@ async def check_seat(cls: type) -> CheckResult:
         "02", "one seat, one payment", cls,
         [Scenario("one claim: the seat is sold and paid once", _one_claim),
          Scenario("two claims at the same time", _two_at_once),
+         Scenario("every schedule of two claims", _every_schedule),
          Scenario("you are not the scheduler any more: "
                   f"{ADVERSARIAL_SCHEDULES} adversarial schedules", _adversarial),
          Scenario("the sale survives an eviction", _evicted),

@@ -115,8 +115,13 @@ EXPECT: dict[str, Expect] = {
     "01_ownership_ids_stubs": Expect(panels=True),
     # "Be the scheduler": the lesson says to click `1: admit delivery 2 ...`; then the slow
     # motion cell shows the gate CLOSED.
+    # "Let the machine be the scheduler": the counterexample played to its end in a watch
+    # (its scheduler panel says "all 10 steps played", its timeline the two waiting calls).
     "02_input_gate": Expect(panels=True, gate_closed=True, scheduler=True, choice=1,
-                            pause_after="board = widgets.watch(lab, stub, scheduler=True)"),
+                            pause_after="board = widgets.watch(lab, stub, scheduler=True)",
+                            after_run_shots=(("counterexample",
+                                              ".jp-OutputArea-output:has(.dl-counterexample)"),
+                                             )),
     "03_output_gate": Expect(panels=True),
     # The metrics panel's two rows of dots (one_turn flat, sync_each rising) and the histogram.
     "04_write_coalescing": Expect(panels=True,
