@@ -226,13 +226,16 @@ async def test_item11_the_recording_stops_at_its_limit_and_keeps_a_consistent_pr
 
 
 def test_item11_record_takes_true_false_or_a_number_of_calls():
-    """Item 11: ``record`` is a switch or a limit; anything else is refused naming both."""
+    """Item 11: ``record`` is a switch or a limit (or "calls", for explore); anything else is
+    refused naming what is allowed."""
     assert Lab(storage="memory", record=True).record_limit == 10_000
     assert Lab(storage="memory", record=250).record_limit == 250
+    assert Lab(storage="memory", record="calls").record_limit == 10_000
     assert Lab(storage="memory").record_limit == 0
     for bad in (0, -1, 10**9, 1.5, "yes"):
         with pytest.raises(ValueError, match=r"^record must be False, True \(keep the first "
-                                             r"10,000 calls\) or an int from 1 to 10,000,000 "):
+                                             r"10,000 calls\), an int from 1 to 10,000,000 .*"
+                                             r" or 'calls' .*, got "):
             Lab(storage="memory", record=bad)
 
 
