@@ -328,6 +328,21 @@ def _fold_rare_object_event(s: ObjectState, e: ev.RuntimeEvent) -> None:
 _SCHEDULER_EVENTS = frozenset({ev.StepTaken, ev.Paused, ev.Resumed})
 
 
+def _not_seeded(reducer: ObjectsReducer | StorageReducer,
+                events: Sequence[ev.RuntimeEvent]) -> Sequence[ev.RuntimeEvent]:
+    """``events`` without those of ``reducer.only`` that its state, seeded from a snapshot
+    by ``focus``, already holds (``seq`` up to ``reducer._skip``); the skip ends with the
+    first batch that goes past it (every later batch is newer). A step the learner took
+    stays: it is lab-wide, not part of the object's seeded state."""
+    skip, only = reducer._skip, reducer.only
+    if events[-1].seq > skip:
+        reducer._skip = 0
+    if events[0].seq > skip:
+        return events
+    return [e for e in events
+            if e.seq > skip or e.object != only or type(e) in _SCHEDULER_EVENTS]
+
+
 class ObjectsReducer:
     """An :class:`ObjectState` for each object seen (at most ``max_objects``), or for one
     object only after :meth:`focus` (a dashboard shows one object: folding the other objects'
@@ -348,17 +363,10 @@ class ObjectsReducer:
     def consume(self, events: Sequence[ev.RuntimeEvent]) -> None:
         if not events:
             return
-        skip = self._skip
-        if skip:
-            if events[-1].seq > skip:
-                self._skip = 0  # (every later batch is newer)
-            if events[0].seq <= skip:
-                only = self.only
-                # (a step the learner took is lab-wide: not in the object's seeded state)
-                events = [e for e in events if e.seq > skip or e.object != only
-                          or type(e) in _SCHEDULER_EVENTS]
-                if not events:
-                    return
+        if self._skip:
+            events = _not_seeded(self, events)
+            if not events:
+                return
         touch = self.objects.touch
         _fold_object_events(events, lambda label: touch(label, ObjectState), self, self.only)
         self.seq = events[-1].seq
@@ -942,14 +950,14 @@ class StorageReducer:
         relevant = self.RELEVANT
         StorageOp = ev.StorageOp
         tables: dict[str, OrderedDict[str, KeyState]] = {}
-        only, skip = self.only, self._skip
-        if skip and events and events[-1].seq > skip:
-            self._skip = 0  # (every later batch is newer)
+        only = self.only
+        if self._skip and events:
+            events = _not_seeded(self, events)
         for e in events:
             t = type(e)
             if t not in relevant or (type(e) is StorageOp and e.cache != "write"):
                 continue
-            if only is not None and (e.object != only or e.seq <= skip):
+            if only is not None and e.object != only:
                 continue
             table = tables.get(e.object)
             if table is None:
