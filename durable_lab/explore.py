@@ -880,16 +880,53 @@ class ExploreResult:
 # -- the entry point ------------------------------------------------------------------------
 
 
+_PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+def _plain(value: Any) -> Hashable:
+    """``value`` as a hashable key that tells apart exactly what ``==`` does on plain data
+    (types tagged, so ``[1]`` and ``(1,)`` differ); raises TypeError for anything else."""
+    if isinstance(value, _PLAIN):
+        return (type(value), value)
+    if isinstance(value, (list, tuple)):
+        return (type(value), tuple(_plain(v) for v in value))
+    if isinstance(value, dict):
+        return (dict, tuple((_plain(k), _plain(v)) for k, v in value.items()))
+    raise TypeError(type(value).__name__)
+
+
+def _history_key(history: History) -> Hashable | None:
+    """What the linearizability check reads of a history, as a key; None when a call's
+    arguments or result are not plain data (then the verdict is not memoised)."""
+    try:
+        return tuple((op.client, op.object, op.method, _plain(op.args), _plain(op.kwargs),
+                      op.invoke_time, op.return_time, op.status, _plain(op.result),
+                      None if op.error is None else (op.error.type, op.error.message,
+                                                     op.error.kind))
+                     for op in history.operations)
+    except TypeError:
+        return None
+
+
 def _linearizable_check(spec: str | Model) -> Callable[[_Run], str | None]:
+    # Many schedules give the same history (the same calls, answered in the same order with
+    # the same results): the verdict is computed once per distinct history.
+    verdicts: dict[Hashable, str | None] = {}
+
     def check(run: _Run) -> str | None:
         unfinished = run.pending()
         if unfinished:
             return (f"calls never finished: {len(unfinished)} of {len(run.calls)} calls were "
                     f"still waiting when nothing else could happen")
-        verdict = linearizable(run.lab.history(), spec)
-        if verdict.ok:
-            return None
-        return verdict.explanation or str(verdict)
+        history = run.lab.history()
+        key = _history_key(history)
+        if key is not None and key in verdicts:
+            return verdicts[key]
+        result = linearizable(history, spec)
+        verdict = None if result.ok else result.explanation or str(result)
+        if key is not None and len(verdicts) < 100_000:
+            verdicts[key] = verdict
+        return verdict
 
     return check
 

@@ -36,6 +36,7 @@ import hashlib
 import hmac
 import random
 import re
+from functools import lru_cache
 
 __all__ = ["DurableObjectId", "IdFactory"]
 
@@ -88,6 +89,18 @@ class DurableObjectId:
         return self
 
 
+def _named_id(key: bytes, encoded: bytes) -> str:
+    """The hex id of a name under a namespace key: two MACs."""
+    first = hmac.new(key, encoded, hashlib.sha256).digest()[:16]
+    return (first + hmac.new(key, first, hashlib.sha256).digest()[:16]).hex()
+
+
+#: The same, remembered for names of up to 1024 bytes (a pure function: ``durable_lab.explore``
+#: makes the same few names in thousands of fresh labs). Longer names are not kept, so the
+#: cache holds at most a few MiB.
+_named_id_cached = lru_cache(maxsize=4096)(_named_id)
+
+
 def _namespace_key(namespace: str, jurisdiction: str | None) -> bytes:
     text = f"durable_lab:{namespace}"
     if jurisdiction is not None:
@@ -130,9 +143,9 @@ class IdFactory:
                 f"lone surrogate {exc.object[exc.start:exc.end]!r}, which cannot be encoded as "
                 "UTF-8"
             ) from None
-        first = self._mac(encoded)
-        hex_id = (first + self._mac(first)).hex()
-        kept_name = name if len(encoded) <= _MAX_NAME_BYTES else None
+        short = len(encoded) <= _MAX_NAME_BYTES
+        hex_id = (_named_id_cached if short else _named_id)(self._key, encoded)
+        kept_name = name if short else None
         return DurableObjectId(hex_id, namespace=self.namespace, name=kept_name,
                                jurisdiction=self.jurisdiction)
 

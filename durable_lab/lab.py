@@ -28,6 +28,7 @@ import warnings
 import weakref
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -158,6 +159,16 @@ class ObjectInfo:
     region: str | None = None  # where it lives (Lab(network=...)); None: not placed / no network
 
 
+def _answer(history: History, op: int, fut: asyncio.Future[Any]) -> None:
+    """Note in ``history`` how the recorded call ``op`` answered."""
+    if fut.cancelled():
+        history.fail(op, "cancelled")
+    elif fut.exception() is not None:
+        history.fail(op, fut.exception())  # type: ignore[arg-type]
+    else:
+        history.complete(op, fut.result())
+
+
 @dataclass(frozen=True, slots=True)
 class LabStatistics:
     bindings: int
@@ -263,8 +274,8 @@ class Lab:
             the first ``N``. Past the limit recording stops (with a warning): the history and
             the trace stay a consistent prefix of the run, and memory stays flat.
             ``"calls"``: the client calls only (``lab.history()``, the same limit as ``True``),
-            no events or transitions (no ``lab.trace()``): what ``durable_lab.explore`` needs,
-            cheaper.
+            no events or transitions (no ``lab.trace()``) and no time breakdown per call
+            (``op.breakdown`` stays None): what ``durable_lab.explore`` needs, cheaper.
         max_tasks: tasks one object's code may have unfinished at once (``asyncio.create_task``,
             ``ctx.waitUntil``, ...). Creating one more resets that object (a task bomb), not
             the lab: the creating call raises and every call in flight fails with a
@@ -612,12 +623,21 @@ class Lab:
     def _record_call(self, host: ObjectHost, kind: str, method: str, args: tuple[Any, ...],
                      kwargs: dict[str, Any], send: Callable[[Any], asyncio.Future[Any]]
                      ) -> asyncio.Future[Any]:
-        assert self._history is not None
-        if len(self._calls) >= self.record_limit:
+        history = self._history
+        assert history is not None
+        if len(history.operations) >= self.record_limit:
             self._stop_recording()
             return send(None)
         task = asyncio.current_task()
         client = task.get_name() if task is not None else "client"
+        shown_args = args if kind != "fetch" else (getattr(args[0], "url", args[0]),)
+        if not self._record_all:
+            # record="calls" (explore): the history only. No trace record (lab.trace() is
+            # refused) and no breakdown: a search makes thousands of labs and reads neither.
+            op = history.invoke(client, host.label, method, shown_args, kwargs)
+            reply = send(None)
+            reply.add_done_callback(partial(_answer, history, op))
+            return reply
         record: dict[str, Any] = {
             "index": len(self._calls) + 1,
             "position": len(self.scheduler.transitions),
@@ -626,8 +646,7 @@ class Lab:
             **_trace.encode_call_args(kind, args, kwargs),
         }
         self._calls.append(record)
-        shown_args = args if kind != "fetch" else (getattr(args[0], "url", args[0]),)
-        op = self._history.invoke(client, host.label, method, shown_args, kwargs)
+        op = history.invoke(client, host.label, method, shown_args, kwargs)
         arrived: list[Any] = []  # the call's delivery, once it reached the object
         reply = send(arrived.append)
 
@@ -637,12 +656,7 @@ class Lab:
                 # Where its time went (attribution.py), kept with the history entry.
                 entry = self._history.op(op)  # type: ignore[union-attr]
                 entry.breakdown = _attribution.snapshot(arrived[0], self.clock.now(), self.services)
-            if fut.cancelled():
-                self._history.fail(op, "cancelled")  # type: ignore[union-attr]
-            elif fut.exception() is not None:
-                self._history.fail(op, fut.exception())  # type: ignore[union-attr, arg-type]
-            else:
-                self._history.complete(op, fut.result())  # type: ignore[union-attr]
+            _answer(history, op, fut)
 
         reply.add_done_callback(done)
         return reply

@@ -156,7 +156,11 @@ class Scheduler:
         self._bus = bus
         self._io_in_flight = io_in_flight
         self.paused = False
-        self._gates: weakref.WeakSet[InputGate] = weakref.WeakSet()
+        #: The input gates, held weakly (a gate goes with its evicted or closed object). A
+        #: plain list of references, pruned as it is read: iterating a WeakSet costs several
+        #: times more, and ``choices()`` runs at every step of an exploration.
+        self._gate_refs: list[weakref.ref[InputGate]] = []
+        self._prune_at = 64
         self._permits: list[_Permit] = []
         self._breakpoints: list[Breakpoint] = []
         self._seq = itertools.count(1)
@@ -182,7 +186,19 @@ class Scheduler:
     # -- hooks the runtime calls -----------------------------------------------------------
 
     def register_gate(self, gate: InputGate) -> None:
-        self._gates.add(gate)
+        self._gate_refs.append(weakref.ref(gate))
+        if len(self._gate_refs) >= self._prune_at:
+            # A lab that never pauses never reads the list: prune it here now and then
+            # (when it doubled), so evicted objects' dead references do not pile up.
+            self._gates()
+            self._prune_at = max(64, 2 * len(self._gate_refs))
+
+    def _gates(self) -> list[InputGate]:
+        """The live gates (dead references are dropped on the way)."""
+        live = [gate for gate in (ref() for ref in self._gate_refs) if gate is not None]
+        if len(live) != len(self._gate_refs):
+            self._gate_refs = [weakref.ref(gate) for gate in live]
+        return live
 
     def _should_hold(self, kind: str, obj: str) -> bool:
         if self.paused:
@@ -248,14 +264,14 @@ class Scheduler:
         permits, self._permits = self._permits, []
         for permit in sorted(permits, key=lambda p: p.seq):
             self._release(permit)
-        for gate in sorted(self._gates, key=lambda g: min((w.seq for w in g.waiting()),
+        for gate in sorted(self._gates(), key=lambda g: min((w.seq for w in g.waiting()),
                                                           default=0)):
             gate._admit_next()
 
     def choices(self) -> list[Choice]:
         """The transitions that are legal now, oldest first."""
         found: list[Choice] = []
-        for gate in list(self._gates):
+        for gate in self._gates():
             for waiter in gate.waiting():
                 found.append(self._gate_choice(gate, waiter))
         for permit in self._permits:
@@ -334,7 +350,7 @@ class Scheduler:
         """The transition that would have happened first: only the head of each gate and the
         pending permits are looked at, so a step costs the same with 10 or 10,000 queued."""
         best: Choice | None = None
-        for gate in list(self._gates):
+        for gate in self._gates():
             allowed = gate.waiting_head()
             if allowed is not None and (best is None or allowed.seq < best.seq):
                 best = self._gate_choice(gate, allowed)
