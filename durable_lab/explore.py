@@ -141,6 +141,9 @@ class _Run:
         self.fail_commit: set[str] = set()
         self.crashed: set[str] = set()
         self._options: list[_Option] | None = None
+        #: What the last step did to the client calls: answered one, made a new one.
+        self.answered = False
+        self.invoked = False
 
     async def start(self) -> None:
         lab = self.lab
@@ -198,6 +201,13 @@ class _Run:
         return found
 
     async def take(self, option: _Option) -> None:
+        history = self.lab.history()
+        ticks, calls = history.ticks, len(history.operations)
+        await self._take(option)
+        self.invoked = len(history.operations) != calls
+        self.answered = history.ticks != ticks and not self.invoked
+
+    async def _take(self, option: _Option) -> None:
         self.steps.append(option.key)
         self._options = None
         if option.key[0] == "crash":
@@ -285,17 +295,54 @@ class _Setup:
     faults: bool
 
 
+#: Transitions that run the object's own code (between two awaits): they share the
+#: instance's memory, which the explorer cannot watch, and its input gate.
+_CODE = frozenset(("admit", "resume", "critical section", "constructor", "task"))
+#: Transitions of the storage pipeline: a batch formed from the pending writes, a batch
+#: reported durable (which opens the output gate and may start the next flush).
+_PIPELINE = frozenset(("flush", "commit"))
+
+
 @dataclass(frozen=True, slots=True)
 class _Effect:
-    """What a transition did, as far as commuting goes: its object, and whether it reached
-    outside it (then it commutes with nothing)."""
+    """What a transition touched, as far as commuting goes (see ``_independent``)."""
 
     object: str
+    #: It reached outside its object (a call, a reply another object waited for, a new client
+    #: call, the clock, a fault), or disabled another transition of its own object: it
+    #: commutes with nothing.
     wide: bool
+    #: It ran object code (``_CODE``).
+    code: bool = False
+    #: It answered a client call (the history's order of answers moved).
+    answered: bool = False
+    #: It is a step of the storage pipeline (``_PIPELINE``).
+    pipeline: bool = False
+
+
+_WIDE = _Effect("", True)
 
 
 def _independent(a: _Effect, b: _Effect) -> bool:
-    return not a.wide and not b.wide and a.object != b.object
+    """Whether two transitions commute (taken in either order, they lead to the same state).
+
+    Different objects: when neither reaches outside its own (objects share nothing but
+    messages). The same object: only when their footprints are disjoint. Code conflicts with
+    code (the instance's memory, the input gate) and with the storage pipeline (code may
+    write, read the output gate's state, await a flush); two answers conflict (their order is
+    the client's history); two pipeline steps conflict (one batch after another). What is
+    left commutes: releasing a reply against a flush, a commit, or code that answered
+    nobody. A reply releases a future the output gate already let go; it reads nothing the
+    others write, and they read nothing it writes."""
+    if a.wide or b.wide:
+        return False
+    if a.object != b.object:
+        return True
+    if a.code and (b.code or b.pipeline) or b.code and a.pipeline:
+        return False
+    if a.answered and b.answered:
+        return False
+    return not (a.pipeline and b.pipeline)
 
 
 def _by_object(options: Iterable[_Option]) -> dict[str, set[Key]]:
@@ -306,19 +353,31 @@ def _by_object(options: Iterable[_Option]) -> dict[str, set[Key]]:
     return seen
 
 
-def _effect(option: _Option, before: list[_Option], after: list[_Option]) -> _Effect:
-    """Judge a transition by what changed: a step of object A that added or removed a possible
-    transition of another object B (a call to B, a reply that lets B's code go on) reaches
-    outside A. The clock and faults always do."""
-    own = option.key[1]
-    if option.key[0] in ("clock", "fault", "crash"):
+def _effect(option: _Option, before: list[_Option], after: list[_Option], run: _Run
+            ) -> _Effect:
+    """Judge a transition by what changed when ``run`` took it (``before`` and ``after``:
+    the options then). A step of object A that added or removed a possible transition of
+    another object B (a call to B, a reply that lets B's code go on) reaches outside A, and
+    so does one after which a client made a new call. A step that removed another transition
+    of its own object (a gate closed for good, a reset) disables it: it is treated as
+    reaching outside too. So does a reply to another object (not to a client), the clock and
+    faults, always."""
+    kind, own = option.key[0], option.key[1]
+    if kind in ("clock", "fault", "crash", "evict") or run.invoked:
+        return _Effect(own, True)
+    if kind == "reply" and not run.answered:
+        # Its caller is another object's code: the reply writes into that object's memory
+        # (the future it awaits), even when no new transition shows there yet.
         return _Effect(own, True)
     old = _by_object(o for o in before if o.key != option.key)
     new = _by_object(after)
     for name in old.keys() | new.keys():
         if name != own and old.get(name, set()) != new.get(name, set()):
             return _Effect(own, True)
-    return _Effect(own, False)
+    if old.get(own, set()) - new.get(own, set()):
+        return _Effect(own, True)  # it disabled another transition of its object
+    return _Effect(own, False, code=kind in _CODE, answered=run.answered,
+                   pipeline=kind in _PIPELINE)
 
 
 @dataclass
@@ -544,7 +603,7 @@ class _Search:
             option = next(o for o in before if o.key == node.chosen.key)
             await run.take(option)
             if node.chosen.key not in node.effects:
-                node.effects[node.chosen.key] = _effect(option, before, run.options())
+                node.effects[node.chosen.key] = _effect(option, before, run.options(), run)
                 node.done.append(node.chosen.key)
                 node.preemptions = self.preemptions_to(path[:depth], node.options, node.chosen)
         while True:
@@ -569,8 +628,8 @@ class _Search:
                 return True
             node.chosen = allowed[0]
             await run.take(node.chosen)
-            node.effects[node.chosen.key] = (_effect(node.chosen, options, run.options())
-                                             if reduce else _Effect(node.chosen.key[1], True))
+            node.effects[node.chosen.key] = (_effect(node.chosen, options, run.options(), run)
+                                             if reduce else _WIDE)
             node.done.append(node.chosen.key)
             node.preemptions = self.preemptions_to(path, options, node.chosen)
             path.append(node)
@@ -600,7 +659,7 @@ class _Search:
                 sleep: dict[Key, _Effect] = {}
                 if group is not None:
                     last = next(o for o in before if o.key == prefix[-1])
-                    edge = _effect(last, before, options)
+                    edge = _effect(last, before, options, run)
                     group.effects[index] = edge
                     tried = {group.keys[i]: group.effects[i] for i in range(index)
                              if i in group.effects}

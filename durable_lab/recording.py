@@ -221,6 +221,11 @@ class History:
         self._clock += 1
         return self._clock
 
+    @property
+    def ticks(self) -> int:
+        """The logical time now: how many starts and answers were recorded so far."""
+        return self._clock
+
     def invoke(self, client: ClientId, object: str, method: str,
                args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None) -> int:
         """Record that ``client`` called ``object.method(*args)``; returns the call's token (id)."""

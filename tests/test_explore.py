@@ -326,7 +326,7 @@ async def test_bad_arguments_are_refused_clearly():
 
 async def test_progress_is_handed_to_the_callback():
     seen = []
-    result = await explore(*WORKLOADS["two increments"], progress=seen.append)
+    result = await explore(*WORKLOADS["two increments"], strategy="dfs", progress=seen.append)
     assert seen[-1].finished and seen[-1].schedules == result.schedules == 22
     assert seen[-1].line().startswith("explore: 22 schedules")
 
