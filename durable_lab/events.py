@@ -566,6 +566,8 @@ _PLAIN_WORDS: dict[str, Callable[[Any], str]] = {
     "InstanceConstructed": lambda e: f"{e.class_name} constructed (incarnation {e.incarnation})",
     "InstanceReset": lambda e: (f"object RESET ({e.reason}): {e.lost_writes} uncommitted "
                                 "writes lost"),
+    "InstanceEvicted": lambda e: (f"object EVICTED ({e.reason}): its in-memory state is "
+                                  "dropped, storage kept; the next call constructs it again"),
     "LabClosed": lambda e: f"the lab is CLOSED (lab.close()): {e.instances} live object(s) "
                            "closing, calls refused from now on",
     "ObjectPlaced": lambda e: f"placed in {e.region} " + {

@@ -26,10 +26,12 @@ can happen; if calls are still unanswered then, the calls never finish and that 
 **Strategies.** ``"dpor"`` (the default) explores depth-first, every schedule, with a sound
 reduction: two transitions *commute* when they belong to different objects and neither reaches
 outside its own object (it started no call to another object, released no caller waiting in
-another object, moved no clock); of schedules that differ only by the order of commuting
-transitions, one is run (Godefroid's sleep sets, with dependence observed while running: each
-transition is watched for effects on other objects, and one that has any is treated as
-dependent on everything). ``"dfs"`` is the same search without the reduction (brute force).
+another object, moved no clock), or when they belong to the same object and touch disjoint
+parts of it (releasing a reply to a client against a flush, a commit, or object code that
+answered nobody: see ``_independent``); of schedules that differ only by the order of
+commuting transitions, one is run (Godefroid's sleep sets, with dependence observed while
+running: each transition is watched for effects outside its footprint, and one that has any
+is treated as dependent on everything). ``"dfs"`` is the same search without the reduction (brute force).
 ``"bfs"`` goes breadth-first with the same reduction and stops at the first failing schedule:
 the shortest one. ``"random"`` picks uniformly at each step (seeded), ``"pct"`` gives every
 delivery a random priority and lowers the running one at ``depth - 1`` random points
@@ -48,9 +50,10 @@ forever). Progress goes to ``progress``: a callable given an :class:`ExploreProg
 then (``widgets.explore_progress()`` is a bar for Jupyter); by default a line on stderr once a
 search takes more than a second.
 
-Faults as choices (``faults=True``): before each flush, "its commit fails" is a transition
-too, and so is "this object crashes" (once per object and run), so the search finds the
-shortest schedule where a fault breaks the invariant.
+Faults as choices (``faults=True``, or some of ``FAULTS`` by name): before each flush, "its
+commit fails" is a transition too, and so are "this object crashes" and "this idle object is
+evicted" (each once per object and run), so the search finds the shortest schedule where a
+fault breaks the invariant.
 """
 
 from __future__ import annotations
@@ -70,10 +73,13 @@ from .events import RuntimeEvent, describe
 from .lab import MODELS, Env, Lab
 from .scheduler import Choice
 
-__all__ = ["STRATEGIES", "Counterexample", "ExploreProgress", "ExploreResult", "Failed",
+__all__ = ["FAULTS", "STRATEGIES", "Counterexample", "ExploreProgress", "ExploreResult", "Failed",
            "Player", "Unfinished", "explore", "set_default_progress"]
 
 STRATEGIES = ("dpor", "dfs", "bfs", "random", "pct")
+
+#: The faults ``explore(faults=...)`` may offer as choices (``True``: all of them).
+FAULTS = ("commit", "crash", "evict")
 
 #: Where every run's manual clock starts (a fixed time, so runs are alike to the last digit).
 START = 1_700_000_000.0
@@ -140,6 +146,7 @@ class _Run:
         self.steps: list[Key] = []
         self.fail_commit: set[str] = set()
         self.crashed: set[str] = set()
+        self.evicted: set[str] = set()
         self._options: list[_Option] | None = None
         #: What the last step did to the client calls: answered one, made a new one.
         self.answered = False
@@ -180,10 +187,12 @@ class _Run:
     def _list_options(self) -> list[_Option]:
         found = [_Option((c.kind, c.object, c.delivery, c.description), c)
                  for c in self.lab.scheduler.choices()]
-        if self.setup.faults:
+        faults = self.setup.faults
+        if "commit" in faults:
             found += [_Option(("fault", o.key[1], 0, f"fail the commit of {o.key[1]}'s next "
                                f"flush (a storage failure), and start that flush"), o.choice)
                       for o in found if o.key[0] == "flush" and o.key[1] not in self.fail_commit]
+        if "crash" in faults:
             # A crash of an object that has something to do, once per object and run.
             busy = list(dict.fromkeys(o.key[1] for o in found if o.key[0] != "fault"))
             found += [_Option(("crash", obj, 0, f"crash {obj} (an infrastructure failure: "
@@ -198,6 +207,14 @@ class _Run:
             if dog is not None:
                 found.append(_Option(("clock", "", 0, f"let lab time pass to t={dog - START:g} "
                                       f"s (a runtime timeout fires)"), until=dog))
+        if "evict" in faults and found:
+            # An eviction of an idle object (Cloudflare evicts only those), once per object and
+            # run, while something else can still happen: one after the last step would
+            # change nothing the calls saw.
+            found += [_Option(("evict", obj, 0, f"evict {obj} (it is idle: its in-memory "
+                               f"state is dropped, storage is kept; the next call constructs "
+                               f"it again)"))
+                      for obj in self.lab.faults.idle() if obj not in self.evicted]
         return found
 
     async def take(self, option: _Option) -> None:
@@ -213,6 +230,11 @@ class _Run:
         if option.key[0] == "crash":
             self.crashed.add(option.key[1])
             self.lab.faults.crash(option.key[1])
+            await self.lab.scheduler.settle(passes=1)
+            return
+        if option.key[0] == "evict":
+            self.evicted.add(option.key[1])
+            self.lab.faults.evict_now(option.key[1])
             await self.lab.scheduler.settle(passes=1)
             return
         if option.key[0] == "fault":
@@ -292,7 +314,7 @@ class _Setup:
     workload: Workload
     model: str
     seed: int
-    faults: bool
+    faults: frozenset[str]  # of FAULTS
 
 
 #: Transitions that run the object's own code (between two awaits): they share the
@@ -1011,12 +1033,28 @@ def _custom_check(invariant: Invariant) -> Callable[[_Run], Any]:
     return check
 
 
+def _fault_kinds(faults: Any) -> frozenset[str]:
+    """``explore(faults=...)`` as a set of names (a clear error for anything else)."""
+    if faults is True or faults is False:
+        return frozenset(FAULTS if faults else ())
+    kinds = [faults] if isinstance(faults, str) else faults
+    try:
+        chosen = frozenset(kinds)
+    except TypeError:
+        chosen = frozenset((object(),))  # (not iterable, or unhashable items: refused below)
+    if not chosen or not chosen <= set(FAULTS):
+        raise ValueError(f"faults must be True, False, or names among "
+                         f"{', '.join(map(repr, FAULTS))} (e.g. faults='evict' or "
+                         f"faults={{'commit', 'crash'}}), got {faults!r}")
+    return chosen
+
+
 async def explore(bindings: dict[str, type], workload: Workload, *,
                   invariant: Invariant | None = None, spec: str | Model = "counter",
                   model: str = "gates", strategy: str = "dpor", max_schedules: int = 100_000,
                   time_limit: float | None = None, max_steps: int = 10_000,
                   bound: int | None = None, depth: int = 3, seed: int = 0,
-                  faults: bool = False, stop_at_first: bool = False,
+                  faults: bool | str | Iterable[str] = False, stop_at_first: bool = False,
                   progress: Callable[[ExploreProgress], None] | bool | None = None,
                   ) -> ExploreResult:
     """Run ``workload`` under every schedule (or a sample) and check each against an invariant.
@@ -1036,8 +1074,11 @@ async def explore(bindings: dict[str, type], workload: Workload, *,
         bound: at most this many preemptions per schedule (``complete=False`` if it cut any).
         depth: PCT's bug depth (``depth - 1`` priority change points per run).
         seed: for ``random`` and ``pct``; every run's lab has this seed too.
-        faults: also explore "this commit fails" before each flush, and "this object
-            crashes" (once per object and run) at every step where it has something to do.
+        faults: faults offered as choices, by name (``FAULTS``), or ``True`` for all:
+            ``"commit"``: "this commit fails" before each flush; ``"crash"``: "this object
+            crashes" (once per object and run) at every step where it has something to do;
+            ``"evict"``: "this idle object is evicted" (once per object and run) while
+            something else can still happen.
         stop_at_first: stop ``dpor``/``dfs`` at the first failing schedule (fast feedback;
             then the counterexample is not guaranteed to be the shortest).
         progress: a callable given an ``ExploreProgress`` now and then; ``None``: a line on
@@ -1078,7 +1119,7 @@ async def explore(bindings: dict[str, type], workload: Workload, *,
         report = progress
     else:
         raise TypeError(f"progress must be None, False or a function, got {progress!r}")
-    setup = _Setup(dict(bindings), workload, model, seed, bool(faults))
+    setup = _Setup(dict(bindings), workload, model, seed, _fault_kinds(faults))
     check = _linearizable_check(spec) if invariant is None else _custom_check(invariant)
     search = _Search(setup, check, strategy=strategy, max_schedules=max_schedules,
                      time_limit=time_limit, max_steps=max_steps, bound=bound, seed=seed,

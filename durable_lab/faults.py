@@ -13,7 +13,8 @@ when it is armed and marked ``injected=True`` where it strikes (``CommitFailed.i
     lab.faults.fail_next_alarm(stub)             # its next alarm handler throws
     lab.faults.crash(stub)                       # reset it now, as a failure would
     lab.faults.code_update(stub)                 # reset it as a deploy does
-    await lab.faults.evict(stub)                 # evict it (not a failure)
+    await lab.faults.evict(stub)                 # evict it (not a failure) once it is idle
+    lab.faults.evict_now(stub)                   # evict it now (it must be idle)
     lab.faults.clear()                           # disarm everything
 
 Probabilities draw from the lab's seeded random generator, so a seeded run fails the same
@@ -241,6 +242,34 @@ class Faults:
         host = self._resolve(target)
         assert host is not None
         return await self._services.evict_when_idle(host, "requested")
+
+    def idle(self) -> list[str]:
+        """The labels of the objects in memory with no work at all (no call queued or
+        running, no task unfinished, no commit pending): those an eviction may take now. On
+        Cloudflare only an idle object is evicted; a busy one can only be reset (``crash``)."""
+        return [host.label for host in self._services.hosts()
+                if host.instance is not None and host.instance.broken is None
+                and not host.instance.evicted and host.instance.is_idle]
+
+    def evict_now(self, target: Target) -> bool:
+        """Evict an idle object at once, without waiting (``durable_lab.explore`` takes this
+        as one step): its in-memory state is dropped, storage is kept, stubs keep working and
+        the next call constructs it again. False if it was not in memory; a ``ValueError`` if
+        it has work in flight (an eviction waits for that: use ``evict``, or ``crash``)."""
+        host = self._resolve(target)
+        if host is None:
+            raise ValueError("evict_now() needs a target")
+        inst = host.instance
+        if inst is None or inst.broken is not None or inst.evicted:
+            return False
+        if not inst.is_idle:
+            raise ValueError(
+                f"{host.label} has work in flight ({len(inst.deliveries)} call(s) queued or "
+                f"running, or a task or commit unfinished): only an idle object is evicted. "
+                f"await lab.faults.evict(...) waits until it is idle; crash() resets it now")
+        self._arm([], "evict", target)
+        inst.evict(reason="requested")
+        return True
 
     def clear(self) -> None:
         """Disarm every fault."""
