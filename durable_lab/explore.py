@@ -110,14 +110,18 @@ class _ExploreClock(ManualClock):
 
     def next_due(self, *, watchdog: bool) -> float | None:
         """The next pending timer of that sort (None if there is none)."""
+        if not self._mine:
+            return None
         self._mine = [t for t in self._mine if not t[1].cancelled and t[0] > self._now]
         times = [when for when, _, dog in self._mine if dog == watchdog]
         return min(times) if times else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Option:
-    """One transition possible now: a scheduler choice, the clock, or an injected fault."""
+    """One transition possible now: a scheduler choice, the clock, or an injected fault.
+    (Not frozen: a frozen dataclass's __init__ costs several times more, and a search makes
+    one per option per step. Nobody changes one once made.)"""
 
     key: Key
     choice: Choice | None = None
@@ -620,9 +624,10 @@ class _Search:
         possible transitions to the end of the run."""
         for depth, node in enumerate(path):
             before = run.options()
-            if not any(o.key == node.chosen.key for o in before):
-                raise _Stuck(_nondeterminism(node.chosen.key, before))
-            option = next(o for o in before if o.key == node.chosen.key)
+            wanted = node.chosen.key
+            option = next((o for o in before if o.key == wanted), None)
+            if option is None:
+                raise _Stuck(_nondeterminism(wanted, before))
             await run.take(option)
             if node.chosen.key not in node.effects:
                 node.effects[node.chosen.key] = _effect(option, before, run.options(), run)

@@ -46,7 +46,8 @@ import sys
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .events import Paused, Resumed, RuntimeEvent, StepTaken
@@ -138,6 +139,13 @@ class _Permit:
         self.future = future
 
 
+#: How a gate's waiter is described as a choice (see ``Scheduler._gate_choice``).
+_VERBS = {"admit": "admit", "resume": "resume"}
+_SECTIONS = ("critical section", "constructor")
+_by_seq = attrgetter("seq")
+
+
+@lru_cache(maxsize=1024)
 def _delivery_number(holder: str) -> int:
     """The delivery a holder belongs to: "delivery 3", or "delivery 3 task 5" (a task that
     delivery's code started); 0 for the constructor and critical sections."""
@@ -279,7 +287,7 @@ class Scheduler:
                 found.append(Choice(permit.kind, permit.object, permit.delivery,
                                     permit.description, permit.seq,
                                     partial(self._release, permit)))
-        found.sort(key=lambda c: c.seq)
+        found.sort(key=_by_seq)
         for index, choice in enumerate(found):
             choice.index = index
         return found
@@ -363,12 +371,14 @@ class Scheduler:
         return best
 
     def _gate_choice(self, gate: InputGate, waiter: _Waiter) -> Choice:
-        what = {"admit": "admit", "resume": "resume"}.get(waiter.kind, "start")
-        description = f"{what} {waiter.holder} at {gate.label}"
-        if waiter.kind in ("critical section", "constructor"):
-            description = f"start the {waiter.kind} at {gate.label}"
-        return Choice(waiter.kind, gate.label, _delivery_number(waiter.holder), description,
-                      waiter.seq, partial(gate.admit, waiter))
+        kind = waiter.kind
+        label = gate.label
+        if kind in _SECTIONS:
+            description = f"start the {kind} at {label}"
+        else:
+            description = f"{_VERBS.get(kind, 'start')} {waiter.holder} at {label}"
+        return Choice(kind, label, _delivery_number(waiter.holder), description, waiter.seq,
+                      partial(gate.admit, waiter))
 
     async def step_until(self, condition: type[RuntimeEvent] | Callable[[RuntimeEvent], bool],
                          *, max_steps: int = 10_000) -> RuntimeEvent | None:
