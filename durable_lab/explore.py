@@ -31,12 +31,12 @@ parts of it (releasing a reply to a client against a flush, a commit, or object 
 answered nobody: see ``_independent``); of schedules that differ only by the order of
 commuting transitions, one is run (Godefroid's sleep sets, with dependence observed while
 running: each transition is watched for effects outside its footprint, and one that has any
-is treated as dependent on everything). ``"dfs"`` is the same search without the reduction (brute force).
-``"bfs"`` goes breadth-first with the same reduction and stops at the first failing schedule:
-the shortest one. ``"random"`` picks uniformly at each step (seeded), ``"pct"`` gives every
-delivery a random priority and lowers the running one at ``depth - 1`` random points
-(probabilistic concurrency testing). ``bound=k`` keeps only schedules with at most ``k``
-preemptions (switching away from a delivery that could have gone on), as CHESS does.
+is treated as dependent on everything). ``"dfs"`` is the same search without the reduction
+(brute force). ``"bfs"`` goes breadth-first with the same reduction and stops at the first
+failing schedule: the shortest one. ``"random"`` picks uniformly at each step (seeded),
+``"pct"`` gives every delivery a random priority and lowers the running one at ``depth - 1``
+random points (probabilistic concurrency testing). ``bound=k`` keeps only schedules with at
+most ``k`` preemptions (switching away from a delivery that could have gone on), as CHESS does.
 
 **The invariant.** By default the history must be linearizable for ``spec`` (``check.py``'s
 ``"counter"`` or ``"register"`` models, or a model object) and every call must finish. A
@@ -364,7 +364,7 @@ def _independent(a: _Effect, b: _Effect) -> bool:
         return False
     if a.object != b.object:
         return True
-    if a.code and (b.code or b.pipeline) or b.code and a.pipeline:
+    if (a.code and (b.code or b.pipeline)) or (b.code and a.pipeline):
         return False
     if a.answered and b.answered:
         return False

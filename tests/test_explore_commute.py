@@ -168,7 +168,7 @@ async def test_same_object_reduction_reaches_what_brute_force_reaches(name):
     # Fewer runs: one object's reply released against its flush or commit is run once.
     assert reduced.runs < full.runs, (reduced.runs, full.runs)
     # bfs uses the same relation: it must see the same too.
-    shortest, seen_bfs = await reached(bindings, workload, "bfs", **options)
+    _, seen_bfs = await reached(bindings, workload, "bfs", **options)
     assert seen_bfs == every
 
 
