@@ -3,14 +3,16 @@
     python bench/bench_explore.py [--quick] [--out bench/RESULTS-explore.txt]
 
 (a) Schedules per second, exhaustive ("dpor" and brute force "dfs"), for a two-call and a
-    three-call counter on one object (get-then-put, the gates on), a two-object transfer (a
-    transfer that calls the other account, and a deposit to it) and two independent counters.
+    three-call counter on one object (get-then-put, the gates on), puts and a get of their own
+    keys on one object, a two-object transfer (a transfer that calls the other account, and a
+    deposit to it) and two independent counters.
     Every schedule runs in a fresh lab from the start, so a schedule's cost is a whole run:
     making the lab, the calls, every transition (each followed by a settle of the event loop),
     the linearizability check, closing the lab. Reported: schedules/s of wall time and of this
     process's CPU time (the machine is shared: CPU time says what the code costs when it gets
     the processor), best of the repeats.
-(b) The reduction: runs of "dpor" against the brute force's (every interleaving).
+(b) The reduction: runs of "dpor" against the brute force's (every interleaving), and how
+    many interleavings dpor covers per CPU second.
 (c) How often one random schedule (and one PCT schedule) finds the lost update of the
     read-timer-write counter, over many seeds: the chance per run.
 """
@@ -46,6 +48,15 @@ class SlowCounter(DurableObject):
         return n + 1
 
 
+class Keys(DurableObject):
+    async def put(self, key, value):
+        await self.ctx.storage.put(key, value)
+        return value
+
+    async def get(self, key):
+        return await self.ctx.storage.get(key)
+
+
 class Account(DurableObject):
     async def transfer(self, to, amount):
         balance = await self.ctx.storage.get("balance")
@@ -72,6 +83,9 @@ WORKLOADS = {
                          lambda env: [env.C.getByName("a").increment() for _ in range(2)], None),
     "counter, 3 calls": ({"C": Counter},
                          lambda env: [env.C.getByName("a").increment() for _ in range(3)], None),
+    "put(a), get(a), put(b), one object": (
+        {"K": Keys}, lambda env: [env.K.getByName("x").put("a", 1), env.K.getByName("x").get("a"),
+                                  env.K.getByName("x").put("b", 2)], holds),
     "transfer a->b + deposit to b": (
         {"ACCOUNT": Account},
         lambda env: [env.ACCOUNT.getByName("a").transfer("b", 7),
@@ -121,18 +135,20 @@ async def main(args: argparse.Namespace) -> list[str]:
             results[name, strategy] = row
             note = "" if row["complete"] else "  (time limit: NOT complete)"
             lines.append(
-                f"  {name:<30} {strategy:<4} {row['schedules']:>6,} schedules "
+                f"  {name:<36} {strategy:<4} {row['schedules']:>6,} schedules "
                 f"{row['runs']:>6,} runs  {row['wall']:6.2f} s  "
                 f"{row['schedules'] / row['wall']:>6,.0f}/s wall  "
                 f"{row['schedules'] / row['cpu']:>6,.0f}/s CPU  "
                 f"{row['runs'] / row['cpu']:>6,.0f} runs/s CPU{note}")
             print(lines[-1], flush=True)
-    lines += ["", "(b) the reduction: runs needed, dpor against brute force (dfs)"]
+    lines += ["", "(b) the reduction: runs needed, dpor against brute force (dfs); the "
+              "interleavings dpor covers per CPU second (every one of dfs's schedules)"]
     for name in WORKLOADS:
         dpor, dfs = results[name, "dpor"], results[name, "dfs"]
-        lines.append(f"  {name:<30} {dpor['runs']:>6,} runs (dpor, {dpor['schedules']:,} "
+        lines.append(f"  {name:<36} {dpor['runs']:>6,} runs (dpor, {dpor['schedules']:,} "
                      f"complete schedules) vs {dfs['runs']:>6,} (dfs): "
-                     f"x{dfs['runs'] / dpor['runs']:.1f} fewer runs")
+                     f"x{dfs['runs'] / dpor['runs']:.1f} fewer runs; "
+                     f"{dfs['schedules'] / dpor['cpu']:>7,.0f} interleavings/s CPU")
         print(lines[-1], flush=True)
     lines += ["", "(c) the read-timer-write counter, 2 calls: chance that ONE sampled schedule "
               "finds the lost update"]

@@ -371,14 +371,6 @@ def _independent(a: _Effect, b: _Effect) -> bool:
     return not (a.pipeline and b.pipeline)
 
 
-def _by_object(options: Iterable[_Option]) -> dict[str, set[Key]]:
-    seen: dict[str, set[Key]] = {}
-    for option in options:
-        if option.key[0] != "clock":
-            seen.setdefault(option.key[1], set()).add(option.key)
-    return seen
-
-
 def _effect(option: _Option, before: list[_Option], after: list[_Option], run: _Run
             ) -> _Effect:
     """Judge a transition by what changed when ``run`` took it (``before`` and ``after``:
@@ -395,13 +387,14 @@ def _effect(option: _Option, before: list[_Option], after: list[_Option], run: _
         # Its caller is another object's code: the reply writes into that object's memory
         # (the future it awaits), even when no new transition shows there yet.
         return _Effect(own, True)
-    old = _by_object(o for o in before if o.key != option.key)
-    new = _by_object(after)
-    for name in old.keys() | new.keys():
-        if name != own and old.get(name, set()) != new.get(name, set()):
+    old = {o.key for o in before}
+    old.discard(option.key)
+    for key in old.symmetric_difference(o.key for o in after):
+        if key[0] == "clock":
+            continue  # (a timer set or passed: the clock's own step is dependent on all)
+        if key[1] != own or key in old:
+            # A transition of another object came or went, or one of its own went.
             return _Effect(own, True)
-    if old.get(own, set()) - new.get(own, set()):
-        return _Effect(own, True)  # it disabled another transition of its object
     return _Effect(own, False, code=kind in _CODE, answered=run.answered,
                    pipeline=kind in _PIPELINE)
 
