@@ -290,8 +290,9 @@ await shop.close()
 # picks **every** one: it runs a small workload once per legal schedule, each in a fresh
 # paused lab, takes the transitions in every order the gates allow (the clock too: "let lab
 # time pass to the next timer" is a choice at every step), and checks each history with the
-# linearizability checker. Schedules that differ only in the order of steps of *different*
-# objects are run once (docs/explore.md says what that assumes).
+# linearizability checker. Schedules that differ only in the order of steps that cannot affect
+# each other (steps of *different* objects; a reply handed to its caller and a commit of the
+# same object) are run once (docs/explore.md says what that assumes).
 #
 # **Predict:** two `increment_after_io()` calls on one object. How many schedules are there,
 # and how many of them lose an update?
