@@ -57,6 +57,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from durable_lab.events import StepTaken
+
 if TYPE_CHECKING:
     from durable_lab import Lab
     from durable_lab.events import RuntimeEvent
@@ -164,16 +166,24 @@ class Feed:
             events = list(buffer)
             buffer.clear()
         self._reducing = True
+        focused: dict[str, list[Any]] = {}  # object -> its events and the lab's, this batch
         try:
             for listener in list(self._listeners):
                 batch = events
+                only = getattr(listener, "folds_only", None)
+                if only is not None:
+                    batch = focused.get(only)  # type: ignore[assignment]
+                    if batch is None:
+                        batch = focused[only] = _events_of(events, only)
+                    if not batch:
+                        continue
                 skip = getattr(listener, "skip_until", 0)
                 if skip:
                     # Opened at event ``skip``: its snapshot holds the events up to there.
-                    if events[-1].seq <= skip:
+                    if batch[-1].seq <= skip:
                         continue
-                    if events[0].seq <= skip:
-                        batch = [e for e in events if e.seq > skip]
+                    if batch[0].seq <= skip:
+                        batch = [e for e in batch if e.seq > skip]
                     listener.skip_until = 0  # (every later batch is newer)
                 try:
                     listener.consume(batch)
@@ -374,6 +384,13 @@ class Feed:
 
 _feeds: weakref.WeakKeyDictionary[Any, Feed] = weakref.WeakKeyDictionary()
 _open: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _events_of(events: list[Any], label: str) -> list[Any]:
+    """``label``'s events in ``events``, and the lab's own: those of no object (pauses,
+    resumes) and every step the scheduler took (a focused object view counts them all)."""
+    return [e for e in events
+            if e.object == label or not e.object or type(e) is StepTaken]
 
 
 def feed_for(lab: Lab, **options: Any) -> Feed:
