@@ -69,6 +69,16 @@ __all__ = ["Feed", "FeedStatistics", "Listener", "attach", "feed_for", "open_pan
 FRAME_INTERVAL = 0.04
 #: At full speed, buffered events are handed to the reducers every this many (see above).
 REDUCE_EVERY = 64
+#: Drawing takes at most this share of the kernel's time: after a frame that took ``c``
+#: seconds the next one waits ``c * 9`` (and at least FRAME_INTERVAL). Frames are paced by
+#: the wall clock, so the slower the machine (a loaded laptop in a workshop), the more of
+#: each call's time went to drawing; this keeps it to a tenth, with fewer frames instead.
+FRAME_SHARE = 0.1
+
+
+def rest_after(cost: float, interval: float = FRAME_INTERVAL) -> float:
+    """Seconds to wait after a frame that took ``cost`` seconds (see FRAME_SHARE)."""
+    return max(interval, cost * (1.0 - FRAME_SHARE) / FRAME_SHARE)
 
 
 class Listener(Protocol):
@@ -249,8 +259,10 @@ class Feed:
         self._task = None
 
     async def _run(self) -> None:
+        rest = self.interval
         while not self._closed:
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(rest)
+            started = time.perf_counter()
             try:
                 # Frames of the running loop let panels skip redraws (Panel.min_interval); an
                 # explicit flush() (tests, a notebook) draws everything at once.
@@ -261,6 +273,9 @@ class Feed:
                     self.in_frame_loop = False
             except Exception as exc:  # shown by the panels' status line, never swallowed
                 self.errors.append(exc)
+            # (Slow motion keeps its pace: its frames hand over a few events each.)
+            rest = (self.interval if self.seconds_per_event is not None else
+                    rest_after(time.perf_counter() - started, self.interval))
 
     def play_slowly(self, seconds_per_event: float | None) -> None:
         """Slow motion: hand events over one at a time, this many seconds apart (None: stop)."""

@@ -86,6 +86,43 @@ async def test_the_feed_flushes_by_itself_at_most_25_times_a_second(lab):
     assert feed.closed and not stats.dropped
 
 
+async def test_a_costly_frame_is_followed_by_a_longer_rest(lab, monkeypatch):
+    """Drawing takes at most a tenth of the kernel's time (_feed.FRAME_SHARE): after a frame
+    that took 30 ms the frame loop waits 270 ms, not 40; after a cheap one, 40 ms. The
+    frames' cost is simulated (a clock the listener moves), the loop's waits recorded."""
+    clock = [100.0]
+    monkeypatch.setattr(_feed.time, "perf_counter", lambda: clock[0])
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) >= 4:
+            feed._closed = True
+        await real_sleep(0)
+
+    monkeypatch.setattr(_feed.asyncio, "sleep", sleep)
+    costs = iter([0.030, 0.001, 0.100])
+
+    class Costly:
+        skip_until = 0
+
+        def consume(self, events: list) -> None:
+            pass
+
+        def render(self) -> None:
+            clock[0] += next(costs, 0.0)
+
+    feed = _feed.Feed(lab, autostart=False)
+    feed.add(Costly())
+    await feed._run()
+    assert waits == [pytest.approx(0.04), pytest.approx(0.27), pytest.approx(0.04),
+                     pytest.approx(0.9)]
+    assert _feed.rest_after(0.002) == pytest.approx(0.04)
+    feed._closed = False
+    feed.close()
+
+
 async def test_feed_buffer_is_bounded(lab):
     # Only slow motion buffers more than a handful of events: bounded, the oldest dropped.
     feed = _feed.Feed(lab, max_buffer=10, autostart=False)
