@@ -71,6 +71,12 @@ class Panel(w.VBox):
     def _registry_key(self) -> str:
         return self.kind
 
+    #: The one object whose events this panel folds, or None for every object's. The feed
+    #: hands a focused panel only that object's events and the lab's own (scheduler) events:
+    #: it filters a batch once for all the panels focused on the same object, where each
+    #: panel's own loop would skip the other objects' events again (see _feed._reduce).
+    folds_only: str | None = None
+
     # -- the feed's side ------------------------------------------------------------------
 
     def start_from(self, snapshot: Any) -> None:

@@ -57,6 +57,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from durable_lab.events import StepTaken
+
 if TYPE_CHECKING:
     from durable_lab import Lab
     from durable_lab.events import RuntimeEvent
@@ -67,6 +69,16 @@ __all__ = ["Feed", "FeedStatistics", "Listener", "attach", "feed_for", "open_pan
 FRAME_INTERVAL = 0.04
 #: At full speed, buffered events are handed to the reducers every this many (see above).
 REDUCE_EVERY = 64
+#: Drawing takes at most this share of the kernel's time: after a frame that took ``c``
+#: seconds the next one waits ``c * 9`` (and at least FRAME_INTERVAL). Frames are paced by
+#: the wall clock, so the slower the machine (a loaded laptop in a workshop), the more of
+#: each call's time went to drawing; this keeps it to a tenth, with fewer frames instead.
+FRAME_SHARE = 0.1
+
+
+def rest_after(cost: float, interval: float = FRAME_INTERVAL) -> float:
+    """Seconds to wait after a frame that took ``cost`` seconds (see FRAME_SHARE)."""
+    return max(interval, cost * (1.0 - FRAME_SHARE) / FRAME_SHARE)
 
 
 class Listener(Protocol):
@@ -164,16 +176,24 @@ class Feed:
             events = list(buffer)
             buffer.clear()
         self._reducing = True
+        focused: dict[str, list[Any]] = {}  # object -> its events and the lab's, this batch
         try:
             for listener in list(self._listeners):
                 batch = events
+                only = getattr(listener, "folds_only", None)
+                if only is not None:
+                    batch = focused.get(only)  # type: ignore[assignment]
+                    if batch is None:
+                        batch = focused[only] = _events_of(events, only)
+                    if not batch:
+                        continue
                 skip = getattr(listener, "skip_until", 0)
                 if skip:
                     # Opened at event ``skip``: its snapshot holds the events up to there.
-                    if events[-1].seq <= skip:
+                    if batch[-1].seq <= skip:
                         continue
-                    if events[0].seq <= skip:
-                        batch = [e for e in events if e.seq > skip]
+                    if batch[0].seq <= skip:
+                        batch = [e for e in batch if e.seq > skip]
                     listener.skip_until = 0  # (every later batch is newer)
                 try:
                     listener.consume(batch)
@@ -239,8 +259,10 @@ class Feed:
         self._task = None
 
     async def _run(self) -> None:
+        rest = self.interval
         while not self._closed:
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(rest)
+            started = time.perf_counter()
             try:
                 # Frames of the running loop let panels skip redraws (Panel.min_interval); an
                 # explicit flush() (tests, a notebook) draws everything at once.
@@ -251,6 +273,9 @@ class Feed:
                     self.in_frame_loop = False
             except Exception as exc:  # shown by the panels' status line, never swallowed
                 self.errors.append(exc)
+            # (Slow motion keeps its pace: its frames hand over a few events each.)
+            rest = (self.interval if self.seconds_per_event is not None else
+                    rest_after(time.perf_counter() - started, self.interval))
 
     def play_slowly(self, seconds_per_event: float | None) -> None:
         """Slow motion: hand events over one at a time, this many seconds apart (None: stop)."""
@@ -374,6 +399,13 @@ class Feed:
 
 _feeds: weakref.WeakKeyDictionary[Any, Feed] = weakref.WeakKeyDictionary()
 _open: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _events_of(events: list[Any], label: str) -> list[Any]:
+    """``label``'s events in ``events``, and the lab's own: those of no object (pauses,
+    resumes) and every step the scheduler took (a focused object view counts them all)."""
+    return [e for e in events
+            if e.object == label or not e.object or type(e) is StepTaken]
 
 
 def feed_for(lab: Lab, **options: Any) -> Feed:

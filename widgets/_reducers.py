@@ -467,11 +467,16 @@ class GateLanes:
     timeline it stays visible after the fact, next to the deliveries it kept waiting.
     """
 
-    def __init__(self, only: str | None = None, origin: float | None = None) -> None:
+    def __init__(self, only: str | None = None, origin: float | None = None,
+                 keep: int | None = None) -> None:
         self.object = only  # None: the first object that does something
         self.origin = origin  # lab time of t = 0 ms (None: the first event's)
         self.open: dict[str, tuple[int, float, str, str]] = {}  # lane -> (seq, ms, detail, label)
-        self.rows = _columns(*GATE_COLUMNS)
+        # The spans closed since the last take(), the newest ``keep`` (None: all), as tuples:
+        # formatted into columns by take(). At full speed three spans close per call of the
+        # object, and a plot that draws 2.5 times a second keeps only its rollover of them.
+        self._spans: deque[tuple[str, int, int, float, float, str, str, str]] = deque(
+            maxlen=keep)
         self.held = 0  # replies and outgoing calls held now
         self.closed_spans = 0  # input-gate spans closed so far (for tests and summaries)
         self.failed_commits = 0
@@ -486,16 +491,8 @@ class GateLanes:
         if seg is None:
             return
         start, start_t, detail, own_label = seg
-        r = self.rows
-        r["lane"].append(lane)
-        r["left"].append(start)
-        r["right"].append(max(x, start + MIN_EVENT_WIDTH))
-        r["t_left"].append(start_t)
-        r["t_right"].append(max(t, start_t))
-        r["kind"].append(kind or GATE_KINDS[lane])
-        r["object"].append(self.object or "")
-        r["detail"].append(f"{detail} (events {start}-{x})")
-        r["label"].append(own_label if label is None else label)
+        self._spans.append((lane, start, x, start_t, t, kind, detail,
+                            own_label if label is None else label))
         if lane == "input gate":
             self.closed_spans += 1
 
@@ -548,7 +545,20 @@ class GateLanes:
             self.held = 0
 
     def take(self) -> dict[str, list[Any]]:
-        rows, self.rows = self.rows, _columns(*GATE_COLUMNS)
+        """The spans closed since the last call, as columns (GATE_COLUMNS), then forget them."""
+        rows = _columns(*GATE_COLUMNS)
+        obj = self.object or ""
+        for lane, start, x, start_t, t, kind, detail, label in self._spans:
+            rows["lane"].append(lane)
+            rows["left"].append(start)
+            rows["right"].append(max(x, start + MIN_EVENT_WIDTH))
+            rows["t_left"].append(start_t)
+            rows["t_right"].append(max(t, start_t))
+            rows["kind"].append(kind or GATE_KINDS[lane])
+            rows["object"].append(obj)
+            rows["detail"].append(f"{detail} (events {start}-{x})")
+            rows["label"].append(label)
+        self._spans.clear()
         return rows
 
     def seed(self, o: Any, t: float = 0.0) -> None:
@@ -625,7 +635,7 @@ class TimelineReducer:
         self._batch_writers: dict[tuple[str, int], set[int]] = {}
         self.last_x = 0
         self.last_t = 0.0  # ms of lab time of the latest event
-        self.gates = GateLanes(only, origin)
+        self.gates = GateLanes(only, origin, keep)
         #: Objects whose input gate a blockConcurrencyWhile section holds now: an await there
         #: keeps the gate closed, whatever the TurnEnded says (its gate_held is the turn's).
         self._sections: set[str] = set()

@@ -193,6 +193,11 @@ class Dashboard(Panel):
         finally:
             self._syncing_picker = False
 
+    @property
+    def folds_only(self) -> str | None:  # type: ignore[override]
+        """The object the dashboard's object view folds (see Panel.folds_only)."""
+        return self.objects.only
+
     def apply(self, event: RuntimeEvent) -> None:
         self.objects.apply(event)
 
@@ -206,6 +211,15 @@ class Dashboard(Panel):
                 if e.object:
                     self.select(e.object)
                     break
+
+    def render(self) -> None:
+        # The picker lists the fleet's objects: the dashboard folds its own object's events
+        # only (folds_only), so another object's first call makes the fleet dirty, not this
+        # panel. (The dashboard is the feed's first listener: it renders before the fleet
+        # has drawn and cleared its flag.)
+        if self.fleet._dirty:
+            self._dirty = True
+        super().render()
 
     def draw(self) -> None:
         self._update_picker()

@@ -183,14 +183,14 @@ class Metrics(Panel):
         self.reducer.consume(events)
 
     def render(self) -> None:
+        now = time.perf_counter()
+        if now - self._last_sample < self.sample:
+            return  # (before frame(): holding and releasing the document costs, drawn or not)
+        self._last_sample = now
         with self.plot.frame():  # one patch message per frame (_plots.LiveBokehModel)
             self._render_frame()
 
     def _render_frame(self) -> None:
-        now = time.perf_counter()
-        if now - self._last_sample < self.sample:
-            return
-        self._last_sample = now
         reducer = self.reducer
         if not self._feed.statistics().buffered:
             # Every event of the steps taken so far is folded (not slow motion mid-playback):

@@ -71,6 +71,11 @@ class StorageInspector(Panel):
     def apply(self, event: RuntimeEvent) -> None:
         self.fold([event])
 
+    @property
+    def folds_only(self) -> str | None:  # type: ignore[override]
+        """The object this panel folds, if one (see Panel.folds_only)."""
+        return self.reducer.only
+
     def fold(self, events: list[RuntimeEvent]) -> None:
         self.reducer.consume(events)
         if self.target is None:

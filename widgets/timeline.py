@@ -311,6 +311,11 @@ class Timeline(Panel):
     def apply(self, event: RuntimeEvent) -> None:
         self.reducer.apply(event)
 
+    @property
+    def folds_only(self) -> str | None:  # type: ignore[override]
+        """The object this panel folds, if one (see Panel.folds_only)."""
+        return self.reducer.only
+
     def fold(self, events: list[RuntimeEvent]) -> None:
         self.reducer.consume(events)
 

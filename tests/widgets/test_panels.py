@@ -86,6 +86,43 @@ async def test_the_feed_flushes_by_itself_at_most_25_times_a_second(lab):
     assert feed.closed and not stats.dropped
 
 
+async def test_a_costly_frame_is_followed_by_a_longer_rest(lab, monkeypatch):
+    """Drawing takes at most a tenth of the kernel's time (_feed.FRAME_SHARE): after a frame
+    that took 30 ms the frame loop waits 270 ms, not 40; after a cheap one, 40 ms. The
+    frames' cost is simulated (a clock the listener moves), the loop's waits recorded."""
+    clock = [100.0]
+    monkeypatch.setattr(_feed.time, "perf_counter", lambda: clock[0])
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) >= 4:
+            feed._closed = True
+        await real_sleep(0)
+
+    monkeypatch.setattr(_feed.asyncio, "sleep", sleep)
+    costs = iter([0.030, 0.001, 0.100])
+
+    class Costly:
+        skip_until = 0
+
+        def consume(self, events: list) -> None:
+            pass
+
+        def render(self) -> None:
+            clock[0] += next(costs, 0.0)
+
+    feed = _feed.Feed(lab, autostart=False)
+    feed.add(Costly())
+    await feed._run()
+    assert waits == [pytest.approx(0.04), pytest.approx(0.27), pytest.approx(0.04),
+                     pytest.approx(0.9)]
+    assert _feed.rest_after(0.002) == pytest.approx(0.04)
+    feed._closed = False
+    feed.close()
+
+
 async def test_feed_buffer_is_bounded(lab):
     # Only slow motion buffers more than a handful of events: bounded, the oldest dropped.
     feed = _feed.Feed(lab, max_buffer=10, autostart=False)
@@ -320,17 +357,34 @@ def test_object_html_shows_every_part_of_the_state():
     assert "+30 more" in render_object_html(many)
 
 
-def test_panel_event_log_filter():
-    from durable_lab import Lab
+async def test_panel_event_log_filter(lab):
     from durable_lab import events as ev
 
-    lab = Lab(storage="memory")
     log = widgets.EventLog(lab, register=False)
     log.consume([ev.Paused(seq=1, time=0.0, reason="requested"),
                  ev.CommitDone(seq=2, time=0.0, object="C:x", batch=1, keys=2, duration=0.0)])
     log.filter.value = "commit"
     assert [e.seq for e in log.matching()] == [2]
     assert "commit #1 durable" in log.html.value
+    log.close()
+
+
+async def test_the_event_log_keeps_the_latest_events_and_filters_them(lab):
+    """The log keeps the latest ``keep`` events (1,000 by default: see widgets/event_log.py),
+    in order, and its filter finds an object's among them."""
+    log = widgets.EventLog(lab, keep=40, register=False)
+    assert widgets.EventLog.__init__.__kwdefaults__["keep"] == 1000
+    rec = lab.record()
+    stub = lab.env.COUNTER.getByName("a")
+    for _ in range(6):
+        await stub.increment()
+    await lab.env.COUNTER.getByName("b").write_many(2)
+    log._feed.flush()
+    assert len(rec.events) > 40
+    assert list(log.events) == list(rec.events)[-40:]
+    log.filter.value = "COUNTER:b"
+    assert log.matching() and {e.object for e in log.matching()} == {"COUNTER:b"}
+    rec.close()
     log.close()
 
 
