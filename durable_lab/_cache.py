@@ -83,6 +83,9 @@ class StorageCache:
         self.key = instance.storage_key
         self.values: dict[str, bytes | None] = {}
         self.dirty: dict[str, bytes | None] = {}
+        #: Writes taken (puts and deletes that changed the cache, alarm changes, deleteAll):
+        #: ``durable_lab.explore`` tells a step of code that wrote from one that did not.
+        self.writes = 0
         self.delete_all_pending = False
         #: True after deleteAll(): every key not in ``values`` is known absent.
         self.all_known = False
@@ -181,6 +184,7 @@ class StorageCache:
             self.dirty[key] = data
             changed += 1
         if changed:
+            self.writes += changed
             self._schedule(confirmed)
         return changed
 
@@ -192,6 +196,7 @@ class StorageCache:
             return False
         values[key] = data
         self.dirty[key] = data
+        self.writes += 1
         if self._next_flush is None or not self._next_gated:
             self._schedule(True)
         return True
@@ -214,6 +219,7 @@ class StorageCache:
             return
         self.metadata[key] = data
         self.dirty_metadata[key] = data
+        self.writes += 1
         self._schedule(confirmed)
 
     def delete_all(self) -> None:
@@ -221,6 +227,7 @@ class StorageCache:
         self.dirty.clear()
         self.all_known = True
         self.delete_all_pending = True
+        self.writes += 1
         self._schedule(confirmed=True)
 
     def _schedule(self, confirmed: bool) -> None:

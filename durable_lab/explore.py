@@ -138,10 +138,13 @@ class _Stuck(Exception):
 
 
 class _Run:
-    """One schedule being run in a fresh lab."""
+    """One schedule being run in a fresh lab. ``watch``: note what each step of object code
+    did to storage (the reduction reads it; a brute-force run or a replay need not pay)."""
 
-    def __init__(self, setup: _Setup) -> None:
+    def __init__(self, setup: _Setup, *, watch: bool = False) -> None:
         self.setup = setup
+        # Only the key-value cache counts writes ("none" writes around it).
+        self.watch = watch and setup.model != "none"
         self.lab = Lab(storage="memory", clock=_ExploreClock(), model=setup.model, record="calls",
                        seed=setup.seed)
         self.lab.scheduler.note_paused_calls = False
@@ -152,9 +155,11 @@ class _Run:
         self.crashed: set[str] = set()
         self.evicted: set[str] = set()
         self._options: list[_Option] | None = None
-        #: What the last step did to the client calls: answered one, made a new one.
+        #: What the last step did to the client calls: answered one, made a new one; and
+        #: whether it may have written to storage (True when not watched).
         self.answered = False
         self.invoked = False
+        self.wrote = True
 
     async def start(self) -> None:
         lab = self.lab
@@ -224,7 +229,13 @@ class _Run:
     async def take(self, option: _Option) -> None:
         history = self.lab.history()
         ticks, calls = history.ticks, len(history.operations)
-        await self._take(option)
+        if self.watch and option.key[0] in _CODE:
+            writes = self.lab.statistics().kv_writes
+            await self._take(option)
+            self.wrote = self.lab.statistics().kv_writes != writes
+        else:
+            await self._take(option)
+            self.wrote = True
         self.invoked = len(history.operations) != calls
         self.answered = history.ticks != ticks and not self.invoked
 
@@ -342,8 +353,11 @@ class _Effect:
     code: bool = False
     #: It answered a client call (the history's order of answers moved).
     answered: bool = False
-    #: It is a step of the storage pipeline (``_PIPELINE``).
-    pipeline: bool = False
+    #: It is a step of the storage pipeline (``_PIPELINE``): "flush" or "commit" ("": not).
+    pipeline: str = ""
+    #: Object code that wrote to storage (put, delete, an alarm change), or may have: True
+    #: unless the step was watched and wrote nothing.
+    wrote: bool = True
 
 
 _WIDE = _Effect("", True)
@@ -354,21 +368,30 @@ def _independent(a: _Effect, b: _Effect) -> bool:
 
     Different objects: when neither reaches outside its own (objects share nothing but
     messages). The same object: only when their footprints are disjoint. Code conflicts with
-    code (the instance's memory, the input gate) and with the storage pipeline (code may
-    write, read the output gate's state, await a flush); two answers conflict (their order is
-    the client's history); two pipeline steps conflict (one batch after another). What is
-    left commutes: releasing a reply against a flush, a commit, or code that answered
-    nobody. A reply releases a future the output gate already let go; it reads nothing the
-    others write, and they read nothing it writes."""
+    code (the instance's memory, the input gate); two answers conflict (their order is the
+    client's history); two pipeline steps conflict (one batch after another). Code conflicts
+    with a commit (the commit opens the output gate code reads when its call ends, and ends
+    the wait of a ``sync()``: code after a commit may run further than before it), and with a
+    flush when it wrote (the write joins that batch, or the next one). What is left commutes:
+    a reply released against a flush, a commit, or code that answered nobody (the reply hands
+    on a value the output gate already let go: it reads nothing the others write, and they
+    read nothing it writes), and a flush against code that wrote nothing (a flush moves the
+    pending writes into a batch: no value a read sees changes, the output gate's locks were
+    taken at the writes, and ``sync()`` waits for the same commit either way)."""
     if a.wide or b.wide:
         return False
     if a.object != b.object:
         return True
-    if (a.code and (b.code or b.pipeline)) or (b.code and a.pipeline):
+    if a.code and b.code:
         return False
     if a.answered and b.answered:
         return False
-    return not (a.pipeline and b.pipeline)
+    if a.pipeline and b.pipeline:
+        return False
+    for code, step in ((a, b), (b, a)):
+        if code.code and step.pipeline and (code.wrote or step.pipeline != "flush"):
+            return False
+    return True
 
 
 def _effect(option: _Option, before: list[_Option], after: list[_Option], run: _Run
@@ -396,7 +419,7 @@ def _effect(option: _Option, before: list[_Option], after: list[_Option], run: _
             # A transition of another object came or went, or one of its own went.
             return _Effect(own, True)
     return _Effect(own, False, code=kind in _CODE, answered=run.answered,
-                   pipeline=kind in _PIPELINE)
+                   pipeline=kind if kind in _PIPELINE else "", wrote=run.wrote)
 
 
 @dataclass
@@ -511,8 +534,8 @@ class _Search:
         self.progress(ExploreProgress(self.schedules, self.runs, self.failures,
                                       now - self.started, self.max_schedules, finished))
 
-    async def new_run(self) -> _Run:
-        run = _Run(self.setup)
+    async def new_run(self, *, watch: bool = False) -> _Run:
+        run = _Run(self.setup, watch=watch)
         self.runs += 1
         try:
             await run.start()
@@ -572,7 +595,7 @@ class _Search:
         while True:
             if self.out_of_budget():
                 return
-            run = await self.new_run()
+            run = await self.new_run(watch=reduce)
             try:
                 go_on = await self.dfs_run(run, path, reduce)
             finally:
@@ -666,7 +689,7 @@ class _Search:
                 return
             prefix, group, index = queue[head]
             head += 1
-            run = await self.new_run()
+            run = await self.new_run(watch=True)
             try:
                 before: list[_Option] = []
                 for key in prefix:

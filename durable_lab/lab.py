@@ -176,6 +176,10 @@ class LabStatistics:
     live_instances: int
     deliveries: int
     commits: int
+    #: Writes (puts and deletes that changed a value, alarm changes, deleteAll) taken by the
+    #: key-value caches of the objects in memory, since each was constructed. SQLite-backed
+    #: classes and ``model="none"`` write around that cache: not counted.
+    kv_writes: int = 0
 
 
 #: Every lab of this process not yet collected: a fork()ed child marks them unusable.
@@ -552,6 +556,7 @@ class Lab:
             live_instances=len(live),
             deliveries=self._deliveries,
             commits=sum(i.cache.commit_count for i in live),
+            kv_writes=sum(getattr(i.cache, "writes", 0) for i in live),
         )
 
     def _next_delivery_id(self) -> int:
