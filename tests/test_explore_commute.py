@@ -2,11 +2,11 @@
 
 Each workload here has steps of ONE object that can happen in either order with the same
 result (a reply released to a client against a flush, a commit, or object code that answered
-nobody; a flush against object code that wrote nothing). The reduced search ("dpor") must reach exactly what brute force ("dfs", every
-interleaving; tests/test_explore.py checks it against an enumeration written independently)
-reaches: the same set of outcomes AND of histories, where a history is each object's calls in
-the order their starts and answers happened (so two answers swapped would show), and it must
-get there with fewer runs.
+nobody; a flush against object code that wrote nothing). The reduced search ("dpor") must
+reach exactly what brute force ("dfs", every interleaving; tests/test_explore.py checks it
+against an enumeration written independently) reaches: the same set of outcomes AND of
+histories, where a history is each object's calls in the order their starts and answers
+happened (so two answers swapped would show), and it must get there with fewer runs.
 """
 
 from __future__ import annotations
