@@ -238,3 +238,47 @@ async def test_the_shortest_counterexample_is_as_short_as_brute_force_finds():
     assert reduced.runs < full.runs
     lengths = {len(r.counterexample.steps) for r in (full, reduced, first)}
     assert lengths == {10}, lengths
+
+
+async def test_kv_writes_counts_the_writes_that_change_the_cache():
+    """What tells a step of code that wrote from one that did not: every put or delete that
+    changes the cache, every alarm change and deleteAll counts; reads and a put of the same
+    value again do not."""
+    from durable_lab import Lab
+
+    class Writes(DurableObject):
+        async def run(self, step):
+            storage = self.ctx.storage
+            if step == "put":
+                storage.put("a", 1)
+            elif step == "same again":
+                storage.put("a", 1)
+            elif step == "put two":
+                await storage.put({"b": 2, "c": 3})
+            elif step == "read":
+                await storage.get("a")
+                await storage.list()
+            elif step == "delete":
+                await storage.delete("b")
+            elif step == "alarm":
+                await storage.setAlarm(durable_lab.now() * 1000 + 60_000)
+            elif step == "delete all":
+                await storage.deleteAll()
+            return step
+
+        async def alarm(self, *args):
+            pass
+
+    lab = Lab(storage="memory")
+    try:
+        lab.bind("W", Writes)
+        stub = lab.env.W.getByName("x")
+        seen = []
+        for step in ("put", "same again", "put two", "read", "delete", "alarm", "delete all"):
+            before = lab.statistics().kv_writes
+            await stub.run(step)
+            seen.append(lab.statistics().kv_writes - before)
+        assert seen[:6] == [1, 0, 2, 0, 1, 1]
+        assert seen[6] == 2  # deleteAll, and the alarm it deletes with it
+    finally:
+        await lab.close()
