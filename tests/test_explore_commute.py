@@ -249,9 +249,7 @@ async def test_kv_writes_counts_the_writes_that_change_the_cache():
     class Writes(DurableObject):
         async def run(self, step):
             storage = self.ctx.storage
-            if step == "put":
-                storage.put("a", 1)
-            elif step == "same again":
+            if step in ("put", "same again"):
                 storage.put("a", 1)
             elif step == "put two":
                 await storage.put({"b": 2, "c": 3})
