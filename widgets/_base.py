@@ -46,6 +46,7 @@ class Panel(w.VBox):
         self.errors.add_class("dl-errors")
         self.error_count = 0
         self._last_draw = 0.0
+        self._draw_cost = 0.0  # seconds the last paced draw took (see rest_per_draw_second)
         self._last_error = ("", 0)  # text of the last error shown, times in a row
         super().__init__(**kwargs)
         self.add_class("dl-panel")
@@ -107,17 +108,30 @@ class Panel(w.VBox):
     #: refresh() draw at once.
     min_interval = 0.1
 
+    #: At full speed a draw that took ``c`` seconds is followed by at least ``c * 49`` seconds
+    #: without one (a panel draws at most 2 % of the kernel's time), if that is longer than
+    #: ``min_interval``: the timeline, streaming thousands of rows per draw at saturation,
+    #: then draws about once a second; cheap panels keep their ``min_interval``.
+    rest_per_draw_second = 49.0
+
     def render(self) -> None:
         if not self._dirty or self._closed:
             return
         feed = self._feed
-        if self.min_interval and feed.in_frame_loop and feed.seconds_per_event is None:
+        paced = bool(self.min_interval and feed.in_frame_loop and feed.seconds_per_event is None)
+        if paced:
             now = time.perf_counter()
-            if now - self._last_draw < self.min_interval:
+            rest = max(self.min_interval, self._draw_cost * self.rest_per_draw_second)
+            if now - self._last_draw < rest:
                 return  # still dirty: drawn at a later frame
             self._last_draw = now
         self._dirty = False
-        self.draw()
+        if paced:
+            started = time.perf_counter()
+            self.draw()
+            self._draw_cost = time.perf_counter() - started
+        else:
+            self.draw()
 
     def draw(self) -> None:
         raise NotImplementedError

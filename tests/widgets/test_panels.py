@@ -12,6 +12,7 @@ from lab_fixtures import Counter
 import widgets
 from durable_lab import Lab
 from widgets import _feed
+from widgets._base import time as _base_time
 from widgets._reducers import ObjectsReducer, ObjectState, StorageReducer
 from widgets.object_view import render_object_html
 
@@ -121,6 +122,48 @@ async def test_a_costly_frame_is_followed_by_a_longer_rest(lab, monkeypatch):
     assert _feed.rest_after(0.002) == pytest.approx(0.04)
     feed._closed = False
     feed.close()
+
+
+async def test_a_panel_whose_draw_is_costly_draws_less_often_at_full_speed(lab, monkeypatch):
+    """A paced draw (the frame loop at full speed) that took 20 ms keeps the panel from
+    drawing again for 49 x 20 ms (Panel.rest_per_draw_second: 2 % of the kernel's time), not
+    just its min_interval; slow motion and explicit flushes still draw at once."""
+    from widgets._base import Panel
+
+    clock = [500.0]
+    monkeypatch.setattr(_base_time, "perf_counter", lambda: clock[0])
+    draws: list[float] = []
+
+    class Costly(Panel):
+        kind = "costly-test-panel"
+        min_interval = 0.1
+
+        def apply(self, event) -> None:
+            pass
+
+        def draw(self) -> None:
+            draws.append(clock[0])
+            clock[0] += 0.020
+
+    panel = Costly(lab, register=False)
+    feed = panel._feed
+    feed.in_frame_loop = True
+
+    def frame_after(seconds: float) -> None:
+        clock[0] += seconds
+        panel._dirty = True
+        panel.render()
+
+    frame_after(1.0)  # first paced draw
+    for _ in range(20):  # 0.5 s of frames 25 ms apart: min_interval alone would allow 4
+        frame_after(0.025)
+    assert len(draws) == 1
+    frame_after(0.5)  # past 0.98 s since the draw
+    assert len(draws) == 2
+    feed.in_frame_loop = False  # an explicit flush draws at once
+    frame_after(0.001)
+    assert len(draws) == 3
+    panel.close()
 
 
 async def test_feed_buffer_is_bounded(lab):
