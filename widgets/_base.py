@@ -220,17 +220,24 @@ class Panel(w.VBox):
             _comms.forget_comm_of(widget)
         for child in owned:
             child.close()
+        own_parts = _parts_of(self)
         super().close()
+        for part in own_parts:
+            part.close()
 
     def _owned_widgets(self) -> list[w.Widget]:
+        """The widgets this panel made, its sub-panels (which close their own) and the
+        ``layout`` and ``style`` widgets of the others: ipywidgets makes one of each per
+        widget and ``Widget.close()`` leaves them open, registered with the kernel: a
+        dashboard closed left 97 of them behind (bench_watching opens one per round)."""
         out: list[w.Widget] = []
         stack = list(self.children)
         while stack:
             child = stack.pop()
-            if isinstance(child, Panel):
-                out.append(child)
-                continue
             out.append(child)
+            if isinstance(child, Panel):
+                continue
+            out.extend(_parts_of(child))
             stack.extend(getattr(child, "children", ()))
         return out
 
@@ -249,3 +256,9 @@ class Panel(w.VBox):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {'closed' if self._closed else 'open'}>"
+
+
+def _parts_of(widget: w.Widget) -> list[w.Widget]:
+    """The ``layout`` and ``style`` widgets of ``widget`` (those it has)."""
+    parts = (getattr(widget, "layout", None), getattr(widget, "style", None))
+    return [p for p in parts if isinstance(p, w.Widget)]

@@ -431,6 +431,23 @@ async def test_the_event_log_keeps_the_latest_events_and_filters_them(lab):
     log.close()
 
 
+async def test_a_closed_dashboard_leaves_no_widget_open(lab):
+    """Closing a dashboard closes every widget it made, their layout and style widgets too
+    (ipywidgets makes one of each per widget and Widget.close() leaves them registered: 97
+    per dashboard were left behind, and a lesson re-run many times kept them all)."""
+    from ipywidgets.widgets import widget as ipw
+
+    stub = lab.env.COUNTER.getByName("a")
+    widgets.dashboard(lab, stub).close()  # (the first one also makes what is made once)
+    before = set(ipw._instances)
+    board = widgets.dashboard(lab, stub)
+    await stub.increment()
+    board._feed.flush()
+    assert len(set(ipw._instances) - before) > 100
+    board.close()
+    assert set(ipw._instances) - before == set()
+
+
 async def test_building_the_dashboard_twice_leaves_one_subscription(lab):
     """A re-run cell: the second dashboard replaces the first; events reach only the new one."""
     stub = lab.env.COUNTER.getByName("room-1")
