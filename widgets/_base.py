@@ -46,7 +46,7 @@ class Panel(w.VBox):
         self.errors.add_class("dl-errors")
         self.error_count = 0
         self._last_draw = 0.0
-        self._draw_cost = 0.0  # seconds the last paced draw took (see rest_per_draw_second)
+        self._draw_cost = 0.0  # seconds the last paced draw took (see rest_after_draw)
         self._last_error = ("", 0)  # text of the last error shown, times in a row
         super().__init__(**kwargs)
         self.add_class("dl-panel")
@@ -108,11 +108,11 @@ class Panel(w.VBox):
     #: refresh() draw at once.
     min_interval = 0.1
 
-    #: At full speed a draw that took ``c`` seconds is followed by at least ``c * 49`` seconds
-    #: without one (a panel draws at most 2 % of the kernel's time), if that is longer than
-    #: ``min_interval``: the timeline, streaming thousands of rows per draw at saturation,
-    #: then draws about once a second; cheap panels keep their ``min_interval``.
-    rest_per_draw_second = 49.0
+    def rest_after_draw(self) -> float:
+        """Seconds without a draw after a draw at full speed: ``min_interval``. A panel may
+        rest longer when its draws are costly and drawing more often shows nothing more
+        (the timeline at saturation); ``self._draw_cost`` is the last paced draw's cost."""
+        return self.min_interval
 
     def render(self) -> None:
         if not self._dirty or self._closed:
@@ -121,8 +121,7 @@ class Panel(w.VBox):
         paced = bool(self.min_interval and feed.in_frame_loop and feed.seconds_per_event is None)
         if paced:
             now = time.perf_counter()
-            rest = max(self.min_interval, self._draw_cost * self.rest_per_draw_second)
-            if now - self._last_draw < rest:
+            if now - self._last_draw < self.rest_after_draw():
                 return  # still dirty: drawn at a later frame
             self._last_draw = now
         self._dirty = False

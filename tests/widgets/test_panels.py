@@ -124,10 +124,10 @@ async def test_a_costly_frame_is_followed_by_a_longer_rest(lab, monkeypatch):
     feed.close()
 
 
-async def test_a_panel_whose_draw_is_costly_draws_less_often_at_full_speed(lab, monkeypatch):
-    """A paced draw (the frame loop at full speed) that took 20 ms keeps the panel from
-    drawing again for 49 x 20 ms (Panel.rest_per_draw_second: 2 % of the kernel's time), not
-    just its min_interval; slow motion and explicit flushes still draw at once."""
+async def test_a_panel_rests_as_long_as_it_says_after_a_paced_draw(lab, monkeypatch):
+    """Panel.render measures each paced draw (the frame loop at full speed) and asks the
+    panel how long to rest after it (rest_after_draw: here 49 x the draw's 20 ms, as the
+    timeline does at saturation), not just min_interval; explicit flushes draw at once."""
     from widgets._base import Panel
 
     clock = [500.0]
@@ -144,6 +144,9 @@ async def test_a_panel_whose_draw_is_costly_draws_less_often_at_full_speed(lab, 
         def draw(self) -> None:
             draws.append(clock[0])
             clock[0] += 0.020
+
+        def rest_after_draw(self) -> float:
+            return max(self.min_interval, self._draw_cost * 49.0)
 
     panel = Costly(lab, register=False)
     feed = panel._feed
@@ -164,6 +167,24 @@ async def test_a_panel_whose_draw_is_costly_draws_less_often_at_full_speed(lab, 
     frame_after(0.001)
     assert len(draws) == 3
     panel.close()
+
+
+async def test_the_timeline_rests_longer_only_at_saturation(lab):
+    """The timeline rests 49 times its last draw's cost only when a draw took a third of its
+    rollover or more (saturation: thousands of segments); a lesson's few calls draw every
+    min_interval."""
+    stub = lab.env.COUNTER.getByName("a")
+    tl = widgets.Timeline(lab, stub, rollover=60, register=False)
+    await stub.increment()
+    tl._feed.flush()
+    tl._draw_cost = 0.05
+    assert tl.reducer.rows_taken < 20 and tl.rest_after_draw() == tl.min_interval
+    await asyncio.gather(*(stub.increment() for _ in range(30)))
+    tl._feed.flush()
+    assert tl.reducer.rows_taken >= 20
+    tl._draw_cost = 0.05
+    assert tl.rest_after_draw() == pytest.approx(0.05 * 49)
+    tl.close()
 
 
 async def test_feed_buffer_is_bounded(lab):
