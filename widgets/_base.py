@@ -46,6 +46,7 @@ class Panel(w.VBox):
         self.errors.add_class("dl-errors")
         self.error_count = 0
         self._last_draw = 0.0
+        self._draw_cost = 0.0  # seconds the last paced draw took (see rest_after_draw)
         self._last_error = ("", 0)  # text of the last error shown, times in a row
         super().__init__(**kwargs)
         self.add_class("dl-panel")
@@ -107,17 +108,29 @@ class Panel(w.VBox):
     #: refresh() draw at once.
     min_interval = 0.1
 
+    def rest_after_draw(self) -> float:
+        """Seconds without a draw after a draw at full speed: ``min_interval``. A panel may
+        rest longer when its draws are costly and drawing more often shows nothing more
+        (the timeline at saturation); ``self._draw_cost`` is the last paced draw's cost."""
+        return self.min_interval
+
     def render(self) -> None:
         if not self._dirty or self._closed:
             return
         feed = self._feed
-        if self.min_interval and feed.in_frame_loop and feed.seconds_per_event is None:
+        paced = bool(self.min_interval and feed.in_frame_loop and feed.seconds_per_event is None)
+        if paced:
             now = time.perf_counter()
-            if now - self._last_draw < self.min_interval:
+            if now - self._last_draw < self.rest_after_draw():
                 return  # still dirty: drawn at a later frame
             self._last_draw = now
         self._dirty = False
-        self.draw()
+        if paced:
+            started = time.perf_counter()
+            self.draw()
+            self._draw_cost = time.perf_counter() - started
+        else:
+            self.draw()
 
     def draw(self) -> None:
         raise NotImplementedError
@@ -206,17 +219,24 @@ class Panel(w.VBox):
             _comms.forget_comm_of(widget)
         for child in owned:
             child.close()
+        own_parts = _parts_of(self)
         super().close()
+        for part in own_parts:
+            part.close()
 
     def _owned_widgets(self) -> list[w.Widget]:
+        """The widgets this panel made, its sub-panels (which close their own) and the
+        ``layout`` and ``style`` widgets of the others: ipywidgets makes one of each per
+        widget and ``Widget.close()`` leaves them open, registered with the kernel: a
+        dashboard closed left 97 of them behind (bench_watching opens one per round)."""
         out: list[w.Widget] = []
         stack = list(self.children)
         while stack:
             child = stack.pop()
-            if isinstance(child, Panel):
-                out.append(child)
-                continue
             out.append(child)
+            if isinstance(child, Panel):
+                continue
+            out.extend(_parts_of(child))
             stack.extend(getattr(child, "children", ()))
         return out
 
@@ -235,3 +255,9 @@ class Panel(w.VBox):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {'closed' if self._closed else 'open'}>"
+
+
+def _parts_of(widget: w.Widget) -> list[w.Widget]:
+    """The ``layout`` and ``style`` widgets of ``widget`` (those it has)."""
+    parts = (getattr(widget, "layout", None), getattr(widget, "style", None))
+    return [p for p in parts if isinstance(p, w.Widget)]

@@ -128,6 +128,7 @@ class Feed:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._snapshot: Any = None  # the last lab.snapshot() taken (see snapshot())
+        self._empty_context = contextvars.Context()  # where the reducers fold (_buffer_full)
         #: True while the frame task flushes (panels may then skip a redraw).
         self.in_frame_loop = False
         #: Slow motion: seconds between two events handed to the panels (None: all at once).
@@ -159,11 +160,13 @@ class Feed:
         if self._closed:
             return
         self.lab.bus.wake_at(self.lab.bus.seq + REDUCE_EVERY, self._buffer_full)
-        if self.seconds_per_event is None:  # (_reduce skips a reduce already under way)
+        if self.seconds_per_event is None and not self._reducing:
             # In an empty context: the step that emitted this event may be the object's own
             # code, and a task a panel starts while folding (the storage inspector reading
-            # values) would otherwise be adopted by that object.
-            contextvars.Context().run(self._reduce)
+            # values) would otherwise be adopted by that object. One context, made once: a
+            # new one per batch was an object per 64 events for the collector (nothing sets
+            # a context variable while folding, so it stays empty).
+            self._empty_context.run(self._reduce)
 
     def _reduce(self, limit: int | None = None) -> int:
         """Hand the buffered events (at most ``limit``) to every listener's ``consume``."""

@@ -636,6 +636,7 @@ class TimelineReducer:
         self.last_x = 0
         self.last_t = 0.0  # ms of lab time of the latest event
         self.gates = GateLanes(only, origin, keep)
+        self.rows_taken = 0  # (see take())
         #: Objects whose input gate a blockConcurrencyWhile section holds now: an await there
         #: keeps the gate closed, whatever the TurnEnded says (its gate_held is the turn's).
         self._sections: set[str] = set()
@@ -856,6 +857,9 @@ class TimelineReducer:
         """The rows closed since the last call (segments, markers; the newest ``keep`` of
         each), as columns, then forget them."""
         segments = _columns(*SEGMENT_COLUMNS)
+        #: Segments closed since the last take (at most ``keep``): thousands at saturation
+        #: (see Timeline.rest_after_draw).
+        self.rows_taken = len(self._segments)
         if self._segments:
             rows = list(zip(*self._segments, strict=True))
             for name, column in zip(SEGMENT_COLUMNS, rows, strict=False):

@@ -341,6 +341,16 @@ async def test_a_failed_commit_is_red_and_labelled_failed(lab):
     from widgets._theme import GATE_COLORS
     assert GATE_COLORS["commit failed"] == "#d62728"
     assert "✗ failed" in list(tl.markers.data["label"])
+    # Its commit marker is red too, not the green diamond of a commit that landed: the
+    # diamonds' colour comes from the "ok" column (0: the palette's first colour, red).
+    marks = tl.markers.data
+    failed = [bool(ok) for ok, label in zip(marks["ok"], marks["label"], strict=True)
+              if label == "✗ failed"]
+    assert failed == [False]
+    diamonds = [r.glyph for r in tl.figure.renderers
+                if getattr(r.glyph, "marker", None) == "diamond"]
+    fill = diamonds[0].fill_color
+    assert fill["field"] == "ok" and list(fill["transform"].palette) == ["#d62728", "#2ca02c"]
     tl.close()
 
 

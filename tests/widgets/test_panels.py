@@ -12,6 +12,7 @@ from lab_fixtures import Counter
 import widgets
 from durable_lab import Lab
 from widgets import _feed
+from widgets._base import time as _base_time
 from widgets._reducers import ObjectsReducer, ObjectState, StorageReducer
 from widgets.object_view import render_object_html
 
@@ -121,6 +122,69 @@ async def test_a_costly_frame_is_followed_by_a_longer_rest(lab, monkeypatch):
     assert _feed.rest_after(0.002) == pytest.approx(0.04)
     feed._closed = False
     feed.close()
+
+
+async def test_a_panel_rests_as_long_as_it_says_after_a_paced_draw(lab, monkeypatch):
+    """Panel.render measures each paced draw (the frame loop at full speed) and asks the
+    panel how long to rest after it (rest_after_draw: here 49 x the draw's 20 ms, as the
+    timeline does at saturation), not just min_interval; explicit flushes draw at once."""
+    from widgets._base import Panel
+
+    clock = [500.0]
+    monkeypatch.setattr(_base_time, "perf_counter", lambda: clock[0])
+    draws: list[float] = []
+
+    class Costly(Panel):
+        kind = "costly-test-panel"
+        min_interval = 0.1
+
+        def apply(self, event) -> None:
+            pass
+
+        def draw(self) -> None:
+            draws.append(clock[0])
+            clock[0] += 0.020
+
+        def rest_after_draw(self) -> float:
+            return max(self.min_interval, self._draw_cost * 49.0)
+
+    panel = Costly(lab, register=False)
+    feed = panel._feed
+    feed.in_frame_loop = True
+
+    def frame_after(seconds: float) -> None:
+        clock[0] += seconds
+        panel._dirty = True
+        panel.render()
+
+    frame_after(1.0)  # first paced draw
+    for _ in range(20):  # 0.5 s of frames 25 ms apart: min_interval alone would allow 4
+        frame_after(0.025)
+    assert len(draws) == 1
+    frame_after(0.5)  # past 0.98 s since the draw
+    assert len(draws) == 2
+    feed.in_frame_loop = False  # an explicit flush draws at once
+    frame_after(0.001)
+    assert len(draws) == 3
+    panel.close()
+
+
+async def test_the_timeline_rests_longer_only_at_saturation(lab):
+    """The timeline rests 49 times its last draw's cost only when a draw took a third of its
+    rollover or more (saturation: thousands of segments); a lesson's few calls draw every
+    min_interval."""
+    stub = lab.env.COUNTER.getByName("a")
+    tl = widgets.Timeline(lab, stub, rollover=60, register=False)
+    await stub.increment()
+    tl._feed.flush()
+    tl._draw_cost = 0.05
+    assert tl.reducer.rows_taken < 20 and tl.rest_after_draw() == tl.min_interval
+    await asyncio.gather(*(stub.increment() for _ in range(30)))
+    tl._feed.flush()
+    assert tl.reducer.rows_taken >= 20
+    tl._draw_cost = 0.05
+    assert tl.rest_after_draw() == pytest.approx(0.05 * 49)
+    tl.close()
 
 
 async def test_feed_buffer_is_bounded(lab):
@@ -386,6 +450,23 @@ async def test_the_event_log_keeps_the_latest_events_and_filters_them(lab):
     assert log.matching() and {e.object for e in log.matching()} == {"COUNTER:b"}
     rec.close()
     log.close()
+
+
+async def test_a_closed_dashboard_leaves_no_widget_open(lab):
+    """Closing a dashboard closes every widget it made, their layout and style widgets too
+    (ipywidgets makes one of each per widget and Widget.close() leaves them registered: 97
+    per dashboard were left behind, and a lesson re-run many times kept them all)."""
+    from ipywidgets.widgets import widget as ipw
+
+    stub = lab.env.COUNTER.getByName("a")
+    widgets.dashboard(lab, stub).close()  # (the first one also makes what is made once)
+    before = set(ipw._instances)
+    board = widgets.dashboard(lab, stub)
+    await stub.increment()
+    board._feed.flush()
+    assert len(set(ipw._instances) - before) > 100
+    board.close()
+    assert set(ipw._instances) - before == set()
 
 
 async def test_building_the_dashboard_twice_leaves_one_subscription(lab):
