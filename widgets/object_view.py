@@ -112,7 +112,10 @@ def render_object_html(s: ObjectState, scale: float = 1.0) -> str:
              if s.last_fault else "")
     header = (f'<div style="display:flex;align-items:baseline;gap:10px;margin:2px 4px 6px">'
               f'<span style="font:600 17px sans-serif">{esc(s.label)}</span>'
-              f'{chip(s.status, status_color, cls="dl-status")}'
+              # (A status word is short and never breaks: in a narrow cell, side by side,
+              # the flex row squeezed "reset" into "res / et".)
+              f'<span style="flex:none;white-space:nowrap">'
+              f'{chip(s.status, status_color, cls="dl-status")}</span>'
               f'<span style="font:12px sans-serif;color:{COLORS["muted"]}">incarnation '
               f'{s.incarnation} · {s.finished} answered · {s.commits} commits · '
               f'event {s.last_seq}{fault}</span></div>')

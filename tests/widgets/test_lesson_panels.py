@@ -166,6 +166,14 @@ async def test_watch_with_the_scheduler_shares_one_subscription(lab):
     assert lab.bus.subscriber_count == 0
 
 
+def test_the_status_word_is_kept_whole_in_a_narrow_header():
+    """Lesson 08 side by side: the header's flex row squeezed the status chip "reset" into
+    "res / et". The chip sits in a box that does not shrink or wrap."""
+    html = render_object_html(ObjectState("C:a", status="reset"))
+    box = re.search(r'<span style="([^"]*)"><span class="dl-status"', html)
+    assert box and "flex:none" in box.group(1) and "white-space:nowrap" in box.group(1)
+
+
 def test_failed_replies_are_red_and_ok_ones_green():
     s = ObjectState("C:a")
     s.released.extend([(1, True), (2, False)])
