@@ -125,12 +125,10 @@ class Panel(w.VBox):
                 return  # still dirty: drawn at a later frame
             self._last_draw = now
         self._dirty = False
+        started = time.perf_counter()
+        self.draw()
         if paced:
-            started = time.perf_counter()
-            self.draw()
             self._draw_cost = time.perf_counter() - started
-        else:
-            self.draw()
 
     def draw(self) -> None:
         raise NotImplementedError

@@ -76,9 +76,12 @@ REDUCE_EVERY = 64
 FRAME_SHARE = 0.1
 
 
-def rest_after(cost: float, interval: float = FRAME_INTERVAL) -> float:
-    """Seconds to wait after a frame that took ``cost`` seconds (see FRAME_SHARE)."""
-    return max(interval, cost * (1.0 - FRAME_SHARE) / FRAME_SHARE)
+def rest_after(cost: float, interval: float = FRAME_INTERVAL, share: float = FRAME_SHARE
+               ) -> float:
+    """Seconds to wait after drawing that took ``cost`` seconds, so that drawing takes at most
+    ``share`` of the time (and never sooner than ``interval``): frames (FRAME_SHARE), and the
+    timeline at saturation (Timeline.rest_after_draw)."""
+    return max(interval, cost * (1.0 - share) / share)
 
 
 class Listener(Protocol):

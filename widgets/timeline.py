@@ -40,6 +40,7 @@ from bokeh.plotting import figure
 from bokeh.transform import factor_cmap, linear_cmap
 
 from ._base import Panel
+from ._feed import rest_after
 from ._plots import LiveBokehModel, legend_items, numeric_span, stream_columns, style_figure
 from ._reducers import (
     GATE_COLUMNS,
@@ -330,7 +331,7 @@ class Timeline(Panel):
         ``min_interval``. A lesson's few calls draw every ``min_interval`` (and every cell
         ends with a draw of everything: _feed._flush_live_feeds)."""
         if self.reducer.rows_taken >= self.rollover // 3:
-            return max(self.min_interval, self._draw_cost * 49.0)
+            return rest_after(self._draw_cost, self.min_interval, share=0.02)
         return self.min_interval
 
     def draw(self) -> None:
