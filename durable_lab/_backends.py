@@ -50,14 +50,13 @@ import contextlib
 import logging
 import os
 import re
-import sqlite3
 import time
 from bisect import bisect_left
 from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 import aiosqlite
 
@@ -70,6 +69,11 @@ from ._folder import (
 )
 from ._turns import spawn
 from .errors import StorageCorruptError, StorageError
+
+if TYPE_CHECKING:
+    import sqlite3
+else:  # one SQLite library for every lab database in a process (see _sql_driver)
+    from ._sql_driver import sqlite3
 
 __all__ = [
     "BackendStatistics",

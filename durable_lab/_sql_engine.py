@@ -48,7 +48,6 @@ import contextlib
 import itertools
 import logging
 import re
-import sqlite3
 import weakref
 from collections import OrderedDict
 from pathlib import Path
@@ -56,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._cache import CacheStatistics
 from ._folder import SQL_USER_TABLES, check_db_path, check_lab_schema, not_a_lab_database
+from ._sql_driver import ROW_COUNTERS
 from ._turns import after_turn, spawn
 from .clock import wall_monotonic
 from .errors import DurableObjectResetError, StorageCorruptError, StorageError
@@ -68,7 +68,10 @@ from .sql import (
 )
 
 if TYPE_CHECKING:
+    import sqlite3
     from collections.abc import Callable
+else:
+    from ._sql_driver import sqlite3
 
 
 # Handed down from the rooms above (``_host.Instance``): named for the reader, not imported.
@@ -1257,7 +1260,11 @@ class SqliteEngine:
                     raise self.sql_error(exc) from exc
         if noise_after:
             raise SqlError(NO_STATEMENT_MESSAGE)
-        result = SqlStorageCursor(self, cursor, 0, conn.total_changes - changes, wrote)
+        if ROW_COUNTERS:  # workerd's counts, kept by the cursor (see _sql_driver)
+            metered: Any = cursor
+            result = SqlStorageCursor(self, cursor, metered.rows_read, metered.rows_written, wrote)
+        else:
+            result = SqlStorageCursor(self, cursor, 0, conn.total_changes - changes, wrote)
         if not result._done:
             self._cursors.add(result)
         return result

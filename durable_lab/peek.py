@@ -21,7 +21,6 @@ raising: an inspector must never be the thing that fails.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,11 @@ from ._folder import check_db_path
 from .errors import StorageError
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from ._backends import StorageBackend
+else:  # the SQL API's own SQLite: one library per database file in a process (_sql_driver)
+    from ._sql_driver import sqlite3
 
 __all__ = ["TableSnapshot", "kv_snapshot", "sql_snapshot"]
 

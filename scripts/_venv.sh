@@ -1,5 +1,6 @@
 # Sourced by the other scripts: make (once) and activate the project's virtual environment,
-# and install the project with its extras into it. Idempotent and quiet when up to date.
+# install the project with its extras into it, and build its SQLite (native/sqlite_meter).
+# Idempotent and quiet when up to date.
 # Installing also enables the panels' Jupyter server extension for this environment's servers
 # (pyproject.toml shared-data -> .venv/etc/jupyter/jupyter_server_config.d/durable_lab.json);
 # the stamp follows pyproject.toml, so an older .venv is brought up to date on the next run.
@@ -20,4 +21,8 @@ if [ ! -f "$STAMP" ]; then
     python -m pip install --quiet -e "$ROOT[$EXTRAS]"
     touch "$STAMP"
 fi
+# SQLite with workerd's row counters for the SQL API's rowsRead/rowsWritten (durable_lab's own
+# build, native/sqlite_meter; needs a C compiler, ~1 min the first time, nothing when up to
+# date). If it cannot be built the lab runs on the standard sqlite3 and says so here.
+python "$ROOT/native/sqlite_meter/build.py" --quiet || true
 cd "$ROOT"

@@ -31,6 +31,8 @@ for version in 3.12 3.13; do
         "$venv/bin/python" -m pip install --quiet -e "$ROOT[test]"
         touch "$stamp"
     fi
+    # the SQL API's SQLite with workerd's row counters (compiled once, linked for each Python)
+    "$venv/bin/python" native/sqlite_meter/build.py --quiet || true
     echo "Python $version ($("$venv/bin/python" --version)): ${TESTS[*]}"
     set +e
     "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@" "${TESTS[@]}"

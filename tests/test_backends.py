@@ -27,6 +27,7 @@ from durable_lab._backends import (
     SqliteBackend,
     StorageBackend,
 )
+from durable_lab._sql_driver import sqlite3 as lab_sqlite3  # (the errors of the lab's SQLite)
 from durable_lab.errors import StorageError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -424,7 +425,7 @@ async def test_sqlite_failure_part_way_rolls_back(tmp_path, monkeypatch):
         with pytest.raises(StorageError) as info:
             await commit(b, delete_all=True, puts={"c": b"3"}, deletes=["a"],
                          metadata={"m": b"new"})
-        assert isinstance(info.value.__cause__, sqlite3.Error)
+        assert isinstance(info.value.__cause__, lab_sqlite3.Error)
         assert "no_such_table" in str(info.value.__cause__)
         assert await lst(b) == [("a", b"1"), ("b", b"2")]
         assert await b.read_metadata(A) == {"m": b"old"}
@@ -449,7 +450,7 @@ async def test_sqlite_corrupt_database_raises_storage_error(sqlite_backend, tmp_
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StorageError, match="cannot open") as info:
         await sqlite_backend.read(A, ["a"])
-    assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
+    assert isinstance(info.value.__cause__, lab_sqlite3.DatabaseError)
     assert sqlite_backend.statistics().open_connections == 0
     # the failed slot was released: other objects still work
     await commit(sqlite_backend, B, puts={"a": b"1"})

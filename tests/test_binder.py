@@ -85,6 +85,12 @@ def test_a_fresh_binder_environment_runs_the_tour(tmp_path):
     assert json.loads(enabled.read_text())["ServerApp"]["jpserver_extensions"] == {
         "widgets._server": True}
 
+    # postBuild built the SQL API's SQLite with workerd's row counters (rowsRead/rowsWritten
+    # as Cloudflare bills them), and the lab uses it.
+    counted = sh([python, "-c", "from durable_lab._sql_driver import ROW_COUNTERS, sqlite3; "
+                  "print(ROW_COUNTERS, sqlite3.__name__)"], tmp_path, env)
+    assert counted.split() == ["True", "durable_lab_sqlite"], counted
+
     # Nothing leaks in from the developer's environment: durable_lab comes from the copy.
     where = sh([python, "-c", "import durable_lab; print(durable_lab.__file__)"], tmp_path, env)
     assert where.strip().startswith(str(repo)), where

@@ -35,7 +35,7 @@ def test_every_public_name_exists_and_is_documented():
 #: module needs from above is handed down to it (services.LabServices, make_lab=...).
 LAYERS: list[tuple[str, ...]] = [
     # the vocabulary: no import of the runtime at all
-    ("errors", "events", "ids", "http", "_futures"),
+    ("errors", "events", "ids", "http", "_futures", "_sql_driver"),
     ("values", "attribution", "_folder"),
     ("bus", "clock", "snapshot", "recording"),
     # stepping, gates, turns

@@ -5,8 +5,9 @@ sorts it in Python returns the same rows as ``ORDER BY total DESC LIMIT ?``. Onl
 object *ran* tells them apart. :func:`watching` makes a subclass of the learner's class whose
 ``ctx`` is a thin stand-in: everything goes through to the real ``ctx``, except that
 ``ctx.storage.sql.exec(...)`` also notes the statement and keeps its cursor, so a check can read
-each cursor's ``rowsRead`` (the rows the object's code took out of it) after the call. Nothing
-about the runtime changes, and the learner's code cannot tell.
+how many rows the object's code took out of each cursor after the call (not ``rowsRead``:
+that counts every row SQLite stepped over, a sort's whole table included, as Cloudflare
+bills). Nothing about the runtime changes, and the learner's code cannot tell.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Statements:
 
     def rows(self) -> list[tuple[str, int]]:
         """``(statement, rows its code read from the cursor so far)`` for each statement."""
-        return [(" ".join(query.split()), cursor.rowsRead) for query, cursor in self.runs]
+        return [(" ".join(query.split()), cursor._rows_returned) for query, cursor in self.runs]
 
 
 class _Sql:
