@@ -84,6 +84,26 @@ export class Room extends DurableObject {
   }
 }
 
+// item 11: which tables a SQLite-backed object's database holds as it is used (the runtime's
+// _cf_ tables appear in sqlite_master and count in whole-database reads)
+export class Schema extends DurableObject {
+  async alarm() {}
+  async step(what) {
+    const sql = this.ctx.storage.sql;
+    if (what === "create") sql.exec("CREATE TABLE t(x)");
+    if (what === "put") await this.ctx.storage.put("k", 1);
+    if (what === "alarm") await this.ctx.storage.setAlarm(Date.now() + 3600000);
+    if (what === "delete_alarm") await this.ctx.storage.deleteAlarm();
+    if (what === "delete") await this.ctx.storage.delete("k");
+    if (what === "delete_all") await this.ctx.storage.deleteAll();
+    const names = sql.exec("SELECT type, name FROM sqlite_master ORDER BY name").toArray()
+      .map((r) => `${r.type}:${r.name}`).join(",");
+    const check = sql.exec("PRAGMA quick_check");
+    check.toArray();
+    return `${what} schema=[${names}] quick_check_read=${check.rowsRead}`;
+  }
+}
+
 // items 9-11: what sql.exec() reports and refuses (a SQLite-backed class only)
 export class Sql extends DurableObject {
   async run(cases) {

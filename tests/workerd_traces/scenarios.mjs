@@ -160,6 +160,20 @@ export default { async fetch(req, env) {
   return new Response(await o.run(CASES));
 } };`,
   },
+  sql_schema: {
+    about: "item 11: the runtime's _cf_ tables appear when the KV API or an alarm needs them",
+    only: ["sqlite"],
+    extraObjects: () => ({ SCHEMA: { className: "Schema", useSQLite: true } }),
+    worker: `
+export default { async fetch(req, env) {
+  const o = env.SCHEMA.get(env.SCHEMA.idFromName("s"));
+  const out = [];
+  for (const what of ["fresh", "create", "put", "delete", "alarm", "delete_alarm", "delete_all"]) {
+    out.push(await o.step(what));
+  }
+  return new Response(out.join("\\n"));
+} };`,
+  },
   alarm_set_during_retry: {
     about: "item 4: the alarm fails at once; 0.5 s later a request sets the alarm 5 s ahead",
     runs: 2,
