@@ -61,10 +61,13 @@ from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 import aiosqlite
 
 from ._folder import (
+    LAB_APPLICATION_ID,
     SQL_USER_TABLES,
     check_binding_dir,
     check_db_path,
     check_lab_schema,
+    is_foreign_database,
+    missing_runtime_table,
     not_a_lab_database,
 )
 from ._turns import spawn
@@ -477,24 +480,28 @@ class MemoryBackend:
 
 def _init_db(db: sqlite3.Connection, path: Path) -> None:
     # Never write (WAL, our tables) into a database someone else made.
-    count, ours = db.execute(SQL_USER_TABLES).fetchone()
-    if count and not ours:
+    tables, ours, application_id = db.execute(SQL_USER_TABLES).fetchone()
+    if is_foreign_database(tables, ours, application_id):
         raise not_a_lab_database(path)
+    # A SQLite-backed object's database (read here for its alarm when a lab reopens its
+    # folder): its tables come with its first KV write or alarm, never from a read.
+    sql_backed = application_id == LAB_APPLICATION_ID
     # Setting up a new file (the switch to WAL, our two tables, in one transaction) writes
     # nothing anyone was told is saved: no fsync for it (synchronous=OFF). A burst of new
     # objects would otherwise pay a few fsyncs each (20 ms here) for empty tables. The commits
     # that follow run with synchronous=NORMAL (see the module docstring).
     db.execute(_SQL_PRAGMA_SYNCHRONOUS_OFF)
     db.execute(_SQL_PRAGMA_WAL)
-    db.execute(_SQL_BEGIN)
-    try:
-        db.execute(_SQL_CREATE_KV)
-        db.execute(_SQL_CREATE_METADATA)
-        db.execute(_SQL_COMMIT)
-    except BaseException:
-        if db.in_transaction:
-            db.execute(_SQL_ROLLBACK)
-        raise
+    if not sql_backed:
+        db.execute(_SQL_BEGIN)
+        try:
+            db.execute(_SQL_CREATE_KV)
+            db.execute(_SQL_CREATE_METADATA)
+            db.execute(_SQL_COMMIT)
+        except BaseException:
+            if db.in_transaction:
+                db.execute(_SQL_ROLLBACK)
+            raise
     # A trigger, an index or a changed column on our tables would run on (or break) every
     # commit: refused, naming the file (see _folder.check_lab_schema).
     check_lab_schema(db, f"the database {path}")
@@ -602,7 +609,12 @@ def _commit_sync(
 
 
 def _metadata_sync(db: sqlite3.Connection) -> dict[str, bytes]:
-    return {k: v for k, v in db.execute(_SQL_GET_ALL_METADATA)}
+    try:
+        return {k: v for k, v in db.execute(_SQL_GET_ALL_METADATA)}
+    except sqlite3.OperationalError as exc:
+        if missing_runtime_table(exc):  # a SQLite-backed object that never set an alarm
+            return {}
+        raise
 
 
 def _size_sync(db: sqlite3.Connection) -> int:

@@ -51,8 +51,9 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
-    "LAB_TABLES", "LOCK_NAME", "SESSIONS_NAME", "SQL_USER_TABLES", "FolderLock",
-    "check_binding_dir", "check_db_path", "check_lab_schema", "not_a_lab_database",
+    "LAB_APPLICATION_ID", "LAB_TABLES", "LOCK_NAME", "SESSIONS_NAME", "SQL_USER_TABLES",
+    "FolderLock", "check_binding_dir", "check_db_path", "check_lab_schema",
+    "is_foreign_database", "missing_runtime_table", "not_a_lab_database",
 ]
 
 LOCK_NAME = ".durable_lab.lock"
@@ -307,20 +308,38 @@ def check_binding_dir(path: Path) -> bool:
     return True
 
 
-#: Run on a freshly opened connection before the lab writes anything (WAL, its tables): a
-#: file with tables is the lab's if one of them is one of its own (a lab file whose other
+#: ``PRAGMA application_id`` of a SQLite-backed object's database ("DLab"). Such a database
+#: may hold no table of the runtime's: like workerd, the lab creates ``_cf_KV`` at the first
+#: KV write and ``_cf_METADATA`` at the first alarm (trace ``sql_schema``), so the header says
+#: whose file it is. (User SQL cannot read or set it: not on workerd's pragma allow-list.)
+LAB_APPLICATION_ID = 0x444C6162
+
+#: Run on a freshly opened connection before the lab writes anything (WAL, its tables):
+#: (tables, tables of the lab's, application_id). A file with tables is the lab's if one of
+#: them is one of its own or its header carries LAB_APPLICATION_ID (a lab file whose other
 #: table was tampered with is then refused by check_lab_schema, naming what changed).
 SQL_USER_TABLES = (
-    "SELECT count(*), sum(name IN ('_cf_KV', '_cf_METADATA')) FROM sqlite_master "
-    "WHERE type = 'table'"
+    "SELECT count(*), sum(name IN ('_cf_KV', '_cf_METADATA')), "
+    "(SELECT application_id FROM pragma_application_id) FROM sqlite_master WHERE type = 'table'"
 )
+
+
+def missing_runtime_table(exc: BaseException) -> bool:
+    """A read of ``_cf_KV``/``_cf_METADATA`` in a SQLite-backed object's database before the
+    first write that makes it (see LAB_APPLICATION_ID): nothing is stored there yet."""
+    return type(exc).__name__ == "OperationalError" and str(exc).startswith("no such table: _cf_")
+
+
+def is_foreign_database(tables: int, ours: int | None, application_id: int) -> bool:
+    """From SQL_USER_TABLES' row: a file someone else made (the lab never writes into it)."""
+    return bool(tables) and not ours and application_id != LAB_APPLICATION_ID
 
 
 def not_a_lab_database(path: Path) -> LabFolderError:
     return LabFolderError(
         f"{path} is not a durable_lab database (it has tables but neither _cf_KV nor "
-        "_cf_METADATA): the lab never writes into a file it did not create (move that file "
-        "out of the lab folder)"
+        "_cf_METADATA, and not the lab's application id): the lab never writes into a file it "
+        "did not create (move that file out of the lab folder)"
     )
 
 

@@ -10,8 +10,10 @@ engine instead, which is how Cloudflare runs SQLite-backed objects:
 - **One synchronous connection per live instance**, opened in the event-loop thread on the
   object's own database (``<lab.path>/<NS>/<id>.sqlite``, WAL, ``synchronous=NORMAL``; the same
   file and the same ``_cf_KV``/``_cf_METADATA`` tables as ``SqliteBackend``, so either can read
-  what the other wrote). With ``Lab(storage="memory")`` the database is an in-memory SQLite
-  database kept on the object's host, so it survives instance resets like a file would.
+  what the other wrote; as on workerd, each table is made by the first write that needs it,
+  and the header's ``application_id`` marks the file as the lab's). With
+  ``Lab(storage="memory")`` the database is an in-memory SQLite database kept on the object's
+  host, so it survives instance resets like a file would.
 - **Every storage call is synchronous.** ``get``/``list`` read the database directly and return
   an already-finished future: no cache miss, no turn boundary, no input-gate hold.
 - **Implicit transaction.** The first write (KV ``put``/``delete``/``deleteAll``, alarm
@@ -54,7 +56,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._cache import CacheStatistics
-from ._folder import SQL_USER_TABLES, check_db_path, check_lab_schema, not_a_lab_database
+from ._folder import (
+    LAB_APPLICATION_ID,
+    SQL_USER_TABLES,
+    check_db_path,
+    check_lab_schema,
+    is_foreign_database,
+    missing_runtime_table,
+    not_a_lab_database,
+)
 from ._sql_driver import ROW_COUNTERS
 from ._turns import after_turn, spawn
 from .clock import wall_monotonic
@@ -329,8 +339,7 @@ def _open_file(path: Path, time_limit: float, label: str = "") -> sqlite3.Connec
         raise StorageError(f"cannot open the database {path}: {exc}") from exc
     conn.set_progress_handler(watchdog(time_limit), PROGRESS_STEPS)
     try:
-        count, ours = conn.execute(SQL_USER_TABLES).fetchone()
-        if count and not ours:
+        if is_foreign_database(*conn.execute(SQL_USER_TABLES).fetchone()):
             conn.close()
             raise not_a_lab_database(path)
         # Setting up a new file writes nothing anyone was told is saved: no fsync for it
@@ -368,8 +377,10 @@ def offline_set_metadata(services: Any, host: Any, key: str, data: bytes | None)
         owned = True
     try:
         if data is None:
-            conn.execute(_SQL_DELETE_METADATA, (key,))
+            with contextlib.suppress(sqlite3.OperationalError):  # (no table: nothing to delete)
+                conn.execute(_SQL_DELETE_METADATA, (key,))
         else:
+            conn.execute(_SQL_CREATE_METADATA)
             conn.execute(_SQL_PUT_METADATA, (key, data))
     finally:
         if owned:
@@ -377,15 +388,11 @@ def offline_set_metadata(services: Any, host: Any, key: str, data: bytes | None)
 
 
 def _init_schema(conn: sqlite3.Connection) -> None:
-    conn.execute("BEGIN")
-    try:
-        conn.execute(_SQL_CREATE_KV)
-        conn.execute(_SQL_CREATE_METADATA)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+    """Mark a new database as the lab's. Its tables come later, as on workerd (trace
+    ``sql_schema``): ``_cf_KV`` with the first KV write, ``_cf_METADATA`` with the first alarm;
+    a fresh object's ``sqlite_master`` is empty, and whole-database reads count as workerd's."""
+    if conn.execute("PRAGMA application_id").fetchone()[0] != LAB_APPLICATION_ID:
+        conn.execute(f"PRAGMA application_id={LAB_APPLICATION_ID}")
 
 
 #: SQLite's primary result codes by number (an extended code is primary + 256 * n).
@@ -1066,20 +1073,29 @@ class SqliteEngine:
 
     # -- KV ------------------------------------------------------------------------------
 
+    def _runtime_rows(self, sql: str, params: Any = ()) -> list[Any]:
+        """Rows of a read of the runtime's tables; none if the table is not made yet."""
+        try:
+            return self._x(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if missing_runtime_table(exc):
+                return []
+            raise
+
     def kv_get(self, key: str) -> bytes | None:
         if self._db(create=False) is None:
             return None
-        row = self._x(_SQL_GET_KV, (key,)).fetchone()
-        return None if row is None else row[0]
+        rows = self._runtime_rows(_SQL_GET_KV, (key,))
+        return rows[0][0] if rows else None
 
     def kv_get_many(self, keys: list[str]) -> dict[str, bytes]:
         if self._db(create=False) is None:
             return {}
         found: dict[str, bytes] = {}
         for key in keys:
-            row = self._x(_SQL_GET_KV, (key,)).fetchone()
-            if row is not None:
-                found[key] = row[0]
+            rows = self._runtime_rows(_SQL_GET_KV, (key,))
+            if rows:
+                found[key] = rows[0][0]
         return found
 
     def kv_list(self, start: str | None, end: str | None, reverse: bool,
@@ -1097,7 +1113,7 @@ class SqliteEngine:
         sql = ("SELECT key, value FROM _cf_KV" + (" WHERE " + " AND ".join(where) if where else "")
                + f" ORDER BY key {'DESC' if reverse else 'ASC'} LIMIT ?")
         params.append(-1 if limit is None else limit)
-        rows = self._x(sql, params).fetchall()
+        rows = self._runtime_rows(sql, params)
         for k, _ in rows:
             if type(k) is not str:  # see _backends._check_listed_keys
                 raise StorageCorruptError(
@@ -1108,6 +1124,7 @@ class SqliteEngine:
 
     def kv_put(self, items: list[tuple[str, bytes]], *, confirmed: bool) -> None:
         self._begin()
+        self._x(_SQL_CREATE_KV)  # (the first KV write makes the table, inside the transaction)
         self._xmany(_SQL_PUT_KV, items)
         keys = self._txn_keys
         for key, _ in items:
@@ -1120,7 +1137,11 @@ class SqliteEngine:
         deleted = 0
         txn_keys = self._txn_keys
         for key in keys:
-            deleted += self._x(_SQL_DELETE_KV, (key,)).rowcount
+            try:
+                deleted += self._x(_SQL_DELETE_KV, (key,)).rowcount
+            except sqlite3.OperationalError as exc:
+                if not missing_runtime_table(exc):
+                    raise
             txn_keys[key] = False
         self._txn_writes += len(keys)
         self._mark_write(confirmed)
@@ -1151,7 +1172,11 @@ class SqliteEngine:
                     break
                 kind, name = row
                 self._x(f"DROP {'VIEW' if kind == 'view' else 'TABLE'} IF EXISTS {_quote(name)}")
-            self._x("DELETE FROM _cf_KV")
+            # workerd drops the runtime's tables too (trace sql_schema); the alarm survives
+            # deleteAll(), so _cf_METADATA goes only when it holds nothing
+            self._x("DROP TABLE IF EXISTS _cf_KV")
+            if not self._runtime_rows("SELECT 1 FROM _cf_METADATA LIMIT 1"):
+                self._x("DROP TABLE IF EXISTS _cf_METADATA")
             self._x("PRAGMA user_version=0")
         except sqlite3.Error as exc:
             error = SqlError(
@@ -1181,7 +1206,7 @@ class SqliteEngine:
     def _reload_metadata(self) -> None:
         """Re-read the metadata mirror after the database changed under it (open, rollback)."""
         conn = self._conn
-        stored = dict(self._x(_SQL_GET_METADATA).fetchall()) if conn is not None else {}
+        stored = dict(self._runtime_rows(_SQL_GET_METADATA)) if conn is not None else {}
         for key in list(self.metadata):
             if key not in stored:
                 self.metadata[key] = None
@@ -1207,8 +1232,9 @@ class SqliteEngine:
             return
         self._begin()
         if data is None:
-            self._x(_SQL_DELETE_METADATA, (key,))
+            self._runtime_rows(_SQL_DELETE_METADATA, (key,))
         else:
+            self._x(_SQL_CREATE_METADATA)  # (made by the first alarm, as on workerd)
             self._x(_SQL_PUT_METADATA, (key, data))
         self.metadata[key] = data
         self.dirty_metadata[key] = data

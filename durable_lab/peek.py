@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _sql_engine, values
-from ._folder import check_db_path
+from ._folder import check_db_path, missing_runtime_table
 from .errors import StorageError
 
 if TYPE_CHECKING:
@@ -109,7 +109,12 @@ def _sql_rows(path: Path | None, host: Any, query: str, params: tuple[Any, ...] 
     instance = host.instance
     engine = instance.cache if instance is not None else None
     if engine is not None and getattr(engine, "is_sqlite", False) and engine._conn is not None:
-        return list(engine.read_rows(query, params))
+        try:
+            return list(engine.read_rows(query, params))
+        except sqlite3.OperationalError as exc:
+            if missing_runtime_table(exc):
+                return []  # the runtime's table is made by the first write (_sql_engine)
+            raise
     # Elsewhere too, nothing the lab runs may outlast Lab(sql_time_limit=...).
     limit = host.services.sql_time_limit
     if path is None:
@@ -119,6 +124,10 @@ def _sql_rows(path: Path | None, host: Any, query: str, params: tuple[Any, ...] 
         conn.set_progress_handler(_sql_engine.watchdog(limit), _sql_engine.PROGRESS_STEPS)
         try:
             return conn.execute(query, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if missing_runtime_table(exc):
+                return []
+            raise
         finally:
             conn.set_progress_handler(None, 0)
     db = Path(path) / host.storage_key[0] / f"{host.storage_key[1]}.sqlite"

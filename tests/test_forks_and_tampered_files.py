@@ -275,8 +275,12 @@ TAMPERINGS = {
                          "value BLOB CHECK (length(value) < 3)) WITHOUT ROWID"),
     "unique index": ("CREATE UNIQUE INDEX one_value ON _cf_KV (length(value))",),
     "view": ("DROP TABLE _cf_KV", "CREATE VIEW _cf_KV AS SELECT 'a' AS key, x'00' AS value"),
-    "metadata trigger": ("CREATE TRIGGER keep BEFORE DELETE ON _cf_METADATA "
-                         "BEGIN SELECT RAISE(ABORT, 'kept'); END",),
+    # (a SQLite-backed object has _cf_METADATA from its first alarm on: made here as the lab
+    # makes it)
+    "metadata trigger": ("CREATE TABLE IF NOT EXISTS _cf_METADATA (key TEXT PRIMARY KEY, "
+                         "value BLOB) WITHOUT ROWID",
+                         "CREATE TRIGGER keep BEFORE DELETE ON _cf_METADATA "
+                         "BEGIN SELECT RAISE(ABORT, 'kept'); END"),
     "foreign _cf_ table": ("CREATE TABLE _cf_Extra (x)",),
 }
 NAMED = {"trigger": "trigger eat", "no value column": "table _cf_KV",
@@ -371,6 +375,10 @@ class Planted(DurableObject):
                  "p INTEGER REFERENCES parent(id) ON DELETE CASCADE)")
 
     async def setup(self, alarm_hex):
+        # an alarm set and deleted: _cf_METADATA exists (made by the first alarm, as on
+        # workerd), so the trigger below compiles and only the authorizer stands in its way
+        await self.ctx.storage.setAlarm(10**13)
+        await self.ctx.storage.deleteAlarm()
         sql = self.ctx.storage.sql
         sql.exec("CREATE TRIGGER IF NOT EXISTS plant AFTER DELETE ON child BEGIN "
                  f"INSERT OR REPLACE INTO _cf_METADATA VALUES ('alarm', x'{alarm_hex}'); END")
@@ -408,7 +416,7 @@ async def test_item12_delete_all_cannot_let_a_user_trigger_write_the_runtimes_me
         outcome = await stub.wipe()
         assert outcome.startswith("SqlError: deleteAll() failed and changed nothing: "
                                   "not authorized: the trigger plant uses the runtime's own "
-                                  "table _cf_METADATA")
+                                  "table _cf_METADATA"), outcome
         assert await stub.alarm_at() is None
     async with Lab(folder, clock="manual") as lab:
         stub = lab.bind("P", Planted, sql=True).getByName("p")
