@@ -56,7 +56,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import aiosqlite
 
@@ -542,12 +542,24 @@ def _before_close(db: sqlite3.Connection) -> None:
     db.execute(_SQL_PRAGMA_SYNCHRONOUS_OFF)
 
 
+def _runtime_rows(db: sqlite3.Connection, sql: str, params: Sequence[object] = ()) -> list[Any]:
+    """Rows of a read of the runtime's tables. A SQLite-backed object's database (read here for
+    ``lab.objects()``, its alarm on reopen, ...) has each table only from the first write that
+    needs it, as on workerd: before that, nothing is stored there."""
+    try:
+        return db.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if missing_runtime_table(exc):
+            return []
+        raise
+
+
 def _read_sync(db: sqlite3.Connection, keys: Sequence[str]) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     for k in keys:
-        row = db.execute(_SQL_GET_KV, (k,)).fetchone()
-        if row is not None:
-            out[k] = row[0]
+        rows = _runtime_rows(db, _SQL_GET_KV, (k,))
+        if rows:
+            out[k] = rows[0][0]
     return out
 
 
@@ -561,7 +573,7 @@ def _list_sync(
     sql = _SQL_LIST[(start is not None, end is not None, reverse)]
     params: list[object] = [b for b in (start, end) if b is not None]
     params.append(-1 if limit is None else limit)
-    rows = [(k, v) for k, v in db.execute(sql, params)]
+    rows = [(k, v) for k, v in _runtime_rows(db, sql, params)]
     _check_listed_keys(rows)
     return rows
 
@@ -609,16 +621,12 @@ def _commit_sync(
 
 
 def _metadata_sync(db: sqlite3.Connection) -> dict[str, bytes]:
-    try:
-        return {k: v for k, v in db.execute(_SQL_GET_ALL_METADATA)}
-    except sqlite3.OperationalError as exc:
-        if missing_runtime_table(exc):  # a SQLite-backed object that never set an alarm
-            return {}
-        raise
+    return {k: v for k, v in _runtime_rows(db, _SQL_GET_ALL_METADATA)}
 
 
 def _size_sync(db: sqlite3.Connection) -> int:
-    return int(db.execute(_SQL_KV_SIZE).fetchone()[0])
+    rows = _runtime_rows(db, _SQL_KV_SIZE)
+    return int(rows[0][0]) if rows else 0
 
 
 #: How many SQLite VM instructions run between two looks at a statement's deadline.

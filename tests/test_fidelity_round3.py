@@ -827,5 +827,10 @@ async def test_a_restart_makes_no_runtime_table(tmp_path):
     async with Lab(folder) as lab:
         await lab.bind("SCHEMA", SchemaSteps, sql=True).getByName("s").step("create")
     async with Lab(folder) as lab:
-        got = await lab.bind("SCHEMA", SchemaSteps, sql=True).getByName("s").step("reopened")
+        stub = lab.bind("SCHEMA", SchemaSteps, sql=True).getByName("s")
+        # what the panels read of an object without _cf_ tables: no data, no error
+        (info,) = await lab.objects()
+        assert (info.label, info.stored_bytes, info.alarm) == ("SCHEMA:s", 0, None)
+        assert await lab.peek(stub) == {}
+        got = await stub.step("reopened")
     assert got == "reopened schema=[table:t] quick_check_read=3"
