@@ -164,6 +164,60 @@ except Exception as exc:
     print(type(exc).__name__, exc)
 
 # %% [markdown]
+# ## What Cloudflare bills: rows read and rows written
+#
+# Cloudflare bills SQL by the rows each statement **reads** and **writes**, and every cursor
+# reports them: `rowsRead` and `rowsWritten` (the lab counts them as workerd does). A row
+# counts as read whenever SQLite steps onto it, whether or not it ends up in the result.
+#
+# **Predict:** a board of 1,000 scores. `ORDER BY total DESC LIMIT 3` returns three rows: how
+# many does it read? And once there is an index on `total`?
+
+# %%
+class Board(DurableObject):
+    def __init__(self, ctx, env):
+        super().__init__(ctx, env)
+        self.sql = ctx.storage.sql
+        self.sql.exec("CREATE TABLE IF NOT EXISTS s(player TEXT PRIMARY KEY, total INTEGER)")
+
+    async def fill(self, n):
+        for i in range(n):
+            self.sql.exec("INSERT INTO s VALUES (?, ?)", f"p{i}", i * 37 % n)
+
+    async def best(self, n):
+        cursor = self.sql.exec("SELECT player, total FROM s ORDER BY total DESC LIMIT ?", n)
+        return len(cursor.toArray()), cursor.rowsRead
+
+    async def run(self, query, *bindings):
+        cursor = self.sql.exec(query, *bindings)
+        return cursor.rowsRead, cursor.rowsWritten
+
+
+board = lab.bind("BOARD", Board, sql=True).getByName("game")
+await board.fill(1000)
+print("no index:        %d rows returned, %d read" % await board.best(3))
+print("CREATE INDEX:    %d read, %d written" % await board.run(
+    "CREATE INDEX by_total ON s(total)"))
+print("with the index:  %d rows returned, %d read" % await board.best(3))
+print("one more score:  %d read, %d written" % await board.run(
+    "INSERT INTO s VALUES ('zoe', 5)"))
+
+# %% [markdown]
+# Without an index, SQLite reads every row of the table, and for each one the best three kept
+# so far: 2,000 rows read for 3 returned, on every call. With the index it walks the index
+# from its end: 3. The index is paid for in writes: once (1,001 rows written to build it: an
+# entry per row, and its line in the schema), and on every insert (3 rows written: the row,
+# the primary key's entry, the new index's entry). Exercise 07's `top(n)` is this query.
+
+# %% tags=["claim"]
+claim(
+    "2,000 rows read for 3 returned",
+    output=r"(?m)^no index: +3 rows returned, 2000 read$[\s\S]*^with the index: +3 rows "
+           r"returned, 3 read$[\s\S]*^one more score: +0 read, 3 written$",
+)
+claim("1,001 rows written to build it", output=r"(?m)^CREATE INDEX: +\d+ read, 1001 written$")
+
+# %% [markdown]
 # ## Exercise 07 · a leaderboard in SQL
 #
 # `add_score(player, points)` returns the player's new total; `top(n)` returns the n best as
