@@ -186,21 +186,20 @@ class Board(DurableObject):
 
     async def best(self, n):
         cursor = self.sql.exec("SELECT player, total FROM s ORDER BY total DESC LIMIT ?", n)
-        return len(cursor.toArray()), cursor.rowsRead
+        rows = cursor.toArray()
+        return f"{len(rows)} rows returned, {cursor.rowsRead} read"
 
     async def run(self, query, *bindings):
         cursor = self.sql.exec(query, *bindings)
-        return cursor.rowsRead, cursor.rowsWritten
+        return f"{cursor.rowsRead} read, {cursor.rowsWritten} written"
 
 
 board = lab.bind("BOARD", Board, sql=True).getByName("game")
 await board.fill(1000)
-print("no index:        %d rows returned, %d read" % await board.best(3))
-print("CREATE INDEX:    %d read, %d written" % await board.run(
-    "CREATE INDEX by_total ON s(total)"))
-print("with the index:  %d rows returned, %d read" % await board.best(3))
-print("one more score:  %d read, %d written" % await board.run(
-    "INSERT INTO s VALUES ('zoe', 5)"))
+print("no index:       ", await board.best(3))
+print("CREATE INDEX:   ", await board.run("CREATE INDEX by_total ON s(total)"))
+print("with the index: ", await board.best(3))
+print("one more score: ", await board.run("INSERT INTO s VALUES ('zoe', 5)"))
 
 # %% [markdown]
 # Without an index, SQLite reads every row of the table, and for each one the best three kept
