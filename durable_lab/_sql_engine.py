@@ -377,8 +377,11 @@ def offline_set_metadata(services: Any, host: Any, key: str, data: bytes | None)
         owned = True
     try:
         if data is None:
-            with contextlib.suppress(sqlite3.OperationalError):  # (no table: nothing to delete)
+            try:
                 conn.execute(_SQL_DELETE_METADATA, (key,))
+            except sqlite3.OperationalError as exc:
+                if not missing_runtime_table(exc):  # (no table: nothing to delete)
+                    raise
         else:
             conn.execute(_SQL_CREATE_METADATA)
             conn.execute(_SQL_PUT_METADATA, (key, data))
@@ -1122,10 +1125,21 @@ class SqliteEngine:
                 )
         return rows
 
+    def _write_runtime(self, create: str, write: Callable[[], object]) -> None:
+        """A write to ``_cf_KV`` or ``_cf_METADATA``, whose first write makes the table (as on
+        workerd), inside the open transaction. Tried first: the table is missing only once, so
+        no put pays for a CREATE TABLE (a statement that fails to prepare wrote nothing)."""
+        try:
+            write()
+        except sqlite3.OperationalError as exc:
+            if not missing_runtime_table(exc):
+                raise
+            self._x(create)
+            write()
+
     def kv_put(self, items: list[tuple[str, bytes]], *, confirmed: bool) -> None:
         self._begin()
-        self._x(_SQL_CREATE_KV)  # (the first KV write makes the table, inside the transaction)
-        self._xmany(_SQL_PUT_KV, items)
+        self._write_runtime(_SQL_CREATE_KV, lambda: self._xmany(_SQL_PUT_KV, items))
         keys = self._txn_keys
         for key, _ in items:
             keys[key] = True
@@ -1234,8 +1248,8 @@ class SqliteEngine:
         if data is None:
             self._runtime_rows(_SQL_DELETE_METADATA, (key,))
         else:
-            self._x(_SQL_CREATE_METADATA)  # (made by the first alarm, as on workerd)
-            self._x(_SQL_PUT_METADATA, (key, data))
+            self._write_runtime(_SQL_CREATE_METADATA,
+                                lambda: self._x(_SQL_PUT_METADATA, (key, data)))
         self.metadata[key] = data
         self.dirty_metadata[key] = data
         self._txn_writes += 1
