@@ -105,16 +105,21 @@ def _sql_backed(host: Any) -> bool:
 
 def _sql_rows(path: Path | None, host: Any, query: str, params: tuple[Any, ...] = ()) -> list[Any]:
     """Run a read-only query on the object's database: through the live instance's connection
-    (so its open transaction is visible), else on the stored database, opened read-only."""
+    (so its open transaction is visible), else on the stored database, opened read-only. A
+    runtime table not made yet (by the object's first KV write or alarm) holds no rows."""
+    try:
+        return _query(path, host, query, params)
+    except sqlite3.OperationalError as exc:
+        if missing_runtime_table(exc):
+            return []
+        raise
+
+
+def _query(path: Path | None, host: Any, query: str, params: tuple[Any, ...]) -> list[Any]:
     instance = host.instance
     engine = instance.cache if instance is not None else None
     if engine is not None and getattr(engine, "is_sqlite", False) and engine._conn is not None:
-        try:
-            return list(engine.read_rows(query, params))
-        except sqlite3.OperationalError as exc:
-            if missing_runtime_table(exc):
-                return []  # the runtime's table is made by the first write (_sql_engine)
-            raise
+        return list(engine.read_rows(query, params))
     # Elsewhere too, nothing the lab runs may outlast Lab(sql_time_limit=...).
     limit = host.services.sql_time_limit
     if path is None:
@@ -124,10 +129,6 @@ def _sql_rows(path: Path | None, host: Any, query: str, params: tuple[Any, ...] 
         conn.set_progress_handler(_sql_engine.watchdog(limit), _sql_engine.PROGRESS_STEPS)
         try:
             return conn.execute(query, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            if missing_runtime_table(exc):
-                return []
-            raise
         finally:
             conn.set_progress_handler(None, 0)
     db = Path(path) / host.storage_key[0] / f"{host.storage_key[1]}.sqlite"
