@@ -11,29 +11,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from explore_objects import Counter, SlowCounter
 
 import durable_lab
 from durable_lab import DurableObject, Lab
 from durable_lab.explore import Failed, Unfinished, explore
 
 # -- the classes ---------------------------------------------------------------------------
-
-
-class Counter(DurableObject):
-    async def increment(self):
-        n = (await self.ctx.storage.get("n")) or 0
-        self.ctx.storage.put("n", n + 1)
-        return n + 1
-
-
-class SlowCounter(DurableObject):
-    """Read, a timer, write: the gate opens at the timer, updates can be lost."""
-
-    async def increment(self):
-        n = (await self.ctx.storage.get("n")) or 0
-        await durable_lab.sleep(1)
-        self.ctx.storage.put("n", n + 1)
-        return n + 1
 
 
 class FixedCounter(DurableObject):

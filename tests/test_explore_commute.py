@@ -14,19 +14,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from explore_objects import Counter, FieldCounter, SlowCounter
 
 import durable_lab
 from durable_lab import DurableObject
 from durable_lab.explore import _Effect, _independent, explore
 
 # -- the classes -----------------------------------------------------------------------------
-
-
-class Counter(DurableObject):
-    async def increment(self):
-        n = (await self.ctx.storage.get("n")) or 0
-        self.ctx.storage.put("n", n + 1)
-        return n + 1
 
 
 class Keys(DurableObject):
@@ -60,22 +54,6 @@ class TwoTasks(DurableObject):
         got = await asyncio.gather(asyncio.ensure_future(write(a)),
                                    asyncio.ensure_future(write(b)))
         return sum(got)
-
-
-class Field(DurableObject):
-    """Object code sharing a field: code steps of one object never commute."""
-
-    def __init__(self, ctx, env):
-        super().__init__(ctx, env)
-        self.n = 0
-
-    async def increment(self):
-        self.n += 1
-        self.ctx.storage.put("n", self.n)
-        return self.n
-
-    async def peek(self):
-        return self.n
 
 
 class Relay(DurableObject):
@@ -146,7 +124,7 @@ WORKLOADS = {
         {"T": TwoTasks}, lambda env: [env.T.getByName("x").both("a", "b"),
                                       env.T.getByName("x").both("c", "a")], {}),
     "a field shared by the code": (
-        {"F": Field}, lambda env: [env.F.getByName("x").increment(),
+        {"F": FieldCounter}, lambda env: [env.F.getByName("x").increment(),
                                    env.F.getByName("x").increment(),
                                    env.F.getByName("x").peek()], {}),
     "a call that waits for another object": (
@@ -222,13 +200,6 @@ def test_the_relation_on_one_object():
 async def test_the_shortest_counterexample_is_as_short_as_brute_force_finds():
     """The lost update of the read-timer-write counter: dpor's shortest failing schedule has
     the length of dfs's (equivalent schedules have the same length), and bfs agrees."""
-
-    class SlowCounter(DurableObject):
-        async def increment(self):
-            n = (await self.ctx.storage.get("n")) or 0
-            await durable_lab.sleep(1)
-            self.ctx.storage.put("n", n + 1)
-            return n + 1
 
     work = lambda env: [env.C.getByName("a").increment() for _ in range(2)]  # noqa: E731
     full = await explore({"C": SlowCounter}, work, strategy="dfs", progress=False)

@@ -8,28 +8,16 @@ a field and only writes it through is broken by that, and the shortest schedule 
 from __future__ import annotations
 
 import pytest
+from explore_objects import FieldCounter
 
 import durable_lab
 from durable_lab import DurableObject, Lab
 from durable_lab.explore import FAULTS, explore
 
 
-class FieldCounter(DurableObject):
-    """Keeps the count in a field, writes it through, never reads it back: an eviction
-    forgets it."""
-
-    def __init__(self, ctx, env):
-        super().__init__(ctx, env)
-        self.n = 0
-
-    async def increment(self):
-        self.n += 1
-        self.ctx.storage.put("n", self.n)
-        return self.n
-
-
 class LoadingCounter(DurableObject):
-    """The same, fixed: the constructor loads the count before any call is admitted."""
+    """FieldCounter (explore_objects), fixed: the constructor loads the count before any
+    call is admitted."""
 
     def __init__(self, ctx, env):
         super().__init__(ctx, env)

@@ -6,19 +6,10 @@ Headless: the widget trees and real labs (the browser lesson test sees the same 
 from __future__ import annotations
 
 import pytest
+from explore_objects import SlowCounter
 
-import durable_lab
 import widgets
-from durable_lab import DurableObject
 from durable_lab.explore import ExploreProgress, explore
-
-
-class SlowCounter(DurableObject):
-    async def increment(self):
-        n = (await self.ctx.storage.get("n")) or 0
-        await durable_lab.sleep(1)
-        self.ctx.storage.put("n", n + 1)
-        return n + 1
 
 
 async def _counterexample():
