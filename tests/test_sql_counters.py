@@ -150,9 +150,9 @@ def _build_module():
 def test_a_source_edit_that_does_not_fit_stops_the_build():
     """Another release of the sources must fail the build, not count wrong."""
     build = _build_module()
-    assert build._edit("a\nb\n", "a\n", "x\n", before=False, name="f") == "a\nx\nb\n"
-    assert build._edit("a\nb\n", "a\n<<HERE>>b\n", "x\n", before=False, name="f") == "a\nx\nb\n"
+    assert build._edit("a\nb\n", "a\n", "x\n", name="f") == "a\nx\nb\n"
+    assert build._edit("a\nb\n", "a\n<<HERE>>b\n", "x\n", name="f") == "a\nx\nb\n"
     with pytest.raises(build.BuildError, match="found it 0 times"):
-        build._edit("a\nb\n", "c\n", "x\n", before=False, name="f")
+        build._edit("a\nb\n", "c\n", "x\n", name="f")
     with pytest.raises(build.BuildError, match="found it 2 times"):
-        build._edit("a\na\n", "a\n", "x\n", before=False, name="f")
+        build._edit("a\na\n", "a\n", "x\n", name="f")

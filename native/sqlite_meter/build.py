@@ -138,7 +138,7 @@ ENGINE_EDITS: tuple[tuple[str, str, str], ...] = (
 
 _METER = ("lab_meter(self);\n")
 
-#: (file, where, what to insert after it) for the DB-API binding.
+#: (file, where, what to insert) for the DB-API binding, as for the amalgamation.
 BINDING_EDITS: tuple[tuple[str, str, str], ...] = (
     ("cursor.h", "    PyObject* next_row;\n",
      "\n    /* durable_lab: the statement's rows read and written, after its last step */\n"
@@ -174,14 +174,11 @@ BINDING_EDITS: tuple[tuple[str, str, str], ...] = (
      '        PyDoc_STR("Set a connection run-time limit; returns the previous one.")},\n'
      '    {"getlimit", (PyCFunction)lab_connection_getlimit, METH_VARARGS,\n'
      '        PyDoc_STR("Get a connection run-time limit.")},\n'),
-)
-
-#: Inserted *before* a text that occurs once (the meter right after execute()'s step).
-BINDING_BEFORE: tuple[tuple[str, str, str], ...] = (
-    ("cursor.c", "        if (rc != SQLITE_DONE && rc != SQLITE_ROW) {\n"
+    # the meter right after execute()'s step, and the C functions behind setlimit/getlimit
+    ("cursor.c", "<<HERE>>        if (rc != SQLITE_DONE && rc != SQLITE_ROW) {\n"
                  "            if (PyErr_Occurred()) {\n",
      "        " + _METER),
-    ("connection.c", "static PyMethodDef connection_methods[] = {\n",
+    ("connection.c", "<<HERE>>static PyMethodDef connection_methods[] = {\n",
      "/* durable_lab: sqlite3_limit(), as the standard module's setlimit()/getlimit(). */\n"
      "static PyObject *lab_limit(pysqlite_Connection *self, int category, int value)\n{\n"
      "    int old;\n"
@@ -203,6 +200,7 @@ BINDING_BEFORE: tuple[tuple[str, str, str], ...] = (
      "        return NULL;\n    }\n"
      "    return lab_limit(self, category, -1);\n}\n\n"),
 )
+
 
 #: (file, text that occurs once, what replaces it) in the binding.
 BINDING_REPLACEMENTS: tuple[tuple[str, str, str], ...] = (
@@ -248,21 +246,25 @@ class BuildError(Exception):
     """The build cannot go on; the message says why."""
 
 
-def _edit(text: str, where: str, insert: str, *, before: bool, name: str) -> str:
-    offset = None
-    if "<<HERE>>" in where:
-        offset = where.index("<<HERE>>")
-        where = where.replace("<<HERE>>", "")
+def _find_once(text: str, where: str, name: str) -> int:
     count = text.count(where)
     if count != 1:
         raise BuildError(f"{name}: expected the text {where!r} once, found it {count} times "
                          f"(a different release of {SOURCE_DIST}?)")
-    at = text.index(where)
-    if offset is not None:
-        at += offset
-    elif not before:
-        at += len(where)
+    return text.index(where)
+
+
+def _edit(text: str, where: str, insert: str, *, name: str) -> str:
+    """``insert`` at the ``<<HERE>>`` marker of ``where``, or after it."""
+    offset = where.find("<<HERE>>")
+    where = where.replace("<<HERE>>", "")
+    at = _find_once(text, where, name) + (offset if offset >= 0 else len(where))
     return text[:at] + insert + text[at:]
+
+
+def _replace(text: str, old: str, new: str, *, name: str) -> str:
+    at = _find_once(text, old, name)
+    return text[:at] + new + text[at + len(old):]
 
 
 def build_id() -> str:
@@ -315,18 +317,15 @@ def prepare(top: Path) -> Path:
         texts[name] = (top / "sqlite" / name).read_text(encoding="utf-8")
     # sqlean.py appends a hook that loads its own extensions: the amalgamation ends before it
     end = "/************************** End of sqlite3.c ******************************/\n"
-    texts["sqlite3.c"] = _edit(texts["sqlite3.c"], end, "", before=False, name="sqlite3.c")
-    texts["sqlite3.c"] = texts["sqlite3.c"][:texts["sqlite3.c"].index(end) + len(end)]
+    texts["sqlite3.c"] = texts["sqlite3.c"][:_find_once(texts["sqlite3.c"], end, "sqlite3.c")
+                                            + len(end)]
     for name, where, insert in ENGINE_EDITS + BINDING_EDITS:
-        texts[name] = _edit(texts[name], where, insert, before=False, name=name)
-    for name, where, insert in BINDING_BEFORE:
-        texts[name] = _edit(texts[name], where, insert, before=True, name=name)
+        texts[name] = _edit(texts[name], where, insert, name=name)
     for name, old, new in BINDING_REPLACEMENTS:
-        texts[name] = _edit(texts[name], old, "", before=False, name=name).replace(old, new)
+        texts[name] = _replace(texts[name], old, new, name=name)
     texts["module.c"] = _edit(texts["module.c"],
                               "#endif\n<<HERE>>  {\"SQLITE_DONE\", SQLITE_DONE},\n",
-                              _extended_code_names(texts["sqlite3.h"]), before=True,
-                              name="module.c")
+                              _extended_code_names(texts["sqlite3.h"]), name="module.c")
     for name, text in texts.items():
         (out / name).write_text(text, encoding="utf-8")
     return out
